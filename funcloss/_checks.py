@@ -1,0 +1,142 @@
+"""Argument checks and the one error-message template.
+
+Every public loss validates its arguments here, so that bad input fails with
+``"<fn>: `<arg>` must <rule>, got <actual>."`` instead of a C++ trace, a silent broadcast or NaN.
+
+Checks on metadata (shape, dtype, config) always run. Checks on tensor *values* read the data,
+which a torch.func transform or a compiled graph cannot do, so they run only when
+:func:`value_checks_enabled` says plain eager mode is in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NoReturn
+
+import torch
+from torch import Tensor
+
+Reduction = Literal["none", "mean", "sum"]
+REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
+
+
+def fail(
+    kind: type[Exception], fn: str, arg: str, rule: str, got: object, hint: str = ""
+) -> NoReturn:
+    """Raise ``kind`` with the house template; ``hint`` is the usual fix, if there is one."""
+    message = f"{fn}: `{arg}` must {rule}, got {got}."
+    raise kind(f"{message} {hint}" if hint else message)
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def value_checks_enabled() -> bool:
+    """True in plain eager mode: not compiling and not inside any torch.func transform."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.peek_interpreter_stack() is None
+
+
+def check_tensor(fn: str, **tensors: object) -> None:
+    for name, value in tensors.items():
+        if not isinstance(value, Tensor):
+            fail(TypeError, fn, name, "be a torch.Tensor", type(value).__name__)
+
+
+def check_floating(fn: str, **tensors: Tensor | None) -> None:
+    """Each given tensor (``None`` is skipped) must have a floating-point dtype."""
+    for name, value in tensors.items():
+        if value is None:
+            continue
+        check_tensor(fn, **{name: value})
+        if not value.is_floating_point():
+            fail(TypeError, fn, name, "have a floating-point dtype", value.dtype)
+
+
+def check_integer(fn: str, **tensors: Tensor) -> None:
+    """Each given tensor must hold integers (class indices, lengths)."""
+    for name, value in tensors.items():
+        check_tensor(fn, **{name: value})
+        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            fail(TypeError, fn, name, "have an integer dtype", value.dtype)
+
+
+def check_same_shape(fn: str, **tensors: Tensor) -> None:
+    """All given tensors must have exactly the same shape (no broadcasting)."""
+    (first, reference), *rest = tensors.items()
+    for name, value in rest:
+        if value.shape != reference.shape:
+            fail(
+                ValueError,
+                fn,
+                name,
+                f"have the same shape as `{first}` {shape_str(reference.shape)}",
+                shape_str(value.shape),
+            )
+
+
+def check_broadcastable_to(fn: str, name: str, value: Tensor | None, shape: torch.Size) -> None:
+    """``value`` (if given) must broadcast to ``shape`` without changing ``shape``."""
+    if value is None:
+        return
+    try:
+        result = torch.broadcast_shapes(value.shape, shape)
+    except RuntimeError:
+        result = None
+    if result != shape:
+        fail(
+            ValueError, fn, name, f"be broadcastable to {shape_str(shape)}", shape_str(value.shape)
+        )
+
+
+def check_reduction(fn: str, reduction: str, allowed: Sequence[str] = REDUCTIONS) -> None:
+    if reduction not in allowed:
+        options = " | ".join(repr(r) for r in allowed)
+        fail(ValueError, fn, "reduction", f"be one of {options}", repr(reduction))
+
+
+def check_positive(fn: str, **values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            fail(ValueError, fn, name, "be positive", value)
+
+
+def check_non_negative(fn: str, **values: float) -> None:
+    for name, value in values.items():
+        if not value >= 0:
+            fail(ValueError, fn, name, "be non-negative", value)
+
+
+def check_in_range(fn: str, name: str, value: float, low: float, high: float) -> None:
+    """``low <= value <= high`` for a float config value."""
+    if not low <= value <= high:
+        fail(ValueError, fn, name, f"be in [{low}, {high}]", value)
+
+
+def check_class_indices(
+    fn: str, target: Tensor, num_classes: int, ignore_index: int | None = None, name: str = "target"
+) -> None:
+    """Eager-only: every class index lies in ``[0, num_classes)`` or equals ``ignore_index``."""
+    if not value_checks_enabled() or target.numel() == 0:
+        return
+    bad = (target < 0) | (target >= num_classes)
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    if bool(bad.any()):
+        first = int(target[bad].flatten()[0])
+        extra = f" or equal ignore_index={ignore_index}" if ignore_index is not None else ""
+        raise IndexError(
+            f"{fn}: `{name}` values must be in [0, {num_classes}){extra}, got {first}."
+        )
+
+
+def check_values_in(fn: str, name: str, value: Tensor, low: float, high: float) -> None:
+    """Eager-only: every element of ``value`` lies in ``[low, high]`` (NaN fails too)."""
+    if not value_checks_enabled() or value.numel() == 0:
+        return
+    bad = ~((value >= low) & (value <= high))
+    if bool(bad.any()):
+        first = float(value[bad].flatten()[0])
+        raise ValueError(f"{fn}: `{name}` values must be in [{low}, {high}], got {first}.")

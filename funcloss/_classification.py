@@ -1,0 +1,488 @@
+"""Classification losses: cross_entropy, nll_loss, binary_cross_entropy(_with_logits)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import (
+    Reduction,
+    check_broadcastable_to,
+    check_class_indices,
+    check_floating,
+    check_in_range,
+    check_integer,
+    check_reduction,
+    check_same_shape,
+    check_values_in,
+    fail,
+    shape_str,
+    value_checks_enabled,
+)
+from ._function import custom_backward
+from ._reduction import reduce, weighted_mean
+
+# torch clamps BCE's logs at -100 so that a probability of exactly 0 or 1 gives a finite loss.
+_BCE_LOG_FLOOR = -100.0
+# torch's BCE gradient divides by max(x (1 - x), 1e-12), finite at x = 0 and x = 1.
+_BCE_GRAD_EPS = 1e-12
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+# -- shapes ------------------------------------------------------------------------------------
+
+
+def _class_shapes(fn: str, input: Tensor, target: Tensor) -> tuple[bool, torch.Size]:
+    """Validate ``input``/``target`` shapes; return (probability target?, shape of "none" loss).
+
+    ``input`` is ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; a class-index target has
+    ``input``'s shape without the class dimension, a probability target ``input``'s shape.
+    """
+    if input.dim() == 0:
+        fail(ValueError, fn, "input", "have shape (C,), (N, C) or (N, C, d1, ..., dK)", "()")
+    index_shape = input.shape[1:] if input.dim() == 1 else input.shape[:1] + input.shape[2:]
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            fail(
+                ValueError,
+                fn,
+                "target",
+                f"have shape {shape_str(input.shape)} (class probabilities) or "
+                f"{shape_str(index_shape)} (class indices, integer dtype) for input of shape "
+                f"{shape_str(input.shape)}",
+                f"{shape_str(target.shape)} ({target.dtype})",
+            )
+        return True, index_shape
+    check_integer(fn, target=target)
+    if target.shape != index_shape:
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have shape {shape_str(index_shape)} (class indices) for input of shape "
+            f"{shape_str(input.shape)}",
+            shape_str(target.shape),
+            hint=f"For class probabilities pass a float target of shape {shape_str(input.shape)}.",
+        )
+    return False, index_shape
+
+
+def _rows(input: Tensor) -> Tensor:
+    """``(C,)``/``(N, C)``/``(N, C, d...)`` -> ``(M, C)`` with the class dimension last."""
+    if input.dim() == 1:
+        return input.unsqueeze(0)
+    if input.dim() == 2:
+        return input
+    return input.movedim(1, -1).reshape(-1, input.shape[1])
+
+
+def _check_class_weight(fn: str, weight: Tensor | None, input: Tensor) -> None:
+    if weight is None:
+        return
+    check_floating(fn, weight=weight)
+    num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
+    if weight.shape != (num_classes,):
+        fail(
+            ValueError,
+            fn,
+            "weight",
+            f"have shape ({num_classes},), one per class",
+            shape_str(weight.shape),
+        )
+    if weight.dtype != input.dtype:
+        fail(TypeError, fn, "weight", f"have the input's dtype {input.dtype}", weight.dtype)
+
+
+def _row_weights(
+    target: Tensor, weight: Tensor | None, ignored: Tensor, dtype: torch.dtype
+) -> Tensor:
+    """Each row's class weight, zero where the row is ignored: the mean's denominator terms."""
+    if weight is None:
+        return (~ignored).to(dtype)
+    return weight.gather(0, target.masked_fill(ignored, 0)).masked_fill(ignored, 0)
+
+
+# -- cross_entropy ---------------------------------------------------------------------------
+#
+# Class-index targets go through a custom backward: it saves only its inputs (no (N, C)
+# log-softmax kept alive between forward and backward), recomputes the softmax in backward, and
+# is built from differentiable ops so that double backward is exact.
+#
+# With a = (1 - eps) w_y onehot(y) + (eps / C) w (the row's target weights) and A = sum_c a_c:
+#     loss = sum_c a_c (lse - x_c) = A lse - a . x
+#     d loss / dx = A softmax(x) - a
+
+
+def _accumulate_dtype(x: Tensor) -> torch.dtype | None:
+    # bf16/fp16 logits accumulate the log-sum-exp and softmax in fp32.
+    return torch.float32 if x.dtype in _HALF_DTYPES else None
+
+
+def _logsumexp(x: Tensor) -> Tensor:
+    return torch.logsumexp(x.float() if x.dtype in _HALF_DTYPES else x, dim=1)
+
+
+def _smoothing_parts(
+    input: Tensor, weight: Tensor | None, label_smoothing: float
+) -> tuple[float | Tensor, Tensor]:
+    """The smoothing weights' sum and their dot product with each row: (sum w, x . w)."""
+    if weight is None:
+        return 1.0 * input.shape[1], input.sum(1)
+    return weight.sum(), input @ weight
+
+
+@custom_backward
+def _cross_entropy_rows(
+    input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, label_smoothing: float
+) -> Tensor:
+    """Per-row loss for ``(M, C)`` logits and ``(M,)`` class indices (0 where ignored)."""
+    ignored = target == ignore_index
+    safe = target.masked_fill(ignored, 0)
+    lse = _logsumexp(input)
+    nll = lse - input.gather(1, safe.unsqueeze(1)).squeeze(1)
+    if weight is not None:
+        nll = nll * weight.gather(0, safe)
+    if label_smoothing > 0:
+        num_classes = input.shape[1]
+        weight_sum, dot = _smoothing_parts(input, weight, label_smoothing)
+        smooth = (lse * weight_sum - dot) / num_classes
+        nll = (1 - label_smoothing) * nll + label_smoothing * smooth
+    return nll.masked_fill(ignored, 0).to(input.dtype)
+
+
+def _target_weights(
+    input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, label_smoothing: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(safe target, per-row total A, per-row weight of the target class (1 - eps) w_y)."""
+    ignored = target == ignore_index
+    safe = target.masked_fill(ignored, 0)
+    picked = _row_weights(target, weight, ignored, input.dtype) * (1 - label_smoothing)
+    total = picked
+    if label_smoothing > 0:
+        weight_sum = input.shape[1] if weight is None else weight.sum()
+        total = picked + (~ignored) * (label_smoothing * weight_sum / input.shape[1])
+    return safe, total, picked
+
+
+def _smoothing_term(grad: Tensor, weight: Tensor | None, label_smoothing: float, c: int) -> Tensor:
+    """The ``(eps / C) w`` part of ``a``, times each row's gradient: ``(M, 1)`` or ``(M, C)``."""
+    scale = (grad * (label_smoothing / c)).unsqueeze(1)
+    return scale if weight is None else scale * weight
+
+
+@_cross_entropy_rows.backward
+def _cross_entropy_rows_backward(
+    grad: Tensor,
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+) -> tuple[Tensor, None, None]:
+    # d/dx = grad * (A softmax(x) - a); ignored rows have A = a = 0.
+    safe, total, picked = _target_weights(input, target, weight, ignore_index, label_smoothing)
+    grad = grad.to(total.dtype).masked_fill(target == ignore_index, 0)
+    fast = not torch.is_grad_enabled() and value_checks_enabled()
+    softmax = torch.softmax(
+        input, dim=1, dtype=torch.float32 if input.dtype in _HALF_DTYPES else None
+    )
+    if fast:  # plain eager, no double backward: update the one (M, C) buffer in place
+        result = softmax.mul_((grad * total).unsqueeze(1).to(softmax.dtype))
+        if label_smoothing > 0:
+            result.sub_(_smoothing_term(grad, weight, label_smoothing, input.shape[1]))
+        result.scatter_add_(1, safe.unsqueeze(1), -(grad * picked).unsqueeze(1).to(result.dtype))
+        return result.to(input.dtype), None, None
+    result = softmax * (grad * total).unsqueeze(1)
+    if label_smoothing > 0:
+        result = result - _smoothing_term(grad, weight, label_smoothing, input.shape[1])
+    result = result.scatter_add(1, safe.unsqueeze(1), -(grad * picked).unsqueeze(1))
+    return result.to(input.dtype), None, None
+
+
+@_cross_entropy_rows.jvp
+def _cross_entropy_rows_jvp(
+    input_t: Tensor,
+    target_t: Tensor,
+    weight_t: Tensor | None,
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+) -> Tensor:
+    # d loss = A (softmax . dx) - a . dx
+    safe, total, picked = _target_weights(input, target, weight, ignore_index, label_smoothing)
+    softmax = torch.softmax(input, dim=1)
+    result = total * (softmax * input_t).sum(1) - picked * input_t.gather(
+        1, safe.unsqueeze(1)
+    ).squeeze(1)
+    if label_smoothing > 0:
+        _, dot = _smoothing_parts(input_t, weight, label_smoothing)
+        result = result - (label_smoothing / input.shape[1]) * dot * (target != ignore_index)
+    return result.to(input.dtype)
+
+
+def _soft_cross_entropy_rows(
+    input: Tensor, target: Tensor, weight: Tensor | None, label_smoothing: float
+) -> Tensor:
+    """Per-row loss for class-probability targets: ``A lse - a . x`` with ``a = w p'``."""
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / input.shape[1]
+    if weight is not None:
+        target = target * weight
+    lse = _logsumexp(input)
+    return (target.sum(1) * lse - (target * input).sum(1)).to(input.dtype)
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    r"""Cross-entropy between logits and class indices or class probabilities.
+
+    The loss for classification: softmax over the class dimension, then the negative
+    log-likelihood of the target. Takes what :func:`torch.nn.functional.cross_entropy` takes and
+    gives the same values and gradients; the class-index path has a hand-written backward that
+    keeps no ``(N, C)`` buffer alive between forward and backward.
+
+    .. math::
+        \ell_n = -\sum_c w_c\, q_{n,c} \log \frac{e^{x_{n,c}}}{\sum_k e^{x_{n,k}}},
+        \qquad q_n = (1 - \varepsilon)\, t_n + \varepsilon / C
+
+    where :math:`t_n` is the one-hot class (class-index target) or the given probabilities, and
+    :math:`\varepsilon` is ``label_smoothing``. With class indices, ``"mean"`` divides by
+    :math:`\sum_n w_{y_n}` over the rows not ignored; with probabilities, by the number of rows.
+    Gradient: :math:`\partial \ell_n / \partial x_n = (\sum_c a_c)\,\mathrm{softmax}(x_n) - a`
+    with :math:`a_c = w_c q_{n,c}`.
+
+    Args:
+        input: logits, shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``, floating dtype.
+        target: class indices (integer dtype) of shape ``()``, ``(N,)`` or ``(N, d1, ..., dK)``,
+            values in ``[0, C)`` or ``ignore_index`` (range checked in eager mode only); or class
+            probabilities (floating dtype) of ``input``'s shape.
+        weight: optional per-class weight, shape ``(C,)``, ``input``'s dtype.
+        ignore_index: class index whose rows contribute nothing (class-index targets only).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        label_smoothing: :math:`\varepsilon` in ``[0, 1]``.
+
+    Returns:
+        Shape of the target without the class dimension (``(N, d1, ..., dK)``, ``(N,)`` or
+        ``()``) for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: integer logits; a target of neither integer nor floating dtype.
+        ValueError: a target or weight of the wrong shape, bad ``reduction``/``label_smoothing``.
+        IndexError: a class index out of range (eager mode).
+
+    Examples:
+        >>> logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+        >>> funcloss.cross_entropy(logits, torch.tensor([0, 2]), reduction="none")
+        tensor([0.2395, 0.0949])
+        >>> funcloss.cross_entropy(logits, torch.tensor([0, 2]), label_smoothing=0.1)
+        tensor(0.2576)
+    """
+    fn = "cross_entropy"
+    check_floating(fn, input=input)
+    check_reduction(fn, reduction)
+    check_in_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
+    probabilities, out_shape = _class_shapes(fn, input, target)
+    _check_class_weight(fn, weight, input)
+    rows = _rows(input)
+    if probabilities:
+        loss = _soft_cross_entropy_rows(rows, _rows(target), weight, label_smoothing)
+        return reduce(loss.reshape(out_shape), reduction)
+    num_classes = rows.shape[1]
+    check_class_indices(fn, target, num_classes, ignore_index)
+    flat_target = target.reshape(-1)
+    loss = _cross_entropy_rows(rows, flat_target, weight, ignore_index, label_smoothing)
+    if reduction == "mean":
+        ignored = flat_target == ignore_index
+        return loss.sum() / _row_weights(flat_target, weight, ignored, loss.dtype).sum()
+    return reduce(loss.reshape(out_shape), reduction)
+
+
+# -- nll_loss --------------------------------------------------------------------------------
+
+
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Negative log-likelihood of class indices under given log-probabilities.
+
+    Use after a ``log_softmax`` (or any log-probabilities); ``cross_entropy`` fuses the two.
+
+    .. math::
+        \ell_n = -w_{y_n} x_{n, y_n}, \qquad
+        \text{mean} = \sum_n \ell_n \Big/ \sum_{n:\, y_n \ne \text{ignore}} w_{y_n}
+
+    Args:
+        input: log-probabilities, shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``.
+        target: class indices, integer dtype, ``input``'s shape without the class dimension;
+            values in ``[0, C)`` or ``ignore_index`` (range checked in eager mode only).
+        weight: optional per-class weight, shape ``(C,)``.
+        ignore_index: class index whose elements contribute nothing.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``target``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError, ValueError, IndexError: as :func:`cross_entropy`.
+
+    Examples:
+        >>> log_probs = torch.tensor([[-0.1, -2.5], [-1.2, -0.4]])
+        >>> funcloss.nll_loss(log_probs, torch.tensor([0, 1]), reduction="none")
+        tensor([0.1000, 0.4000])
+    """
+    fn = "nll_loss"
+    check_floating(fn, input=input)
+    check_reduction(fn, reduction)
+    check_integer(fn, target=target)
+    _, out_shape = _class_shapes(fn, input, target)
+    _check_class_weight(fn, weight, input)
+    rows = _rows(input)
+    check_class_indices(fn, target, rows.shape[1], ignore_index)
+    flat_target = target.reshape(-1)
+    ignored = flat_target == ignore_index
+    safe = flat_target.masked_fill(ignored, 0)
+    row_weights = _row_weights(flat_target, weight, ignored, rows.dtype)
+    loss = -rows.gather(1, safe.unsqueeze(1)).squeeze(1) * row_weights
+    return weighted_mean(loss.reshape(out_shape), row_weights, reduction)
+
+
+# -- binary cross-entropy --------------------------------------------------------------------
+
+
+def _safe_log(x: Tensor) -> Tensor:
+    """``max(log x, -100)``, with a finite autograd derivative at ``x = 0`` too."""
+    positive = x > 0
+    return torch.where(
+        positive, torch.log(torch.where(positive, x, 1.0)), _BCE_LOG_FLOOR
+    ).clamp_min(_BCE_LOG_FLOOR)
+
+
+# A custom backward buys exactness here: torch's BCE gradient is finite at x = 0 and x = 1
+# (it divides by max(x (1 - x), 1e-12)), where autograd through the clamped logs is not.
+@custom_backward
+def _binary_cross_entropy(input: Tensor, target: Tensor) -> Tensor:
+    return -(target * _safe_log(input) + (1 - target) * _safe_log(1 - input))
+
+
+@_binary_cross_entropy.backward
+def _binary_cross_entropy_backward(
+    grad: Tensor, input: Tensor, target: Tensor
+) -> tuple[Tensor, Tensor]:
+    # d/dx = (x - y) / max(x (1 - x), eps);  d/dy = log(1 - x) - log(x)  (logs floored at -100)
+    grad_input = grad * (input - target) / (input * (1 - input)).clamp_min(_BCE_GRAD_EPS)
+    grad_target = grad * (_safe_log(1 - input) - _safe_log(input))
+    return grad_input, grad_target
+
+
+@_binary_cross_entropy.jvp
+def _binary_cross_entropy_jvp(
+    input_t: Tensor, target_t: Tensor, input: Tensor, target: Tensor
+) -> Tensor:
+    slope = (input - target) / (input * (1 - input)).clamp_min(_BCE_GRAD_EPS)
+    return slope * input_t + (_safe_log(1 - input) - _safe_log(input)) * target_t
+
+
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    *,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Binary cross-entropy between probabilities and targets.
+
+    For outputs that already went through a sigmoid; on logits prefer
+    :func:`binary_cross_entropy_with_logits`, which is stable.
+
+    .. math::
+        \ell = -w \left[ y \log x + (1 - y) \log (1 - x) \right]
+
+    with both logs floored at -100 as in torch. Gradient (as torch's):
+    :math:`w (x - y) / \max(x (1 - x), 10^{-12})`.
+
+    Args:
+        input: probabilities in ``[0, 1]`` (checked in eager mode only), shape ``(*)``.
+        target: same shape as ``input``, floating dtype (usually in ``[0, 1]``).
+        weight: optional elementwise weight, broadcastable to ``input``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input or target.
+        ValueError: shape mismatch, bad ``reduction``, input outside ``[0, 1]`` (eager mode).
+
+    Examples:
+        >>> funcloss.binary_cross_entropy(torch.tensor([0.9, 0.2]), torch.tensor([1.0, 0.0]))
+        tensor(0.1643)
+    """
+    fn = "binary_cross_entropy"
+    check_floating(fn, input=input, target=target, weight=weight)
+    check_reduction(fn, reduction)
+    check_same_shape(fn, input=input, target=target)
+    check_broadcastable_to(fn, "weight", weight, input.shape)
+    check_values_in(fn, "input", input, 0.0, 1.0)
+    return reduce(_binary_cross_entropy(input, target), reduction, weight)
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    *,
+    reduction: Reduction = "mean",
+    pos_weight: Tensor | None = None,
+) -> Tensor:
+    r"""Binary cross-entropy on logits: a sigmoid and BCE in one stable expression.
+
+    .. math::
+        \ell = -w \left[ p\, y \log \sigma(x) + (1 - y) \log \sigma(-x) \right]
+             = w \left[ (1 - y)\, x - (1 + (p - 1) y) \log \sigma(x) \right]
+
+    where :math:`p` is ``pos_weight`` (weight of the positive class, e.g. ``#neg / #pos``).
+
+    Args:
+        input: logits, shape ``(*)``, floating dtype.
+        target: same shape as ``input``, floating dtype (usually in ``[0, 1]``).
+        weight: optional elementwise weight, broadcastable to ``input``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        pos_weight: optional positive-class weight, broadcastable to ``input`` (typically shape
+            ``(C,)`` for the last dimension).
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input, target or weights.
+        ValueError: shape mismatch, bad ``reduction``.
+
+    Examples:
+        >>> funcloss.binary_cross_entropy_with_logits(
+        ...     torch.tensor([2.0, -1.0]), torch.tensor([1.0, 0.0]), reduction="none")
+        tensor([0.1269, 0.3133])
+    """
+    fn = "binary_cross_entropy_with_logits"
+    check_floating(fn, input=input, target=target, weight=weight, pos_weight=pos_weight)
+    check_reduction(fn, reduction)
+    check_same_shape(fn, input=input, target=target)
+    check_broadcastable_to(fn, "weight", weight, input.shape)
+    check_broadcastable_to(fn, "pos_weight", pos_weight, input.shape)
+    log_weight = 1.0 if pos_weight is None else 1 + (pos_weight - 1) * target
+    loss = (1 - target) * input - log_weight * F.logsigmoid(input)
+    return reduce(loss, reduction, weight)

@@ -1,0 +1,332 @@
+"""The custom-backward machinery: a plain forward function -> a transform-safe autograd.Function.
+
+:func:`custom_backward` builds the ``torch.autograd.Function`` the way torch.func needs it
+(DESIGN.md §3), so neither funcloss's own losses nor users' ones touch ``ctx``:
+
+- ``setup_context`` style; ``generate_vmap_rule = True`` (forward, backward and jvp are torch ops);
+- every tensor is passed to ``apply`` positionally (tensor pytrees are flattened with optree);
+  everything else is config, rebuilt around the tensors on the other side;
+- only the inputs are saved, and the backward is a plain function of them, so double backward
+  (``jacrev(jacrev)``, ``hessian``) differentiates through it exactly;
+- two classes: the one with a ``jvp`` (forward mode: ``jacfwd``, ``hessian``, ``func.jvp``) is
+  used only while not compiling, because a Function with a custom jvp breaks
+  ``torch.compile(fullgraph=True)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optree
+import torch
+from torch import Tensor
+
+from ._checks import shape_str
+
+_NO_DEFAULT = object()
+
+# Every call passes exactly this many tensor slots to ``apply`` (unused ones are None). Dynamo,
+# tracing a Function under a torch.func transform, decides whether to pass ``ctx`` by comparing
+# the argument count with the number of forward parameters, so the arity must be fixed.
+MAX_TENSORS = 32
+_PADDING = (None,) * MAX_TENSORS
+_FORWARD_SIGNATURE = inspect.Signature(
+    [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_ONLY)
+        for name in ("layout", *(f"tensor{i}" for i in range(MAX_TENSORS)))
+    ]
+)
+
+
+def _is_tensor(x: object) -> bool:
+    return isinstance(x, Tensor)
+
+
+class _Layout:
+    """Where the tensors sit among a call's arguments, and how to put the call back together.
+
+    ``leaves`` are the flattened arguments; ``tensor_slots[k]`` is the leaf index of the k-th
+    tensor; ``treespec`` rebuilds the argument tuple from the leaves (``None`` when every
+    argument is a leaf, the common case, which then needs no pytree work at all).
+    """
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        if any(isinstance(a, list | tuple | dict) for a in args):
+            leaves, self.treespec = optree.tree_flatten(args, none_is_leaf=True)
+        else:
+            leaves, self.treespec = list(args), None
+        self.tensor_slots = tuple(i for i, leaf in enumerate(leaves) if _is_tensor(leaf))
+        self.config = tuple(None if _is_tensor(leaf) else leaf for leaf in leaves)
+        # The top-level arguments that hold a tensor, or are None (an optional tensor left
+        # out): each gets a gradient slot in backward and a tangent in jvp.
+        self.tensor_args = tuple(
+            i
+            for i, a in enumerate(args)
+            if a is None or any(map(_is_tensor, optree.tree_leaves(a, none_is_leaf=True)))
+        )
+
+    def rebuild(self, tensors: Sequence[Tensor | None]) -> tuple[Any, ...]:
+        """Put the call back together; ``tensors`` may carry trailing padding."""
+        leaves = list(self.config)
+        for slot, tensor in zip(self.tensor_slots, tensors, strict=False):
+            leaves[slot] = tensor
+        if self.treespec is None:
+            return tuple(leaves)
+        return optree.tree_unflatten(self.treespec, leaves)
+
+
+class CustomBackwardLoss:
+    """A loss with a hand-written backward (and optionally a jvp); see :func:`custom_backward`.
+
+    Call it like the forward function. Register the derivative rules with the ``backward`` and
+    ``jvp`` decorators.
+    """
+
+    def __init__(self, forward: Callable[..., Tensor]) -> None:
+        if not callable(forward) or isinstance(forward, type):
+            raise TypeError(
+                f"custom_backward: `forward` must be a function, got {type(forward).__name__}."
+            )
+        functools.update_wrapper(self, forward)
+        signature = inspect.signature(forward)
+        self.__signature__ = signature
+        self._name = getattr(forward, "__name__", type(forward).__name__)
+        self._forward = forward
+        self._backward: Callable[..., Any] | None = None
+        self._jvp: Callable[..., Tensor] | None = None
+        self._params = tuple(signature.parameters)
+        self._index = {param: i for i, param in enumerate(self._params)}
+        self._defaults = tuple(
+            _NO_DEFAULT if p.default is inspect.Parameter.empty else p.default
+            for p in signature.parameters.values()
+        )
+        self._build()
+
+    def _build(self) -> None:
+        self._plain, self._forward_mode = _build_functions(
+            self._name, self._params, self._forward, self._backward, self._jvp
+        )
+
+    def __repr__(self) -> str:
+        return f"<custom_backward loss {self._name}>"
+
+    def backward(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Register ``fn(grad, *inputs) -> gradients``: one per tensor argument (or ``None``).
+
+        An argument that is ``None`` in the call (an optional tensor left out) counts as a
+        tensor argument and takes a ``None`` gradient. A pytree argument gets a pytree of
+        gradients of the same structure (or ``None``).
+        """
+        self._backward = fn
+        self._build()
+        return fn
+
+    def jvp(self, fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        """Register ``fn(*tangents, *inputs) -> output tangent``, one tangent per tensor argument.
+
+        A tangent is a zero tensor where the caller gave none, and ``None`` for an argument that
+        is ``None`` in the call; for a pytree argument it is a pytree of the same structure.
+        """
+        self._jvp = fn
+        self._build()
+        return fn
+
+    # -- calling -------------------------------------------------------------------------------
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        if len(args) > len(self._params):
+            raise TypeError(
+                f"{self._name}: takes {len(self._params)} arguments, got {len(args)} positional."
+            )
+        values = list(args) + [_NO_DEFAULT] * (len(self._params) - len(args))
+        for key, value in kwargs.items():
+            if key not in self._index:
+                raise TypeError(f"{self._name}: got an unexpected keyword argument `{key}`.")
+            values[self._index[key]] = value
+        for i, value in enumerate(values):
+            if value is _NO_DEFAULT:
+                values[i] = self._defaults[i]
+                if values[i] is _NO_DEFAULT:
+                    raise TypeError(f"{self._name}: missing argument `{self._params[i]}`.")
+        return tuple(values)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        if self._backward is None:
+            raise TypeError(
+                f"{self._name}: no backward registered; add one with @{self._name}.backward."
+            )
+        values = self._bind(args, kwargs)
+        layout = _Layout(values)
+        tensors = tuple(
+            leaf for leaf in optree.tree_leaves(values, none_is_leaf=True) if _is_tensor(leaf)
+        )
+        if len(tensors) > MAX_TENSORS:
+            raise TypeError(
+                f"{self._name}: takes at most {MAX_TENSORS} tensors in all, got {len(tensors)}."
+            )
+        function = self._plain if torch.compiler.is_compiling() else self._forward_mode
+        return function.apply(layout, *tensors, *_PADDING[len(tensors) :])
+
+
+def _run_backward(
+    name: str,
+    params: tuple[str, ...],
+    backward: Callable[..., Any] | None,
+    layout: _Layout,
+    grad: Tensor,
+    tensors: Sequence[Tensor],
+) -> tuple[Tensor | None, ...]:
+    assert backward is not None
+    args = layout.rebuild(tensors)
+    grads = backward(grad, *args)
+    if not isinstance(grads, tuple | list):
+        grads = (grads,)
+    positions = layout.tensor_args
+    if len(grads) != len(positions):
+        expected = ", ".join(params[i] for i in positions)
+        raise TypeError(
+            f"{name}: backward must return {len(positions)} gradients (one per tensor "
+            f"argument, None for an optional tensor left out: {expected}), got {len(grads)}."
+        )
+    full = [optree.tree_map(lambda _: None, a, none_is_leaf=True) for a in args]
+    for position, g in zip(positions, grads, strict=True):
+        full[position] = _match(name, params[position], g, args[position], position)
+    flat = optree.tree_leaves(tuple(full), none_is_leaf=True) if layout.treespec else full
+    return tuple(
+        flat[slot] if tensor.is_floating_point() or tensor.is_complex() else None
+        for slot, tensor in zip(layout.tensor_slots, tensors, strict=True)
+    )
+
+
+def _match(name: str, param: str, value: Any, like: Any, position: int) -> Any:
+    """Check a gradient (pytree) against its argument; expand ``None`` to per-leaf ``None``."""
+    if value is None:
+        return optree.tree_map(lambda _: None, like, none_is_leaf=True)
+    like_leaves, like_spec = optree.tree_flatten(like, none_is_leaf=True)
+    value_leaves, value_spec = optree.tree_flatten(value, none_is_leaf=True)
+    if len(like_leaves) != len(value_leaves):
+        raise TypeError(
+            f"{name}: backward gradient for argument {position} (`{param}`) must have the "
+            f"structure of `{param}`, got {value_spec}."
+        )
+    for a, g in zip(like_leaves, value_leaves, strict=True):
+        if _is_tensor(a) and g is not None and (not _is_tensor(g) or g.shape != a.shape):
+            got = shape_str(g.shape) if _is_tensor(g) else type(g).__name__
+            raise ValueError(
+                f"{name}: backward gradient for argument {position} (`{param}`) must have shape "
+                f"{shape_str(a.shape)}, got {got}."
+            )
+    return optree.tree_unflatten(like_spec, value_leaves)
+
+
+def _run_jvp(
+    name: str,
+    jvp: Callable[..., Tensor] | None,
+    layout: _Layout,
+    output_shape: torch.Size,
+    tangents: Sequence[Tensor | None],
+    tensors: Sequence[Tensor],
+) -> Tensor:
+    if jvp is None:
+        raise RuntimeError(
+            f"{name}: forward-mode AD (jacfwd, hessian, torch.func.jvp) needs a jvp; "
+            f"register one with @{name}.jvp."
+        )
+    tangents = [
+        torch.zeros_like(t) if d is None else d for d, t in zip(tangents, tensors, strict=True)
+    ]
+    args = layout.rebuild(tensors)
+    tangent_args = layout.rebuild(tangents)
+    result = jvp(*(tangent_args[i] for i in layout.tensor_args), *args)
+    if not _is_tensor(result) or result.shape != output_shape:
+        got = shape_str(result.shape) if _is_tensor(result) else type(result).__name__
+        raise ValueError(
+            f"{name}: jvp must return a tangent of the output's shape "
+            f"{shape_str(output_shape)}, got {got}."
+        )
+    return result
+
+
+def _build_functions(
+    name: str,
+    params: tuple[str, ...],
+    forward_fn: Callable[..., Tensor],
+    backward_fn: Callable[..., Any] | None,
+    jvp_fn: Callable[..., Tensor] | None,
+) -> tuple[type[torch.autograd.Function], type[torch.autograd.Function]]:
+    # The Functions close over plain functions and constants only: Dynamo cannot trace a
+    # Function whose rules close over other objects.
+
+    class Plain(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(layout: _Layout, *tensors: Tensor) -> Tensor:
+            return forward_fn(*layout.rebuild(tensors))
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+            layout = inputs[0]
+            ctx.layout = layout
+            ctx.save_for_backward(*inputs[1 : 1 + len(layout.tensor_slots)])
+
+        @staticmethod
+        def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+            grads = _run_backward(name, params, backward_fn, ctx.layout, grad, ctx.saved_tensors)
+            return (None, *grads, *_PADDING[len(grads) :])
+
+    class ForwardMode(Plain):
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+            Plain.setup_context(ctx, inputs, output)
+            ctx.save_for_forward(*inputs[1 : 1 + len(inputs[0].tensor_slots)])
+            ctx.output_shape = output.shape
+
+        @staticmethod
+        def jvp(ctx: Any, layout_tangent: None, *tangents: Tensor | None) -> Tensor:
+            tensors = ctx.saved_tensors
+            return _run_jvp(
+                name, jvp_fn, ctx.layout, ctx.output_shape, tangents[: len(tensors)], tensors
+            )
+
+    Plain.forward.__signature__ = _FORWARD_SIGNATURE  # type: ignore[attr-defined]
+    for cls, suffix in ((Plain, ""), (ForwardMode, "ForwardMode")):
+        cls.__name__ = cls.__qualname__ = f"_{name}{suffix}"
+    return Plain, ForwardMode
+
+
+def custom_backward(forward: Callable[..., Tensor]) -> CustomBackwardLoss:
+    r"""Give a loss made of torch ops a hand-written backward (and jvp), transform-safe.
+
+    Use it where a closed-form derivative buys memory, speed or exactness over autograd. The
+    forward must itself be correct to differentiate: inside ``torch.compile`` under a torch.func
+    transform, torch traces and autodiffs the forward instead of calling the custom rules.
+
+    Args:
+        forward: ``forward(*args) -> Tensor``. Tensor arguments (or pytrees of tensors: tuples,
+            lists, dicts) are differentiable inputs; other arguments are config.
+
+    Returns:
+        A callable with ``.backward`` and ``.jvp`` decorators. The backward receives the
+        output's gradient and then the forward's arguments, and returns one gradient (or
+        ``None``) per tensor argument, built from differentiable torch ops so that second
+        derivatives are exact. The jvp receives one tangent per tensor argument, then the
+        forward's arguments.
+
+    Examples:
+        >>> @custom_backward
+        ... def squared_error(input, target):
+        ...     return (input - target) ** 2
+        >>> @squared_error.backward
+        ... def _(grad, input, target):
+        ...     d = 2 * (input - target) * grad
+        ...     return d, -d
+        >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+        >>> squared_error(x, torch.zeros(2)).sum().backward()
+        >>> x.grad
+        tensor([2., 4.])
+    """
+    return CustomBackwardLoss(forward)
