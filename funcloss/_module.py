@@ -64,7 +64,10 @@ class _LossModule(nn.Module):
 
 
 def _class_name(fn_name: str) -> str:
-    """``cross_entropy`` -> ``CrossEntropyLoss``; ``huber_loss`` -> ``HuberLoss``."""
+    """``cross_entropy`` -> ``CrossEntropyLoss``; ``huber_loss`` -> ``HuberLoss``; a name that
+    is already CamelCase (a decorated ``def MyLoss(...)``) is kept."""
+    if fn_name[:1].isupper():
+        return fn_name
     words = fn_name.strip("_").split("_")
     if words[-1] != "loss":
         words.append("loss")

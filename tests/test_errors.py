@@ -1,0 +1,142 @@
+"""Bad input to the classification core: clear errors naming the function and the argument."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import vmap
+
+import funcloss
+
+X = torch.randn(4, 3)
+Y = torch.tensor([0, 2, 1, 0])
+
+
+@pytest.mark.parametrize(
+    "fn", [funcloss.cross_entropy, funcloss.nll_loss], ids=["cross_entropy", "nll_loss"]
+)
+class TestClassIndexLosses:
+    def test_bad_reduction(self, fn) -> None:
+        with pytest.raises(ValueError, match=r"`reduction` must be one of 'none' \| 'mean'"):
+            fn(X, Y, reduction="batchmean")
+
+    def test_integer_input(self, fn) -> None:
+        with pytest.raises(
+            TypeError, match=r"`input` must have a floating-point dtype, got torch.int64"
+        ):
+            fn(torch.ones(4, 3, dtype=torch.int64), Y)
+
+    def test_target_of_the_wrong_shape(self, fn) -> None:
+        with pytest.raises(ValueError, match=r"`target` must have shape \(4,\) .*got \(4, 3, 2\)"):
+            fn(X, torch.zeros(4, 3, 2, dtype=torch.int64))
+        with pytest.raises(ValueError, match=r"`target` must have shape \(4,\) .*got \(5,\)"):
+            fn(X, torch.zeros(5, dtype=torch.int64))
+
+    def test_class_index_out_of_range(self, fn) -> None:
+        name = fn.__name__
+        with pytest.raises(
+            IndexError, match=rf"{name}: `target` values must be in \[0, 3\) .*got 3"
+        ):
+            fn(X, torch.tensor([0, 3, 1, 0]))
+        with pytest.raises(IndexError, match=r"got -1"):
+            fn(X, torch.tensor([0, -1, 1, 0]))
+
+    def test_weight_of_the_wrong_shape(self, fn) -> None:
+        with pytest.raises(
+            ValueError, match=r"`weight` must have shape \(3,\), one per class, got \(4,\)"
+        ):
+            fn(X, Y, torch.ones(4))
+
+    def test_weight_of_another_dtype(self, fn) -> None:
+        with pytest.raises(TypeError, match=r"`weight` must have the input's dtype"):
+            fn(X, Y, torch.ones(3, dtype=torch.float64))
+
+    def test_scalar_input(self, fn) -> None:
+        with pytest.raises(ValueError, match=r"`input` must have shape \(C,\), \(N, C\)"):
+            fn(torch.tensor(1.0), torch.tensor(0))
+
+    def test_legacy_arguments_are_keyword_only(self, fn) -> None:
+        with pytest.raises(TypeError):
+            fn(X, Y, None, None)  # torch's 4th positional argument is size_average
+
+
+def test_range_check_is_skipped_under_vmap_but_not_in_eager() -> None:
+    # Under a transform the value check cannot run; in eager mode it always does.
+    good = vmap(funcloss.cross_entropy)(X, Y)
+    assert good.shape == (4,)
+    with pytest.raises(IndexError):
+        funcloss.cross_entropy(X, torch.tensor([0, 9, 1, 0]))
+
+
+def test_cross_entropy_float_target_of_index_shape() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"cross_entropy: `target` must have shape \(4, 3\) \(class probabilities\)",
+    ):
+        funcloss.cross_entropy(X, torch.zeros(4))
+
+
+def test_cross_entropy_bool_target() -> None:
+    with pytest.raises(
+        TypeError, match=r"cross_entropy: `target` must have an integer dtype, got torch.bool"
+    ):
+        funcloss.cross_entropy(X, torch.zeros(4, dtype=torch.bool))
+
+
+def test_cross_entropy_label_smoothing_range() -> None:
+    with pytest.raises(
+        ValueError, match=r"cross_entropy: `label_smoothing` must be in \[0.0, 1.0\], got 1.5"
+    ):
+        funcloss.cross_entropy(X, Y, label_smoothing=1.5)
+
+
+def test_nll_loss_float_target() -> None:
+    with pytest.raises(TypeError, match=r"nll_loss: `target` must have an integer dtype"):
+        funcloss.nll_loss(X, torch.zeros(4, 3))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [funcloss.binary_cross_entropy, funcloss.binary_cross_entropy_with_logits],
+    ids=["binary_cross_entropy", "binary_cross_entropy_with_logits"],
+)
+class TestBinaryLosses:
+    def test_shape_mismatch_is_not_broadcast(self, fn) -> None:
+        name = fn.__name__
+        with pytest.raises(
+            ValueError,
+            match=rf"{name}: `target` must have the same shape as `input` \(4, 3\), got \(3,\)",
+        ):
+            fn(torch.rand(4, 3), torch.rand(3))
+
+    def test_integer_target(self, fn) -> None:
+        with pytest.raises(TypeError, match=r"`target` must have a floating-point dtype"):
+            fn(torch.rand(4), torch.ones(4, dtype=torch.int64))
+
+    def test_weight_not_broadcastable(self, fn) -> None:
+        with pytest.raises(
+            ValueError, match=r"`weight` must be broadcastable to \(4, 3\), got \(4,\)"
+        ):
+            fn(torch.rand(4, 3), torch.rand(4, 3), torch.ones(4))
+
+    def test_bad_reduction(self, fn) -> None:
+        with pytest.raises(ValueError, match=r"`reduction` must be one of"):
+            fn(torch.rand(4), torch.rand(4), reduction="avg")
+
+
+def test_bce_input_outside_unit_interval() -> None:
+    with pytest.raises(
+        ValueError, match=r"binary_cross_entropy: `input` values must be in \[0.0, 1.0\], got 1.5"
+    ):
+        funcloss.binary_cross_entropy(torch.tensor([0.5, 1.5]), torch.ones(2))
+    with pytest.raises(ValueError, match=r"got nan"):
+        funcloss.binary_cross_entropy(torch.tensor([0.5, float("nan")]), torch.ones(2))
+
+
+def test_bce_with_logits_pos_weight_not_broadcastable() -> None:
+    with pytest.raises(
+        ValueError, match=r"binary_cross_entropy_with_logits: `pos_weight` must be broadcastable"
+    ):
+        funcloss.binary_cross_entropy_with_logits(
+            torch.randn(4, 3), torch.rand(4, 3), pos_weight=torch.ones(4)
+        )
