@@ -117,10 +117,20 @@ def check_in_range(fn: str, name: str, value: float, low: float, high: float) ->
 
 def check_class_indices(
     fn: str, target: Tensor, num_classes: int, ignore_index: int | None = None, name: str = "target"
-) -> None:
-    """Eager-only: every class index lies in ``[0, num_classes)`` or equals ``ignore_index``."""
-    if not value_checks_enabled() or target.numel() == 0:
-        return
+) -> bool | None:
+    """Eager-only: every class index lies in ``[0, num_classes)`` or equals ``ignore_index``.
+
+    Returns whether some entry equals ``ignore_index`` (so callers can skip masking when none
+    does), or ``None`` where values cannot be read (under a transform, while compiling).
+    """
+    if not value_checks_enabled():
+        return None
+    if target.numel() == 0:
+        return False
+    low, high = (int(v) for v in torch.aminmax(target))  # one pass for the common case
+    ignorable = ignore_index is not None and low <= ignore_index <= high
+    if 0 <= low and high < num_classes:
+        return ignorable and bool((target == ignore_index).any())
     bad = (target < 0) | (target >= num_classes)
     if ignore_index is not None:
         bad &= target != ignore_index
@@ -130,6 +140,7 @@ def check_class_indices(
         raise IndexError(
             f"{fn}: `{name}` values must be in [0, {num_classes}){extra}, got {first}."
         )
+    return ignorable
 
 
 def check_values_in(fn: str, name: str, value: Tensor, low: float, high: float) -> None:

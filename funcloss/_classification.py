@@ -94,24 +94,37 @@ def _check_class_weight(fn: str, weight: Tensor | None, input: Tensor) -> None:
         fail(TypeError, fn, "weight", f"have the input's dtype {input.dtype}", weight.dtype)
 
 
-def _row_weights(
-    target: Tensor, weight: Tensor | None, ignored: Tensor, dtype: torch.dtype
-) -> Tensor:
-    """Each row's class weight, zero where the row is ignored: the mean's denominator terms."""
+def _ignored(target: Tensor, ignore_index: int, masked: bool) -> Tensor | None:
+    """Mask of ignored entries; ``None`` when the caller knows nothing is ignored."""
+    return target == ignore_index if masked else None
+
+
+def _row_weights(target: Tensor, weight: Tensor | None, ignored: Tensor | None) -> Tensor | None:
+    """Each row's class weight, zero where the row is ignored: the weighted mean's terms.
+
+    ``None`` stands for all ones (no weight and nothing ignored).
+    """
     if weight is None:
-        return (~ignored).to(dtype)
+        return None if ignored is None else (~ignored).to(torch.get_default_dtype())
+    if ignored is None:
+        return weight.gather(0, target)
     return weight.gather(0, target.masked_fill(ignored, 0)).masked_fill(ignored, 0)
 
 
 # -- cross_entropy ---------------------------------------------------------------------------
 #
-# Class-index targets go through a custom backward: it saves only its inputs (no (N, C)
-# log-softmax kept alive between forward and backward), recomputes the softmax in backward, and
-# is built from differentiable ops so that double backward is exact.
-#
-# With a = (1 - eps) w_y onehot(y) + (eps / C) w (the row's target weights) and A = sum_c a_c:
-#     loss = sum_c a_c (lse - x_c) = A lse - a . x
-#     d loss / dx = A softmax(x) - a
+# Class-index targets: the loss per row, with a = (1 - eps) w_y onehot(y) + (eps / C) w (the row's
+# target weights) and A = sum_c a_c, is
+#     loss = sum_c a_c (lse - x_c) = A lse - a . x,      d loss / dx = A softmax(x) - a.
+# Large inputs go through a custom backward, which buys memory and speed: it saves only its
+# inputs (no (N, C) log-softmax kept alive between forward and backward) and writes the gradient
+# into the one (N, C) buffer of the recomputed softmax. It is built from differentiable ops, so
+# double backward is exact. Small inputs skip it: there the per-call overhead of an
+# autograd.Function outweighs what it saves, and autograd through the same forward is exact too.
+# ``masked=False`` below means "nothing is ignored" (known in eager mode), saving the masks.
+
+# Below this many logits, autograd through the forward beats the custom Function's overhead.
+_FUSED_MIN_ELEMENTS = 1 << 16
 
 
 def _accumulate_dtype(x: Tensor) -> torch.dtype | None:
@@ -123,46 +136,62 @@ def _logsumexp(x: Tensor) -> Tensor:
     return torch.logsumexp(x.float() if x.dtype in _HALF_DTYPES else x, dim=1)
 
 
-def _smoothing_parts(
-    input: Tensor, weight: Tensor | None, label_smoothing: float
-) -> tuple[float | Tensor, Tensor]:
+def _smoothing_parts(input: Tensor, weight: Tensor | None) -> tuple[float | Tensor, Tensor]:
     """The smoothing weights' sum and their dot product with each row: (sum w, x . w)."""
     if weight is None:
-        return 1.0 * input.shape[1], input.sum(1)
+        return float(input.shape[1]), input.sum(1)
     return weight.sum(), input @ weight
 
 
-@custom_backward
-def _cross_entropy_rows(
-    input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, label_smoothing: float
+def _cross_entropy_rows_forward(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    masked: bool,
+    label_smoothing: float,
 ) -> Tensor:
     """Per-row loss for ``(M, C)`` logits and ``(M,)`` class indices (0 where ignored)."""
-    ignored = target == ignore_index
-    safe = target.masked_fill(ignored, 0)
+    ignored = _ignored(target, ignore_index, masked)
+    safe = target if ignored is None else target.masked_fill(ignored, 0)
     lse = _logsumexp(input)
-    nll = lse - input.gather(1, safe.unsqueeze(1)).squeeze(1)
+    loss = lse - input.gather(1, safe.unsqueeze(1)).squeeze(1)
     if weight is not None:
-        nll = nll * weight.gather(0, safe)
+        loss = loss * weight.gather(0, safe)
     if label_smoothing > 0:
-        num_classes = input.shape[1]
-        weight_sum, dot = _smoothing_parts(input, weight, label_smoothing)
-        smooth = (lse * weight_sum - dot) / num_classes
-        nll = (1 - label_smoothing) * nll + label_smoothing * smooth
-    return nll.masked_fill(ignored, 0).to(input.dtype)
+        weight_sum, dot = _smoothing_parts(input, weight)
+        smooth = (lse * weight_sum - dot) / input.shape[1]
+        loss = (1 - label_smoothing) * loss + label_smoothing * smooth
+    if ignored is not None:
+        loss = loss.masked_fill(ignored, 0)
+    return loss.to(input.dtype)
+
+
+_cross_entropy_rows = custom_backward(_cross_entropy_rows_forward)
 
 
 def _target_weights(
-    input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, label_smoothing: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(safe target, per-row total A, per-row weight of the target class (1 - eps) w_y)."""
-    ignored = target == ignore_index
-    safe = target.masked_fill(ignored, 0)
-    picked = _row_weights(target, weight, ignored, input.dtype) * (1 - label_smoothing)
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    masked: bool,
+    label_smoothing: float,
+    grad: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(safe target, grad masked on ignored rows, grad * A, grad * (1 - eps) w_y), per row."""
+    ignored = _ignored(target, ignore_index, masked)
+    if ignored is not None:
+        grad = grad.masked_fill(ignored, 0)
+    safe = target if ignored is None else target.masked_fill(ignored, 0)
+    picked = grad * (1 - label_smoothing)
+    if weight is not None:
+        picked = picked * weight.gather(0, safe)
     total = picked
     if label_smoothing > 0:
         weight_sum = input.shape[1] if weight is None else weight.sum()
-        total = picked + (~ignored) * (label_smoothing * weight_sum / input.shape[1])
-    return safe, total, picked
+        total = picked + grad * (label_smoothing * weight_sum / input.shape[1])
+    return safe, grad, total, picked
 
 
 def _smoothing_term(grad: Tensor, weight: Tensor | None, label_smoothing: float, c: int) -> Tensor:
@@ -178,25 +207,26 @@ def _cross_entropy_rows_backward(
     target: Tensor,
     weight: Tensor | None,
     ignore_index: int,
+    masked: bool,
     label_smoothing: float,
 ) -> tuple[Tensor, None, None]:
     # d/dx = grad * (A softmax(x) - a); ignored rows have A = a = 0.
-    safe, total, picked = _target_weights(input, target, weight, ignore_index, label_smoothing)
-    grad = grad.to(total.dtype).masked_fill(target == ignore_index, 0)
-    fast = not torch.is_grad_enabled() and value_checks_enabled()
-    softmax = torch.softmax(
-        input, dim=1, dtype=torch.float32 if input.dtype in _HALF_DTYPES else None
+    safe, grad, total, picked = _target_weights(
+        input, target, weight, ignore_index, masked, label_smoothing, grad
     )
-    if fast:  # plain eager, no double backward: update the one (M, C) buffer in place
-        result = softmax.mul_((grad * total).unsqueeze(1).to(softmax.dtype))
+    softmax = torch.softmax(input, dim=1, dtype=_accumulate_dtype(input))
+    index = safe.unsqueeze(1)
+    if not torch.is_grad_enabled() and value_checks_enabled():
+        # Plain eager, no double backward: update the one (M, C) buffer in place.
+        result = softmax.mul_(total.unsqueeze(1).to(softmax.dtype))
         if label_smoothing > 0:
             result.sub_(_smoothing_term(grad, weight, label_smoothing, input.shape[1]))
-        result.scatter_add_(1, safe.unsqueeze(1), -(grad * picked).unsqueeze(1).to(result.dtype))
+        result.scatter_add_(1, index, -picked.unsqueeze(1).to(result.dtype))
         return result.to(input.dtype), None, None
-    result = softmax * (grad * total).unsqueeze(1)
+    result = softmax * total.unsqueeze(1)
     if label_smoothing > 0:
         result = result - _smoothing_term(grad, weight, label_smoothing, input.shape[1])
-    result = result.scatter_add(1, safe.unsqueeze(1), -(grad * picked).unsqueeze(1))
+    result = result.scatter_add(1, index, -picked.unsqueeze(1))
     return result.to(input.dtype), None, None
 
 
@@ -209,17 +239,20 @@ def _cross_entropy_rows_jvp(
     target: Tensor,
     weight: Tensor | None,
     ignore_index: int,
+    masked: bool,
     label_smoothing: float,
 ) -> Tensor:
-    # d loss = A (softmax . dx) - a . dx
-    safe, total, picked = _target_weights(input, target, weight, ignore_index, label_smoothing)
+    # d loss = A (softmax . dx) - a . dx, i.e. the backward's formula with grad = 1.
+    ones = torch.ones(input.shape[0], dtype=input.dtype, device=input.device)
+    safe, ones, total, picked = _target_weights(
+        input, target, weight, ignore_index, masked, label_smoothing, ones
+    )
     softmax = torch.softmax(input, dim=1)
-    result = total * (softmax * input_t).sum(1) - picked * input_t.gather(
-        1, safe.unsqueeze(1)
-    ).squeeze(1)
+    picked_t = input_t.gather(1, safe.unsqueeze(1)).squeeze(1)
+    result = total * (softmax * input_t).sum(1) - picked * picked_t
     if label_smoothing > 0:
-        _, dot = _smoothing_parts(input_t, weight, label_smoothing)
-        result = result - (label_smoothing / input.shape[1]) * dot * (target != ignore_index)
+        _, dot = _smoothing_parts(input_t, weight)
+        result = result - (label_smoothing / input.shape[1]) * dot * ones
     return result.to(input.dtype)
 
 
@@ -285,8 +318,21 @@ def cross_entropy(
         >>> funcloss.cross_entropy(logits, torch.tensor([0, 2]), reduction="none")
         tensor([0.2395, 0.0949])
         >>> funcloss.cross_entropy(logits, torch.tensor([0, 2]), label_smoothing=0.1)
-        tensor(0.2576)
+        tensor(0.3339)
     """
+    return _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, None)
+
+
+def _cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: Reduction,
+    label_smoothing: float,
+    fused: bool | None,
+) -> Tensor:
+    """:func:`cross_entropy`; ``fused`` forces the custom-backward path on or off (tests)."""
     fn = "cross_entropy"
     check_floating(fn, input=input)
     check_reduction(fn, reduction)
@@ -297,14 +343,17 @@ def cross_entropy(
     if probabilities:
         loss = _soft_cross_entropy_rows(rows, _rows(target), weight, label_smoothing)
         return reduce(loss.reshape(out_shape), reduction)
-    num_classes = rows.shape[1]
-    check_class_indices(fn, target, num_classes, ignore_index)
     flat_target = target.reshape(-1)
-    loss = _cross_entropy_rows(rows, flat_target, weight, ignore_index, label_smoothing)
-    if reduction == "mean":
-        ignored = flat_target == ignore_index
-        return loss.sum() / _row_weights(flat_target, weight, ignored, loss.dtype).sum()
-    return reduce(loss.reshape(out_shape), reduction)
+    masked = check_class_indices(fn, flat_target, rows.shape[1], ignore_index) is not False
+    if fused is None:
+        fused = rows.numel() >= _FUSED_MIN_ELEMENTS
+    rows_loss = _cross_entropy_rows if fused else _cross_entropy_rows_forward
+    loss = rows_loss(rows, flat_target, weight, ignore_index, masked, label_smoothing)
+    loss = loss.reshape(out_shape)
+    if reduction != "mean":
+        return reduce(loss, reduction)
+    ignored = _ignored(flat_target, ignore_index, masked)
+    return weighted_mean(loss, _row_weights(flat_target, weight, ignored), reduction)
 
 
 # -- nll_loss --------------------------------------------------------------------------------
@@ -352,12 +401,14 @@ def nll_loss(
     _, out_shape = _class_shapes(fn, input, target)
     _check_class_weight(fn, weight, input)
     rows = _rows(input)
-    check_class_indices(fn, target, rows.shape[1], ignore_index)
     flat_target = target.reshape(-1)
-    ignored = flat_target == ignore_index
-    safe = flat_target.masked_fill(ignored, 0)
-    row_weights = _row_weights(flat_target, weight, ignored, rows.dtype)
-    loss = -rows.gather(1, safe.unsqueeze(1)).squeeze(1) * row_weights
+    masked = check_class_indices(fn, flat_target, rows.shape[1], ignore_index) is not False
+    ignored = _ignored(flat_target, ignore_index, masked)
+    safe = flat_target if ignored is None else flat_target.masked_fill(ignored, 0)
+    loss = -rows.gather(1, safe.unsqueeze(1)).squeeze(1)
+    row_weights = _row_weights(flat_target, weight, ignored)
+    if row_weights is not None:
+        loss = loss * row_weights.to(loss.dtype)
     return weighted_mean(loss.reshape(out_shape), row_weights, reduction)
 
 

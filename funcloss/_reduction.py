@@ -22,15 +22,17 @@ def reduce(loss: Tensor, reduction: Reduction, weight: Tensor | None = None) -> 
     return loss.mean()
 
 
-def weighted_mean(loss: Tensor, weights: Tensor, reduction: Reduction) -> Tensor:
+def weighted_mean(loss: Tensor, weights: Tensor | None, reduction: Reduction) -> Tensor:
     """Reduce an already weighted ``loss``; ``"mean"`` divides by ``weights.sum()``.
 
     This is torch's mean for class-weighted losses (``nll_loss``, ``cross_entropy``): ``weights``
-    holds each element's class weight, zero where the element is ignored. With every element
-    ignored the mean is ``0 / 0 = nan``, as in torch.
+    holds each element's class weight, zero where the element is ignored (``None``: all ones).
+    With every element ignored the mean is ``0 / 0 = nan``, as in torch.
     """
     if reduction == "none":
         return loss
     if reduction == "sum":
         return loss.sum()
-    return loss.sum() / weights.sum()
+    if weights is None:
+        return loss.mean()
+    return loss.sum() / weights.sum().to(loss.dtype)

@@ -8,11 +8,19 @@ from hypothesis import strategies as st
 
 import funcloss
 import funcloss.nn as fnn
+from funcloss._classification import _cross_entropy
 from funcloss.testing import class_targets, floats, logits, probabilities
 
 from .registry import Case, LossSpec
 
 IGNORE = -100
+
+
+def fused_cross_entropy(
+    input, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0
+):
+    """cross_entropy forced onto its custom-backward path (small inputs take plain autograd)."""
+    return _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, True)
 
 
 @st.composite
@@ -105,6 +113,29 @@ SPECS = [
     LossSpec(
         "cross_entropy-unbatched",
         funcloss.cross_entropy,
+        fnn.CrossEntropyLoss,
+        _unbatched_cases,
+        F.cross_entropy,
+        per_sample_dims=None,
+    ),
+    LossSpec(
+        "cross_entropy-fused",
+        fused_cross_entropy,
+        fnn.CrossEntropyLoss,
+        _index_cases,
+        F.cross_entropy,
+    ),
+    LossSpec(
+        "cross_entropy-fused-kdim",
+        fused_cross_entropy,
+        fnn.CrossEntropyLoss,
+        lambda: _index_cases(k_dims=2),
+        F.cross_entropy,
+        per_sample_dims=None,
+    ),
+    LossSpec(
+        "cross_entropy-fused-unbatched",
+        fused_cross_entropy,
         fnn.CrossEntropyLoss,
         _unbatched_cases,
         F.cross_entropy,

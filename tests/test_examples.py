@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_example(name: str, *args: str, timeout: float = 300) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="error::DeprecationWarning:funcloss")
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="error::DeprecationWarning:funcloss"
+    )
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / name), *args],
         capture_output=True,
