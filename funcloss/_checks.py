@@ -55,11 +55,17 @@ def check_floating(fn: str, **tensors: Tensor | None) -> None:
             fail(TypeError, fn, name, "have a floating-point dtype", value.dtype)
 
 
+_INTEGER_DTYPES = frozenset(
+    {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32}
+)
+
+
 def check_integer(fn: str, **tensors: Tensor) -> None:
     """Each given tensor must hold integers (class indices, lengths)."""
     for name, value in tensors.items():
-        check_tensor(fn, **{name: value})
-        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        if not isinstance(value, Tensor):
+            fail(TypeError, fn, name, "be a torch.Tensor", type(value).__name__)
+        if value.dtype not in _INTEGER_DTYPES:
             fail(TypeError, fn, name, "have an integer dtype", value.dtype)
 
 

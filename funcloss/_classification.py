@@ -136,6 +136,49 @@ def _logsumexp(x: Tensor) -> Tensor:
     return torch.logsumexp(x.float() if x.dtype in _HALF_DTYPES else x, dim=1)
 
 
+# Plain eager, large inputs: work through the rows in chunks of about this many elements (1 MiB
+# of fp32), so that each chunk's passes (max, exp, sum, scale) run in cache and the (N, C)
+# arrays are read or written once. Not used under transforms or compile (one chunk there).
+_CHUNK_ELEMENTS = 1 << 18
+
+
+def _chunk_rows(x: Tensor) -> int:
+    return max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
+
+
+def _eager_no_grad() -> bool:
+    """Plain eager mode with grad off (inside a Function's forward or a non-create_graph
+    backward): in-place updates and chunked loops are safe there."""
+    return not torch.is_grad_enabled() and value_checks_enabled()
+
+
+def _chunked_logsumexp(x: Tensor) -> Tensor:
+    return torch.cat([_logsumexp(chunk) for chunk in x.split(_chunk_rows(x))])
+
+
+def _cross_entropy_rows_chunked(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignored: Tensor | None,
+    label_smoothing: float,
+) -> Tensor:
+    """The forward of large inputs in eager mode: ``lse - x_y`` with a chunked log-sum-exp, so
+    no (N, C) array is written at all."""
+    index = (target if ignored is None else target.masked_fill(ignored, 0)).unsqueeze(1)
+    lse = _chunked_logsumexp(input).unsqueeze(1)
+    loss = lse - input.gather(1, index)
+    if weight is not None:
+        loss = loss * weight[index]
+    if label_smoothing > 0:
+        weight_sum, dot = _smoothing_parts(input, weight)
+        smooth = (lse * weight_sum - dot.unsqueeze(1)) / input.shape[1]
+        loss = (1 - label_smoothing) * loss + label_smoothing * smooth
+    if ignored is not None:
+        loss = loss.masked_fill(ignored.unsqueeze(1), 0)
+    return loss.to(input.dtype)
+
+
 def _smoothing_parts(input: Tensor, weight: Tensor | None) -> tuple[float | Tensor, Tensor]:
     """The smoothing weights' sum and their dot product with each row: (sum w, x . w)."""
     if weight is None:
@@ -151,20 +194,23 @@ def _cross_entropy_rows_forward(
     masked: bool,
     label_smoothing: float,
 ) -> Tensor:
-    """Per-row loss for ``(M, C)`` logits and ``(M,)`` class indices (0 where ignored)."""
+    """Loss per row, shape ``(M, 1)``, for ``(M, C)`` logits and ``(M,)`` class indices (0 where
+    ignored). The trailing 1 saves a view in the autograd graph (it matters at small sizes)."""
     ignored = _ignored(target, ignore_index, masked)
-    safe = target if ignored is None else target.masked_fill(ignored, 0)
-    lse = _logsumexp(input)
-    loss = lse - input.gather(1, safe.unsqueeze(1)).squeeze(1)
+    if input.numel() >= _FUSED_MIN_ELEMENTS and _eager_no_grad():
+        return _cross_entropy_rows_chunked(input, target, weight, ignored, label_smoothing)
+    index = (target if ignored is None else target.masked_fill(ignored, 0)).unsqueeze(1)
+    # One fused log-softmax kernel: -log p_y is the loss, exactly as torch computes it.
+    log_probs = torch.log_softmax(input, 1, _accumulate_dtype(input))
+    loss = -log_probs.gather(1, index)
     if weight is not None:
-        loss = loss * weight.gather(0, safe)
+        loss = loss * weight[index]
     if label_smoothing > 0:
-        weight_sum, dot = _smoothing_parts(input, weight)
-        smooth = (lse * weight_sum - dot) / input.shape[1]
-        loss = (1 - label_smoothing) * loss + label_smoothing * smooth
+        _, dot = _smoothing_parts(log_probs, None if weight is None else weight.to(log_probs.dtype))
+        loss = (1 - label_smoothing) * loss - (label_smoothing / input.shape[1]) * dot.unsqueeze(1)
     if ignored is not None:
-        loss = loss.masked_fill(ignored, 0)
-    return loss.to(input.dtype)
+        loss = loss.masked_fill(ignored.unsqueeze(1), 0)
+    return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 
 
 _cross_entropy_rows = custom_backward(_cross_entropy_rows_forward)
@@ -200,6 +246,26 @@ def _smoothing_term(grad: Tensor, weight: Tensor | None, label_smoothing: float,
     return scale if weight is None else scale * weight
 
 
+def _cross_entropy_gradient_chunked(
+    input: Tensor, weight: Tensor | None, label_smoothing: float, grad: Tensor, total: Tensor
+) -> Tensor:
+    """``A softmax(x) - (eps / C) w`` times each row's gradient, written chunk by chunk into one
+    buffer (the target-class term is added by the caller)."""
+    dtype = _accumulate_dtype(input) or input.dtype
+    result = torch.empty(input.shape, dtype=dtype, device=input.device)
+    rows = _chunk_rows(input)
+    smoothing = label_smoothing / input.shape[1]
+    for start in range(0, input.shape[0], rows):
+        chunk = input[start : start + rows].to(dtype)
+        out = result[start : start + rows]
+        torch.sub(chunk, torch.logsumexp(chunk, 1, keepdim=True), out=out)
+        out.exp_().mul_(total[start : start + rows].unsqueeze(1).to(dtype))
+        if label_smoothing > 0:
+            scale = (grad[start : start + rows] * smoothing).unsqueeze(1).to(dtype)
+            out.sub_(scale if weight is None else scale * weight.to(dtype))
+    return result
+
+
 @_cross_entropy_rows.backward
 def _cross_entropy_rows_backward(
     grad: Tensor,
@@ -212,17 +278,15 @@ def _cross_entropy_rows_backward(
 ) -> tuple[Tensor, None, None]:
     # d/dx = grad * (A softmax(x) - a); ignored rows have A = a = 0.
     safe, grad, total, picked = _target_weights(
-        input, target, weight, ignore_index, masked, label_smoothing, grad
+        input, target, weight, ignore_index, masked, label_smoothing, grad.squeeze(1)
     )
-    softmax = torch.softmax(input, dim=1, dtype=_accumulate_dtype(input))
     index = safe.unsqueeze(1)
-    if not torch.is_grad_enabled() and value_checks_enabled():
-        # Plain eager, no double backward: update the one (M, C) buffer in place.
-        result = softmax.mul_(total.unsqueeze(1).to(softmax.dtype))
-        if label_smoothing > 0:
-            result.sub_(_smoothing_term(grad, weight, label_smoothing, input.shape[1]))
+    if _eager_no_grad():
+        # No double backward: fill one (M, C) buffer in place, chunk by chunk.
+        result = _cross_entropy_gradient_chunked(input, weight, label_smoothing, grad, total)
         result.scatter_add_(1, index, -picked.unsqueeze(1).to(result.dtype))
         return result.to(input.dtype), None, None
+    softmax = torch.softmax(input, dim=1, dtype=_accumulate_dtype(input))
     result = softmax * total.unsqueeze(1)
     if label_smoothing > 0:
         result = result - _smoothing_term(grad, weight, label_smoothing, input.shape[1])
@@ -253,7 +317,7 @@ def _cross_entropy_rows_jvp(
     if label_smoothing > 0:
         _, dot = _smoothing_parts(input_t, weight)
         result = result - (label_smoothing / input.shape[1]) * dot * ones
-    return result.to(input.dtype)
+    return result.unsqueeze(1).to(input.dtype)
 
 
 def _soft_cross_entropy_rows(
@@ -343,15 +407,14 @@ def _cross_entropy(
     if probabilities:
         loss = _soft_cross_entropy_rows(rows, _rows(target), weight, label_smoothing)
         return reduce(loss.reshape(out_shape), reduction)
-    flat_target = target.reshape(-1)
+    flat_target = target if target.dim() == 1 else target.reshape(-1)
     masked = check_class_indices(fn, flat_target, rows.shape[1], ignore_index) is not False
     if fused is None:
         fused = rows.numel() >= _FUSED_MIN_ELEMENTS
     rows_loss = _cross_entropy_rows if fused else _cross_entropy_rows_forward
     loss = rows_loss(rows, flat_target, weight, ignore_index, masked, label_smoothing)
-    loss = loss.reshape(out_shape)
     if reduction != "mean":
-        return reduce(loss, reduction)
+        return reduce(loss.view(out_shape) if reduction == "none" else loss, reduction)
     ignored = _ignored(flat_target, ignore_index, masked)
     return weighted_mean(loss, _row_weights(flat_target, weight, ignored), reduction)
 
