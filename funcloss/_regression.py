@@ -1,9 +1,10 @@
 """Regression losses: l1, mse, huber, smooth_l1, poisson and gaussian NLL, kl_div.
 
 All of them are plain torch compositions: autograd of each forward already gives torch's
-gradient, including torch's subgradients at the kinks (``abs`` has derivative 0 at 0, and each
-``where`` picks the branch torch's backward picks at a switch point), so no custom backward is
-needed.
+gradients, including torch's choices at the kinks (``abs`` has derivative 0 at 0; Huber's clamp
+is ``hardtanh``, whose derivative is 0 at the switch points, as torch's second derivative), so
+no custom backward is needed. Masks are ``torch.where`` only where a cheaper product would turn
+an infinity into ``nan``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import (
@@ -168,6 +170,19 @@ def mse_loss(
 # -- huber / smooth l1 -------------------------------------------------------------------------
 
 
+def _huber(diff: Tensor, delta: float) -> Tensor:
+    """Elementwise Huber loss of ``diff``: ``c (diff - c / 2)`` with ``c = clamp(diff, ±delta)``.
+
+    Inside ``c = diff`` gives ``diff^2 / 2``, outside ``c = ±delta`` gives
+    ``delta (|diff| - delta / 2)``; ``c`` is bounded, so nothing overflows. ``hardtanh`` is the
+    clamp because its derivative is 0 *at* ``±delta`` (``clamp``'s is 1): autograd then gives
+    torch's derivatives, ``clamp(diff, ±delta)`` and, at the switch points, a second
+    derivative of 0 (the linear branch).
+    """
+    clamped = F.hardtanh(diff, -delta, delta)
+    return clamped * (diff - 0.5 * clamped)
+
+
 def huber_loss(
     input: Tensor,
     target: Tensor,
@@ -211,10 +226,7 @@ def huber_loss(
     _check_pair(fn, input, target, reduction)
     _check_weight(fn, weight, input)
     check_positive(fn, delta=delta)
-    diff = input - target
-    distance = diff.abs()
-    loss = torch.where(distance < delta, 0.5 * diff * diff, delta * (distance - 0.5 * delta))
-    return reduce(loss, reduction, weight)
+    return reduce(_huber(input - target, delta), reduction, weight)
 
 
 def smooth_l1_loss(
@@ -259,11 +271,9 @@ def smooth_l1_loss(
     _check_pair(fn, input, target, reduction)
     check_non_negative(fn, beta=beta)
     diff = input - target
-    distance = diff.abs()
     if beta == 0:
-        return reduce(distance, reduction)
-    loss = torch.where(distance < beta, 0.5 * diff * diff / beta, distance - 0.5 * beta)
-    return reduce(loss, reduction)
+        return reduce(diff.abs(), reduction)
+    return reduce(_huber(diff, beta) / beta, reduction)
 
 
 # -- poisson NLL -------------------------------------------------------------------------------
