@@ -282,13 +282,12 @@ def smooth_l1_loss(
 def _stirling(target: Tensor) -> Tensor:
     """``t log t - t + log(2 pi t) / 2`` where ``t > 1``, else 0 (torch's ``full`` term).
 
-    The masked entries read a safe 2.0 instead of ``t``, so their gradient is 0, not
-    ``0 * log(0) = nan``.
+    The masked entries read ``t`` clamped to 1, where the term is finite, so their gradient is
+    0, not ``0 * log(0) = nan``.
     """
-    above = target > 1
-    safe = torch.where(above, target, 2.0)
-    term = safe * torch.log(safe) - safe + 0.5 * torch.log(2 * math.pi * safe)
-    return torch.where(above, term, 0.0)
+    above = (target > 1).to(target.dtype)
+    safe = target.clamp_min(1.0)
+    return above * (safe * torch.log(safe) - safe + 0.5 * torch.log(2 * math.pi * safe))
 
 
 def poisson_nll_loss(

@@ -283,6 +283,25 @@ def test_switch_points(name, param, width) -> None:
     assert_close(jacrev(jacrev(ours))(x), expected, "jacrev(jacrev)")
 
 
+@pytest.mark.parametrize("name", ["huber_loss", "smooth_l1_loss"])
+def test_huge_outliers(name) -> None:
+    # float32 residuals whose square overflows, and infinities: torch 2.13's values and
+    # gradients (the linear branch), no inf * 0 = nan
+    x = torch.tensor([1e30, -1e30, float("inf"), 0.25])
+    y = torch.zeros(4)
+
+    def ours(x):
+        return getattr(funcloss, name)(x, y, reduction="sum")
+
+    def theirs(x):
+        return getattr(F, name)(x, y, reduction="sum")
+
+    assert ours(x) == theirs(x) == float("inf")
+    ours_none = getattr(funcloss, name)(x, y, reduction="none")
+    torch.testing.assert_close(ours_none, getattr(F, name)(x, y, reduction="none"))
+    torch.testing.assert_close(grad(ours)(x), torch.autograd.functional.jacobian(theirs, x))
+
+
 def test_smooth_l1_beta_zero_is_l1() -> None:
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
