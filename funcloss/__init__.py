@@ -12,6 +12,15 @@ from ._classification import (
 )
 from ._function import custom_backward
 from ._module import loss_module
+from ._regression import (
+    gaussian_nll_loss,
+    huber_loss,
+    kl_div,
+    l1_loss,
+    mse_loss,
+    poisson_nll_loss,
+    smooth_l1_loss,
+)
 
 __version__ = "0.1.0"
 
@@ -21,6 +30,13 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "custom_backward",
+    "gaussian_nll_loss",
+    "huber_loss",
+    "kl_div",
+    "l1_loss",
     "loss_module",
+    "mse_loss",
     "nll_loss",
+    "poisson_nll_loss",
+    "smooth_l1_loss",
 ]

@@ -7,6 +7,7 @@ working.
 """
 
 from . import _classification as _c
+from . import _regression as _r
 from ._module import loss_module
 
 BCELoss = loss_module(_c.binary_cross_entropy, name="BCELoss")
@@ -14,9 +15,24 @@ BCEWithLogitsLoss = loss_module(_c.binary_cross_entropy_with_logits, name="BCEWi
 CrossEntropyLoss = loss_module(_c.cross_entropy, name="CrossEntropyLoss")
 NLLLoss = loss_module(_c.nll_loss, name="NLLLoss")
 
+GaussianNLLLoss = loss_module(_r.gaussian_nll_loss, name="GaussianNLLLoss")
+HuberLoss = loss_module(_r.huber_loss, name="HuberLoss")
+KLDivLoss = loss_module(_r.kl_div, name="KLDivLoss")
+L1Loss = loss_module(_r.l1_loss, name="L1Loss")
+MSELoss = loss_module(_r.mse_loss, name="MSELoss")
+PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
+SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
+
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "GaussianNLLLoss",
+    "HuberLoss",
+    "KLDivLoss",
+    "L1Loss",
+    "MSELoss",
     "NLLLoss",
+    "PoissonNLLLoss",
+    "SmoothL1Loss",
 ]

@@ -1,0 +1,528 @@
+"""Regression losses: l1, mse, huber, smooth_l1, poisson and gaussian NLL, kl_div.
+
+All of them are plain torch compositions: autograd of each forward already gives torch's
+gradients, including torch's choices at the kinks (``abs`` has derivative 0 at 0; Huber's clamp
+is ``hardtanh``, whose derivative is 0 at the switch points, as torch's second derivative), so
+no custom backward is needed. Masks are ``torch.where`` only where a cheaper product would turn
+an infinity into ``nan``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import (
+    REDUCTIONS,
+    Reduction,
+    check_floating,
+    check_non_negative,
+    check_positive,
+    check_reduction,
+    fail,
+    shape_str,
+    value_checks_enabled,
+)
+from ._reduction import reduce, weighted_mean
+
+KLReduction = Literal["none", "batchmean", "mean", "sum"]
+_KL_REDUCTIONS = ("none", "batchmean", "mean", "sum")
+# The constant of the full Gaussian NLL: log(2 pi) / 2.
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def _check_pair(
+    fn: str, input: Tensor, target: Tensor, reduction: str, reductions: tuple[str, ...] = REDUCTIONS
+) -> None:
+    """Floating ``input`` and ``target`` of one shape (torch would broadcast; we refuse)."""
+    check_floating(fn, input=input, target=target)
+    check_reduction(fn, reduction, reductions)
+    if target.shape != input.shape:
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have the same shape as `input` {shape_str(input.shape)}",
+            shape_str(target.shape),
+            hint="funcloss never broadcasts a target; reshape or expand it explicitly.",
+        )
+
+
+def _check_weight(fn: str, weight: Tensor | None, input: Tensor) -> None:
+    """An elementwise weight has exactly ``input``'s shape, as torch requires."""
+    if weight is None:
+        return
+    check_floating(fn, weight=weight)
+    if weight.shape != input.shape:
+        fail(
+            ValueError,
+            fn,
+            "weight",
+            f"have the same shape as `input` {shape_str(input.shape)}",
+            shape_str(weight.shape),
+        )
+
+
+def _reduce_weighted_mean(loss: Tensor, reduction: Reduction, weight: Tensor | None) -> Tensor:
+    """torch's l1/mse reduction: with a weight, ``"mean"`` is ``sum(w loss) / sum(w)``."""
+    if weight is None:
+        return reduce(loss, reduction)
+    return weighted_mean(loss * weight, weight, reduction)
+
+
+# -- l1 / mse ----------------------------------------------------------------------------------
+
+
+def l1_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    reduction: Reduction = "mean",
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""Mean absolute error.
+
+    A regression loss that is robust to outliers (its gradient has constant size); its optimum
+    is the conditional median.
+
+    .. math::
+        \ell = w\, |x - y|, \qquad
+        \text{mean} = \frac{\sum w\, |x - y|}{\sum w} \ \ (\text{or the plain mean without } w)
+
+    Gradient: :math:`w \operatorname{sign}(x - y)`, which is 0 at :math:`x = y` (torch's
+    subgradient).
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: same shape as ``input`` (never broadcast), floating dtype.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        weight: optional elementwise weight of ``input``'s shape; ``"mean"`` then divides by
+            its sum, as torch does.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input, target or weight.
+        ValueError: a target or weight of another shape, bad ``reduction``.
+
+    Examples:
+        >>> funcloss.l1_loss(torch.tensor([1.0, -2.0]), torch.zeros(2))
+        tensor(1.5000)
+        >>> funcloss.l1_loss(torch.tensor([1.0, -2.0]), torch.zeros(2),
+        ...                  weight=torch.tensor([3.0, 1.0]))
+        tensor(1.2500)
+    """
+    fn = "l1_loss"
+    _check_pair(fn, input, target, reduction)
+    _check_weight(fn, weight, input)
+    return _reduce_weighted_mean(torch.abs(input - target), reduction, weight)
+
+
+def mse_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    reduction: Reduction = "mean",
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""Mean squared error.
+
+    The default regression loss (Gaussian likelihood with fixed variance); its optimum is the
+    conditional mean.
+
+    .. math::
+        \ell = w\, (x - y)^2, \qquad
+        \text{mean} = \frac{\sum w\, (x - y)^2}{\sum w} \ \ (\text{or the plain mean without } w)
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: same shape as ``input`` (never broadcast), floating dtype.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        weight: optional elementwise weight of ``input``'s shape; ``"mean"`` then divides by
+            its sum, as torch does.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input, target or weight.
+        ValueError: a target or weight of another shape, bad ``reduction``.
+
+    Examples:
+        >>> funcloss.mse_loss(torch.tensor([1.0, -2.0]), torch.zeros(2), reduction="none")
+        tensor([1., 4.])
+    """
+    fn = "mse_loss"
+    _check_pair(fn, input, target, reduction)
+    _check_weight(fn, weight, input)
+    diff = input - target
+    return _reduce_weighted_mean(diff * diff, reduction, weight)
+
+
+# -- huber / smooth l1 -------------------------------------------------------------------------
+
+
+def _huber(diff: Tensor, delta: float) -> Tensor:
+    """Elementwise Huber loss of ``diff``: ``c (diff - c / 2)`` with ``c = clamp(diff, ±delta)``.
+
+    Inside ``c = diff`` gives ``diff^2 / 2``, outside ``c = ±delta`` gives
+    ``delta (|diff| - delta / 2)``; ``c`` is bounded, so nothing overflows. ``hardtanh`` is the
+    clamp because its derivative is 0 *at* ``±delta`` (``clamp``'s is 1): autograd then gives
+    torch's derivatives, ``clamp(diff, ±delta)`` and, at the switch points, a second
+    derivative of 0 (the linear branch).
+    """
+    clamped = F.hardtanh(diff, -delta, delta)
+    return clamped * (diff - 0.5 * clamped)
+
+
+def huber_loss(
+    input: Tensor,
+    target: Tensor,
+    reduction: Reduction = "mean",
+    delta: float = 1.0,
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""Huber loss: quadratic near zero, linear in the tails.
+
+    A regression loss between MSE and L1: smooth at the optimum, robust to outliers beyond
+    ``delta``.
+
+    .. math::
+        \ell = w \begin{cases} \tfrac12 (x - y)^2 & |x - y| < \delta \\
+               \delta\, (|x - y| - \tfrac12 \delta) & \text{otherwise} \end{cases}
+
+    Gradient: :math:`w\, \operatorname{clamp}(x - y, -\delta, \delta)`. At
+    :math:`|x - y| = \delta` the second derivative is 0 (the linear branch), as torch's
+    reverse-mode double backward gives.
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: same shape as ``input`` (never broadcast), floating dtype.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        delta: the switch point, must be positive.
+        weight: optional elementwise weight of ``input``'s shape; ``"mean"`` divides by the
+            number of elements (not by the weights' sum), as torch does.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input, target or weight.
+        ValueError: a target or weight of another shape, bad ``reduction``, ``delta <= 0``.
+
+    Examples:
+        >>> funcloss.huber_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction="none")
+        tensor([0.1250, 2.5000])
+    """
+    fn = "huber_loss"
+    _check_pair(fn, input, target, reduction)
+    _check_weight(fn, weight, input)
+    check_positive(fn, delta=delta)
+    return reduce(_huber(input - target, delta), reduction, weight)
+
+
+def smooth_l1_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    reduction: Reduction = "mean",
+    beta: float = 1.0,
+) -> Tensor:
+    r"""Smooth L1 loss: Huber loss divided by ``beta``, L1 in the tails.
+
+    Used for box regression in object detection. ``beta = 0`` is exactly :func:`l1_loss`.
+
+    .. math::
+        \ell = \begin{cases} \tfrac12 (x - y)^2 / \beta & |x - y| < \beta \\
+               |x - y| - \tfrac12 \beta & \text{otherwise} \end{cases}
+
+    Gradient: :math:`\operatorname{clamp}((x - y) / \beta, -1, 1)` (:math:`\operatorname{sign}`
+    with 0 at 0 for ``beta = 0``); the second derivative at :math:`|x - y| = \beta` is 0.
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: same shape as ``input`` (never broadcast), floating dtype.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        beta: the switch point, must be non-negative.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input or target.
+        ValueError: a target of another shape, bad ``reduction``, ``beta < 0``.
+
+    Examples:
+        >>> funcloss.smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction="none")
+        tensor([0.1250, 2.5000])
+        >>> funcloss.smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), beta=2.0,
+        ...                         reduction="none")
+        tensor([0.0625, 2.0000])
+    """
+    fn = "smooth_l1_loss"
+    _check_pair(fn, input, target, reduction)
+    check_non_negative(fn, beta=beta)
+    diff = input - target
+    if beta == 0:
+        return reduce(diff.abs(), reduction)
+    return reduce(_huber(diff, beta) / beta, reduction)
+
+
+# -- poisson NLL -------------------------------------------------------------------------------
+
+
+def _stirling(target: Tensor) -> Tensor:
+    """``t log t - t + log(2 pi t) / 2`` where ``t > 1``, else 0 (torch's ``full`` term).
+
+    The masked entries read ``t`` clamped to 1, where the term is finite, so their gradient is
+    0, not ``0 * log(0) = nan``.
+    """
+    above = (target > 1).to(target.dtype)
+    safe = target.clamp_min(1.0)
+    return above * (safe * torch.log(safe) - safe + 0.5 * torch.log(2 * math.pi * safe))
+
+
+def poisson_nll_loss(
+    input: Tensor,
+    target: Tensor,
+    log_input: bool = True,
+    full: bool = False,
+    *,
+    eps: float = 1e-8,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Negative log-likelihood of count targets under a Poisson distribution.
+
+    For count data (events, photons, clicks) predicted as a rate; ``log_input=True`` (the
+    default) takes the log-rate, which keeps the rate positive without a clamp.
+
+    .. math::
+        \ell = \begin{cases} e^{x} - y\, x & \texttt{log\_input} \\
+               x - y \log(x + \varepsilon) & \text{otherwise} \end{cases}
+               \;+\; [\texttt{full}]\, [y > 1] \left(y \log y - y + \tfrac12 \log(2 \pi y)\right)
+
+    The Stirling term of ``full`` approximates :math:`\log y!` and, as in torch, is added only
+    where :math:`y > 1`. Where it is left out its gradient with respect to ``target`` is 0
+    (torch's is ``nan`` at :math:`y = 0`).
+
+    Args:
+        input: log-rates (``log_input=True``) or rates (positive, not checked), shape ``(*)``,
+            floating dtype.
+        target: counts (non-negative), same shape as ``input``, floating dtype.
+        log_input: whether ``input`` is the log of the rate.
+        full: add the Stirling approximation of :math:`\log y!`.
+        eps: added to the rate inside the log when ``log_input=False``; non-negative.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input or target (convert counts with ``.float()``).
+        ValueError: a target of another shape, bad ``reduction``, ``eps < 0``.
+
+    Examples:
+        >>> log_rate = torch.tensor([0.0, 1.0])
+        >>> funcloss.poisson_nll_loss(log_rate, torch.tensor([1.0, 3.0]), reduction="none")
+        tensor([ 1.0000, -0.2817])
+        >>> funcloss.poisson_nll_loss(log_rate, torch.tensor([1.0, 3.0]), full=True,
+        ...                           reduction="none")
+        tensor([1.0000, 1.4824])
+    """
+    fn = "poisson_nll_loss"
+    _check_pair(fn, input, target, reduction)
+    check_non_negative(fn, eps=eps)
+    if log_input:
+        loss = torch.exp(input) - target * input
+    else:
+        loss = input - target * torch.log(input + eps)
+    if full:
+        loss = loss + _stirling(target)
+    return reduce(loss, reduction)
+
+
+# -- gaussian NLL ------------------------------------------------------------------------------
+
+
+def _one_broadcast_dim(shape: torch.Size, like: torch.Size) -> bool:
+    """``shape`` is ``like`` with exactly one dimension set to 1."""
+    if len(shape) != len(like):
+        return False
+    differ = [(s, t) for s, t in zip(shape, like, strict=True) if s != t]
+    return len(differ) == 1 and differ[0][0] == 1
+
+
+def _gaussian_var(fn: str, var: Tensor, input: Tensor) -> Tensor:
+    """``var`` broadcastable to ``input`` by torch's rules (unsqueezed if one dimension short)."""
+    if var.shape == input.shape or _one_broadcast_dim(var.shape, input.shape):
+        return var
+    if input.dim() > 0 and var.shape == input.shape[:-1]:
+        return var.unsqueeze(-1)
+    fail(
+        ValueError,
+        fn,
+        "var",
+        f"have the input's shape {shape_str(input.shape)}, that shape with one dimension equal "
+        f"to 1, or that shape without its last dimension {shape_str(input.shape[:-1])}",
+        shape_str(var.shape),
+    )
+
+
+def _check_var_values(fn: str, var: Tensor) -> None:
+    """Eager-only: no negative variance (NaN passes, as in torch)."""
+    if not value_checks_enabled() or var.numel() == 0:
+        return
+    negative = var < 0
+    if bool(negative.any()):
+        first = float(var[negative].flatten()[0])
+        raise ValueError(f"{fn}: `var` values must be non-negative, got {first}.")
+
+
+def _clamp_straight_through(var: Tensor, eps: float) -> Tensor:
+    """``max(var, eps)`` whose derivative is 1 everywhere, as torch clamps under ``no_grad``.
+
+    Below ``eps`` the value is ``(var - var) + eps``: exactly ``eps``, with ``var``'s gradient.
+    """
+    return torch.where(var >= eps, var, var - var.detach() + eps)
+
+
+def gaussian_nll_loss(
+    input: Tensor,
+    target: Tensor,
+    var: Tensor | float,
+    full: bool = False,
+    eps: float = 1e-6,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Negative log-likelihood of targets under Gaussians with predicted means and variances.
+
+    For regression that also predicts its uncertainty: the network outputs a mean (``input``)
+    and a variance (``var``) per target (heteroscedastic), or one variance shared along a
+    dimension (homoscedastic).
+
+    .. math::
+        \ell = \tfrac12 \left( \log \max(\sigma^2, \varepsilon)
+               + \frac{(x - y)^2}{\max(\sigma^2, \varepsilon)} \right)
+               + [\texttt{full}]\, \tfrac12 \log 2\pi
+
+    As in torch, the clamp at ``eps`` is invisible to autograd: the gradient with respect to
+    ``var`` is the unclamped formula evaluated at :math:`\max(\sigma^2, \varepsilon)`.
+
+    Args:
+        input: means, shape ``(*)``, floating dtype.
+        target: same shape as ``input``, or that shape with one dimension equal to 1
+            (broadcast), floating dtype.
+        var: variances: a tensor of ``input``'s shape, of that shape with one dimension equal
+            to 1, or of that shape without its last dimension; or a float. Non-negative
+            (checked in eager mode only for a tensor).
+        full: add the constant :math:`\tfrac12 \log 2\pi`.
+        eps: lower clamp of ``var``, non-negative.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input, target or var; a var that is neither tensor nor float.
+        ValueError: a target or var of an incompatible shape, bad ``reduction``, ``eps < 0``,
+            negative ``var`` (a tensor's values: eager mode only).
+
+    Examples:
+        >>> mean, target = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])
+        >>> funcloss.gaussian_nll_loss(mean, target, torch.tensor([1.0, 0.5]), reduction="none")
+        tensor([ 0.5000, -0.3466])
+        >>> funcloss.gaussian_nll_loss(mean, target, 1.0, full=True)
+        tensor(1.1689)
+    """
+    fn = "gaussian_nll_loss"
+    check_floating(fn, input=input, target=target)
+    check_reduction(fn, reduction)
+    check_non_negative(fn, eps=eps)
+    if target.shape != input.shape and not _one_broadcast_dim(target.shape, input.shape):
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have the input's shape {shape_str(input.shape)} or that shape with one dimension "
+            "equal to 1",
+            shape_str(target.shape),
+        )
+    squared = (input - target) ** 2
+    if isinstance(var, Tensor):
+        check_floating(fn, var=var)
+        var = _gaussian_var(fn, var, input)
+        _check_var_values(fn, var)
+        clamped = _clamp_straight_through(var, eps)
+        loss = 0.5 * (torch.log(clamped) + squared / clamped)
+    elif isinstance(var, int | float) and not isinstance(var, bool):
+        check_non_negative(fn, var=var)
+        clamped_value = max(float(var), eps)
+        loss = 0.5 * (math.log(clamped_value) + squared / clamped_value)
+    else:
+        fail(TypeError, fn, "var", "be a torch.Tensor or a float", type(var).__name__)
+    if full:
+        loss = loss + _HALF_LOG_2PI
+    return reduce(loss, reduction)
+
+
+# -- kl_div ------------------------------------------------------------------------------------
+
+
+def kl_div(
+    input: Tensor,
+    target: Tensor,
+    *,
+    reduction: KLReduction = "mean",
+    log_target: bool = False,
+) -> Tensor:
+    r"""Kullback-Leibler divergence :math:`\mathrm{KL}(\text{target} \,\|\, \text{input})`.
+
+    For distillation and variational objectives: ``input`` holds log-probabilities (e.g. a
+    ``log_softmax``), ``target`` probabilities, or log-probabilities with ``log_target=True``
+    (more stable when the target comes from a ``log_softmax`` too).
+
+    .. math::
+        \ell = \begin{cases} y \log y - y\, x & \text{(} y \log y = 0 \text{ at } y = 0
+               \text{)} \\ e^{y} (y - x) & \texttt{log\_target} \end{cases}
+
+    ``reduction="batchmean"`` is the divergence per sample, ``sum / input.size(0)`` (the sum
+    for a 0-dim input); ``"mean"`` divides by the number of elements, as in torch, which warns
+    that it is not the true divergence. funcloss does not warn.
+
+    Args:
+        input: log-probabilities, shape ``(*)``, floating dtype.
+        target: probabilities (or log-probabilities with ``log_target``), same shape.
+        reduction: ``"none"`` | ``"batchmean"`` | ``"mean"`` | ``"sum"``.
+        log_target: whether ``target`` holds log-probabilities.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input or target.
+        ValueError: a target of another shape, bad ``reduction``.
+
+    Examples:
+        >>> log_q = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
+        >>> p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+        >>> funcloss.kl_div(log_q, p, reduction="batchmean")
+        tensor(0.6020)
+    """
+    fn = "kl_div"
+    _check_pair(fn, input, target, reduction, _KL_REDUCTIONS)
+    if log_target:
+        loss = torch.exp(target) * (target - input)
+    else:
+        loss = torch.xlogy(target, target) - target * input
+    if reduction == "batchmean":
+        total = loss.sum()
+        return total / input.shape[0] if input.dim() > 0 else total
+    return reduce(loss, reduction)  # type: ignore[arg-type]
