@@ -53,9 +53,9 @@ def reference(input, target, sigma=1.0):
 # 4. The check, inside a Hypothesis test: drawn shapes, values and sigma. (The compile
 #    properties take a second or two each, so they run once below instead.)
 @settings(max_examples=10, deadline=None, derandomize=True)
-@given(data=st.data(), sigma=st.floats(0.5, 3.0))
-def test_gaussian_kernel_loss(data, sigma):
-    input, target = data.draw(regression_pairs(data.draw(shapes(max_dims=2))))
+@given(pair=regression_pairs(shapes(max_dims=2)), sigma=st.floats(0.5, 3.0))
+def test_gaussian_kernel_loss(pair, sigma):
+    input, target = pair
     check_loss(
         gaussian_kernel_loss,
         reference,

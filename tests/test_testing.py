@@ -13,7 +13,14 @@ from torch import Tensor
 
 import funcloss
 import funcloss.nn
-from funcloss.testing import check_loss, class_targets, logits, regression_pairs
+from funcloss.testing import (
+    check_loss,
+    class_targets,
+    logits,
+    probabilities,
+    regression_pairs,
+    shapes,
+)
 from funcloss.testing.check import PROPERTIES
 
 # The compile properties take a second or two each; tests about something else skip them.
@@ -336,3 +343,22 @@ def test_does_not_change_the_callers_random_state() -> None:
     torch.manual_seed(123)
     check_loss(make_mse(), mse_reference, X, Y, skip=NO_COMPILE)
     assert torch.equal(torch.rand(3), expected)
+
+
+# -- strategies --------------------------------------------------------------------------------
+
+
+@given(
+    pair=regression_pairs(shapes(max_dims=2), dtype=torch.float32),
+    targets=class_targets(shapes(max_dims=2), 3, ignore_index=-1, dtype=torch.int32),
+    soft=probabilities((2, 4), dim=1),
+)
+def test_strategies_take_a_shape_strategy_and_a_dtype(
+    pair: tuple[Tensor, Tensor], targets: Tensor, soft: Tensor
+) -> None:
+    input, target = pair
+    assert input.shape == target.shape and input.dtype == target.dtype == torch.float32
+    assert targets.dtype == torch.int32
+    assert bool(((targets >= 0) & (targets < 3) | (targets == -1)).all())
+    assert bool((targets != -1).any())  # never all ignored: a mean stays defined
+    torch.testing.assert_close(soft.sum(1), torch.ones(2, dtype=torch.float64))
