@@ -222,7 +222,7 @@ class Checker:
             )
         except Exception as error:
             raise raised("torch.autograd.gradcheck(fn)", error) from error
-        return f"autograd matches finite differences (float64), {self.p.wrt_text()}"
+        return f"torch.autograd.gradcheck passes in float64, {self.p.wrt_text()}"
 
     def gradgradcheck(self) -> str:
         f, xs = self._float64_problem()
@@ -240,7 +240,7 @@ class Checker:
             )
         except Exception as error:
             raise raised("torch.autograd.gradgradcheck(fn)", error) from error
-        return f"double backward matches finite differences (float64), {self.p.wrt_text()}"
+        return f"torch.autograd.gradgradcheck passes in float64, {self.p.wrt_text()}"
 
     def _float64_problem(self) -> tuple[Callable[..., Tensor], tuple[Tensor, ...]]:
         """``f(*xs)``: fn of the differentiated inputs, everything in float64."""
@@ -281,7 +281,7 @@ class Checker:
     # -- second derivatives --------------------------------------------------------------------
 
     def hessian(self) -> str:
-        compared: set[str] = set()
+        compared: dict[str, list[str]] = {}
         for i in self._wrt():
             x = self.p.inputs[i]
             total = self.p.of(self.p.fn, i, total=True)
@@ -307,8 +307,13 @@ class Checker:
             for name, actual in ours.items():
                 what = f"{name} w.r.t. {self.p.label(i)} vs {against}"
                 self._compare_derivative(what, actual, expected, "jacrev", NOT_DIFFERENTIABLE)
-                compared.add(f"{name} matches {against}")
-        return f"{'; '.join(sorted(compared))}, {self.p.wrt_text()}"
+                names = compared.setdefault(against, [])
+                names += [] if name in names else [name]
+        text = "; ".join(
+            f"{' and '.join(names)} {'match' if len(names) > 1 else 'matches'} {against}"
+            for against, names in compared.items()
+        )
+        return f"{text}, {self.p.wrt_text()}"
 
     def _reference_hessian(self, i: int) -> tuple[Tensor | None, str]:
         if self.reference is None:
@@ -430,7 +435,7 @@ class Checker:
                 self.p.compare(what, actual[k], expected)
             except Failed as failure:
                 raise Failed(f"{failure} {FORWARD_NOT_DIFFERENTIABLE}") from None
-        return f"torch.compile(grad(fn), fullgraph=True) is right, {self.p.wrt_text()}"
+        return f"torch.compile(grad(fn), fullgraph=True) matches {against}, {self.p.wrt_text()}"
 
     def module(self) -> str:
         if self.module_under_test is None:

@@ -83,18 +83,22 @@ def check_loss(
       ``fn(...).sum()`` against the reference's Hessian by double backward. Without one
       (``reference_second_order=False``, or its double backward raises) ours are compared
       with each other, and ``gradgradcheck`` is the independent check.
-    - ``gradgradcheck``: ``torch.autograd.gradgradcheck`` in float64.
+    - ``gradgradcheck``: ``torch.autograd.gradgradcheck`` in float64 (fast mode: random
+      projections of the second derivative, with a fixed seed; the caller's RNG is untouched).
     - ``vmap``: ``vmap(fn)`` and ``vmap(grad(fn))`` against a loop, with torch's slow
       per-sample fallback turned into an error. By default the batch is two problems stacked
       along a new dimension 0: the inputs, and every tensor input flipped along its last
       dimension; pass ``in_dims`` to vmap over the inputs' own batch dimension instead.
     - ``compile``: ``torch.compile(fn, fullgraph=True)`` forward and backward against eager.
-    - ``compile_grad``: ``torch.compile(grad(fn), fullgraph=True)`` against eager. Inside
-      ``torch.compile`` under a transform torch autodiffs the forward and drops custom rules,
-      so this checks that the forward itself differentiates correctly.
+    - ``compile_grad``: ``torch.compile(grad(fn), fullgraph=True)`` against the reference's
+      gradient (or eager ``grad(fn)``). Inside ``torch.compile`` under a transform torch
+      autodiffs the forward and drops custom rules, so this checks that the forward itself
+      differentiates correctly.
     - ``module``: ``module(**kwargs)(*inputs)`` (or the given instance) against ``fn``.
 
-    The compile properties call :func:`torch.compiler.reset` first.
+    All properties run, and the failures are reported together. The compile properties call
+    :func:`torch.compiler.reset` first, and take a second or two each: in a Hypothesis test,
+    consider running them on one example only.
 
     Args:
         fn: the loss under test, ``fn(*inputs, **kwargs) -> Tensor``.
