@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import optree
 import torch
@@ -59,7 +59,7 @@ def _check_function(name: str, what: str, fn: object) -> None:
 
 
 def _describe(value: object) -> str:
-    if _is_tensor(value):
+    if isinstance(value, Tensor):
         return f"a tensor of shape {shape_str(value.shape)}"
     return type(value).__name__
 
@@ -72,9 +72,12 @@ class _Layout:
     argument is a leaf, the common case, which then needs no pytree work at all).
     """
 
+    treespec: Any  # optree.PyTreeSpec | None
+
     def __init__(self, args: tuple[Any, ...]) -> None:
+        leaves: list[Any]
         if any(isinstance(a, list | tuple | dict) for a in args):
-            leaves, self.treespec = optree.tree_flatten(args, none_is_leaf=True)
+            leaves, self.treespec = optree.tree_flatten(args, none_is_leaf=True)  # type: ignore[arg-type]
         else:
             leaves, self.treespec = list(args), None
         self.tensor_slots = tuple(i for i, leaf in enumerate(leaves) if _is_tensor(leaf))
@@ -94,7 +97,7 @@ class _Layout:
             leaves[slot] = tensor
         if self.treespec is None:
             return tuple(leaves)
-        return optree.tree_unflatten(self.treespec, leaves)
+        return cast(tuple[Any, ...], optree.tree_unflatten(self.treespec, leaves))
 
 
 class CustomBackwardLoss:
@@ -178,9 +181,8 @@ class CustomBackwardLoss:
             )
         values = self._bind(args, kwargs)
         layout = _Layout(values)
-        tensors = tuple(
-            leaf for leaf in optree.tree_leaves(values, none_is_leaf=True) if _is_tensor(leaf)
-        )
+        leaves: list[Any] = optree.tree_leaves(values, none_is_leaf=True)  # type: ignore[arg-type]
+        tensors = tuple(leaf for leaf in leaves if _is_tensor(leaf))
         if len(tensors) > MAX_TENSORS:
             raise TypeError(
                 f"{self._name}: takes at most {MAX_TENSORS} tensors in all, got {len(tensors)}."
@@ -209,10 +211,14 @@ def _run_backward(
             f"{name}: backward must return {len(positions)} gradients, one per tensor argument "
             f"({expected}; None where there is none), got {len(grads)}."
         )
-    full = [optree.tree_map(lambda _: None, a, none_is_leaf=True) for a in args]
+    full: list[Any] = [optree.tree_map(lambda _: None, a, none_is_leaf=True) for a in args]
     for position, g in zip(positions, grads, strict=True):
         full[position] = _match(name, params[position], g, args[position], position)
-    flat = optree.tree_leaves(tuple(full), none_is_leaf=True) if layout.treespec else full
+    flat: list[Any] = (
+        optree.tree_leaves(tuple(full), none_is_leaf=True)  # type: ignore[arg-type]
+        if layout.treespec
+        else full
+    )
     return tuple(
         flat[slot] if tensor.is_floating_point() or tensor.is_complex() else None
         for slot, tensor in zip(layout.tensor_slots, tensors, strict=True)

@@ -8,6 +8,7 @@ reference that itself lacks a batching rule, forward mode or double backward sti
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -93,7 +94,11 @@ class Problem:
 
     def of_wrt(self, f: Callable[..., Tensor]) -> Callable[..., Tensor]:
         """``(*xs) -> f(inputs with the differentiated inputs replaced by xs)``."""
-        return lambda *xs: self.call(f, dict(zip(self.wrt, xs, strict=True)))
+
+        def partial(*xs: Tensor) -> Tensor:
+            return self.call(f, dict(zip(self.wrt, xs, strict=True)))
+
+        return partial
 
     def label(self, i: int) -> str:
         return f"input {i} (`{self.names[i]}`)"
@@ -422,9 +427,9 @@ class Checker:
             x = self.p.inputs[i]
             if self.reference is not None:
                 against = "the reference's gradient"
+                gradient = _gradient(self.p.of(self.reference, i, total=True))
                 expected = reference_call(
-                    f"its gradient w.r.t. {self.p.label(i)}",
-                    lambda i=i, x=x: _gradient(self.p.of(self.reference, i, total=True))(x),
+                    f"its gradient w.r.t. {self.p.label(i)}", functools.partial(gradient, x)
                 )
             else:
                 against = "eager grad(fn)"
@@ -520,12 +525,13 @@ def _cotangent(like: Tensor) -> Tensor:
 @contextmanager
 def _no_vmap_fallback() -> Iterator[None]:
     """Make torch's slow per-sample vmap fallback an error."""
-    enabled = torch._C._functorch._is_vmap_fallback_enabled()
-    torch._C._functorch._set_vmap_fallback_enabled(False)
+    functorch: Any = torch._C._functorch
+    enabled = functorch._is_vmap_fallback_enabled()
+    functorch._set_vmap_fallback_enabled(False)
     try:
         yield
     finally:
-        torch._C._functorch._set_vmap_fallback_enabled(enabled)
+        functorch._set_vmap_fallback_enabled(enabled)
 
 
 @contextmanager
