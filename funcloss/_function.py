@@ -113,6 +113,16 @@ class CustomBackwardLoss:
         signature = inspect.signature(forward)
         self.__signature__ = signature
         self._name = getattr(forward, "__name__", type(forward).__name__)
+        stars = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
+        variadic = [
+            stars[p.kind] + p.name for p in signature.parameters.values() if p.kind in stars
+        ]
+        if variadic:
+            raise TypeError(
+                f"custom_backward: `forward` must not take *args or **kwargs, got "
+                f"`{variadic[0]}` in {self._name}. Name each argument; pass several tensors as "
+                "one tuple or list."
+            )
         self._forward = forward
         self._backward: Callable[..., Any] | None = None
         self._jvp: Callable[..., Tensor] | None = None
@@ -371,7 +381,8 @@ def custom_backward(forward: Callable[..., Tensor]) -> CustomBackwardLoss:
         register the rules (and return the function they decorate).
 
     Raises:
-        TypeError: ``forward`` (or a registered rule) is not a function. At call time, naming the
+        TypeError: ``forward`` (or a registered rule) is not a function, or ``forward`` takes
+            ``*args``/``**kwargs``. At call time, naming the
             loss and the argument: no backward registered, a backward returning the wrong number
             of gradients or a non-tensor gradient, a jvp returning a non-tensor.
         ValueError: at call time, a gradient or jvp tangent of the wrong shape.

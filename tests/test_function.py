@@ -314,6 +314,18 @@ def test_decorating_something_not_a_function(forward: Any, got: str) -> None:
         funcloss.custom_backward(forward)
 
 
+def test_decorating_a_function_with_variadic_arguments() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"custom_backward: `forward` must not take \*args or \*\*kwargs, got "
+        r"`\*tensors` in summed\. Name each argument",
+    ):
+
+        @funcloss.custom_backward
+        def summed(*tensors: Tensor) -> Tensor:
+            return sum(tensors)
+
+
 def _fresh() -> funcloss._function.CustomBackwardLoss:
     @funcloss.custom_backward
     def my_loss(input: Tensor, target: Tensor) -> Tensor:
