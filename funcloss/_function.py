@@ -382,9 +382,9 @@ def custom_backward(forward: Callable[..., Tensor]) -> CustomBackwardLoss:
 
     Raises:
         TypeError: ``forward`` (or a registered rule) is not a function, or ``forward`` takes
-            ``*args``/``**kwargs``. At call time, naming the
-            loss and the argument: no backward registered, a backward returning the wrong number
-            of gradients or a non-tensor gradient, a jvp returning a non-tensor.
+            ``*args``/``**kwargs``. At call time, naming the loss and the argument: no backward
+            registered, a backward returning the wrong number of gradients or a non-tensor
+            gradient, a jvp returning a non-tensor.
         ValueError: at call time, a gradient or jvp tangent of the wrong shape.
         NotImplementedError: forward mode without a registered jvp.
 
