@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
@@ -90,6 +90,7 @@ def test_check_loss_inside_a_hypothesis_test(data: st.DataObject) -> None:
     assert set(report.checked) == set(PROPERTIES) - {*NO_COMPILE, "module"}
 
 
+@settings(max_examples=5)  # the registry test (test_check_loss.py) covers the losses fully
 @given(data=st.data())
 def test_funcloss_cross_entropy_against_torch(data: st.DataObject) -> None:
     n, c = data.draw(st.integers(1, 3), label="n"), data.draw(st.integers(2, 4), label="c")
