@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import optree
 import torch
@@ -45,6 +45,25 @@ def _is_tensor(x: object) -> bool:
     return isinstance(x, Tensor)
 
 
+def _check_function(name: str, what: str, fn: object) -> None:
+    """``fn`` must be a plain callable, not a class (an ``autograd.Function`` in particular)."""
+    if isinstance(fn, type) and issubclass(fn, torch.autograd.Function):
+        raise TypeError(
+            f"{name}: `{what}` must be a function, got the autograd.Function {fn.__name__}. "
+            "Decorate its forward, written as a plain function without ctx, and register its "
+            "backward with @<loss>.backward."
+        )
+    if not callable(fn) or isinstance(fn, type):
+        got = f"the class {fn.__name__}" if isinstance(fn, type) else type(fn).__name__
+        raise TypeError(f"{name}: `{what}` must be a function, got {got}.")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {shape_str(value.shape)}"
+    return type(value).__name__
+
+
 class _Layout:
     """Where the tensors sit among a call's arguments, and how to put the call back together.
 
@@ -53,9 +72,12 @@ class _Layout:
     argument is a leaf, the common case, which then needs no pytree work at all).
     """
 
+    treespec: Any  # optree.PyTreeSpec | None
+
     def __init__(self, args: tuple[Any, ...]) -> None:
+        leaves: list[Any]
         if any(isinstance(a, list | tuple | dict) for a in args):
-            leaves, self.treespec = optree.tree_flatten(args, none_is_leaf=True)
+            leaves, self.treespec = optree.tree_flatten(args, none_is_leaf=True)  # type: ignore[arg-type]
         else:
             leaves, self.treespec = list(args), None
         self.tensor_slots = tuple(i for i, leaf in enumerate(leaves) if _is_tensor(leaf))
@@ -75,7 +97,7 @@ class _Layout:
             leaves[slot] = tensor
         if self.treespec is None:
             return tuple(leaves)
-        return optree.tree_unflatten(self.treespec, leaves)
+        return cast(tuple[Any, ...], optree.tree_unflatten(self.treespec, leaves))
 
 
 class CustomBackwardLoss:
@@ -86,14 +108,21 @@ class CustomBackwardLoss:
     """
 
     def __init__(self, forward: Callable[..., Tensor]) -> None:
-        if not callable(forward) or isinstance(forward, type):
-            raise TypeError(
-                f"custom_backward: `forward` must be a function, got {type(forward).__name__}."
-            )
+        _check_function("custom_backward", "forward", forward)
         functools.update_wrapper(self, forward)
         signature = inspect.signature(forward)
         self.__signature__ = signature
         self._name = getattr(forward, "__name__", type(forward).__name__)
+        stars = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
+        variadic = [
+            stars[p.kind] + p.name for p in signature.parameters.values() if p.kind in stars
+        ]
+        if variadic:
+            raise TypeError(
+                f"custom_backward: `forward` must not take *args or **kwargs, got "
+                f"`{variadic[0]}` in {self._name}. Name each argument; pass several tensors as "
+                "one tuple or list."
+            )
         self._forward = forward
         self._backward: Callable[..., Any] | None = None
         self._jvp: Callable[..., Tensor] | None = None
@@ -120,6 +149,7 @@ class CustomBackwardLoss:
         tensor argument and takes a ``None`` gradient. A pytree argument gets a pytree of
         gradients of the same structure (or ``None``).
         """
+        _check_function(self._name, "backward", fn)
         self._backward = fn
         self._build()
         return fn
@@ -130,6 +160,7 @@ class CustomBackwardLoss:
         A tangent is a zero tensor where the caller gave none, and ``None`` for an argument that
         is ``None`` in the call; for a pytree argument it is a pytree of the same structure.
         """
+        _check_function(self._name, "jvp", fn)
         self._jvp = fn
         self._build()
         return fn
@@ -160,9 +191,8 @@ class CustomBackwardLoss:
             )
         values = self._bind(args, kwargs)
         layout = _Layout(values)
-        tensors = tuple(
-            leaf for leaf in optree.tree_leaves(values, none_is_leaf=True) if _is_tensor(leaf)
-        )
+        leaves: list[Any] = optree.tree_leaves(values, none_is_leaf=True)  # type: ignore[arg-type]
+        tensors = tuple(leaf for leaf in leaves if _is_tensor(leaf))
         if len(tensors) > MAX_TENSORS:
             raise TypeError(
                 f"{self._name}: takes at most {MAX_TENSORS} tensors in all, got {len(tensors)}."
@@ -186,15 +216,19 @@ def _run_backward(
         grads = (grads,)
     positions = layout.tensor_args
     if len(grads) != len(positions):
-        expected = ", ".join(params[i] for i in positions)
+        expected = ", ".join(f"argument {i} `{params[i]}`" for i in positions)
         raise TypeError(
-            f"{name}: backward must return {len(positions)} gradients (one per tensor "
-            f"argument, None for an optional tensor left out: {expected}), got {len(grads)}."
+            f"{name}: backward must return {len(positions)} gradients, one per tensor argument "
+            f"({expected}; None where there is none), got {len(grads)}."
         )
-    full = [optree.tree_map(lambda _: None, a, none_is_leaf=True) for a in args]
+    full: list[Any] = [optree.tree_map(lambda _: None, a, none_is_leaf=True) for a in args]
     for position, g in zip(positions, grads, strict=True):
         full[position] = _match(name, params[position], g, args[position], position)
-    flat = optree.tree_leaves(tuple(full), none_is_leaf=True) if layout.treespec else full
+    flat: list[Any] = (
+        optree.tree_leaves(tuple(full), none_is_leaf=True)  # type: ignore[arg-type]
+        if layout.treespec
+        else full
+    )
     return tuple(
         flat[slot] if tensor.is_floating_point() or tensor.is_complex() else None
         for slot, tensor in zip(layout.tensor_slots, tensors, strict=True)
@@ -206,18 +240,21 @@ def _match(name: str, param: str, value: Any, like: Any, position: int) -> Any:
     if value is None:
         return optree.tree_map(lambda _: None, like, none_is_leaf=True)
     like_leaves, like_spec = optree.tree_flatten(like, none_is_leaf=True)
-    value_leaves, value_spec = optree.tree_flatten(value, none_is_leaf=True)
+    value_leaves = optree.tree_leaves(value, none_is_leaf=True)
     if len(like_leaves) != len(value_leaves):
         raise TypeError(
             f"{name}: backward gradient for argument {position} (`{param}`) must have the "
-            f"structure of `{param}`, got {value_spec}."
+            f"structure of `{param}` ({len(like_leaves)} leaves), got {len(value_leaves)} leaves."
         )
     for a, g in zip(like_leaves, value_leaves, strict=True):
-        if _is_tensor(a) and g is not None and (not _is_tensor(g) or g.shape != a.shape):
-            got = shape_str(g.shape) if _is_tensor(g) else type(g).__name__
+        if not _is_tensor(a) or g is None:
+            continue
+        where = f"{name}: backward gradient for argument {position} (`{param}`)"
+        if not _is_tensor(g):
+            raise TypeError(f"{where} must be a tensor or None, got {_describe(g)}.")
+        if g.shape != a.shape:
             raise ValueError(
-                f"{name}: backward gradient for argument {position} (`{param}`) must have shape "
-                f"{shape_str(a.shape)}, got {got}."
+                f"{where} must have shape {shape_str(a.shape)}, got {shape_str(g.shape)}."
             )
     return optree.tree_unflatten(like_spec, value_leaves)
 
@@ -231,7 +268,7 @@ def _run_jvp(
     tensors: Sequence[Tensor],
 ) -> Tensor:
     if jvp is None:
-        raise RuntimeError(
+        raise NotImplementedError(
             f"{name}: forward-mode AD (jacfwd, hessian, torch.func.jvp) needs a jvp; "
             f"register one with @{name}.jvp."
         )
@@ -241,11 +278,15 @@ def _run_jvp(
     args = layout.rebuild(tensors)
     tangent_args = layout.rebuild(tangents)
     result = jvp(*(tangent_args[i] for i in layout.tensor_args), *args)
-    if not _is_tensor(result) or result.shape != output_shape:
-        got = shape_str(result.shape) if _is_tensor(result) else type(result).__name__
+    if not _is_tensor(result):
+        raise TypeError(
+            f"{name}: jvp must return one tensor, the output's tangent of shape "
+            f"{shape_str(output_shape)}, got {_describe(result)}."
+        )
+    if result.shape != output_shape:
         raise ValueError(
-            f"{name}: jvp must return a tangent of the output's shape "
-            f"{shape_str(output_shape)}, got {got}."
+            f"{name}: jvp must return the output's tangent, of the output's shape "
+            f"{shape_str(output_shape)}, got {shape_str(result.shape)}."
         )
     return result
 
@@ -265,7 +306,12 @@ def _build_functions(
 
         @staticmethod
         def forward(layout: _Layout, *tensors: Tensor) -> Tensor:
-            return forward_fn(*layout.rebuild(tensors))
+            output = forward_fn(*layout.rebuild(tensors))
+            if not _is_tensor(output):
+                raise TypeError(
+                    f"{name}: the forward must return one tensor, got {type(output).__name__}."
+                )
+            return output
 
         @staticmethod
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -299,22 +345,48 @@ def _build_functions(
 
 
 def custom_backward(forward: Callable[..., Tensor]) -> CustomBackwardLoss:
-    r"""Give a loss made of torch ops a hand-written backward (and jvp), transform-safe.
+    r"""Give a loss made of torch ops a hand-written backward (and jvp) that works under torch.func.
 
-    Use it where a closed-form derivative buys memory, speed or exactness over autograd. The
-    forward must itself be correct to differentiate: inside ``torch.compile`` under a torch.func
-    transform, torch traces and autodiffs the forward instead of calling the custom rules.
+    Use it where a closed-form derivative buys memory, speed or exactness over autograd; a plain
+    composition of torch ops needs nothing. The result is an ``autograd.Function`` built the way
+    torch.func needs it, so it works with ``grad``, ``vmap``, ``jacrev``, ``jacfwd``, ``hessian``,
+    ``jacrev(jacrev)`` and ``torch.compile(fullgraph=True)``, and with :func:`loss_module`.
+
+    The rules, which :func:`funcloss.testing.check_loss` verifies:
+
+    - ``backward(grad, *args)`` gets the output's gradient, then the forward's arguments, and
+      returns one gradient per tensor argument, in order (``None`` where there is none). An
+      argument that is ``None`` in the call (an optional tensor left out) counts as a tensor
+      argument and takes ``None``, so give non-tensor config a default other than ``None``. A
+      pytree argument (tuple, list or dict of tensors) takes a pytree of the same structure.
+    - Build the backward from differentiable torch ops on the inputs (no ``.detach()``,
+      ``.item()``, NumPy or ``@once_differentiable``): double backward then differentiates it,
+      and ``hessian`` and ``jacrev(jacrev)`` are exact.
+    - ``jvp(*tangents, *args)`` (optional) gets one tangent per tensor argument (zeros where the
+      caller gave none, ``None`` for an argument that is ``None``), then the forward's
+      arguments, and returns the output's tangent. Forward mode (``jacfwd``, ``hessian``,
+      ``torch.func.jvp``) needs it.
+    - Pass every tensor the loss depends on as an argument: a tensor captured from a closure or
+      a global gets zero gradients under ``grad``.
+    - The forward must itself be correct to differentiate: inside ``torch.compile`` under a
+      torch.func transform (``compile(grad(f))``), torch autodiffs the forward and drops the
+      custom rules.
 
     Args:
-        forward: ``forward(*args) -> Tensor``. Tensor arguments (or pytrees of tensors: tuples,
-            lists, dicts) are differentiable inputs; other arguments are config.
+        forward: ``forward(*args) -> Tensor``. Tensor arguments (or pytrees of tensors) are the
+            differentiable inputs; other arguments are config.
 
     Returns:
-        A callable with ``.backward`` and ``.jvp`` decorators. The backward receives the
-        output's gradient and then the forward's arguments, and returns one gradient (or
-        ``None``) per tensor argument, built from differentiable torch ops so that second
-        derivatives are exact. The jvp receives one tangent per tensor argument, then the
-        forward's arguments.
+        A callable that behaves like ``forward``, with ``.backward`` and ``.jvp`` decorators that
+        register the rules (and return the function they decorate).
+
+    Raises:
+        TypeError: ``forward`` (or a registered rule) is not a function, or ``forward`` takes
+            ``*args``/``**kwargs``. At call time, naming the loss and the argument: no backward
+            registered, a backward returning the wrong number of gradients or a non-tensor
+            gradient, a jvp returning a non-tensor.
+        ValueError: at call time, a gradient or jvp tangent of the wrong shape.
+        NotImplementedError: forward mode without a registered jvp.
 
     Examples:
         >>> @custom_backward
@@ -324,9 +396,15 @@ def custom_backward(forward: Callable[..., Tensor]) -> CustomBackwardLoss:
         ... def _(grad, input, target):
         ...     d = 2 * (input - target) * grad
         ...     return d, -d
+        >>> @squared_error.jvp
+        ... def _(input_t, target_t, input, target):
+        ...     return 2 * (input - target) * (input_t - target_t)
         >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
         >>> squared_error(x, torch.zeros(2)).sum().backward()
         >>> x.grad
         tensor([2., 4.])
+        >>> torch.func.hessian(lambda x: squared_error(x, torch.zeros(2)).sum())(torch.ones(2))
+        tensor([[2., 0.],
+                [0., 2.]])
     """
     return CustomBackwardLoss(forward)

@@ -1,8 +1,9 @@
-"""Public testing kit: Hypothesis strategies for loss inputs.
+"""Public testing kit: Hypothesis strategies for loss inputs and :func:`check_loss`.
 
 Needs the ``test`` extra (``hypothesis``).
 """
 
+from .check import CheckReport, check_loss
 from .strategies import (
     class_targets,
     floats,
@@ -13,6 +14,8 @@ from .strategies import (
 )
 
 __all__ = [
+    "CheckReport",
+    "check_loss",
     "class_targets",
     "floats",
     "logits",

@@ -1,13 +1,23 @@
 """Hypothesis strategies for loss inputs.
 
-Each strategy takes concrete shapes (draw them first with :func:`shapes`) so that related inputs
-line up, and a ``dtype`` (float64 by default: gradient checks need it). Values are drawn as
-Python floats and turned into tensors, so every example is reproducible from Hypothesis' seed.
+Each strategy takes a ``shape``: a concrete shape, so that related inputs line up (draw it first
+with :func:`shapes`), or a strategy of shapes such as ``shapes(max_dims=2)``. Floating strategies
+take a ``dtype`` (float64 by default: gradient checks need it). Values are drawn as Python numbers
+and turned into tensors, so every example is reproducible from Hypothesis' seed.
+
+Examples:
+    >>> from hypothesis import given
+    >>> @given(pair=regression_pairs(shapes(max_dims=2), dtype=torch.float32))
+    ... def test_pairs_line_up(pair):
+    ...     input, target = pair
+    ...     assert input.shape == target.shape and input.dtype == torch.float32
+    >>> test_pairs_line_up()
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from hypothesis import strategies as st
@@ -21,6 +31,20 @@ __all__ = [
     "regression_pairs",
     "shapes",
 ]
+
+
+T = TypeVar("T")
+# A concrete shape, or a strategy of shapes (such as ``shapes()``).
+Shape = Sequence[int] | st.SearchStrategy[tuple[int, ...]]
+
+
+def _for_shape(
+    shape: Shape, build: Callable[[tuple[int, ...]], st.SearchStrategy[T]]
+) -> st.SearchStrategy[T]:
+    """``build(shape)``; for a strategy of shapes, ``build`` of each drawn shape."""
+    if isinstance(shape, st.SearchStrategy):
+        return shape.flatmap(build)
+    return build(tuple(shape))
 
 
 def shapes(
@@ -41,7 +65,7 @@ def _numel(shape: Sequence[int]) -> int:
 
 
 def floats(
-    shape: Sequence[int],
+    shape: Shape,
     *,
     min_value: float = -5.0,
     max_value: float = 5.0,
@@ -49,7 +73,7 @@ def floats(
     exclude_min: bool = False,
     exclude_max: bool = False,
 ) -> st.SearchStrategy[Tensor]:
-    """A tensor of ``shape`` with finite values in ``[min_value, max_value]``."""
+    """A tensor of ``shape`` and ``dtype`` with finite values in ``[min_value, max_value]``."""
     elements = st.floats(
         min_value,
         max_value,
@@ -58,48 +82,61 @@ def floats(
         exclude_min=exclude_min,
         exclude_max=exclude_max,
     )
-    n = _numel(shape)
-    return st.lists(elements, min_size=n, max_size=n).map(
-        lambda values: torch.tensor(values, dtype=dtype).reshape(tuple(shape))
-    )
+
+    def build(shape: tuple[int, ...]) -> st.SearchStrategy[Tensor]:
+        n = _numel(shape)
+        return st.lists(elements, min_size=n, max_size=n).map(
+            lambda values: torch.tensor(values, dtype=dtype).reshape(shape)
+        )
+
+    return _for_shape(shape, build)
 
 
 def logits(
-    shape: Sequence[int], *, scale: float = 5.0, dtype: torch.dtype = torch.float64
+    shape: Shape, *, scale: float = 5.0, dtype: torch.dtype = torch.float64
 ) -> st.SearchStrategy[Tensor]:
     """Unnormalised scores of ``shape`` (e.g. ``(N, C)``) in ``[-scale, scale]``."""
     return floats(shape, min_value=-scale, max_value=scale, dtype=dtype)
 
 
 def class_targets(
-    shape: Sequence[int], num_classes: int, *, ignore_index: int | None = None
+    shape: Shape,
+    num_classes: int,
+    *,
+    ignore_index: int | None = None,
+    dtype: torch.dtype = torch.int64,
 ) -> st.SearchStrategy[Tensor]:
-    """int64 class indices of ``shape`` in ``[0, num_classes)``; with ``ignore_index`` given,
-    some entries may equal it (but not all, so that a mean stays defined)."""
-    n = _numel(shape)
+    """Class indices of ``shape`` in ``[0, num_classes)``, integer ``dtype``; with
+    ``ignore_index`` given, some entries may equal it (but not all, so that a mean stays
+    defined)."""
     index = st.integers(0, num_classes - 1)
     element = index if ignore_index is None else st.one_of(index, index, st.just(ignore_index))
 
-    def valid(values: list[int]) -> bool:
-        return ignore_index is None or n == 0 or any(v != ignore_index for v in values)
+    def build(shape: tuple[int, ...]) -> st.SearchStrategy[Tensor]:
+        n = _numel(shape)
 
-    return (
-        st.lists(element, min_size=n, max_size=n)
-        .filter(valid)
-        .map(lambda values: torch.tensor(values, dtype=torch.int64).reshape(tuple(shape)))
-    )
+        def valid(values: list[int]) -> bool:
+            return ignore_index is None or n == 0 or any(v != ignore_index for v in values)
+
+        return (
+            st.lists(element, min_size=n, max_size=n)
+            .filter(valid)
+            .map(lambda values: torch.tensor(values, dtype=dtype).reshape(shape))
+        )
+
+    return _for_shape(shape, build)
 
 
 def probabilities(
-    shape: Sequence[int],
+    shape: Shape,
     *,
     dim: int | None = None,
     dtype: torch.dtype = torch.float64,
     min_value: float = 0.0,
     max_value: float = 1.0,
 ) -> st.SearchStrategy[Tensor]:
-    """Values in ``[min_value, max_value]``; with ``dim`` given, normalised to sum to 1 along it
-    (class-probability targets)."""
+    """Values in ``[min_value, max_value]``; with ``dim`` given, positive values normalised to
+    sum to 1 along it (class-probability targets)."""
     if dim is None:
         return floats(shape, min_value=min_value, max_value=max_value, dtype=dtype)
     raw = floats(shape, min_value=0.05, max_value=1.0, dtype=dtype)
@@ -107,12 +144,16 @@ def probabilities(
 
 
 def regression_pairs(
-    shape: Sequence[int],
+    shape: Shape,
     *,
     dtype: torch.dtype = torch.float64,
     min_value: float = -5.0,
     max_value: float = 5.0,
 ) -> st.SearchStrategy[tuple[Tensor, Tensor]]:
-    """``(input, target)`` of the same ``shape``."""
-    values = floats(shape, min_value=min_value, max_value=max_value, dtype=dtype)
-    return st.tuples(values, values)
+    """``(input, target)`` of the same ``shape`` and ``dtype``."""
+
+    def build(shape: tuple[int, ...]) -> st.SearchStrategy[tuple[Tensor, Tensor]]:
+        values = floats(shape, min_value=min_value, max_value=max_value, dtype=dtype)
+        return st.tuples(values, values)
+
+    return _for_shape(shape, build)
