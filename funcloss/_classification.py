@@ -136,47 +136,10 @@ def _logsumexp(x: Tensor) -> Tensor:
     return torch.logsumexp(x.float() if x.dtype in _HALF_DTYPES else x, dim=1)
 
 
-# Plain eager, large inputs: work through the rows in chunks of about this many elements (1 MiB
-# of fp32), so that each chunk's passes (max, exp, sum, scale) run in cache and the (N, C)
-# arrays are read or written once. Not used under transforms or compile (one chunk there).
-_CHUNK_ELEMENTS = 1 << 18
-
-
-def _chunk_rows(x: Tensor) -> int:
-    return max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
-
-
 def _eager_no_grad() -> bool:
-    """Plain eager mode with grad off (inside a Function's forward or a non-create_graph
-    backward): in-place updates and chunked loops are safe there."""
+    """Plain eager mode with grad off (a Function's forward, or a backward without
+    ``create_graph``): in-place updates are safe there."""
     return not torch.is_grad_enabled() and value_checks_enabled()
-
-
-def _chunked_logsumexp(x: Tensor) -> Tensor:
-    return torch.cat([_logsumexp(chunk) for chunk in x.split(_chunk_rows(x))])
-
-
-def _cross_entropy_rows_chunked(
-    input: Tensor,
-    target: Tensor,
-    weight: Tensor | None,
-    ignored: Tensor | None,
-    label_smoothing: float,
-) -> Tensor:
-    """The forward of large inputs in eager mode: ``lse - x_y`` with a chunked log-sum-exp, so
-    no (N, C) array is written at all."""
-    index = (target if ignored is None else target.masked_fill(ignored, 0)).unsqueeze(1)
-    lse = _chunked_logsumexp(input).unsqueeze(1)
-    loss = lse - input.gather(1, index)
-    if weight is not None:
-        loss = loss * weight[index]
-    if label_smoothing > 0:
-        weight_sum, dot = _smoothing_parts(input, weight)
-        smooth = (lse * weight_sum - dot.unsqueeze(1)) / input.shape[1]
-        loss = (1 - label_smoothing) * loss + label_smoothing * smooth
-    if ignored is not None:
-        loss = loss.masked_fill(ignored.unsqueeze(1), 0)
-    return loss.to(input.dtype)
 
 
 def _smoothing_parts(input: Tensor, weight: Tensor | None) -> tuple[float | Tensor, Tensor]:
@@ -184,6 +147,12 @@ def _smoothing_parts(input: Tensor, weight: Tensor | None) -> tuple[float | Tens
     if weight is None:
         return float(input.shape[1]), input.sum(1)
     return weight.sum(), input @ weight
+
+
+# Plain eager, large inputs: the forward runs over row chunks of about this many logits (16 MiB
+# of fp32), so that no (N, C) log-softmax is ever allocated: a fresh large buffer costs page
+# faults on every call, and chunks this size are reused by the allocator.
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def _cross_entropy_rows_forward(
@@ -197,9 +166,21 @@ def _cross_entropy_rows_forward(
     """Loss per row, shape ``(M, 1)``, for ``(M, C)`` logits and ``(M,)`` class indices (0 where
     ignored). The trailing 1 saves a view in the autograd graph (it matters at small sizes)."""
     ignored = _ignored(target, ignore_index, masked)
-    if input.numel() >= _FUSED_MIN_ELEMENTS and _eager_no_grad():
-        return _cross_entropy_rows_chunked(input, target, weight, ignored, label_smoothing)
     index = (target if ignored is None else target.masked_fill(ignored, 0)).unsqueeze(1)
+    if input.numel() > _CHUNK_ELEMENTS and _eager_no_grad():
+        rows = max(1, _CHUNK_ELEMENTS // input.shape[1])
+        chunks = zip(input.split(rows), index.split(rows), strict=True)
+        loss = torch.cat([_rows_loss(x, i, weight, label_smoothing) for x, i in chunks])
+    else:
+        loss = _rows_loss(input, index, weight, label_smoothing)
+    if ignored is not None:
+        loss = loss.masked_fill(ignored.unsqueeze(1), 0)
+    return loss if loss.dtype == input.dtype else loss.to(input.dtype)
+
+
+def _rows_loss(
+    input: Tensor, index: Tensor, weight: Tensor | None, label_smoothing: float
+) -> Tensor:
     # One fused log-softmax kernel: -log p_y is the loss, exactly as torch computes it.
     log_probs = torch.log_softmax(input, 1, _accumulate_dtype(input))
     loss = -log_probs.gather(1, index)
@@ -208,9 +189,7 @@ def _cross_entropy_rows_forward(
     if label_smoothing > 0:
         _, dot = _smoothing_parts(log_probs, None if weight is None else weight.to(log_probs.dtype))
         loss = (1 - label_smoothing) * loss - (label_smoothing / input.shape[1]) * dot.unsqueeze(1)
-    if ignored is not None:
-        loss = loss.masked_fill(ignored.unsqueeze(1), 0)
-    return loss if loss.dtype == input.dtype else loss.to(input.dtype)
+    return loss
 
 
 _cross_entropy_rows = custom_backward(_cross_entropy_rows_forward)
@@ -246,26 +225,6 @@ def _smoothing_term(grad: Tensor, weight: Tensor | None, label_smoothing: float,
     return scale if weight is None else scale * weight
 
 
-def _cross_entropy_gradient_chunked(
-    input: Tensor, weight: Tensor | None, label_smoothing: float, grad: Tensor, total: Tensor
-) -> Tensor:
-    """``A softmax(x) - (eps / C) w`` times each row's gradient, written chunk by chunk into one
-    buffer (the target-class term is added by the caller)."""
-    dtype = _accumulate_dtype(input) or input.dtype
-    result = torch.empty(input.shape, dtype=dtype, device=input.device)
-    rows = _chunk_rows(input)
-    smoothing = label_smoothing / input.shape[1]
-    for start in range(0, input.shape[0], rows):
-        chunk = input[start : start + rows].to(dtype)
-        out = result[start : start + rows]
-        torch.sub(chunk, torch.logsumexp(chunk, 1, keepdim=True), out=out)
-        out.exp_().mul_(total[start : start + rows].unsqueeze(1).to(dtype))
-        if label_smoothing > 0:
-            scale = (grad[start : start + rows] * smoothing).unsqueeze(1).to(dtype)
-            out.sub_(scale if weight is None else scale * weight.to(dtype))
-    return result
-
-
 @_cross_entropy_rows.backward
 def _cross_entropy_rows_backward(
     grad: Tensor,
@@ -281,17 +240,23 @@ def _cross_entropy_rows_backward(
         input, target, weight, ignore_index, masked, label_smoothing, grad.squeeze(1)
     )
     index = safe.unsqueeze(1)
-    if _eager_no_grad():
-        # No double backward: fill one (M, C) buffer in place, chunk by chunk.
-        result = _cross_entropy_gradient_chunked(input, weight, label_smoothing, grad, total)
-        result.scatter_add_(1, index, -picked.unsqueeze(1).to(result.dtype))
-        return result.to(input.dtype), None, None
     softmax = torch.softmax(input, dim=1, dtype=_accumulate_dtype(input))
-    result = softmax * total.unsqueeze(1)
-    if label_smoothing > 0:
-        result = result - _smoothing_term(grad, weight, label_smoothing, input.shape[1])
-    result = result.scatter_add(1, index, -picked.unsqueeze(1))
-    return result.to(input.dtype), None, None
+    scale = total.unsqueeze(1).to(softmax.dtype)
+    target_term = -picked.unsqueeze(1).to(softmax.dtype)
+    smoothing = label_smoothing > 0
+    if smoothing:
+        smoothing_term = _smoothing_term(grad, weight, label_smoothing, input.shape[1])
+    if _eager_no_grad():
+        # No double backward: build the gradient in place in the softmax's buffer, the only
+        # (M, C) one.
+        result = softmax.mul_(scale)
+        if smoothing:
+            result.sub_(smoothing_term)
+        return result.scatter_add_(1, index, target_term).to(input.dtype), None, None
+    result = softmax * scale
+    if smoothing:
+        result = result - smoothing_term
+    return result.scatter_add(1, index, target_term).to(input.dtype), None, None
 
 
 @_cross_entropy_rows.jvp
@@ -488,9 +453,11 @@ def _safe_log(x: Tensor) -> Tensor:
 
 # A custom backward buys exactness here: torch's BCE gradient is finite at x = 0 and x = 1
 # (it divides by max(x (1 - x), 1e-12)), where autograd through the clamped logs is not.
-@custom_backward
-def _binary_cross_entropy(input: Tensor, target: Tensor) -> Tensor:
+def _binary_cross_entropy_forward(input: Tensor, target: Tensor) -> Tensor:
     return -(target * _safe_log(input) + (1 - target) * _safe_log(1 - input))
+
+
+_binary_cross_entropy = custom_backward(_binary_cross_entropy_forward)
 
 
 @_binary_cross_entropy.backward

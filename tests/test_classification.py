@@ -1,0 +1,149 @@
+"""Golden values, edge cases and the memory contract of the classification core."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import grad
+
+import funcloss
+import funcloss._classification as classification
+
+
+def test_cross_entropy_golden_values() -> None:
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    target = torch.tensor([0, 2])
+    # torch 2.13 F.cross_entropy
+    torch.testing.assert_close(
+        funcloss.cross_entropy(logits, target, reduction="none"),
+        torch.tensor([0.2395, 0.0949]),
+        atol=1e-4,
+        rtol=0,
+    )
+    torch.testing.assert_close(
+        funcloss.cross_entropy(logits, target, label_smoothing=0.1),
+        torch.tensor(0.3339),
+        atol=1e-4,
+        rtol=0,
+    )
+    # by hand: log(1 + 2 e^-2) = 0.2395
+    torch.testing.assert_close(
+        funcloss.cross_entropy(logits[0], target[0]), torch.log1p(2 * torch.exp(torch.tensor(-2.0)))
+    )
+
+
+def test_cross_entropy_all_ignored_mean_is_nan_like_torch() -> None:
+    logits, target = torch.randn(3, 4), torch.full((3,), -100)
+    assert torch.isnan(funcloss.cross_entropy(logits, target))
+    assert torch.isnan(F.cross_entropy(logits, target))
+    assert funcloss.cross_entropy(logits, target, reduction="sum") == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cross_entropy_half_precision_accumulates_in_fp32(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    logits = (torch.randn(64, 1000) * 4).to(dtype)
+    target = torch.randint(0, 1000, (64,))
+    exact = F.cross_entropy(logits.double(), target, reduction="none")
+    ours = funcloss.cross_entropy(logits, target, reduction="none")
+    assert ours.dtype == dtype
+    # Only the final rounding to the half dtype remains: within one half-precision ulp.
+    torch.testing.assert_close(ours.double(), exact, rtol=2**-7, atol=0)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_input_paths_match_torch(
+    monkeypatch: pytest.MonkeyPatch, label_smoothing: float, weighted: bool, reduction: str, dtype
+) -> None:
+    """The eager paths for large inputs (row chunks in forward, in-place backward) against torch,
+    with small thresholds so that several chunks are used."""
+    monkeypatch.setattr(classification, "_FUSED_MIN_ELEMENTS", 1000)
+    monkeypatch.setattr(classification, "_CHUNK_ELEMENTS", 700)
+    torch.manual_seed(1)
+    logits = (3 * torch.randn(50, 37, dtype=dtype)).requires_grad_()
+    target = torch.randint(0, 37, (50,))
+    target[::6] = -100
+    weight = torch.rand(37, dtype=dtype) if weighted else None
+    kwargs = {"weight": weight, "reduction": reduction, "label_smoothing": label_smoothing}
+    ours, theirs = (
+        funcloss.cross_entropy(logits, target, **kwargs),
+        F.cross_entropy(logits, target, **kwargs),
+    )
+    upstream = torch.randn_like(theirs)
+    (ours_grad,) = torch.autograd.grad(ours, logits, upstream)
+    (theirs_grad,) = torch.autograd.grad(theirs, logits, upstream)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(ours_grad, theirs_grad)
+
+
+def test_custom_backward_saves_no_class_sized_intermediate() -> None:
+    """The custom-backward path keeps only its inputs alive between forward and backward."""
+    logits = torch.randn(300, 400, requires_grad=True)  # above _FUSED_MIN_ELEMENTS
+    target = torch.randint(0, 400, (300,))
+    assert logits.numel() >= classification._FUSED_MIN_ELEMENTS
+    saved: list[torch.Tensor] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = funcloss.cross_entropy(logits, target, label_smoothing=0.1)
+    big = [t for t in saved if t.numel() >= logits.numel()]
+    assert big and all(t.data_ptr() == logits.data_ptr() for t in big)
+    loss.backward()
+
+
+def test_cross_entropy_probability_targets_k_dim() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, dtype=torch.float64)
+    probs = torch.softmax(torch.randn(2, 3, 4, dtype=torch.float64), 1)
+    for reduction in ("none", "mean", "sum"):
+        torch.testing.assert_close(
+            funcloss.cross_entropy(logits, probs, reduction=reduction, label_smoothing=0.2),
+            F.cross_entropy(logits, probs, reduction=reduction, label_smoothing=0.2),
+        )
+
+
+def test_bce_gradient_at_zero_and_one_matches_torch() -> None:
+    """torch divides by max(x (1 - x), 1e-12): finite where the clamped logs are flat."""
+    x = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    ours = torch.autograd.grad(funcloss.binary_cross_entropy(x, y, reduction="sum"), x)[0]
+    theirs = torch.autograd.grad(F.binary_cross_entropy(x, y, reduction="sum"), x)[0]
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(
+        funcloss.binary_cross_entropy(x, y, reduction="none"),
+        F.binary_cross_entropy(x, y, reduction="none"),
+    )
+    # The forward alone (what compile(grad(...)) differentiates) stays finite there too.
+    forward_only = grad(lambda v: classification._binary_cross_entropy_forward(v, y).sum())(
+        x.detach()
+    )
+    assert torch.isfinite(forward_only).all()
+
+
+def test_bce_with_logits_gradient_at_zero() -> None:
+    """d/dx at x = 0 is sigmoid(0) - y = 0.5 - y (a stabilised forward can get this wrong)."""
+    x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    (gradient,) = torch.autograd.grad(
+        funcloss.binary_cross_entropy_with_logits(x, y, reduction="sum"), x
+    )
+    torch.testing.assert_close(gradient, torch.tensor([0.5, -0.5], dtype=torch.float64))
+
+
+def test_nll_loss_golden_and_k_dim() -> None:
+    log_probs = torch.tensor([[-0.1, -2.5], [-1.2, -0.4]])
+    # by hand: mean of 0.1 and 0.4 weighted by (2, 1): (0.2 + 0.4) / 3
+    out = funcloss.nll_loss(log_probs, torch.tensor([0, 1]), torch.tensor([2.0, 1.0]))
+    torch.testing.assert_close(out, torch.tensor(0.2))
+    torch.manual_seed(0)
+    lp = torch.log_softmax(torch.randn(2, 3, 4, 5), 1)
+    t = torch.randint(0, 3, (2, 4, 5))
+    t[0, 0, 0] = -100
+    torch.testing.assert_close(funcloss.nll_loss(lp, t), F.nll_loss(lp, t))
