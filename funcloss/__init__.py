@@ -10,7 +10,20 @@ from ._classification import (
     cross_entropy,
     nll_loss,
 )
+from ._embedding import (
+    cosine_embedding_loss,
+    hinge_embedding_loss,
+    margin_ranking_loss,
+    triplet_margin_loss,
+    triplet_margin_with_distance_loss,
+)
 from ._function import custom_backward
+from ._margin import (
+    multi_margin_loss,
+    multilabel_margin_loss,
+    multilabel_soft_margin_loss,
+    soft_margin_loss,
+)
 from ._module import loss_module
 
 __version__ = "0.1.0"
@@ -19,8 +32,17 @@ __all__ = [
     "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "cosine_embedding_loss",
     "cross_entropy",
     "custom_backward",
+    "hinge_embedding_loss",
     "loss_module",
+    "margin_ranking_loss",
+    "multi_margin_loss",
+    "multilabel_margin_loss",
+    "multilabel_soft_margin_loss",
     "nll_loss",
+    "soft_margin_loss",
+    "triplet_margin_loss",
+    "triplet_margin_with_distance_loss",
 ]

@@ -7,16 +7,40 @@ working.
 """
 
 from . import _classification as _c
+from . import _embedding as _e
+from . import _margin as _m
 from ._module import loss_module
 
 BCELoss = loss_module(_c.binary_cross_entropy, name="BCELoss")
 BCEWithLogitsLoss = loss_module(_c.binary_cross_entropy_with_logits, name="BCEWithLogitsLoss")
+CosineEmbeddingLoss = loss_module(_e.cosine_embedding_loss, name="CosineEmbeddingLoss")
 CrossEntropyLoss = loss_module(_c.cross_entropy, name="CrossEntropyLoss")
+HingeEmbeddingLoss = loss_module(_e.hinge_embedding_loss, name="HingeEmbeddingLoss")
+MarginRankingLoss = loss_module(_e.margin_ranking_loss, name="MarginRankingLoss")
+MultiLabelMarginLoss = loss_module(_m.multilabel_margin_loss, name="MultiLabelMarginLoss")
+MultiLabelSoftMarginLoss = loss_module(
+    _m.multilabel_soft_margin_loss, name="MultiLabelSoftMarginLoss"
+)
+MultiMarginLoss = loss_module(_m.multi_margin_loss, name="MultiMarginLoss")
 NLLLoss = loss_module(_c.nll_loss, name="NLLLoss")
+SoftMarginLoss = loss_module(_m.soft_margin_loss, name="SoftMarginLoss")
+TripletMarginLoss = loss_module(_e.triplet_margin_loss, name="TripletMarginLoss")
+TripletMarginWithDistanceLoss = loss_module(
+    _e.triplet_margin_with_distance_loss, name="TripletMarginWithDistanceLoss"
+)
 
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
+    "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "HingeEmbeddingLoss",
+    "MarginRankingLoss",
+    "MultiLabelMarginLoss",
+    "MultiLabelSoftMarginLoss",
+    "MultiMarginLoss",
     "NLLLoss",
+    "SoftMarginLoss",
+    "TripletMarginLoss",
+    "TripletMarginWithDistanceLoss",
 ]
