@@ -228,7 +228,16 @@ def _pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6
 
 def _check_triplet(fn: str, anchor: Tensor, positive: Tensor, negative: Tensor) -> None:
     check_floating(fn, anchor=anchor, positive=positive, negative=negative)
-    check_same_shape(fn, anchor=anchor, positive=positive, negative=negative)
+    for name, value in (("positive", positive), ("negative", negative)):
+        if value.shape != anchor.shape:
+            fail(
+                ValueError,
+                fn,
+                name,
+                f"have the same shape as `anchor` {shape_str(anchor.shape)}",
+                shape_str(value.shape),
+                hint="Nothing is broadcast: expand explicitly, e.g. anchor.expand_as(negative).",
+            )
 
 
 def _triplet(
@@ -354,8 +363,8 @@ def triplet_margin_with_distance_loss(
         ...     return 1 - torch.cosine_similarity(x1, x2, dim=-1)
         >>> funcloss.triplet_margin_with_distance_loss(
         ...     torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]]), torch.tensor([[0.0, 1.0]]),
-        ...     distance_function=cosine_distance, margin=0.5)
-        tensor(0.2071)
+        ...     distance_function=cosine_distance)
+        tensor(0.2929)
     """
     fn = "triplet_margin_with_distance_loss"
     _check_triplet(fn, anchor, positive, negative)

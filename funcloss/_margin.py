@@ -287,7 +287,7 @@ def multi_margin_loss(
         >>> funcloss.multi_margin_loss(scores, torch.tensor([3]))
         tensor(0.3250)
         >>> funcloss.multi_margin_loss(scores, torch.tensor([3]), p=2)
-        tensor(0.1325)
+        tensor(0.1525)
     """
     fn = "multi_margin_loss"
     _check_scores(fn, input)
