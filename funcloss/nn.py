@@ -7,13 +7,28 @@ working.
 """
 
 from . import _classification as _c
+from . import _embedding as _e
+from . import _margin as _m
 from . import _regression as _r
 from ._module import loss_module
 
 BCELoss = loss_module(_c.binary_cross_entropy, name="BCELoss")
 BCEWithLogitsLoss = loss_module(_c.binary_cross_entropy_with_logits, name="BCEWithLogitsLoss")
+CosineEmbeddingLoss = loss_module(_e.cosine_embedding_loss, name="CosineEmbeddingLoss")
 CrossEntropyLoss = loss_module(_c.cross_entropy, name="CrossEntropyLoss")
+HingeEmbeddingLoss = loss_module(_e.hinge_embedding_loss, name="HingeEmbeddingLoss")
+MarginRankingLoss = loss_module(_e.margin_ranking_loss, name="MarginRankingLoss")
+MultiLabelMarginLoss = loss_module(_m.multilabel_margin_loss, name="MultiLabelMarginLoss")
+MultiLabelSoftMarginLoss = loss_module(
+    _m.multilabel_soft_margin_loss, name="MultiLabelSoftMarginLoss"
+)
+MultiMarginLoss = loss_module(_m.multi_margin_loss, name="MultiMarginLoss")
 NLLLoss = loss_module(_c.nll_loss, name="NLLLoss")
+SoftMarginLoss = loss_module(_m.soft_margin_loss, name="SoftMarginLoss")
+TripletMarginLoss = loss_module(_e.triplet_margin_loss, name="TripletMarginLoss")
+TripletMarginWithDistanceLoss = loss_module(
+    _e.triplet_margin_with_distance_loss, name="TripletMarginWithDistanceLoss"
+)
 
 GaussianNLLLoss = loss_module(_r.gaussian_nll_loss, name="GaussianNLLLoss")
 HuberLoss = loss_module(_r.huber_loss, name="HuberLoss")
@@ -26,13 +41,22 @@ SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
+    "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",
+    "HingeEmbeddingLoss",
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
     "MSELoss",
+    "MarginRankingLoss",
+    "MultiLabelMarginLoss",
+    "MultiLabelSoftMarginLoss",
+    "MultiMarginLoss",
     "NLLLoss",
     "PoissonNLLLoss",
     "SmoothL1Loss",
+    "SoftMarginLoss",
+    "TripletMarginLoss",
+    "TripletMarginWithDistanceLoss",
 ]

@@ -1,0 +1,382 @@
+"""Embedding and ranking losses: margin_ranking, hinge_embedding, cosine_embedding, triplet.
+
+Each is a plain torch composition (no custom backward: autograd through these few ops is exact,
+as cheap as a hand-written rule, and has every transform rule). The hinges use ``clamp_min``,
+whose gradient at the kink is the one torch's own losses give there (the hinge counts as active).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    Reduction,
+    check_floating,
+    check_positive,
+    check_reduction,
+    check_same_shape,
+    check_tensor,
+    fail,
+    shape_str,
+)
+from ._reduction import reduce
+
+# torch adds EPSILON = 1e-12 to both squared norms in cosine_embedding_loss; the constant is a C++
+# float, so the value added is float32(1e-12), which this is exactly.
+_COSINE_EPS = 9.999999960041972e-13
+
+Distance = Callable[[Tensor, Tensor], Tensor]
+
+
+def check_label_dtype(fn: str, **tensors: Tensor) -> None:
+    """Label tensors (``±1`` targets, multi-hot targets) may be floating or integer."""
+    for name, value in tensors.items():
+        check_tensor(fn, **{name: value})
+        if value.dtype == torch.bool or value.is_complex():
+            fail(TypeError, fn, name, "have a floating-point or integer dtype", value.dtype)
+
+
+# -- margin_ranking_loss ---------------------------------------------------------------------
+
+
+def margin_ranking_loss(
+    input1: Tensor,
+    input2: Tensor,
+    target: Tensor,
+    margin: float = 0.0,
+    *,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Hinge loss on the difference of two scores: rank ``input1`` above ``input2`` or below.
+
+    For learning to rank from pairs: ``target = 1`` says the first item should score higher by
+    at least ``margin``, ``target = -1`` the second.
+
+    .. math::
+        \ell = \max(0,\; -y\,(x_1 - x_2) + \text{margin})
+
+    At the kink (:math:`-y (x_1 - x_2) + \text{margin} = 0`) the gradient is torch's: the hinge
+    counts as active, :math:`\partial \ell / \partial x_1 = -y`.
+
+    Args:
+        input1: scores, shape ``(*)``, floating dtype.
+        input2: scores, same shape as ``input1``.
+        target: ``1`` or ``-1`` (other values scale the difference), same shape, floating or
+            integer dtype.
+        margin: the required gap.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``input1``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating inputs, a bool or complex target.
+        ValueError: shapes that differ (nothing is broadcast), bad ``reduction``.
+
+    Examples:
+        >>> funcloss.margin_ranking_loss(
+        ...     torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([1.0, 1.0]),
+        ...     margin=0.5, reduction="none")
+        tensor([0.0000, 1.5000])
+    """
+    fn = "margin_ranking_loss"
+    check_floating(fn, input1=input1, input2=input2)
+    check_label_dtype(fn, target=target)
+    check_same_shape(fn, input1=input1, input2=input2, target=target)
+    check_reduction(fn, reduction)
+    return reduce((margin - target * (input1 - input2)).clamp_min(0), reduction)
+
+
+# -- hinge_embedding_loss --------------------------------------------------------------------
+
+
+def hinge_embedding_loss(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 1.0,
+    *,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Hinge loss on distances: pull similar pairs together, push dissimilar ones past a margin.
+
+    ``input`` is usually a distance between two embeddings (e.g. an L1 distance); ``target``
+    says whether the pair is similar (``1``) or dissimilar (``-1``).
+
+    .. math::
+        \ell = \begin{cases} x & y = 1 \\ \max(0, \text{margin} - x) & y = -1 \end{cases}
+
+    As in torch, a target that is neither ``1`` nor ``-1`` gets both terms. At the kink
+    (:math:`x = \text{margin}`, :math:`y = -1`) the gradient is torch's: :math:`-1`.
+
+    Args:
+        input: distances, shape ``(*)``, floating dtype.
+        target: ``1`` or ``-1``, same shape as ``input``, floating or integer dtype.
+        margin: how far dissimilar pairs are pushed.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input, a bool or complex target.
+        ValueError: shapes that differ (nothing is broadcast), bad ``reduction``.
+
+    Examples:
+        >>> funcloss.hinge_embedding_loss(
+        ...     torch.tensor([0.3, 0.3, 2.0]), torch.tensor([1, -1, -1]), reduction="none")
+        tensor([0.3000, 0.7000, 0.0000])
+    """
+    fn = "hinge_embedding_loss"
+    check_floating(fn, input=input)
+    check_label_dtype(fn, target=target)
+    check_same_shape(fn, input=input, target=target)
+    check_reduction(fn, reduction)
+    pushed = torch.where(target != 1, (margin - input).clamp_min(0), 0.0)
+    pulled = torch.where(target != -1, input, 0.0)
+    return reduce(pushed + pulled, reduction)
+
+
+# -- cosine_embedding_loss -------------------------------------------------------------------
+
+
+def _cosine_similarity(input1: Tensor, input2: Tensor) -> Tensor:
+    """torch's formula: ``x1 . x2 / sqrt((|x1|^2 + eps) (|x2|^2 + eps))`` along the last dim."""
+    dot = (input1 * input2).sum(-1)
+    squared1 = (input1 * input1).sum(-1) + _COSINE_EPS
+    squared2 = (input2 * input2).sum(-1) + _COSINE_EPS
+    return dot / (squared1 * squared2).sqrt()
+
+
+def cosine_embedding_loss(
+    input1: Tensor,
+    input2: Tensor,
+    target: Tensor,
+    margin: float = 0.0,
+    *,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Cosine loss on pairs of embeddings: align similar pairs, separate dissimilar ones.
+
+    For metric learning and semi-supervised embeddings where the direction matters, not the
+    length.
+
+    .. math::
+        \ell = \begin{cases} 1 - \cos(x_1, x_2) & y = 1 \\
+               \max(0, \cos(x_1, x_2) - \text{margin}) & y = -1 \end{cases}
+        \qquad \cos(x_1, x_2) = \frac{x_1 \cdot x_2}
+               {\sqrt{(\lVert x_1 \rVert^2 + \epsilon)(\lVert x_2 \rVert^2 + \epsilon)}}
+
+    with torch's :math:`\epsilon = 10^{-12}` (as float32); other target values give 0. At the
+    kink (:math:`\cos = \text{margin}`, :math:`y = -1`) the gradient is torch's (active hinge).
+
+    Args:
+        input1: embeddings, shape ``(N, D)`` or ``(D,)``, floating dtype.
+        input2: same shape as ``input1``.
+        target: ``1`` or ``-1``, shape ``(N,)`` or ``()``, floating or integer dtype.
+        margin: cosine above which dissimilar pairs are penalised, usually in ``[-1, 1]``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``target``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating inputs, a bool or complex target.
+        ValueError: wrong shapes (nothing is broadcast), bad ``reduction``.
+
+    Examples:
+        >>> x1 = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+        >>> x2 = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+        >>> funcloss.cosine_embedding_loss(x1, x2, torch.tensor([1, -1]), reduction="none")
+        tensor([0.2929, 0.7071])
+    """
+    fn = "cosine_embedding_loss"
+    check_floating(fn, input1=input1, input2=input2)
+    check_label_dtype(fn, target=target)
+    if input1.dim() not in (1, 2):
+        fail(ValueError, fn, "input1", "have shape (N, D) or (D,)", shape_str(input1.shape))
+    check_same_shape(fn, input1=input1, input2=input2)
+    if target.shape != input1.shape[:-1]:
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have shape {shape_str(input1.shape[:-1])} for inputs of shape "
+            f"{shape_str(input1.shape)}",
+            shape_str(target.shape),
+        )
+    check_reduction(fn, reduction)
+    cos = _cosine_similarity(input1, input2)
+    similar = torch.where(target == 1, 1 - cos, 0.0)
+    dissimilar = torch.where(target == -1, (cos - margin).clamp_min(0), 0.0)
+    return reduce(similar + dissimilar, reduction)
+
+
+# -- triplet losses --------------------------------------------------------------------------
+
+
+def _pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6) -> Tensor:
+    """torch's ``pairwise_distance``: the ``p``-norm of ``x1 - x2 + eps`` along the last dim.
+
+    ``eps`` keeps the norm away from 0, where its derivative is undefined (torch's, and
+    ``vector_norm``'s, subgradient there is 0).
+    """
+    return torch.linalg.vector_norm(x1 - x2 + eps, ord=p, dim=-1)
+
+
+def _check_triplet(fn: str, anchor: Tensor, positive: Tensor, negative: Tensor) -> None:
+    check_floating(fn, anchor=anchor, positive=positive, negative=negative)
+    for name, value in (("positive", positive), ("negative", negative)):
+        if value.shape != anchor.shape:
+            fail(
+                ValueError,
+                fn,
+                name,
+                f"have the same shape as `anchor` {shape_str(anchor.shape)}",
+                shape_str(value.shape),
+                hint="Nothing is broadcast: expand explicitly, e.g. anchor.expand_as(negative).",
+            )
+
+
+def _triplet(
+    distance: Distance,
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: float,
+    swap: bool,
+    reduction: Reduction,
+) -> Tensor:
+    positive_distance = distance(anchor, positive)
+    negative_distance = distance(anchor, negative)
+    if swap:
+        # torch.minimum splits the gradient evenly at a tie, as torch's triplet losses do.
+        negative_distance = torch.minimum(negative_distance, distance(positive, negative))
+    return reduce((margin + positive_distance - negative_distance).clamp_min(0), reduction)
+
+
+def triplet_margin_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: float = 1.0,
+    p: float = 2.0,
+    eps: float = 1e-6,
+    swap: bool = False,
+    *,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Triplet loss: the anchor must be closer to the positive than to the negative, by a margin.
+
+    For metric learning (face recognition, retrieval) on triplets of embeddings.
+
+    .. math::
+        \ell = \max(0,\; d(a, p) - d(a, n) + \text{margin}), \qquad
+        d(x, y) = \lVert x - y + \epsilon \rVert_p
+
+    (``eps`` is added to the difference before the norm, as torch's ``pairwise_distance`` does).
+    With ``swap``, :math:`d(a, n)` is replaced by :math:`\min(d(a, n), d(p, n))` (Balntas et al.,
+    2016). At the kink the gradient is torch's (active hinge); at a swap tie it is split evenly.
+
+    Args:
+        anchor: embeddings, shape ``(N, D)`` or ``(D,)`` (any ``(*, D)``), floating dtype.
+        positive: same shape as ``anchor``.
+        negative: same shape as ``anchor``.
+        margin: the required gap, must be positive.
+        p: the norm's order, must be positive (``float("inf")`` for the max norm).
+        eps: added to each difference before the norm.
+        swap: use the distance swap.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``anchor``'s shape without the last dimension for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: shapes that differ (nothing is broadcast), a non-positive ``margin`` or
+            ``p``, bad ``reduction``.
+
+    Examples:
+        >>> anchor = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+        >>> positive = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> negative = torch.tensor([[3.0, 0.0], [0.0, 1.5]])
+        >>> funcloss.triplet_margin_loss(anchor, positive, negative, eps=0.0, reduction="none")
+        tensor([0.0000, 0.5000])
+
+    References:
+        Balntas et al., "Learning local feature descriptors with triplets and shallow
+        convolutional neural networks", BMVC 2016.
+    """
+    fn = "triplet_margin_loss"
+    _check_triplet(fn, anchor, positive, negative)
+    check_positive(fn, margin=margin, p=p)
+    check_reduction(fn, reduction)
+
+    def distance(x1: Tensor, x2: Tensor) -> Tensor:
+        return _pairwise_distance(x1, x2, p, eps)
+
+    return _triplet(distance, anchor, positive, negative, margin, swap, reduction)
+
+
+def triplet_margin_with_distance_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    *,
+    distance_function: Callable[[Tensor, Tensor], Tensor] | None = None,
+    margin: float = 1.0,
+    swap: bool = False,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Triplet loss with any distance function (cosine distance, a learned metric, ...).
+
+    .. math::
+        \ell = \max(0,\; d(a, p) - d(a, n) + \text{margin})
+
+    With ``swap``, :math:`d(a, n)` is replaced by :math:`\min(d(a, n), d(p, n))`. The loss
+    composes with torch.func as far as ``distance_function`` does: it must be made of torch ops
+    and take the tensors it is given (no tensor captured from outside for differentiation).
+
+    Args:
+        anchor: embeddings, shape ``(N, D)`` or ``(D,)`` (any shape ``distance_function``
+            takes), floating dtype.
+        positive: same shape as ``anchor``.
+        negative: same shape as ``anchor``.
+        distance_function: ``d(x1, x2) -> distances``, non-negative, one per embedding pair;
+            default :func:`torch.pairwise_distance` semantics (``p=2``, ``eps=1e-6``).
+        margin: the required gap, must be positive.
+        swap: use the distance swap.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        The distance's shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating inputs, a ``distance_function`` that is not callable.
+        ValueError: shapes that differ (nothing is broadcast), a non-positive ``margin``, bad
+            ``reduction``.
+
+    Examples:
+        >>> def cosine_distance(x1, x2):
+        ...     return 1 - torch.cosine_similarity(x1, x2, dim=-1)
+        >>> funcloss.triplet_margin_with_distance_loss(
+        ...     torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]]), torch.tensor([[0.0, 1.0]]),
+        ...     distance_function=cosine_distance)
+        tensor(0.2929)
+    """
+    fn = "triplet_margin_with_distance_loss"
+    _check_triplet(fn, anchor, positive, negative)
+    if distance_function is not None and not callable(distance_function):
+        fail(
+            TypeError,
+            fn,
+            "distance_function",
+            "be callable (x1, x2) -> distances, or None",
+            type(distance_function).__name__,
+        )
+    check_positive(fn, margin=margin)
+    check_reduction(fn, reduction)
+    distance = _pairwise_distance if distance_function is None else distance_function
+    return _triplet(distance, anchor, positive, negative, margin, swap, reduction)

@@ -1,0 +1,318 @@
+"""Margin losses on class scores: soft_margin, multilabel_soft_margin, multilabel_margin,
+multi_margin.
+
+Plain torch compositions, without custom backwards: autograd through them is exact and they
+have every transform rule (torch's own multi_margin and multilabel_margin kernels have no
+forward-mode or double-backward rule and no batching rule). The multi-class hinges use
+``relu``, whose gradient at the kink is 0, as in torch's kernels (they count a hinge only when
+``z > 0``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    Reduction,
+    check_broadcastable_to,
+    check_class_indices,
+    check_floating,
+    check_integer,
+    check_reduction,
+    check_same_shape,
+    fail,
+    shape_str,
+    value_checks_enabled,
+)
+from ._classification import _check_class_weight
+from ._embedding import check_label_dtype
+from ._reduction import reduce
+
+
+def _softplus(x: Tensor) -> Tensor:
+    """``log(1 + exp(x))`` without overflow and without softplus' linear cut-off at x > 20.
+
+    ``logaddexp`` has exact first and second derivatives everywhere (``F.logsigmoid`` warns
+    under ``vmap(hessian)`` on torch 2.13).
+    """
+    return torch.logaddexp(x, torch.zeros_like(x))
+
+
+# -- soft_margin_loss ------------------------------------------------------------------------
+
+
+def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "mean") -> Tensor:
+    r"""Logistic loss on ``±1`` labels: a smooth hinge for binary classification.
+
+    The same as binary cross-entropy on logits with labels ``{-1, 1}`` instead of ``{0, 1}``.
+
+    .. math::
+        \ell = \log(1 + e^{-y x})
+
+    computed without overflow (torch's own overflows to ``inf`` for :math:`-y x` above ~88 in
+    float32). Gradient: :math:`-y\, \sigma(-y x)`.
+
+    Args:
+        input: scores, shape ``(*)``, floating dtype.
+        target: ``1`` or ``-1``, same shape as ``input``, floating or integer dtype.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input, a bool or complex target.
+        ValueError: shapes that differ (nothing is broadcast), bad ``reduction``.
+
+    Examples:
+        >>> funcloss.soft_margin_loss(
+        ...     torch.tensor([2.0, 0.0, -1.0]), torch.tensor([1, 1, 1]), reduction="none")
+        tensor([0.1269, 0.6931, 1.3133])
+    """
+    fn = "soft_margin_loss"
+    check_floating(fn, input=input)
+    check_label_dtype(fn, target=target)
+    check_same_shape(fn, input=input, target=target)
+    check_reduction(fn, reduction)
+    return reduce(_softplus(-target * input), reduction)
+
+
+# -- multilabel_soft_margin_loss -------------------------------------------------------------
+
+
+def multilabel_soft_margin_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    *,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Multi-label logistic loss: one binary cross-entropy per class, averaged over classes.
+
+    For multi-label classification (each sample may belong to several classes) with a
+    multi-hot target.
+
+    .. math::
+        \ell_n = \frac{1}{C} \sum_c w_c \left[(1 - y_{n,c})\, x_{n,c}
+                 - \log \sigma(x_{n,c})\right]
+               = -\frac{1}{C} \sum_c w_c \left[y_{n,c} \log \sigma(x_{n,c})
+                 + (1 - y_{n,c}) \log \sigma(-x_{n,c})\right]
+
+    Args:
+        input: logits, shape ``(N, C)`` or ``(C,)`` (any ``(*, C)``: classes last), floating.
+        target: multi-hot labels (usually 0 or 1), same shape as ``input``, floating or integer.
+        weight: optional per-class weight, broadcastable to ``input`` (typically ``(C,)``).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``input``'s shape without the class dimension for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input or weight, a bool or complex target.
+        ValueError: a 0-dim input, shapes that differ, a weight that does not broadcast, bad
+            ``reduction``.
+
+    Examples:
+        >>> logits = torch.tensor([[2.0, -1.0, 0.0]])
+        >>> funcloss.multilabel_soft_margin_loss(logits, torch.tensor([[1, 0, 1]]))
+        tensor(0.3778)
+    """
+    fn = "multilabel_soft_margin_loss"
+    check_floating(fn, input=input, weight=weight)
+    check_label_dtype(fn, target=target)
+    if input.dim() == 0:
+        fail(ValueError, fn, "input", "have shape (N, C) or (C,)", "()")
+    check_same_shape(fn, input=input, target=target)
+    check_broadcastable_to(fn, "weight", weight, input.shape)
+    check_reduction(fn, reduction)
+    loss = (1 - target) * input + _softplus(-input)
+    if weight is not None:
+        loss = loss * weight
+    return reduce(loss.sum(-1) / input.shape[-1], reduction)
+
+
+# -- shapes of the multi-class margin losses -------------------------------------------------
+
+
+def _check_scores(fn: str, input: Tensor) -> None:
+    check_floating(fn, input=input)
+    if input.dim() not in (1, 2) or input.shape[-1] == 0:
+        fail(
+            ValueError, fn, "input", "have shape (N, C) or (C,) with C > 0", shape_str(input.shape)
+        )
+
+
+# -- multilabel_margin_loss ------------------------------------------------------------------
+#
+# For each listed label j (x_j = the score of class y_j) and each class i that is not a label,
+# the hinge max(0, 1 - x_j + x_i) is active exactly when x_i > x_j - 1. Instead of building the
+# (C, C) table of pairs (torch's loop is O(C^2) time; a table would also be O(C^2) memory), sort
+# the non-label scores together with the thresholds t_j = x_j - 1. The scores after t_j in sorted
+# order are the active ones; suffix sums give their count k_j and sum s_j, and
+#     sum_i max(0, 1 - x_j + x_i) = k_j (1 - x_j) + s_j.
+# A stable sort with the scores first puts a score equal to t_j before it: counted inactive, as
+# torch counts a hinge only when it is > 0. Label classes get the key -inf, so they come first
+# and are never counted. Everything is a differentiable gather/cumsum/scatter of the scores.
+
+
+def _listed_labels(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(listed, labels, is_label): the label slots before the first -1, their classes (0 where
+    not listed), and a mask of the classes that are labels."""
+    listed = (target == -1).cumsum(-1) == 0
+    labels = torch.where(listed, target, 0)
+    counts = torch.zeros_like(input).scatter_add(-1, labels, listed.to(input.dtype))
+    return listed, labels, counts > 0
+
+
+def _after_threshold(values: Tensor, order: Tensor, num_classes: int) -> Tensor:
+    """For each threshold slot, the sum of ``values`` over the entries sorted after it."""
+    suffix = values.gather(-1, order).flip(-1).cumsum(-1).flip(-1)
+    return torch.zeros_like(suffix).scatter(-1, order, suffix)[..., num_classes:]
+
+
+def _multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
+    """Per-row loss for ``(..., C)`` scores and int64 labels padded with -1."""
+    num_classes = input.shape[-1]
+    listed, labels, is_label = _listed_labels(input, target)
+    label_scores = input.gather(-1, labels)
+    keys = torch.cat([input.masked_fill(is_label, float("-inf")), label_scores - 1], -1)
+    order = keys.argsort(dim=-1, stable=True)
+    zeros = torch.zeros_like(input)
+    count = _after_threshold(torch.cat([torch.ones_like(input), zeros], -1), order, num_classes)
+    total = _after_threshold(torch.cat([input, zeros], -1), order, num_classes)
+    hinges = count * (1 - label_scores) + total
+    return torch.where(listed, hinges, 0.0).sum(-1) / num_classes
+
+
+def _check_multilabel_targets(fn: str, target: Tensor, num_classes: int) -> None:
+    """Eager-only: every entry (after the first -1 too, as torch checks) lies in [-1, C)."""
+    if not value_checks_enabled() or target.numel() == 0:
+        return
+    bad = (target < -1) | (target >= num_classes)
+    if bool(bad.any()):
+        first = int(target[bad].flatten()[0])
+        raise IndexError(
+            f"{fn}: `target` values must be in [0, {num_classes}) or -1 (end of the labels), "
+            f"got {first}."
+        )
+
+
+def multilabel_margin_loss(
+    input: Tensor, target: Tensor, *, reduction: Reduction = "mean"
+) -> Tensor:
+    r"""Multi-label hinge loss: every label's score must beat every non-label's by 1.
+
+    For multi-label classification with a ranking flavour. ``target`` lists each sample's label
+    classes, padded with ``-1``: only the classes before the first ``-1`` count.
+
+    .. math::
+        \ell_n = \frac{1}{C} \sum_{j \in Y_n} \sum_{i \notin Y_n}
+                 \max(0,\; 1 - (x_{n, j} - x_{n, i}))
+
+    A label listed twice counts twice, as in torch. At the kink the gradient is torch's: 0
+    (a hinge counts only when it is positive). Computed by sorting, in :math:`O(C \log C)`
+    time and :math:`O(C)` memory per sample.
+
+    Args:
+        input: scores, shape ``(N, C)`` or ``(C,)``, floating dtype.
+        target: label classes, integer dtype, same shape as ``input``; values in ``[0, C)`` or
+            ``-1`` (range checked in eager mode only).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        Shape ``(N,)`` or ``()`` for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input, non-integer target.
+        ValueError: wrong shapes, bad ``reduction``.
+        IndexError: a target value outside ``[-1, C)`` (eager mode).
+
+    Examples:
+        >>> scores = torch.tensor([[0.1, 0.2, 0.4, 0.8]])
+        >>> funcloss.multilabel_margin_loss(scores, torch.tensor([[3, 0, -1, 1]]))
+        tensor(0.8500)
+    """
+    fn = "multilabel_margin_loss"
+    _check_scores(fn, input)
+    check_integer(fn, target=target)
+    check_same_shape(fn, input=input, target=target)
+    check_reduction(fn, reduction)
+    _check_multilabel_targets(fn, target, input.shape[-1])
+    return reduce(_multilabel_margin(input, target.long()), reduction)
+
+
+# -- multi_margin_loss -----------------------------------------------------------------------
+
+
+def multi_margin_loss(
+    input: Tensor,
+    target: Tensor,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: Tensor | None = None,
+    *,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Multi-class hinge loss: the target's score must beat every other class's by a margin.
+
+    The multi-class SVM loss (Weston & Watkins); ``p=2`` squares each hinge.
+
+    .. math::
+        \ell_n = \frac{w_{y_n}}{C} \sum_{i \ne y_n}
+                 \max(0,\; \text{margin} - x_{n, y_n} + x_{n, i})^p
+
+    At the kink the gradient is torch's: 0 (a hinge counts only when it is positive).
+
+    Args:
+        input: scores, shape ``(N, C)`` or ``(C,)``, floating dtype.
+        target: class indices, integer dtype, shape ``(N,)`` or ``()``; values in ``[0, C)``
+            (checked in eager mode only).
+        p: 1 or 2.
+        margin: the required gap.
+        weight: optional per-class weight (of the target class), shape ``(C,)``, ``input``'s
+            dtype.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``target``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input or weight, non-integer target, weight of another dtype.
+        ValueError: wrong shapes, ``p`` not 1 or 2, bad ``reduction``.
+        IndexError: a class index out of range (eager mode).
+
+    Examples:
+        >>> scores = torch.tensor([[0.1, 0.2, 0.4, 0.8]])
+        >>> funcloss.multi_margin_loss(scores, torch.tensor([3]))
+        tensor(0.3250)
+        >>> funcloss.multi_margin_loss(scores, torch.tensor([3]), p=2)
+        tensor(0.1525)
+    """
+    fn = "multi_margin_loss"
+    _check_scores(fn, input)
+    check_integer(fn, target=target)
+    if target.shape != input.shape[:-1]:
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have shape {shape_str(input.shape[:-1])} (one class index per sample) for input "
+            f"of shape {shape_str(input.shape)}",
+            shape_str(target.shape),
+        )
+    if p not in (1, 2):
+        fail(ValueError, fn, "p", "be 1 or 2", p)
+    _check_class_weight(fn, weight, input)
+    check_reduction(fn, reduction)
+    num_classes = input.shape[-1]
+    check_class_indices(fn, target, num_classes)
+    index = target.long().unsqueeze(-1)
+    hinges = torch.relu(margin - input.gather(-1, index) + input)
+    if p == 2:
+        hinges = hinges * hinges
+    is_target = torch.arange(num_classes, device=input.device) == index
+    loss = torch.where(is_target, 0.0, hinges).sum(-1) / num_classes
+    if weight is not None:
+        loss = loss * weight.expand_as(input).gather(-1, index).squeeze(-1)
+    return reduce(loss, reduction)

@@ -1,0 +1,409 @@
+"""Golden values, parity with torch and subgradients at the kinks: embedding and margin losses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import Tensor
+from torch.func import grad, hessian, vmap
+
+import funcloss
+import funcloss.nn as fnn
+
+from .helpers import assert_close
+from .registry import Case, LossSpec
+from .specs_embedding import SPECS, cosine_distance, squared_euclidean
+
+f64 = torch.float64
+
+
+def _t(values: Any, dtype: torch.dtype = f64) -> Tensor:
+    return torch.tensor(values, dtype=dtype)
+
+
+X1 = _t([0.5, -1.0, 2.0, 0.0])
+X2 = _t([1.0, 1.5, -0.5, 0.25])
+SIGNS = _t([1.0, -1.0, 1.0, -1.0])
+SCORES = _t([[2.0, -0.5, 0.0], [-3.0, 1.0, 4.0]])
+MULTI = _t([[0.1, 0.2, 0.4, 0.8], [0.5, -0.3, 0.9, 0.0]])
+ANCHOR = _t([[1.0, 2.0, 0.0], [0.5, -1.0, 1.0]])
+POSITIVE = _t([[2.0, 1.0, -1.0], [0.0, 1.0, 1.0]])
+NEGATIVE = _t([[0.0, 0.5, 1.0], [1.0, 1.0, 0.0]])
+
+# (id, function, args, kwargs, expected "none" values); every value from torch 2.13's own loss
+# of the same name (torch.nn.functional) on the same arguments, float64.
+GOLDEN = [
+    # torch 2.13 F.margin_ranking_loss
+    ("margin_ranking", funcloss.margin_ranking_loss, (X1, X2, SIGNS), {"margin": 0.5},
+     [1.0, 0.0, 0.0, 0.25]),
+    # torch 2.13 F.hinge_embedding_loss (target 0 gets both terms)
+    ("hinge_embedding", funcloss.hinge_embedding_loss,
+     (_t([0.3, 1.5, -0.2, 0.8]), torch.tensor([1, -1, -1, 0])), {}, [0.3, 0.0, 1.2, 1.0]),
+    # torch 2.13 F.soft_margin_loss
+    ("soft_margin", funcloss.soft_margin_loss, (SCORES, torch.tensor([[1, -1, 1], [1, 1, -1]])),
+     {}, [[0.1269280110429725, 0.4740769841801067, 0.6931471805599453],
+          [3.048587351573742, 0.31326168751822286, 4.0181499279178094]]),
+    # torch 2.13 F.multilabel_soft_margin_loss
+    ("multilabel_soft_margin", funcloss.multilabel_soft_margin_loss,
+     (SCORES, _t([[1, 0, 1], [0, 0, 1]])), {"weight": _t([1.0, 2.0, 0.5])},
+     [0.47388518989438616, 0.8947285635230308]),
+    # torch 2.13 F.multilabel_margin_loss (labels after the first -1 are ignored)
+    ("multilabel_margin", funcloss.multilabel_margin_loss,
+     (MULTI, torch.tensor([[3, 0, -1, 1], [2, -1, 0, 0]])), {}, [0.85, 0.175]),
+    # torch 2.13 F.multi_margin_loss
+    ("multi_margin-p1", funcloss.multi_margin_loss, (MULTI, torch.tensor([3, 1])),
+     {"margin": 0.9, "weight": _t([1.0, 2.0, 0.5, 1.5])}, [0.375, 2.5]),
+    ("multi_margin-p2", funcloss.multi_margin_loss, (MULTI, torch.tensor([3, 1])),
+     {"p": 2, "margin": 0.9, "weight": _t([1.0, 2.0, 0.5, 1.5])}, [0.1425, 4.37]),
+    # torch 2.13 F.cosine_embedding_loss
+    ("cosine_embedding", funcloss.cosine_embedding_loss,
+     (ANCHOR, POSITIVE, torch.tensor([1, -1])), {"margin": -0.2}, [0.26970325665991246, 0.2]),
+    # torch 2.13 F.triplet_margin_loss
+    ("triplet_margin", funcloss.triplet_margin_loss, (ANCHOR, POSITIVE, NEGATIVE),
+     {"margin": 1.5}, [1.1704978445036116, 1.2702648923777442]),
+    ("triplet_margin-p1-swap", funcloss.triplet_margin_loss, (ANCHOR, POSITIVE, NEGATIVE),
+     {"margin": 1.5, "p": 1, "swap": True}, [1.0000000000000004, 2.0]),
+    # torch 2.13 F.triplet_margin_with_distance_loss
+    ("triplet_margin_with_distance", funcloss.triplet_margin_with_distance_loss,
+     (ANCHOR, POSITIVE, NEGATIVE), {}, [0.6704978445036116, 0.7702648923777442]),
+    ("triplet_margin_with_distance-l1-swap", funcloss.triplet_margin_with_distance_loss,
+     (ANCHOR, POSITIVE, NEGATIVE),
+     {"distance_function": lambda u, v: (u - v).abs().sum(-1), "margin": 2.0, "swap": True},
+     [1.5, 2.5]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "kwargs", "expected"),
+    [pytest.param(*row[1:], id=row[0]) for row in GOLDEN],
+)
+def test_golden_values(fn, args, kwargs, expected) -> None:
+    expected = _t(expected)
+    assert_close(fn(*args, **kwargs, reduction="none"), expected, "none", rtol=1e-12)
+    assert_close(fn(*args, **kwargs, reduction="sum"), expected.sum(), "sum", rtol=1e-12)
+    assert_close(fn(*args, **kwargs), expected.mean(), "mean (the default)", rtol=1e-12)
+
+
+# -- float32 parity with torch (the transform matrix runs in float64) --------------------------
+
+SPEC_PARAMS = [pytest.param(spec, id=spec.id) for spec in SPECS]
+
+
+def _float32(case: Case) -> Case:
+    def cast(value: Any) -> Any:
+        if isinstance(value, Tensor) and value.is_floating_point():
+            return value.float()
+        return value
+
+    return Case(tuple(map(cast, case.args)), {k: cast(v) for k, v in case.kwargs.items()})
+
+
+def _value_and_gradients(spec: LossSpec, fn: Any, case: Case, reduction: str):
+    args = [a.detach().requires_grad_() if i in spec.wrt else a for i, a in enumerate(case.args)]
+    value = fn(*args, **case.kwargs, reduction=reduction)
+    gradients = torch.autograd.grad(value.sum(), [args[i] for i in spec.wrt])
+    return value, gradients
+
+
+@pytest.mark.parametrize("spec", SPEC_PARAMS)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@given(data=st.data())
+def test_float32_matches_torch(spec: LossSpec, reduction: str, data: st.DataObject) -> None:
+    case = _float32(data.draw(spec.cases(), label="case"))
+    value, gradients = _value_and_gradients(spec, spec.fn, case, reduction)
+    expected_value, expected_gradients = _value_and_gradients(spec, spec.oracle, case, reduction)
+    assert value.dtype == expected_value.dtype == torch.float32
+    torch.testing.assert_close(value, expected_value, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gradients, expected_gradients, rtol=1e-5, atol=1e-5)
+
+
+# -- subgradients at the kinks (pinned: the Hypothesis draws stay off them) --------------------
+
+
+def _gradients(
+    fn: Any, inputs: tuple[Tensor, ...], targets: tuple[Tensor, ...] = (), **kwargs: Any
+) -> tuple[Tensor, ...]:
+    """Gradients of ``fn(*inputs, *targets, reduction="sum")`` with respect to ``inputs``."""
+    leaves = [x.detach().requires_grad_() for x in inputs]
+    return torch.autograd.grad(fn(*leaves, *targets, **kwargs, reduction="sum"), leaves)
+
+
+def _torchs_subgradient(
+    ours: Any, theirs: Any, inputs: tuple[Tensor, ...], targets: tuple[Tensor, ...] = (), **kw: Any
+) -> tuple[Tensor, ...]:
+    result = _gradients(ours, inputs, targets, **kw)
+    assert_close(result, _gradients(theirs, inputs, targets, **kw), "torch's subgradient")
+    return result
+
+
+def test_margin_ranking_kink_counts_as_active() -> None:
+    # -y (x1 - x2) + margin = 0 in the first entry: torch's clamp_min passes the gradient.
+    inputs, signs = (_t([1.0, 2.0]), _t([1.0, 1.5])), _t([1.0, 1.0])
+    g1, g2 = _torchs_subgradient(
+        funcloss.margin_ranking_loss, F.margin_ranking_loss, inputs, (signs,), margin=0.0
+    )
+    assert_close(g1, _t([-1.0, 0.0]), "d/dx1")
+    assert_close(g2, _t([1.0, 0.0]), "d/dx2")
+    g1, _ = _torchs_subgradient(
+        funcloss.margin_ranking_loss, F.margin_ranking_loss, (_t([1.0]), _t([1.5])), (_t([1.0]),),
+        margin=0.5,
+    )  # fmt: skip
+    assert_close(g1, _t([-1.0]), "d/dx1 at margin 0.5")
+
+
+def test_hinge_embedding_kink_counts_as_active() -> None:
+    (g,) = _torchs_subgradient(
+        funcloss.hinge_embedding_loss, F.hinge_embedding_loss, (_t([1.0, 1.0]),), (_t([-1, 1]),)
+    )
+    assert_close(g, _t([-1.0, 1.0]), "d/dx at x = margin")
+
+
+def test_cosine_embedding_kink_counts_as_active() -> None:
+    # cos = 0 = margin for a dissimilar pair: the hinge's gradient d cos / d x1 = (0, 1) flows.
+    g1, _ = _torchs_subgradient(
+        funcloss.cosine_embedding_loss, F.cosine_embedding_loss,
+        (_t([[1.0, 0.0]]), _t([[0.0, 1.0]])), (_t([-1.0]),),
+    )  # fmt: skip
+    assert_close(g1, _t([[0.0, 1.0]]), "d/dx1 at cos = margin")
+
+
+def test_cosine_embedding_at_zero_vector_is_torchs() -> None:
+    # torch's epsilon (float32 1e-12) keeps the loss finite at a zero embedding.
+    inputs = (torch.zeros(2, 3, dtype=f64), _t([[1.0, 2.0, 3.0], [0.5, 0.0, 1.0]]))
+    signs = torch.tensor([-1, 1])
+    assert_close(
+        funcloss.cosine_embedding_loss(*inputs, signs, reduction="none"),
+        F.cosine_embedding_loss(*inputs, signs, reduction="none"),
+        "value",
+        rtol=1e-12,
+    )
+    g1, _ = _torchs_subgradient(
+        funcloss.cosine_embedding_loss, F.cosine_embedding_loss, inputs, (signs,)
+    )
+    assert bool(g1.isfinite().all())
+
+
+def test_triplet_kink_counts_as_active() -> None:
+    # margin + d(a, p) - d(a, n) = 1 + 1 - 2 = 0: the gradient flows,
+    # d/da = (a - p)/|a - p| - (a - n)/|a - n| = (-1, 1).
+    triplet = (_t([[0.0, 0.0]]), _t([[1.0, 0.0]]), _t([[0.0, 2.0]]))
+    ga, gp, gn = _torchs_subgradient(
+        funcloss.triplet_margin_loss, F.triplet_margin_loss, triplet, margin=1.0, eps=0.0
+    )
+    assert_close(ga, _t([[-1.0, 1.0]]), "d/da")
+    assert_close(gp, _t([[1.0, 0.0]]), "d/dp")
+    assert_close(gn, _t([[0.0, -1.0]]), "d/dn")
+    shifted = (triplet[0] - 1e-6, *triplet[1:])  # the default distance adds eps = 1e-6
+    ga, _, _ = _torchs_subgradient(
+        funcloss.triplet_margin_with_distance_loss, F.triplet_margin_with_distance_loss, shifted
+    )
+    assert_close(ga, _t([[-1.0, 1.0]]), "d/da, default distance")
+
+
+def test_triplet_swap_tie_splits_the_gradient() -> None:
+    # d(a, n) = d(p, n) = sqrt(1.25): torch.minimum gives each half the gradient.
+    triplet = (_t([[0.0, 0.0]]), _t([[1.0, 0.0]]), _t([[0.5, 1.0]]))
+    ga, _, gn = _torchs_subgradient(
+        funcloss.triplet_margin_loss, F.triplet_margin_loss, triplet, eps=0.0, swap=True
+    )
+    unit = _t([[-0.5, -1.0]]) / 1.25**0.5  # (a - n) / |a - n|
+    assert_close(ga, _t([[-1.0, 0.0]]) - unit / 2, "d/da")
+    # d/dn = -(1/2 (n - a)/|n - a| + 1/2 (n - p)/|n - p|) = -(0, 1)/sqrt(1.25)
+    assert_close(gn, _t([[0.0, -1.0]]) / 1.25**0.5, "d/dn: half from each distance")
+
+
+def test_triplet_zero_difference_has_zero_subgradient() -> None:
+    # With eps = 0 and a == p the norm is at 0, where torch's norm gradient is 0.
+    triplet = (_t([[1.0, 2.0]]), _t([[1.0, 2.0]]), _t([[3.0, 2.0]]))
+    for p in (1.0, 2.0, 3.0):
+        _, gp, _ = _torchs_subgradient(
+            funcloss.triplet_margin_loss, F.triplet_margin_loss, triplet, p=p, eps=0.0, margin=3.0
+        )
+        assert_close(gp, torch.zeros(1, 2, dtype=f64), f"d/dp, p={p}")
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_multi_margin_kink_is_inactive(p: int) -> None:
+    # margin - x_y + x_1 = 1 - 1 + 0 = 0: torch counts a hinge only when it is > 0.
+    (g,) = _torchs_subgradient(
+        funcloss.multi_margin_loss, F.multi_margin_loss,
+        (_t([[1.0, 0.0, 0.5]]),), (torch.tensor([0]),), p=p,
+    )  # fmt: skip
+    slope = 1.0 if p == 1 else 2 * 0.5
+    assert_close(g, _t([[-slope, 0.0, slope]]) / 3, "d/dx")
+
+
+def test_multilabel_margin_kink_is_inactive() -> None:
+    # 1 - (x_0 - x_1) = 0 for label 0 and class 1: no gradient, as in torch.
+    (g,) = _torchs_subgradient(
+        funcloss.multilabel_margin_loss, F.multilabel_margin_loss,
+        (_t([[1.0, 0.0, 0.5]]),), (torch.tensor([[0, -1, 0]]),),
+    )  # fmt: skip
+    assert_close(g, _t([[-1.0, 0.0, 1.0]]) / 3, "d/dx")
+
+
+# -- multilabel_margin_loss: the -1 padding, against a naive loop -----------------------------
+
+
+def _naive_multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
+    """The textbook double loop, row by row, in float64 (an oracle independent of torch's)."""
+    losses = []
+    for scores, row in zip(
+        input.reshape(-1, input.shape[-1]).tolist(),
+        target.reshape(-1, input.shape[-1]).tolist(),
+        strict=True,
+    ):
+        labels = row[: row.index(-1)] if -1 in row else row
+        total = 0.0
+        for j in labels:
+            for i in range(len(scores)):
+                if i not in labels:
+                    total += max(0.0, 1.0 - (scores[j] - scores[i]))
+        losses.append(total / len(scores))
+    return _t(losses).reshape(input.shape[:-1])
+
+
+@given(data=st.data())
+def test_multilabel_margin_matches_the_naive_loop(data: st.DataObject) -> None:
+    n, c = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 9))
+    x = torch.tensor(data.draw(st.lists(st.integers(-6, 6), min_size=n * c, max_size=n * c)))
+    x = x.reshape(n, c).to(f64) / 4  # quarter steps: ties and exact kinks are common
+    y = torch.tensor(
+        data.draw(st.lists(st.integers(-1, c - 1), min_size=n * c, max_size=n * c))
+    ).reshape(n, c)
+    assert_close(
+        funcloss.multilabel_margin_loss(x, y, reduction="none"),
+        _naive_multilabel_margin(x, y),
+        "vs loop",
+    )
+    assert_close(
+        funcloss.multilabel_margin_loss(x, y, reduction="none"),
+        F.multilabel_margin_loss(x, y, reduction="none"),
+        "vs torch",
+    )
+    _torchs_subgradient(funcloss.multilabel_margin_loss, F.multilabel_margin_loss, (x,), (y,))
+
+
+def test_multilabel_margin_padding() -> None:
+    x = _t([[0.1, 0.2, 0.4, 0.8]])
+    loss = funcloss.multilabel_margin_loss
+    # Only the labels before the first -1 count; what follows it is ignored.
+    assert_close(loss(x, torch.tensor([[3, 0, -1, 1]])), loss(x, torch.tensor([[3, 0, -1, 2]])))
+    assert_close(loss(x, torch.tensor([[-1, 0, 1, 2]])), _t(0.0), "no labels")
+    # A label listed twice counts twice (torch 2.13 F.multilabel_margin_loss: 0.3333, 0.1667).
+    assert_close(loss(_t([[1.0, 0.0, 0.5]]), torch.tensor([[0, 0, -1]])), _t(1 / 3))
+    assert_close(loss(_t([[1.0, 0.0, 0.5]]), torch.tensor([[0, -1, 0]])), _t(1 / 6))
+
+
+def test_multilabel_margin_compiled_is_right_where_torchs_is_not() -> None:
+    # torch 2.13 compiles its own multilabel_margin_loss to a decomposition that also counts the
+    # label slots after the first -1 (as if they held class 0).
+    x = _t([[0.1, 0.2, 0.4, 0.8], [0.5, -0.3, 0.9, 0.0]])
+    y = torch.tensor([[3, 0, -1, 1], [2, -1, 0, 0]])
+    torch._dynamo.reset()
+    ours = torch.compile(funcloss.multilabel_margin_loss, fullgraph=True, backend="aot_eager")
+    assert_close(ours(x, y, reduction="none"), _t([0.85, 0.175]), "ours, compiled")
+
+
+# -- shapes, dtypes, modules -----------------------------------------------------------------
+
+
+def test_unbatched_equals_a_batch_of_one() -> None:
+    cases = [
+        (funcloss.multi_margin_loss, (MULTI[0], torch.tensor(3)), {"p": 2}),
+        (funcloss.multilabel_margin_loss, (MULTI[0], torch.tensor([3, 0, -1, 1])), {}),
+        (funcloss.cosine_embedding_loss, (ANCHOR[0], POSITIVE[0], torch.tensor(-1)), {}),
+        (funcloss.triplet_margin_loss, (ANCHOR[0], POSITIVE[0], NEGATIVE[0]), {}),
+        (funcloss.triplet_margin_with_distance_loss, (ANCHOR[0], POSITIVE[0], NEGATIVE[0]), {}),
+        (funcloss.multilabel_soft_margin_loss, (SCORES[0], _t([1, 0, 1])), {}),
+        (funcloss.margin_ranking_loss, (X1[0], X2[0], SIGNS[0]), {}),
+    ]
+    for fn, args, kwargs in cases:
+        single = fn(*args, **kwargs, reduction="none")
+        batch = fn(*(a.unsqueeze(0) for a in args), **kwargs, reduction="none")
+        assert single.shape == batch.shape[1:], fn.__name__
+        assert_close(single, batch[0], fn.__name__)
+
+
+def test_triplet_takes_extra_dimensions_as_torch_does() -> None:
+    a, p, n = torch.randn(3, 2, 4, 5, dtype=f64).unbind(0)
+    for swap in (False, True):
+        expected = F.triplet_margin_loss(a, p, n, swap=swap, reduction="none")
+        assert_close(funcloss.triplet_margin_loss(a, p, n, swap=swap, reduction="none"), expected)
+
+
+def test_integer_and_float_sign_targets_agree() -> None:
+    signs = torch.tensor([1, -1, 1, -1])
+    for fn, args in [
+        (funcloss.margin_ranking_loss, (X1, X2)),
+        (funcloss.hinge_embedding_loss, (X1,)),
+        (funcloss.soft_margin_loss, (X1,)),
+    ]:
+        assert_close(fn(*args, signs), fn(*args, signs.to(f64)), fn.__name__)
+    x32 = X1.float()
+    assert funcloss.soft_margin_loss(x32, signs).dtype == torch.float32
+
+
+def test_soft_margin_does_not_overflow() -> None:
+    x = torch.tensor([-100.0, 100.0], dtype=torch.float32)
+    y = torch.tensor([1.0, 1.0])
+    # torch 2.13 F.soft_margin_loss gives [inf, 0] (log1p(exp(100)) overflows in float32).
+    assert_close(funcloss.soft_margin_loss(x, y, reduction="none"), torch.tensor([100.0, 0.0]))
+
+
+def test_per_sample_gradients_of_multilabel_margin() -> None:
+    # The vmap(grad) that DP-SGD needs; torch's own kernel has no batching rule.
+    x = _t([[0.1, 0.2, 0.4, 0.8], [0.5, -0.3, 0.9, 0.0]])
+    y = torch.tensor([[3, 0, -1, 1], [2, -1, 0, 0]])
+    per_sample = vmap(grad(funcloss.multilabel_margin_loss))(x, y)
+    for i in range(2):
+        (expected,) = _gradients(F.multilabel_margin_loss, (x[i],), (y[i],))
+        assert_close(per_sample[i], expected, f"sample {i}")
+
+
+def test_hessian_of_a_piecewise_linear_hinge_is_zero() -> None:
+    # torch's own multi_margin_loss has no forward-mode or double-backward rule at all.
+    hessian_matrix = hessian(funcloss.multi_margin_loss)(MULTI, torch.tensor([3, 2]))
+    assert_close(hessian_matrix, torch.zeros(2, 4, 2, 4, dtype=f64))
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        (fnn.MarginRankingLoss(margin=0.5), "MarginRankingLoss(margin=0.5, reduction='mean')"),
+        (fnn.MultiMarginLoss(p=2), "MultiMarginLoss(p=2, margin=1.0, weight=None, "
+         "reduction='mean')"),
+        (fnn.TripletMarginWithDistanceLoss(distance_function=cosine_distance, swap=True),
+         "TripletMarginWithDistanceLoss(distance_function=cosine_distance, margin=1.0, "
+         "swap=True, reduction='mean')"),
+    ],
+)  # fmt: skip
+def test_module_repr(module: torch.nn.Module, expected: str) -> None:
+    assert repr(module) == expected
+
+
+def test_distance_function_is_module_config() -> None:
+    module = fnn.TripletMarginWithDistanceLoss(distance_function=squared_euclidean, margin=0.5)
+    assert module.state_dict() == {}
+    a, p, n = ANCHOR, POSITIVE, NEGATIVE
+    expected = F.triplet_margin_with_distance_loss(
+        a, p, n, distance_function=squared_euclidean, margin=0.5
+    )
+    assert_close(module(a, p, n), expected)
+
+
+def test_weighted_modules_keep_weight_as_a_buffer() -> None:
+    weight = _t([1.0, 2.0, 0.5, 1.5])
+    cases = [
+        (fnn.MultiMarginLoss, torch.nn.MultiMarginLoss, torch.tensor([3, 1])),
+        (fnn.MultiLabelSoftMarginLoss, torch.nn.MultiLabelSoftMarginLoss, _t([[1, 0, 0, 1]] * 2)),
+    ]
+    for ours, theirs, target in cases:
+        module, reference = ours(weight=weight), theirs(weight=weight)
+        assert list(module.state_dict()) == list(reference.state_dict()) == ["weight"]
+        assert_close(module(MULTI, target), reference(MULTI, target), ours.__name__)

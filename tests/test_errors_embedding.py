@@ -1,0 +1,273 @@
+"""Bad input to the embedding and margin losses: clear errors naming the function and argument."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import vmap
+
+import funcloss
+import funcloss.nn as fnn
+
+X = torch.randn(4, 3)
+SIGNS = torch.tensor([1.0, -1.0, 1.0, -1.0])
+INDICES = torch.tensor([0, 2, 1, 0])
+LABELS = torch.tensor([[0, 2, -1], [1, -1, 0], [-1, 0, 0], [2, 1, 0]])
+
+# One valid call per loss: (function, positional arguments).
+VALID = {
+    "margin_ranking_loss": (funcloss.margin_ranking_loss, (X[:, 0], X[:, 1], SIGNS)),
+    "hinge_embedding_loss": (funcloss.hinge_embedding_loss, (X, SIGNS.expand(3, 4).T)),
+    "soft_margin_loss": (funcloss.soft_margin_loss, (X, SIGNS.expand(3, 4).T)),
+    "multilabel_soft_margin_loss": (funcloss.multilabel_soft_margin_loss, (X, X > 0)),
+    "multilabel_margin_loss": (funcloss.multilabel_margin_loss, (X, LABELS)),
+    "multi_margin_loss": (funcloss.multi_margin_loss, (X, INDICES)),
+    "cosine_embedding_loss": (funcloss.cosine_embedding_loss, (X, X.flip(0), SIGNS)),
+    "triplet_margin_loss": (funcloss.triplet_margin_loss, (X, X.flip(0), -X)),
+    "triplet_margin_with_distance_loss": (
+        funcloss.triplet_margin_with_distance_loss,
+        (X, X.flip(0), -X),
+    ),
+}
+NAMES = sorted(VALID)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_reduction(name: str) -> None:
+    fn, args = VALID[name]
+    args = tuple(a.float() if a.dtype == torch.bool else a for a in args)
+    with pytest.raises(
+        ValueError, match=rf"{name}: `reduction` must be one of 'none' \| 'mean' \| 'sum'"
+    ):
+        fn(*args, reduction="batchmean")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_integer_input(name: str) -> None:
+    fn, args = VALID[name]
+    args = (args[0].long(), *args[1:])
+    with pytest.raises(TypeError, match=rf"{name}: `\w+` must have a floating-point dtype"):
+        fn(*args)
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "message"),
+    [
+        (
+            funcloss.margin_ranking_loss,
+            (X[:, 0], X[:, 1], torch.ones(1)),
+            r"margin_ranking_loss: `target` must have the same shape as `input1` \(4,\), got \(1,",
+        ),
+        (
+            funcloss.margin_ranking_loss,
+            (X[:, :1], X[:1, :], torch.ones(4, 4)),
+            r"margin_ranking_loss: `input2` must have the same shape as `input1` \(4, 1\)",
+        ),
+        (
+            funcloss.hinge_embedding_loss,
+            (X, SIGNS[:3]),
+            r"hinge_embedding_loss: `target` must have the same shape as `input` \(4, 3\)",
+        ),
+        (
+            funcloss.soft_margin_loss,
+            (X, torch.ones(3)),
+            r"soft_margin_loss: `target` must have the same shape as `input` \(4, 3\), got \(3,",
+        ),
+        (
+            funcloss.multilabel_soft_margin_loss,
+            (X, torch.ones(3)),
+            r"multilabel_soft_margin_loss: `target` must have the same shape as `input`",
+        ),
+        (
+            funcloss.multilabel_soft_margin_loss,
+            (torch.tensor(1.0), torch.tensor(1.0)),
+            r"multilabel_soft_margin_loss: `input` must have shape \(N, C\) or \(C,\), got \(\)",
+        ),
+        (
+            funcloss.multilabel_margin_loss,
+            (X, LABELS[:, :2]),
+            r"multilabel_margin_loss: `target` must have the same shape as `input` \(4, 3\)",
+        ),
+        (
+            funcloss.multilabel_margin_loss,
+            (X.reshape(2, 2, 3), LABELS.reshape(2, 2, 3)),
+            r"multilabel_margin_loss: `input` must have shape \(N, C\) or \(C,\) with C > 0",
+        ),
+        (
+            funcloss.multi_margin_loss,
+            (X, INDICES.unsqueeze(1)),
+            r"multi_margin_loss: `target` must have shape \(4,\) \(one class index per sample\)",
+        ),
+        (
+            funcloss.multi_margin_loss,
+            (X[0], INDICES[:1]),
+            r"multi_margin_loss: `target` must have shape \(\) .* got \(1,\)",
+        ),
+        (
+            funcloss.multi_margin_loss,
+            (torch.randn(4, 0), INDICES),
+            r"multi_margin_loss: `input` must have shape \(N, C\) or \(C,\) with C > 0",
+        ),
+        (
+            funcloss.cosine_embedding_loss,
+            (X, X[:1], SIGNS),
+            r"cosine_embedding_loss: `input2` must have the same shape as `input1` \(4, 3\)",
+        ),
+        (
+            funcloss.cosine_embedding_loss,
+            (X, X, torch.ones(3)),
+            r"cosine_embedding_loss: `target` must have shape \(4,\) for inputs of shape \(4, 3",
+        ),
+        (
+            funcloss.cosine_embedding_loss,
+            (X.reshape(2, 2, 3), X.reshape(2, 2, 3), torch.ones(2, 2)),
+            r"cosine_embedding_loss: `input1` must have shape \(N, D\) or \(D,\), got \(2, 2, 3",
+        ),
+        (
+            funcloss.triplet_margin_loss,
+            (X, X[:1], X),
+            r"triplet_margin_loss: `positive` must have the same shape as `anchor` \(4, 3\), "
+            r"got \(1, 3\)\. Nothing is broadcast",
+        ),
+        (
+            funcloss.triplet_margin_with_distance_loss,
+            (X, X, X[0]),
+            r"triplet_margin_with_distance_loss: `negative` must have the same shape as `anchor`",
+        ),
+    ],
+)
+def test_shapes_are_never_broadcast(fn, args, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fn(*args)
+
+
+@pytest.mark.parametrize(
+    "fn", [funcloss.margin_ranking_loss, funcloss.hinge_embedding_loss, funcloss.soft_margin_loss]
+)
+def test_bool_sign_target(fn) -> None:
+    inputs = (X[:, 0], X[:, 1]) if fn is funcloss.margin_ranking_loss else (X[:, 0],)
+    with pytest.raises(
+        TypeError, match=r"`target` must have a floating-point or integer dtype, got torch.bool"
+    ):
+        fn(*inputs, SIGNS > 0)
+
+
+@pytest.mark.parametrize(
+    "fn", [funcloss.multi_margin_loss, funcloss.multilabel_margin_loss], ids=lambda f: f.__name__
+)
+def test_float_class_target(fn) -> None:
+    target = INDICES if fn is funcloss.multi_margin_loss else LABELS
+    with pytest.raises(
+        TypeError, match=rf"{fn.__name__}: `target` must have an integer dtype, got torch.float32"
+    ):
+        fn(X, target.float())
+
+
+@pytest.mark.parametrize("p", [0, 3, 1.5, -1])
+def test_multi_margin_p(p) -> None:
+    with pytest.raises(ValueError, match=rf"multi_margin_loss: `p` must be 1 or 2, got {p}\."):
+        funcloss.multi_margin_loss(X, INDICES, p=p)
+
+
+def test_multi_margin_weight() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"multi_margin_loss: `weight` must have shape \(3,\), one per class, got \(4,\)",
+    ):
+        funcloss.multi_margin_loss(X, INDICES, weight=torch.ones(4))
+    with pytest.raises(ValueError, match=r"`weight` must have shape \(3,\).*got \(4, 3\)"):
+        funcloss.multi_margin_loss(X, INDICES, weight=torch.ones(4, 3))
+    with pytest.raises(TypeError, match=r"multi_margin_loss: `weight` must have the input's dtype"):
+        funcloss.multi_margin_loss(X, INDICES, weight=torch.ones(3, dtype=torch.float64))
+
+
+def test_multilabel_soft_margin_weight_not_broadcastable() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"multilabel_soft_margin_loss: `weight` must be broadcastable to \(4, 3\), got \(4,",
+    ):
+        funcloss.multilabel_soft_margin_loss(X, torch.ones(4, 3), torch.ones(4))
+
+
+def test_multi_margin_class_index_out_of_range() -> None:
+    with pytest.raises(
+        IndexError, match=r"multi_margin_loss: `target` values must be in \[0, 3\), got 3\."
+    ):
+        funcloss.multi_margin_loss(X, torch.tensor([0, 3, 1, 0]))
+    with pytest.raises(IndexError, match=r"got -1\."):
+        funcloss.multi_margin_loss(X, torch.tensor([0, -1, 1, 0]))
+
+
+@pytest.mark.parametrize(
+    ("row", "bad"),
+    [([0, 3, -1], 3), ([0, -2, 1], -2), ([0, -1, 7], 7)],
+    ids=["too-large", "below-minus-one", "after-the-padding"],
+)
+def test_multilabel_margin_label_out_of_range(row: list[int], bad: int) -> None:
+    # As torch, entries after the first -1 are range checked too.
+    target = torch.cat([torch.tensor([row]), LABELS[1:]])
+    with pytest.raises(
+        IndexError,
+        match=rf"multilabel_margin_loss: `target` values must be in \[0, 3\) or -1 "
+        rf"\(end of the labels\), got {bad}\.",
+    ):
+        funcloss.multilabel_margin_loss(X, target)
+
+
+def test_value_checks_are_skipped_under_vmap_but_not_in_eager() -> None:
+    assert vmap(funcloss.multi_margin_loss)(X, INDICES).shape == (4,)
+    assert vmap(funcloss.multilabel_margin_loss)(X, LABELS).shape == (4,)
+    with pytest.raises(IndexError):
+        funcloss.multi_margin_loss(X, torch.tensor([0, 9, 1, 0]))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [funcloss.triplet_margin_loss, funcloss.triplet_margin_with_distance_loss],
+    ids=lambda f: f.__name__,
+)
+@pytest.mark.parametrize("margin", [0.0, -1.0])
+def test_triplet_margin_must_be_positive(fn, margin: float) -> None:
+    with pytest.raises(
+        ValueError, match=rf"{fn.__name__}: `margin` must be positive, got {margin}\."
+    ):
+        fn(X, X, X, margin=margin)
+
+
+@pytest.mark.parametrize("p", [0.0, -1.0])
+def test_triplet_norm_order_must_be_positive(p: float) -> None:
+    with pytest.raises(ValueError, match=rf"triplet_margin_loss: `p` must be positive, got {p}\."):
+        funcloss.triplet_margin_loss(X, X, X, p=p)
+
+
+def test_distance_function_must_be_callable() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"triplet_margin_with_distance_loss: `distance_function` must be callable "
+        r"\(x1, x2\) -> distances, or None, got str\.",
+    ):
+        funcloss.triplet_margin_with_distance_loss(X, X, X, distance_function="cosine")
+    module = fnn.TripletMarginWithDistanceLoss(distance_function=42)
+    with pytest.raises(TypeError, match=r"`distance_function` must be callable"):
+        module(X, X, X)
+
+
+@pytest.mark.parametrize(
+    ("fn", "args"),
+    [
+        (funcloss.margin_ranking_loss, (X[:, 0], X[:, 1], SIGNS, 0.0, None)),
+        (funcloss.hinge_embedding_loss, (X, torch.ones(4, 3), 1.0, None)),
+        (funcloss.soft_margin_loss, (X, torch.ones(4, 3), None)),
+        (funcloss.multilabel_soft_margin_loss, (X, torch.ones(4, 3), None, None)),
+        (funcloss.multilabel_margin_loss, (X, LABELS, None)),
+        (funcloss.multi_margin_loss, (X, INDICES, 1, 1.0, None, None)),
+        (funcloss.cosine_embedding_loss, (X, X, SIGNS, 0.0, None)),
+        (funcloss.triplet_margin_loss, (X, X, X, 1.0, 2.0, 1e-6, False, None)),
+        (funcloss.triplet_margin_with_distance_loss, (X, X, X, None)),
+    ],
+    ids=lambda value: getattr(value, "__name__", ""),
+)
+def test_legacy_arguments_are_keyword_only(fn, args) -> None:
+    # torch's next positional argument is size_average (or, for the distance loss, nothing).
+    with pytest.raises(TypeError, match=r"positional argument"):
+        fn(*args)
