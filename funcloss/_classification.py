@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import (
@@ -443,6 +442,15 @@ def nll_loss(
 # -- binary cross-entropy --------------------------------------------------------------------
 
 
+def _softplus(x: Tensor) -> Tensor:
+    """``log(1 + exp(x))`` without overflow and without softplus' linear cut-off at x > 20.
+
+    ``logaddexp`` has exact first and second derivatives everywhere (``F.logsigmoid`` warns
+    under ``vmap(hessian)`` on torch 2.13).
+    """
+    return torch.logaddexp(x, torch.zeros_like(x))
+
+
 def _safe_log(x: Tensor) -> Tensor:
     """``max(log x, -100)``, with a finite autograd derivative at ``x = 0`` too."""
     positive = x > 0
@@ -565,5 +573,5 @@ def binary_cross_entropy_with_logits(
     check_broadcastable_to(fn, "weight", weight, input.shape)
     check_broadcastable_to(fn, "pos_weight", pos_weight, input.shape)
     log_weight = 1.0 if pos_weight is None else 1 + (pos_weight - 1) * target
-    loss = (1 - target) * input - log_weight * F.logsigmoid(input)
+    loss = (1 - target) * input + log_weight * _softplus(-input)
     return reduce(loss, reduction, weight)

@@ -25,19 +25,9 @@ from ._checks import (
     shape_str,
     value_checks_enabled,
 )
-from ._classification import _check_class_weight
+from ._classification import _check_class_weight, _softplus
 from ._embedding import check_label_dtype
 from ._reduction import reduce
-
-
-def _softplus(x: Tensor) -> Tensor:
-    """``log(1 + exp(x))`` without overflow and without softplus' linear cut-off at x > 20.
-
-    ``logaddexp`` has exact first and second derivatives everywhere (``F.logsigmoid`` warns
-    under ``vmap(hessian)`` on torch 2.13).
-    """
-    return torch.logaddexp(x, torch.zeros_like(x))
-
 
 # -- soft_margin_loss ------------------------------------------------------------------------
 

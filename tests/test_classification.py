@@ -147,3 +147,16 @@ def test_nll_loss_golden_and_k_dim() -> None:
     t = torch.randint(0, 3, (2, 4, 5))
     t[0, 0, 0] = -100
     torch.testing.assert_close(funcloss.nll_loss(lp, t), F.nll_loss(lp, t))
+
+
+def test_bce_with_logits_per_sample_hessian_is_clean() -> None:
+    """F.logsigmoid resizes an out= tensor under vmap(hessian) (a warning, an error here)."""
+    x = torch.randn(4, 3, dtype=torch.float64)
+    y = torch.rand(4, 3, dtype=torch.float64)
+    per_sample = torch.func.vmap(torch.func.hessian(funcloss.binary_cross_entropy_with_logits))(
+        x, y
+    )
+    sigmoid = torch.sigmoid(x)
+    # d2/dx2 of the mean over 3 elements: diag(sigmoid (1 - sigmoid)) / 3
+    expected = torch.diag_embed(sigmoid * (1 - sigmoid) / 3)
+    torch.testing.assert_close(per_sample, expected)
