@@ -12,6 +12,7 @@ from ._classification import (
 )
 from ._function import custom_backward
 from ._module import loss_module
+from ._sequence import ctc_loss
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "ctc_loss",
     "custom_backward",
     "loss_module",
     "nll_loss",

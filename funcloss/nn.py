@@ -7,16 +7,19 @@ working.
 """
 
 from . import _classification as _c
+from . import _sequence as _s
 from ._module import loss_module
 
 BCELoss = loss_module(_c.binary_cross_entropy, name="BCELoss")
 BCEWithLogitsLoss = loss_module(_c.binary_cross_entropy_with_logits, name="BCEWithLogitsLoss")
+CTCLoss = loss_module(_s.ctc_loss, name="CTCLoss")
 CrossEntropyLoss = loss_module(_c.cross_entropy, name="CrossEntropyLoss")
 NLLLoss = loss_module(_c.nll_loss, name="NLLLoss")
 
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
+    "CTCLoss",
     "CrossEntropyLoss",
     "NLLLoss",
 ]
