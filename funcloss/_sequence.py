@@ -215,14 +215,23 @@ def _lengths(
     fn: str, name: str, lengths: Tensor | Sequence[int], batch: int | None, device: torch.device
 ) -> Tensor:
     """Lengths as int64 of shape ``(N,)`` (``batch`` given) or ``(1,)`` (unbatched)."""
+    rule = "be an integer tensor or a sequence of ints"
     if isinstance(lengths, list | tuple):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in lengths):
-            fail(TypeError, fn, name, "be an integer tensor or a sequence of ints", lengths)
+            fail(TypeError, fn, name, rule, lengths)
         lengths = torch.tensor(lengths, dtype=torch.long, device=device)
+    elif not isinstance(lengths, Tensor):
+        fail(TypeError, fn, name, rule, type(lengths).__name__)
     check_integer(fn, **{name: lengths})
     if batch is None:
         if lengths.shape not in ((), (1,)):
-            fail(ValueError, fn, name, "have shape () for unbatched log_probs", lengths.shape)
+            fail(
+                ValueError,
+                fn,
+                name,
+                "have shape () for unbatched log_probs",
+                shape_str(lengths.shape),
+            )
         return lengths.reshape(1).to(device=device, dtype=torch.long)
     if lengths.shape != (batch,):
         fail(
@@ -385,7 +394,7 @@ def ctc_loss(
     Examples:
         >>> log_probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]]).log()
         >>> funcloss.ctc_loss(log_probs, torch.tensor([1, 2]), [3], [2], reduction="sum")
-        tensor(1.5896)
+        tensor(1.1940)
 
     References:
         Graves et al., "Connectionist Temporal Classification: Labelling Unsegmented Sequence
