@@ -19,7 +19,14 @@ from ._checks import (
 from ._function import custom_backward
 from ._reduction import reduce
 
-_NEG_INF = float("-inf")
+# log(0) stand-in. Finite, so that logsumexp and its derivatives stay NaN-free where no path
+# reaches a state (torch.logsumexp's gradient over terms that are all -inf is NaN), while
+# exp(_LOG_ZERO - x) is exactly 0 next to any real log-probability x, so such states get zero
+# weight and zero gradient. Sums of a few sentinels stay finite in float32.
+_LOG_ZERO = -1e30
+# A log-likelihood below this is a sentinel, i.e. no alignment exists (real ones are >= T times
+# the smallest log-probability).
+_IMPOSSIBLE = _LOG_ZERO / 2
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -29,22 +36,7 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 # blank), L = 2S + 1 states. A path moves from state s at frame t to s, s + 1, or s + 2 at
 # frame t + 1; the jump s -> s + 2 skips a blank and is allowed only between different labels
 # (a repeated label needs the blank in between). Everything below works on the whole batch and
-# all L states at once; only the frames are a Python loop.
-
-
-def _logsumexp(x: Tensor, dim: int) -> Tensor:
-    """``logsumexp`` whose derivatives are 0, not NaN, where every term is -inf.
-
-    ``torch.logsumexp``'s gradient there is ``exp(-inf - (-inf)) = NaN``. Here a state no path
-    reaches passes back a zero gradient, which keeps impossible alignments NaN-free. The shift
-    by the (detached) maximum only stabilises: the value does not depend on it.
-    """
-    peak = x.detach().amax(dim, keepdim=True)
-    peak = torch.where(peak == _NEG_INF, 0.0, peak)
-    total = torch.exp(x - peak).sum(dim)
-    positive = total > 0
-    log_total = torch.log(torch.where(positive, total, 1.0))
-    return torch.where(positive, peak.squeeze(dim) + log_total, _NEG_INF)
+# all L states at once; only the frames are a Python loop, a handful of ops per frame.
 
 
 def _lattice(
@@ -53,8 +45,9 @@ def _lattice(
     """The extended labels and what the recursions read from them.
 
     Returns ``labels`` ``(N, L)`` (positions past a target's end hold the blank), ``skip``
-    ``(N, L)`` (0 where state s may be entered from s - 2, -inf elsewhere) and ``emissions``
-    ``(T, N, L)``, the log-probability of each state's label at each frame.
+    ``(N, L)`` (0 where state s may be entered from s - 2, log 0 elsewhere) and ``emissions``
+    ``(T, N, L)``, the log-probability of each state's label at each frame (a -inf
+    log-probability counts as log 0).
     """
     n, s = targets.shape
     inside = torch.arange(s, device=targets.device) < target_lengths.unsqueeze(1)
@@ -64,19 +57,14 @@ def _lattice(
     labels = torch.cat([labels, labels.new_full((n, 1), blank)], dim=1)
     two_back = torch.nn.functional.pad(labels, (2, 0), value=blank)[:, :-2]
     allowed = (labels != blank) & (labels != two_back)
-    skip = torch.where(allowed, 0.0, _NEG_INF).to(log_probs.dtype)
+    skip = torch.where(allowed, 0.0, _LOG_ZERO).to(log_probs.dtype)
     emissions = log_probs.gather(2, labels.unsqueeze(0).expand(log_probs.shape[0], -1, -1))
-    return labels, skip, emissions
+    return labels, skip, emissions.clamp_min(_LOG_ZERO)
 
 
-def _shift_right(x: Tensor, k: int) -> Tensor:
-    """``x[:, s - k]`` at state s, -inf for s < k."""
-    return torch.nn.functional.pad(x, (k, 0), value=_NEG_INF)[:, : x.shape[1]]
-
-
-def _shift_left(x: Tensor, k: int) -> Tensor:
-    """``x[:, s + k]`` at state s, -inf past the end."""
-    return torch.nn.functional.pad(x, (0, k), value=_NEG_INF)[:, k:]
+def _logaddexp3(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    """log(e^a + e^b + e^c): two fused elementwise kernels (faster than stack + logsumexp)."""
+    return torch.logaddexp(torch.logaddexp(a, b), c)
 
 
 def _alphas(emissions: Tensor, skip: Tensor, input_lengths: Tensor) -> Iterator[Tensor]:
@@ -86,14 +74,18 @@ def _alphas(emissions: Tensor, skip: Tensor, input_lengths: Tensor) -> Iterator[
     starting from a virtual alpha_{-1} that is 0 at s = 0. A sample's alpha stays fixed after its
     last frame, so the last one yielded is alpha_{T_n - 1} for every sample.
     """
-    _, n, num_states = emissions.shape
-    states = torch.arange(num_states, device=emissions.device)
-    alpha = torch.where(states == 0, 0.0, _NEG_INF).to(emissions.dtype).expand(n, num_states)
-    for t in range(emissions.shape[0]):
-        moves = torch.stack([alpha, _shift_right(alpha, 1), _shift_right(alpha, 2) + skip])
-        step = _logsumexp(moves, 0) + emissions[t]
-        alpha = torch.where((t < input_lengths).unsqueeze(1), step, alpha)
-        yield alpha
+    num_frames, n, num_states = emissions.shape
+    # alpha is kept with two log-0 states in front, so that s-1 and s-2 are views.
+    edge = emissions.new_full((n, 2), _LOG_ZERO)
+    states = torch.arange(num_states + 2, device=emissions.device)
+    alpha = torch.where(states == 2, 0.0, _LOG_ZERO).to(emissions.dtype).expand(n, -1)
+    used = torch.arange(num_frames, device=emissions.device).unsqueeze(1) < input_lengths
+    used = used.unsqueeze(2)
+    for t in range(num_frames):
+        step = _logaddexp3(alpha[:, 2:], alpha[:, 1:-1], alpha[:, :-2] + skip) + emissions[t]
+        kept = torch.where(used[t], step, alpha[:, 2:])
+        alpha = torch.cat([edge, kept], 1)
+        yield kept
 
 
 def _last(items: Iterator[Tensor]) -> Tensor:
@@ -110,9 +102,9 @@ def _end_states(target_lengths: Tensor, num_states: int) -> Tensor:
 
 
 def _log_likelihood(alpha: Tensor, target_lengths: Tensor) -> Tensor:
-    """log p(target | log_probs) ``(N,)`` from the last forward variables."""
-    ends = torch.where(_end_states(target_lengths, alpha.shape[1]), alpha, _NEG_INF)
-    return _logsumexp(ends, 1)
+    """log p(target | log_probs) ``(N,)`` from the last forward variables (sentinel if 0)."""
+    ends = torch.where(_end_states(target_lengths, alpha.shape[1]), alpha, _LOG_ZERO)
+    return torch.logsumexp(ends, 1)
 
 
 def _betas(
@@ -124,15 +116,21 @@ def _betas(
     and 0 at the two end states for t >= T_n - 1 (so alpha_t + beta_t sums the paths through
     state s at frame t).
     """
-    num_frames = emissions.shape[0]
-    final = torch.where(_end_states(target_lengths, emissions.shape[2]), 0.0, _NEG_INF)
+    num_frames, n, num_states = emissions.shape
+    final = torch.where(_end_states(target_lengths, num_states), 0.0, _LOG_ZERO)
     final = final.to(emissions.dtype)
+    # beta is kept with two log-0 states behind, so that s+1 and s+2 are views.
+    edge = emissions.new_full((n, 2), _LOG_ZERO)
+    ahead = torch.nn.functional.pad(emissions, (0, 2), value=_LOG_ZERO)
+    skip_ahead = torch.nn.functional.pad(skip, (0, 2), value=_LOG_ZERO)[:, 2:]  # s -> s+2
+    last = torch.arange(num_frames, device=emissions.device).unsqueeze(1) >= input_lengths - 1
+    last = last.unsqueeze(2)
     beta = final
     betas = [beta]
     for t in range(num_frames - 2, -1, -1):
-        ahead = beta + emissions[t + 1]
-        moves = torch.stack([ahead, _shift_left(ahead, 1), _shift_left(ahead + skip, 2)])
-        beta = torch.where((t >= input_lengths - 1).unsqueeze(1), final, _logsumexp(moves, 0))
+        x = torch.cat([beta, edge], 1) + ahead[t + 1]
+        step = _logaddexp3(x[:, :-2], x[:, 1:-1], x[:, 2:] + skip_ahead)
+        beta = torch.where(last[t], final, step)
         betas.append(beta)
     return betas[::-1]
 
@@ -147,8 +145,7 @@ def _occupancy(
     alphas = torch.stack(list(_alphas(emissions, skip, input_lengths)))
     log_p = _log_likelihood(alphas[-1], target_lengths)
     betas = torch.stack(_betas(emissions, skip, input_lengths, target_lengths))
-    possible = log_p > _NEG_INF
-    log_p = torch.where(possible, log_p, 0.0)
+    possible = log_p > _IMPOSSIBLE
     frames = torch.arange(log_probs.shape[0], device=log_probs.device)
     keep = ((frames.unsqueeze(1) < input_lengths) & possible).unsqueeze(2)
     return labels, torch.where(keep, torch.exp(alphas + betas - log_p.unsqueeze(1)), 0.0)
@@ -161,7 +158,8 @@ def _occupancy(
 # hand-written backward saves only the inputs, recomputes alpha and runs the beta recursion,
 # and forms the whole gradient in one vectorised step. It is built from differentiable ops, so
 # double backward (jacrev(jacrev), hessian) differentiates it exactly. The forward is itself
-# autodiff-correct (safe logsumexp), for compile-under-transform where the rules are dropped.
+# autodiff-correct and NaN-free (log 0 is a finite sentinel), for compile-under-transform,
+# where the custom rules are dropped.
 
 
 @custom_backward
@@ -170,7 +168,8 @@ def _ctc_nll(
 ) -> Tensor:
     """-log p(target_n | log_probs) ``(N,)`` for ``(T, N, C)`` log_probs and padded targets."""
     _, skip, emissions = _lattice(log_probs, targets, target_lengths, blank)
-    return -_log_likelihood(_last(_alphas(emissions, skip, input_lengths)), target_lengths)
+    log_p = _log_likelihood(_last(_alphas(emissions, skip, input_lengths)), target_lengths)
+    return torch.where(log_p > _IMPOSSIBLE, -log_p, float("inf"))
 
 
 @_ctc_nll.backward

@@ -73,6 +73,17 @@ def test_empty_target_is_all_blanks() -> None:
     assert no_frames.tolist() == [0.0, INF, 0.0]  # torch 2.13 F.ctc_loss: [-0., inf, -0.]
 
 
+@pytest.mark.parametrize("width", [0, 1])
+def test_no_labels_at_all(width: int) -> None:
+    """Padded targets of width 0 or 1 (one or three lattice states)."""
+    targets = torch.ones(3, width, dtype=torch.int64)
+    args = (targets, INPUT_LENGTHS, torch.full((3,), width))
+    ours = _grads(funcloss.ctc_loss, LOGITS, *args, reduction="sum")
+    expected = _grads(F.ctc_loss, LOGITS, *args, reduction="sum")
+    assert_close(ours[0], expected[0], "value")
+    assert_close(ours[1], expected[1], "gradient")
+
+
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("blank", [0, 3])
 def test_matches_torch_through_log_softmax(reduction: str, blank: int) -> None:
@@ -123,6 +134,29 @@ def test_padding_values_are_ignored() -> None:
         funcloss.ctc_loss(log_probs, padded, *ARGS[1:], reduction="none"),
         F.ctc_loss(log_probs, TARGETS, *ARGS[1:], reduction="none"),
     )
+
+
+def test_log_zero_probabilities() -> None:
+    """A class with probability 0 (log_probs -inf): torch's value; a finite gradient (torch's
+    is NaN there), equal to torch's for a vanishing but finite logit."""
+    logits = LOGITS.clone()
+    logits[:, :, 3] = -INF  # class 3 never occurs; the targets avoid it
+    vanishing = LOGITS.clone()
+    vanishing[:, :, 3] = -1e4  # exp(-1e4) == 0 in float64
+    targets = TARGETS.masked_fill(TARGETS == 3, 2)
+    for reduction in ("none", "sum"):
+        ours = _grads(funcloss.ctc_loss, logits, targets, *ARGS[1:], reduction=reduction)
+        expected = _grads(F.ctc_loss, vanishing, targets, *ARGS[1:], reduction=reduction)
+        assert_close(
+            ours[0],
+            F.ctc_loss(logits.log_softmax(-1), targets, *ARGS[1:], reduction=reduction),
+            "value",
+        )
+        assert_close(ours[1], expected[1], "gradient")
+    # a target that needs class 3 is impossible
+    threes = torch.full_like(TARGETS, 3)
+    value = funcloss.ctc_loss(logits.log_softmax(-1), threes, *ARGS[1:], reduction="none")
+    assert value.tolist()[:2] == [INF, INF]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
