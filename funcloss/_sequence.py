@@ -19,10 +19,10 @@ from ._checks import (
 from ._function import custom_backward
 from ._reduction import reduce
 
-# log(0) stand-in. Finite, so that logsumexp and its derivatives stay NaN-free where no path
-# reaches a state (torch.logsumexp's gradient over terms that are all -inf is NaN), while
-# exp(_LOG_ZERO - x) is exactly 0 next to any real log-probability x, so such states get zero
-# weight and zero gradient. Sums of a few sentinels stay finite in float32.
+# log(0) stand-in. Finite, so that logaddexp/logsumexp and their derivatives stay NaN-free where
+# no path reaches a state (their gradient over terms that are all -inf is exp(-inf + inf) = NaN),
+# while exp(_LOG_ZERO - x) is exactly 0 next to any real log-probability x, so such states get
+# zero weight and zero gradient. Sums of a few sentinels stay finite in float32.
 _LOG_ZERO = -1e30
 # A log-likelihood below this is a sentinel, i.e. no alignment exists (real ones are >= T times
 # the smallest log-probability).
