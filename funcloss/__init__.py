@@ -34,6 +34,7 @@ from ._regression import (
     poisson_nll_loss,
     smooth_l1_loss,
 )
+from ._sequence import ctc_loss
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cosine_embedding_loss",
     "cross_entropy",
+    "ctc_loss",
     "custom_backward",
     "gaussian_nll_loss",
     "hinge_embedding_loss",

@@ -10,11 +10,13 @@ from . import _classification as _c
 from . import _embedding as _e
 from . import _margin as _m
 from . import _regression as _r
+from . import _sequence as _s
 from ._module import loss_module
 
 BCELoss = loss_module(_c.binary_cross_entropy, name="BCELoss")
 BCEWithLogitsLoss = loss_module(_c.binary_cross_entropy_with_logits, name="BCEWithLogitsLoss")
 CosineEmbeddingLoss = loss_module(_e.cosine_embedding_loss, name="CosineEmbeddingLoss")
+CTCLoss = loss_module(_s.ctc_loss, name="CTCLoss")
 CrossEntropyLoss = loss_module(_c.cross_entropy, name="CrossEntropyLoss")
 HingeEmbeddingLoss = loss_module(_e.hinge_embedding_loss, name="HingeEmbeddingLoss")
 MarginRankingLoss = loss_module(_e.margin_ranking_loss, name="MarginRankingLoss")
@@ -41,6 +43,7 @@ SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
+    "CTCLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",

@@ -1,0 +1,440 @@
+"""Sequence losses: ctc_loss (connectionist temporal classification)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    Reduction,
+    check_floating,
+    check_integer,
+    check_reduction,
+    fail,
+    shape_str,
+    value_checks_enabled,
+)
+from ._function import custom_backward
+from ._reduction import reduce
+
+# log(0) stand-in. Finite, so that logaddexp/logsumexp and their derivatives stay NaN-free where
+# no path reaches a state (their gradient over terms that are all -inf is exp(-inf + inf) = NaN),
+# while exp(_LOG_ZERO - x) is exactly 0 next to any real log-probability x, so such states get
+# zero weight and zero gradient. Sums of a few sentinels stay finite in float32.
+_LOG_ZERO = -1e30
+# A log-likelihood below this is a sentinel, i.e. no alignment exists (real ones are >= T times
+# the smallest log-probability).
+_IMPOSSIBLE = _LOG_ZERO / 2
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+# -- the lattice -------------------------------------------------------------------------------
+#
+# The extended label sequence of a target l_1..l_S is l' = (blank, l_1, blank, l_2, ..., l_S,
+# blank), L = 2S + 1 states. A path moves from state s at frame t to s, s + 1, or s + 2 at
+# frame t + 1; the jump s -> s + 2 skips a blank and is allowed only between different labels
+# (a repeated label needs the blank in between). Everything below works on the whole batch and
+# all L states at once; only the frames are a Python loop, a handful of ops per frame.
+
+
+def _lattice(
+    log_probs: Tensor, targets: Tensor, target_lengths: Tensor, blank: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The extended labels and what the recursions read from them.
+
+    Returns ``labels`` ``(N, L)`` (positions past a target's end hold the blank), ``skip``
+    ``(N, L)`` (0 where state s may be entered from s - 2, log 0 elsewhere) and ``emissions``
+    ``(T, N, L)``, the log-probability of each state's label at each frame (a -inf
+    log-probability counts as log 0).
+    """
+    n, s = targets.shape
+    inside = torch.arange(s, device=targets.device) < target_lengths.unsqueeze(1)
+    labels = torch.where(inside, targets, blank)
+    blanks = torch.full_like(labels, blank)
+    labels = torch.stack([blanks, labels], dim=2).reshape(n, 2 * s)
+    labels = torch.cat([labels, labels.new_full((n, 1), blank)], dim=1)
+    two_back = torch.nn.functional.pad(labels, (2, 0), value=blank)[:, :-2]
+    allowed = (labels != blank) & (labels != two_back)
+    skip = torch.where(allowed, 0.0, _LOG_ZERO).to(log_probs.dtype)
+    emissions = log_probs.gather(2, labels.unsqueeze(0).expand(log_probs.shape[0], -1, -1))
+    return labels, skip, emissions.clamp_min(_LOG_ZERO)
+
+
+def _logaddexp3(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    """log(e^a + e^b + e^c): two fused elementwise kernels (faster than stack + logsumexp)."""
+    return torch.logaddexp(torch.logaddexp(a, b), c)
+
+
+def _alphas(emissions: Tensor, skip: Tensor, input_lengths: Tensor) -> Iterator[Tensor]:
+    """Forward variables alpha_t ``(N, L)`` for t = 0..T-1: log P(frames 0..t end in state s).
+
+    alpha_t(s) = lse(alpha_{t-1}(s), alpha_{t-1}(s-1), alpha_{t-1}(s-2) if allowed) + y_t(l'_s),
+    starting from a virtual alpha_{-1} that is 0 at s = 0. A sample's alpha stays fixed after its
+    last frame, so the last one yielded is alpha_{T_n - 1} for every sample.
+    """
+    num_frames, n, num_states = emissions.shape
+    # alpha is kept with two log-0 states in front, so that s-1 and s-2 are views.
+    edge = emissions.new_full((n, 2), _LOG_ZERO)
+    states = torch.arange(num_states + 2, device=emissions.device)
+    alpha = torch.where(states == 2, 0.0, _LOG_ZERO).to(emissions.dtype).expand(n, -1)
+    used = torch.arange(num_frames, device=emissions.device).unsqueeze(1) < input_lengths
+    used = used.unsqueeze(2)
+    for t in range(num_frames):
+        step = _logaddexp3(alpha[:, 2:], alpha[:, 1:-1], alpha[:, :-2] + skip) + emissions[t]
+        kept = torch.where(used[t], step, alpha[:, 2:])
+        alpha = torch.cat([edge, kept], 1)
+        yield kept
+
+
+def _last(items: Iterator[Tensor]) -> Tensor:
+    for item in items:
+        last = item
+    return last
+
+
+def _end_states(target_lengths: Tensor, num_states: int) -> Tensor:
+    """``(N, L)`` mask of the two states a path may end in: the last label and the final blank."""
+    end = 2 * target_lengths.unsqueeze(1)
+    states = torch.arange(num_states, device=target_lengths.device)
+    return (states == end) | (states == end - 1)
+
+
+def _log_likelihood(alpha: Tensor, target_lengths: Tensor) -> Tensor:
+    """log p(target | log_probs) ``(N,)`` from the last forward variables (sentinel if 0)."""
+    ends = torch.where(_end_states(target_lengths, alpha.shape[1]), alpha, _LOG_ZERO)
+    return torch.logsumexp(ends, 1)
+
+
+def _betas(
+    emissions: Tensor, skip: Tensor, input_lengths: Tensor, target_lengths: Tensor
+) -> list[Tensor]:
+    """Backward variables beta_t ``(N, L)``: log P(frames t+1..T_n-1 | state s at frame t).
+
+    beta_t(s) = lse over s' in {s, s+1, s+2 if allowed} of y_{t+1}(l'_{s'}) + beta_{t+1}(s'),
+    and 0 at the two end states for t >= T_n - 1 (so alpha_t + beta_t sums the paths through
+    state s at frame t).
+    """
+    num_frames, n, num_states = emissions.shape
+    final = torch.where(_end_states(target_lengths, num_states), 0.0, _LOG_ZERO)
+    final = final.to(emissions.dtype)
+    # beta is kept with two log-0 states behind, so that s+1 and s+2 are views.
+    edge = emissions.new_full((n, 2), _LOG_ZERO)
+    ahead = torch.nn.functional.pad(emissions, (0, 2), value=_LOG_ZERO)
+    skip_ahead = torch.nn.functional.pad(skip, (0, 2), value=_LOG_ZERO)[:, 2:]  # s -> s+2
+    last = torch.arange(num_frames, device=emissions.device).unsqueeze(1) >= input_lengths - 1
+    last = last.unsqueeze(2)
+    beta = final
+    betas = [beta]
+    for t in range(num_frames - 2, -1, -1):
+        x = torch.cat([beta, edge], 1) + ahead[t + 1]
+        step = _logaddexp3(x[:, :-2], x[:, 1:-1], x[:, 2:] + skip_ahead)
+        beta = torch.where(last[t], final, step)
+        betas.append(beta)
+    return betas[::-1]
+
+
+def _occupancy(
+    log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int
+) -> tuple[Tensor, Tensor]:
+    """``labels`` ``(N, L)`` and the state posteriors ``(T, N, L)``:
+    gamma_t(s) = exp(alpha_t(s) + beta_t(s) - log p), 0 past a sample's last frame and where
+    p = 0 (an impossible alignment)."""
+    labels, skip, emissions = _lattice(log_probs, targets, target_lengths, blank)
+    alphas = torch.stack(list(_alphas(emissions, skip, input_lengths)))
+    log_p = _log_likelihood(alphas[-1], target_lengths)
+    betas = torch.stack(_betas(emissions, skip, input_lengths, target_lengths))
+    possible = log_p > _IMPOSSIBLE
+    frames = torch.arange(log_probs.shape[0], device=log_probs.device)
+    keep = ((frames.unsqueeze(1) < input_lengths) & possible).unsqueeze(2)
+    return labels, torch.where(keep, torch.exp(alphas + betas - log_p.unsqueeze(1)), 0.0)
+
+
+# -- the per-sample negative log-likelihood --------------------------------------------------
+#
+# A custom backward buys memory and speed: autograd through the forward recursion keeps a
+# T-long graph of (N, L) intermediates (several per frame) and replays it op by op; the
+# hand-written backward saves only the inputs, recomputes alpha and runs the beta recursion,
+# and forms the whole gradient in one vectorised step. It is built from differentiable ops, so
+# double backward (jacrev(jacrev), hessian) differentiates it exactly. The forward is itself
+# autodiff-correct and NaN-free (log 0 is a finite sentinel), for compile-under-transform,
+# where the custom rules are dropped.
+
+
+@custom_backward
+def _ctc_nll(
+    log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int
+) -> Tensor:
+    """-log p(target_n | log_probs) ``(N,)`` for ``(T, N, C)`` log_probs and padded targets."""
+    _, skip, emissions = _lattice(log_probs, targets, target_lengths, blank)
+    log_p = _log_likelihood(_last(_alphas(emissions, skip, input_lengths)), target_lengths)
+    return torch.where(log_p > _IMPOSSIBLE, -log_p, float("inf"))
+
+
+@_ctc_nll.backward
+def _ctc_nll_backward(
+    grad: Tensor,
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    blank: int,
+) -> tuple[Tensor, None, None, None]:
+    # d nll_n / d log_probs[t, n, c] = -sum_{s: l'_s = c} gamma_t(s)   (the true derivative;
+    # torch's kernel returns exp(log_probs) - that, right only through a log_softmax)
+    labels, occupancy = _occupancy(log_probs, targets, input_lengths, target_lengths, blank)
+    index = labels.unsqueeze(0).expand_as(occupancy)
+    result = torch.zeros_like(log_probs).scatter_add(2, index, -occupancy * grad[:, None])
+    return result, None, None, None
+
+
+@_ctc_nll.jvp
+def _ctc_nll_jvp(
+    log_probs_t: Tensor,
+    targets_t: Tensor,
+    input_lengths_t: Tensor,
+    target_lengths_t: Tensor,
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    blank: int,
+) -> Tensor:
+    # d nll_n = -sum_{t, s} gamma_t(s) d log_probs[t, n, l'_s]
+    labels, occupancy = _occupancy(log_probs, targets, input_lengths, target_lengths, blank)
+    index = labels.unsqueeze(0).expand_as(occupancy)
+    return -(occupancy * log_probs_t.gather(2, index)).sum((0, 2))
+
+
+# -- argument handling -----------------------------------------------------------------------
+
+
+def _lengths(
+    fn: str, name: str, lengths: Tensor | Sequence[int], batch: int | None, device: torch.device
+) -> Tensor:
+    """Lengths as int64 of shape ``(N,)`` (``batch`` given) or ``(1,)`` (unbatched)."""
+    rule = "be an integer tensor or a sequence of ints"
+    if isinstance(lengths, list | tuple):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in lengths):
+            fail(TypeError, fn, name, rule, lengths)
+        lengths = torch.tensor(lengths, dtype=torch.long, device=device)
+    elif not isinstance(lengths, Tensor):
+        fail(TypeError, fn, name, rule, type(lengths).__name__)
+    check_integer(fn, **{name: lengths})
+    if batch is None:
+        if lengths.shape not in ((), (1,)):
+            fail(
+                ValueError,
+                fn,
+                name,
+                "have shape () for unbatched log_probs",
+                shape_str(lengths.shape),
+            )
+        return lengths.reshape(1).to(device=device, dtype=torch.long)
+    if lengths.shape != (batch,):
+        fail(
+            ValueError,
+            fn,
+            name,
+            f"have shape ({batch},), one length per sample",
+            shape_str(lengths.shape),
+        )
+    return lengths.to(device=device, dtype=torch.long)
+
+
+def _check_targets_shape(fn: str, targets: Tensor, log_probs: Tensor) -> None:
+    if log_probs.dim() == 2:
+        if targets.dim() == 1 or (targets.dim() == 2 and targets.shape[0] == 1):
+            return
+        rule = "have shape (S,) for unbatched log_probs"
+    else:
+        n = log_probs.shape[1]
+        if targets.dim() == 1 or (targets.dim() == 2 and targets.shape[0] == n):
+            return
+        rule = (
+            f"have shape ({n}, S) (padded) or (sum(target_lengths),) (concatenated) for "
+            f"log_probs of shape {shape_str(log_probs.shape)}"
+        )
+    fail(ValueError, fn, "targets", rule, shape_str(targets.shape))
+
+
+def _check_range(fn: str, name: str, lengths: Tensor, high: int | None, what: str) -> None:
+    bad = lengths < 0 if high is None else (lengths < 0) | (lengths > high)
+    if bool(bad.any()):
+        rule = "non-negative values" if high is None else f"values in [0, {high}] (at most {what})"
+        fail(ValueError, fn, name, f"have {rule}", int(lengths[bad][0]))
+
+
+def _check_values(
+    fn: str,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    num_frames: int,
+    num_classes: int,
+    blank: int,
+) -> None:
+    """Eager-only: lengths in range, targets in ``[0, C)`` and not blank within their lengths."""
+    if not value_checks_enabled():
+        return
+    _check_range(fn, "input_lengths", input_lengths, num_frames, "T")
+    if targets.dim() == 2:
+        _check_range(fn, "target_lengths", target_lengths, targets.shape[1], "the targets' S")
+    else:
+        _check_range(fn, "target_lengths", target_lengths, None, "")
+    if targets.dim() == 1:
+        total = int(target_lengths.sum())
+        if total != targets.numel():
+            fail(
+                ValueError,
+                fn,
+                "target_lengths",
+                f"sum to the number of concatenated targets {targets.numel()}",
+                total,
+            )
+        used = targets
+    else:
+        inside = torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]
+        used = targets[inside]
+    out_of_range = (used < 0) | (used >= num_classes)
+    if bool(out_of_range.any()):
+        raise IndexError(
+            f"{fn}: `targets` values must be in [0, {num_classes}), "
+            f"got {int(used[out_of_range][0])}."
+        )
+    if bool((used == blank).any()):
+        fail(
+            ValueError,
+            fn,
+            "targets",
+            f"not contain the blank index {blank} within a target's length",
+            blank,
+            hint="Padding past target_lengths may hold any value.",
+        )
+
+
+def _pad_concatenated(targets: Tensor, target_lengths: Tensor) -> Tensor:
+    """Concatenated ``(sum(target_lengths),)`` targets -> padded ``(N, S)``.
+
+    In plain eager mode S is the longest target, as in torch. Under a transform or while
+    compiling the lengths cannot be read, so S is the static bound ``targets.numel()``: more
+    padded states, the same loss (padding never feeds the states a target uses).
+    """
+    width = targets.numel()
+    if value_checks_enabled() and target_lengths.numel() > 0:
+        width = int(target_lengths.max())
+    n = target_lengths.shape[0]
+    if targets.numel() == 0:
+        return targets.new_zeros((n, width))
+    starts = target_lengths.cumsum(0) - target_lengths
+    index = starts.unsqueeze(1) + torch.arange(width, device=targets.device)
+    index = index.clamp_max(targets.numel() - 1).reshape(-1)
+    return targets.gather(0, index).reshape(n, width)
+
+
+def ctc_loss(
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor | Sequence[int],
+    target_lengths: Tensor | Sequence[int],
+    blank: int = 0,
+    reduction: Reduction = "mean",
+    zero_infinity: bool = False,
+) -> Tensor:
+    r"""Connectionist temporal classification loss: -log-likelihood of a label sequence.
+
+    For sequence models whose output frames are not aligned with their targets (speech,
+    handwriting): it sums over every alignment of the target to the ``T`` frames, with a blank
+    class between labels. Takes what :func:`torch.nn.functional.ctc_loss` takes and gives the same
+    values; its gradient with respect to ``log_probs`` is the true derivative (torch's differs by
+    ``exp(log_probs)`` and is right only through a ``log_softmax``). Forward: the log-space alpha
+    recursion over the extended labels, vectorised over batch and states, looping over frames.
+    Backward: hand-written alpha-beta, saving only the inputs.
+
+    .. math::
+        \ell_n = -\log \sum_{\pi \in \mathcal{B}^{-1}(y_n)} \prod_{t < T_n}
+                 \exp\big(\text{log\_probs}[t, n, \pi_t]\big),
+        \qquad
+        \frac{\partial \ell_n}{\partial\, \text{log\_probs}[t, n, c]}
+            = -\sum_{s:\, l'_s = c} \frac{\alpha_t(s)\, \beta_t(s)}{p(y_n)}
+
+    where :math:`\mathcal{B}` removes repeats then blanks, :math:`l'` is the target with blanks
+    interleaved, and :math:`\alpha, \beta` are the forward and backward variables. ``"mean"``
+    divides each :math:`\ell_n` by its target length (at least 1), then averages over the batch.
+
+    Args:
+        log_probs: log-probabilities (usually a ``log_softmax`` over classes), shape
+            ``(T, N, C)`` or ``(T, C)`` unbatched, floating dtype.
+        targets: class indices, integer dtype: padded ``(N, S)``, or the targets concatenated
+            ``(sum(target_lengths),)``; ``(S,)`` unbatched (padded: ``S >= target_length``).
+            Within each target's length the values must be in ``[0, C)`` and not ``blank``;
+            padding may hold anything (checked in eager mode only).
+        input_lengths: frames used per sample, ``(N,)`` (``()`` unbatched), integer tensor or
+            sequence of ints, values in ``[0, T]`` (checked in eager mode only).
+        target_lengths: target length per sample, like ``input_lengths``, values in ``[0, S]``
+            for padded targets, summing to ``targets.numel()`` for concatenated ones (checked in
+            eager mode only).
+        blank: the blank class, in ``[0, C)``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        zero_infinity: replace the infinite loss of an impossible alignment (too few frames
+            for the target) by 0, with a zero gradient. Without it the loss is ``inf`` and the
+            gradient 0 (torch's is NaN).
+
+    Returns:
+        ``(N,)`` (``()`` unbatched) for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating ``log_probs``; non-integer targets or lengths.
+        ValueError: wrong shapes; ``blank`` out of range; bad ``reduction``; lengths out of
+            range or blank inside a target (eager mode).
+        IndexError: a target class out of range (eager mode).
+
+    Examples:
+        >>> log_probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]]).log()
+        >>> funcloss.ctc_loss(log_probs, torch.tensor([1, 2]), [3], [2], reduction="sum")
+        tensor(1.1940)
+
+    References:
+        Graves et al., "Connectionist Temporal Classification: Labelling Unsegmented Sequence
+        Data with Recurrent Neural Networks", ICML 2006.
+    """
+    fn = "ctc_loss"
+    check_floating(fn, log_probs=log_probs)
+    check_reduction(fn, reduction)
+    if log_probs.dim() not in (2, 3):
+        fail(
+            ValueError,
+            fn,
+            "log_probs",
+            "have shape (T, N, C) or (T, C)",
+            shape_str(log_probs.shape),
+        )
+    if log_probs.numel() == 0:
+        fail(ValueError, fn, "log_probs", "be non-empty", shape_str(log_probs.shape))
+    num_frames, num_classes = log_probs.shape[0], log_probs.shape[-1]
+    if not isinstance(blank, int) or not 0 <= blank < num_classes:
+        fail(ValueError, fn, "blank", f"be a class index in [0, {num_classes})", blank)
+    check_integer(fn, targets=targets)
+    _check_targets_shape(fn, targets, log_probs)
+    batched = log_probs.dim() == 3
+    batch = log_probs.shape[1] if batched else None
+    input_lengths = _lengths(fn, "input_lengths", input_lengths, batch, log_probs.device)
+    target_lengths = _lengths(fn, "target_lengths", target_lengths, batch, log_probs.device)
+    if not batched:
+        log_probs, targets = log_probs.unsqueeze(1), targets.reshape(1, -1)
+    _check_values(fn, targets, input_lengths, target_lengths, num_frames, num_classes, blank)
+    targets = targets.long()
+    if targets.dim() == 1:
+        targets = _pad_concatenated(targets, target_lengths)
+    compute = torch.float32 if log_probs.dtype in _HALF_DTYPES else log_probs.dtype
+    loss = _ctc_nll(log_probs.to(compute), targets, input_lengths, target_lengths, blank)
+    if zero_infinity:
+        loss = torch.where(loss == float("inf"), 0.0, loss)
+    if not batched:
+        loss = loss.squeeze(0)
+        target_lengths = target_lengths.squeeze(0)
+    if reduction == "mean":
+        loss = (loss / target_lengths.clamp_min(1).to(loss.dtype)).mean()
+        return loss.to(log_probs.dtype)
+    return reduce(loss, reduction).to(log_probs.dtype)

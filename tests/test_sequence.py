@@ -1,0 +1,286 @@
+"""Golden values and parity with torch for ctc_loss.
+
+Values: torch's ``F.ctc_loss`` or by hand. Gradients: torch's through a ``log_softmax`` of
+logits (its kernel's gradient with respect to ``log_probs`` is right only there), and finite
+differences (gradcheck, float64) directly on ``log_probs``.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import grad, jvp, vmap
+
+import funcloss
+import funcloss.nn as fnn
+from funcloss._sequence import _ctc_nll
+
+from .helpers import assert_close
+from .specs_sequence import frames_needed, torch_ctc
+
+INF = float("inf")
+
+
+def _problem(seed: int = 0, frames: int = 6, batch: int = 3, classes: int = 4, width: int = 3):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(frames, batch, classes, generator=generator, dtype=torch.float64)
+    targets = torch.randint(1, classes, (batch, width), generator=generator)
+    return logits, targets
+
+
+LOGITS, TARGETS = _problem()
+TARGETS[0] = torch.tensor([1, 1, 2])  # a repeated label: needs a blank in between
+INPUT_LENGTHS = torch.tensor([6, 4, 5])
+TARGET_LENGTHS = torch.tensor([3, 1, 0])  # an empty target
+ARGS = (TARGETS, INPUT_LENGTHS, TARGET_LENGTHS)
+
+
+def _grads(fn, logits: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    x = logits.detach().requires_grad_()
+    value = fn(x.log_softmax(-1), *args, **kwargs)
+    (gradient,) = torch.autograd.grad(value.sum(), x)
+    return value.detach(), gradient
+
+
+# -- golden values ---------------------------------------------------------------------------
+
+
+def test_golden_value() -> None:
+    log_probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]]).log()
+    loss = funcloss.ctc_loss(log_probs, torch.tensor([1, 2]), [3], [2], reduction="sum")
+    assert_close(loss, torch.tensor(1.1940), rtol=1e-4)  # torch 2.13 F.ctc_loss: 1.1940
+
+
+def test_repeated_label_needs_a_blank() -> None:
+    log_probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]]).log()
+    target = torch.tensor([1, 1])
+    # by hand: with 3 frames the only alignment of (1, 1) is 1, blank, 1
+    expected = -(log_probs[0, 1] + log_probs[1, 0] + log_probs[2, 1])
+    assert_close(funcloss.ctc_loss(log_probs, target, [3], [2], reduction="sum"), expected)
+    # with 2 frames there is none
+    assert funcloss.ctc_loss(log_probs[:2], target, [2], [2], reduction="sum") == INF
+    assert frames_needed([1, 1]) == 3
+
+
+def test_empty_target_is_all_blanks() -> None:
+    log_probs = LOGITS.log_softmax(-1)
+    loss = funcloss.ctc_loss(log_probs, TARGETS, INPUT_LENGTHS, TARGET_LENGTHS, reduction="none")
+    assert_close(loss[2], -log_probs[:5, 2, 0].sum())  # by hand: blank at each of 5 frames
+    no_frames = funcloss.ctc_loss(log_probs, TARGETS, [0, 0, 0], [0, 1, 0], reduction="none")
+    assert no_frames.tolist() == [0.0, INF, 0.0]  # torch 2.13 F.ctc_loss: [-0., inf, -0.]
+
+
+@pytest.mark.parametrize("width", [0, 1])
+def test_no_labels_at_all(width: int) -> None:
+    """Padded targets of width 0 or 1 (one or three lattice states)."""
+    targets = torch.ones(3, width, dtype=torch.int64)
+    args = (targets, INPUT_LENGTHS, torch.full((3,), width))
+    ours = _grads(funcloss.ctc_loss, LOGITS, *args, reduction="sum")
+    expected = _grads(F.ctc_loss, LOGITS, *args, reduction="sum")
+    assert_close(ours[0], expected[0], "value")
+    assert_close(ours[1], expected[1], "gradient")
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("blank", [0, 3])
+def test_matches_torch_through_log_softmax(reduction: str, blank: int) -> None:
+    targets = TARGETS.masked_fill(TARGETS == blank, 0 if blank else 1)
+    ours = _grads(funcloss.ctc_loss, LOGITS, targets, *ARGS[1:], blank=blank, reduction=reduction)
+    expected = _grads(F.ctc_loss, LOGITS, targets, *ARGS[1:], blank=blank, reduction=reduction)
+    assert_close(ours[0], expected[0], "value")
+    assert_close(ours[1], expected[1], "gradient")
+
+
+def test_layouts_match_torch() -> None:
+    """Concatenated targets, unbatched input, lengths as int sequences, int32."""
+    lengths = TARGET_LENGTHS.tolist()
+    concatenated = torch.cat([row[:n] for row, n in zip(TARGETS, lengths, strict=True)])
+    calls = [
+        ((LOGITS, concatenated, INPUT_LENGTHS, TARGET_LENGTHS), {}),
+        ((LOGITS, TARGETS, INPUT_LENGTHS.tolist(), tuple(lengths)), {}),
+        ((LOGITS, TARGETS.int(), INPUT_LENGTHS.int(), TARGET_LENGTHS.int()), {}),
+        ((LOGITS[:, 0], TARGETS[0], torch.tensor(6), torch.tensor(3)), {}),
+        ((LOGITS[:, 1], TARGETS[1, :1], [4], [1]), {}),
+    ]
+    for (logits, *args), kwargs in calls:
+        for reduction in ("none", "mean", "sum"):
+            ours = _grads(funcloss.ctc_loss, logits, *args, **kwargs, reduction=reduction)
+            expected = _grads(F.ctc_loss, logits, *args, **kwargs, reduction=reduction)
+            assert_close(ours[0], expected[0], "value")
+            assert_close(ours[1], expected[1], "gradient")
+
+
+def test_unbatched_padded_target() -> None:
+    """Unbatched (S,) targets may be longer than target_length (torch requires equality), so
+    that vmap over a padded batch and the per-sample loop agree."""
+    log_probs = LOGITS.log_softmax(-1)
+    batched = funcloss.ctc_loss(log_probs, *ARGS, reduction="none")
+    for n in range(3):
+        single = funcloss.ctc_loss(
+            log_probs[:, n], TARGETS[n], INPUT_LENGTHS[n], TARGET_LENGTHS[n], reduction="none"
+        )
+        assert_close(single, batched[n])
+
+
+def test_padding_values_are_ignored() -> None:
+    log_probs = LOGITS.log_softmax(-1)
+    padded = TARGETS.clone()
+    padded[1, 1:] = -1  # torch allows any padding value past target_lengths
+    padded[2, :] = 0  # including the blank
+    assert_close(
+        funcloss.ctc_loss(log_probs, padded, *ARGS[1:], reduction="none"),
+        F.ctc_loss(log_probs, TARGETS, *ARGS[1:], reduction="none"),
+    )
+
+
+def test_log_zero_probabilities() -> None:
+    """A class with probability 0 (log_probs -inf): torch's value; a finite gradient (torch's
+    is NaN there), equal to torch's for a vanishing but finite logit."""
+    logits = LOGITS.clone()
+    logits[:, :, 3] = -INF  # class 3 never occurs; the targets avoid it
+    vanishing = LOGITS.clone()
+    vanishing[:, :, 3] = -1e4  # exp(-1e4) == 0 in float64
+    targets = TARGETS.masked_fill(TARGETS == 3, 2)
+    for reduction in ("none", "sum"):
+        ours = _grads(funcloss.ctc_loss, logits, targets, *ARGS[1:], reduction=reduction)
+        expected = _grads(F.ctc_loss, vanishing, targets, *ARGS[1:], reduction=reduction)
+        assert_close(
+            ours[0],
+            F.ctc_loss(logits.log_softmax(-1), targets, *ARGS[1:], reduction=reduction),
+            "value",
+        )
+        assert_close(ours[1], expected[1], "gradient")
+    # a target that needs class 3 is impossible
+    threes = torch.full_like(TARGETS, 3)
+    value = funcloss.ctc_loss(logits.log_softmax(-1), threes, *ARGS[1:], reduction="none")
+    assert value.tolist()[:2] == [INF, INF]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_low_precision(dtype: torch.dtype) -> None:
+    log_probs = LOGITS.log_softmax(-1).to(dtype)
+    loss = funcloss.ctc_loss(log_probs, *ARGS)
+    assert loss.dtype == dtype
+    # torch 2.13 has no half CTC on CPU; compare with float32 rounded to the dtype
+    expected = F.ctc_loss(log_probs.float(), *ARGS).to(dtype)
+    assert_close(loss, expected, rtol=1e-5 if dtype == torch.float32 else 1e-2)
+
+
+def test_long_sequence_is_stable() -> None:
+    """Log space: no underflow at T = 400 in float32; as accurate as torch's float32 kernel."""
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(400, 2, 20, generator=generator)
+    targets = torch.randint(1, 20, (2, 60), generator=generator)
+    args = (targets, torch.tensor([400, 350]), torch.tensor([60, 45]))
+    ours = _grads(funcloss.ctc_loss, logits, *args, reduction="none")
+    exact = _grads(F.ctc_loss, logits.double(), *args, reduction="none")
+    # torch 2.13 F.ctc_loss in float32 is off from float64 by ~3e-4 (value), ~4e-4 (gradient)
+    torch.testing.assert_close(ours[0], exact[0].float(), rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(ours[1], exact[1].float(), rtol=0, atol=1e-3)
+
+
+# -- gradients -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("normalised", [True, False])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+def test_gradcheck_on_log_probs(normalised: bool, zero_infinity: bool) -> None:
+    """Finite differences directly on log_probs: the true derivative, first and second order,
+    also for log_probs that are not normalised."""
+    x = LOGITS.log_softmax(-1) if normalised else LOGITS
+    lengths = INPUT_LENGTHS if zero_infinity else torch.tensor([6, 4, 1])  # sample 0 impossible
+
+    def f(log_probs: torch.Tensor) -> torch.Tensor:
+        return funcloss.ctc_loss(
+            log_probs, TARGETS, lengths, TARGET_LENGTHS, zero_infinity=zero_infinity
+        )
+
+    x = x.detach().requires_grad_()
+    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradgradcheck(f, (x,))
+
+
+def test_torch_gradient_differs_by_exp_log_probs() -> None:
+    """Pins DESIGN.md §4: torch's kernel gradient = true derivative + exp(log_probs), on the
+    frames each sample uses; funcloss returns the true derivative."""
+    log_probs = LOGITS.log_softmax(-1).requires_grad_()
+    (ours,) = torch.autograd.grad(funcloss.ctc_loss(log_probs, *ARGS, reduction="sum"), log_probs)
+    (theirs,) = torch.autograd.grad(F.ctc_loss(log_probs, *ARGS, reduction="sum"), log_probs)
+    frames = (torch.arange(6).unsqueeze(1) < INPUT_LENGTHS).unsqueeze(2)
+    assert_close(theirs, ours + log_probs.detach().exp() * frames)
+
+
+def test_oracle_identity() -> None:
+    """The transform matrix's oracle: torch through log_softmax plus the exact normaliser."""
+    x = LOGITS.detach().requires_grad_()
+    assert_close(torch_ctc(x, *ARGS), funcloss.ctc_loss(x, *ARGS))
+    assert torch.autograd.gradcheck(lambda y: torch_ctc(y, *ARGS), (x,))
+
+
+def test_impossible_alignment() -> None:
+    """inf (torch's value) with gradient 0 (torch's is NaN); zero_infinity: 0 and gradient 0,
+    as torch."""
+    lengths = torch.tensor([3, 4, 5])  # (1, 1, 2) needs 4 frames
+    value, gradient = _grads(funcloss.ctc_loss, LOGITS, TARGETS, lengths, TARGET_LENGTHS)
+    torch_value, torch_gradient = _grads(F.ctc_loss, LOGITS, TARGETS, lengths, TARGET_LENGTHS)
+    assert value == torch_value == INF
+    assert torch_gradient[:, 0].isnan().any()
+    assert not gradient.isnan().any()
+    assert (gradient[:, 0] == 0).all()
+    assert_close(gradient[:, 1:], torch_gradient[:, 1:])  # the other samples are unaffected
+    for reduction in ("none", "mean", "sum"):
+        ours = _grads(
+            funcloss.ctc_loss, LOGITS, TARGETS, lengths, TARGET_LENGTHS,
+            reduction=reduction, zero_infinity=True,
+        )  # fmt: skip
+        expected = _grads(
+            F.ctc_loss, LOGITS, TARGETS, lengths, TARGET_LENGTHS,
+            reduction=reduction, zero_infinity=True,
+        )  # fmt: skip
+        assert_close(ours[0], expected[0], "value")
+        assert_close(ours[1], expected[1], "gradient")
+        assert (ours[1][:, 0] == 0).all()
+
+
+def test_custom_backward_matches_autograd_through_forward() -> None:
+    """The forward alone (what compile-under-transform differentiates) gives the same gradient,
+    NaN-free on impossible samples too."""
+    log_probs = LOGITS.log_softmax(-1)
+    lengths = torch.tensor([3, 4, 5])
+    weights = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    args = (TARGETS, lengths, TARGET_LENGTHS, 0)
+    x = log_probs.detach().requires_grad_()
+    (custom,) = torch.autograd.grad((_ctc_nll(x, *args) * weights).sum(), x)
+    (autograd,) = torch.autograd.grad((_ctc_nll._forward(x, *args) * weights).sum(), x)
+    assert not autograd.isnan().any()
+    assert_close(custom, autograd)
+
+
+def test_jvp_is_directional_derivative() -> None:
+    log_probs = LOGITS.log_softmax(-1)
+    tangent = torch.randn_like(log_probs)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return funcloss.ctc_loss(x, *ARGS, reduction="none")
+
+    _, directional = jvp(f, (log_probs,), (tangent,))
+    per_sample = vmap(lambda w: (grad(lambda x: (f(x) * w).sum())(log_probs) * tangent).sum())(
+        torch.eye(3, dtype=torch.float64)
+    )
+    assert_close(directional, per_sample)
+
+
+# -- module ----------------------------------------------------------------------------------
+
+
+def test_module() -> None:
+    module = fnn.CTCLoss(blank=0, reduction="sum", zero_infinity=True)
+    assert repr(module) == "CTCLoss(blank=0, reduction='sum', zero_infinity=True)"
+    assert module.state_dict().keys() == torch.nn.CTCLoss().state_dict().keys()
+    log_probs = LOGITS.log_softmax(-1)
+    expected = torch.nn.CTCLoss(reduction="sum", zero_infinity=True)(log_probs, *ARGS)
+    assert_close(module(log_probs, *ARGS), expected)
+    assert_close(pickle.loads(pickle.dumps(module))(log_probs, *ARGS), expected)
