@@ -309,8 +309,10 @@ def cross_entropy(
 
     The loss for classification: softmax over the class dimension, then the negative
     log-likelihood of the target. Takes what :func:`torch.nn.functional.cross_entropy` takes and
-    gives the same values and gradients; the class-index path has a hand-written backward that
-    keeps no ``(N, C)`` buffer alive between forward and backward.
+    gives the same values and gradients. With class indices and 65536 logits or more, a
+    hand-written backward keeps no ``(N, C)`` buffer alive between forward and backward and
+    builds the gradient in its one ``(N, C)`` buffer (below that, autograd through the same
+    forward is faster: an ``autograd.Function`` costs more per call than it saves there).
 
     .. math::
         \ell_n = -\sum_c w_c\, q_{n,c} \log \frac{e^{x_{n,c}}}{\sum_k e^{x_{n,k}}},
