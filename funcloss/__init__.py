@@ -11,6 +11,7 @@ from ._classification import (
     nll_loss,
 )
 from ._function import custom_backward
+from ._linear import linear_cross_entropy
 from ._module import loss_module
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "custom_backward",
+    "linear_cross_entropy",
     "loss_module",
     "nll_loss",
 ]

@@ -7,16 +7,23 @@ working.
 """
 
 from . import _classification as _c
+from . import _linear as _l
 from ._module import loss_module
 
 BCELoss = loss_module(_c.binary_cross_entropy, name="BCELoss")
 BCEWithLogitsLoss = loss_module(_c.binary_cross_entropy_with_logits, name="BCEWithLogitsLoss")
 CrossEntropyLoss = loss_module(_c.cross_entropy, name="CrossEntropyLoss")
+# Unlike torch's class, which owns its nn.Linear, this one holds config only: the model owns the
+# output layer and passes linear_weight (and linear_bias) to forward.
+LinearCrossEntropyLoss = loss_module(
+    _l.linear_cross_entropy, name="LinearCrossEntropyLoss", forward_args=("linear_bias",)
+)
 NLLLoss = loss_module(_c.nll_loss, name="NLLLoss")
 
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "LinearCrossEntropyLoss",
     "NLLLoss",
 ]
