@@ -154,7 +154,9 @@ def row(label: str, result: dict[str, tuple[float, float]], scale: float = 1.0) 
     return " | ".join(cells) + "\n" + " " * 30 + "funcloss: " + "; ".join(ratios)
 
 
-def plot(path: Path, sizes: list[int], results: list[dict[str, tuple[float, float]]]) -> None:
+def plot(
+    path: Path, title: str, sizes: list[int], results: list[dict[str, tuple[float, float]]]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,7 +171,7 @@ def plot(path: Path, sizes: list[int], results: list[dict[str, tuple[float, floa
     for axis in (time_axis, memory_axis):
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.suptitle("linear cross-entropy, fp32 CPU (medians)")
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
@@ -204,7 +206,11 @@ def main() -> None:
     for v in sizes:
         results.append(interleaved(linear_case(n, h, v), repeats, memory))
         print(row(f"V={v}", results[-1]))
-    plot(args.plot, sizes, results)
+    title = (
+        f"linear cross-entropy forward + backward, N={n}, H={h}, fp32, torch {torch.__version__},"
+        f" {torch.get_num_threads()} CPU threads (medians of {repeats})"
+    )
+    plot(args.plot, title, sizes, results)
     print(f"plot written to {args.plot}")
 
 

@@ -236,8 +236,7 @@ def _linear_cross_entropy_rows_backward(
     config: _Config,
 ) -> tuple[Tensor, Tensor, None, Tensor | None, None]:
     # d/dh = G W,  d/dW = G^T h,  d/db = 1^T G  with  G = grad * d loss / du, chunk by chunk.
-    if not torch.is_grad_enabled() and value_checks_enabled():
-        # Plain eager, no double backward: one chunk buffer updated in place.
+    if _plain_backward(grad):  # one chunk buffer updated in place
         _, *grads = _fused_pass(input, linear_weight, target, linear_bias, weight, grad, config)
         like = (input, linear_weight, linear_bias)
         grad_input, grad_weight, grad_bias = map(_cast_like, grads, like)
@@ -424,6 +423,16 @@ def _fused_pass(
     return torch.cat(losses), *grads.finish()
 
 
+def _plain_backward(grad: Tensor) -> bool:
+    """A backward that builds no graph, in plain eager mode, for one plain ``grad`` (not one
+    batched by ``torch.autograd.functional``'s ``vectorize=True``): in-place work is safe."""
+    return (
+        not torch.is_grad_enabled()
+        and value_checks_enabled()
+        and not torch._C._functorch.is_legacy_batchedtensor(grad)
+    )
+
+
 def _cast_like(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
     return None if grad is None or like is None else grad.to(like.dtype)
 
@@ -464,12 +473,13 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 rows_grad, input, linear_weight, target, bias, weight, ctx.config
             )
             grad_input, grad_weight, _, grad_bias, _ = grads
-        else:
+            return grad_input, grad_weight, None, grad_bias, None, None, None, None
+        if _plain_backward(grad):  # the usual case: scale in place, no copy
             grads, ctx.grads = ctx.grads, None
-            grad_input, grad_weight, grad_bias = (
-                None if g is None else _cast_like(g.mul_(grad.to(g.dtype)), like)
-                for g, like in zip(grads, (input, linear_weight, bias), strict=True)
-            )
+            scaled = [None if g is None else g.mul_(grad.to(g.dtype)) for g in grads]
+        else:  # a batched grad (torch.autograd.functional's vectorize=True)
+            scaled = [None if g is None else g * grad.to(g.dtype) for g in ctx.grads]
+        grad_input, grad_weight, grad_bias = map(_cast_like, scaled, (input, linear_weight, bias))
         return grad_input, grad_weight, None, grad_bias, None, None, None, None
 
 
@@ -602,8 +612,9 @@ def linear_cross_entropy(
     In plain eager mode with ``"mean"``/``"sum"`` and gradients needed, the gradients are
     computed during the forward pass (three matmuls per chunk in all); otherwise (under
     torch.func transforms, ``torch.compile``, ``"none"``) the backward recomputes each chunk's
-    logits from the saved inputs. bf16/fp16 inputs are computed in fp32 chunk by chunk; the
-    weight and bias gradients accumulate in fp32 (fp64 for fp64 inputs). Second derivatives
+    logits from the saved inputs. bf16/fp16 inputs are computed in fp32 chunk by chunk (from an
+    fp32 copy of ``linear_weight``); the weight and bias gradients accumulate in fp32 (fp64 for
+    fp64 inputs). Second derivatives
     (``hessian``, ``jacrev(jacrev)``, ``create_graph=True``) are exact.
 
     Args:

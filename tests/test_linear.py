@@ -168,6 +168,27 @@ def test_unbatched_input() -> None:
         assert_close(ours, expected)
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_autograd_functional_jacobian_and_hessian(reduction: str, vectorize: bool) -> None:
+    """torch.autograd.functional batches the backward's grad with its own (legacy) vmap when
+    vectorize=True: the eager in-place paths must step aside."""
+    x, w, b, y = _problem()
+    kwargs = {"linear_bias": b, "label_smoothing": 0.1, "z_loss": 0.1, "reduction": reduction}
+
+    def ours(x):
+        return funcloss.linear_cross_entropy(x, w, y, **kwargs)
+
+    def expected(x):
+        return naive_linear_cross_entropy(x, w, y, **kwargs)
+
+    jacobian = torch.autograd.functional.jacobian
+    assert_close(jacobian(ours, x, vectorize=vectorize), jacobian(expected, x))
+    if reduction == "mean":
+        hessian = torch.autograd.functional.hessian
+        assert_close(hessian(ours, x, vectorize=vectorize), hessian(expected, x))
+
+
 def test_forward_mode_in_eager() -> None:
     x, w, b, y = _problem()
     tangent = torch.randn_like(x)
@@ -321,3 +342,8 @@ def test_module() -> None:
     assert_close(clone(x, w, y), module(x, w, y))
     with pytest.raises(TypeError, match=r"LinearCrossEntropyLoss: .*linear_bias"):
         fnn.LinearCrossEntropyLoss(linear_bias=b)
+
+
+def test_loss_module_forward_args_must_name_parameters() -> None:
+    with pytest.raises(TypeError, match=r"loss_module: `forward_args` must name parameters of"):
+        funcloss.loss_module(funcloss.linear_cross_entropy, forward_args=("bias",))
