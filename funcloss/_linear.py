@@ -11,11 +11,13 @@ Two paths, one set of formulas:
   hand, which saves the backward's recomputing matmul. Its backward uses those gradients only
   when no graph is being built; under ``create_graph=True`` it differentiates from the saved
   inputs instead, so a second derivative is never taken through a stored intermediate.
+
+The per-chunk formulas and the in-place pass live in ``_linear_chunks.py``.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,166 +35,38 @@ from ._checks import (
     value_checks_enabled,
 )
 from ._function import custom_backward
+from ._linear_chunks import (
+    Cast,
+    Config,
+    cast_like,
+    chunk_gradient,
+    chunk_logits,
+    chunks,
+    compute_dtype,
+    fused_pass,
+    plain_backward,
+    row_loss,
+    target_parts,
+    target_rows,
+)
 
 # The automatic chunk holds about this many bytes of logits (compute dtype), whatever N and V.
 # Each chunk reads the (V, H) weight twice and updates its (V, H) gradient once, so rows per chunk
-# must be many for the matmuls to run at full-problem speed; measured with examples/benchmark.py
-# (N=4096, H=512, V=32000, fp32, 2 cores): 16 MiB chunks ran 1.1x naive's time, 32 MiB 1.0x,
-# 64 MiB 0.84x, 128 MiB 0.81x, with peak memory 0.07x, 0.07x, 0.09x, 0.14x naive's.
+# must be many for the matmuls to run at full-problem speed. Measured (examples/benchmark.py's
+# method; N=4096, H=512, V=32000, fp32, 2 shared cores), time and peak memory against the naive
+# path: 16 MiB chunks 1.53x / 0.06x, 32 MiB 1.08x / 0.07x, 64 MiB 0.92x / 0.09x,
+# 128 MiB 0.90x / 0.14x.
 _CHUNK_BYTES = 64 * 2**20
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
 _DEFAULT_IGNORE_INDEX = -100  # torch's, for class-index targets
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # bf16/fp16 chunks are computed, and the weight gradient accumulated, in fp32.
-    return torch.float32 if dtype in _HALF_DTYPES else dtype
 
 
 def _auto_chunk_size(num_rows: int, num_classes: int, dtype: torch.dtype) -> int:
     """Rows per chunk so that one chunk of logits takes about ``_CHUNK_BYTES``."""
-    itemsize = _compute_dtype(dtype).itemsize
+    itemsize = compute_dtype(dtype).itemsize
     return max(1, min(num_rows, _CHUNK_BYTES // (itemsize * num_classes)))
 
 
-# -- the formulas, per chunk of rows --------------------------------------------------------------
-#
-# z = softcap tanh(u / softcap) (or z = u) with u = h W^T + b; per row, with r = w_y (0 where
-# ignored), k = 1 (0 where ignored), eps = label_smoothing, zeta = z_loss and S = sum_c w_c:
-#     loss = A lse - a . z + zeta r lse^2,   A = (1 - eps) r + (eps / V) k S,
-#                                            a = (1 - eps) r onehot(y) + (eps / V) k w
-#     d loss / dz = (A + 2 zeta r lse) softmax(z) - a,   d z / du = 1 - (z / softcap)^2
-
-
-class _Config(NamedTuple):
-    """The non-tensor arguments, passed as one (a ``None`` softcap is config, not a tensor)."""
-
-    ignore_index: int
-    label_smoothing: float
-    z_loss: float
-    softcap: float | None
-    chunk_size: int
-
-
-class _Rows(NamedTuple):
-    """Per-row target data: the class (0 where ignored), ignored?, k and r as above."""
-
-    safe: Tensor
-    ignored: Tensor
-    keep: Tensor
-    weight: Tensor
-
-    def chunk(self, start: int, stop: int) -> _Rows:
-        return _Rows(*(t[start:stop] for t in self))
-
-
-def _target_rows(target: Tensor, weight: Tensor | None, ignore_index: int, dtype: torch.dtype):
-    ignored = target == ignore_index
-    safe = target.masked_fill(ignored, 0)
-    keep = (~ignored).to(dtype)
-    row_weight = keep if weight is None else weight.to(dtype).gather(0, safe) * keep
-    return _Rows(safe, ignored, keep, row_weight)
-
-
-def _chunks(num_rows: int, size: int) -> list[tuple[int, int]]:
-    return [(start, min(start + size, num_rows)) for start in range(0, num_rows, size)]
-
-
-def _logits(h: Tensor, linear_weight: Tensor, bias: Tensor | None, softcap: float | None):
-    """A chunk's logits ``z`` and, with a softcap, ``tanh(u / softcap)`` for the chain rule."""
-    u = h @ linear_weight.T if bias is None else torch.addmm(bias, h, linear_weight.T)
-    if softcap is None:
-        return u, None
-    squashed = torch.tanh(u / softcap)
-    return softcap * squashed, squashed
-
-
-def _weight_sum(weight: Tensor | None, num_classes: int) -> float | Tensor:
-    return float(num_classes) if weight is None else weight.sum()
-
-
-def _target_parts(
-    logits: Tensor, rows: _Rows, weight: Tensor | None, label_smoothing: float
-) -> tuple[Tensor, Tensor | None]:
-    """Each row's ``z_y`` and, with label smoothing, ``w . z``."""
-    picked = logits.gather(1, rows.safe.unsqueeze(1)).squeeze(1)
-    if label_smoothing == 0:
-        return picked, None
-    return picked, logits.sum(1) if weight is None else logits @ weight
-
-
-def _row_loss(
-    lse: Tensor,
-    parts: tuple[Tensor, Tensor | None],
-    rows: _Rows,
-    weight: Tensor | None,
-    num_classes: int,
-    label_smoothing: float,
-    z_loss: float,
-) -> Tensor:
-    """``A lse - a . z + zeta r lse^2`` for each row of a chunk."""
-    picked, dot = parts
-    loss = rows.weight * (lse - picked)
-    if dot is not None:
-        smooth = _weight_sum(weight, num_classes) * lse - dot
-        loss = (1 - label_smoothing) * loss + (label_smoothing / num_classes) * rows.keep * smooth
-    if z_loss > 0:
-        loss = loss + z_loss * rows.weight * lse * lse
-    return loss.masked_fill(rows.ignored, 0)
-
-
-def _coefficients(
-    lse: Tensor, rows: _Rows, weight: Tensor | None, num_classes: int, eps: float, z_loss: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(coefficient of softmax(z), of onehot(y), of w) in ``d loss / dz``, per row."""
-    picked = (1 - eps) * rows.weight
-    spread = (eps / num_classes) * rows.keep
-    total = picked + spread * _weight_sum(weight, num_classes) if eps > 0 else picked
-    if z_loss > 0:
-        total = total + 2 * z_loss * rows.weight * lse
-    return total, picked, spread
-
-
-def _chunk_gradient(
-    logits: Tensor,
-    squashed: Tensor | None,
-    rows: _Rows,
-    scale: Tensor,
-    weight: Tensor | None,
-    config: _Config,
-) -> Tensor:
-    """``scale * d loss / du`` for a chunk, from differentiable ops (double backward is exact)."""
-    lse = torch.logsumexp(logits, 1)
-    eps = config.label_smoothing
-    total, picked, spread = _coefficients(lse, rows, weight, logits.shape[1], eps, config.z_loss)
-    g = torch.exp(logits - lse.unsqueeze(1)) * (total * scale).unsqueeze(1)
-    if eps > 0:
-        smooth = (spread * scale).unsqueeze(1)
-        g = g - (smooth if weight is None else smooth * weight)
-    g = g.scatter_add(1, rows.safe.unsqueeze(1), -(picked * scale).unsqueeze(1))
-    return g if squashed is None else g * (1 - squashed * squashed)
-
-
 # -- the transform-safe path: saves only inputs, recomputes chunk logits in backward ------------
-
-
-class _Cast(NamedTuple):
-    """The inputs in the compute dtype (no copies unless they are bf16/fp16)."""
-
-    input: Tensor
-    linear_weight: Tensor
-    bias: Tensor | None
-    weight: Tensor | None
-
-    @staticmethod
-    def of(input: Tensor, linear_weight: Tensor, bias: Tensor | None, weight: Tensor | None):
-        dtype = _compute_dtype(input.dtype)
-        return _Cast(
-            input.to(dtype),
-            linear_weight.to(dtype),
-            None if bias is None else bias.to(dtype),
-            None if weight is None else weight.to(dtype),
-        )
 
 
 @custom_backward
@@ -202,26 +76,26 @@ def _linear_cross_entropy_rows(
     target: Tensor,
     linear_bias: Tensor | None,
     weight: Tensor | None,
-    config: _Config,
+    config: Config,
 ) -> Tensor:
     """Per-row loss for ``(M, H)`` inputs and ``(M,)`` class indices, one chunk at a time."""
     if value_checks_enabled():  # plain eager: nothing differentiates these ops, work in place
         no_gradients = (False, False, False)
         ones = input.new_ones(())
-        loss, *_ = _fused_pass(
+        loss, *_ = fused_pass(
             input, linear_weight, target, linear_bias, weight, ones, config, no_gradients
         )
         return loss.to(input.dtype)
-    x = _Cast.of(input, linear_weight, linear_bias, weight)
-    rows = _target_rows(target, weight, config.ignore_index, x.input.dtype)
+    x = Cast.of(input, linear_weight, linear_bias, weight)
+    rows = target_rows(target, weight, config.ignore_index, x.input.dtype)
     eps, num_classes = config.label_smoothing, linear_weight.shape[0]
     losses = []
-    for start, stop in _chunks(input.shape[0], config.chunk_size):
-        logits, _ = _logits(x.input[start:stop], x.linear_weight, x.bias, config.softcap)
+    for start, stop in chunks(input.shape[0], config.chunk_size):
+        logits, _ = chunk_logits(x.input[start:stop], x.linear_weight, x.bias, config.softcap)
         chunk_rows = rows.chunk(start, stop)
-        parts = _target_parts(logits, chunk_rows, x.weight, eps)
+        parts = target_parts(logits, chunk_rows, x.weight, eps)
         lse = torch.logsumexp(logits, 1)
-        losses.append(_row_loss(lse, parts, chunk_rows, x.weight, num_classes, eps, config.z_loss))
+        losses.append(row_loss(lse, parts, chunk_rows, x.weight, num_classes, eps, config.z_loss))
     return torch.cat(losses).to(input.dtype)
 
 
@@ -233,35 +107,36 @@ def _linear_cross_entropy_rows_backward(
     target: Tensor,
     linear_bias: Tensor | None,
     weight: Tensor | None,
-    config: _Config,
-) -> tuple[Tensor, Tensor, None, Tensor | None, None]:
+    config: Config,
+) -> tuple[Tensor | None, Tensor | None, None, Tensor | None, None]:
     # d/dh = G W,  d/dW = G^T h,  d/db = 1^T G  with  G = grad * d loss / du, chunk by chunk.
-    if _plain_backward(grad):  # one chunk buffer updated in place
-        _, *grads = _fused_pass(input, linear_weight, target, linear_bias, weight, grad, config)
+    if plain_backward(grad):  # one chunk buffer updated in place
+        _, *grads = fused_pass(input, linear_weight, target, linear_bias, weight, grad, config)
         like = (input, linear_weight, linear_bias)
-        grad_input, grad_weight, grad_bias = map(_cast_like, grads, like)
-        return grad_input, grad_weight, None, grad_bias, None  # type: ignore[return-value]
-    x = _Cast.of(input, linear_weight, linear_bias, weight)
-    rows = _target_rows(target, weight, config.ignore_index, x.input.dtype)
+        cast = [cast_like(g, t) for g, t in zip(grads, like, strict=True)]
+        return cast[0], cast[1], None, cast[2], None
+    x = Cast.of(input, linear_weight, linear_bias, weight)
+    rows = target_rows(target, weight, config.ignore_index, x.input.dtype)
     # Ignored rows get exactly zero, even where grad is not finite (a mean over no rows).
     scale = grad.to(x.input.dtype).masked_fill(rows.ignored, 0)
-    grad_input, grad_weight, grad_bias = [], None, None
-    for start, stop in _chunks(input.shape[0], config.chunk_size):
+    input_parts: list[Tensor] = []
+    grad_weight: Tensor | None = None
+    grad_bias: Tensor | None = None
+    for start, stop in chunks(input.shape[0], config.chunk_size):
         h = x.input[start:stop]
-        logits, squashed = _logits(h, x.linear_weight, x.bias, config.softcap)
+        logits, squashed = chunk_logits(h, x.linear_weight, x.bias, config.softcap)
         chunk_rows, chunk_scale = rows.chunk(start, stop), scale[start:stop]
-        g = _chunk_gradient(logits, squashed, chunk_rows, chunk_scale, x.weight, config)
-        grad_input.append(g @ x.linear_weight)
+        g = chunk_gradient(logits, squashed, chunk_rows, chunk_scale, x.weight, config)
+        input_parts.append(g @ x.linear_weight)
         part = g.T @ h
         grad_weight = part if grad_weight is None else grad_weight + part
         if linear_bias is not None:
             grad_bias = g.sum(0) if grad_bias is None else grad_bias + g.sum(0)
-    assert grad_weight is not None
     return (
-        torch.cat(grad_input).to(input.dtype),
-        grad_weight.to(linear_weight.dtype),
+        torch.cat(input_parts).to(input.dtype),
+        cast_like(grad_weight, linear_weight),
         None,
-        None if grad_bias is None else grad_bias.to(linear_bias.dtype),  # type: ignore[union-attr]
+        cast_like(grad_bias, linear_bias),
         None,
     )
 
@@ -278,163 +153,23 @@ def _linear_cross_entropy_rows_jvp(
     target: Tensor,
     linear_bias: Tensor | None,
     weight: Tensor | None,
-    config: _Config,
+    config: Config,
 ) -> Tensor:
     # d loss = (d loss / du) . du  with  du = dh W^T + h dW^T + db.
-    x = _Cast.of(input, linear_weight, linear_bias, weight)
-    dx = _Cast.of(input_t, linear_weight_t, linear_bias_t, None)
-    rows = _target_rows(target, weight, config.ignore_index, x.input.dtype)
+    x = Cast.of(input, linear_weight, linear_bias, weight)
+    dx = Cast.of(input_t, linear_weight_t, linear_bias_t, None)
+    rows = target_rows(target, weight, config.ignore_index, x.input.dtype)
     ones = rows.keep.new_ones(())
     result = []
-    for start, stop in _chunks(input.shape[0], config.chunk_size):
+    for start, stop in chunks(input.shape[0], config.chunk_size):
         h = x.input[start:stop]
-        logits, squashed = _logits(h, x.linear_weight, x.bias, config.softcap)
-        g = _chunk_gradient(logits, squashed, rows.chunk(start, stop), ones, x.weight, config)
+        logits, squashed = chunk_logits(h, x.linear_weight, x.bias, config.softcap)
+        g = chunk_gradient(logits, squashed, rows.chunk(start, stop), ones, x.weight, config)
         du = dx.input[start:stop] @ x.linear_weight.T + h @ dx.linear_weight.T
         if dx.bias is not None:
             du = du + dx.bias
         result.append((g * du).sum(1))
     return torch.cat(result).to(input.dtype)
-
-
-# -- plain eager, scalar reduction: gradients computed during the forward pass ------------------
-
-
-class _Gradients:
-    """In-place accumulators of the input, weight and bias gradients (compute dtype, fp32 for
-    bf16/fp16), fed a chunk at a time by :func:`_fused_pass`."""
-
-    def __init__(
-        self, x: _Cast, safe: Tensor, smoothing: bool, need: tuple[bool, bool, bool]
-    ) -> None:
-        self.x, self.safe, dtype = x, safe, x.input.dtype
-        self.smoothing = smoothing and any(need)
-        self.input = torch.empty(x.input.shape, dtype=dtype) if need[0] else None
-        self.weight = torch.zeros(x.linear_weight.shape, dtype=dtype) if need[1] else None
-        has_bias = x.bias is not None and need[2]
-        self.bias = torch.zeros(x.linear_weight.shape[0], dtype=dtype) if has_bias else None
-        # Label smoothing's -(eps / V) k w term, per chunk a rank-1 update of the weight
-        # gradient: summed over chunks first, applied once in finish().
-        self.spread_h = x.input.new_zeros(x.input.shape[1])
-        self.spread_total = x.input.new_zeros(())
-        if self.smoothing:  # (w or ones) @ W: the smoothing term's share of the input gradient
-            rows = x.linear_weight
-            self.weighted_rows = rows.sum(0) if x.weight is None else x.weight @ rows
-
-    def add(self, g: Tensor, start: int, stop: int) -> None:
-        """Add a chunk's explicit gradient ``g = d loss / du`` (already scaled)."""
-        h = self.x.input[start:stop]
-        if self.input is not None:
-            torch.mm(g, self.x.linear_weight, out=self.input[start:stop])
-        if self.weight is not None:
-            self.weight.addmm_(g.T, h)
-        if self.bias is not None:
-            self.bias.add_(g.sum(0))
-
-    def add_softmax(
-        self, p: Tensor, start: int, stop: int, total: Tensor, picked: Tensor, spread: Tensor
-    ) -> None:
-        """Add ``g = total softmax - picked onehot(y) - spread w`` without forming it: the row
-        factors scale the small ``(rows, H)`` operands of the matmuls instead of ``p``."""
-        h, safe = self.x.input[start:stop], self.safe[start:stop]
-        weights = self.x.linear_weight
-        if self.input is not None:
-            grad = torch.mm(p, weights, out=self.input[start:stop]).mul_(total.unsqueeze(1))
-            grad.sub_(picked.unsqueeze(1) * weights.index_select(0, safe))
-            if self.smoothing:
-                grad.sub_(spread.unsqueeze(1) * self.weighted_rows)
-        if self.weight is not None:
-            self.weight.addmm_(p.T, total.unsqueeze(1) * h)
-            self.weight.index_add_(0, safe, picked.unsqueeze(1) * h, alpha=-1)
-        if self.bias is not None:
-            self.bias.add_(p.T @ total).index_add_(0, safe, picked, alpha=-1)
-        if self.smoothing:
-            self.spread_h.add_(spread @ h)
-            self.spread_total.add_(spread.sum())
-
-    def finish(self) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        if self.smoothing:
-            class_weight = self.x.weight
-            if class_weight is None:
-                class_weight = self.spread_h.new_ones(self.x.linear_weight.shape[0])
-            if self.weight is not None:
-                self.weight.sub_(torch.outer(class_weight, self.spread_h))
-            if self.bias is not None:
-                self.bias.sub_(class_weight * self.spread_total)
-        return self.input, self.weight, self.bias
-
-
-def _fused_pass(
-    input: Tensor,
-    linear_weight: Tensor,
-    target: Tensor,
-    bias: Tensor | None,
-    weight: Tensor | None,
-    scale: Tensor,
-    config: _Config,
-    need: tuple[bool, bool, bool] = (True, True, True),
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Per-row loss and ``scale``-weighted gradients (input, weight, bias), in place, no graph.
-
-    The gradients come in the compute dtype: the weight and bias gradients accumulate in fp32
-    (fp64 for fp64 inputs) whatever the input dtype.
-    """
-    x = _Cast.of(input, linear_weight, bias, weight)
-    dtype, (num_rows, num_classes) = x.input.dtype, (input.shape[0], linear_weight.shape[0])
-    rows = _target_rows(target, weight, config.ignore_index, dtype)
-    eps, z_loss, softcap = config.label_smoothing, config.z_loss, config.softcap
-    scale = scale.to(dtype).expand(num_rows).masked_fill(rows.ignored, 0)
-    grads = _Gradients(x, rows.safe, eps > 0 and softcap is None, need)
-    # One (chunk, V) buffer (two with a softcap), reused by every chunk: no page faults after the
-    # first chunk, whatever the chunk size.
-    size = min(config.chunk_size, num_rows)
-    buffer = torch.empty(size, num_classes, dtype=dtype)
-    squash_buffer = None if softcap is None else torch.empty_like(buffer)
-    losses = []
-    for start, stop in _chunks(num_rows, size):
-        h, chunk_rows, chunk_scale = x.input[start:stop], rows.chunk(start, stop), scale[start:stop]
-        u = buffer[: stop - start]
-        if x.bias is None:
-            torch.mm(h, x.linear_weight.T, out=u)
-        else:
-            torch.addmm(x.bias, h, x.linear_weight.T, out=u)
-        squashed = None
-        if squash_buffer is not None:
-            squashed = torch.div(u, softcap, out=squash_buffer[: stop - start]).tanh_()
-            torch.mul(squashed, softcap, out=u)
-        parts = _target_parts(u, chunk_rows, x.weight, eps)
-        top = u.amax(1)
-        p = torch.softmax(u, 1, out=u)
-        lse = top - p.amax(1).log()  # the largest probability is 1 / sum(exp(z - top))
-        losses.append(_row_loss(lse, parts, chunk_rows, x.weight, num_classes, eps, z_loss))
-        if not any(need):
-            continue
-        total, picked, spread = _coefficients(lse, chunk_rows, x.weight, num_classes, eps, z_loss)
-        total, picked, spread = total * chunk_scale, picked * chunk_scale, spread * chunk_scale
-        if squashed is None:
-            grads.add_softmax(p, start, stop, total, picked, spread)
-            continue
-        # d loss / du = (total p - picked onehot(y) - spread w) (1 - tanh^2), formed in place.
-        g = p.mul_(total.unsqueeze(1))
-        if eps > 0:
-            g.sub_(spread.unsqueeze(1) if x.weight is None else spread.unsqueeze(1) * x.weight)
-        g.scatter_add_(1, chunk_rows.safe.unsqueeze(1), -picked.unsqueeze(1))
-        grads.add(g.mul_(squashed.square_().neg_().add_(1)), start, stop)
-    return torch.cat(losses), *grads.finish()
-
-
-def _plain_backward(grad: Tensor) -> bool:
-    """A backward that builds no graph, in plain eager mode, for one plain ``grad`` (not one
-    batched by ``torch.autograd.functional``'s ``vectorize=True``): in-place work is safe."""
-    return (
-        not torch.is_grad_enabled()
-        and value_checks_enabled()
-        and not torch._C._functorch.is_legacy_batchedtensor(grad)
-    )
-
-
-def _cast_like(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
-    return None if grad is None or like is None else grad.to(like.dtype)
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
@@ -453,13 +188,13 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         bias: Tensor | None,
         weight: Tensor | None,
         mean: bool,
-        config: _Config,
+        config: Config,
         need: tuple[bool, bool, bool],
     ) -> Tensor:
-        rows = _target_rows(target, weight, config.ignore_index, _compute_dtype(input.dtype))
+        rows = target_rows(target, weight, config.ignore_index, compute_dtype(input.dtype))
         denominator = rows.weight.sum() if mean else rows.weight.new_ones(())
         scale = 1 / denominator
-        loss, *grads = _fused_pass(input, linear_weight, target, bias, weight, scale, config, need)
+        loss, *grads = fused_pass(input, linear_weight, target, bias, weight, scale, config, need)
         ctx.save_for_backward(input, linear_weight, target, bias, weight)
         ctx.scale, ctx.grads, ctx.config = scale, grads, config
         return (loss.sum() / denominator).to(input.dtype)
@@ -474,12 +209,12 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             )
             grad_input, grad_weight, _, grad_bias, _ = grads
             return grad_input, grad_weight, None, grad_bias, None, None, None, None
-        if _plain_backward(grad):  # the usual case: scale in place, no copy
+        if plain_backward(grad):  # the usual case: scale in place, no copy
             grads, ctx.grads = ctx.grads, None
             scaled = [None if g is None else g.mul_(grad.to(g.dtype)) for g in grads]
         else:  # a batched grad (torch.autograd.functional's vectorize=True)
             scaled = [None if g is None else g * grad.to(g.dtype) for g in ctx.grads]
-        grad_input, grad_weight, grad_bias = map(_cast_like, scaled, (input, linear_weight, bias))
+        grad_input, grad_weight, grad_bias = map(cast_like, scaled, (input, linear_weight, bias))
         return grad_input, grad_weight, None, grad_bias, None, None, None, None
 
 
@@ -672,7 +407,7 @@ def linear_cross_entropy(
     rows = input if input.dim() == 2 else input.unsqueeze(0)
     flat_target = target.reshape(-1).long()
     size = chunk_size or _auto_chunk_size(rows.shape[0], num_classes, input.dtype)
-    config = _Config(ignore, float(label_smoothing), float(z_loss), softcap, size)
+    config = Config(ignore, float(label_smoothing), float(z_loss), softcap, size)
     if _use_fused(reduction, input, linear_weight, linear_bias):
         need = tuple(t is not None and t.requires_grad for t in (input, linear_weight, linear_bias))
         return _FusedLinearCrossEntropy.apply(
@@ -683,5 +418,5 @@ def linear_cross_entropy(
         return loss.reshape(target.shape)
     if reduction == "sum":
         return loss.sum()
-    row_weights = _target_rows(flat_target, weight, ignore, loss.dtype).weight
+    row_weights = target_rows(flat_target, weight, ignore, loss.dtype).weight
     return loss.sum() / row_weights.sum()
