@@ -225,6 +225,7 @@ def _use_fused(reduction: str, *tensors: Tensor | None) -> bool:
         and torch.is_grad_enabled()
         and any(t is not None and t.requires_grad for t in tensors)
         and value_checks_enabled()
+        # Forward-mode AD (a dual level is open) needs the transform-safe path's jvp.
         and torch.autograd.forward_ad._current_level < 0
     )
 
