@@ -12,8 +12,10 @@ backward time and peak extra memory of
     of vocabulary sizes V at N=4096, H=512;
 
 then prints a table of medians and of funcloss's median ratios (below 1: funcloss is faster or
-leaner), and writes a plot of time and memory against V (``--plot``, default
-``benchmark.png``). ``--quick`` uses small sizes and finishes in well under a minute.
+leaner), and writes a plot of (b)'s time, time relative to naive and memory against V
+(``--plot``, default ``benchmark.png``; docs/benchmark.png is one full run). ``--quick`` uses
+small sizes and finishes in seconds (tests/test_benchmark.py runs it); the full run takes a few
+minutes. Absolute times on a shared machine drift with its load: compare the ratios.
 
 Peak memory: the resident-set high-water mark of this process, reset before every run through
 ``/proc/self/clear_refs`` (Linux) after returning freed memory to the OS (``malloc_trim``), so
@@ -162,13 +164,18 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (time_axis, ratio_axis, memory_axis) = plt.subplots(1, 3, figsize=(15, 4))
     for name in results[0]:
         time_axis.plot(sizes, [r[name][0] for r in results], marker="o", label=name)
+        ratio = [r[name][0] / r["naive"][0] for r in results]
+        ratio_axis.plot(sizes, ratio, marker="o", label=name)
         memory_axis.plot(sizes, [r[name][1] for r in results], marker="o", label=name)
     time_axis.set(xlabel="vocabulary size V", ylabel="forward + backward (s)", title="Time")
+    ratio_axis.set(
+        xlabel="vocabulary size V", ylabel="time / naive's time", title="Time relative to naive"
+    )
     memory_axis.set(xlabel="vocabulary size V", ylabel="peak extra memory (MiB)", title="Memory")
-    for axis in (time_axis, memory_axis):
+    for axis in (time_axis, ratio_axis, memory_axis):
         axis.grid(alpha=0.3)
         axis.legend()
     figure.suptitle(title)
