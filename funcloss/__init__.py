@@ -18,6 +18,7 @@ from ._embedding import (
     triplet_margin_with_distance_loss,
 )
 from ._function import custom_backward
+from ._linear import linear_cross_entropy
 from ._margin import (
     multi_margin_loss,
     multilabel_margin_loss,
@@ -51,6 +52,7 @@ __all__ = [
     "huber_loss",
     "kl_div",
     "l1_loss",
+    "linear_cross_entropy",
     "loss_module",
     "margin_ranking_loss",
     "mse_loss",

@@ -75,7 +75,11 @@ def _class_name(fn_name: str) -> str:
 
 
 def loss_module(
-    fn: Callable[..., Tensor] | None = None, *, name: str | None = None, module: str | None = None
+    fn: Callable[..., Tensor] | None = None,
+    *,
+    name: str | None = None,
+    module: str | None = None,
+    forward_args: tuple[str, ...] = (),
 ) -> Any:
     r"""Build a thin ``nn.Module`` class from a loss function.
 
@@ -90,6 +94,8 @@ def loss_module(
         fn: the loss function. Without it, returns a decorator.
         name: the class name; by default ``fn``'s name in CamelCase with a ``Loss`` suffix.
         module: the module the class is exported from (for pickle); by default the caller's.
+        forward_args: parameters with a default that are ``forward`` arguments all the same:
+            optional tensors the model owns, such as ``linear_cross_entropy``'s ``linear_bias``.
 
     Returns:
         The ``nn.Module`` subclass.
@@ -116,12 +122,22 @@ def loss_module(
                 f"loss_module: `fn` must not take *args or **kwargs, got {fn.__name__}."
             )
         empty = inspect.Parameter.empty
-        inputs = tuple(p.name for p in parameters if p.default is empty)
-        config = tuple(p for p in parameters if p.default is not empty)
+        unknown = set(forward_args) - {p.name for p in parameters}
+        if unknown:
+            raise TypeError(
+                f"loss_module: `forward_args` must name parameters of {fn.__name__}, "
+                f"got {sorted(unknown)}."
+            )
+
+        def is_input(p: inspect.Parameter) -> bool:
+            return p.default is empty or p.name in forward_args
+
+        inputs = tuple(p.name for p in parameters if is_input(p))
+        config = tuple(p for p in parameters if not is_input(p))
         class_name = name or _class_name(fn.__name__)
         forward_signature = inspect.Signature(
             [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-            + [p for p in parameters if p.default is empty]
+            + [p for p in parameters if is_input(p)]
         )
         namespace = {
             "_fn": staticmethod(fn),

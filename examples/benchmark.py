@@ -1,0 +1,225 @@
+"""Benchmark: funcloss's cross_entropy and linear_cross_entropy against torch, on CPU.
+
+Run ``python examples/benchmark.py [--quick] [--plot PATH] [--repeats R]`` from the repository
+root. In one process, interleaving the contenders (each repeat runs every contender once, in
+turn, so that a slow phase of a shared machine hits them all alike), it measures forward +
+backward time and peak extra memory of
+
+(a) ``funcloss.cross_entropy`` vs ``F.cross_entropy`` on ``(N, C)`` logits at N=4096, C=32000,
+    and at N=64, C=10 (tiny: per-call overhead, timed over many calls);
+(b) ``funcloss.linear_cross_entropy`` vs the naive ``F.cross_entropy(h @ W.T, y)`` and torch's
+    chunked ``F.linear_cross_entropy(..., options=LinearCrossEntropyOptions())``, over a sweep
+    of vocabulary sizes V at N=4096, H=512;
+
+then prints a table of medians and of funcloss's median ratios (below 1: funcloss is faster or
+leaner), and writes a plot of (b)'s time, time relative to naive and memory against V
+(``--plot``, default ``benchmark.png``; docs/benchmark.png is one full run). ``--quick`` uses
+small sizes and finishes in seconds (tests/test_benchmark.py runs it); the full run takes a few
+minutes. Absolute times on a shared machine drift with its load: compare the ratios.
+
+Peak memory: the resident-set high-water mark of this process, reset before every run through
+``/proc/self/clear_refs`` (Linux) after returning freed memory to the OS (``malloc_trim``), so
+each run's peak is its own: ``peak = VmHWM after - VmRSS before``. It sees every allocation
+(torch's CPU allocator is malloc) and needs no subprocess; elsewhere memory shows as ``nan``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import funcloss
+
+MiB = 2**20
+
+
+class PeakMemory:
+    """Peak extra resident memory of a call, in MiB (``nan`` where /proc is not available)."""
+
+    def __init__(self) -> None:
+        try:
+            self.libc: ctypes.CDLL | None = ctypes.CDLL("libc.so.6")
+            self._reset()
+        except OSError:
+            self.libc = None
+
+    @staticmethod
+    def _status(key: str) -> int:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+        raise OSError(key)
+
+    def _reset(self) -> None:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+
+    def run(self, fn: Callable[[], object]) -> tuple[float, float]:
+        """``(seconds, peak MiB)`` of one call of ``fn``."""
+        gc.collect()
+        if self.libc is not None:
+            self.libc.malloc_trim(0)
+            self._reset()
+            before = self._status("VmRSS")
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+        if self.libc is None:
+            return seconds, float("nan")
+        return seconds, (self._status("VmHWM") - before) / MiB
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], object]], repeats: int, memory: PeakMemory
+) -> dict[str, tuple[float, float]]:
+    """Median (seconds, MiB) per contender; one warm-up call each, then ``repeats`` rounds."""
+    for fn in contenders.values():
+        fn()
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            samples[name].append(memory.run(fn))
+    return {
+        name: (statistics.median(s for s, _ in runs), statistics.median(m for _, m in runs))
+        for name, runs in samples.items()
+    }
+
+
+def step(loss_fn: Callable[[], torch.Tensor], *leaves: torch.Tensor) -> Callable[[], None]:
+    """A training step: forward, backward, and drop the gradients again."""
+
+    def run() -> None:
+        loss_fn().backward()
+        for leaf in leaves:
+            leaf.grad = None
+
+    return run
+
+
+def repeated(fn: Callable[[], None], calls: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(calls):
+            fn()
+
+    return run
+
+
+def cross_entropy_case(n: int, c: int, calls: int = 1) -> dict[str, Callable[[], None]]:
+    logits = torch.randn(n, c, requires_grad=True)
+    target = torch.randint(0, c, (n,))
+    return {
+        "funcloss": repeated(step(lambda: funcloss.cross_entropy(logits, target), logits), calls),
+        "F.cross_entropy": repeated(step(lambda: F.cross_entropy(logits, target), logits), calls),
+    }
+
+
+def linear_case(n: int, h: int, v: int) -> dict[str, Callable[[], None]]:
+    hidden = torch.randn(n, h, requires_grad=True)
+    weight = (torch.randn(v, h) / h**0.5).requires_grad_()
+    target = torch.randint(0, v, (n,))
+    options = torch.nn.LinearCrossEntropyOptions()
+    return {
+        "funcloss": step(
+            lambda: funcloss.linear_cross_entropy(hidden, weight, target), hidden, weight
+        ),
+        "naive": step(lambda: F.cross_entropy(hidden @ weight.T, target), hidden, weight),
+        "torch chunked": step(
+            lambda: F.linear_cross_entropy(hidden, weight, target, options=options), hidden, weight
+        ),
+    }
+
+
+def memory_ratio(ours: float, theirs: float) -> str:
+    # Below 1 MiB the resident-set counter (pages) says nothing.
+    return f"{ours / theirs:.2f}x" if theirs >= 1 else "n/a"
+
+
+def row(label: str, result: dict[str, tuple[float, float]], scale: float = 1.0) -> str:
+    ours_time, ours_memory = result["funcloss"]
+    cells = [f"{label:<28}"]
+    for name, (seconds, mib) in result.items():
+        cells.append(f"{name} {seconds * scale * 1e3:9.2f} ms {mib:8.1f} MiB")
+    ratios = [
+        f"{ours_time / seconds:.2f}x time, {memory_ratio(ours_memory, mib)} mem vs {name}"
+        for name, (seconds, mib) in result.items()
+        if name != "funcloss"
+    ]
+    return " | ".join(cells) + "\n" + " " * 30 + "funcloss: " + "; ".join(ratios)
+
+
+def plot(
+    path: Path, title: str, sizes: list[int], results: list[dict[str, tuple[float, float]]]
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (time_axis, ratio_axis, memory_axis) = plt.subplots(1, 3, figsize=(15, 4))
+    for name in results[0]:
+        time_axis.plot(sizes, [r[name][0] for r in results], marker="o", label=name)
+        ratio = [r[name][0] / r["naive"][0] for r in results]
+        ratio_axis.plot(sizes, ratio, marker="o", label=name)
+        memory_axis.plot(sizes, [r[name][1] for r in results], marker="o", label=name)
+    time_axis.set(xlabel="vocabulary size V", ylabel="forward + backward (s)", title="Time")
+    ratio_axis.set(
+        xlabel="vocabulary size V", ylabel="time / naive's time", title="Time relative to naive"
+    )
+    memory_axis.set(xlabel="vocabulary size V", ylabel="peak extra memory (MiB)", title="Memory")
+    for axis in (time_axis, ratio_axis, memory_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for tests")
+    parser.add_argument("--plot", type=Path, default=Path("benchmark.png"))
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.quick:
+        big, tiny, (n, h), sizes, repeats = (256, 2000), (64, 10, 10), (256, 64), [500, 2000], 2
+    else:
+        big, tiny, (n, h), sizes, repeats = (
+            (4096, 32000),
+            (64, 10, 200),
+            (4096, 512),
+            [4000, 8000, 16000, 32000],
+            5,
+        )
+    repeats = args.repeats or repeats
+    memory = PeakMemory()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {repeats} repeats")
+    print("(a) cross_entropy, forward + backward on (N, C) logits")
+    print(row(f"N={big[0]}, C={big[1]}", interleaved(cross_entropy_case(*big), repeats, memory)))
+    n_tiny, c_tiny, calls = tiny
+    result = interleaved(cross_entropy_case(n_tiny, c_tiny, calls), repeats, memory)
+    print(row(f"N={n_tiny}, C={c_tiny} (per call)", result, scale=1 / calls))
+    print(f"(b) linear_cross_entropy, forward + backward, N={n}, H={h}")
+    results = []
+    for v in sizes:
+        results.append(interleaved(linear_case(n, h, v), repeats, memory))
+        print(row(f"V={v}", results[-1]))
+    title = (
+        f"linear cross-entropy forward + backward, N={n}, H={h}, fp32, torch {torch.__version__},"
+        f" {torch.get_num_threads()} CPU threads (medians of {repeats})"
+    )
+    plot(args.plot, title, sizes, results)
+    print(f"plot written to {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

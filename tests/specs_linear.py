@@ -1,0 +1,143 @@
+"""Specs for linear_cross_entropy (batched, with a bias, unbatched).
+
+Small chunk sizes are drawn on purpose, so that the matrix runs the chunked code with several
+chunks (and a ragged last one) under every transform.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hypothesis import strategies as st
+from torch import Tensor
+
+import funcloss
+import funcloss.nn as fnn
+from funcloss.testing import class_targets, floats
+
+from .registry import Case, LossSpec
+
+IGNORE = -100
+
+
+def naive_linear_cross_entropy(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    *,
+    linear_bias: Tensor | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """The oracle: torch's F.linear_cross_entropy (reference path) where it has the options,
+    else the textbook composition: softcap, F.cross_entropy, plus z_loss * w_y * lse**2."""
+    options = {"linear_bias": linear_bias, "weight": weight, "label_smoothing": label_smoothing}
+    if z_loss == 0 and softcap is None:
+        return F.linear_cross_entropy(
+            input, linear_weight, target, reduction=reduction, ignore_index=ignore_index, **options
+        )
+    logits = F.linear(input, linear_weight, linear_bias)
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    ignore = IGNORE if ignore_index is None else ignore_index
+    loss = F.cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore,
+        label_smoothing=label_smoothing,
+        reduction="none",
+    )
+    kept = target != ignore
+    row_weight = kept.to(input.dtype)
+    if weight is not None:
+        row_weight = weight[target.masked_fill(~kept, 0)] * row_weight
+    lse = torch.logsumexp(logits, -1)
+    loss = loss + z_loss * row_weight * lse**2
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / row_weight.sum()
+
+
+@st.composite
+def _options(draw: st.DrawFn, num_classes: int, indices: bool = True) -> dict:
+    kwargs: dict = {}
+    if draw(st.booleans()):
+        kwargs["weight"] = draw(floats((num_classes,), min_value=0.1, max_value=2.0))
+    if indices and draw(st.booleans()):
+        kwargs["ignore_index"] = draw(st.sampled_from([IGNORE, 0]))
+    if draw(st.booleans()):
+        kwargs["label_smoothing"] = draw(st.floats(0.0, 1.0))
+    if draw(st.booleans()):
+        kwargs["z_loss"] = draw(st.floats(0.0, 0.5))
+    if draw(st.booleans()):
+        kwargs["softcap"] = draw(st.floats(0.5, 10.0))
+    kwargs["chunk_size"] = draw(st.sampled_from([None, 1, 2, 3]))
+    return kwargs
+
+
+@st.composite
+def _cases(draw: st.DrawFn, bias: bool = False) -> Case:
+    n, h, v = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(2, 5))
+    kwargs = draw(_options(v))
+    x = draw(floats((n, h), min_value=-2.0, max_value=2.0))
+    w = draw(floats((v, h), min_value=-2.0, max_value=2.0))
+    y = draw(class_targets((n,), v, ignore_index=kwargs.get("ignore_index")))
+    if bias:
+        return Case((x, w, y, draw(floats((v,), min_value=-2.0, max_value=2.0))), kwargs)
+    return Case((x, w, y), kwargs)
+
+
+@st.composite
+def _unbatched_cases(draw: st.DrawFn) -> Case:
+    h, v = draw(st.integers(1, 3)), draw(st.integers(2, 5))
+    kwargs = draw(_options(v, indices=False))
+    x = draw(floats((h,), min_value=-2.0, max_value=2.0))
+    w = draw(floats((v, h), min_value=-2.0, max_value=2.0))
+    return Case((x, w, draw(class_targets((), v))), kwargs)
+
+
+def _with_bias(input: Tensor, linear_weight: Tensor, target: Tensor, bias: Tensor, **kwargs):
+    return funcloss.linear_cross_entropy(input, linear_weight, target, linear_bias=bias, **kwargs)
+
+
+def _oracle_with_bias(input: Tensor, linear_weight: Tensor, target: Tensor, bias: Tensor, **kw):
+    return naive_linear_cross_entropy(input, linear_weight, target, linear_bias=bias, **kw)
+
+
+SPECS = [
+    LossSpec(
+        "linear_cross_entropy",
+        funcloss.linear_cross_entropy,
+        fnn.LinearCrossEntropyLoss,
+        _cases,
+        naive_linear_cross_entropy,
+        wrt=(0, 1),
+        per_sample_dims=(0, None, 0),
+    ),
+    LossSpec(
+        "linear_cross_entropy-bias",
+        _with_bias,
+        fnn.LinearCrossEntropyLoss,
+        lambda: _cases(bias=True),
+        _oracle_with_bias,
+        wrt=(0, 1, 3),
+        per_sample_dims=(0, None, 0, None),
+    ),
+    LossSpec(
+        "linear_cross_entropy-unbatched",
+        funcloss.linear_cross_entropy,
+        fnn.LinearCrossEntropyLoss,
+        _unbatched_cases,
+        naive_linear_cross_entropy,
+        wrt=(0, 1),
+        per_sample_dims=None,
+    ),
+]
