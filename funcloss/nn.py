@@ -8,10 +8,10 @@ working.
 
 from . import _classification as _c
 from . import _embedding as _e
+from . import _linear as _l
 from . import _margin as _m
 from . import _regression as _r
 from . import _sequence as _s
-from . import _linear as _l
 from ._module import loss_module
 
 BCELoss = loss_module(_c.binary_cross_entropy, name="BCELoss")
@@ -30,6 +30,7 @@ MultiMarginLoss = loss_module(_m.multi_margin_loss, name="MultiMarginLoss")
 # output layer and passes linear_weight (and linear_bias) to forward.
 LinearCrossEntropyLoss = loss_module(
     _l.linear_cross_entropy, name="LinearCrossEntropyLoss", forward_args=("linear_bias",)
+)
 NLLLoss = loss_module(_c.nll_loss, name="NLLLoss")
 SoftMarginLoss = loss_module(_m.soft_margin_loss, name="SoftMarginLoss")
 TripletMarginLoss = loss_module(_e.triplet_margin_loss, name="TripletMarginLoss")
