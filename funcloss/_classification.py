@@ -149,8 +149,8 @@ def _smoothing_parts(input: Tensor, weight: Tensor | None) -> tuple[float | Tens
 
 
 # Plain eager, large inputs: the forward runs over row chunks of about this many logits (16 MiB
-# of fp32), so that no (N, C) log-softmax is ever allocated: a fresh large buffer costs page
-# faults on every call, and chunks this size are reused by the allocator.
+# of fp32), writing each chunk's log-softmax into one reused buffer, so that no (N, C) array is
+# allocated (a fresh large buffer costs page faults on every call).
 _CHUNK_ELEMENTS = 1 << 22
 
 
@@ -166,28 +166,35 @@ def _cross_entropy_rows_forward(
     ignored). The trailing 1 saves a view in the autograd graph (it matters at small sizes)."""
     ignored = _ignored(target, ignore_index, masked)
     index = (target if ignored is None else target.masked_fill(ignored, 0)).unsqueeze(1)
+    dtype = _accumulate_dtype(input)
     if input.numel() > _CHUNK_ELEMENTS and _eager_no_grad():
         rows = max(1, _CHUNK_ELEMENTS // input.shape[1])
-        chunks = zip(input.split(rows), index.split(rows), strict=True)
-        loss = torch.cat([_rows_loss(x, i, weight, label_smoothing) for x, i in chunks])
+        buffer = torch.empty(rows, input.shape[1], dtype=dtype or input.dtype, device=input.device)
+        losses = []
+        for chunk, chunk_index in zip(input.split(rows), index.split(rows), strict=True):
+            log_probs = torch.log_softmax(chunk, 1, dtype, out=buffer[: chunk.shape[0]])
+            losses.append(_rows_loss(log_probs, chunk_index, weight, label_smoothing))
+        loss = torch.cat(losses)
     else:
-        loss = _rows_loss(input, index, weight, label_smoothing)
+        log_probs = torch.log_softmax(input, 1, dtype)
+        loss = _rows_loss(log_probs, index, weight, label_smoothing)
     if ignored is not None:
         loss = loss.masked_fill(ignored.unsqueeze(1), 0)
     return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 
 
 def _rows_loss(
-    input: Tensor, index: Tensor, weight: Tensor | None, label_smoothing: float
+    log_probs: Tensor, index: Tensor, weight: Tensor | None, label_smoothing: float
 ) -> Tensor:
-    # One fused log-softmax kernel: -log p_y is the loss, exactly as torch computes it.
-    log_probs = torch.log_softmax(input, 1, _accumulate_dtype(input))
+    """``-log p_y`` (times ``w_y``), plus the smoothing term: exactly as torch computes it."""
     loss = -log_probs.gather(1, index)
     if weight is not None:
         loss = loss * weight[index]
     if label_smoothing > 0:
         _, dot = _smoothing_parts(log_probs, None if weight is None else weight.to(log_probs.dtype))
-        loss = (1 - label_smoothing) * loss - (label_smoothing / input.shape[1]) * dot.unsqueeze(1)
+        loss = (1 - label_smoothing) * loss - (
+            label_smoothing / log_probs.shape[1]
+        ) * dot.unsqueeze(1)
     return loss
 
 
