@@ -33,6 +33,7 @@ class _LossModule(nn.Module):
     _inputs: tuple[str, ...]
     _config: tuple[inspect.Parameter, ...]
     _config_names: tuple[str, ...]
+    _required: int
     _buffers_config: frozenset[str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -57,7 +58,10 @@ class _LossModule(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         config = {name: getattr(self, name) for name in self._config_names}
-        return type(self)._fn(*args, **kwargs, **config)
+        # Inputs past the function's required ones (``forward_args``) may be keyword-only there.
+        required = self._required
+        extra = dict(zip(self._inputs[required:], args[required:], strict=False))
+        return type(self)._fn(*args[:required], **extra, **kwargs, **config)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{p.name}={_config_repr(getattr(self, p.name))}" for p in self._config)
@@ -142,6 +146,7 @@ def loss_module(
         namespace = {
             "_fn": staticmethod(fn),
             "_inputs": inputs,
+            "_required": sum(p.default is empty for p in parameters),
             "_config": config,
             "_config_names": tuple(p.name for p in config),
             "_buffers_config": frozenset(p.name for p in config if _is_tensor_config(p)),
