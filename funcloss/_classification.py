@@ -118,8 +118,8 @@ def _row_weights(target: Tensor, weight: Tensor | None, ignored: Tensor | None) 
 # Large inputs go through a custom backward, which buys memory and speed: it saves only its
 # inputs (no (N, C) log-softmax kept alive between forward and backward) and writes the gradient
 # into the one (N, C) buffer of the recomputed softmax. It is built from differentiable ops, so
-# double backward is exact. Small inputs skip it: there the per-call overhead of an
-# autograd.Function outweighs what it saves, and autograd through the same forward is exact too.
+# double backward is exact. Small inputs skip it (_cross_entropy_small): there the per-call
+# overhead of an autograd.Function outweighs what it saves, and autograd is exact too.
 # ``masked=False`` below means "nothing is ignored" (known in eager mode), saving the masks.
 
 # Below this many logits, autograd through the forward beats the custom Function's overhead.
@@ -318,8 +318,8 @@ def cross_entropy(
     log-likelihood of the target. Takes what :func:`torch.nn.functional.cross_entropy` takes and
     gives the same values and gradients. With class indices and 65536 logits or more, a
     hand-written backward keeps no ``(N, C)`` buffer alive between forward and backward and
-    builds the gradient in its one ``(N, C)`` buffer (below that, autograd through the same
-    forward is faster: an ``autograd.Function`` costs more per call than it saves there).
+    builds the gradient in its one ``(N, C)`` buffer (below that, autograd through a plain
+    composition is faster: an ``autograd.Function`` costs more per call than it saves there).
 
     .. math::
         \ell_n = -\sum_c w_c\, q_{n,c} \log \frac{e^{x_{n,c}}}{\sum_k e^{x_{n,k}}},
@@ -384,12 +384,51 @@ def _cross_entropy(
     masked = check_class_indices(fn, flat_target, rows.shape[1], ignore_index) is not False
     if fused is None:
         fused = rows.numel() >= _FUSED_MIN_ELEMENTS
-    rows_loss = _cross_entropy_rows if fused else _cross_entropy_rows_forward
-    loss = rows_loss(rows, flat_target, weight, ignore_index, masked, label_smoothing)
+    if not fused:
+        loss = _cross_entropy_small(
+            rows, flat_target, weight, ignore_index, masked, label_smoothing, reduction
+        )
+        return loss.view(out_shape) if reduction == "none" else loss
+    loss = _cross_entropy_rows(rows, flat_target, weight, ignore_index, masked, label_smoothing)
     if reduction != "mean":
         return reduce(loss.view(out_shape) if reduction == "none" else loss, reduction)
     ignored = _ignored(flat_target, ignore_index, masked)
     return weighted_mean(loss, _row_weights(flat_target, weight, ignored), reduction)
+
+
+def _cross_entropy_small(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    masked: bool,
+    label_smoothing: float,
+    reduction: Reduction,
+) -> Tensor:
+    """Small inputs: ``sum(log_softmax(x) * coefficients)``, with the target weights, the sign
+    and the mean's denominator folded into one coefficient array. Autograd differentiates it
+    with three graph nodes (log_softmax, mul, sum), which is what per-call time is made of at
+    small sizes."""
+    ignored = _ignored(target, ignore_index, masked)
+    index = (target if ignored is None else target.masked_fill(ignored, 0)).unsqueeze(1)
+    log_probs = torch.log_softmax(input, 1, _accumulate_dtype(input))
+    row_weights = _row_weights(target, weight, ignored)
+    scale = -1.0
+    if reduction == "mean":
+        scale = scale / (input.shape[0] if row_weights is None else row_weights.sum())
+    picked = (1 - label_smoothing) * scale
+    if row_weights is not None:
+        picked = picked * row_weights.to(log_probs.dtype).unsqueeze(1)
+    coefficients = torch.zeros_like(log_probs).scatter(1, index, picked)
+    if label_smoothing > 0:
+        smooth = (label_smoothing / input.shape[1]) * scale
+        spread = smooth if weight is None else smooth * weight.to(log_probs.dtype)
+        if ignored is not None:
+            spread = spread * (~ignored).unsqueeze(1).to(log_probs.dtype)
+        coefficients = coefficients + spread
+    products = log_probs * coefficients
+    loss = products.sum(1) if reduction == "none" else products.sum()
+    return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 
 
 # -- nll_loss --------------------------------------------------------------------------------
