@@ -39,6 +39,17 @@ def value_checks_enabled() -> bool:
     return torch._C._functorch.peek_interpreter_stack() is None
 
 
+def in_place_safe(*tensors: Tensor) -> bool:
+    """Plain eager mode with grad off (a Function's forward, or a backward that builds no graph),
+    and no tensor batched by ``torch.autograd.functional``'s ``vectorize=True``: in-place updates
+    of fresh buffers are safe there."""
+    return (
+        not torch.is_grad_enabled()
+        and value_checks_enabled()
+        and not any(torch._C._functorch.is_legacy_batchedtensor(t) for t in tensors)
+    )
+
+
 def check_tensor(fn: str, **tensors: object) -> None:
     for name, value in tensors.items():
         if not isinstance(value, Tensor):

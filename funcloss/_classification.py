@@ -16,8 +16,8 @@ from ._checks import (
     check_same_shape,
     check_values_in,
     fail,
+    in_place_safe,
     shape_str,
-    value_checks_enabled,
 )
 from ._function import custom_backward
 from ._reduction import reduce, weighted_mean
@@ -135,12 +135,6 @@ def _logsumexp(x: Tensor) -> Tensor:
     return torch.logsumexp(x.float() if x.dtype in _HALF_DTYPES else x, dim=1)
 
 
-def _eager_no_grad() -> bool:
-    """Plain eager mode with grad off (a Function's forward, or a backward without
-    ``create_graph``): in-place updates are safe there."""
-    return not torch.is_grad_enabled() and value_checks_enabled()
-
-
 def _smoothing_parts(input: Tensor, weight: Tensor | None) -> tuple[float | Tensor, Tensor]:
     """The smoothing weights' sum and their dot product with each row: (sum w, x . w)."""
     if weight is None:
@@ -167,7 +161,7 @@ def _cross_entropy_rows_forward(
     ignored = _ignored(target, ignore_index, masked)
     index = (target if ignored is None else target.masked_fill(ignored, 0)).unsqueeze(1)
     dtype = _accumulate_dtype(input)
-    if input.numel() > _CHUNK_ELEMENTS and _eager_no_grad():
+    if input.numel() > _CHUNK_ELEMENTS and in_place_safe(input):
         rows = max(1, _CHUNK_ELEMENTS // input.shape[1])
         buffer = torch.empty(rows, input.shape[1], dtype=dtype or input.dtype, device=input.device)
         losses = []
@@ -252,7 +246,7 @@ def _cross_entropy_rows_backward(
     smoothing = label_smoothing > 0
     if smoothing:
         smoothing_term = _smoothing_term(grad, weight, label_smoothing, input.shape[1])
-    if _eager_no_grad():
+    if in_place_safe(grad):
         # No double backward: build the gradient in place in the softmax's buffer, the only
         # (M, C) one.
         result = softmax.mul_(scale)

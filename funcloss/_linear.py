@@ -31,6 +31,7 @@ from ._checks import (
     check_non_negative,
     check_reduction,
     fail,
+    in_place_safe,
     shape_str,
     value_checks_enabled,
 )
@@ -44,7 +45,6 @@ from ._linear_chunks import (
     chunks,
     compute_dtype,
     fused_pass,
-    plain_backward,
     row_loss,
     target_parts,
     target_rows,
@@ -110,7 +110,7 @@ def _linear_cross_entropy_rows_backward(
     config: Config,
 ) -> tuple[Tensor | None, Tensor | None, None, Tensor | None, None]:
     # d/dh = G W,  d/dW = G^T h,  d/db = 1^T G  with  G = grad * d loss / du, chunk by chunk.
-    if plain_backward(grad):  # one chunk buffer updated in place
+    if in_place_safe(grad):  # one chunk buffer updated in place
         _, *grads = fused_pass(input, linear_weight, target, linear_bias, weight, grad, config)
         like = (input, linear_weight, linear_bias)
         cast = [cast_like(g, t) for g, t in zip(grads, like, strict=True)]
@@ -209,7 +209,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             )
             grad_input, grad_weight, _, grad_bias, _ = grads
             return grad_input, grad_weight, None, grad_bias, None, None, None, None
-        if plain_backward(grad):  # the usual case: scale in place, no copy
+        if in_place_safe(grad):  # the usual case: scale in place, no copy
             grads, ctx.grads = ctx.grads, None
             scaled = [None if g is None else g.mul_(grad.to(g.dtype)) for g in grads]
         else:  # a batched grad (torch.autograd.functional's vectorize=True)

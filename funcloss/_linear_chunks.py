@@ -13,8 +13,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import value_checks_enabled
-
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -290,16 +288,6 @@ def fused_pass(
         g.scatter_add_(1, chunk_rows.safe.unsqueeze(1), -picked.unsqueeze(1))
         grads.add(g.mul_(squashed.square_().neg_().add_(1)), start, stop)
     return torch.cat(losses), *grads.finish()
-
-
-def plain_backward(grad: Tensor) -> bool:
-    """A backward that builds no graph, in plain eager mode, for one plain ``grad`` (not one
-    batched by ``torch.autograd.functional``'s ``vectorize=True``): in-place work is safe."""
-    return (
-        not torch.is_grad_enabled()
-        and value_checks_enabled()
-        and not torch._C._functorch.is_legacy_batchedtensor(grad)
-    )
 
 
 def cast_like(grad: Tensor | None, like: Tensor | None) -> Tensor | None:

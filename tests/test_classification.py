@@ -160,3 +160,18 @@ def test_bce_with_logits_per_sample_hessian_is_clean() -> None:
     # d2/dx2 of the mean over 3 elements: diag(sigmoid (1 - sigmoid)) / 3
     expected = torch.diag_embed(sigmoid * (1 - sigmoid) / 3)
     torch.testing.assert_close(per_sample, expected)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_fused_path_under_vectorized_autograd_functional(label_smoothing: float) -> None:
+    """torch.autograd.functional's vectorize=True batches the backward's grad: the in-place
+    eager backward must not run on it."""
+    logits = torch.randn(4, 5, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, -100])
+    weight = torch.rand(5, dtype=torch.float64)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return classification._cross_entropy(x, target, weight, -100, "none", label_smoothing, True)
+
+    vectorized = torch.autograd.functional.jacobian(f, logits, vectorize=True)
+    torch.testing.assert_close(vectorized, torch.autograd.functional.jacobian(f, logits))
