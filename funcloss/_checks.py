@@ -80,6 +80,13 @@ def check_integer(fn: str, **tensors: Tensor) -> None:
             fail(TypeError, fn, name, "have an integer dtype", value.dtype)
 
 
+def as_index(target: Tensor) -> Tensor:
+    """Integer class indices in a dtype that torch's ``gather``/``scatter`` take (int64, int32);
+    narrower and unsigned dtypes are widened to int64, so ``-1`` and ``ignore_index`` compare
+    as numbers rather than wrapping around."""
+    return target if target.dtype in (torch.int64, torch.int32) else target.long()
+
+
 def check_same_shape(fn: str, **tensors: Tensor) -> None:
     """All given tensors must have exactly the same shape (no broadcasting)."""
     (first, reference), *rest = tensors.items()

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ._checks import (
     Reduction,
+    as_index,
     check_broadcastable_to,
     check_class_indices,
     check_floating,
@@ -18,6 +19,7 @@ from ._checks import (
     fail,
     in_place_safe,
     shape_str,
+    value_checks_enabled,
 )
 from ._function import custom_backward
 from ._reduction import reduce, weighted_mean
@@ -374,10 +376,23 @@ def _cross_entropy(
     if probabilities:
         loss = _soft_cross_entropy_rows(rows, _rows(target), weight, label_smoothing)
         return reduce(loss.reshape(out_shape), reduction)
-    flat_target = target if target.dim() == 1 else target.reshape(-1)
-    masked = check_class_indices(fn, flat_target, rows.shape[1], ignore_index) is not False
+    flat_target = as_index(target if target.dim() == 1 else target.reshape(-1))
     if fused is None:
         fused = rows.numel() >= _FUSED_MIN_ELEMENTS
+    if not fused and _bounds_checked_by_kernel(rows, ignore_index):
+        # The small path's gather/scatter check every index against [0, C) themselves, and with
+        # ignore_index outside that range their success also proves that no row is ignored: at
+        # small sizes this saves the separate range check, a sizeable part of a call's time.
+        # If they fail, check_class_indices below says why (a clear IndexError naming `target`)
+        # or finds the ignored rows for the masked path.
+        try:
+            loss = _cross_entropy_small(
+                rows, flat_target, weight, ignore_index, False, label_smoothing, reduction
+            )
+            return loss.view(out_shape) if reduction == "none" else loss
+        except RuntimeError:
+            pass
+    masked = check_class_indices(fn, flat_target, rows.shape[1], ignore_index) is not False
     if not fused:
         loss = _cross_entropy_small(
             rows, flat_target, weight, ignore_index, masked, label_smoothing, reduction
@@ -388,6 +403,17 @@ def _cross_entropy(
         return reduce(loss.view(out_shape) if reduction == "none" else loss, reduction)
     ignored = _ignored(flat_target, ignore_index, masked)
     return weighted_mean(loss, _row_weights(flat_target, weight, ignored), reduction)
+
+
+def _bounds_checked_by_kernel(input: Tensor, ignore_index: int) -> bool:
+    """Eager mode on the CPU, where an out-of-range index makes ``gather``/``scatter`` raise a
+    RuntimeError (on CUDA it is a device-side assert, fatal to the process), with an
+    ``ignore_index`` that no valid class index equals."""
+    return (
+        input.device.type == "cpu"
+        and not 0 <= ignore_index < input.shape[1]
+        and value_checks_enabled()
+    )
 
 
 def _cross_entropy_small(
@@ -470,7 +496,7 @@ def nll_loss(
     _, out_shape = _class_shapes(fn, input, target)
     _check_class_weight(fn, weight, input)
     rows = _rows(input)
-    flat_target = target.reshape(-1)
+    flat_target = as_index(target.reshape(-1))
     masked = check_class_indices(fn, flat_target, rows.shape[1], ignore_index) is not False
     ignored = _ignored(flat_target, ignore_index, masked)
     safe = flat_target if ignored is None else flat_target.masked_fill(ignored, 0)

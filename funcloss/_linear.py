@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ._checks import (
     Reduction,
+    as_index,
     check_class_indices,
     check_floating,
     check_in_range,
@@ -404,6 +405,7 @@ def linear_cross_entropy(
     _check_config(fn, label_smoothing, z_loss, softcap, chunk_size)
     ignore = _DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
     num_classes = linear_weight.shape[0]
+    target = as_index(target)
     check_class_indices(fn, target, num_classes, ignore)
     rows = input if input.dim() == 2 else input.unsqueeze(0)
     flat_target = target.reshape(-1).long()

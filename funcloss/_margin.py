@@ -16,6 +16,7 @@ from torch import Tensor
 from ._checks import (
     Reduction,
     check_broadcastable_to,
+    as_index,
     check_class_indices,
     check_floating,
     check_integer,
@@ -228,8 +229,9 @@ def multilabel_margin_loss(
     check_integer(fn, target=target)
     check_same_shape(fn, input=input, target=target)
     check_reduction(fn, reduction)
+    target = target.long()  # -1 must compare as -1, whatever the integer dtype
     _check_multilabel_targets(fn, target, input.shape[-1])
-    return reduce(_multilabel_margin(input, target.long()), reduction)
+    return reduce(_multilabel_margin(input, target), reduction)
 
 
 # -- multi_margin_loss -----------------------------------------------------------------------
@@ -296,6 +298,7 @@ def multi_margin_loss(
     _check_class_weight(fn, weight, input)
     check_reduction(fn, reduction)
     num_classes = input.shape[-1]
+    target = as_index(target)
     check_class_indices(fn, target, num_classes)
     index = target.long().unsqueeze(-1)
     hinges = torch.relu(margin - input.gather(-1, index) + input)

@@ -175,3 +175,33 @@ def test_fused_path_under_vectorized_autograd_functional(label_smoothing: float)
 
     vectorized = torch.autograd.functional.jacobian(f, logits, vectorize=True)
     torch.testing.assert_close(vectorized, torch.autograd.functional.jacobian(f, logits))
+
+
+def test_small_in_range_call_skips_the_separate_range_check(monkeypatch) -> None:
+    # On the CPU the small path's gather/scatter bounds-check the indices themselves; the
+    # aminmax-based check runs only when they fail (out of range, or rows to ignore).
+    calls = []
+    check = classification.check_class_indices
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(classification, "check_class_indices", counting)
+    x, y = torch.randn(5, 4), torch.tensor([0, 3, 1, 2, 0])
+    torch.testing.assert_close(funcloss.cross_entropy(x, y), F.cross_entropy(x, y))
+    assert calls == []
+    ignored = torch.tensor([0, -100, 1, -100, 2])
+    for reduction in ("none", "mean", "sum"):
+        torch.testing.assert_close(
+            funcloss.cross_entropy(x, ignored, reduction=reduction),
+            F.cross_entropy(x, ignored, reduction=reduction),
+        )
+    assert len(calls) == 3
+    with pytest.raises(IndexError, match=r"cross_entropy: `target` values .* got 4\."):
+        funcloss.cross_entropy(x, torch.tensor([0, 4, 1, 2, 0]))
+    # An ignore_index that is also a valid class must be looked for: the check runs.
+    torch.testing.assert_close(
+        funcloss.cross_entropy(x, y, ignore_index=0), F.cross_entropy(x, y, ignore_index=0)
+    )
+    assert len(calls) == 5
