@@ -15,8 +15,8 @@ from torch import Tensor
 
 from ._checks import (
     Reduction,
-    check_broadcastable_to,
     as_index,
+    check_broadcastable_to,
     check_class_indices,
     check_floating,
     check_integer,
