@@ -11,11 +11,15 @@ backward time and peak extra memory of
     chunked ``F.linear_cross_entropy(..., options=LinearCrossEntropyOptions())``, over a sweep
     of vocabulary sizes V at N=4096, H=512;
 
-then prints a table of medians and of funcloss's median ratios (below 1: funcloss is faster or
-leaner), and writes a plot of (b)'s time, time relative to naive and memory against V
+then prints a table of medians and of funcloss's ratios (below 1: funcloss is faster or leaner),
+and writes a plot of (b)'s time, time relative to naive and memory against V
 (``--plot``, default ``benchmark.png``; docs/benchmark.png is one full run). ``--quick`` uses
 small sizes and finishes in seconds (tests/test_benchmark.py runs it); the full run takes a few
-minutes. Absolute times on a shared machine drift with its load: compare the ratios.
+minutes. Absolute times on a shared machine drift with its load: compare the ratios. A ratio
+is the median over rounds of funcloss's time (memory) over the contender's in the same round:
+the contenders of one round run back to back, so a slow phase of the machine cancels out of it,
+where it would not out of a ratio of two separately taken medians. The tiny case runs many short
+rounds (50 calls each) for the same reason.
 
 Peak memory: the resident-set high-water mark of this process, reset before every run through
 ``/proc/self/clear_refs`` (Linux) after returning freed memory to the OS (``malloc_trim``), so
@@ -78,20 +82,34 @@ class PeakMemory:
         return seconds, (self._status("VmHWM") - before) / MiB
 
 
+Samples = dict[str, list[tuple[float, float]]]  # contender -> (seconds, MiB) per round
+
+
 def interleaved(
     contenders: dict[str, Callable[[], object]], repeats: int, memory: PeakMemory
-) -> dict[str, tuple[float, float]]:
-    """Median (seconds, MiB) per contender; one warm-up call each, then ``repeats`` rounds."""
+) -> Samples:
+    """(seconds, MiB) per contender and round; one warm-up call each, then ``repeats`` rounds."""
     for fn in contenders.values():
         fn()
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    samples: Samples = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
             samples[name].append(memory.run(fn))
+    return samples
+
+
+def medians(samples: Samples) -> dict[str, tuple[float, float]]:
+    """Median (seconds, MiB) per contender."""
     return {
         name: (statistics.median(s for s, _ in runs), statistics.median(m for _, m in runs))
         for name, runs in samples.items()
     }
+
+
+def paired_ratio(samples: Samples, name: str, field: int, over: str = "funcloss") -> float:
+    """Median over rounds of ``over``'s seconds (``field=0``) or MiB (1) over ``name``'s."""
+    pairs = zip(samples[over], samples[name], strict=True)
+    return statistics.median(ours[field] / theirs[field] for ours, theirs in pairs)
 
 
 def step(loss_fn: Callable[[], torch.Tensor], *leaves: torch.Tensor) -> Callable[[], None]:
@@ -138,36 +156,36 @@ def linear_case(n: int, h: int, v: int) -> dict[str, Callable[[], None]]:
     }
 
 
-def memory_ratio(ours: float, theirs: float) -> str:
+def memory_ratio(samples: Samples, name: str) -> str:
     # Below 1 MiB the resident-set counter (pages) says nothing.
-    return f"{ours / theirs:.2f}x" if theirs >= 1 else "n/a"
+    if min(mib for _, mib in samples[name]) < 1:
+        return "n/a"
+    return f"{paired_ratio(samples, name, 1):.2f}x"
 
 
-def row(label: str, result: dict[str, tuple[float, float]], scale: float = 1.0) -> str:
-    ours_time, ours_memory = result["funcloss"]
+def row(label: str, samples: Samples, scale: float = 1.0) -> str:
     cells = [f"{label:<28}"]
-    for name, (seconds, mib) in result.items():
-        cells.append(f"{name} {seconds * scale * 1e3:9.2f} ms {mib:8.1f} MiB")
+    for name, (seconds, mib) in medians(samples).items():
+        cells.append(f"{name} {seconds * scale * 1e3:9.3f} ms {mib:8.1f} MiB")
     ratios = [
-        f"{ours_time / seconds:.2f}x time, {memory_ratio(ours_memory, mib)} mem vs {name}"
-        for name, (seconds, mib) in result.items()
+        f"{paired_ratio(samples, name, 0):.2f}x time, {memory_ratio(samples, name)} mem vs {name}"
+        for name in samples
         if name != "funcloss"
     ]
     return " | ".join(cells) + "\n" + " " * 30 + "funcloss: " + "; ".join(ratios)
 
 
-def plot(
-    path: Path, title: str, sizes: list[int], results: list[dict[str, tuple[float, float]]]
-) -> None:
+def plot(path: Path, title: str, sizes: list[int], samples: list[Samples]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [medians(s) for s in samples]
     figure, (time_axis, ratio_axis, memory_axis) = plt.subplots(1, 3, figsize=(15, 4))
     for name in results[0]:
         time_axis.plot(sizes, [r[name][0] for r in results], marker="o", label=name)
-        ratio = [r[name][0] / r["naive"][0] for r in results]
+        ratio = [paired_ratio(r, "naive", 0, over=name) for r in samples]
         ratio_axis.plot(sizes, ratio, marker="o", label=name)
         memory_axis.plot(sizes, [r[name][1] for r in results], marker="o", label=name)
     time_axis.set(xlabel="vocabulary size V", ylabel="forward + backward (s)", title="Time")
@@ -191,11 +209,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.quick:
-        big, tiny, (n, h), sizes, repeats = (256, 2000), (64, 10, 10), (256, 64), [500, 2000], 2
+        big, tiny, (n, h), sizes, repeats = (256, 2000), (64, 10, 5), (256, 64), [500, 2000], 2
     else:
         big, tiny, (n, h), sizes, repeats = (
             (4096, 32000),
-            (64, 10, 200),
+            (64, 10, 50),
             (4096, 512),
             [4000, 8000, 16000, 32000],
             5,
@@ -206,7 +224,7 @@ def main() -> None:
     print("(a) cross_entropy, forward + backward on (N, C) logits")
     print(row(f"N={big[0]}, C={big[1]}", interleaved(cross_entropy_case(*big), repeats, memory)))
     n_tiny, c_tiny, calls = tiny
-    result = interleaved(cross_entropy_case(n_tiny, c_tiny, calls), repeats, memory)
+    result = interleaved(cross_entropy_case(n_tiny, c_tiny, calls), 8 * repeats, memory)
     print(row(f"N={n_tiny}, C={c_tiny} (per call)", result, scale=1 / calls))
     print(f"(b) linear_cross_entropy, forward + backward, N={n}, H={h}")
     results = []

@@ -144,10 +144,12 @@ def _smoothing_parts(input: Tensor, weight: Tensor | None) -> tuple[float | Tens
     return weight.sum(), input @ weight
 
 
-# Plain eager, large inputs: the forward runs over row chunks of about this many logits (16 MiB
+# Plain eager, large inputs: the forward runs over row chunks of about this many logits (4 MiB
 # of fp32), writing each chunk's log-softmax into one reused buffer, so that no (N, C) array is
-# allocated (a fresh large buffer costs page faults on every call).
-_CHUNK_ELEMENTS = 1 << 22
+# allocated (a fresh large buffer costs page faults on every call). At N=4096, C=32000, 4 MiB
+# chunks ran as fast as 16 MiB ones (1 MiB: about 10% slower), and the freed buffer, which the
+# C allocator keeps resident, adds 4 MiB rather than 16 MiB to the process's peak.
+_CHUNK_ELEMENTS = 1 << 20
 
 
 def _cross_entropy_rows_forward(
