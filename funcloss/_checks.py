@@ -61,7 +61,8 @@ def check_floating(fn: str, **tensors: Tensor | None) -> None:
     for name, value in tensors.items():
         if value is None:
             continue
-        check_tensor(fn, **{name: value})
+        if not isinstance(value, Tensor):
+            fail(TypeError, fn, name, "be a torch.Tensor", type(value).__name__)
         if not value.is_floating_point():
             fail(TypeError, fn, name, "have a floating-point dtype", value.dtype)
 

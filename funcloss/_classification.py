@@ -411,11 +411,7 @@ def _bounds_checked_by_kernel(input: Tensor, ignore_index: int) -> bool:
     """Eager mode on the CPU, where an out-of-range index makes ``gather``/``scatter`` raise a
     RuntimeError (on CUDA it is a device-side assert, fatal to the process), with an
     ``ignore_index`` that no valid class index equals."""
-    return (
-        input.device.type == "cpu"
-        and not 0 <= ignore_index < input.shape[1]
-        and value_checks_enabled()
-    )
+    return input.is_cpu and not 0 <= ignore_index < input.shape[1] and value_checks_enabled()
 
 
 def _cross_entropy_small(
