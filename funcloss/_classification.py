@@ -381,25 +381,31 @@ def _cross_entropy(
     flat_target = as_index(target if target.dim() == 1 else target.reshape(-1))
     if fused is None:
         fused = rows.numel() >= _FUSED_MIN_ELEMENTS
-    if not fused and _bounds_checked_by_kernel(rows, ignore_index):
-        # The small path's gather/scatter check every index against [0, C) themselves, and with
-        # ignore_index outside that range their success also proves that no row is ignored: at
-        # small sizes this saves the separate range check, a sizeable part of a call's time.
-        # If they fail, check_class_indices below says why (a clear IndexError naming `target`)
-        # or finds the ignored rows for the masked path.
+    num_classes = rows.shape[1]
+    if not fused and _bounds_checked_by_kernel(rows, flat_target):
+        # The small path's gather/scatter check every index they use against [0, C) themselves,
+        # so the separate range check (a sizeable part of a small call's time) runs only to word
+        # the error when they fail; one reduction tells whether any row may be ignored.
+        masked = _may_be_ignored(flat_target, ignore_index, num_classes)
         try:
-            loss = _cross_entropy_small(
-                rows, flat_target, weight, ignore_index, False, label_smoothing, reduction
+            return _cross_entropy_small(
+                rows,
+                flat_target,
+                weight,
+                ignore_index,
+                masked,
+                label_smoothing,
+                reduction,
+                out_shape,
             )
-            return loss.view(out_shape) if reduction == "none" else loss
         except RuntimeError:
-            pass
-    masked = check_class_indices(fn, flat_target, rows.shape[1], ignore_index) is not False
+            check_class_indices(fn, flat_target, num_classes, ignore_index)  # IndexError, clear
+            raise
+    masked = check_class_indices(fn, flat_target, num_classes, ignore_index) is not False
     if not fused:
-        loss = _cross_entropy_small(
-            rows, flat_target, weight, ignore_index, masked, label_smoothing, reduction
+        return _cross_entropy_small(
+            rows, flat_target, weight, ignore_index, masked, label_smoothing, reduction, out_shape
         )
-        return loss.view(out_shape) if reduction == "none" else loss
     loss = _cross_entropy_rows(rows, flat_target, weight, ignore_index, masked, label_smoothing)
     if reduction != "mean":
         return reduce(loss.view(out_shape) if reduction == "none" else loss, reduction)
@@ -407,11 +413,21 @@ def _cross_entropy(
     return weighted_mean(loss, _row_weights(flat_target, weight, ignored), reduction)
 
 
-def _bounds_checked_by_kernel(input: Tensor, ignore_index: int) -> bool:
-    """Eager mode on the CPU, where an out-of-range index makes ``gather``/``scatter`` raise a
-    RuntimeError (on CUDA it is a device-side assert, fatal to the process), with an
-    ``ignore_index`` that no valid class index equals."""
-    return input.is_cpu and not 0 <= ignore_index < input.shape[1] and value_checks_enabled()
+def _bounds_checked_by_kernel(input: Tensor, target: Tensor) -> bool:
+    """Eager mode on the CPU, where an index out of range makes ``gather``/``scatter`` raise a
+    RuntimeError (on CUDA it is a device-side assert, fatal to the process); some target."""
+    return input.is_cpu and target.numel() > 0 and value_checks_enabled()
+
+
+def _may_be_ignored(target: Tensor, ignore_index: int, num_classes: int) -> bool:
+    """Whether an entry may equal ``ignore_index``, from one reduction: below 0 (torch's -100)
+    it takes a negative entry, at ``C`` or above an entry that large; inside ``[0, C)`` it may
+    always be there. Entries out of range are left for gather/scatter to find."""
+    if ignore_index < 0:
+        return int(target.min()) < 0
+    if ignore_index >= num_classes:
+        return int(target.max()) >= num_classes
+    return True
 
 
 def _cross_entropy_small(
@@ -422,6 +438,7 @@ def _cross_entropy_small(
     masked: bool,
     label_smoothing: float,
     reduction: Reduction,
+    out_shape: torch.Size,
 ) -> Tensor:
     """Small inputs: ``sum(log_softmax(x) * coefficients)``, with the target weights, the sign
     and the mean's denominator folded into one coefficient array. Autograd differentiates it
@@ -445,7 +462,12 @@ def _cross_entropy_small(
             spread = spread * (~ignored).unsqueeze(1).to(log_probs.dtype)
         coefficients = coefficients + spread
     products = log_probs * coefficients
-    loss = products.sum(1) if reduction == "none" else products.sum()
+    if reduction != "none":
+        loss = products.sum()
+    elif len(out_shape) == 1:  # (N,): no view, which would be one more node in the graph
+        loss = products.sum(1)
+    else:
+        loss = products.sum(1).view(out_shape)
     return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 
 

@@ -177,9 +177,9 @@ def test_fused_path_under_vectorized_autograd_functional(label_smoothing: float)
     torch.testing.assert_close(vectorized, torch.autograd.functional.jacobian(f, logits))
 
 
-def test_small_in_range_call_skips_the_separate_range_check(monkeypatch) -> None:
+def test_small_call_runs_the_range_check_only_to_word_an_error(monkeypatch) -> None:
     # On the CPU the small path's gather/scatter bounds-check the indices themselves; the
-    # aminmax-based check runs only when they fail (out of range, or rows to ignore).
+    # aminmax-based check runs only when they fail, to raise the clear IndexError.
     calls = []
     check = classification.check_class_indices
 
@@ -189,19 +189,25 @@ def test_small_in_range_call_skips_the_separate_range_check(monkeypatch) -> None
 
     monkeypatch.setattr(classification, "check_class_indices", counting)
     x, y = torch.randn(5, 4), torch.tensor([0, 3, 1, 2, 0])
-    torch.testing.assert_close(funcloss.cross_entropy(x, y), F.cross_entropy(x, y))
+    padded = torch.tensor([0, -100, 1, -100, 2])
+    w = torch.tensor([0.5, 1.0, 2.0, 1.5])
+    for target, kwargs in [
+        (y, {}),
+        (padded, {}),
+        (padded, {"weight": w, "label_smoothing": 0.2}),
+        (y, {"ignore_index": 0}),  # an ignore_index that is also a class
+        (y, {"ignore_index": 4}),  # one just past the classes
+        (torch.tensor([0, 4, 1, 4, 2]), {"ignore_index": 4}),
+    ]:
+        for reduction in ("none", "mean", "sum"):
+            torch.testing.assert_close(
+                funcloss.cross_entropy(x, target, reduction=reduction, **kwargs),
+                F.cross_entropy(x, target, reduction=reduction, **kwargs),
+            )
     assert calls == []
-    ignored = torch.tensor([0, -100, 1, -100, 2])
-    for reduction in ("none", "mean", "sum"):
-        torch.testing.assert_close(
-            funcloss.cross_entropy(x, ignored, reduction=reduction),
-            F.cross_entropy(x, ignored, reduction=reduction),
-        )
-    assert len(calls) == 3
-    with pytest.raises(IndexError, match=r"cross_entropy: `target` values .* got 4\."):
-        funcloss.cross_entropy(x, torch.tensor([0, 4, 1, 2, 0]))
-    # An ignore_index that is also a valid class must be looked for: the check runs.
-    torch.testing.assert_close(
-        funcloss.cross_entropy(x, y, ignore_index=0), F.cross_entropy(x, y, ignore_index=0)
-    )
-    assert len(calls) == 5
+    for bad, got in [([0, 4, 1, 2, 0], "4"), ([0, -1, 1, 2, 0], "-1"), ([0, -100, 7, 2, 0], "7")]:
+        with pytest.raises(IndexError, match=rf"cross_entropy: `target` values .* got {got}\."):
+            funcloss.cross_entropy(x, torch.tensor(bad))
+    with pytest.raises(IndexError, match=r"or equal ignore_index=4, got 5\."):
+        funcloss.cross_entropy(x, torch.tensor([0, 4, 5, 2, 0]), ignore_index=4)
+    assert len(calls) == 4
