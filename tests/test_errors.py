@@ -7,6 +7,7 @@ import torch
 from torch.func import vmap
 
 import funcloss
+import funcloss.nn as fnn
 
 X = torch.randn(4, 3)
 Y = torch.tensor([0, 2, 1, 0])
@@ -179,3 +180,13 @@ def test_nll_loss_every_element_ignored_has_zero_gradient() -> None:
         assert loss.isnan()
         (gradient,) = torch.autograd.grad(loss, log_probs)
         torch.testing.assert_close(gradient, torch.zeros(4, 3))
+
+
+def test_module_forward_refuses_extra_positional_inputs() -> None:
+    # The third argument (a weight, say) used to be dropped silently; torch raises a TypeError.
+    with pytest.raises(
+        TypeError,
+        match=r"CrossEntropyLoss: forward takes at most 2 positional inputs \(input, target\), "
+        r"got 3\.",
+    ):
+        fnn.CrossEntropyLoss()(X, Y, torch.rand(3))
