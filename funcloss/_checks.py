@@ -11,6 +11,7 @@ which a torch.func transform or a compiled graph cannot do, so they run only whe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 from typing import Literal, NoReturn
 
 import torch
@@ -122,13 +123,29 @@ def check_reduction(fn: str, reduction: str, allowed: Sequence[str] = REDUCTIONS
         fail(ValueError, fn, "reduction", f"be one of {options}", repr(reduction))
 
 
+def check_number(fn: str, **values: float) -> None:
+    """Each given config value must be a real Python number (an int or a float, not a tensor)."""
+    for name, value in values.items():
+        if not isinstance(value, Real):
+            fail(TypeError, fn, name, "be a real number", type(value).__name__)
+
+
+def check_index(fn: str, **values: int) -> None:
+    """Each given config value must be a Python int (a class index), not a bool or a float."""
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            fail(TypeError, fn, name, "be an int", type(value).__name__)
+
+
 def check_positive(fn: str, **values: float) -> None:
+    check_number(fn, **values)
     for name, value in values.items():
         if not value > 0:
             fail(ValueError, fn, name, "be positive", value)
 
 
 def check_non_negative(fn: str, **values: float) -> None:
+    check_number(fn, **values)
     for name, value in values.items():
         if not value >= 0:
             fail(ValueError, fn, name, "be non-negative", value)
@@ -136,6 +153,7 @@ def check_non_negative(fn: str, **values: float) -> None:
 
 def check_in_range(fn: str, name: str, value: float, low: float, high: float) -> None:
     """``low <= value <= high`` for a float config value."""
+    check_number(fn, **{name: value})
     if not low <= value <= high:
         fail(ValueError, fn, name, f"be in [{low}, {high}]", value)
 

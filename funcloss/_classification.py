@@ -12,9 +12,11 @@ from ._checks import (
     check_class_indices,
     check_floating,
     check_in_range,
+    check_index,
     check_integer,
     check_reduction,
     check_same_shape,
+    check_tensor,
     check_values_in,
     fail,
     in_place_safe,
@@ -40,6 +42,7 @@ def _class_shapes(fn: str, input: Tensor, target: Tensor) -> tuple[bool, torch.S
     ``input`` is ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; a class-index target has
     ``input``'s shape without the class dimension, a probability target ``input``'s shape.
     """
+    check_tensor(fn, target=target)
     if input.dim() == 0:
         fail(ValueError, fn, "input", "have shape (C,), (N, C) or (N, C, d1, ..., dK)", "()")
     index_shape = input.shape[1:] if input.dim() == 1 else input.shape[:1] + input.shape[2:]
@@ -371,6 +374,7 @@ def _cross_entropy(
     fn = "cross_entropy"
     check_floating(fn, input=input)
     check_reduction(fn, reduction)
+    check_index(fn, ignore_index=ignore_index)
     check_in_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
     probabilities, out_shape = _class_shapes(fn, input, target)
     _check_class_weight(fn, weight, input)
@@ -512,6 +516,7 @@ def nll_loss(
     fn = "nll_loss"
     check_floating(fn, input=input)
     check_reduction(fn, reduction)
+    check_index(fn, ignore_index=ignore_index)
     check_integer(fn, target=target)
     _, out_shape = _class_shapes(fn, input, target)
     _check_class_weight(fn, weight, input)
@@ -521,9 +526,13 @@ def nll_loss(
     ignored = _ignored(flat_target, ignore_index, masked)
     safe = flat_target if ignored is None else flat_target.masked_fill(ignored, 0)
     loss = -rows.gather(1, safe.unsqueeze(1)).squeeze(1)
+    if weight is not None:
+        loss = loss * weight.gather(0, safe)
+    if ignored is not None:
+        # masked_fill rather than a zero weight: with every element ignored the mean is
+        # 0 / 0 = nan, as in torch, and the gradient is still zero (not 0 * inf), as in torch.
+        loss = loss.masked_fill(ignored, 0)
     row_weights = _row_weights(flat_target, weight, ignored)
-    if row_weights is not None:
-        loss = loss * row_weights.to(loss.dtype)
     return weighted_mean(loss.reshape(out_shape), row_weights, reduction)
 
 

@@ -15,6 +15,7 @@ from torch import Tensor
 from ._checks import (
     Reduction,
     check_floating,
+    check_number,
     check_positive,
     check_reduction,
     check_same_shape,
@@ -87,6 +88,7 @@ def margin_ranking_loss(
     check_label_dtype(fn, target=target)
     check_same_shape(fn, input1=input1, input2=input2, target=target)
     check_reduction(fn, reduction)
+    check_number(fn, margin=margin)
     return reduce((margin - target * (input1 - input2)).clamp_min(0), reduction)
 
 
@@ -134,6 +136,7 @@ def hinge_embedding_loss(
     check_label_dtype(fn, target=target)
     check_same_shape(fn, input=input, target=target)
     check_reduction(fn, reduction)
+    check_number(fn, margin=margin)
     pushed = torch.where(target != 1, (margin - input).clamp_min(0), 0.0)
     pulled = torch.where(target != -1, input, 0.0)
     return reduce(pushed + pulled, reduction)
@@ -208,6 +211,7 @@ def cosine_embedding_loss(
             shape_str(target.shape),
         )
     check_reduction(fn, reduction)
+    check_number(fn, margin=margin)
     cos = _cosine_similarity(input1, input2)
     similar = torch.where(target == 1, 1 - cos, 0.0)
     dissimilar = torch.where(target == -1, (cos - margin).clamp_min(0), 0.0)
@@ -312,6 +316,7 @@ def triplet_margin_loss(
     fn = "triplet_margin_loss"
     _check_triplet(fn, anchor, positive, negative)
     check_positive(fn, margin=margin, p=p)
+    check_number(fn, eps=eps)
     check_reduction(fn, reduction)
 
     def distance(x1: Tensor, x2: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ The per-chunk formulas and the in-place pass live in ``_linear_chunks.py``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -28,9 +29,12 @@ from ._checks import (
     check_class_indices,
     check_floating,
     check_in_range,
+    check_index,
     check_integer,
     check_non_negative,
+    check_number,
     check_reduction,
+    check_tensor,
     fail,
     in_place_safe,
     shape_str,
@@ -273,6 +277,7 @@ def _check_shapes(
             fail(TypeError, fn, name, f"have the input's dtype {input.dtype}", value.dtype)
     if weight is not None and weight.dtype != input.dtype:
         fail(TypeError, fn, "weight", f"have the input's dtype {input.dtype}", weight.dtype)
+    check_tensor(fn, target=target)
     if target.is_floating_point():
         fail(
             TypeError,
@@ -300,8 +305,10 @@ def _check_config(
 ) -> None:
     check_in_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
     check_non_negative(fn, z_loss=z_loss)
-    if softcap is not None and not softcap > 0:
-        fail(ValueError, fn, "softcap", "be positive or None", softcap)
+    if softcap is not None:
+        check_number(fn, softcap=softcap)
+        if not 0 < softcap < math.inf:  # an infinite cap gives inf * tanh(0) = nan
+            fail(ValueError, fn, "softcap", "be positive and finite, or None", softcap)
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0
     ):
@@ -403,6 +410,8 @@ def linear_cross_entropy(
     check_reduction(fn, reduction)
     _check_shapes(fn, input, linear_weight, target, linear_bias, weight)
     _check_config(fn, label_smoothing, z_loss, softcap, chunk_size)
+    if ignore_index is not None:
+        check_index(fn, ignore_index=ignore_index)
     ignore = _DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
     num_classes = linear_weight.shape[0]
     target = as_index(target)

@@ -63,6 +63,9 @@ def target_rows(
 
 
 def chunks(num_rows: int, size: int) -> list[tuple[int, int]]:
+    # No rows still make one (empty) chunk, so that the per-chunk results concatenate.
+    if num_rows == 0:
+        return [(0, 0)]
     return [(start, min(start + size, num_rows)) for start in range(0, num_rows, size)]
 
 

@@ -20,6 +20,7 @@ from ._checks import (
     check_class_indices,
     check_floating,
     check_integer,
+    check_number,
     check_reduction,
     check_same_shape,
     fail,
@@ -297,6 +298,7 @@ def multi_margin_loss(
         fail(ValueError, fn, "p", "be 1 or 2", p)
     _check_class_weight(fn, weight, input)
     check_reduction(fn, reduction)
+    check_number(fn, margin=margin)
     num_classes = input.shape[-1]
     target = as_index(target)
     check_class_indices(fn, target, num_classes)

@@ -60,6 +60,12 @@ class _LossModule(nn.Module):
         config = {name: getattr(self, name) for name in self._config_names}
         # Inputs past the function's required ones (``forward_args``) may be keyword-only there.
         required = self._required
+        if len(args) > len(self._inputs):
+            # Never drop an input silently (a weight passed positionally would be ignored).
+            raise TypeError(
+                f"{type(self).__name__}: forward takes at most {len(self._inputs)} positional "
+                f"inputs ({', '.join(self._inputs)}), got {len(args)}."
+            )
         extra = dict(zip(self._inputs[required:], args[required:], strict=False))
         return type(self)._fn(*args[:required], **extra, **kwargs, **config)
 

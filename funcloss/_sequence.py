@@ -10,6 +10,7 @@ from torch import Tensor
 from ._checks import (
     Reduction,
     check_floating,
+    check_index,
     check_integer,
     check_reduction,
     fail,
@@ -413,7 +414,8 @@ def ctc_loss(
     if log_probs.numel() == 0:
         fail(ValueError, fn, "log_probs", "be non-empty", shape_str(log_probs.shape))
     num_frames, num_classes = log_probs.shape[0], log_probs.shape[-1]
-    if not isinstance(blank, int) or not 0 <= blank < num_classes:
+    check_index(fn, blank=blank)
+    if not 0 <= blank < num_classes:
         fail(ValueError, fn, "blank", f"be a class index in [0, {num_classes})", blank)
     check_integer(fn, targets=targets)
     _check_targets_shape(fn, targets, log_probs)

@@ -7,6 +7,7 @@ import torch
 from torch.func import vmap
 
 import funcloss
+import funcloss.nn as fnn
 
 X = torch.randn(4, 3)
 Y = torch.tensor([0, 2, 1, 0])
@@ -140,3 +141,52 @@ def test_bce_with_logits_pos_weight_not_broadcastable() -> None:
         funcloss.binary_cross_entropy_with_logits(
             torch.randn(4, 3), torch.rand(4, 3), pos_weight=torch.ones(4)
         )
+
+
+@pytest.mark.parametrize(
+    "fn", [funcloss.cross_entropy, funcloss.nll_loss], ids=["cross_entropy", "nll_loss"]
+)
+@pytest.mark.parametrize("target", [[0, 2, 1, 0], 1], ids=["list", "int"])
+def test_target_not_a_tensor(fn, target) -> None:
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: `target` must be a torch\.Tensor, got"):
+        fn(X, target)
+
+
+@pytest.mark.parametrize(
+    "fn", [funcloss.cross_entropy, funcloss.nll_loss], ids=["cross_entropy", "nll_loss"]
+)
+@pytest.mark.parametrize("ignore_index", [None, 1.0, "1", True, torch.tensor(1)])
+def test_ignore_index_must_be_an_int(fn, ignore_index) -> None:
+    # cross_entropy raised a bare TypeError for None; nll_loss silently took None as "no ignore".
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: `ignore_index` must be an int, got"):
+        fn(X, Y, ignore_index=ignore_index)
+
+
+@pytest.mark.parametrize("label_smoothing", ["0.1", None, torch.tensor(0.1)])
+def test_cross_entropy_label_smoothing_must_be_a_number(label_smoothing) -> None:
+    # A tensor used to fail inside gather with an ATen RuntimeError.
+    with pytest.raises(
+        TypeError, match=r"cross_entropy: `label_smoothing` must be a real number, got"
+    ):
+        funcloss.cross_entropy(X, Y, label_smoothing=label_smoothing)
+
+
+def test_nll_loss_every_element_ignored_has_zero_gradient() -> None:
+    # The mean is 0 / 0 = nan as in torch; torch's gradient is zero, funcloss's used to be nan.
+    log_probs = X.log_softmax(1).requires_grad_()
+    target = torch.full((4,), -100)
+    for weight in (None, torch.rand(3)):
+        loss = funcloss.nll_loss(log_probs, target, weight)
+        assert loss.isnan()
+        (gradient,) = torch.autograd.grad(loss, log_probs)
+        torch.testing.assert_close(gradient, torch.zeros(4, 3))
+
+
+def test_module_forward_refuses_extra_positional_inputs() -> None:
+    # The third argument (a weight, say) used to be dropped silently; torch raises a TypeError.
+    with pytest.raises(
+        TypeError,
+        match=r"CrossEntropyLoss: forward takes at most 2 positional inputs \(input, target\), "
+        r"got 3\.",
+    ):
+        fnn.CrossEntropyLoss()(X, Y, torch.rand(3))

@@ -271,3 +271,28 @@ def test_legacy_arguments_are_keyword_only(fn, args) -> None:
     # torch's next positional argument is size_average (or, for the distance loss, nothing).
     with pytest.raises(TypeError, match=r"positional argument"):
         fn(*args)
+
+
+MARGINS = {
+    "margin_ranking_loss": "margin",
+    "hinge_embedding_loss": "margin",
+    "cosine_embedding_loss": "margin",
+    "multi_margin_loss": "margin",
+    "triplet_margin_loss": "margin",
+    "triplet_margin_with_distance_loss": "margin",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MARGINS))
+@pytest.mark.parametrize("margin", ["1", None])
+def test_margin_must_be_a_number(name: str, margin: object) -> None:
+    # These used to fail with a bare TypeError from `margin - tensor` or a comparison.
+    fn, args = VALID[name]
+    with pytest.raises(TypeError, match=rf"{name}: `margin` must be a real number, got"):
+        fn(*args, margin=margin)
+
+
+@pytest.mark.parametrize(("arg", "value"), [("p", "2"), ("eps", "x"), ("eps", None)])
+def test_triplet_norm_config_must_be_a_number(arg: str, value: object) -> None:
+    with pytest.raises(TypeError, match=rf"triplet_margin_loss: `{arg}` must be a real number"):
+        funcloss.triplet_margin_loss(X, X.flip(0), -X, **{arg: value})

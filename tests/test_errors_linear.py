@@ -90,9 +90,10 @@ def test_target_out_of_range_in_eager_mode() -> None:
     grad(lambda x: F(x, W, torch.tensor([0, 1, -100, 2])))(X)
 
 
-@pytest.mark.parametrize("softcap", [0.0, -1.0, float("nan")])
-def test_softcap_must_be_positive(softcap: float) -> None:
-    with pytest.raises(ValueError, match=r"`softcap` must be positive or None, got"):
+@pytest.mark.parametrize("softcap", [0.0, -1.0, float("nan"), float("inf")])
+def test_softcap_must_be_positive_and_finite(softcap: float) -> None:
+    # An infinite cap used to give a nan loss (inf * tanh(0)).
+    with pytest.raises(ValueError, match=r"`softcap` must be positive and finite, or None, got"):
         F(X, W, Y, softcap=softcap)
 
 
@@ -114,3 +115,38 @@ def test_config_ranges() -> None:
 def test_torch_options_argument_is_not_accepted() -> None:
     with pytest.raises(TypeError, match="options"):
         F(X, W, Y, options=None)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"label_smoothing": "0.1"}, r"`label_smoothing` must be a real number, got str\."),
+        ({"z_loss": None}, r"`z_loss` must be a real number, got NoneType\."),
+        ({"softcap": "30"}, r"`softcap` must be a real number, got str\."),
+        ({"ignore_index": "2"}, r"`ignore_index` must be an int, got str\."),
+        # A tensor ignore_index used to pass and then break the backward.
+        ({"ignore_index": torch.tensor(2)}, r"`ignore_index` must be an int, got Tensor\."),
+    ],
+)
+def test_config_of_the_wrong_kind(config: dict, message: str) -> None:
+    with pytest.raises(TypeError, match=rf"linear_cross_entropy: {message}"):
+        F(X, W, Y, reduction="none", **config)
+
+
+def test_target_not_a_tensor() -> None:
+    with pytest.raises(
+        TypeError, match=r"linear_cross_entropy: `target` must be a torch\.Tensor, got list\."
+    ):
+        F(X, W, [0, 1, 4, 2])
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_no_rows(reduction: str) -> None:
+    # N = 0 used to fail inside the chunking (range() with a zero step); torch gives an empty
+    # loss, 0 and nan.
+    x = torch.empty(0, 3, requires_grad=True)
+    loss = F(x, W, torch.empty(0, dtype=torch.long), reduction=reduction)
+    expected = {"none": torch.empty(0), "sum": torch.tensor(0.0), "mean": torch.tensor(torch.nan)}
+    torch.testing.assert_close(loss.detach(), expected[reduction], equal_nan=True)
+    (gradient,) = torch.autograd.grad(loss.sum(), x)
+    assert gradient.shape == (0, 3)

@@ -161,3 +161,20 @@ def test_module_misspelt_argument() -> None:
 def test_module_forwards_errors() -> None:
     with pytest.raises(ValueError, match=r"smooth_l1_loss: `beta` must be non-negative"):
         fnn.SmoothL1Loss(beta=-1.0)(X, X)
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        ("huber_loss", {"delta": "1"}),
+        ("huber_loss", {"delta": torch.tensor(1.0)}),
+        ("smooth_l1_loss", {"beta": None}),
+        ("smooth_l1_loss", {"beta": torch.tensor(0.5)}),
+        ("poisson_nll_loss", {"eps": "1e-8"}),
+    ],
+)
+def test_config_must_be_a_number(name, config) -> None:
+    # These used to fail with a bare TypeError from a comparison or from hardtanh.
+    (arg,) = config
+    with pytest.raises(TypeError, match=rf"{name}: `{arg}` must be a real number, got"):
+        getattr(funcloss, name)(X, X, **config)

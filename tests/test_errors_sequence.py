@@ -46,6 +46,9 @@ BAD_INPUT = [
     # config
     ({"blank": 4}, ValueError, r"`blank` must be a class index in \[0, 4\), got 4"),
     ({"blank": -1}, ValueError, r"`blank` must be a class index in \[0, 4\), got -1"),
+    # A tensor blank used to be refused with "must be a class index in [0, 4), got 0".
+    ({"blank": torch.tensor(0)}, TypeError, r"`blank` must be an int, got Tensor\."),
+    ({"blank": 0.0}, TypeError, r"`blank` must be an int, got float\."),
     ({"reduction": "max"}, ValueError, r"`reduction` must be one of"),
     # values (eager)
     (
