@@ -384,7 +384,8 @@ def _cross_entropy(
         return reduce(loss.reshape(out_shape), reduction)
     flat_target = as_index(target if target.dim() == 1 else target.reshape(-1))
     if fused is None:
-        fused = rows.numel() >= _FUSED_MIN_ELEMENTS
+        # An empty batch takes the general path too: its mean is 0 / 0 = nan, as in torch.
+        fused = rows.numel() >= _FUSED_MIN_ELEMENTS or rows.shape[0] == 0
     num_classes = rows.shape[1]
     if not fused and _bounds_checked_by_kernel(rows, flat_target):
         # The small path's gather/scatter check every index they use against [0, C) themselves,
@@ -458,15 +459,22 @@ def _cross_entropy_small(
     picked = (1 - label_smoothing) * scale
     if row_weights is not None:
         picked = picked * row_weights.to(log_probs.dtype).unsqueeze(1)
+    if ignored is not None:
+        # Ignored rows get exactly zero coefficients, as torch gives them zero gradient, even
+        # when every row is ignored and the mean's scale is -1/0.
+        ignored = ignored.unsqueeze(1)
+        picked = torch.where(ignored, 0.0, picked)
     coefficients = torch.zeros_like(log_probs).scatter(1, index, picked)
     if label_smoothing > 0:
         smooth = (label_smoothing / input.shape[1]) * scale
         spread = smooth if weight is None else smooth * weight.to(log_probs.dtype)
         if ignored is not None:
-            spread = spread * (~ignored).unsqueeze(1).to(log_probs.dtype)
+            spread = torch.where(ignored, 0.0, spread)
         coefficients = coefficients + spread
     products = log_probs * coefficients
-    if reduction != "none":
+    if reduction == "mean" and ignored is not None:
+        loss = products.sum() + 0.0 * scale  # every row ignored: 0 / 0 = nan, as in torch
+    elif reduction != "none":
         loss = products.sum()
     elif len(out_shape) == 1:  # (N,): no view, which would be one more node in the graph
         loss = products.sum(1)

@@ -40,6 +40,30 @@ def test_cross_entropy_all_ignored_mean_is_nan_like_torch() -> None:
     assert funcloss.cross_entropy(logits, target, reduction="sum") == 0
 
 
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"weight": torch.tensor([2.0, 1.0, 0.5, 1.0]), "label_smoothing": 0.2}]
+)
+def test_cross_entropy_all_ignored_gradient_is_zero_like_torch(fused: bool, kwargs: dict) -> None:
+    # The mean is 0 / 0 = nan, but ignored rows get exactly zero gradient in torch.
+    logits, target = torch.randn(3, 4, requires_grad=True), torch.full((3,), -100)
+    weight, smoothing = kwargs.get("weight"), kwargs.get("label_smoothing", 0.0)
+    loss = classification._cross_entropy(logits, target, weight, -100, "mean", smoothing, fused)
+    assert torch.isnan(loss)
+    assert torch.equal(torch.autograd.grad(loss, logits)[0], torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_cross_entropy_empty_batch_like_torch(reduction: str) -> None:
+    logits, target = torch.randn(0, 4, requires_grad=True), torch.zeros(0, dtype=torch.long)
+    ours, theirs = (
+        loss(logits, target, reduction=reduction)
+        for loss in (funcloss.cross_entropy, F.cross_entropy)
+    )
+    torch.testing.assert_close(ours, theirs.detach(), equal_nan=True)
+    assert torch.autograd.grad(ours.sum(), logits)[0].shape == (0, 4)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cross_entropy_half_precision_accumulates_in_fp32(dtype: torch.dtype) -> None:
     torch.manual_seed(0)
