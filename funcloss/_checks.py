@@ -129,10 +129,13 @@ def _is_number(value: object) -> bool:
 
 
 def check_number(fn: str, **values: float) -> None:
-    """Each given config value must be a real Python number (an int or a float, not a tensor)."""
+    """Each given config value must be a real Python number (an int or a float, not a tensor),
+    and not NaN."""
     for name, value in values.items():
         if not _is_number(value):
             fail(TypeError, fn, name, "be a real number", type(value).__name__)
+        if value != value:
+            fail(ValueError, fn, name, "be a real number, not NaN", value)
 
 
 def check_index(fn: str, **values: int) -> None:

@@ -292,6 +292,14 @@ def test_margin_must_be_a_number(name: str, margin: object) -> None:
         fn(*args, margin=margin)
 
 
+@pytest.mark.parametrize("name", sorted(MARGINS))
+def test_margin_must_not_be_nan(name: str) -> None:
+    # A NaN margin used to give a NaN loss (torch: 0 for multi_margin_loss, NaN elsewhere).
+    fn, args = VALID[name]
+    with pytest.raises(ValueError, match=rf"{name}: `margin` must be a real number, not NaN"):
+        fn(*args, margin=float("nan"))
+
+
 @pytest.mark.parametrize(("arg", "value"), [("p", "2"), ("eps", "x"), ("eps", None)])
 def test_triplet_norm_config_must_be_a_number(arg: str, value: object) -> None:
     with pytest.raises(TypeError, match=rf"triplet_margin_loss: `{arg}` must be a real number"):
