@@ -123,17 +123,17 @@ def check_reduction(fn: str, reduction: str, allowed: Sequence[str] = REDUCTIONS
         fail(ValueError, fn, "reduction", f"be one of {options}", repr(reduction))
 
 
-def _is_number(value: object) -> bool:
+def _check_is_number(fn: str, name: str, value: object) -> None:
     # The concrete types first: the abstract Real check is slow, and this runs on every call.
-    return isinstance(value, int | float) or isinstance(value, Real)
+    if not (isinstance(value, int | float) or isinstance(value, Real)):
+        fail(TypeError, fn, name, "be a real number", type(value).__name__)
 
 
 def check_number(fn: str, **values: float) -> None:
     """Each given config value must be a real Python number (an int or a float, not a tensor),
     and not NaN."""
     for name, value in values.items():
-        if not _is_number(value):
-            fail(TypeError, fn, name, "be a real number", type(value).__name__)
+        _check_is_number(fn, name, value)
         if value != value:
             fail(ValueError, fn, name, "be a real number, not NaN", value)
 
@@ -146,23 +146,22 @@ def check_index(fn: str, **values: int) -> None:
 
 
 def check_positive(fn: str, **values: float) -> None:
-    check_number(fn, **values)
     for name, value in values.items():
+        _check_is_number(fn, name, value)
         if not value > 0:
             fail(ValueError, fn, name, "be positive", value)
 
 
 def check_non_negative(fn: str, **values: float) -> None:
-    check_number(fn, **values)
     for name, value in values.items():
+        _check_is_number(fn, name, value)
         if not value >= 0:
             fail(ValueError, fn, name, "be non-negative", value)
 
 
 def check_in_range(fn: str, name: str, value: float, low: float, high: float) -> None:
-    """``low <= value <= high`` for a float config value."""
-    if not _is_number(value):
-        fail(TypeError, fn, name, "be a real number", type(value).__name__)
+    """``low <= value <= high`` for a float config value (NaN fails too)."""
+    _check_is_number(fn, name, value)
     if not low <= value <= high:
         fail(ValueError, fn, name, f"be in [{low}, {high}]", value)
 
