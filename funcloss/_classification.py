@@ -16,7 +16,6 @@ from ._checks import (
     check_integer,
     check_reduction,
     check_same_shape,
-    check_tensor,
     check_values_in,
     fail,
     in_place_safe,
@@ -42,11 +41,10 @@ def _class_shapes(fn: str, input: Tensor, target: Tensor) -> tuple[bool, torch.S
     ``input`` is ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; a class-index target has
     ``input``'s shape without the class dimension, a probability target ``input``'s shape.
     """
-    check_tensor(fn, target=target)
     if input.dim() == 0:
         fail(ValueError, fn, "input", "have shape (C,), (N, C) or (N, C, d1, ..., dK)", "()")
     index_shape = input.shape[1:] if input.dim() == 1 else input.shape[:1] + input.shape[2:]
-    if target.is_floating_point():
+    if isinstance(target, Tensor) and target.is_floating_point():
         if target.shape != input.shape:
             fail(
                 ValueError,
