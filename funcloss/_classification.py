@@ -35,15 +35,16 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 # -- shapes ------------------------------------------------------------------------------------
 
 
-def _class_shapes(fn: str, input: Tensor, target: Tensor) -> tuple[bool, torch.Size]:
+def _class_shapes(fn: str, input: Tensor, target: Tensor) -> tuple[bool, tuple[int, ...]]:
     """Validate ``input``/``target`` shapes; return (probability target?, shape of "none" loss).
 
     ``input`` is ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; a class-index target has
     ``input``'s shape without the class dimension, a probability target ``input``'s shape.
     """
-    if input.dim() == 0:
+    shape = tuple(input.shape)  # tuples: slicing a torch.Size costs more per call
+    if not shape:
         fail(ValueError, fn, "input", "have shape (C,), (N, C) or (N, C, d1, ..., dK)", "()")
-    index_shape = input.shape[1:] if input.dim() == 1 else input.shape[:1] + input.shape[2:]
+    index_shape = shape[1:] if len(shape) == 1 else shape[:1] + shape[2:]
     if isinstance(target, Tensor) and target.is_floating_point():
         if target.shape != input.shape:
             fail(
@@ -400,6 +401,7 @@ def _cross_entropy(
                 label_smoothing,
                 reduction,
                 out_shape,
+                eager=True,
             )
         except RuntimeError:
             check_class_indices(fn, flat_target, num_classes, ignore_index)  # IndexError, clear
@@ -441,12 +443,14 @@ def _cross_entropy_small(
     masked: bool,
     label_smoothing: float,
     reduction: Reduction,
-    out_shape: torch.Size,
+    out_shape: tuple[int, ...],
+    eager: bool = False,
 ) -> Tensor:
     """Small inputs: ``sum(log_softmax(x) * coefficients)``, with the target weights, the sign
     and the mean's denominator folded into one coefficient array. Autograd differentiates it
     with three graph nodes (log_softmax, mul, sum), which is what per-call time is made of at
-    small sizes."""
+    small sizes. ``eager``: plain eager mode, where the coefficients may be scattered in place
+    (under vmap the in-place scatter has no batching rule)."""
     ignored = _ignored(target, ignore_index, masked)
     index = (target if ignored is None else target.masked_fill(ignored, 0)).unsqueeze(1)
     log_probs = torch.log_softmax(input, 1, _accumulate_dtype(input))
@@ -462,7 +466,10 @@ def _cross_entropy_small(
         # when every row is ignored and the mean's scale is -1/0.
         ignored = ignored.unsqueeze(1)
         picked = torch.where(ignored, 0.0, picked)
-    coefficients = torch.zeros_like(log_probs).scatter(1, index, picked)
+    coefficients = torch.zeros_like(log_probs)
+    coefficients = (
+        coefficients.scatter_(1, index, picked) if eager else coefficients.scatter(1, index, picked)
+    )
     if label_smoothing > 0:
         smooth = (label_smoothing / input.shape[1]) * scale
         spread = smooth if weight is None else smooth * weight.to(log_probs.dtype)
