@@ -420,7 +420,8 @@ def _cross_entropy(
 
 def _bounds_checked_by_kernel(input: Tensor, target: Tensor) -> bool:
     """Eager mode on the CPU, where an index out of range makes ``gather``/``scatter`` raise a
-    RuntimeError (on CUDA it is a device-side assert, fatal to the process); some target."""
+    RuntimeError (on CUDA it is a device-side assert, fatal to the process), with a target to
+    check."""
     return input.is_cpu and target.numel() > 0 and value_checks_enabled()
 
 
@@ -539,13 +540,13 @@ def nll_loss(
     ignored = _ignored(flat_target, ignore_index, masked)
     safe = flat_target if ignored is None else flat_target.masked_fill(ignored, 0)
     loss = -rows.gather(1, safe.unsqueeze(1)).squeeze(1)
+    row_weights = _row_weights(flat_target, weight, ignored)
     if weight is not None:
-        loss = loss * weight.gather(0, safe)
+        loss = loss * row_weights.to(loss.dtype)
     if ignored is not None:
-        # masked_fill rather than a zero weight: with every element ignored the mean is
+        # masked_fill as well as a zero weight: with every element ignored the mean is
         # 0 / 0 = nan, as in torch, and the gradient is still zero (not 0 * inf), as in torch.
         loss = loss.masked_fill(ignored, 0)
-    row_weights = _row_weights(flat_target, weight, ignored)
     return weighted_mean(loss.reshape(out_shape), row_weights, reduction)
 
 
