@@ -456,15 +456,18 @@ def _cross_entropy_small(
     index = (target if ignored is None else target.masked_fill(ignored, 0)).unsqueeze(1)
     log_probs = torch.log_softmax(input, 1, _accumulate_dtype(input))
     row_weights = _row_weights(target, weight, ignored)
-    scale = -1.0
+    # The mean's denominator (1: none for "sum"/"none"); an empty batch never comes here.
+    total = 1
     if reduction == "mean":
-        scale = scale / (input.shape[0] if row_weights is None else row_weights.sum())
-    picked = (1 - label_smoothing) * scale
-    if row_weights is not None:
-        picked = picked * row_weights.to(log_probs.dtype).unsqueeze(1)
+        total = input.shape[0] if row_weights is None else row_weights.sum()
+    # The target class's coefficient, -(1 - eps) w_y / total.
+    if row_weights is None:
+        picked = (label_smoothing - 1.0) / total
+    else:
+        picked = row_weights.to(log_probs.dtype).unsqueeze(1) * (label_smoothing - 1.0) / total
     if ignored is not None:
         # Ignored rows get exactly zero coefficients, as torch gives them zero gradient, even
-        # when every row is ignored and the mean's scale is -1/0.
+        # when every row is ignored and the mean's denominator is 0.
         ignored = ignored.unsqueeze(1)
         picked = torch.where(ignored, 0.0, picked)
     coefficients = torch.zeros_like(log_probs)
@@ -472,14 +475,14 @@ def _cross_entropy_small(
         coefficients.scatter_(1, index, picked) if eager else coefficients.scatter(1, index, picked)
     )
     if label_smoothing > 0:
-        smooth = (label_smoothing / input.shape[1]) * scale
+        smooth = -(label_smoothing / input.shape[1]) / total
         spread = smooth if weight is None else smooth * weight.to(log_probs.dtype)
         if ignored is not None:
             spread = torch.where(ignored, 0.0, spread)
         coefficients = coefficients + spread
     products = log_probs * coefficients
     if reduction == "mean" and ignored is not None:
-        loss = products.sum() + 0.0 * scale  # every row ignored: 0 / 0 = nan, as in torch
+        loss = products.sum() + 0.0 / total  # every row ignored: 0 / 0 = nan, as in torch
     elif reduction != "none":
         loss = products.sum()
     elif len(out_shape) == 1:  # (N,): no view, which would be one more node in the graph
