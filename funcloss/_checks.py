@@ -62,8 +62,7 @@ def check_floating(fn: str, **tensors: Tensor | None) -> None:
     for name, value in tensors.items():
         if value is None:
             continue
-        if not isinstance(value, Tensor):
-            fail(TypeError, fn, name, "be a torch.Tensor", type(value).__name__)
+        check_tensor(fn, **{name: value})
         if not value.is_floating_point():
             fail(TypeError, fn, name, "have a floating-point dtype", value.dtype)
 
