@@ -4,12 +4,7 @@ Every loss is a plain function of tensors with :mod:`torch.nn.functional`'s name
 semantics, built from torch ops; :mod:`funcloss.nn` has the module forms.
 """
 
-from ._classification import (
-    binary_cross_entropy,
-    binary_cross_entropy_with_logits,
-    cross_entropy,
-    nll_loss,
-)
+from ._cross_entropy import cross_entropy, nll_loss
 from ._embedding import (
     cosine_embedding_loss,
     hinge_embedding_loss,
@@ -19,6 +14,7 @@ from ._embedding import (
 )
 from ._function import custom_backward
 from ._linear import linear_cross_entropy
+from ._logistic import binary_cross_entropy, binary_cross_entropy_with_logits
 from ._margin import (
     multi_margin_loss,
     multilabel_margin_loss,

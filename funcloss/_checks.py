@@ -201,3 +201,29 @@ def check_values_in(fn: str, name: str, value: Tensor, low: float, high: float) 
     if bool(bad.any()):
         first = float(value[bad].flatten()[0])
         raise ValueError(f"{fn}: `{name}` values must be in [{low}, {high}], got {first}.")
+
+
+def check_class_weight(fn: str, weight: Tensor | None, input: Tensor) -> None:
+    """A class weight: floating, shape ``(C,)`` for ``input`` ``(C,)`` or ``(N, C, ...)``."""
+    if weight is None:
+        return
+    check_floating(fn, weight=weight)
+    num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
+    if weight.shape != (num_classes,):
+        fail(
+            ValueError,
+            fn,
+            "weight",
+            f"have shape ({num_classes},), one per class",
+            shape_str(weight.shape),
+        )
+    if weight.dtype != input.dtype:
+        fail(TypeError, fn, "weight", f"have the input's dtype {input.dtype}", weight.dtype)
+
+
+def check_label_dtype(fn: str, **tensors: Tensor) -> None:
+    """Label tensors (``±1`` targets, multi-hot targets) may be floating or integer."""
+    for name, value in tensors.items():
+        check_tensor(fn, **{name: value})
+        if value.dtype == torch.bool or value.is_complex():
+            fail(TypeError, fn, name, "have a floating-point or integer dtype", value.dtype)

@@ -15,11 +15,11 @@ from torch import Tensor
 from ._checks import (
     Reduction,
     check_floating,
+    check_label_dtype,
     check_number,
     check_positive,
     check_reduction,
     check_same_shape,
-    check_tensor,
     fail,
     shape_str,
 )
@@ -30,14 +30,6 @@ from ._reduction import reduce
 _COSINE_EPS = 9.999999960041972e-13
 
 Distance = Callable[[Tensor, Tensor], Tensor]
-
-
-def check_label_dtype(fn: str, **tensors: Tensor) -> None:
-    """Label tensors (``±1`` targets, multi-hot targets) may be floating or integer."""
-    for name, value in tensors.items():
-        check_tensor(fn, **{name: value})
-        if value.dtype == torch.bool or value.is_complex():
-            fail(TypeError, fn, name, "have a floating-point or integer dtype", value.dtype)
 
 
 # -- margin_ranking_loss ---------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The custom-backward machinery: a plain forward function -> a transform-safe autograd.Function.
 
 :func:`custom_backward` builds the ``torch.autograd.Function`` the way torch.func needs it
-(DESIGN.md §3), so neither funcloss's own losses nor users' ones touch ``ctx``:
+(docs/design.md §3), so neither funcloss's own losses nor users' ones touch ``ctx``:
 
 - ``setup_context`` style; ``generate_vmap_rule = True`` (forward, backward and jvp are torch ops);
 - every tensor is passed to ``apply`` positionally (tensor pytrees are flattened with optree);

@@ -18,8 +18,10 @@ from ._checks import (
     as_index,
     check_broadcastable_to,
     check_class_indices,
+    check_class_weight,
     check_floating,
     check_integer,
+    check_label_dtype,
     check_number,
     check_reduction,
     check_same_shape,
@@ -27,8 +29,7 @@ from ._checks import (
     shape_str,
     value_checks_enabled,
 )
-from ._classification import _check_class_weight, _softplus
-from ._embedding import check_label_dtype
+from ._ops import softplus
 from ._reduction import reduce
 
 # -- soft_margin_loss ------------------------------------------------------------------------
@@ -67,7 +68,7 @@ def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "m
     check_label_dtype(fn, target=target)
     check_same_shape(fn, input=input, target=target)
     check_reduction(fn, reduction)
-    return reduce(_softplus(-target * input), reduction)
+    return reduce(softplus(-target * input), reduction)
 
 
 # -- multilabel_soft_margin_loss -------------------------------------------------------------
@@ -118,7 +119,7 @@ def multilabel_soft_margin_loss(
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
     check_reduction(fn, reduction)
-    loss = (1 - target) * input + _softplus(-input)
+    loss = (1 - target) * input + softplus(-input)
     if weight is not None:
         loss = loss * weight
     return reduce(loss.sum(-1) / input.shape[-1], reduction)
@@ -296,7 +297,7 @@ def multi_margin_loss(
         )
     if p not in (1, 2):
         fail(ValueError, fn, "p", "be 1 or 2", p)
-    _check_class_weight(fn, weight, input)
+    check_class_weight(fn, weight, input)
     check_reduction(fn, reduction)
     check_number(fn, margin=margin)
     num_classes = input.shape[-1]

@@ -6,16 +6,17 @@ takes the function's tensors. ``import funcloss.nn as nn`` keeps ``nn.CrossEntro
 working.
 """
 
-from . import _classification as _c
+from . import _cross_entropy as _c
 from . import _embedding as _e
 from . import _linear as _l
+from . import _logistic as _b
 from . import _margin as _m
 from . import _regression as _r
 from . import _sequence as _s
 from ._module import loss_module
 
-BCELoss = loss_module(_c.binary_cross_entropy, name="BCELoss")
-BCEWithLogitsLoss = loss_module(_c.binary_cross_entropy_with_logits, name="BCEWithLogitsLoss")
+BCELoss = loss_module(_b.binary_cross_entropy, name="BCELoss")
+BCEWithLogitsLoss = loss_module(_b.binary_cross_entropy_with_logits, name="BCEWithLogitsLoss")
 CosineEmbeddingLoss = loss_module(_e.cosine_embedding_loss, name="CosineEmbeddingLoss")
 CTCLoss = loss_module(_s.ctc_loss, name="CTCLoss")
 CrossEntropyLoss = loss_module(_c.cross_entropy, name="CrossEntropyLoss")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import funcloss
 import funcloss.nn as fnn
-from funcloss._classification import _cross_entropy
+from funcloss._cross_entropy import _cross_entropy
 from funcloss.testing import class_targets, floats, logits, probabilities
 
 from .registry import Case, LossSpec

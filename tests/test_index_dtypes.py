@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import funcloss
-from funcloss._classification import _cross_entropy
+from funcloss._cross_entropy import _cross_entropy
 
 NARROW = [torch.uint8, torch.int8, torch.int16, torch.int32]
 X = torch.tensor([[0.3, -1.2, 2.0], [0.5, 0.1, -0.4], [1.5, 0.2, 0.0], [-0.7, 0.9, 0.4]])

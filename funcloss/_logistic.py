@@ -1,0 +1,152 @@
+"""Binary cross-entropy losses: binary_cross_entropy and binary_cross_entropy_with_logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    Reduction,
+    check_broadcastable_to,
+    check_floating,
+    check_reduction,
+    check_same_shape,
+    check_values_in,
+)
+from ._function import custom_backward
+from ._ops import softplus
+from ._reduction import reduce
+
+# torch clamps BCE's logs at -100 so that a probability of exactly 0 or 1 gives a finite loss.
+_BCE_LOG_FLOOR = -100.0
+# torch's BCE gradient divides by max(x (1 - x), 1e-12), finite at x = 0 and x = 1.
+_BCE_GRAD_EPS = 1e-12
+
+
+# -- binary cross-entropy --------------------------------------------------------------------
+
+
+def _safe_log(x: Tensor) -> Tensor:
+    """``max(log x, -100)``, with a finite autograd derivative at ``x = 0`` too."""
+    positive = x > 0
+    return torch.where(
+        positive, torch.log(torch.where(positive, x, 1.0)), _BCE_LOG_FLOOR
+    ).clamp_min(_BCE_LOG_FLOOR)
+
+
+# A custom backward buys exactness here: torch's BCE gradient is finite at x = 0 and x = 1
+# (it divides by max(x (1 - x), 1e-12)), where autograd through the clamped logs is not.
+def _binary_cross_entropy_forward(input: Tensor, target: Tensor) -> Tensor:
+    return -(target * _safe_log(input) + (1 - target) * _safe_log(1 - input))
+
+
+_binary_cross_entropy = custom_backward(_binary_cross_entropy_forward)
+
+
+@_binary_cross_entropy.backward
+def _binary_cross_entropy_backward(
+    grad: Tensor, input: Tensor, target: Tensor
+) -> tuple[Tensor, Tensor]:
+    # d/dx = (x - y) / max(x (1 - x), eps);  d/dy = log(1 - x) - log(x)  (logs floored at -100)
+    grad_input = grad * (input - target) / (input * (1 - input)).clamp_min(_BCE_GRAD_EPS)
+    grad_target = grad * (_safe_log(1 - input) - _safe_log(input))
+    return grad_input, grad_target
+
+
+@_binary_cross_entropy.jvp
+def _binary_cross_entropy_jvp(
+    input_t: Tensor, target_t: Tensor, input: Tensor, target: Tensor
+) -> Tensor:
+    slope = (input - target) / (input * (1 - input)).clamp_min(_BCE_GRAD_EPS)
+    return slope * input_t + (_safe_log(1 - input) - _safe_log(input)) * target_t
+
+
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    *,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Binary cross-entropy between probabilities and targets.
+
+    For outputs that already went through a sigmoid; on logits prefer
+    :func:`binary_cross_entropy_with_logits`, which is stable.
+
+    .. math::
+        \ell = -w \left[ y \log x + (1 - y) \log (1 - x) \right]
+
+    with both logs floored at -100 as in torch. Gradient (as torch's):
+    :math:`w (x - y) / \max(x (1 - x), 10^{-12})`.
+
+    Args:
+        input: probabilities in ``[0, 1]`` (checked in eager mode only), shape ``(*)``.
+        target: same shape as ``input``, floating dtype (usually in ``[0, 1]``).
+        weight: optional elementwise weight, broadcastable to ``input``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input or target.
+        ValueError: shape mismatch, bad ``reduction``, input outside ``[0, 1]`` (eager mode).
+
+    Examples:
+        >>> funcloss.binary_cross_entropy(torch.tensor([0.9, 0.2]), torch.tensor([1.0, 0.0]))
+        tensor(0.1643)
+    """
+    fn = "binary_cross_entropy"
+    check_floating(fn, input=input, target=target, weight=weight)
+    check_reduction(fn, reduction)
+    check_same_shape(fn, input=input, target=target)
+    check_broadcastable_to(fn, "weight", weight, input.shape)
+    check_values_in(fn, "input", input, 0.0, 1.0)
+    return reduce(_binary_cross_entropy(input, target), reduction, weight)
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    *,
+    reduction: Reduction = "mean",
+    pos_weight: Tensor | None = None,
+) -> Tensor:
+    r"""Binary cross-entropy on logits: a sigmoid and BCE in one stable expression.
+
+    .. math::
+        \ell = -w \left[ p\, y \log \sigma(x) + (1 - y) \log \sigma(-x) \right]
+             = w \left[ (1 - y)\, x - (1 + (p - 1) y) \log \sigma(x) \right]
+
+    where :math:`p` is ``pos_weight`` (weight of the positive class, e.g. ``#neg / #pos``).
+
+    Args:
+        input: logits, shape ``(*)``, floating dtype.
+        target: same shape as ``input``, floating dtype (usually in ``[0, 1]``).
+        weight: optional elementwise weight, broadcastable to ``input``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        pos_weight: optional positive-class weight, broadcastable to ``input`` (typically shape
+            ``(C,)`` for the last dimension).
+
+    Returns:
+        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+
+    Raises:
+        TypeError: non-floating input, target or weights.
+        ValueError: shape mismatch, bad ``reduction``.
+
+    Examples:
+        >>> funcloss.binary_cross_entropy_with_logits(
+        ...     torch.tensor([2.0, -1.0]), torch.tensor([1.0, 0.0]), reduction="none")
+        tensor([0.1269, 0.3133])
+    """
+    fn = "binary_cross_entropy_with_logits"
+    check_floating(fn, input=input, target=target, weight=weight, pos_weight=pos_weight)
+    check_reduction(fn, reduction)
+    check_same_shape(fn, input=input, target=target)
+    check_broadcastable_to(fn, "weight", weight, input.shape)
+    check_broadcastable_to(fn, "pos_weight", pos_weight, input.shape)
+    log_weight = 1.0 if pos_weight is None else 1 + (pos_weight - 1) * target
+    loss = (1 - target) * input + log_weight * softplus(-input)
+    return reduce(loss, reduction, weight)
