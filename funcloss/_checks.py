@@ -10,6 +10,7 @@ which a torch.func transform or a compiled graph cannot do, so they run only whe
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from numbers import Real
 from typing import Literal, NoReturn
@@ -227,3 +228,76 @@ def check_label_dtype(fn: str, **tensors: Tensor) -> None:
         check_tensor(fn, **{name: value})
         if value.dtype == torch.bool or value.is_complex():
             fail(TypeError, fn, name, "have a floating-point or integer dtype", value.dtype)
+
+
+# -- broadcasting
+#
+# funcloss broadcasts exactly where torch 2.13 does (measured per loss: tests/test_broadcasting.py).
+# These helpers give the house error where torch's broadcast fails, torch's warning where torch
+# warns, and the promoted dtype of a loss's floating inputs.
+
+
+def broadcast_shape(fn: str, **tensors: Tensor | None) -> torch.Size:
+    """The shape the given tensors (``None`` skipped) broadcast to, in argument order; the house
+    error names the first tensor that does not broadcast with those before it."""
+    shape: torch.Size | None = None
+    names: list[str] = []
+    for name, value in tensors.items():
+        if value is None:
+            continue
+        if shape is None:
+            shape = value.shape
+        else:
+            try:
+                shape = torch.broadcast_shapes(shape, value.shape)
+            except RuntimeError:
+                others = " and ".join(f"`{n}`" for n in names)
+                fail(
+                    ValueError,
+                    fn,
+                    name,
+                    f"be broadcastable with {others} (shape {shape_str(shape)})",
+                    shape_str(value.shape),
+                )
+        names.append(name)
+    return torch.Size() if shape is None else shape
+
+
+def check_same_ndim(fn: str, **tensors: Tensor) -> None:
+    """All given tensors have the same number of dimensions (torch requires it before it
+    broadcasts the pairwise and triplet losses)."""
+    (first, reference), *rest = tensors.items()
+    for name, value in rest:
+        if value.dim() != reference.dim():
+            fail(
+                ValueError,
+                fn,
+                name,
+                f"have as many dimensions as `{first}` ({reference.dim()}; sizes of 1 broadcast)",
+                f"{value.dim()} (shape {shape_str(value.shape)})",
+            )
+
+
+def warn_target_size(input: Tensor, target: Tensor, stacklevel: int = 3) -> None:
+    """torch's warning (same text, ``UserWarning``) when a regression target's shape differs
+    from the input's and the two are broadcast. ``stacklevel`` points at the user's call.
+
+    Not while compiling: a ``warnings.warn`` breaks a fullgraph compile."""
+    if target.shape != input.shape and not torch.compiler.is_compiling():
+        warnings.warn(
+            f"Using a target size ({target.size()}) that is different to the input size "
+            f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            stacklevel=stacklevel,
+        )
+
+
+def promoted_dtype(*tensors: Tensor | None) -> torch.dtype:
+    """``torch.promote_types`` over the floating (or complex) tensors given (``None`` and
+    integer tensors skipped): the dtype of every loss's output."""
+    dtype: torch.dtype | None = None
+    for value in tensors:
+        if value is None or not (value.is_floating_point() or value.is_complex()):
+            continue
+        dtype = value.dtype if dtype is None else torch.promote_types(dtype, value.dtype)
+    return torch.get_default_dtype() if dtype is None else dtype

@@ -14,13 +14,15 @@ from torch import Tensor
 
 from ._checks import (
     Reduction,
+    broadcast_shape,
     check_floating,
     check_label_dtype,
     check_number,
     check_positive,
     check_reduction,
-    check_same_shape,
+    check_same_ndim,
     fail,
+    promoted_dtype,
     shape_str,
 )
 from ._reduction import reduce
@@ -56,18 +58,20 @@ def margin_ranking_loss(
 
     Args:
         input1: scores, shape ``(*)``, floating dtype.
-        input2: scores, same shape as ``input1``.
-        target: ``1`` or ``-1`` (other values scale the difference), same shape, floating or
-            integer dtype.
+        input2: scores, as many dimensions as ``input1``, broadcastable with it (as in torch:
+            ``(N, 1)`` against ``(1, M)`` ranks every pair).
+        target: ``1`` or ``-1`` (other values scale the difference), as many dimensions,
+            broadcastable with the inputs, floating or integer dtype.
         margin: the required gap.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
-        ``input1``'s shape for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of the three for ``"none"``, else a 0-dim tensor.
 
     Raises:
         TypeError: non-floating inputs, a bool or complex target.
-        ValueError: shapes that differ (nothing is broadcast), bad ``reduction``.
+        ValueError: different numbers of dimensions or shapes that do not broadcast (as
+            torch), bad ``reduction``.
 
     Examples:
         >>> funcloss.margin_ranking_loss(
@@ -78,7 +82,8 @@ def margin_ranking_loss(
     fn = "margin_ranking_loss"
     check_floating(fn, input1=input1, input2=input2)
     check_label_dtype(fn, target=target)
-    check_same_shape(fn, input1=input1, input2=input2, target=target)
+    check_same_ndim(fn, input1=input1, input2=input2, target=target)
+    broadcast_shape(fn, input1=input1, input2=input2, target=target)
     check_reduction(fn, reduction)
     check_number(fn, margin=margin)
     return reduce((margin - target * (input1 - input2)).clamp_min(0), reduction)
@@ -107,16 +112,18 @@ def hinge_embedding_loss(
 
     Args:
         input: distances, shape ``(*)``, floating dtype.
-        target: ``1`` or ``-1``, same shape as ``input``, floating or integer dtype.
+        target: ``1`` or ``-1``, broadcastable with ``input`` (as in torch), floating or
+            integer dtype.
         margin: how far dissimilar pairs are pushed.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor,
+        of the promoted dtype of ``input`` and a floating ``target`` (torch's: ``input``'s).
 
     Raises:
         TypeError: non-floating input, a bool or complex target.
-        ValueError: shapes that differ (nothing is broadcast), bad ``reduction``.
+        ValueError: shapes that do not broadcast, bad ``reduction``.
 
     Examples:
         >>> funcloss.hinge_embedding_loss(
@@ -126,9 +133,10 @@ def hinge_embedding_loss(
     fn = "hinge_embedding_loss"
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)
-    check_same_shape(fn, input=input, target=target)
+    broadcast_shape(fn, input=input, target=target)
     check_reduction(fn, reduction)
     check_number(fn, margin=margin)
+    input = input.to(promoted_dtype(input, target))
     pushed = torch.where(target != 1, (margin - input).clamp_min(0), 0.0)
     pulled = torch.where(target != -1, input, 0.0)
     return reduce(pushed + pulled, reduction)
@@ -168,18 +176,24 @@ def cosine_embedding_loss(
     kink (:math:`\cos = \text{margin}`, :math:`y = -1`) the gradient is torch's (active hinge).
 
     Args:
-        input1: embeddings, shape ``(N, D)`` or ``(D,)``, floating dtype.
-        input2: same shape as ``input1``.
-        target: ``1`` or ``-1``, shape ``(N,)`` or ``()``, floating or integer dtype.
+        input1: embeddings, shape ``(N, D)`` with a target ``(N,)``, or ``(D,)`` with a 0-dim
+            target; floating dtype.
+        input2: as many dimensions as ``input1``, broadcastable with it (as in torch: a
+            ``(1, D)`` operand is compared with every row of an ``(N, D)`` one).
+        target: ``1`` or ``-1``, shape ``(N,)`` (or ``(1,)``, broadcast) or ``()``, floating
+            or integer dtype.
         margin: cosine above which dissimilar pairs are penalised, usually in ``[-1, 1]``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
-        ``target``'s shape for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of ``target`` and the inputs' rows for ``"none"``, else a 0-dim
+        tensor, of the promoted dtype of the inputs and a floating ``target`` (torch's: the
+        inputs').
 
     Raises:
         TypeError: non-floating inputs, a bool or complex target.
-        ValueError: wrong shapes (nothing is broadcast), bad ``reduction``.
+        ValueError: a target that is not 0-dim or 1-dim, inputs of the wrong number of
+            dimensions for it (as torch), shapes that do not broadcast, bad ``reduction``.
 
     Examples:
         >>> x1 = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
@@ -190,21 +204,22 @@ def cosine_embedding_loss(
     fn = "cosine_embedding_loss"
     check_floating(fn, input1=input1, input2=input2)
     check_label_dtype(fn, target=target)
-    if input1.dim() not in (1, 2):
-        fail(ValueError, fn, "input1", "have shape (N, D) or (D,)", shape_str(input1.shape))
-    check_same_shape(fn, input1=input1, input2=input2)
-    if target.shape != input1.shape[:-1]:
-        fail(
-            ValueError,
-            fn,
-            "target",
-            f"have shape {shape_str(input1.shape[:-1])} for inputs of shape "
-            f"{shape_str(input1.shape)}",
-            shape_str(target.shape),
-        )
+    if target.dim() > 1:
+        fail(ValueError, fn, "target", "have shape (N,) or ()", shape_str(target.shape))
+    wanted = "(N, D) for a target of shape (N,)" if target.dim() == 1 else "(D,) for a 0-dim target"
+    for name, value in (("input1", input1), ("input2", input2)):
+        if value.dim() != target.dim() + 1:
+            fail(ValueError, fn, name, f"have shape {wanted}", shape_str(value.shape))
+    rows = broadcast_shape(fn, input1=input1, input2=input2)[:-1]
+    try:
+        torch.broadcast_shapes(rows, target.shape)
+    except RuntimeError:
+        rule = f"be broadcastable with the inputs' {rows[0]} rows"
+        fail(ValueError, fn, "target", rule, shape_str(target.shape))
     check_reduction(fn, reduction)
     check_number(fn, margin=margin)
-    cos = _cosine_similarity(input1, input2)
+    dtype = promoted_dtype(input1, input2, target)
+    cos = _cosine_similarity(input1.to(dtype), input2.to(dtype))
     similar = torch.where(target == 1, 1 - cos, 0.0)
     dissimilar = torch.where(target == -1, (cos - margin).clamp_min(0), 0.0)
     return reduce(similar + dissimilar, reduction)
@@ -222,18 +237,15 @@ def _pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6
     return torch.linalg.vector_norm(x1 - x2 + eps, ord=p, dim=-1)
 
 
-def _check_triplet(fn: str, anchor: Tensor, positive: Tensor, negative: Tensor) -> None:
+def _check_triplet(
+    fn: str, anchor: Tensor, positive: Tensor, negative: Tensor, broadcast: bool = True
+) -> None:
+    """Floating triplets with one number of dimensions (torch's rule); with ``broadcast``
+    (the default distance), shapes that broadcast together."""
     check_floating(fn, anchor=anchor, positive=positive, negative=negative)
-    for name, value in (("positive", positive), ("negative", negative)):
-        if value.shape != anchor.shape:
-            fail(
-                ValueError,
-                fn,
-                name,
-                f"have the same shape as `anchor` {shape_str(anchor.shape)}",
-                shape_str(value.shape),
-                hint="Nothing is broadcast: expand explicitly, e.g. anchor.expand_as(negative).",
-            )
+    check_same_ndim(fn, anchor=anchor, positive=positive, negative=negative)
+    if broadcast:
+        broadcast_shape(fn, anchor=anchor, positive=positive, negative=negative)
 
 
 def _triplet(
@@ -278,8 +290,9 @@ def triplet_margin_loss(
 
     Args:
         anchor: embeddings, shape ``(N, D)`` or ``(D,)`` (any ``(*, D)``), floating dtype.
-        positive: same shape as ``anchor``.
-        negative: same shape as ``anchor``.
+        positive: as many dimensions as ``anchor``, broadcastable with it (as in torch: a
+            ``(1, D)`` operand is compared with every row).
+        negative: likewise.
         margin: the required gap, must be positive.
         p: the norm's order, must be positive (``float("inf")`` for the max norm).
         eps: added to each difference before the norm.
@@ -287,12 +300,13 @@ def triplet_margin_loss(
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
-        ``anchor``'s shape without the last dimension for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of the three without the last dimension for ``"none"``, else a
+        0-dim tensor.
 
     Raises:
         TypeError: non-floating inputs.
-        ValueError: shapes that differ (nothing is broadcast), a non-positive ``margin`` or
-            ``p``, bad ``reduction``.
+        ValueError: different numbers of dimensions or shapes that do not broadcast (as
+            torch), a non-positive ``margin`` or ``p``, bad ``reduction``.
 
     Examples:
         >>> anchor = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
@@ -339,8 +353,9 @@ def triplet_margin_with_distance_loss(
     Args:
         anchor: embeddings, shape ``(N, D)`` or ``(D,)`` (any shape ``distance_function``
             takes), floating dtype.
-        positive: same shape as ``anchor``.
-        negative: same shape as ``anchor``.
+        positive: as many dimensions as ``anchor`` (torch's rule); with the default distance,
+            broadcastable with it; a ``distance_function`` decides for itself.
+        negative: likewise.
         distance_function: ``d(x1, x2) -> distances``, non-negative, one per embedding pair;
             default :func:`torch.pairwise_distance` semantics (``p=2``, ``eps=1e-6``).
         margin: the required gap, must be positive.
@@ -352,8 +367,8 @@ def triplet_margin_with_distance_loss(
 
     Raises:
         TypeError: non-floating inputs, a ``distance_function`` that is not callable.
-        ValueError: shapes that differ (nothing is broadcast), a non-positive ``margin``, bad
-            ``reduction``.
+        ValueError: different numbers of dimensions, shapes that do not broadcast (default
+            distance), a non-positive ``margin``, bad ``reduction``.
 
     Examples:
         >>> def cosine_distance(x1, x2):
@@ -364,7 +379,7 @@ def triplet_margin_with_distance_loss(
         tensor(0.2929)
     """
     fn = "triplet_margin_with_distance_loss"
-    _check_triplet(fn, anchor, positive, negative)
+    _check_triplet(fn, anchor, positive, negative, broadcast=distance_function is None)
     if distance_function is not None and not callable(distance_function):
         fail(
             TypeError,

@@ -12,6 +12,7 @@ from ._checks import (
     check_reduction,
     check_same_shape,
     check_values_in,
+    promoted_dtype,
 )
 from ._function import custom_backward
 from ._ops import softplus
@@ -81,12 +82,15 @@ def binary_cross_entropy(
 
     Args:
         input: probabilities in ``[0, 1]`` (checked in eager mode only), shape ``(*)``.
-        target: same shape as ``input``, floating dtype (usually in ``[0, 1]``).
-        weight: optional elementwise weight, broadcastable to ``input``.
+        target: same shape as ``input`` (torch refuses any other, and so does funcloss),
+            floating dtype (usually in ``[0, 1]``).
+        weight: optional elementwise weight, broadcastable to ``input``'s shape (not beyond
+            it, as in torch).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        ``input``'s shape for ``"none"``, else a 0-dim tensor, of the promoted dtype of the
+        floating arguments (torch refuses mixed input and target dtypes).
 
     Raises:
         TypeError: non-floating input or target.
@@ -102,7 +106,9 @@ def binary_cross_entropy(
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
     check_values_in(fn, "input", input, 0.0, 1.0)
-    return reduce(_binary_cross_entropy(input, target), reduction, weight)
+    dtype = promoted_dtype(input, target)  # torch refuses mixed dtypes; funcloss promotes
+    loss = _binary_cross_entropy(input.to(dtype), target.to(dtype))
+    return reduce(loss, reduction, weight)
 
 
 def binary_cross_entropy_with_logits(
@@ -123,14 +129,17 @@ def binary_cross_entropy_with_logits(
 
     Args:
         input: logits, shape ``(*)``, floating dtype.
-        target: same shape as ``input``, floating dtype (usually in ``[0, 1]``).
-        weight: optional elementwise weight, broadcastable to ``input``.
+        target: same shape as ``input`` (torch refuses any other, and so does funcloss),
+            floating dtype (usually in ``[0, 1]``).
+        weight: optional elementwise weight, broadcastable to ``input``'s shape (not beyond
+            it, as in torch).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
-        pos_weight: optional positive-class weight, broadcastable to ``input`` (typically shape
-            ``(C,)`` for the last dimension).
+        pos_weight: optional positive-class weight, broadcastable to ``input``'s shape
+            (typically shape ``(C,)`` for the last dimension).
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        ``input``'s shape for ``"none"``, else a 0-dim tensor, of the promoted dtype of the
+        floating arguments (torch's is ``target``'s dtype).
 
     Raises:
         TypeError: non-floating input, target or weights.

@@ -16,16 +16,16 @@ from torch import Tensor
 from ._checks import (
     Reduction,
     as_index,
+    broadcast_shape,
     check_broadcastable_to,
     check_class_indices,
-    check_class_weight,
     check_floating,
     check_integer,
     check_label_dtype,
     check_number,
     check_reduction,
-    check_same_shape,
     fail,
+    promoted_dtype,
     shape_str,
     value_checks_enabled,
 )
@@ -48,15 +48,18 @@ def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "m
 
     Args:
         input: scores, shape ``(*)``, floating dtype.
-        target: ``1`` or ``-1``, same shape as ``input``, floating or integer dtype.
+        target: ``1`` or ``-1``, broadcastable to ``input``'s shape (torch computes in place
+            in a tensor of ``input``'s shape: a target that would enlarge it is refused),
+            floating or integer dtype.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        ``input``'s shape for ``"none"``, else a 0-dim tensor, of the promoted dtype of
+        ``input`` and a floating ``target`` (torch's: ``input``'s).
 
     Raises:
         TypeError: non-floating input, a bool or complex target.
-        ValueError: shapes that differ (nothing is broadcast), bad ``reduction``.
+        ValueError: a target that does not broadcast to ``input``'s shape, bad ``reduction``.
 
     Examples:
         >>> funcloss.soft_margin_loss(
@@ -66,7 +69,7 @@ def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "m
     fn = "soft_margin_loss"
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)
-    check_same_shape(fn, input=input, target=target)
+    check_broadcastable_to(fn, "target", target, input.shape)
     check_reduction(fn, reduction)
     return reduce(softplus(-target * input), reduction)
 
@@ -94,17 +97,22 @@ def multilabel_soft_margin_loss(
 
     Args:
         input: logits, shape ``(N, C)`` or ``(C,)`` (any ``(*, C)``: classes last), floating.
-        target: multi-hot labels (usually 0 or 1), same shape as ``input``, floating or integer.
-        weight: optional per-class weight, broadcastable to ``input`` (typically ``(C,)``).
+        target: multi-hot labels (usually 0 or 1), broadcastable with ``input`` (as in
+            torch), floating or integer.
+        weight: optional per-class weight, broadcastable with ``input`` (typically ``(C,)``).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
+    Where ``target`` or ``weight`` broadcast the loss to more dimensions than ``input``'s,
+    torch sums over dimension ``input.dim() - 1`` of the broadcast loss and divides by
+    ``input.size(-1)``; funcloss does exactly the same.
+
     Returns:
-        ``input``'s shape without the class dimension for ``"none"``, else a 0-dim tensor.
+        The broadcast shape without dimension ``input.dim() - 1`` for ``"none"``, else a 0-dim
+        tensor.
 
     Raises:
         TypeError: non-floating input or weight, a bool or complex target.
-        ValueError: a 0-dim input, shapes that differ, a weight that does not broadcast, bad
-            ``reduction``.
+        ValueError: a 0-dim input, shapes that do not broadcast, bad ``reduction``.
 
     Examples:
         >>> logits = torch.tensor([[2.0, -1.0, 0.0]])
@@ -116,24 +124,29 @@ def multilabel_soft_margin_loss(
     check_label_dtype(fn, target=target)
     if input.dim() == 0:
         fail(ValueError, fn, "input", "have shape (N, C) or (C,)", "()")
-    check_same_shape(fn, input=input, target=target)
-    check_broadcastable_to(fn, "weight", weight, input.shape)
+    broadcast_shape(fn, input=input, target=target, weight=weight)
     check_reduction(fn, reduction)
     loss = (1 - target) * input + softplus(-input)
     if weight is not None:
         loss = loss * weight
-    return reduce(loss.sum(-1) / input.shape[-1], reduction)
+    return reduce(loss.sum(input.dim() - 1) / input.shape[-1], reduction)
 
 
 # -- shapes of the multi-class margin losses -------------------------------------------------
 
 
-def _check_scores(fn: str, input: Tensor) -> None:
+def _check_scores(fn: str, input: Tensor) -> int:
+    """Scores ``(N, C)``, ``(C,)`` or ``()`` (one class) with ``C > 0``, as torch; returns C."""
     check_floating(fn, input=input)
-    if input.dim() not in (1, 2) or input.shape[-1] == 0:
+    if input.dim() > 2 or (input.dim() > 0 and input.shape[-1] == 0):
         fail(
-            ValueError, fn, "input", "have shape (N, C) or (C,) with C > 0", shape_str(input.shape)
+            ValueError,
+            fn,
+            "input",
+            "have shape (N, C), (C,) or () with C > 0",
+            shape_str(input.shape),
         )
+    return input.shape[-1] if input.dim() > 0 else 1
 
 
 # -- multilabel_margin_loss ------------------------------------------------------------------
@@ -208,8 +221,10 @@ def multilabel_margin_loss(
     time and :math:`O(C)` memory per sample.
 
     Args:
-        input: scores, shape ``(N, C)`` or ``(C,)``, floating dtype.
-        target: label classes, integer dtype, same shape as ``input``; values in ``[0, C)`` or
+        input: scores, shape ``(N, C)``, ``(C,)`` or ``()`` (one class, as torch takes it),
+            floating dtype.
+        target: label classes, integer dtype, ``input``'s shape (``(C,)``, ``()`` or ``(1,)``
+            for an unbatched input; nothing is broadcast, as in torch); values in ``[0, C)`` or
             ``-1`` (range checked in eager mode only).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
@@ -218,7 +233,7 @@ def multilabel_margin_loss(
 
     Raises:
         TypeError: non-floating input, non-integer target.
-        ValueError: wrong shapes, bad ``reduction``.
+        ValueError: wrong shapes (as torch refuses them), bad ``reduction``.
         IndexError: a target value outside ``[-1, C)`` (eager mode).
 
     Examples:
@@ -227,16 +242,49 @@ def multilabel_margin_loss(
         tensor(0.8500)
     """
     fn = "multilabel_margin_loss"
-    _check_scores(fn, input)
+    num_classes = _check_scores(fn, input)
     check_integer(fn, target=target)
-    check_same_shape(fn, input=input, target=target)
+    if input.dim() == 2 and target.shape != input.shape:
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have the input's shape {shape_str(input.shape)}",
+            shape_str(target.shape),
+        )
+    if input.dim() < 2 and (target.dim() > 1 or target.numel() != num_classes):
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have shape ({num_classes},) (one slot per class) for input of shape "
+            f"{shape_str(input.shape)}",
+            shape_str(target.shape),
+        )
     check_reduction(fn, reduction)
     target = target.long()  # -1 must compare as -1, whatever the integer dtype
-    _check_multilabel_targets(fn, target, input.shape[-1])
+    _check_multilabel_targets(fn, target, num_classes)
+    if input.dim() < 2:  # torch takes a 0-dim input (one class) with a target of one slot
+        input, target = input.reshape(num_classes), target.reshape(num_classes)
     return reduce(_multilabel_margin(input, target), reduction)
 
 
 # -- multi_margin_loss -----------------------------------------------------------------------
+
+
+def _check_class_weight(fn: str, weight: Tensor | None, num_classes: int) -> None:
+    """torch's rule: one-dimensional, one weight per class (any floating dtype: promoted)."""
+    if weight is None:
+        return
+    check_floating(fn, weight=weight)
+    if weight.shape != (num_classes,):
+        fail(
+            ValueError,
+            fn,
+            "weight",
+            f"have shape ({num_classes},), one per class",
+            shape_str(weight.shape),
+        )
 
 
 def multi_margin_loss(
@@ -259,21 +307,23 @@ def multi_margin_loss(
     At the kink the gradient is torch's: 0 (a hinge counts only when it is positive).
 
     Args:
-        input: scores, shape ``(N, C)`` or ``(C,)``, floating dtype.
-        target: class indices, integer dtype, shape ``(N,)`` or ``()``; values in ``[0, C)``
-            (checked in eager mode only).
+        input: scores, shape ``(N, C)``, ``(C,)`` or ``()`` (one class, as torch takes it),
+            floating dtype.
+        target: class indices, integer dtype, shape ``(N,)`` (or ``()`` when ``N = 1``), or
+            ``()`` or ``(1,)`` for an unbatched input, as in torch (nothing is broadcast);
+            values in ``[0, C)`` (checked in eager mode only).
         p: 1 or 2.
         margin: the required gap.
-        weight: optional per-class weight (of the target class), shape ``(C,)``, ``input``'s
-            dtype.
+        weight: optional per-class weight (of the target class), shape ``(C,)``, floating
+            (the output has the promoted dtype; torch refuses a weight of another dtype).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
         ``target``'s shape for ``"none"``, else a 0-dim tensor.
 
     Raises:
-        TypeError: non-floating input or weight, non-integer target, weight of another dtype.
-        ValueError: wrong shapes, ``p`` not 1 or 2, bad ``reduction``.
+        TypeError: non-floating input or weight, non-integer target.
+        ValueError: wrong shapes (as torch refuses them), ``p`` not 1 or 2, bad ``reduction``.
         IndexError: a class index out of range (eager mode).
 
     Examples:
@@ -284,31 +334,33 @@ def multi_margin_loss(
         tensor(0.1525)
     """
     fn = "multi_margin_loss"
-    _check_scores(fn, input)
+    num_classes = _check_scores(fn, input)
     check_integer(fn, target=target)
-    if target.shape != input.shape[:-1]:
+    rows = input.shape[0] if input.dim() == 2 else 1
+    if target.dim() > 1 or target.numel() != rows:
+        wanted = f"({rows},) (one class index per sample)" if input.dim() == 2 else "() or (1,)"
         fail(
             ValueError,
             fn,
             "target",
-            f"have shape {shape_str(input.shape[:-1])} (one class index per sample) for input "
-            f"of shape {shape_str(input.shape)}",
+            f"have shape {wanted} for input of shape {shape_str(input.shape)}",
             shape_str(target.shape),
         )
     if p not in (1, 2):
         fail(ValueError, fn, "p", "be 1 or 2", p)
-    check_class_weight(fn, weight, input)
+    _check_class_weight(fn, weight, num_classes)
     check_reduction(fn, reduction)
     check_number(fn, margin=margin)
-    num_classes = input.shape[-1]
     target = as_index(target)
     check_class_indices(fn, target, num_classes)
-    index = target.long().unsqueeze(-1)
-    hinges = torch.relu(margin - input.gather(-1, index) + input)
+    scores = input.reshape(rows, num_classes).to(promoted_dtype(input, weight))
+    index = target.reshape(rows, 1).long()
+    hinges = torch.relu(margin - scores.gather(-1, index) + scores)
     if p == 2:
         hinges = hinges * hinges
     is_target = torch.arange(num_classes, device=input.device) == index
     loss = torch.where(is_target, 0.0, hinges).sum(-1) / num_classes
     if weight is not None:
-        loss = loss * weight.expand_as(input).gather(-1, index).squeeze(-1)
-    return reduce(loss, reduction)
+        class_weight = weight.to(scores.dtype).expand(rows, num_classes).gather(-1, index)
+        loss = loss * class_weight.squeeze(-1)
+    return reduce(loss.reshape(target.shape), reduction)

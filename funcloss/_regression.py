@@ -19,13 +19,16 @@ from torch import Tensor
 from ._checks import (
     REDUCTIONS,
     Reduction,
+    broadcast_shape,
     check_floating,
     check_non_negative,
     check_positive,
     check_reduction,
+    check_tensor,
     fail,
     shape_str,
     value_checks_enabled,
+    warn_target_size,
 )
 from ._reduction import reduce, weighted_mean
 
@@ -39,24 +42,46 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _check_pair(
-    fn: str, input: Tensor, target: Tensor, reduction: str, reductions: tuple[str, ...] = REDUCTIONS
+    fn: str,
+    input: Tensor,
+    target: Tensor,
+    reduction: str,
+    reductions: tuple[str, ...] = REDUCTIONS,
+    warn: bool = False,
 ) -> None:
-    """Floating ``input`` and ``target`` of one shape (torch would broadcast; we refuse)."""
+    """Floating ``input`` and ``target`` that broadcast together, as torch broadcasts them;
+    ``warn``: torch's warning when their shapes differ (l1, mse, huber, smooth_l1)."""
     check_floating(fn, input=input, target=target)
     check_reduction(fn, reduction, reductions)
-    if target.shape != input.shape:
-        fail(
-            ValueError,
-            fn,
-            "target",
-            f"have the same shape as `input` {shape_str(input.shape)}",
-            shape_str(target.shape),
-            hint="funcloss never broadcasts a target; reshape or expand it explicitly.",
-        )
+    broadcast_shape(fn, input=input, target=target)
+    if warn:
+        warn_target_size(input, target, stacklevel=4)
+
+
+def _check_real_or_complex(fn: str, **tensors: Tensor) -> None:
+    """l1_loss takes complex tensors too (its loss ``|x - y|`` is real), as torch's does."""
+    for name, value in tensors.items():
+        check_tensor(fn, **{name: value})
+        if not (value.is_floating_point() or value.is_complex()):
+            fail(TypeError, fn, name, "have a floating-point or complex dtype", value.dtype)
+
+
+def _check_not_complex(fn: str, **tensors: Tensor) -> None:
+    for name, value in tensors.items():
+        if isinstance(value, Tensor) and value.is_complex():
+            fail(
+                TypeError,
+                fn,
+                name,
+                "have a real floating-point dtype (the loss is not defined on complex numbers)",
+                value.dtype,
+                hint="For complex inputs use l1_loss, or mse_loss on torch.view_as_real(x).",
+            )
 
 
 def _check_weight(fn: str, weight: Tensor | None, input: Tensor) -> None:
-    """An elementwise weight has exactly ``input``'s shape, as torch requires."""
+    """An elementwise weight has exactly ``input``'s shape, as torch requires (even where
+    ``target`` broadcasts ``input`` to a larger shape)."""
     if weight is None:
         return
     check_floating(fn, weight=weight)
@@ -90,7 +115,8 @@ def l1_loss(
     r"""Mean absolute error.
 
     A regression loss that is robust to outliers (its gradient has constant size); its optimum
-    is the conditional median.
+    is the conditional median. Complex ``input`` and ``target`` are taken, as in torch: the loss
+    :math:`|x - y|` is real and its gradient is torch's, :math:`w (x - y) / |x - y|`.
 
     .. math::
         \ell = w\, |x - y|, \qquad
@@ -100,18 +126,22 @@ def l1_loss(
     subgradient).
 
     Args:
-        input: predictions, shape ``(*)``, floating dtype.
-        target: same shape as ``input`` (never broadcast), floating dtype.
+        input: predictions, shape ``(*)``, floating or complex dtype.
+        target: broadcastable with ``input``, floating or complex dtype. As in torch, which
+            warns (and so does funcloss, with torch's text) when the shapes differ: that is
+            usually a bug.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
-        weight: optional elementwise weight of ``input``'s shape; ``"mean"`` then divides by
-            its sum, as torch does.
+        weight: optional real elementwise weight of ``input``'s shape (as torch requires);
+            ``"mean"`` then divides by its sum, as torch does.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor;
+        real, of the promoted dtype of the inputs (``float64`` for ``complex128``).
 
     Raises:
-        TypeError: non-floating input, target or weight.
-        ValueError: a target or weight of another shape, bad ``reduction``.
+        TypeError: input or target neither floating nor complex; a non-floating weight.
+        ValueError: shapes that do not broadcast, a weight not of ``input``'s shape, bad
+            ``reduction``.
 
     Examples:
         >>> funcloss.l1_loss(torch.tensor([1.0, -2.0]), torch.zeros(2))
@@ -121,7 +151,10 @@ def l1_loss(
         tensor(1.2500)
     """
     fn = "l1_loss"
-    _check_pair(fn, input, target, reduction)
+    _check_real_or_complex(fn, input=input, target=target)
+    check_reduction(fn, reduction)
+    broadcast_shape(fn, input=input, target=target)
+    warn_target_size(input, target)
     _check_weight(fn, weight, input)
     return _reduce_weighted_mean(torch.abs(input - target), reduction, weight)
 
@@ -144,24 +177,28 @@ def mse_loss(
 
     Args:
         input: predictions, shape ``(*)``, floating dtype.
-        target: same shape as ``input`` (never broadcast), floating dtype.
+        target: broadcastable with ``input``, floating dtype. As in torch, which warns (and so
+            does funcloss, with torch's text) when the shapes differ: that is usually a bug.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         weight: optional elementwise weight of ``input``'s shape; ``"mean"`` then divides by
             its sum, as torch does.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor,
+        of the promoted dtype of the inputs.
 
     Raises:
-        TypeError: non-floating input, target or weight.
-        ValueError: a target or weight of another shape, bad ``reduction``.
+        TypeError: non-floating (or complex) input, target or weight.
+        ValueError: shapes that do not broadcast, a weight not of ``input``'s shape, bad
+            ``reduction``.
 
     Examples:
         >>> funcloss.mse_loss(torch.tensor([1.0, -2.0]), torch.zeros(2), reduction="none")
         tensor([1., 4.])
     """
     fn = "mse_loss"
-    _check_pair(fn, input, target, reduction)
+    _check_not_complex(fn, input=input, target=target)
+    _check_pair(fn, input, target, reduction, warn=True)
     _check_weight(fn, weight, input)
     diff = input - target
     return _reduce_weighted_mean(diff * diff, reduction, weight)
@@ -205,25 +242,29 @@ def huber_loss(
 
     Args:
         input: predictions, shape ``(*)``, floating dtype.
-        target: same shape as ``input`` (never broadcast), floating dtype.
+        target: broadcastable with ``input``, floating dtype. As in torch, which warns (and so
+            does funcloss, with torch's text) when the shapes differ: that is usually a bug.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         delta: the switch point, must be positive.
-        weight: optional elementwise weight of ``input``'s shape; ``"mean"`` divides by the
-            number of elements (not by the weights' sum), as torch does.
+        weight: optional elementwise weight of ``input``'s shape (as torch requires);
+            ``"mean"`` divides by the number of elements (not by the weights' sum), as torch
+            does.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor,
+        of the promoted dtype of the inputs (torch's is ``input``'s dtype).
 
     Raises:
         TypeError: non-floating input, target or weight.
-        ValueError: a target or weight of another shape, bad ``reduction``, ``delta <= 0``.
+        ValueError: shapes that do not broadcast, a weight not of ``input``'s shape, bad
+            ``reduction``, ``delta <= 0``.
 
     Examples:
         >>> funcloss.huber_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction="none")
         tensor([0.1250, 2.5000])
     """
     fn = "huber_loss"
-    _check_pair(fn, input, target, reduction)
+    _check_pair(fn, input, target, reduction, warn=True)
     _check_weight(fn, weight, input)
     check_positive(fn, delta=delta)
     return reduce(_huber(input - target, delta), reduction, weight)
@@ -249,16 +290,17 @@ def smooth_l1_loss(
 
     Args:
         input: predictions, shape ``(*)``, floating dtype.
-        target: same shape as ``input`` (never broadcast), floating dtype.
+        target: broadcastable with ``input``, floating dtype. As in torch, which warns (and so
+            does funcloss, with torch's text) when the shapes differ: that is usually a bug.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         beta: the switch point, must be non-negative.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor.
 
     Raises:
         TypeError: non-floating input or target.
-        ValueError: a target of another shape, bad ``reduction``, ``beta < 0``.
+        ValueError: shapes that do not broadcast, bad ``reduction``, ``beta < 0``.
 
     Examples:
         >>> funcloss.smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction="none")
@@ -268,7 +310,7 @@ def smooth_l1_loss(
         tensor([0.0625, 2.0000])
     """
     fn = "smooth_l1_loss"
-    _check_pair(fn, input, target, reduction)
+    _check_pair(fn, input, target, reduction, warn=True)
     check_non_negative(fn, beta=beta)
     diff = input - target
     if beta == 0:
@@ -316,18 +358,19 @@ def poisson_nll_loss(
     Args:
         input: log-rates (``log_input=True``) or rates (positive, not checked), shape ``(*)``,
             floating dtype.
-        target: counts (non-negative), same shape as ``input``, floating dtype.
+        target: counts (non-negative), broadcastable with ``input`` (as in torch, silently),
+            floating dtype.
         log_input: whether ``input`` is the log of the rate.
         full: add the Stirling approximation of :math:`\log y!`.
         eps: added to the rate inside the log when ``log_input=False``; non-negative.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor.
 
     Raises:
         TypeError: non-floating input or target (convert counts with ``.float()``).
-        ValueError: a target of another shape, bad ``reduction``, ``eps < 0``.
+        ValueError: shapes that do not broadcast, bad ``reduction``, ``eps < 0``.
 
     Examples:
         >>> log_rate = torch.tensor([0.0, 1.0])
@@ -352,20 +395,17 @@ def poisson_nll_loss(
 # -- gaussian NLL ------------------------------------------------------------------------------
 
 
-def _one_broadcast_dim(shape: torch.Size, like: torch.Size) -> bool:
-    """``shape`` is ``like`` with exactly one dimension set to 1."""
-    if len(shape) != len(like):
-        return False
-    differ = [(s, t) for s, t in zip(shape, like, strict=True) if s != t]
-    return len(differ) == 1 and differ[0][0] == 1
-
-
 def _gaussian_var(fn: str, var: Tensor, input: Tensor) -> Tensor:
-    """``var`` broadcastable to ``input`` by torch's rules (unsqueezed if one dimension short)."""
-    if var.shape == input.shape or _one_broadcast_dim(var.shape, input.shape):
+    """``var`` by torch's rules: ``input``'s shape; that shape without its last dimension
+    (unsqueezed); or as many dimensions, differing from ``input``'s in one of size 1."""
+    if var.shape == input.shape:
         return var
     if input.dim() > 0 and var.shape == input.shape[:-1]:
         return var.unsqueeze(-1)
+    if var.dim() == input.dim():
+        differing = [v for i, v in zip(input.shape, var.shape, strict=True) if i != v]
+        if sum(differing) == 1:  # torch's test: the differing sizes of var add up to 1
+            return var
     fail(
         ValueError,
         fn,
@@ -373,6 +413,7 @@ def _gaussian_var(fn: str, var: Tensor, input: Tensor) -> Tensor:
         f"have the input's shape {shape_str(input.shape)}, that shape with one dimension equal "
         f"to 1, or that shape without its last dimension {shape_str(input.shape[:-1])}",
         shape_str(var.shape),
+        hint="For one variance shared by every element pass a float.",
     )
 
 
@@ -418,22 +459,25 @@ def gaussian_nll_loss(
 
     Args:
         input: means, shape ``(*)``, floating dtype.
-        target: same shape as ``input``, or that shape with one dimension equal to 1
-            (broadcast), floating dtype.
+        target: broadcastable with ``input`` (torch documents ``input``'s shape or that shape
+            with one dimension equal to 1, and broadcasts any shape, so does funcloss; a 0-dim
+            target is one value for every mean), floating dtype.
         var: variances: a tensor of ``input``'s shape, of that shape with one dimension equal
-            to 1, or of that shape without its last dimension; or a float. Non-negative
-            (checked in eager mode only for a tensor).
+            to 1, or of that shape without its last dimension (torch's rules, checked against
+            ``input``'s shape); or a float, one variance for every element (a 0-dim tensor is
+            refused, as in torch). Non-negative (checked in eager mode only for a tensor).
         full: add the constant :math:`\tfrac12 \log 2\pi`.
         eps: lower clamp of ``var``, non-negative.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of ``input``, ``target`` and ``var`` for ``"none"``, else a 0-dim
+        tensor.
 
     Raises:
         TypeError: non-floating input, target or var; a var that is neither tensor nor float.
-        ValueError: a target or var of an incompatible shape, bad ``reduction``, ``eps < 0``,
-            negative ``var`` (a tensor's values: eager mode only).
+        ValueError: shapes that do not broadcast, a var of a shape torch refuses, bad
+            ``reduction``, ``eps < 0``, negative ``var`` (a tensor's values: eager mode only).
 
     Examples:
         >>> mean, target = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])
@@ -446,19 +490,12 @@ def gaussian_nll_loss(
     check_floating(fn, input=input, target=target)
     check_reduction(fn, reduction)
     check_non_negative(fn, eps=eps)
-    if target.shape != input.shape and not _one_broadcast_dim(target.shape, input.shape):
-        fail(
-            ValueError,
-            fn,
-            "target",
-            f"have the input's shape {shape_str(input.shape)} or that shape with one dimension "
-            "equal to 1",
-            shape_str(target.shape),
-        )
+    broadcast_shape(fn, input=input, target=target)
     squared = (input - target) ** 2
     if isinstance(var, Tensor):
         check_floating(fn, var=var)
         var = _gaussian_var(fn, var, input)
+        broadcast_shape(fn, input=input, target=target, var=var)
         _check_var_values(fn, var)
         clamped = _clamp_straight_through(var, eps)
         loss = 0.5 * (torch.log(clamped) + squared / clamped)
@@ -499,16 +536,17 @@ def kl_div(
 
     Args:
         input: log-probabilities, shape ``(*)``, floating dtype.
-        target: probabilities (or log-probabilities with ``log_target``), same shape.
+        target: probabilities (or log-probabilities with ``log_target``), broadcastable with
+            ``input`` (as in torch, silently); ``"batchmean"`` divides by ``input.size(0)``.
         reduction: ``"none"`` | ``"batchmean"`` | ``"mean"`` | ``"sum"``.
         log_target: whether ``target`` holds log-probabilities.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor.
+        The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor.
 
     Raises:
         TypeError: non-floating input or target.
-        ValueError: a target of another shape, bad ``reduction``.
+        ValueError: shapes that do not broadcast, bad ``reduction``.
 
     Examples:
         >>> log_q = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
