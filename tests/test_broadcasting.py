@@ -502,3 +502,54 @@ def test_no_warning_under_compile(name: str) -> None:
         expected = getattr(F, name)(torch.ones(3, 1), torch.zeros(3))
     torch._dynamo.reset()
     assert_close(fn(torch.ones(3, 1), torch.zeros(3)), expected)
+
+
+TRANSFORM_ROWS = [
+    Row("mse_loss", ((5, 1), (1, 5)), "warns"),
+    Row("huber_loss", ((5, 5), (5,)), "warns"),
+    Row("kl_div", ((5, 1), (1, 5)), "broadcasts"),
+    Row("poisson_nll_loss", ((5, 5), (5,)), "broadcasts", config={"full": True}),
+    Row("gaussian_nll_loss", ((5, 3), (), (5, 3)), "broadcasts"),
+    Row("gaussian_nll_loss", ((5, 3), (5, 3), (5,)), "broadcasts"),
+    Row("binary_cross_entropy", ((5, 5), (5, 5)), "broadcasts", {"weight": (5,)}),
+    Row("soft_margin_loss", ((5, 5), (5, 1)), "broadcasts"),
+    Row("multilabel_soft_margin_loss", ((5, 3), (1, 3)), "broadcasts"),
+    Row("margin_ranking_loss", ((5, 1), (1, 5), (5, 5)), "broadcasts"),
+    Row("hinge_embedding_loss", ((5, 5), (1, 5)), "broadcasts"),
+    Row("cosine_embedding_loss", ((1, 4), (5, 4), (5,)), "broadcasts"),
+    Row("triplet_margin_loss", ((1, 4), (5, 4), (5, 4)), "broadcasts", config={"swap": True}),
+]
+
+
+@pytest.mark.parametrize("row", TRANSFORM_ROWS, ids=repr)
+def test_broadcasting_under_every_transform(row: Row) -> None:
+    """jacrev, jacfwd, hessian and a fullgraph compile of a broadcasting call, w.r.t. the first
+    input, against plain autograd through torch's loss."""
+    args, kwargs = _inputs(row)
+    reduction = _reduction_per_sample(row)
+
+    def of_first(call: Callable, x: Tensor) -> Tensor:
+        return _call_quietly(lambda: call(row, [x, *args[1:]], kwargs, reduction))
+
+    def ours(x: Tensor) -> Tensor:
+        return of_first(_ours_call, x)
+
+    def theirs(x: Tensor) -> Tensor:
+        return of_first(_torch_call, x)
+
+    x = args[0]
+    jacobian = torch.autograd.functional.jacobian(theirs, x)
+    assert_close(torch.func.jacrev(ours)(x), jacobian, "jacrev")
+    assert_close(torch.func.jacfwd(ours)(x), jacobian, "jacfwd")
+    assert_close(
+        torch.func.hessian(ours)(x), torch.autograd.functional.hessian(theirs, x), "hessian"
+    )
+    torch._dynamo.reset()
+    leaf = x.detach().requires_grad_()
+
+    def ours_compiled(x: Tensor) -> Tensor:  # no warning while compiling
+        return _ours_call(row, [x, *args[1:]], kwargs, reduction)
+
+    value = torch.compile(ours_compiled, fullgraph=True, backend="aot_eager")(leaf)
+    assert_close(value, theirs(x), "compile")
+    assert_close(torch.autograd.grad(value, leaf)[0], jacobian, "compile backward")

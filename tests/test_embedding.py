@@ -407,3 +407,118 @@ def test_weighted_modules_keep_weight_as_a_buffer() -> None:
         module, reference = ours(weight=weight), theirs(weight=weight)
         assert list(module.state_dict()) == list(reference.state_dict()) == ["weight"]
         assert_close(module(MULTI, target), reference(MULTI, target), ours.__name__)
+
+
+# Every (input, target) shape pair probed against torch 2.13's multi_margin_loss and
+# multilabel_margin_loss: torch's verdict is measured live, funcloss must agree (values, output
+# shape and input gradient where torch accepts, a house ValueError where it refuses).
+MULTI_MARGIN_SHAPES = [
+    ((5, 3), (5,)),
+    ((3,), ()),
+    ((3,), (1,)),
+    ((), ()),
+    ((), (1,)),
+    ((1,), ()),
+    ((1,), (1,)),
+    ((1, 3), ()),
+    ((0, 3), (0,)),
+    ((5, 3), (1,)),
+    ((1, 3), (5,)),
+    ((5, 3), (5, 1)),
+    ((5, 3), ()),
+    ((1, 3), (1, 1)),
+    ((3,), (2,)),
+    ((), (2,)),
+    ((3,), (1, 1)),
+    ((2, 5, 3), (2, 5)),
+    ((5, 0), (5,)),
+]
+MULTILABEL_MARGIN_SHAPES = [
+    ((5, 3), (5, 3)),
+    ((3,), (3,)),
+    ((), ()),
+    ((), (1,)),
+    ((1,), ()),
+    ((1,), (1,)),
+    ((0, 3), (0, 3)),
+    ((5, 3), (1, 3)),
+    ((5, 3), (3,)),
+    ((3,), (1, 3)),
+    ((1, 3), (3,)),
+    ((), (1, 1)),
+    ((2,), ()),
+    ((5, 3), (5, 4)),
+    ((2, 5, 3), (2, 5, 3)),
+    ((5, 0), (5, 0)),
+    ((0,), (0,)),
+]
+
+
+def _margin_shape_case(name: str, input_shape: tuple, target_shape: tuple) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(len(input_shape) * 7 + len(target_shape))
+    x = torch.randn(input_shape, generator=generator, dtype=f64)
+    num_classes = input_shape[-1] if input_shape else 1
+    low = -1 if name == "multilabel_margin_loss" else 0
+    y = torch.randint(low, max(num_classes, 1), target_shape, generator=generator)
+    return x, y
+
+
+@pytest.mark.parametrize(
+    ("name", "input_shape", "target_shape"),
+    [("multi_margin_loss", *shapes) for shapes in MULTI_MARGIN_SHAPES]
+    + [("multilabel_margin_loss", *shapes) for shapes in MULTILABEL_MARGIN_SHAPES],
+)
+def test_multi_class_margin_shapes_as_torch(name: str, input_shape, target_shape) -> None:
+    x, y = _margin_shape_case(name, input_shape, target_shape)
+    ours, theirs = getattr(funcloss, name), getattr(F, name)
+    try:
+        theirs(x, y)
+    except RuntimeError:
+        with pytest.raises(ValueError, match=rf"^{name}: `(input|target)` must have "):
+            ours(x, y)
+        return
+    for reduction in ("none", "mean", "sum"):
+        expected = theirs(x, y, reduction=reduction)
+        actual = ours(x, y, reduction=reduction)
+        assert actual.shape == expected.shape, reduction
+        if reduction == "mean" and x.numel() == 0:
+            # torch 2.13 returns uninitialised memory here (e.g. 6.9e-310, -1.1e-15);
+            # funcloss gives the empty mean nan, as torch's elementwise losses do
+            assert actual.isnan()
+            continue
+        assert_close(actual, expected, reduction)
+    leaf = x.clone().requires_grad_()
+    (expected_grad,) = torch.autograd.grad(theirs(leaf, y, reduction="sum"), leaf)
+    (actual_grad,) = torch.autograd.grad(ours(leaf, y, reduction="sum"), leaf)
+    assert_close(actual_grad, expected_grad, "gradient")
+
+
+def test_zero_dim_multi_margin_is_torchs() -> None:
+    # torch 2.13: F.multi_margin_loss(torch.tensor(-3.7), torch.tensor(0)) is tensor(0.)
+    x = torch.tensor(-3.7, requires_grad=True)
+    loss = funcloss.multi_margin_loss(x, torch.tensor(0))
+    assert loss.shape == () and loss.item() == 0.0
+    (gradient,) = torch.autograd.grad(loss, x)
+    assert gradient.item() == 0.0
+    # torch 2.13 F.multilabel_margin_loss: 0. for the one class listed, or for none
+    assert funcloss.multilabel_margin_loss(torch.tensor(-3.7), torch.tensor(0)).item() == 0.0
+    assert funcloss.multilabel_margin_loss(torch.tensor(-3.7), torch.tensor(-1)).item() == 0.0
+
+
+def test_multi_margin_unbatched_with_a_target_of_one() -> None:
+    # input (C,) with target (1,): torch gives shape (1,) for "none"
+    x = _t([0.1, 0.9, -0.4])
+    for weight in (None, _t([0.5, 2.0, 1.0])):
+        expected = F.multi_margin_loss(x, torch.tensor([1]), weight=weight, reduction="none")
+        actual = funcloss.multi_margin_loss(x, torch.tensor([1]), weight=weight, reduction="none")
+        assert actual.shape == (1,)
+        assert_close(actual, expected)
+
+
+def test_multi_class_margin_zero_dim_under_vmap() -> None:
+    # vmap over (N,) scores: every per-sample call has a 0-dim input, one class
+    x = _t([-3.7, 0.5, 2.0])
+    looped = torch.stack([F.multi_margin_loss(v, torch.tensor(0)) for v in x])
+    assert_close(vmap(lambda v: funcloss.multi_margin_loss(v, torch.tensor(0)))(x), looped)
+    looped = torch.stack([F.multilabel_margin_loss(v, torch.tensor(0)) for v in x])
+    assert_close(vmap(lambda v: funcloss.multilabel_margin_loss(v, torch.tensor(0)))(x), looped)

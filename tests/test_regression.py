@@ -536,3 +536,41 @@ def test_modules_compile() -> None:
     module = fnn.HuberLoss(delta=0.5, weight=W)
     compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
     assert_close(compiled(X, Y), funcloss.huber_loss(X, Y, delta=0.5, weight=W))
+
+
+@pytest.mark.parametrize(
+    ("input_dtype", "target_dtype"),
+    [
+        (torch.complex128, torch.complex128),
+        (torch.complex128, torch.float64),
+        (torch.float64, torch.complex128),
+        (torch.complex64, torch.complex64),
+        (torch.complex64, torch.float64),
+    ],
+)
+def test_l1_loss_on_complex_is_torchs(input_dtype, target_dtype) -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, dtype=input_dtype, generator=generator)
+    y = torch.randn(4, 3, dtype=target_dtype, generator=generator)
+    weight = torch.rand(4, 3, dtype=torch.float64, generator=generator)
+    for kwargs in ({}, {"weight": weight}):
+        for reduction in ("none", "mean", "sum"):
+            expected = F.l1_loss(x, y, reduction=reduction, **kwargs)
+            actual = funcloss.l1_loss(x, y, reduction=reduction, **kwargs)
+            assert actual.dtype == expected.dtype and not actual.is_complex()
+            assert_close(actual, expected, reduction, rtol=1e-5)
+        leaves = [x.clone().requires_grad_(), y.clone().requires_grad_()]
+        expected = torch.autograd.grad(F.l1_loss(*leaves, **kwargs), leaves)
+        actual = torch.autograd.grad(funcloss.l1_loss(*leaves, **kwargs), leaves)
+        assert_close(actual, expected, "gradients", rtol=1e-5)
+
+
+def test_l1_loss_complex_subgradient_at_zero_and_under_vmap() -> None:
+    x = torch.tensor([1 + 1j, 2 - 1j, 0.5j], dtype=torch.complex128)
+    leaf = x.clone().requires_grad_()
+    (at_zero,) = torch.autograd.grad(funcloss.l1_loss(leaf, x, reduction="sum"), leaf)
+    assert (at_zero == 0).all()  # torch's sgn(0) = 0, as for real inputs
+    zeros = torch.zeros(3, dtype=torch.complex128)
+    batch = torch.stack([x, 2 * x])
+    expected = torch.stack([F.l1_loss(row, zeros) for row in batch])
+    assert_close(vmap(lambda row: funcloss.l1_loss(row, zeros))(batch), expected)
