@@ -243,6 +243,7 @@ def multilabel_margin_loss(
     """
     fn = "multilabel_margin_loss"
     num_classes = _check_scores(fn, input)
+    check_reduction(fn, reduction)  # config before the target, as torch reports them
     check_integer(fn, target=target)
     if input.dim() == 2 and target.shape != input.shape:
         fail(
@@ -261,7 +262,6 @@ def multilabel_margin_loss(
             f"{shape_str(input.shape)}",
             shape_str(target.shape),
         )
-    check_reduction(fn, reduction)
     target = target.long()  # -1 must compare as -1, whatever the integer dtype
     _check_multilabel_targets(fn, target, num_classes)
     if input.dim() < 2:  # torch takes a 0-dim input (one class) with a target of one slot
@@ -335,6 +335,12 @@ def multi_margin_loss(
     """
     fn = "multi_margin_loss"
     num_classes = _check_scores(fn, input)
+    # config before the target, as torch reports them
+    check_reduction(fn, reduction)
+    if p not in (1, 2):
+        fail(ValueError, fn, "p", "be 1 or 2", p)
+    _check_class_weight(fn, weight, num_classes)
+    check_number(fn, margin=margin)
     check_integer(fn, target=target)
     rows = input.shape[0] if input.dim() == 2 else 1
     if target.dim() > 1 or target.numel() != rows:
@@ -346,11 +352,6 @@ def multi_margin_loss(
             f"have shape {wanted} for input of shape {shape_str(input.shape)}",
             shape_str(target.shape),
         )
-    if p not in (1, 2):
-        fail(ValueError, fn, "p", "be 1 or 2", p)
-    _check_class_weight(fn, weight, num_classes)
-    check_reduction(fn, reduction)
-    check_number(fn, margin=margin)
     target = as_index(target)
     check_class_indices(fn, target, num_classes)
     scores = input.reshape(rows, num_classes).to(promoted_dtype(input, weight))

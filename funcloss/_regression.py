@@ -10,6 +10,7 @@ an infinity into ``nan``.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import torch
@@ -34,6 +35,12 @@ from ._reduction import reduce, weighted_mean
 
 KLReduction = Literal["none", "batchmean", "mean", "sum"]
 _KL_REDUCTIONS = ("none", "batchmean", "mean", "sum")
+# torch 2.13's warning for kl_div(reduction="mean"), word for word.
+_KL_MEAN_WARNING = (
+    "reduction: 'mean' divides the total loss by both the batch size and the support size."
+    "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+    "'mean' will be changed to behave the same as 'batchmean' in the next major release."
+)
 # The constant of the full Gaussian NLL: log(2 pi) / 2.
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -531,8 +538,9 @@ def kl_div(
                \text{)} \\ e^{y} (y - x) & \texttt{log\_target} \end{cases}
 
     ``reduction="batchmean"`` is the divergence per sample, ``sum / input.size(0)`` (the sum
-    for a 0-dim input); ``"mean"`` divides by the number of elements, as in torch, which warns
-    that it is not the true divergence. funcloss does not warn.
+    for a 0-dim input); ``"mean"`` divides by the number of elements, as in torch, and warns as
+    torch does (same text, ``UserWarning``; not while compiling) that it is not the true
+    divergence.
 
     Args:
         input: log-probabilities, shape ``(*)``, floating dtype.
@@ -556,6 +564,8 @@ def kl_div(
     """
     fn = "kl_div"
     _check_pair(fn, input, target, reduction, _KL_REDUCTIONS)
+    if reduction == "mean" and not torch.compiler.is_compiling():
+        warnings.warn(_KL_MEAN_WARNING, stacklevel=2)
     if log_target:
         loss = torch.exp(target) * (target - input)
     else:

@@ -456,10 +456,17 @@ def test_kl_div_batchmean_divides_by_size_0(shape) -> None:
     )
 
 
-def test_kl_div_mean_does_not_warn() -> None:
+def test_kl_div_mean_warns_as_torch() -> None:
+    x, y = torch.zeros(2, 2), torch.full((2, 2), 0.5)
+    with pytest.warns(UserWarning) as theirs:
+        F.kl_div(x, y)
+    with pytest.warns(UserWarning) as ours:
+        funcloss.kl_div(x, y)
+    assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
+    assert ours[0].filename == __file__  # points at the caller, as torch's does
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        funcloss.kl_div(torch.zeros(2, 2), torch.full((2, 2), 0.5))
+        funcloss.kl_div(x, y, reduction="batchmean")
 
 
 # -- weights -----------------------------------------------------------------------------------
