@@ -62,6 +62,18 @@ def _margin_ranking_cases(draw: st.DrawFn) -> Case:
 
 
 @st.composite
+def _margin_ranking_pairwise_cases(draw: st.DrawFn) -> Case:
+    """Every pair of ``(N, 1)`` against ``(1, M)`` scores, a target ``(N, M)`` or ``(1, M)``:
+    broadcast as torch does."""
+    n, m = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    x1, x2 = draw(floats((n, 1))), draw(floats((1, m)))
+    y = draw(_sign_targets((draw(st.sampled_from([1, n])), m), integer=False))
+    margin = draw(st.floats(-1.0, 2.0))
+    _off(margin - y * (x1 - x2))
+    return Case((x1, x2, y), {"margin": margin})
+
+
+@st.composite
 def _hinge_embedding_cases(draw: st.DrawFn) -> Case:
     shape = _batch_shape(draw)
     x, y = draw(floats(shape)), draw(_sign_targets(shape))
@@ -81,6 +93,19 @@ def _cosine_cases(draw: st.DrawFn, unbatched: bool = False) -> Case:
     margin = draw(st.floats(-0.5, 0.5))
     _off(F.cosine_similarity(x1, x2, dim=-1) - margin, where=y == -1)
     return Case((x1, x2, y), {"margin": margin})
+
+
+@st.composite
+def _cosine_shared_cases(draw: st.DrawFn) -> Case:
+    """One ``(1, D)`` embedding against ``(N, D)`` (either side), broadcast as torch does."""
+    case = draw(_cosine_cases())
+    x1, x2, y = case.args
+    if draw(st.booleans()):
+        x1 = x1[:1]
+    else:
+        x2 = x2[:1]
+    _off(F.cosine_similarity(x1, x2, dim=-1) - case.kwargs["margin"], where=y == -1)
+    return Case((x1, x2, y), case.kwargs)
 
 
 # -- triplets --------------------------------------------------------------------------------
@@ -125,6 +150,22 @@ def _triplet_cases(draw: st.DrawFn, unbatched: bool = False) -> Case:
     distances = [torch.pairwise_distance(x1, x2, p, eps) for x1, x2 in pairs]
     _off_triplet_kinks(distances, margin, swap)
     kwargs = {"margin": margin, "p": p, "eps": eps, "swap": swap}
+    return Case((anchor, positive, negative), kwargs)
+
+
+@st.composite
+def _triplet_shared_anchor_cases(draw: st.DrawFn) -> Case:
+    """One ``(1, D)`` anchor against ``(N, D)`` positives and negatives (torch broadcasts)."""
+    case = draw(_triplet_cases())
+    anchor, positive, negative = case.args
+    anchor = anchor[:1]
+    kwargs = case.kwargs
+    p, eps = kwargs["p"], kwargs["eps"]
+    pairs = [(anchor, positive), (anchor, negative), (positive, negative)]
+    for x1, x2 in pairs:
+        _off_norm_kinks(x1 - x2 + eps, p)
+    distances = [torch.pairwise_distance(x1, x2, p, eps) for x1, x2 in pairs]
+    _off_triplet_kinks(distances, kwargs["margin"], kwargs["swap"])
     return Case((anchor, positive, negative), kwargs)
 
 
@@ -236,6 +277,16 @@ SPECS = [
         torch_module=torch.nn.MarginRankingLoss,
     ),
     LossSpec(
+        "margin_ranking_loss-pairwise",
+        funcloss.margin_ranking_loss,
+        fnn.MarginRankingLoss,
+        _margin_ranking_pairwise_cases,
+        F.margin_ranking_loss,
+        wrt=(0, 1, 2),
+        per_sample_dims=None,  # a slice of (N, 1) has fewer dims than (1, M): torch refuses
+        torch_module=torch.nn.MarginRankingLoss,
+    ),
+    LossSpec(
         "hinge_embedding_loss",
         funcloss.hinge_embedding_loss,
         fnn.HingeEmbeddingLoss,
@@ -307,6 +358,16 @@ SPECS = [
         torch_module=torch.nn.CosineEmbeddingLoss,
     ),
     LossSpec(
+        "cosine_embedding_loss-shared",
+        funcloss.cosine_embedding_loss,
+        fnn.CosineEmbeddingLoss,
+        _cosine_shared_cases,
+        F.cosine_embedding_loss,
+        wrt=(0, 1),
+        per_sample_dims=None,  # which side is shared varies by draw
+        torch_module=torch.nn.CosineEmbeddingLoss,
+    ),
+    LossSpec(
         "cosine_embedding_loss-unbatched",
         funcloss.cosine_embedding_loss,
         fnn.CosineEmbeddingLoss,
@@ -323,6 +384,16 @@ SPECS = [
         F.triplet_margin_loss,
         wrt=(0, 1, 2),
         per_sample_dims=(0, 0, 0),
+        torch_module=torch.nn.TripletMarginLoss,
+    ),
+    LossSpec(
+        "triplet_margin_loss-shared-anchor",
+        funcloss.triplet_margin_loss,
+        fnn.TripletMarginLoss,
+        _triplet_shared_anchor_cases,
+        F.triplet_margin_loss,
+        wrt=(0, 1, 2),
+        per_sample_dims=None,  # a (1, D) anchor against (D,) slices: torch refuses
         torch_module=torch.nn.TripletMarginLoss,
     ),
     LossSpec(

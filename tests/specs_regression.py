@@ -126,6 +126,24 @@ def _gaussian_float_var_cases(draw: st.DrawFn) -> Case:
 
 
 @st.composite
+def _gaussian_scalar_target_cases(draw: st.DrawFn) -> Case:
+    """One target value for every mean (a 0-dim target, broadcast as torch does)."""
+    shape = draw(shapes(1, 3, max_side=4))
+    x, y = draw(floats(shape)), draw(floats(()))
+    return Case((x, y, draw(_variances(shape))), draw(_gaussian_options()))
+
+
+@st.composite
+def _kl_broadcast_cases(draw: st.DrawFn) -> Case:
+    """One target distribution ``(1, C)`` for every row of ``(N, C)`` log-probabilities."""
+    n, c = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    log_q = torch.log_softmax(draw(logits((n, c))), -1)
+    p = draw(probabilities((1, c), dim=1))
+    log_target = draw(st.booleans())
+    return Case((log_q, torch.log(p) if log_target else p), {"log_target": log_target})
+
+
+@st.composite
 def _kl_cases(draw: st.DrawFn) -> Case:
     shape = draw(shapes(1, 3, max_side=4))
     log_q = torch.log_softmax(draw(logits(shape)), -1)
@@ -235,6 +253,15 @@ SPECS = [
         per_sample_dims=(0, 0, 0),
     ),
     LossSpec(
+        "gaussian_nll_loss-scalar-target",
+        funcloss.gaussian_nll_loss,
+        fnn.GaussianNLLLoss,
+        _gaussian_scalar_target_cases,
+        F.gaussian_nll_loss,
+        wrt=(0, 1, 2),
+        per_sample_dims=(0, None, 0),
+    ),
+    LossSpec(
         "gaussian_nll_loss-float-var",
         funcloss.gaussian_nll_loss,
         fnn.GaussianNLLLoss,
@@ -252,5 +279,15 @@ SPECS = [
         wrt=(0, 1),
         reductions=("none", "batchmean", "mean", "sum"),
         torch_module=torch.nn.KLDivLoss,
+    ),
+    LossSpec(
+        "kl_div-broadcast",
+        funcloss.kl_div,
+        fnn.KLDivLoss,
+        _kl_broadcast_cases,
+        _torch_kl_div,
+        wrt=(0, 1),
+        per_sample_dims=(0, None),
+        reductions=("none", "batchmean", "mean", "sum"),
     ),
 ]
