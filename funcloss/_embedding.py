@@ -78,6 +78,14 @@ def margin_ranking_loss(
         ...     torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([1.0, 1.0]),
         ...     margin=0.5, reduction="none")
         tensor([0.0000, 1.5000])
+
+        Every pair of two score lists (``(N, 1)`` against ``(1, M)``; torch 2.13 gives the
+        same):
+
+        >>> first, second = torch.tensor([[2.0], [0.0]]), torch.tensor([[1.0, 3.0]])
+        >>> funcloss.margin_ranking_loss(first, second, torch.ones(1, 2), reduction="none")
+        tensor([[0., 1.],
+                [1., 3.]])
     """
     fn = "margin_ranking_loss"
     check_floating(fn, input1=input1, input2=input2)

@@ -156,6 +156,8 @@ def l1_loss(
         >>> funcloss.l1_loss(torch.tensor([1.0, -2.0]), torch.zeros(2),
         ...                  weight=torch.tensor([3.0, 1.0]))
         tensor(1.2500)
+        >>> funcloss.l1_loss(torch.tensor([3 + 4j]), torch.zeros(1, dtype=torch.complex64))
+        tensor(5.)
     """
     fn = "l1_loss"
     _check_real_or_complex(fn, input=input, target=target)
@@ -492,6 +494,9 @@ def gaussian_nll_loss(
         tensor([ 0.5000, -0.3466])
         >>> funcloss.gaussian_nll_loss(mean, target, 1.0, full=True)
         tensor(1.1689)
+        >>> funcloss.gaussian_nll_loss(mean, torch.tensor(1.0), torch.tensor([1.0, 0.5]),
+        ...                            reduction="none")  # one target for every mean
+        tensor([ 0.5000, -0.3466])
     """
     fn = "gaussian_nll_loss"
     check_floating(fn, input=input, target=target)
