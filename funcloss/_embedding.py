@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ._checks import (
     Reduction,
+    broadcast_pair,
     broadcast_shape,
     check_floating,
     check_label_dtype,
@@ -219,9 +220,7 @@ def cosine_embedding_loss(
         if value.dim() != target.dim() + 1:
             fail(ValueError, fn, name, f"have shape {wanted}", shape_str(value.shape))
     rows = broadcast_shape(fn, input1=input1, input2=input2)[:-1]
-    try:
-        torch.broadcast_shapes(rows, target.shape)
-    except RuntimeError:
+    if broadcast_pair(rows, target.shape) is None:
         rule = f"be broadcastable with the inputs' {rows[0]} rows"
         fail(ValueError, fn, "target", rule, shape_str(target.shape))
     check_reduction(fn, reduction)
