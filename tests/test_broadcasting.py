@@ -553,3 +553,16 @@ def test_broadcasting_under_every_transform(row: Row) -> None:
     value = torch.compile(ours_compiled, fullgraph=True, backend="aot_eager")(leaf)
     assert_close(value, theirs(x), "compile")
     assert_close(torch.autograd.grad(value, leaf)[0], jacobian, "compile backward")
+
+
+def test_broadcast_pair_is_torchs_rule() -> None:
+    from funcloss._checks import broadcast_pair
+
+    shapes = [(), (1,), (3,), (2, 1), (1, 3), (2, 3), (4, 1, 3), (0,), (2, 0), (1, 1, 1)]
+    for first in shapes:
+        for second in shapes:
+            try:
+                expected = torch.broadcast_shapes(first, second)
+            except RuntimeError:
+                expected = None
+            assert broadcast_pair(torch.Size(first), torch.Size(second)) == expected
