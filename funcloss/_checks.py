@@ -107,11 +107,7 @@ def check_broadcastable_to(fn: str, name: str, value: Tensor | None, shape: torc
     """``value`` (if given) must broadcast to ``shape`` without changing ``shape``."""
     if value is None:
         return
-    try:
-        result = torch.broadcast_shapes(value.shape, shape)
-    except RuntimeError:
-        result = None
-    if result != shape:
+    if broadcast_pair(value.shape, shape) != shape:
         fail(
             ValueError, fn, name, f"be broadcastable to {shape_str(shape)}", shape_str(value.shape)
         )
