@@ -354,8 +354,11 @@ def multi_margin_loss(
         )
     target = as_index(target)
     check_class_indices(fn, target, num_classes)
-    scores = input.reshape(rows, num_classes).to(promoted_dtype(input, weight))
-    index = target.reshape(rows, 1).long()
+    # torch's layout: one row of scores per class index ((C,) and () are one row)
+    scores = input if input.dim() == 2 else input.reshape(rows, num_classes)
+    if weight is not None and weight.dtype != input.dtype:
+        scores = scores.to(promoted_dtype(input, weight))
+    index = (target if target.dim() == 1 else target.reshape(rows)).long().unsqueeze(-1)
     hinges = torch.relu(margin - scores.gather(-1, index) + scores)
     if p == 2:
         hinges = hinges * hinges
@@ -364,4 +367,6 @@ def multi_margin_loss(
     if weight is not None:
         class_weight = weight.to(scores.dtype).expand(rows, num_classes).gather(-1, index)
         loss = loss * class_weight.squeeze(-1)
-    return reduce(loss.reshape(target.shape), reduction)
+    if target.dim() != 1:
+        loss = loss.reshape(target.shape)
+    return reduce(loss, reduction)
