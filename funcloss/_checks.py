@@ -227,3 +227,25 @@ def check_label_dtype(fn: str, **tensors: Tensor) -> None:
         check_tensor(fn, **{name: value})
         if value.dtype == torch.bool or value.is_complex():
             fail(TypeError, fn, name, "have a floating-point or integer dtype", value.dtype)
+
+
+def class_index_mask(
+    fn: str, target: Tensor, num_classes: int, ignore_index: int, name: str = "target"
+) -> tuple[Tensor, Tensor | None]:
+    """Class indices with ignored entries set to 0, and the mask of ignored entries (``None``
+    when nothing is ignored, known only in eager mode).
+
+    In eager mode it checks, as :func:`check_class_indices`, that every entry is in
+    ``[0, num_classes)`` or ``ignore_index``, reading one value back to the host (on a GPU each
+    read is a device synchronisation): the range of the other entries and the number ignored.
+    """
+    ignored = target == ignore_index
+    safe = target.masked_fill(ignored, 0)
+    if not value_checks_enabled():
+        return safe, ignored
+    if target.numel() == 0:
+        return target, None
+    low, high, count = torch.stack((*torch.aminmax(safe), ignored.sum())).tolist()
+    if not (0 <= low and high < num_classes):
+        check_class_indices(fn, target, num_classes, ignore_index, name)  # words the IndexError
+    return (safe, ignored) if count else (target, None)

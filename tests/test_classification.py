@@ -200,37 +200,60 @@ def test_fused_path_under_vectorized_autograd_functional(label_smoothing: float)
     torch.testing.assert_close(vectorized, torch.autograd.functional.jacobian(f, logits))
 
 
-def test_small_call_runs_the_range_check_only_to_word_an_error(monkeypatch) -> None:
-    # On the CPU the small path's gather/scatter bounds-check the indices themselves; the
-    # aminmax-based check runs only when they fail, to raise the clear IndexError.
-    calls = []
-    check = classification.check_class_indices
+_HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return check(*args, **kwargs)
 
-    monkeypatch.setattr(classification, "check_class_indices", counting)
+@pytest.fixture
+def host_reads(monkeypatch) -> list[str]:
+    """Each call that reads a tensor's value back to the host, by method name."""
+    reads: list[str] = []
+    for name in _HOST_READS:
+        method = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _method=method, _name=name, **kwargs):
+            reads.append(_name)
+            return _method(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    return reads
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+def test_value_checks_read_one_value_per_call(host_reads: list[str], fn: str, fused: bool) -> None:
+    # In eager CPU mode the class-index check costs one host read (a device sync on a GPU).
     x, y = torch.randn(5, 4), torch.tensor([0, 3, 1, 2, 0])
     padded = torch.tensor([0, -100, 1, -100, 2])
     w = torch.tensor([0.5, 1.0, 2.0, 1.5])
-    for target, kwargs in [
+    cases = [
         (y, {}),
         (padded, {}),
-        (padded, {"weight": w, "label_smoothing": 0.2}),
+        (padded, {"weight": w}),
         (y, {"ignore_index": 0}),  # an ignore_index that is also a class
         (y, {"ignore_index": 4}),  # one just past the classes
         (torch.tensor([0, 4, 1, 4, 2]), {"ignore_index": 4}),
-    ]:
+    ]
+    for target, kwargs in cases:
         for reduction in ("none", "mean", "sum"):
-            torch.testing.assert_close(
-                funcloss.cross_entropy(x, target, reduction=reduction, **kwargs),
-                F.cross_entropy(x, target, reduction=reduction, **kwargs),
-            )
-    assert calls == []
+            weight, ignore = kwargs.get("weight"), kwargs.get("ignore_index", -100)
+            host_reads.clear()
+            if fn == "nll_loss":
+                ours = funcloss.nll_loss(x, target, reduction=reduction, **kwargs)
+            else:
+                ours = classification._cross_entropy(
+                    x, target, weight, ignore, reduction, 0.1, fused
+                )
+            assert len(host_reads) <= 1, (target, kwargs, host_reads)
+            if fn == "nll_loss":
+                expected = F.nll_loss(x, target, reduction=reduction, **kwargs)
+            else:
+                expected = F.cross_entropy(
+                    x, target, reduction=reduction, label_smoothing=0.1, **kwargs
+                )
+            torch.testing.assert_close(ours, expected)
+    loss = getattr(funcloss, fn)
     for bad, got in [([0, 4, 1, 2, 0], "4"), ([0, -1, 1, 2, 0], "-1"), ([0, -100, 7, 2, 0], "7")]:
-        with pytest.raises(IndexError, match=rf"cross_entropy: `target` values .* got {got}\."):
-            funcloss.cross_entropy(x, torch.tensor(bad))
+        with pytest.raises(IndexError, match=rf"{fn}: `target` values .* got {got}\."):
+            loss(x, torch.tensor(bad))
     with pytest.raises(IndexError, match=r"or equal ignore_index=4, got 5\."):
-        funcloss.cross_entropy(x, torch.tensor([0, 4, 5, 2, 0]), ignore_index=4)
-    assert len(calls) == 4
+        loss(x, torch.tensor([0, 4, 5, 2, 0]), ignore_index=4)

@@ -1,0 +1,201 @@
+"""The softmax cross-entropy algebra, on a chunk of rows: the one core of ``cross_entropy`` (one
+chunk, the logits given) and ``linear_cross_entropy`` (chunks of ``h W^T + b``).
+
+Per row of logits ``z`` (``C`` classes), the target is a vector of target weights ``a``:
+
+- class indices: ``a = (1 - eps) r onehot(y) + (eps / C) k w`` with ``w`` the class weight (ones
+  without one), ``r = w_y`` and ``k = 1`` (both 0 where the row is ignored);
+- class probabilities ``q``: ``a = w * ((1 - eps) q + eps / C)``, ``r = 1``.
+
+With ``A = sum_c a_c``, ``lse = log sum_c exp(z_c)`` and ``zeta`` the z-loss:
+
+    loss = A lse - a . z + zeta r lse^2,
+    d loss / dz = (A + 2 zeta r lse) softmax(z) - a,
+    d loss = (A + 2 zeta r lse) (softmax(z) . dz) - a . dz.
+
+``Rows`` holds a chunk's targets as ``a``'s coefficients; everything below is a plain function of
+tensors (differentiable, so double backward through a backward built from them is exact), except
+where ``in_place=True`` asks for the gradient to be built in the softmax's own buffer.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """bf16/fp16 logits are computed (log-sum-exp, softmax, gradient sums) in fp32."""
+    return torch.float32 if dtype in _HALF_DTYPES else dtype
+
+
+class Rows(NamedTuple):
+    """A chunk's targets, ``(M,)`` per row unless said otherwise.
+
+    Class indices: ``a = picked onehot(index) + spread w`` (``spread`` is ``None`` without label
+    smoothing). Probabilities: ``a = dense``, ``(M, C)``. ``total`` is ``A``, ``row_weight`` is
+    ``r`` (the weighted mean's term and the z-loss weight), ``ignored`` the rows that give exactly
+    nothing (``None``: none).
+    """
+
+    index: Tensor | None
+    picked: Tensor | None
+    spread: Tensor | None
+    dense: Tensor | None
+    total: Tensor
+    row_weight: Tensor
+    ignored: Tensor | None
+
+    def chunk(self, start: int, stop: int) -> Rows:
+        return Rows(*(None if t is None else t[start:stop] for t in self))
+
+
+def class_rows(
+    index: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    label_smoothing: float,
+    num_classes: int,
+    dtype: torch.dtype,
+) -> Rows:
+    """Rows for class indices ``index`` (0 where ``ignored``); ``weight`` in ``dtype``."""
+    if ignored is None:
+        keep = torch.ones(index.shape, dtype=dtype, device=index.device)
+    else:
+        keep = (~ignored).to(dtype)
+    row_weight = keep if weight is None else weight.gather(0, index) * keep
+    picked = (1 - label_smoothing) * row_weight
+    if label_smoothing == 0:
+        return Rows(index, picked, None, None, picked, row_weight, ignored)
+    spread = (label_smoothing / num_classes) * keep
+    weight_sum = num_classes if weight is None else weight.sum()
+    return Rows(index, picked, spread, None, picked + spread * weight_sum, row_weight, ignored)
+
+
+def probability_rows(target: Tensor, weight: Tensor | None, label_smoothing: float) -> Rows:
+    """Rows for ``(M, C)`` class probabilities (``target`` and ``weight`` in the compute dtype)."""
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / target.shape[1]
+    if weight is not None:
+        target = target * weight
+    ones = torch.ones(target.shape[:1], dtype=target.dtype, device=target.device)
+    return Rows(None, None, None, target, target.sum(1), ones, None)
+
+
+def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
+    """``a . z`` per row."""
+    if rows.dense is not None:
+        return (rows.dense * z).sum(1)
+    assert rows.index is not None and rows.picked is not None
+    dot = rows.picked * z.gather(1, rows.index.unsqueeze(1)).squeeze(1)
+    if rows.spread is not None:
+        dot = dot + rows.spread * (z.sum(1) if weight is None else z @ weight)
+    return dot
+
+
+def row_loss(z: Tensor, rows: Rows, weight: Tensor | None, z_loss: float = 0.0) -> Tensor:
+    """``A lse - a . z + zeta r lse^2`` per row; exactly 0 on ignored rows."""
+    lse = torch.logsumexp(z, 1)
+    if rows.dense is not None:  # sum_c a_c (lse - z_c): no cancellation between two large sums
+        loss = (rows.dense * (lse.unsqueeze(1) - z)).sum(1)
+    else:
+        loss = rows.total * lse - target_dot(z, rows, weight)
+    if z_loss > 0:
+        loss = loss + z_loss * rows.row_weight * lse * lse
+    return loss if rows.ignored is None else loss.masked_fill(rows.ignored, 0)
+
+
+def _softmax_coefficient(z: Tensor, rows: Rows, z_loss: float) -> Tensor:
+    """``A + 2 zeta r lse``: the coefficient of ``softmax(z)`` in the gradient."""
+    if z_loss == 0:
+        return rows.total
+    return rows.total + 2 * z_loss * rows.row_weight * torch.logsumexp(z, 1)
+
+
+def row_gradient(
+    z: Tensor,
+    rows: Rows,
+    weight: Tensor | None,
+    scale: Tensor,
+    z_loss: float = 0.0,
+    in_place: bool = False,
+) -> Tensor:
+    """``scale * d loss / dz``, ``(M, C)``; ``scale`` is ``(M,)``, exactly 0 on ignored rows
+    (even where it is not finite, as for a mean over no rows).
+
+    ``in_place``: no graph is built (plain eager, grad off), so the gradient is built in the
+    buffer of ``softmax(z)``, the only ``(M, C)`` one.
+    """
+    if rows.ignored is not None:
+        scale = scale.masked_fill(rows.ignored, 0)
+    coefficient = (_softmax_coefficient(z, rows, z_loss) * scale).unsqueeze(1)
+    softmax = torch.softmax(z, 1)  # exp(z - max) / sum: more exact than exp(z - lse)
+    if rows.dense is not None:
+        target = rows.dense * scale.unsqueeze(1)
+        if in_place:
+            return softmax.mul_(coefficient).sub_(target)
+        return softmax * coefficient - target
+    assert rows.index is not None and rows.picked is not None
+    picked = -(rows.picked * scale).unsqueeze(1)
+    index = rows.index.unsqueeze(1)
+    spread = None
+    if rows.spread is not None:
+        spread = (rows.spread * scale).unsqueeze(1)
+        spread = spread if weight is None else spread * weight
+    if in_place:
+        gradient = softmax.mul_(coefficient)
+        if spread is not None:
+            gradient.sub_(spread)
+        return gradient.scatter_add_(1, index, picked)
+    gradient = softmax * coefficient
+    if spread is not None:
+        gradient = gradient - spread
+    return gradient.scatter_add(1, index, picked)
+
+
+def row_jvp(
+    z: Tensor, z_tangent: Tensor, rows: Rows, weight: Tensor | None, z_loss: float = 0.0
+) -> Tensor:
+    """``d loss`` per row for the tangent ``dz``: ``(A + 2 zeta r lse) (softmax . dz) - a . dz``."""
+    softmax = torch.softmax(z, 1)
+    result = _softmax_coefficient(z, rows, z_loss) * (softmax * z_tangent).sum(1)
+    result = result - target_dot(z_tangent, rows, weight)
+    return result if rows.ignored is None else result.masked_fill(rows.ignored, 0)
+
+
+def target_weights(
+    index: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    label_smoothing: float,
+    like: Tensor,
+    scale: Tensor | float = 1.0,
+) -> Tensor:
+    """``scale * a`` as an ``(M, C)`` array of ``like``'s dtype and device (class indices), for
+    the small path's ``loss = -sum(a * log_softmax(z))``, which is ``A lse - a . z``.
+
+    ``scale`` is a Python number or a 0-dim tensor (then a weight or ``ignored`` is given)."""
+    picked = scale * (1 - label_smoothing)
+    if weight is not None:
+        picked = weight.gather(0, index).unsqueeze(1) * picked
+    if ignored is not None:  # exactly 0, even where the mean's scale is not finite
+        picked = _zero_where(ignored, picked, like)
+    result = torch.zeros_like(like).scatter(1, index.unsqueeze(1), picked)
+    if label_smoothing > 0:
+        spread = scale * (label_smoothing / like.shape[1])
+        if weight is not None:
+            spread = weight * spread
+        if ignored is not None:
+            spread = _zero_where(ignored, spread, like)
+        result = result + spread
+    return result
+
+
+def _zero_where(ignored: Tensor, value: Tensor | float, like: Tensor) -> Tensor:
+    """``value`` (a number, ``(C,)`` or ``(M, 1)``) as ``(M, 1 or C)``, 0 on ignored rows."""
+    zero = torch.zeros((), dtype=like.dtype, device=like.device)
+    return torch.where(ignored.unsqueeze(1), zero, value)
