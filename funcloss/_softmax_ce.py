@@ -100,20 +100,27 @@ def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
 def row_loss(z: Tensor, rows: Rows, weight: Tensor | None, z_loss: float = 0.0) -> Tensor:
     """``A lse - a . z + zeta r lse^2`` per row; exactly 0 on ignored rows."""
     lse = torch.logsumexp(z, 1)
-    if rows.dense is not None:  # sum_c a_c (lse - z_c): no cancellation between two large sums
-        loss = (rows.dense * (lse.unsqueeze(1) - z)).sum(1)
-    else:
-        loss = rows.total * lse - target_dot(z, rows, weight)
+    if rows.dense is None:
+        return loss_from_parts(lse, target_dot(z, rows, weight), rows, z_loss)
+    # sum_c a_c (lse - z_c): no cancellation between two large sums
+    loss = (rows.dense * (lse.unsqueeze(1) - z)).sum(1)
+    return loss if z_loss == 0 else loss + z_loss * rows.row_weight * lse * lse
+
+
+def loss_from_parts(lse: Tensor, dot: Tensor, rows: Rows, z_loss: float = 0.0) -> Tensor:
+    """The loss per row from ``lse`` and ``a . z`` (:func:`target_dot`)."""
+    loss = rows.total * lse - dot
     if z_loss > 0:
         loss = loss + z_loss * rows.row_weight * lse * lse
     return loss if rows.ignored is None else loss.masked_fill(rows.ignored, 0)
 
 
-def _softmax_coefficient(z: Tensor, rows: Rows, z_loss: float) -> Tensor:
-    """``A + 2 zeta r lse``: the coefficient of ``softmax(z)`` in the gradient."""
-    if z_loss == 0:
-        return rows.total
-    return rows.total + 2 * z_loss * rows.row_weight * torch.logsumexp(z, 1)
+def softmax_in_place(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``(softmax(z), lse)`` with the softmax written over ``z`` (no graph; a scratch buffer)."""
+    top = z.amax(1)
+    softmax = torch.softmax(z, 1, out=z)
+    # The largest probability is exp(0) / sum_c exp(z_c - top), so lse = top - log(max p).
+    return softmax, top - softmax.amax(1).log()
 
 
 def row_gradient(
@@ -124,16 +131,35 @@ def row_gradient(
     z_loss: float = 0.0,
     in_place: bool = False,
 ) -> Tensor:
-    """``scale * d loss / dz``, ``(M, C)``; ``scale`` is ``(M,)``, exactly 0 on ignored rows
-    (even where it is not finite, as for a mean over no rows).
+    """``scale * d loss / dz``, ``(M, C)``; ``scale`` is ``(M,)``.
 
     ``in_place``: no graph is built (plain eager, grad off), so the gradient is built in the
     buffer of ``softmax(z)``, the only ``(M, C)`` one.
     """
+    lse = torch.logsumexp(z, 1) if z_loss > 0 else None
+    softmax = torch.softmax(z, 1)  # exp(z - max) / sum: more exact than exp(z - lse)
+    return softmax_gradient(softmax, lse, rows, weight, scale, z_loss, in_place)
+
+
+def softmax_gradient(
+    softmax: Tensor,
+    lse: Tensor | None,
+    rows: Rows,
+    weight: Tensor | None,
+    scale: Tensor,
+    z_loss: float = 0.0,
+    in_place: bool = False,
+) -> Tensor:
+    """``scale * ((A + 2 zeta r lse) softmax - a)``, exactly 0 on ignored rows (even where
+    ``scale`` is not finite, as for a mean over no rows); ``lse`` is needed for a z-loss only.
+    ``in_place`` builds it in ``softmax``'s buffer."""
     if rows.ignored is not None:
         scale = scale.masked_fill(rows.ignored, 0)
-    coefficient = (_softmax_coefficient(z, rows, z_loss) * scale).unsqueeze(1)
-    softmax = torch.softmax(z, 1)  # exp(z - max) / sum: more exact than exp(z - lse)
+    coefficient = rows.total
+    if z_loss > 0:
+        assert lse is not None
+        coefficient = coefficient + 2 * z_loss * rows.row_weight * lse
+    coefficient = (coefficient * scale).unsqueeze(1)
     if rows.dense is not None:
         target = rows.dense * scale.unsqueeze(1)
         if in_place:
@@ -161,8 +187,10 @@ def row_jvp(
     z: Tensor, z_tangent: Tensor, rows: Rows, weight: Tensor | None, z_loss: float = 0.0
 ) -> Tensor:
     """``d loss`` per row for the tangent ``dz``: ``(A + 2 zeta r lse) (softmax . dz) - a . dz``."""
-    softmax = torch.softmax(z, 1)
-    result = _softmax_coefficient(z, rows, z_loss) * (softmax * z_tangent).sum(1)
+    coefficient = rows.total
+    if z_loss > 0:
+        coefficient = coefficient + 2 * z_loss * rows.row_weight * torch.logsumexp(z, 1)
+    result = coefficient * (torch.softmax(z, 1) * z_tangent).sum(1)
     result = result - target_dot(z_tangent, rows, weight)
     return result if rows.ignored is None else result.masked_fill(rows.ignored, 0)
 
