@@ -25,11 +25,11 @@ from ._softmax_ce import (
     Rows,
     class_rows,
     compute_dtype,
+    log_softmax_coefficients,
     probability_rows,
     row_gradient,
     row_jvp,
     row_loss,
-    target_weights,
 )
 
 # -- shapes ------------------------------------------------------------------------------------
@@ -306,13 +306,13 @@ def _cross_entropy_small(
     """Small inputs: ``-sum(log_softmax(x) * a)``, with the mean's denominator folded into the
     target weights ``a``."""
     log_probs = torch.log_softmax(input, 1, _half_accumulate(input))
+    row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
     total: Tensor | int = 1  # the mean's denominator; an empty batch never comes here
     if reduction == "mean":
-        row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
         total = input.shape[0] if row_weights is None else row_weights.sum()
     class_weight = None if weight is None else weight.to(log_probs.dtype)
-    coefficients = target_weights(
-        index, ignored, class_weight, label_smoothing, log_probs, -1 / total
+    coefficients = log_softmax_coefficients(
+        index, row_weights, ignored, class_weight, label_smoothing, log_probs, total
     )
     products = log_probs * coefficients
     if reduction == "mean" and ignored is not None:

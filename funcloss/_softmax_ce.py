@@ -195,35 +195,37 @@ def row_jvp(
     return result if rows.ignored is None else result.masked_fill(rows.ignored, 0)
 
 
-def target_weights(
+def log_softmax_coefficients(
     index: Tensor,
+    row_weight: Tensor | None,
     ignored: Tensor | None,
     weight: Tensor | None,
     label_smoothing: float,
     like: Tensor,
-    scale: Tensor | float = 1.0,
+    total: Tensor | int = 1,
 ) -> Tensor:
-    """``scale * a`` as an ``(M, C)`` array of ``like``'s dtype and device (class indices), for
-    the small path's ``loss = -sum(a * log_softmax(z))``, which is ``A lse - a . z``.
+    """``-a / total`` as an ``(M, C)`` array of ``like``'s dtype and device (class indices): the
+    small path's ``loss = sum(log_softmax(z) * coefficients)``, which is ``(A lse - a . z) /
+    total``.
 
-    ``scale`` is a Python number or a 0-dim tensor (then a weight or ``ignored`` is given)."""
-    picked = scale * (1 - label_smoothing)
-    if weight is not None:
-        picked = weight.gather(0, index).unsqueeze(1) * picked
-    if ignored is not None:  # exactly 0, even where the mean's scale is not finite
-        picked = _zero_where(ignored, picked, like)
-    result = torch.zeros_like(like).scatter(1, index.unsqueeze(1), picked)
-    if label_smoothing > 0:
-        spread = scale * (label_smoothing / like.shape[1])
-        if weight is not None:
-            spread = weight * spread
+    ``row_weight`` is ``w_y``, 0 on ``ignored`` rows (``None``: all ones, nothing ignored);
+    ``total`` a number or a 0-dim tensor. Ignored rows get exactly 0, even where ``1 / total``
+    is not finite (a mean over no rows).
+    """
+    if row_weight is None:
+        picked: Tensor | float = (label_smoothing - 1) / total
+    else:
+        picked = row_weight.unsqueeze(1) * (label_smoothing - 1) / total
         if ignored is not None:
-            spread = _zero_where(ignored, spread, like)
-        result = result + spread
-    return result
-
-
-def _zero_where(ignored: Tensor, value: Tensor | float, like: Tensor) -> Tensor:
-    """``value`` (a number, ``(C,)`` or ``(M, 1)``) as ``(M, 1 or C)``, 0 on ignored rows."""
-    zero = torch.zeros((), dtype=like.dtype, device=like.device)
-    return torch.where(ignored.unsqueeze(1), zero, value)
+            picked = picked.masked_fill(ignored.unsqueeze(1), 0)
+    result = torch.zeros_like(like).scatter(1, index.unsqueeze(1), picked)
+    if label_smoothing == 0:
+        return result
+    spread = -(label_smoothing / like.shape[1]) / total
+    if weight is not None:
+        spread = weight * spread
+    if ignored is not None:
+        if not isinstance(spread, Tensor):
+            spread = torch.full((), spread, dtype=like.dtype, device=like.device)
+        spread = torch.where(ignored.unsqueeze(1), 0, spread)
+    return result + spread
