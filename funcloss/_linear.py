@@ -58,6 +58,7 @@ from ._softmax_ce import (
     softmax_gradient,
     softmax_in_place,
     target_dot,
+    target_gradient,
 )
 
 # The automatic chunk holds about this many bytes of logits (compute dtype), whatever N and V.
@@ -142,15 +143,6 @@ def _chunk_logits(
     return u.reshape(-1, config.num_classes), squashed
 
 
-def _chunk_gradient(h: Tensor, x: _Inputs, rows: Rows, scale: Tensor, config: Config) -> Tensor:
-    """``scale * d loss / du`` for a chunk, ``(rows, D C)``, from differentiable ops."""
-    z, squashed = _chunk_logits(h, x.linear_weight, x.bias, config)
-    g = row_gradient(z, rows, x.weight, scale, config.z_loss).reshape(
-        h.shape[0], x.linear_weight.shape[0]
-    )
-    return g if squashed is None else g * (1 - squashed * squashed)
-
-
 # -- the transform-safe path: saves only inputs, recomputes chunk logits in backward ------------
 
 
@@ -185,28 +177,39 @@ def _linear_cross_entropy_rows_backward(
     linear_bias: Tensor | None,
     weight: Tensor | None,
     config: Config,
-) -> tuple[Tensor, Tensor, None, None, Tensor | None, None]:
-    # d/dh = G W,  d/dW = G^T h,  d/db = 1^T G  with  G = grad * d loss / du, chunk by chunk.
+) -> tuple[Tensor, Tensor, Tensor | None, None, Tensor | None, None]:
+    # d/dh = G W,  d/dW = G^T h,  d/db = 1^T G  with  G = grad * d loss / du, chunk by chunk;
+    # probabilities: d/dq = -grad (1 - eps) w log_softmax(z).
     x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
     per_row = linear_weight.shape[0] // config.num_classes
     scale = grad.to(config.dtype)
     input_parts: list[Tensor] = []
+    target_parts: list[Tensor] = []
     grad_weight: Tensor | None = None
     grad_bias: Tensor | None = None
     for start, stop in _chunks(input.shape[0], config.chunk_size):
         h = x.input[start:stop]
         rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
-        g = _chunk_gradient(h, x, rows, scale[start * per_row : stop * per_row], config)
+        chunk_scale = scale[start * per_row : stop * per_row]
+        z, squashed = _chunk_logits(h, x.linear_weight, x.bias, config)
+        g = row_gradient(z, rows, x.weight, chunk_scale, config.z_loss)
+        if target.is_floating_point():
+            eps = config.label_smoothing
+            target_parts.append(target_gradient(z, x.weight, eps, chunk_scale))
+        g = g.reshape(h.shape[0], x.linear_weight.shape[0])
+        if squashed is not None:
+            g = g * (1 - squashed * squashed)
         input_parts.append(g @ x.linear_weight)
-        part = g.T @ h
-        grad_weight = part if grad_weight is None else grad_weight + part
+        # addmm as the fused pass accumulates, so that both give the same bits (reentrant)
+        grad_weight = g.T @ h if grad_weight is None else torch.addmm(grad_weight, g.T, h)
         if linear_bias is not None:
             grad_bias = g.sum(0) if grad_bias is None else grad_bias + g.sum(0)
     assert grad_weight is not None
+    grad_target = torch.cat(target_parts).to(target.dtype) if target_parts else None
     return (
         torch.cat(input_parts).to(input.dtype),
         grad_weight.to(linear_weight.dtype),
-        None,
+        grad_target,
         None,
         None if grad_bias is None or linear_bias is None else grad_bias.to(linear_bias.dtype),
         None,
@@ -244,6 +247,11 @@ def _linear_cross_entropy_rows_jvp(
         rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
         dz = dz.reshape(-1, config.num_classes)
         result.append(row_jvp(z, dz, rows, x.weight, config.z_loss))
+        if target_t is not None and target.is_floating_point():
+            ones = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
+            gradient = target_gradient(z, x.weight, config.label_smoothing, ones)
+            tangent = target_t[start * per_row : stop * per_row].to(z.dtype)
+            result[-1] = result[-1] + (gradient * tangent).sum(1)
     return torch.cat(result).to(input.dtype)
 
 
@@ -288,7 +296,10 @@ def _fused_pass(
         z = u.view(-1, config.num_classes)
         rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
         dot = target_dot(z, rows, x.weight)
+        # The z-loss's gradient needs lse exactly as the recomputing backward gets it.
+        exact_lse = torch.logsumexp(z, 1) if config.z_loss > 0 else None
         softmax, lse = softmax_in_place(z)
+        lse = lse if exact_lse is None else exact_lse
         losses.append(loss_from_parts(lse, dot, rows, config.z_loss))
         chunk_scale = scale[start * per_row : stop * per_row]
         g = softmax_gradient(softmax, lse, rows, x.weight, chunk_scale, config.z_loss, True)
@@ -682,7 +693,7 @@ def linear_cross_entropy(
         flat_target = flat_target.long()
         denominator = _class_denominator(flat_target, ignored, weight, dtype)
     config = Config(num_classes, float(label_smoothing), float(z_loss), softcap, size, dtype)
-    if _use_fused(reduction, rows, linear_weight, linear_bias):
+    if _use_fused(reduction, rows, linear_weight, linear_bias) and not target.requires_grad:
         need = tuple(t is not None and t.requires_grad for t in (rows, linear_weight, linear_bias))
         if reduction == "sum":
             denominator = torch.ones((), dtype=dtype, device=input.device)

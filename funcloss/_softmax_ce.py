@@ -183,6 +183,14 @@ def softmax_gradient(
     return gradient.scatter_add(1, index, picked)
 
 
+def target_gradient(
+    z: Tensor, weight: Tensor | None, label_smoothing: float, scale: Tensor
+) -> Tensor:
+    """``scale * d loss / d q`` for probability targets ``q``: ``-(1 - eps) w log_softmax(z)``."""
+    gradient = torch.log_softmax(z, 1) * (scale * (label_smoothing - 1)).unsqueeze(1)
+    return gradient if weight is None else gradient * weight
+
+
 def row_jvp(
     z: Tensor, z_tangent: Tensor, rows: Rows, weight: Tensor | None, z_loss: float = 0.0
 ) -> Tensor:
