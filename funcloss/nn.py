@@ -68,11 +68,12 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         name = "LinearCrossEntropyLoss"
         check_reduction(name, reduction)
         check_in_range(name, "label_smoothing", label_smoothing, 0.0, 1.0)
-        if weight is not None and (
-            not isinstance(weight, Tensor) or weight.shape != (num_classes,)
-        ):
-            got = shape_str(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-            fail(ValueError, name, "weight", f"be a tensor of shape ({num_classes},) or None", got)
+        if weight is not None:
+            if not isinstance(weight, Tensor):
+                fail(TypeError, name, "weight", "be a torch.Tensor or None", type(weight).__name__)
+            if weight.shape != (num_classes,):
+                rule = f"have shape ({num_classes},), one per class"
+                fail(ValueError, name, "weight", rule, shape_str(weight.shape))
         self.register_buffer("weight", weight)
         self.num_classes, self.out_features = num_classes, tuple(out_features)
         self.reduction, self.ignore_index = reduction, ignore_index
