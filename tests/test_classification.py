@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import grad
+from torch.func import grad, jacfwd, jacrev, vmap
 
 import funcloss
 import funcloss._cross_entropy as classification
@@ -257,3 +257,67 @@ def test_value_checks_read_one_value_per_call(host_reads: list[str], fn: str, fu
             loss(x, torch.tensor(bad))
     with pytest.raises(IndexError, match=r"or equal ignore_index=4, got 5\."):
         loss(x, torch.tensor([0, 4, 5, 2, 0]), ignore_index=4)
+
+
+# -- dtypes: the promoted dtype, and no float32 intermediate for float64 input ----------------
+
+
+def test_probability_target_of_a_wider_dtype_promotes_like_torch() -> None:
+    logits = torch.randn(4, 3)
+    target = torch.randn(4, 3, dtype=torch.float64).softmax(1)
+    for kwargs in ({}, {"weight": torch.rand(3), "label_smoothing": 0.2}):
+        ours = funcloss.cross_entropy(logits, target, **kwargs)
+        theirs = F.cross_entropy(logits, target, **kwargs)
+        kwargs = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        assert ours.dtype == theirs.dtype == torch.float64
+        # torch takes the log-softmax in float32 first; funcloss computes in float64 throughout
+        exact = F.cross_entropy(logits.double(), target, **kwargs)
+        torch.testing.assert_close(ours, exact, rtol=1e-13, atol=1e-14)
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+_FLOAT64_OPTIONS = [
+    {},
+    {"label_smoothing": 0.1},
+    {"weight": "w", "label_smoothing": 0.3},
+    {"weight": "w", "ignore_index": 1, "label_smoothing": 0.2},
+    {"ignore_index": 1},
+]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("kwargs", _FLOAT64_OPTIONS)
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_float64_under_transforms_matches_float64_torch(
+    fused: bool, kwargs: dict, probabilities: bool
+) -> None:
+    # Eager float64 is exact; under vmap/jacrev/jacfwd a Python-float torch.where branch or a
+    # default-dtype mask would make a float32 intermediate (5e-9 off before issue 9).
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 4, generator=generator, dtype=torch.float64) * 3
+    kwargs = dict(kwargs)
+    if kwargs.get("weight") == "w":
+        kwargs["weight"] = torch.rand(4, generator=generator, dtype=torch.float64) + 0.5
+    if probabilities:
+        if "ignore_index" in kwargs:
+            pytest.skip("ignore_index applies to class indices")
+        y = torch.randn(5, 4, generator=generator, dtype=torch.float64).softmax(1)
+    else:
+        y = torch.tensor([0, 1, 3, 2, 1])
+    weight, ignore = kwargs.get("weight"), kwargs.get("ignore_index", -100)
+    smoothing = kwargs.get("label_smoothing", 0.0)
+
+    def ours(x, y, reduction="mean"):
+        return classification._cross_entropy(x, y, weight, ignore, reduction, smoothing, fused)
+
+    def theirs(x, y, reduction="mean"):
+        return F.cross_entropy(x, y, reduction=reduction, **kwargs)
+
+    tight = {"rtol": 1e-13, "atol": 1e-14}
+    torch.testing.assert_close(jacrev(ours)(x, y), jacrev(theirs)(x, y), **tight)
+    torch.testing.assert_close(jacfwd(ours)(x, y), jacrev(theirs)(x, y), **tight)
+    torch.testing.assert_close(
+        vmap(lambda x, y: ours(x, y, "none"))(x, y), theirs(x, y, "none"), **tight
+    )
+    per_sample = vmap(grad(lambda x, y: ours(x[None], y[None], "sum")))(x, y)
+    torch.testing.assert_close(per_sample, jacrev(lambda x: theirs(x, y, "none").sum())(x), **tight)
