@@ -210,8 +210,10 @@ def cross_entropy(
     Args:
         input: logits, shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``, floating dtype.
         target: class indices (integer dtype) of shape ``()``, ``(N,)`` or ``(N, d1, ..., dK)``,
-            values in ``[0, C)`` or ``ignore_index`` (range checked in eager mode only); or class
-            probabilities (floating dtype) of ``input``'s shape.
+            values in ``[0, C)`` or ``ignore_index`` (range checked in eager mode only, at the
+            cost of one value read back to the host); or class probabilities (floating dtype) of
+            ``input``'s shape, whose dtype, if wider, promotes the computation and the result
+            (float32 logits with float64 probabilities give float64, as in torch).
         weight: optional per-class weight, shape ``(C,)``, ``input``'s dtype.
         ignore_index: class index whose rows contribute nothing (class-index targets only).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.

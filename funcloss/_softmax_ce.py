@@ -98,13 +98,16 @@ def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
 
 
 def row_loss(z: Tensor, rows: Rows, weight: Tensor | None, z_loss: float = 0.0) -> Tensor:
-    """``A lse - a . z + zeta r lse^2`` per row; exactly 0 on ignored rows."""
-    lse = torch.logsumexp(z, 1)
-    if rows.dense is None:
-        return loss_from_parts(lse, target_dot(z, rows, weight), rows, z_loss)
-    # sum_c a_c (lse - z_c): no cancellation between two large sums
-    loss = (rows.dense * (lse.unsqueeze(1) - z)).sum(1)
-    return loss if z_loss == 0 else loss + z_loss * rows.row_weight * lse * lse
+    """``A lse - a . z + zeta r lse^2`` per row, as ``-a . log_softmax(z)`` (one fused kernel,
+    several times faster than ``logsumexp`` on the CPU, and no cancellation between two large
+    sums); exactly 0 on ignored rows."""
+    log_probs = torch.log_softmax(z, 1)
+    loss = -target_dot(log_probs, rows, weight)
+    if z_loss > 0:
+        # lse = max(z) - max(log_softmax(z)), both at the same class (autograd gives softmax(z))
+        lse = z.amax(1) - log_probs.amax(1)
+        loss = loss + z_loss * rows.row_weight * lse * lse
+    return loss if rows.ignored is None else loss.masked_fill(rows.ignored, 0)
 
 
 def loss_from_parts(lse: Tensor, dot: Tensor, rows: Rows, z_loss: float = 0.0) -> Tensor:
