@@ -32,6 +32,9 @@ from ._softmax_ce import (
     row_loss,
 )
 
+_HALF = (torch.float16, torch.bfloat16)  # their log-softmax accumulates in fp32
+
+
 # -- shapes ------------------------------------------------------------------------------------
 
 
@@ -291,11 +294,6 @@ def _soft_cross_entropy(
     return reduce(loss.reshape(out_shape), reduction)
 
 
-def _half_accumulate(input: Tensor) -> torch.dtype | None:
-    dtype = compute_dtype(input.dtype)
-    return None if dtype == input.dtype else dtype
-
-
 def _cross_entropy_small(
     input: Tensor,
     index: Tensor,
@@ -307,7 +305,7 @@ def _cross_entropy_small(
 ) -> Tensor:
     """Small inputs: ``-sum(log_softmax(x) * a)``, with the mean's denominator folded into the
     target weights ``a``."""
-    log_probs = torch.log_softmax(input, 1, _half_accumulate(input))
+    log_probs = torch.log_softmax(input, 1, torch.float32 if input.dtype in _HALF else None)
     row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
     total: Tensor | int = 1  # the mean's denominator; an empty batch never comes here
     if reduction == "mean":

@@ -229,6 +229,7 @@ def log_softmax_coefficients(
         picked = row_weight.unsqueeze(1) * (label_smoothing - 1) / total
         if ignored is not None:
             picked = picked.masked_fill(ignored.unsqueeze(1), 0)
+    # out of place: the in-place scatter_ has no batching rule for a batched ``picked``
     result = torch.zeros_like(like).scatter(1, index.unsqueeze(1), picked)
     if label_smoothing == 0:
         return result
