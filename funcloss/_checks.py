@@ -316,3 +316,40 @@ def promoted_dtype(*tensors: Tensor | None) -> torch.dtype:
             continue
         dtype = value.dtype if dtype is None else torch.promote_types(dtype, value.dtype)
     return torch.get_default_dtype() if dtype is None else dtype
+
+
+def class_index_mask(
+    fn: str, target: Tensor, num_classes: int, ignore_index: int, name: str = "target"
+) -> tuple[Tensor, Tensor | None]:
+    """Class indices with ignored entries set to 0, and the mask of ignored entries (``None``
+    when nothing is ignored, which is known only in eager mode).
+
+    In eager mode it checks, as :func:`check_class_indices`, that every entry is in
+    ``[0, num_classes)`` or equals ``ignore_index``, reading one value back to the host (on a
+    GPU a read is a device synchronisation): the range of the entries. When ``ignore_index``
+    is an end of that range (padding with -100), the entries between it and the classes are
+    checked on the device (``torch._assert_async``: synchronous on the CPU, asynchronous on an
+    accelerator).
+    """
+    if not value_checks_enabled():
+        ignored = target == ignore_index
+        return target.masked_fill(ignored, 0), ignored
+    if target.numel() == 0:
+        return target, None
+    low, high = torch.stack(torch.aminmax(target)).tolist()  # the one host read
+    if 0 <= low and high < num_classes:
+        if not low <= ignore_index <= high:
+            return target, None
+        ignored = target == ignore_index  # a class index that may be there
+        return target.masked_fill(ignored, 0), ignored
+    if not ((low >= 0 or low == ignore_index) and (high < num_classes or high == ignore_index)):
+        check_class_indices(fn, target, num_classes, ignore_index, name)  # the IndexError
+    ignored = target == ignore_index
+    safe = target.masked_fill(ignored, 0)
+    inside = safe.min() >= 0 if low == ignore_index else safe.max() < num_classes
+    try:
+        torch._assert_async(inside)
+    except RuntimeError:
+        check_class_indices(fn, target, num_classes, ignore_index, name)  # the IndexError
+        raise
+    return safe, ignored

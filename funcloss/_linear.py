@@ -1,24 +1,30 @@
 """linear_cross_entropy: the cross-entropy of a linear layer's logits, chunked over rows so that the
 full ``(N, V)`` logits never exist.
 
+The algebra is _softmax_ce's, on each chunk's logits ``z = softcap tanh(u / softcap)`` (or
+``z = u``), ``u = h W^T + b``; the chain rule adds ``d z / d u = 1 - (z / softcap)^2`` and
+``d u = dh W^T + h dW^T + db``. K-dimensional outputs (``linear_weight`` ``(C, d1..dK, H)``) are
+rows too: the weight is permuted once to ``(d1..dK, C, H)``, so a chunk's ``u`` of shape
+``(rows, D C)`` is ``(rows D, C)`` softmax rows in place, in the order of the flattened target.
+
 Two paths, one set of formulas:
 
 - ``_linear_cross_entropy_rows``, a :func:`custom_backward` loss that saves only its inputs and
   recomputes each chunk's logits in backward, from differentiable ops: exact under every
-  torch.func transform, double backward included, and under ``torch.compile``;
+  torch.func transform, double backward included, and under ``torch.compile`` (where it is
+  autodiffed through its forward);
 - ``_FusedLinearCrossEntropy``, plain eager mode with a scalar reduction (a training step): it
-  computes the gradients chunk by chunk during the forward pass, while each chunk's logits are at
-  hand, which saves the backward's recomputing matmul. Its backward uses those gradients only
-  when no graph is being built; under ``create_graph=True`` it differentiates from the saved
-  inputs instead, so a second derivative is never taken through a stored intermediate.
-
-The per-chunk formulas and the in-place pass live in ``_linear_chunks.py``.
+  computes the gradients chunk by chunk during the forward pass, in place in one reused chunk
+  buffer, which saves the backward's recomputing matmul. Its backward uses those gradients only
+  when no graph is being built; under ``create_graph=True`` (or a second backward) it runs the
+  first path's backward from the saved inputs, so a second derivative is never taken through a
+  stored intermediate.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -26,7 +32,6 @@ from torch import Tensor
 from ._checks import (
     Reduction,
     as_index,
-    check_class_indices,
     check_floating,
     check_in_range,
     check_index,
@@ -35,24 +40,25 @@ from ._checks import (
     check_number,
     check_reduction,
     check_tensor,
+    class_index_mask,
     fail,
-    in_place_safe,
     shape_str,
     value_checks_enabled,
 )
 from ._function import custom_backward
-from ._linear_chunks import (
-    Cast,
-    Config,
-    cast_like,
-    chunk_gradient,
-    chunk_logits,
-    chunks,
+from ._softmax_ce import (
+    Rows,
+    class_rows,
     compute_dtype,
-    fused_pass,
+    loss_from_parts,
+    probability_rows,
+    row_gradient,
+    row_jvp,
     row_loss,
-    target_parts,
-    target_rows,
+    softmax_gradient,
+    softmax_in_place,
+    target_dot,
+    target_gradient,
 )
 
 # The automatic chunk holds about this many bytes of logits (compute dtype), whatever N and V.
@@ -65,10 +71,76 @@ _CHUNK_BYTES = 64 * 2**20
 _DEFAULT_IGNORE_INDEX = -100  # torch's, for class-index targets
 
 
-def _auto_chunk_size(num_rows: int, num_classes: int, dtype: torch.dtype) -> int:
-    """Rows per chunk so that one chunk of logits takes about ``_CHUNK_BYTES``."""
-    itemsize = compute_dtype(dtype).itemsize
-    return max(1, min(num_rows, _CHUNK_BYTES // (itemsize * num_classes)))
+class Config(NamedTuple):
+    """The non-tensor arguments, passed as one (a ``None`` softcap is config, not a tensor)."""
+
+    num_classes: int  # C, the classes of one softmax row (linear_weight has D C rows)
+    label_smoothing: float
+    z_loss: float
+    softcap: float | None
+    chunk_size: int  # rows of the input per chunk
+    dtype: torch.dtype  # the compute dtype
+
+
+class _Inputs(NamedTuple):
+    """The tensors, in the compute dtype (no copies unless a cast is needed)."""
+
+    input: Tensor
+    linear_weight: Tensor
+    bias: Tensor | None
+    weight: Tensor | None
+
+    @staticmethod
+    def of(
+        input: Tensor,
+        linear_weight: Tensor,
+        bias: Tensor | None,
+        weight: Tensor | None,
+        dtype: torch.dtype,
+    ) -> _Inputs:
+        return _Inputs(
+            input.to(dtype),
+            linear_weight.to(dtype),
+            None if bias is None else bias.to(dtype),
+            None if weight is None else weight.to(dtype),
+        )
+
+
+def _chunks(num_rows: int, size: int) -> list[tuple[int, int]]:
+    # No rows still make one (empty) chunk, so that the per-chunk results concatenate.
+    if num_rows == 0:
+        return [(0, 0)]
+    return [(start, min(start + size, num_rows)) for start in range(0, num_rows, size)]
+
+
+def _chunk_rows(
+    target: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    config: Config,
+    start: int,
+    stop: int,
+    per_row: int,
+) -> Rows:
+    """The targets of input rows ``[start, stop)``: ``per_row`` softmax rows each."""
+    target = target[start * per_row : stop * per_row]
+    if target.is_floating_point():
+        return probability_rows(target.to(config.dtype), weight, config.label_smoothing)
+    chunk_ignored = None if ignored is None else ignored[start * per_row : stop * per_row]
+    eps, num_classes = config.label_smoothing, config.num_classes
+    return class_rows(target, chunk_ignored, weight, eps, num_classes, config.dtype)
+
+
+def _chunk_logits(
+    h: Tensor, linear_weight: Tensor, bias: Tensor | None, config: Config
+) -> tuple[Tensor, Tensor | None]:
+    """A chunk's logits as ``(rows D, C)`` and, with a softcap, ``tanh(u / softcap)``."""
+    u = h @ linear_weight.T if bias is None else torch.addmm(bias, h, linear_weight.T)
+    squashed = None
+    if config.softcap is not None:
+        squashed = torch.tanh(u / config.softcap)
+        u = config.softcap * squashed
+    return u.reshape(-1, config.num_classes), squashed
 
 
 # -- the transform-safe path: saves only inputs, recomputes chunk logits in backward ------------
@@ -79,28 +151,19 @@ def _linear_cross_entropy_rows(
     input: Tensor,
     linear_weight: Tensor,
     target: Tensor,
+    ignored: Tensor | None,
     linear_bias: Tensor | None,
     weight: Tensor | None,
     config: Config,
 ) -> Tensor:
-    """Per-row loss for ``(M, H)`` inputs and ``(M,)`` class indices, one chunk at a time."""
-    if value_checks_enabled():  # plain eager: nothing differentiates these ops, work in place
-        no_gradients = (False, False, False)
-        ones = input.new_ones(())
-        loss, *_ = fused_pass(
-            input, linear_weight, target, linear_bias, weight, ones, config, no_gradients
-        )
-        return loss.to(input.dtype)
-    x = Cast.of(input, linear_weight, linear_bias, weight)
-    rows = target_rows(target, weight, config.ignore_index, x.input.dtype)
-    eps, num_classes = config.label_smoothing, linear_weight.shape[0]
+    """Per-row loss, ``(N D,)``, for ``(N, H)`` inputs, one chunk of rows at a time."""
+    x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
+    per_row = linear_weight.shape[0] // config.num_classes
     losses = []
-    for start, stop in chunks(input.shape[0], config.chunk_size):
-        logits, _ = chunk_logits(x.input[start:stop], x.linear_weight, x.bias, config.softcap)
-        chunk_rows = rows.chunk(start, stop)
-        parts = target_parts(logits, chunk_rows, x.weight, eps)
-        lse = torch.logsumexp(logits, 1)
-        losses.append(row_loss(lse, parts, chunk_rows, x.weight, num_classes, eps, config.z_loss))
+    for start, stop in _chunks(input.shape[0], config.chunk_size):
+        z, _ = _chunk_logits(x.input[start:stop], x.linear_weight, x.bias, config)
+        rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
+        losses.append(row_loss(z, rows, x.weight, config.z_loss))
     return torch.cat(losses).to(input.dtype)
 
 
@@ -110,38 +173,45 @@ def _linear_cross_entropy_rows_backward(
     input: Tensor,
     linear_weight: Tensor,
     target: Tensor,
+    ignored: Tensor | None,
     linear_bias: Tensor | None,
     weight: Tensor | None,
     config: Config,
-) -> tuple[Tensor | None, Tensor | None, None, Tensor | None, None]:
-    # d/dh = G W,  d/dW = G^T h,  d/db = 1^T G  with  G = grad * d loss / du, chunk by chunk.
-    if in_place_safe(grad):  # one chunk buffer updated in place
-        _, *grads = fused_pass(input, linear_weight, target, linear_bias, weight, grad, config)
-        like = (input, linear_weight, linear_bias)
-        cast = [cast_like(g, t) for g, t in zip(grads, like, strict=True)]
-        return cast[0], cast[1], None, cast[2], None
-    x = Cast.of(input, linear_weight, linear_bias, weight)
-    rows = target_rows(target, weight, config.ignore_index, x.input.dtype)
-    # Ignored rows get exactly zero, even where grad is not finite (a mean over no rows).
-    scale = grad.to(x.input.dtype).masked_fill(rows.ignored, 0)
+) -> tuple[Tensor, Tensor, Tensor | None, None, Tensor | None, None]:
+    # d/dh = G W,  d/dW = G^T h,  d/db = 1^T G  with  G = grad * d loss / du, chunk by chunk;
+    # probabilities: d/dq = -grad (1 - eps) w log_softmax(z).
+    x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
+    per_row = linear_weight.shape[0] // config.num_classes
+    scale = grad.to(config.dtype)
     input_parts: list[Tensor] = []
+    target_parts: list[Tensor] = []
     grad_weight: Tensor | None = None
     grad_bias: Tensor | None = None
-    for start, stop in chunks(input.shape[0], config.chunk_size):
+    for start, stop in _chunks(input.shape[0], config.chunk_size):
         h = x.input[start:stop]
-        logits, squashed = chunk_logits(h, x.linear_weight, x.bias, config.softcap)
-        chunk_rows, chunk_scale = rows.chunk(start, stop), scale[start:stop]
-        g = chunk_gradient(logits, squashed, chunk_rows, chunk_scale, x.weight, config)
+        rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
+        chunk_scale = scale[start * per_row : stop * per_row]
+        z, squashed = _chunk_logits(h, x.linear_weight, x.bias, config)
+        g = row_gradient(z, rows, x.weight, chunk_scale, config.z_loss)
+        if target.is_floating_point():
+            eps = config.label_smoothing
+            target_parts.append(target_gradient(z, x.weight, eps, chunk_scale))
+        g = g.reshape(h.shape[0], x.linear_weight.shape[0])
+        if squashed is not None:
+            g = g * (1 - squashed * squashed)
         input_parts.append(g @ x.linear_weight)
-        part = g.T @ h
-        grad_weight = part if grad_weight is None else grad_weight + part
+        # addmm as the fused pass accumulates, so that both give the same bits (reentrant)
+        grad_weight = g.T @ h if grad_weight is None else torch.addmm(grad_weight, g.T, h)
         if linear_bias is not None:
             grad_bias = g.sum(0) if grad_bias is None else grad_bias + g.sum(0)
+    assert grad_weight is not None
+    grad_target = torch.cat(target_parts).to(target.dtype) if target_parts else None
     return (
         torch.cat(input_parts).to(input.dtype),
-        cast_like(grad_weight, linear_weight),
+        grad_weight.to(linear_weight.dtype),
+        grad_target,
         None,
-        cast_like(grad_bias, linear_bias),
+        None if grad_bias is None or linear_bias is None else grad_bias.to(linear_bias.dtype),
         None,
     )
 
@@ -150,31 +220,99 @@ def _linear_cross_entropy_rows_backward(
 def _linear_cross_entropy_rows_jvp(
     input_t: Tensor,
     linear_weight_t: Tensor,
-    target_t: Tensor,
+    target_t: Tensor | None,
+    ignored_t: Tensor | None,
     linear_bias_t: Tensor | None,
     weight_t: Tensor | None,
     input: Tensor,
     linear_weight: Tensor,
     target: Tensor,
+    ignored: Tensor | None,
     linear_bias: Tensor | None,
     weight: Tensor | None,
     config: Config,
 ) -> Tensor:
-    # d loss = (d loss / du) . du  with  du = dh W^T + h dW^T + db.
-    x = Cast.of(input, linear_weight, linear_bias, weight)
-    dx = Cast.of(input_t, linear_weight_t, linear_bias_t, None)
-    rows = target_rows(target, weight, config.ignore_index, x.input.dtype)
-    ones = rows.keep.new_ones(())
+    # d loss = (d loss / dz) . dz  with  dz = (dh W^T + h dW^T + db) (1 - (z / softcap)^2).
+    x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
+    dx = _Inputs.of(input_t, linear_weight_t, linear_bias_t, None, config.dtype)
+    per_row = linear_weight.shape[0] // config.num_classes
     result = []
-    for start, stop in chunks(input.shape[0], config.chunk_size):
+    for start, stop in _chunks(input.shape[0], config.chunk_size):
         h = x.input[start:stop]
-        logits, squashed = chunk_logits(h, x.linear_weight, x.bias, config.softcap)
-        g = chunk_gradient(logits, squashed, rows.chunk(start, stop), ones, x.weight, config)
+        z, squashed = _chunk_logits(h, x.linear_weight, x.bias, config)
         du = dx.input[start:stop] @ x.linear_weight.T + h @ dx.linear_weight.T
         if dx.bias is not None:
             du = du + dx.bias
-        result.append((g * du).sum(1))
+        dz = du if squashed is None else du * (1 - squashed * squashed)
+        rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
+        dz = dz.reshape(-1, config.num_classes)
+        result.append(row_jvp(z, dz, rows, x.weight, config.z_loss))
+        if target_t is not None and target.is_floating_point():
+            ones = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
+            gradient = target_gradient(z, x.weight, config.label_smoothing, ones)
+            tangent = target_t[start * per_row : stop * per_row].to(z.dtype)
+            result[-1] = result[-1] + (gradient * tangent).sum(1)
     return torch.cat(result).to(input.dtype)
+
+
+# -- the eager training step: gradients computed in the forward pass, in place ------------------
+
+
+def _fused_pass(
+    x: _Inputs,
+    target: Tensor,
+    ignored: Tensor | None,
+    scale: Tensor,
+    config: Config,
+    need: tuple[bool, bool, bool],
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Per-row loss and ``scale``-weighted gradients (input, weight, bias) in the compute dtype,
+    in place in one reused ``(chunk, D C)`` buffer (two with a softcap): no page faults after the
+    first chunk, whatever the chunk size."""
+    num_rows, outputs = x.input.shape[0], x.linear_weight.shape[0]
+    per_row = outputs // config.num_classes
+    dtype, device = config.dtype, x.input.device
+    grad_input = torch.empty(x.input.shape, dtype=dtype, device=device) if need[0] else None
+    grad_weight = (
+        torch.zeros(x.linear_weight.shape, dtype=dtype, device=device) if need[1] else None
+    )
+    has_bias = x.bias is not None and need[2]
+    grad_bias = torch.zeros(outputs, dtype=dtype, device=device) if has_bias else None
+    size = min(config.chunk_size, num_rows)
+    buffer = torch.empty(size, outputs, dtype=dtype, device=device)
+    squash_size = 0 if config.softcap is None else size
+    squash_buffer = torch.empty(squash_size, outputs, dtype=dtype, device=device)
+    losses = []
+    for start, stop in _chunks(num_rows, size):
+        h, u = x.input[start:stop], buffer[: stop - start]
+        if x.bias is None:
+            torch.mm(h, x.linear_weight.T, out=u)
+        else:
+            torch.addmm(x.bias, h, x.linear_weight.T, out=u)
+        squashed = None
+        if config.softcap is not None:
+            squashed = torch.div(u, config.softcap, out=squash_buffer[: stop - start]).tanh_()
+            torch.mul(squashed, config.softcap, out=u)
+        z = u.view(-1, config.num_classes)
+        rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
+        dot = target_dot(z, rows, x.weight)
+        # The z-loss's gradient needs lse exactly as the recomputing backward gets it.
+        exact_lse = torch.logsumexp(z, 1) if config.z_loss > 0 else None
+        softmax, lse = softmax_in_place(z)
+        lse = lse if exact_lse is None else exact_lse
+        losses.append(loss_from_parts(lse, dot, rows, config.z_loss))
+        chunk_scale = scale[start * per_row : stop * per_row]
+        g = softmax_gradient(softmax, lse, rows, x.weight, chunk_scale, config.z_loss, True)
+        g = g.view(stop - start, outputs)
+        if squashed is not None:
+            g.mul_(squashed.square_().neg_().add_(1))
+        if grad_input is not None:
+            torch.mm(g, x.linear_weight, out=grad_input[start:stop])
+        if grad_weight is not None:
+            grad_weight.addmm_(g.T, h)
+        if grad_bias is not None:
+            grad_bias.add_(g.sum(0))
+    return torch.cat(losses), grad_input, grad_weight, grad_bias
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
@@ -190,37 +328,41 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         input: Tensor,
         linear_weight: Tensor,
         target: Tensor,
+        ignored: Tensor | None,
         bias: Tensor | None,
         weight: Tensor | None,
-        mean: bool,
+        denominator: Tensor,
         config: Config,
         need: tuple[bool, bool, bool],
     ) -> Tensor:
-        rows = target_rows(target, weight, config.ignore_index, compute_dtype(input.dtype))
-        denominator = rows.weight.sum() if mean else rows.weight.new_ones(())
-        scale = 1 / denominator
-        loss, *grads = fused_pass(input, linear_weight, target, bias, weight, scale, config, need)
-        ctx.save_for_backward(input, linear_weight, target, bias, weight)
+        x = _Inputs.of(input, linear_weight, bias, weight, config.dtype)
+        num_rows = target.shape[0]
+        scale = (1 / denominator).to(config.dtype).expand(num_rows)
+        loss, *grads = _fused_pass(x, target, ignored, scale, config, need)
+        ctx.save_for_backward(input, linear_weight, target, ignored, bias, weight)
         ctx.scale, ctx.grads, ctx.config = scale, grads, config
         return (loss.sum() / denominator).to(input.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        input, linear_weight, target, bias, weight = ctx.saved_tensors
+        input, linear_weight, target, ignored, bias, weight = ctx.saved_tensors
         if torch.is_grad_enabled() or ctx.grads is None:
-            rows_grad = (grad * ctx.scale).expand(input.shape[0])
             grads = _linear_cross_entropy_rows_backward(
-                rows_grad, input, linear_weight, target, bias, weight, ctx.config
+                grad * ctx.scale, input, linear_weight, target, ignored, bias, weight, ctx.config
             )
-            grad_input, grad_weight, _, grad_bias, _ = grads
-            return grad_input, grad_weight, None, grad_bias, None, None, None, None
-        if in_place_safe(grad):  # the usual case: scale in place, no copy
-            grads, ctx.grads = ctx.grads, None
-            scaled = [None if g is None else g.mul_(grad.to(g.dtype)) for g in grads]
-        else:  # a batched grad (torch.autograd.functional's vectorize=True)
-            scaled = [None if g is None else g * grad.to(g.dtype) for g in ctx.grads]
-        grad_input, grad_weight, grad_bias = map(cast_like, scaled, (input, linear_weight, bias))
-        return grad_input, grad_weight, None, grad_bias, None, None, None, None
+            grad_input, grad_weight, _, _, grad_bias, _ = grads
+        else:
+            if torch._C._functorch.is_legacy_batchedtensor(grad):  # vectorize=True jacobians
+                scaled = [None if g is None else g * grad.to(g.dtype) for g in ctx.grads]
+            else:  # the usual case: scale in place, no copy
+                grads, ctx.grads = ctx.grads, None
+                scaled = [None if g is None else g.mul_(grad.to(g.dtype)) for g in grads]
+            like = (input, linear_weight, bias)
+            grad_input, grad_weight, grad_bias = (
+                None if g is None or t is None else g.to(t.dtype)
+                for g, t in zip(scaled, like, strict=True)
+            )
+        return grad_input, grad_weight, None, None, grad_bias, None, None, None, None
 
 
 def _use_fused(reduction: str, *tensors: Tensor | None) -> bool:
@@ -238,6 +380,13 @@ def _use_fused(reduction: str, *tensors: Tensor | None) -> bool:
 # -- the public function --------------------------------------------------------------------------
 
 
+class _Shapes(NamedTuple):
+    num_classes: int  # C
+    out_features: tuple[int, ...]  # (d1, ..., dK)
+    probabilities: bool
+    loss_shape: tuple[int, ...]  # the "none" loss: (N, d1, ..., dK), (N,) or ()
+
+
 def _check_shapes(
     fn: str,
     input: Tensor,
@@ -245,59 +394,86 @@ def _check_shapes(
     target: Tensor,
     linear_bias: Tensor | None,
     weight: Tensor | None,
-) -> None:
+    ignore_index: int | None,
+) -> _Shapes:
     if input.dim() not in (1, 2):
         fail(ValueError, fn, "input", "have shape (H,) or (N, H)", shape_str(input.shape))
     features = input.shape[-1]
-    if linear_weight.dim() != 2 or linear_weight.shape[1] != features:
+    if linear_weight.dim() < 2 or linear_weight.shape[-1] != features:
         fail(
             ValueError,
             fn,
             "linear_weight",
-            f"have shape (V, {features}) for input of shape {shape_str(input.shape)}",
+            f"have shape (C, {features}) or (C, d1, ..., dK, {features}) for input of shape "
+            f"{shape_str(input.shape)}",
             shape_str(linear_weight.shape),
-            hint="For K-dimensional logits use cross_entropy(linear(input, linear_weight), target)."
-            if linear_weight.dim() > 2
-            else "",
         )
-    num_classes = linear_weight.shape[0]
-    for name, value in (("linear_bias", linear_bias), ("weight", weight)):
-        if value is None:
-            continue
-        if value.shape != (num_classes,):
-            fail(
-                ValueError,
-                fn,
-                name,
-                f"have shape ({num_classes},), one per class",
-                shape_str(value.shape),
-            )
+    num_classes, out_features = linear_weight.shape[0], tuple(linear_weight.shape[1:-1])
+    if out_features and input.dim() == 1:
+        fail(
+            ValueError,
+            fn,
+            "input",
+            f"be batched, (N, {features}), for K-dimensional linear_weight of shape "
+            f"{shape_str(linear_weight.shape)}",
+            shape_str(input.shape),
+        )
+    logits_shape = (*input.shape[:-1], num_classes, *out_features)
+    if linear_bias is not None and linear_bias.shape != (num_classes, *out_features):
+        fail(
+            ValueError,
+            fn,
+            "linear_bias",
+            f"have shape {shape_str((num_classes, *out_features))}, one per logit",
+            shape_str(linear_bias.shape),
+        )
+    if weight is not None and weight.shape != (num_classes,):
+        fail(
+            ValueError,
+            fn,
+            "weight",
+            f"have shape ({num_classes},), one per class",
+            shape_str(weight.shape),
+        )
     for name, value in (("linear_weight", linear_weight), ("linear_bias", linear_bias)):
         if value is not None and value.dtype != input.dtype:
             fail(TypeError, fn, name, f"have the input's dtype {input.dtype}", value.dtype)
     if weight is not None and weight.dtype != input.dtype:
         fail(TypeError, fn, "weight", f"have the input's dtype {input.dtype}", weight.dtype)
     check_tensor(fn, target=target)
+    index_shape = (*input.shape[:-1], *out_features)
     if target.is_floating_point():
-        fail(
-            TypeError,
-            fn,
-            "target",
-            "hold class indices (integer dtype)",
-            target.dtype,
-            hint="For class probabilities use cross_entropy(linear(input, linear_weight), target).",
-        )
+        if target.shape != logits_shape:
+            fail(
+                ValueError,
+                fn,
+                "target",
+                f"have shape {shape_str(logits_shape)} (class probabilities) or "
+                f"{shape_str(index_shape)} (class indices, integer dtype)",
+                f"{shape_str(target.shape)} ({target.dtype})",
+            )
+        if ignore_index is not None:
+            fail(
+                ValueError,
+                fn,
+                "ignore_index",
+                "be None for class-probability targets",
+                ignore_index,
+            )
+        return _Shapes(num_classes, out_features, True, index_shape)
     check_integer(fn, target=target)
-    expected = input.shape[:-1]
-    if target.shape != expected:
+    if target.shape != index_shape:
         fail(
             ValueError,
             fn,
             "target",
-            f"have shape {shape_str(expected)} (class indices) for input of shape "
-            f"{shape_str(input.shape)}",
+            f"have shape {shape_str(index_shape)} (class indices) for input of shape "
+            f"{shape_str(input.shape)} and linear_weight of shape "
+            f"{shape_str(linear_weight.shape)}",
             shape_str(target.shape),
+            hint=f"For class probabilities pass a float target of shape {shape_str(logits_shape)}.",
         )
+    return _Shapes(num_classes, out_features, False, index_shape)
 
 
 def _check_config(
@@ -315,6 +491,59 @@ def _check_config(
         fail(ValueError, fn, "chunk_size", "be a positive int or None", repr(chunk_size))
 
 
+def _auto_chunk_size(num_rows: int, outputs: int, dtype: torch.dtype) -> int:
+    """Rows per chunk so that one chunk of logits takes about ``_CHUNK_BYTES``."""
+    return max(1, min(num_rows, _CHUNK_BYTES // (dtype.itemsize * max(1, outputs))))
+
+
+def _resolve_options(
+    fn: str,
+    options: object,
+    chunk_size: int | None,
+    input: Tensor,
+    outputs: int,
+) -> tuple[int, torch.dtype]:
+    """(rows per chunk, compute dtype) from ``chunk_size`` and torch's ``options``."""
+    dtype = compute_dtype(input.dtype)
+    num_rows = input.shape[0] if input.dim() == 2 else 1
+    if options is None:
+        return chunk_size or _auto_chunk_size(num_rows, outputs, dtype), dtype
+    if not isinstance(options, torch.nn.LinearCrossEntropyOptions):
+        fail(
+            TypeError,
+            fn,
+            "options",
+            "be a torch.nn.LinearCrossEntropyOptions or None",
+            type(options).__name__,
+        )
+    if options.acc_dtype is not None:
+        if options.acc_dtype.itemsize < dtype.itemsize or not options.acc_dtype.is_floating_point:
+            fail(
+                ValueError,
+                fn,
+                "options.acc_dtype",
+                f"be None or at least as precise as {dtype} (funcloss never computes in a "
+                f"narrower dtype than {dtype} for {input.dtype} input)",
+                options.acc_dtype,
+            )
+        dtype = options.acc_dtype
+    size = options.batch_chunk_size
+    if options.chunking_method not in (None, "auto"):
+        # torch's own sizing rule for "aspect_ratio[:N]" (it raises ValueError if it disagrees
+        # with an explicit batch_chunk_size, as torch does).
+        size = options._adjust(num_rows, input.shape[-1], outputs, input.dtype).batch_chunk_size
+    if size is not None and chunk_size is not None and size != chunk_size:
+        fail(
+            ValueError,
+            fn,
+            "chunk_size",
+            f"agree with the options' chunk size {size} (pass one of them)",
+            chunk_size,
+        )
+    size = size or chunk_size
+    return size or _auto_chunk_size(num_rows, outputs, dtype), dtype
+
+
 def linear_cross_entropy(
     input: Tensor,
     linear_weight: Tensor,
@@ -325,6 +554,7 @@ def linear_cross_entropy(
     reduction: Reduction = "mean",
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
+    options: torch.nn.LinearCrossEntropyOptions | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
     chunk_size: int | None = None,
@@ -332,64 +562,83 @@ def linear_cross_entropy(
     r"""Cross-entropy of a linear layer's logits, without materialising the ``(N, V)`` logits.
 
     The loss at the end of a language model or a large classifier: the same values and gradients
-    as ``cross_entropy(linear(input, linear_weight, linear_bias), target)``, computed a chunk of
-    rows at a time, so that peak memory holds one chunk of logits instead of several ``(N, V)``
-    buffers. Adds PaLM's z-loss and Gemma's logit soft-capping.
+    as ``cross_entropy(linear(input, linear_weight, linear_bias), target)`` (torch's
+    :func:`torch.nn.functional.linear_cross_entropy`, whose arguments it takes), computed a
+    chunk of rows at a time, so that peak memory holds one chunk of logits instead of several
+    ``(N, V)`` buffers. Class indices or class probabilities, K-dimensional outputs, every
+    option, every torch.func transform and ``torch.compile``: all on the chunked path. Adds
+    PaLM's z-loss and Gemma's logit soft-capping.
 
     .. math::
         z_n = s \tanh\!\big(u_n / s\big), \quad u_n = W h_n + b, \qquad
-        \ell_n = (1 - \varepsilon)\, w_{y_n} (\mathrm{lse}_n - z_{n, y_n})
-            + \frac{\varepsilon}{V} \sum_c w_c (\mathrm{lse}_n - z_{n, c})
-            + \zeta\, w_{y_n} \mathrm{lse}_n^2
+        \ell_n = A_n \mathrm{lse}_n - a_n \cdot z_n + \zeta\, r_n \mathrm{lse}_n^2
 
     with :math:`\mathrm{lse}_n = \log \sum_c e^{z_{n, c}}`, :math:`s` the ``softcap``
-    (:math:`z = u` without one), :math:`\varepsilon` the ``label_smoothing``, :math:`\zeta` the
-    ``z_loss`` and :math:`w` the class ``weight`` (ones without one). Rows whose target is
-    ``ignore_index`` contribute 0. ``"mean"`` divides by :math:`\sum_n w_{y_n}` over the rows
-    not ignored, as ``cross_entropy`` does, so the z-loss term is weighted and averaged like the
-    rest: without class weights it is :math:`\zeta` times the mean of :math:`\mathrm{lse}^2`
-    over the rows not ignored. Gradient: :math:`\partial \ell_n / \partial u_n = \big[(A_n +
-    2 \zeta w_{y_n} \mathrm{lse}_n)\, \mathrm{softmax}(z_n) - a_n\big] \odot (1 - (z_n / s)^2)`,
-    where :math:`a_n = (1 - \varepsilon) w_{y_n} e_{y_n} + \frac{\varepsilon}{V} w` and
-    :math:`A_n = \sum_c a_{n, c}`.
+    (:math:`z = u` without one), :math:`\zeta` the ``z_loss``, and the target weights
+    :math:`a_n = (1 - \varepsilon) w_{y_n} e_{y_n} + \frac{\varepsilon}{C} w` (class index
+    :math:`y_n`, :math:`r_n = w_{y_n}`) or :math:`a_n = w \odot ((1 - \varepsilon) q_n +
+    \varepsilon / C)` (probabilities :math:`q_n`, :math:`r_n = 1`), :math:`A_n = \sum_c a_{n,
+    c}`, :math:`\varepsilon` the ``label_smoothing`` and :math:`w` the class ``weight``. Rows
+    whose target is ``ignore_index`` contribute 0. ``"mean"`` divides by :math:`\sum_n r_n` over
+    the rows not ignored (class indices, as ``cross_entropy``), or by the number of rows
+    (probabilities), so the z-loss is weighted and averaged like the rest. Gradient:
+    :math:`\partial \ell_n / \partial u_n = \big[(A_n + 2 \zeta r_n \mathrm{lse}_n)\,
+    \mathrm{softmax}(z_n) - a_n\big] \odot (1 - (z_n / s)^2)`. With K-dimensional outputs
+    (``linear_weight`` of shape ``(C, d1, ..., dK, H)``) the logits are ``(N, C, d1, ..., dK)``
+    and each position :math:`(n, d)` is a row.
 
     In plain eager mode with ``"mean"``/``"sum"`` and gradients needed, the gradients are
     computed during the forward pass (three matmuls per chunk in all); otherwise (under
     torch.func transforms, ``torch.compile``, ``"none"``) the backward recomputes each chunk's
     logits from the saved inputs. bf16/fp16 inputs are computed in fp32 chunk by chunk (from an
-    fp32 copy of ``linear_weight``); the weight and bias gradients accumulate in fp32 (fp64 for
-    fp64 inputs). Second derivatives
-    (``hessian``, ``jacrev(jacrev)``, ``create_graph=True``) are exact.
+    fp32 copy of ``linear_weight``); the weight and bias gradients accumulate in the compute
+    dtype. Second derivatives (``hessian``, ``jacrev(jacrev)``, ``create_graph=True``) are
+    exact. Never materialised: the ``(N, D C)`` logits; K-dimensional outputs copy
+    ``linear_weight`` once (permuted), and probability targets with K dimensions are permuted
+    once (a copy of the target, which is ``(N, D C)`` itself).
 
     Args:
         input: features, shape ``(N, H)`` or ``(H,)``, floating dtype.
-        linear_weight: the output layer's weight, shape ``(V, H)``, ``input``'s dtype.
-        target: class indices, integer dtype, shape ``(N,)`` (``()`` for an unbatched input),
-            values in ``[0, V)`` or ``ignore_index`` (range checked in eager mode only). Class
-            probabilities and K-dimensional weights, which torch's function also takes, are not
-            supported: use ``cross_entropy(linear(...))`` for those.
-        linear_bias: optional bias of the output layer, shape ``(V,)``.
-        weight: optional per-class weight, shape ``(V,)``, ``input``'s dtype.
+        linear_weight: the output layer's weight, shape ``(C, H)`` or ``(C, d1, ..., dK, H)``
+            (then ``input`` must be ``(N, H)``), ``input``'s dtype.
+        target: class indices, integer dtype, shape ``(N, d1, ..., dK)`` (``(N,)``, or ``()``
+            for an unbatched input), values in ``[0, C)`` or ``ignore_index`` (range checked
+            in eager mode only); or class probabilities, floating dtype, the logits' shape
+            ``(N, C, d1, ..., dK)`` (``(C,)`` unbatched). A probability target of a wider dtype
+            than ``input`` promotes the computation and the result, as in ``cross_entropy``.
+        linear_bias: optional bias of the output layer, shape ``(C, d1, ..., dK)``.
+        weight: optional per-class weight, shape ``(C,)``, ``input``'s dtype.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         ignore_index: class index whose rows contribute nothing. ``None`` (torch's default)
-            means -100, as in ``cross_entropy``.
+            means -100 for class indices; it must be ``None`` for probabilities (as in torch).
         label_smoothing: :math:`\varepsilon` in ``[0, 1]``.
+        options: torch's :class:`torch.nn.LinearCrossEntropyOptions`, or ``None``. funcloss is
+            always chunked, so ``None`` (torch's reference path) means funcloss's automatic
+            chunk; given options steer the chunk: ``batch_chunk_size`` (as ``chunk_size``) and
+            ``chunking_method`` (``"aspect_ratio[:N]"`` sizes it by torch's rule; ``"auto"``,
+            without a ``batch_chunk_size``, means funcloss's automatic chunk). ``acc_dtype``
+            sets the compute dtype (``None``: fp32 for bf16/fp16, else the input's; a narrower
+            one than that raises). ``acc_policy``: every policy gets the most precise one,
+            ``"accurate"`` (fp32 weight-gradient accumulation for bf16/fp16). ``allow_retain_graph``
+            needs nothing: a second backward always works (it recomputes from the inputs).
         z_loss: :math:`\zeta \ge 0`, the coefficient of :math:`\mathrm{lse}^2` (PaLM uses
             ``1e-4``); it pulls the log-partition function towards 0.
         softcap: :math:`s > 0` to soft-cap the logits to :math:`(-s, s)` (Gemma 2 uses 30), or
             ``None``.
-        chunk_size: rows per chunk; ``None`` picks it so that a chunk of logits takes about
-            64 MiB. Only speed and memory depend on it.
+        chunk_size: rows of ``input`` per chunk; ``None`` picks it so that a chunk of logits
+            takes about 64 MiB. Only speed and memory depend on it.
 
     Returns:
-        Shape ``(N,)`` (``()`` for an unbatched input) for ``"none"``, else a 0-dim tensor.
+        Shape ``(N, d1, ..., dK)`` (``(N,)``; ``()`` for an unbatched input) for ``"none"``,
+        else a 0-dim tensor.
 
     Raises:
-        TypeError: non-floating input or weights, mismatched dtypes, a float (probability) or
-            non-integer target.
+        TypeError: non-floating input or weights, mismatched dtypes, a non-integer class-index
+            target, ``options`` not a ``LinearCrossEntropyOptions``.
         ValueError: mismatched feature sizes, a bias, class weight or target of the wrong shape,
-            bad ``reduction``/``label_smoothing``/``z_loss``, ``softcap <= 0``, a non-positive
-            ``chunk_size``.
+            an ``ignore_index`` with probabilities, bad ``reduction``/``label_smoothing``/
+            ``z_loss``, ``softcap <= 0``, a non-positive ``chunk_size`` or one that disagrees
+            with ``options``, an ``acc_dtype`` narrower than the compute dtype.
         IndexError: a class index out of range (eager mode).
 
     Examples:
@@ -399,6 +648,9 @@ def linear_cross_entropy(
         tensor([0.8620, 0.7586])
         >>> funcloss.linear_cross_entropy(h, W, torch.tensor([0, 2]), z_loss=1e-2, softcap=2.0)
         tensor(0.8785)
+        >>> q = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+        >>> funcloss.linear_cross_entropy(h, W, q, reduction="none")
+        tensor([0.8620, 0.7586])
 
     References:
         Chowdhery et al., "PaLM: Scaling Language Modeling with Pathways" (2022), z-loss;
@@ -408,27 +660,71 @@ def linear_cross_entropy(
     check_floating(fn, input=input, linear_weight=linear_weight, linear_bias=linear_bias)
     check_floating(fn, weight=weight)
     check_reduction(fn, reduction)
-    _check_shapes(fn, input, linear_weight, target, linear_bias, weight)
-    _check_config(fn, label_smoothing, z_loss, softcap, chunk_size)
     if ignore_index is not None:
         check_index(fn, ignore_index=ignore_index)
-    ignore = _DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
-    num_classes = linear_weight.shape[0]
-    target = as_index(target)
-    check_class_indices(fn, target, num_classes, ignore)
+    shapes = _check_shapes(fn, input, linear_weight, target, linear_bias, weight, ignore_index)
+    _check_config(fn, label_smoothing, z_loss, softcap, chunk_size)
+    num_classes, features = shapes.num_classes, input.shape[-1]
+    per_row = math.prod(shapes.out_features)
+    if shapes.probabilities:
+        dtype = torch.promote_types(input.dtype, target.dtype)
+        input, linear_weight = input.to(dtype), linear_weight.to(dtype)
+        linear_bias = None if linear_bias is None else linear_bias.to(dtype)
+        weight = None if weight is None else weight.to(dtype)
+    size, dtype = _resolve_options(fn, options, chunk_size, input, num_classes * per_row)
     rows = input if input.dim() == 2 else input.unsqueeze(0)
-    flat_target = target.reshape(-1).long()
-    size = chunk_size or _auto_chunk_size(rows.shape[0], num_classes, input.dtype)
-    config = Config(ignore, float(label_smoothing), float(z_loss), softcap, size)
-    if _use_fused(reduction, input, linear_weight, linear_bias):
-        need = tuple(t is not None and t.requires_grad for t in (input, linear_weight, linear_bias))
-        return _FusedLinearCrossEntropy.apply(
-            rows, linear_weight, flat_target, linear_bias, weight, reduction == "mean", config, need
+    if shapes.out_features:
+        # (C, d..., H) -> (D C, H) with the class fastest, so u (rows, D C) is (rows D, C).
+        linear_weight = linear_weight.reshape(num_classes, per_row, features).transpose(0, 1)
+        linear_weight = linear_weight.reshape(per_row * num_classes, features)
+        if linear_bias is not None:
+            linear_bias = linear_bias.reshape(num_classes, per_row).T.reshape(-1)
+    ignored: Tensor | None = None
+    denominator: Tensor
+    if shapes.probabilities:
+        flat = target.reshape(-1, num_classes, per_row).transpose(1, 2)
+        flat_target = flat.reshape(-1, num_classes)
+        denominator = torch.tensor(float(flat_target.shape[0]), dtype=dtype, device=input.device)
+    else:
+        ignore = _DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
+        flat_target, ignored = class_index_mask(
+            fn, as_index(target).reshape(-1), num_classes, ignore
         )
-    loss = _linear_cross_entropy_rows(rows, linear_weight, flat_target, linear_bias, weight, config)
+        flat_target = flat_target.long()
+        denominator = _class_denominator(flat_target, ignored, weight, dtype)
+    config = Config(num_classes, float(label_smoothing), float(z_loss), softcap, size, dtype)
+    if _use_fused(reduction, rows, linear_weight, linear_bias) and not target.requires_grad:
+        need = tuple(t is not None and t.requires_grad for t in (rows, linear_weight, linear_bias))
+        if reduction == "sum":
+            denominator = torch.ones((), dtype=dtype, device=input.device)
+        return _FusedLinearCrossEntropy.apply(
+            rows,
+            linear_weight,
+            flat_target,
+            ignored,
+            linear_bias,
+            weight,
+            denominator,
+            config,
+            need,
+        )
+    loss = _linear_cross_entropy_rows(
+        rows, linear_weight, flat_target, ignored, linear_bias, weight, config
+    )
     if reduction == "none":
-        return loss.reshape(target.shape)
+        return loss.reshape(shapes.loss_shape)
     if reduction == "sum":
         return loss.sum()
-    row_weights = target_rows(flat_target, weight, ignore, loss.dtype).weight
-    return loss.sum() / row_weights.sum()
+    return loss.sum() / denominator.to(loss.dtype)
+
+
+def _class_denominator(
+    index: Tensor, ignored: Tensor | None, weight: Tensor | None, dtype: torch.dtype
+) -> Tensor:
+    """The mean's denominator for class indices: the class weights of the rows not ignored."""
+    if weight is None:
+        if ignored is None:
+            return torch.tensor(float(index.shape[0]), dtype=dtype, device=index.device)
+        return (~ignored).sum().to(dtype)
+    row_weights = weight.to(dtype).gather(0, index)
+    return (row_weights if ignored is None else row_weights.masked_fill(ignored, 0)).sum()

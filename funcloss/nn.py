@@ -6,6 +6,12 @@ takes the function's tensors. ``import funcloss.nn as nn`` keeps ``nn.CrossEntro
 working.
 """
 
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
 from . import _cross_entropy as _c
 from . import _embedding as _e
 from . import _linear as _l
@@ -13,6 +19,7 @@ from . import _logistic as _b
 from . import _margin as _m
 from . import _regression as _r
 from . import _sequence as _s
+from ._checks import Reduction, check_in_range, check_reduction, fail, shape_str
 from ._module import loss_module
 
 BCELoss = loss_module(_b.binary_cross_entropy, name="BCELoss")
@@ -27,11 +34,84 @@ MultiLabelSoftMarginLoss = loss_module(
     _m.multilabel_soft_margin_loss, name="MultiLabelSoftMarginLoss"
 )
 MultiMarginLoss = loss_module(_m.multi_margin_loss, name="MultiMarginLoss")
-# Unlike torch's class, which owns its nn.Linear, this one holds config only: the model owns the
-# output layer and passes linear_weight (and linear_bias) to forward.
-LinearCrossEntropyLoss = loss_module(
-    _l.linear_cross_entropy, name="LinearCrossEntropyLoss", forward_args=("linear_bias",)
-)
+
+
+class LinearCrossEntropyLoss(torch.nn.Module):
+    """Module form of :func:`funcloss.linear_cross_entropy`, torch's class: it owns the output
+    layer (``linear``, an ``nn.Linear(in_features, num_classes * prod(out_features))``, so the
+    ``state_dict`` keys are torch's: ``weight``, ``linear.weight``, ``linear.bias``) and is
+    called as ``loss(input, target)``. funcloss's ``z_loss``, ``softcap`` and ``chunk_size``
+    are keyword arguments after torch's."""
+
+    _fn = staticmethod(_l.linear_cross_entropy)
+    weight: Tensor | None
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        out_features: tuple[int, ...] = (),
+        bias: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        reduction: Reduction = "mean",
+        weight: Tensor | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        options: torch.nn.LinearCrossEntropyOptions | None = None,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        name = "LinearCrossEntropyLoss"
+        check_reduction(name, reduction)
+        check_in_range(name, "label_smoothing", label_smoothing, 0.0, 1.0)
+        if weight is not None:
+            if not isinstance(weight, Tensor):
+                fail(TypeError, name, "weight", "be a torch.Tensor or None", type(weight).__name__)
+            if weight.shape != (num_classes,):
+                rule = f"have shape ({num_classes},), one per class"
+                fail(ValueError, name, "weight", rule, shape_str(weight.shape))
+        self.register_buffer("weight", weight)
+        self.num_classes, self.out_features = num_classes, tuple(out_features)
+        self.reduction, self.ignore_index = reduction, ignore_index
+        self.label_smoothing, self.options = label_smoothing, options
+        self.z_loss, self.softcap, self.chunk_size = z_loss, softcap, chunk_size
+        outputs = math.prod(self.out_features, start=num_classes)
+        self.linear = torch.nn.Linear(in_features, outputs, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        shape = (self.num_classes, *self.out_features)
+        linear_weight = self.linear.weight.reshape(*shape, self.linear.in_features)
+        bias = self.linear.bias
+        return self._fn(
+            input,
+            linear_weight,
+            target,
+            linear_bias=None if bias is None else bias.reshape(shape),
+            weight=self.weight,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            options=self.options,
+            z_loss=self.z_loss,
+            softcap=self.softcap,
+            chunk_size=self.chunk_size,
+        )
+
+    def extra_repr(self) -> str:
+        # torch's fields in torch's format, then funcloss's
+        return (
+            f"in_features={self.linear.in_features}, num_classes={self.num_classes},"
+            f" out_features={self.out_features}, bias={self.linear.bias is not None},"
+            f" reduction={self.reduction}, ignore_index={self.ignore_index},"
+            f" label_smoothing={self.label_smoothing}, options={self.options},"
+            f" z_loss={self.z_loss}, softcap={self.softcap}, chunk_size={self.chunk_size}"
+        )
+
+
 NLLLoss = loss_module(_c.nll_loss, name="NLLLoss")
 SoftMarginLoss = loss_module(_m.soft_margin_loss, name="SoftMarginLoss")
 TripletMarginLoss = loss_module(_e.triplet_margin_loss, name="TripletMarginLoss")

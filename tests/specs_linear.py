@@ -1,4 +1,5 @@
-"""Specs for linear_cross_entropy (batched, with a bias, unbatched).
+"""Specs for linear_cross_entropy (batched, with a bias, unbatched, class probabilities,
+K-dimensional outputs).
 
 Small chunk sizes are drawn on purpose, so that the matrix runs the chunked code with several
 chunks (and a ragged last one) under every transform.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
-from torch import Tensor
+from torch import Tensor, nn
 
 import funcloss
 import funcloss.nn as fnn
@@ -35,15 +36,29 @@ def naive_linear_cross_entropy(
     chunk_size: int | None = None,
 ) -> Tensor:
     """The oracle: torch's F.linear_cross_entropy (reference path) where it has the options,
-    else the textbook composition: softcap, F.cross_entropy, plus z_loss * w_y * lse**2."""
+    else the textbook composition: softcap, F.cross_entropy, plus z_loss * r * lse**2 (r = w_y
+    for class indices, 1 for probabilities)."""
     options = {"linear_bias": linear_bias, "weight": weight, "label_smoothing": label_smoothing}
     if z_loss == 0 and softcap is None:
         return F.linear_cross_entropy(
             input, linear_weight, target, reduction=reduction, ignore_index=ignore_index, **options
         )
-    logits = F.linear(input, linear_weight, linear_bias)
+    num_classes, *out_features, features = linear_weight.shape
+    logits = F.linear(
+        input,
+        linear_weight.reshape(-1, features),
+        None if linear_bias is None else linear_bias.reshape(-1),
+    )
+    logits = logits.reshape(*input.shape[:-1], num_classes, *out_features)
     if softcap is not None:
         logits = softcap * torch.tanh(logits / softcap)
+    lse = torch.logsumexp(logits, 1 if input.dim() == 2 else 0)
+    if target.is_floating_point():
+        loss = F.cross_entropy(
+            logits, target, weight=weight, label_smoothing=label_smoothing, reduction="none"
+        )
+        loss = loss + z_loss * lse**2
+        return {"none": loss, "sum": loss.sum(), "mean": loss.mean()}[reduction]
     ignore = IGNORE if ignore_index is None else ignore_index
     loss = F.cross_entropy(
         logits,
@@ -57,7 +72,6 @@ def naive_linear_cross_entropy(
     row_weight = kept.to(input.dtype)
     if weight is not None:
         row_weight = weight[target.masked_fill(~kept, 0)] * row_weight
-    lse = torch.logsumexp(logits, -1)
     loss = loss + z_loss * row_weight * lse**2
     if reduction == "none":
         return loss
@@ -96,6 +110,34 @@ def _cases(draw: st.DrawFn, bias: bool = False) -> Case:
 
 
 @st.composite
+def _k_dimensional_cases(draw: st.DrawFn) -> Case:
+    """``linear_weight (C, d1, .., dK, H)``, a bias ``(C, d1, .., dK)``, class indices or
+    probabilities."""
+    n, h, c = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(2, 4))
+    out = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+    probabilities = draw(st.booleans())
+    kwargs = draw(_options(c, indices=not probabilities))
+    x = draw(floats((n, h), min_value=-2.0, max_value=2.0))
+    w = draw(floats((c, *out, h), min_value=-2.0, max_value=2.0))
+    b = draw(floats((c, *out), min_value=-2.0, max_value=2.0))
+    if probabilities:
+        y = torch.softmax(draw(floats((n, c, *out), min_value=-3.0, max_value=3.0)), 1)
+    else:
+        y = draw(class_targets((n, *out), c, ignore_index=kwargs.get("ignore_index")))
+    return Case((x, w, y, b), kwargs)
+
+
+@st.composite
+def _probability_cases(draw: st.DrawFn) -> Case:
+    n, h, c = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(2, 5))
+    kwargs = draw(_options(c, indices=False))
+    x = draw(floats((n, h), min_value=-2.0, max_value=2.0))
+    w = draw(floats((c, h), min_value=-2.0, max_value=2.0))
+    y = torch.softmax(draw(floats((n, c), min_value=-3.0, max_value=3.0)), 1)
+    return Case((x, w, y), kwargs)
+
+
+@st.composite
 def _unbatched_cases(draw: st.DrawFn) -> Case:
     h, v = draw(st.integers(1, 3)), draw(st.integers(2, 5))
     kwargs = draw(_options(v, indices=False))
@@ -112,11 +154,37 @@ def _oracle_with_bias(input: Tensor, linear_weight: Tensor, target: Tensor, bias
     return naive_linear_cross_entropy(input, linear_weight, target, linear_bias=bias, **kw)
 
 
+class FunctionalLinearCrossEntropyLoss(nn.Module):
+    """The registry's calling convention (config in the constructor, the function's tensors in
+    forward) around torch's class form, ``funcloss.nn.LinearCrossEntropyLoss``: forward builds
+    the module for the given weight's shape and calls it with the weight (and bias) as its
+    ``linear`` parameters, through ``functional_call``."""
+
+    def __init__(self, **config: object) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, input: Tensor, linear_weight: Tensor, target: Tensor, bias=None) -> Tensor:
+        num_classes, *out_features, features = linear_weight.shape
+        module = fnn.LinearCrossEntropyLoss(
+            features,
+            num_classes,
+            out_features=tuple(out_features),
+            bias=bias is not None,
+            dtype=linear_weight.dtype,
+            **self.config,
+        )
+        parameters = {"linear.weight": linear_weight.reshape(-1, features)}
+        if bias is not None:
+            parameters["linear.bias"] = bias.reshape(-1)
+        return torch.func.functional_call(module, parameters, (input, target))
+
+
 SPECS = [
     LossSpec(
         "linear_cross_entropy",
         funcloss.linear_cross_entropy,
-        fnn.LinearCrossEntropyLoss,
+        FunctionalLinearCrossEntropyLoss,
         _cases,
         naive_linear_cross_entropy,
         wrt=(0, 1),
@@ -125,7 +193,7 @@ SPECS = [
     LossSpec(
         "linear_cross_entropy-bias",
         _with_bias,
-        fnn.LinearCrossEntropyLoss,
+        FunctionalLinearCrossEntropyLoss,
         lambda: _cases(bias=True),
         _oracle_with_bias,
         wrt=(0, 1, 3),
@@ -134,10 +202,28 @@ SPECS = [
     LossSpec(
         "linear_cross_entropy-unbatched",
         funcloss.linear_cross_entropy,
-        fnn.LinearCrossEntropyLoss,
+        FunctionalLinearCrossEntropyLoss,
         _unbatched_cases,
         naive_linear_cross_entropy,
         wrt=(0, 1),
+        per_sample_dims=None,
+    ),
+    LossSpec(
+        "linear_cross_entropy-probabilities",
+        funcloss.linear_cross_entropy,
+        FunctionalLinearCrossEntropyLoss,
+        _probability_cases,
+        naive_linear_cross_entropy,
+        wrt=(0, 1, 2),
+        per_sample_dims=(0, None, 0),
+    ),
+    LossSpec(
+        "linear_cross_entropy-kdim",
+        _with_bias,
+        FunctionalLinearCrossEntropyLoss,
+        _k_dimensional_cases,
+        _oracle_with_bias,
+        wrt=(0, 1, 3),
         per_sample_dims=None,
     ),
 ]

@@ -15,15 +15,24 @@ X, W, Y = torch.randn(4, 3), torch.randn(5, 3), torch.tensor([0, 1, 4, 2])
 def test_mismatched_feature_sizes() -> None:
     with pytest.raises(
         ValueError,
-        match=r"linear_cross_entropy: `linear_weight` must have shape \(V, 3\) for input of "
-        r"shape \(4, 3\), got \(5, 2\)\.",
+        match=r"linear_cross_entropy: `linear_weight` must have shape \(C, 3\) or "
+        r"\(C, d1, \.\.\., dK, 3\) for input of shape \(4, 3\), got \(5, 2\)\.",
     ):
         F(X, torch.randn(5, 2), Y)
 
 
-def test_k_dimensional_weight_points_to_cross_entropy() -> None:
-    with pytest.raises(ValueError, match=r"got \(5, 2, 3\)\. For K-dimensional logits use"):
+def test_k_dimensional_weight_needs_a_batched_input_and_matching_target() -> None:
+    # torch: "K-dimensional loss ... requires batched input"
+    with pytest.raises(ValueError, match=r"`input` must be batched, \(N, 3\), for K-dim"):
+        F(X[0], torch.randn(5, 2, 3), Y[0])
+    with pytest.raises(
+        ValueError,
+        match=r"`target` must have shape \(4, 2\) \(class indices\) .*got \(4,\)\. For class "
+        r"probabilities pass a float target of shape \(4, 5, 2\)\.",
+    ):
         F(X, torch.randn(5, 2, 3), Y)
+    with pytest.raises(ValueError, match=r"`linear_bias` must have shape \(5, 2\), one per logit"):
+        F(X, torch.randn(5, 2, 3), Y[:, None].expand(4, 2), linear_bias=torch.zeros(5))
 
 
 def test_input_shape() -> None:
@@ -35,7 +44,7 @@ def test_input_shape() -> None:
 
 def test_bias_of_the_wrong_shape() -> None:
     with pytest.raises(
-        ValueError, match=r"`linear_bias` must have shape \(5,\), one per class, got \(4,\)\."
+        ValueError, match=r"`linear_bias` must have shape \(5,\), one per logit, got \(4,\)\."
     ):
         F(X, W, Y, linear_bias=torch.zeros(4))
     with pytest.raises(ValueError, match=r"`linear_bias` must have shape \(5,\).*got \(1, 5\)"):
@@ -61,21 +70,24 @@ def test_dtypes() -> None:
 def test_target_of_the_wrong_shape() -> None:
     with pytest.raises(
         ValueError,
-        match=r"`target` must have shape \(4,\) \(class indices\) for input of shape \(4, 3\), "
-        r"got \(4, 1\)\.",
+        match=r"`target` must have shape \(4,\) \(class indices\) for input of shape \(4, 3\) "
+        r"and linear_weight of shape \(5, 3\), got \(4, 1\)\.",
     ):
         F(X, W, Y[:, None])
     with pytest.raises(ValueError, match=r"`target` must have shape \(\) .*got \(1,\)"):
         F(X[0], W, Y[:1])
 
 
-def test_probability_target_points_to_cross_entropy() -> None:
+def test_probability_target_shape_and_ignore_index() -> None:
     with pytest.raises(
-        TypeError,
-        match=r"`target` must hold class indices \(integer dtype\), got torch\.float32\. "
-        r"For class probabilities use cross_entropy",
+        ValueError,
+        match=r"`target` must have shape \(4, 5\) \(class probabilities\) or \(4,\) \(class "
+        r"indices, integer dtype\), got \(4, 4\) \(torch\.float32\)\.",
     ):
-        F(X, W, torch.rand(4, 5))
+        F(X, W, torch.rand(4, 4))
+    # torch: "ignore_index cannot be specified when target contains probabilities"
+    with pytest.raises(ValueError, match=r"`ignore_index` must be None for class-probability"):
+        F(X, W, torch.rand(4, 5), ignore_index=-100)
 
 
 def test_target_out_of_range_in_eager_mode() -> None:
@@ -113,9 +125,17 @@ def test_config_ranges() -> None:
         F(X, W, Y, reduction="avg")
 
 
-def test_torch_options_argument_is_not_accepted() -> None:
-    with pytest.raises(TypeError, match="options"):
-        F(X, W, Y, options=None)
+def test_options_that_cannot_be_honoured() -> None:
+    options = torch.nn.LinearCrossEntropyOptions
+    with pytest.raises(TypeError, match=r"`options` must be a torch\.nn\.LinearCrossEntropyOpt"):
+        F(X, W, Y, options={"batch_chunk_size": 2})
+    with pytest.raises(ValueError, match=r"`options\.acc_dtype` must be None or at least as "):
+        F(X, W, Y, options=options(acc_dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match=r"`chunk_size` must agree with the options' chunk size 2"):
+        F(X, W, Y, options=options(batch_chunk_size=2), chunk_size=3)
+    # torch's own rule: batch_chunk_size and chunking_method must agree
+    with pytest.raises(ValueError, match=r"give different chunk sizes"):
+        F(X, W, Y, options=options(batch_chunk_size=3, chunking_method="aspect_ratio"))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,243 @@
+"""The softmax cross-entropy algebra, on a chunk of rows: the one core of ``cross_entropy`` (one
+chunk, the logits given) and ``linear_cross_entropy`` (chunks of ``h W^T + b``).
+
+Per row of logits ``z`` (``C`` classes), the target is a vector of target weights ``a``:
+
+- class indices: ``a = (1 - eps) r onehot(y) + (eps / C) k w`` with ``w`` the class weight (ones
+  without one), ``r = w_y`` and ``k = 1`` (both 0 where the row is ignored);
+- class probabilities ``q``: ``a = w * ((1 - eps) q + eps / C)``, ``r = 1``.
+
+With ``A = sum_c a_c``, ``lse = log sum_c exp(z_c)`` and ``zeta`` the z-loss:
+
+    loss = A lse - a . z + zeta r lse^2,
+    d loss / dz = (A + 2 zeta r lse) softmax(z) - a,
+    d loss = (A + 2 zeta r lse) (softmax(z) . dz) - a . dz.
+
+``Rows`` holds a chunk's targets as ``a``'s coefficients; everything below is a plain function of
+tensors (differentiable, so double backward through a backward built from them is exact), except
+where ``in_place=True`` asks for the gradient to be built in the softmax's own buffer.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """bf16/fp16 logits are computed (log-sum-exp, softmax, gradient sums) in fp32."""
+    return torch.float32 if dtype in _HALF_DTYPES else dtype
+
+
+class Rows(NamedTuple):
+    """A chunk's targets, ``(M,)`` per row unless said otherwise.
+
+    Class indices: ``a = picked onehot(index) + spread w`` (``spread`` is ``None`` without label
+    smoothing). Probabilities: ``a = dense``, ``(M, C)``. ``total`` is ``A``, ``row_weight`` is
+    ``r`` (the weighted mean's term and the z-loss weight), ``ignored`` the rows that give exactly
+    nothing (``None``: none).
+    """
+
+    index: Tensor | None
+    picked: Tensor | None
+    spread: Tensor | None
+    dense: Tensor | None
+    total: Tensor
+    row_weight: Tensor
+    ignored: Tensor | None
+
+    def chunk(self, start: int, stop: int) -> Rows:
+        return Rows(*(None if t is None else t[start:stop] for t in self))
+
+
+def class_rows(
+    index: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    label_smoothing: float,
+    num_classes: int,
+    dtype: torch.dtype,
+) -> Rows:
+    """Rows for class indices ``index`` (0 where ``ignored``); ``weight`` in ``dtype``."""
+    if ignored is None:
+        keep = torch.ones(index.shape, dtype=dtype, device=index.device)
+    else:
+        keep = (~ignored).to(dtype)
+    row_weight = keep if weight is None else weight.gather(0, index) * keep
+    picked = (1 - label_smoothing) * row_weight
+    if label_smoothing == 0:
+        return Rows(index, picked, None, None, picked, row_weight, ignored)
+    spread = (label_smoothing / num_classes) * keep
+    weight_sum = num_classes if weight is None else weight.sum()
+    return Rows(index, picked, spread, None, picked + spread * weight_sum, row_weight, ignored)
+
+
+def probability_rows(target: Tensor, weight: Tensor | None, label_smoothing: float) -> Rows:
+    """Rows for ``(M, C)`` class probabilities (``target`` and ``weight`` in the compute dtype)."""
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / target.shape[1]
+    if weight is not None:
+        target = target * weight
+    ones = torch.ones(target.shape[:1], dtype=target.dtype, device=target.device)
+    return Rows(None, None, None, target, target.sum(1), ones, None)
+
+
+def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
+    """``a . z`` per row."""
+    if rows.dense is not None:
+        return (rows.dense * z).sum(1)
+    assert rows.index is not None and rows.picked is not None
+    dot = rows.picked * z.gather(1, rows.index.unsqueeze(1)).squeeze(1)
+    if rows.spread is not None:
+        dot = dot + rows.spread * (z.sum(1) if weight is None else z @ weight)
+    return dot
+
+
+def row_loss(z: Tensor, rows: Rows, weight: Tensor | None, z_loss: float = 0.0) -> Tensor:
+    """``A lse - a . z + zeta r lse^2`` per row, as ``-a . log_softmax(z)`` (one fused kernel,
+    several times faster than ``logsumexp`` on the CPU, and no cancellation between two large
+    sums); exactly 0 on ignored rows."""
+    log_probs = torch.log_softmax(z, 1)
+    loss = -target_dot(log_probs, rows, weight)
+    if z_loss > 0:
+        # lse = max(z) - max(log_softmax(z)), both at the same class (autograd gives softmax(z))
+        lse = z.amax(1) - log_probs.amax(1)
+        loss = loss + z_loss * rows.row_weight * lse * lse
+    return loss if rows.ignored is None else loss.masked_fill(rows.ignored, 0)
+
+
+def loss_from_parts(lse: Tensor, dot: Tensor, rows: Rows, z_loss: float = 0.0) -> Tensor:
+    """The loss per row from ``lse`` and ``a . z`` (:func:`target_dot`)."""
+    loss = rows.total * lse - dot
+    if z_loss > 0:
+        loss = loss + z_loss * rows.row_weight * lse * lse
+    return loss if rows.ignored is None else loss.masked_fill(rows.ignored, 0)
+
+
+def softmax_in_place(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``(softmax(z), lse)`` with the softmax written over ``z`` (no graph; a scratch buffer)."""
+    top = z.amax(1)
+    softmax = torch.softmax(z, 1, out=z)
+    # The largest probability is exp(0) / sum_c exp(z_c - top), so lse = top - log(max p).
+    return softmax, top - softmax.amax(1).log()
+
+
+def row_gradient(
+    z: Tensor,
+    rows: Rows,
+    weight: Tensor | None,
+    scale: Tensor,
+    z_loss: float = 0.0,
+    in_place: bool = False,
+) -> Tensor:
+    """``scale * d loss / dz``, ``(M, C)``; ``scale`` is ``(M,)``.
+
+    ``in_place``: no graph is built (plain eager, grad off), so the gradient is built in the
+    buffer of ``softmax(z)``, the only ``(M, C)`` one.
+    """
+    lse = torch.logsumexp(z, 1) if z_loss > 0 else None
+    softmax = torch.softmax(z, 1)  # exp(z - max) / sum: more exact than exp(z - lse)
+    return softmax_gradient(softmax, lse, rows, weight, scale, z_loss, in_place)
+
+
+def softmax_gradient(
+    softmax: Tensor,
+    lse: Tensor | None,
+    rows: Rows,
+    weight: Tensor | None,
+    scale: Tensor,
+    z_loss: float = 0.0,
+    in_place: bool = False,
+) -> Tensor:
+    """``scale * ((A + 2 zeta r lse) softmax - a)``, exactly 0 on ignored rows (even where
+    ``scale`` is not finite, as for a mean over no rows); ``lse`` is needed for a z-loss only.
+    ``in_place`` builds it in ``softmax``'s buffer."""
+    if rows.ignored is not None:
+        scale = scale.masked_fill(rows.ignored, 0)
+    coefficient = rows.total
+    if z_loss > 0:
+        assert lse is not None
+        coefficient = coefficient + 2 * z_loss * rows.row_weight * lse
+    coefficient = (coefficient * scale).unsqueeze(1)
+    if rows.dense is not None:
+        target = rows.dense * scale.unsqueeze(1)
+        if in_place:
+            return softmax.mul_(coefficient).sub_(target)
+        return softmax * coefficient - target
+    assert rows.index is not None and rows.picked is not None
+    picked = -(rows.picked * scale).unsqueeze(1)
+    index = rows.index.unsqueeze(1)
+    spread = None
+    if rows.spread is not None:
+        spread = (rows.spread * scale).unsqueeze(1)
+        spread = spread if weight is None else spread * weight
+    if in_place:
+        gradient = softmax.mul_(coefficient)
+        if spread is not None:
+            gradient.sub_(spread)
+        return gradient.scatter_add_(1, index, picked)
+    gradient = softmax * coefficient
+    if spread is not None:
+        gradient = gradient - spread
+    return gradient.scatter_add(1, index, picked)
+
+
+def target_gradient(
+    z: Tensor, weight: Tensor | None, label_smoothing: float, scale: Tensor
+) -> Tensor:
+    """``scale * d loss / d q`` for probability targets ``q``: ``-(1 - eps) w log_softmax(z)``."""
+    gradient = torch.log_softmax(z, 1) * (scale * (label_smoothing - 1)).unsqueeze(1)
+    return gradient if weight is None else gradient * weight
+
+
+def row_jvp(
+    z: Tensor, z_tangent: Tensor, rows: Rows, weight: Tensor | None, z_loss: float = 0.0
+) -> Tensor:
+    """``d loss`` per row for the tangent ``dz``: ``(A + 2 zeta r lse) (softmax . dz) - a . dz``."""
+    coefficient = rows.total
+    if z_loss > 0:
+        coefficient = coefficient + 2 * z_loss * rows.row_weight * torch.logsumexp(z, 1)
+    result = coefficient * (torch.softmax(z, 1) * z_tangent).sum(1)
+    result = result - target_dot(z_tangent, rows, weight)
+    return result if rows.ignored is None else result.masked_fill(rows.ignored, 0)
+
+
+def log_softmax_coefficients(
+    index: Tensor,
+    row_weight: Tensor | None,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    label_smoothing: float,
+    like: Tensor,
+    total: Tensor | int = 1,
+) -> Tensor:
+    """``-a / total`` as an ``(M, C)`` array of ``like``'s dtype and device (class indices): the
+    small path's ``loss = sum(log_softmax(z) * coefficients)``, which is ``(A lse - a . z) /
+    total``.
+
+    ``row_weight`` is ``w_y``, 0 on ``ignored`` rows (``None``: all ones, nothing ignored);
+    ``total`` a number or a 0-dim tensor. Ignored rows get exactly 0, even where ``1 / total``
+    is not finite (a mean over no rows).
+    """
+    if row_weight is None:
+        picked: Tensor | float = (label_smoothing - 1) / total
+    else:
+        picked = row_weight.unsqueeze(1) * (label_smoothing - 1) / total
+        if ignored is not None:
+            picked = picked.masked_fill(ignored.unsqueeze(1), 0)
+    # out of place: the in-place scatter_ has no batching rule for a batched ``picked``
+    result = torch.zeros_like(like).scatter(1, index.unsqueeze(1), picked)
+    if label_smoothing == 0:
+        return result
+    spread = -(label_smoothing / like.shape[1]) / total
+    if weight is not None:
+        spread = weight * spread
+    if ignored is not None:
+        if not isinstance(spread, Tensor):
+            spread = torch.full((), spread, dtype=like.dtype, device=like.device)
+        spread = torch.where(ignored.unsqueeze(1), 0, spread)
+    return result + spread
