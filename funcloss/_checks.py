@@ -190,14 +190,23 @@ def check_class_indices(
     return ignorable
 
 
-def check_values_in(fn: str, name: str, value: Tensor, low: float, high: float) -> None:
-    """Eager-only: every element of ``value`` lies in ``[low, high]`` (NaN fails too)."""
-    if not value_checks_enabled() or value.numel() == 0:
+def check_values_in(
+    fn: str, name: str, value: Tensor, low: float, high: float, **more: Tensor
+) -> None:
+    """Eager-only: every element of ``value`` (and of each tensor in ``more``, named by its
+    keyword) lies in ``[low, high]`` (NaN fails too): one host read for all of them."""
+    if not value_checks_enabled():
         return
-    bad = ~((value >= low) & (value <= high))
-    if bool(bad.any()):
-        first = float(value[bad].flatten()[0])
-        raise ValueError(f"{fn}: `{name}` values must be in [{low}, {high}], got {first}.")
+    values = {name: value, **more}
+    # aminmax propagates NaN; float64 holds every floating value exactly
+    extremes = [torch.stack(torch.aminmax(v)).double() for v in values.values() if v.numel()]
+    if not extremes or all(low <= v <= high for v in torch.cat(extremes).tolist()):
+        return
+    for arg, tensor in values.items():
+        bad = ~((tensor >= low) & (tensor <= high))
+        if bool(bad.any()):
+            first = float(tensor[bad].flatten()[0])
+            raise ValueError(f"{fn}: `{arg}` values must be in [{low}, {high}], got {first}.")
 
 
 def check_class_weight(fn: str, weight: Tensor | None, input: Tensor) -> None:

@@ -22,6 +22,7 @@ from ._checks import (
     check_positive,
     check_reduction,
     check_same_ndim,
+    check_tensor,
     fail,
     promoted_dtype,
     shape_str,
@@ -89,6 +90,7 @@ def margin_ranking_loss(
                 [1., 3.]])
     """
     fn = "margin_ranking_loss"
+    check_tensor(fn, input1=input1, input2=input2)
     check_floating(fn, input1=input1, input2=input2)
     check_label_dtype(fn, target=target)
     check_same_ndim(fn, input1=input1, input2=input2, target=target)
@@ -140,6 +142,7 @@ def hinge_embedding_loss(
         tensor([0.3000, 0.7000, 0.0000])
     """
     fn = "hinge_embedding_loss"
+    check_tensor(fn, input=input)
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)
     broadcast_shape(fn, input=input, target=target)
@@ -211,6 +214,7 @@ def cosine_embedding_loss(
         tensor([0.2929, 0.7071])
     """
     fn = "cosine_embedding_loss"
+    check_tensor(fn, input1=input1, input2=input2)
     check_floating(fn, input1=input1, input2=input2)
     check_label_dtype(fn, target=target)
     if target.dim() > 1:
@@ -249,6 +253,7 @@ def _check_triplet(
 ) -> None:
     """Floating triplets with one number of dimensions (torch's rule); with ``broadcast``
     (the default distance), shapes that broadcast together."""
+    check_tensor(fn, anchor=anchor, positive=positive, negative=negative)
     check_floating(fn, anchor=anchor, positive=positive, negative=negative)
     check_same_ndim(fn, anchor=anchor, positive=positive, negative=negative)
     if broadcast:

@@ -11,12 +11,14 @@ from ._checks import (
     check_floating,
     check_reduction,
     check_same_shape,
+    check_tensor,
     check_values_in,
     promoted_dtype,
 )
 from ._function import custom_backward
-from ._ops import softplus
+from ._ops import softplus, times
 from ._reduction import reduce
+from ._softmax_ce import compute_dtype
 
 # torch clamps BCE's logs at -100 so that a probability of exactly 0 or 1 gives a finite loss.
 _BCE_LOG_FLOOR = -100.0
@@ -83,7 +85,7 @@ def binary_cross_entropy(
     Args:
         input: probabilities in ``[0, 1]`` (checked in eager mode only), shape ``(*)``.
         target: same shape as ``input`` (torch refuses any other, and so does funcloss),
-            floating dtype (usually in ``[0, 1]``).
+            floating dtype, in ``[0, 1]`` (checked in eager mode only, as torch does).
         weight: optional elementwise weight, broadcastable to ``input``'s shape (not beyond
             it, as in torch).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
@@ -94,18 +96,20 @@ def binary_cross_entropy(
 
     Raises:
         TypeError: non-floating input or target.
-        ValueError: shape mismatch, bad ``reduction``, input outside ``[0, 1]`` (eager mode).
+        ValueError: shape mismatch, bad ``reduction``, input or target outside ``[0, 1]`` or
+            NaN (eager mode).
 
     Examples:
         >>> funcloss.binary_cross_entropy(torch.tensor([0.9, 0.2]), torch.tensor([1.0, 0.0]))
         tensor(0.1643)
     """
     fn = "binary_cross_entropy"
+    check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target, weight=weight)
     check_reduction(fn, reduction)
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
-    check_values_in(fn, "input", input, 0.0, 1.0)
+    check_values_in(fn, "input", input, 0.0, 1.0, target=target)
     dtype = promoted_dtype(input, target)  # torch refuses mixed dtypes; funcloss promotes
     loss = _binary_cross_entropy(input.to(dtype), target.to(dtype))
     return reduce(loss, reduction, weight)
@@ -123,7 +127,12 @@ def binary_cross_entropy_with_logits(
 
     .. math::
         \ell = -w \left[ p\, y \log \sigma(x) + (1 - y) \log \sigma(-x) \right]
-             = w \left[ (1 - y)\, x - (1 + (p - 1) y) \log \sigma(x) \right]
+             = w \left[ p\, y \operatorname{softplus}(-x) + (1 - y) \operatorname{softplus}(x)
+               \right]
+
+    computed as the two non-negative terms (no cancellation; bf16 and fp16 in fp32), a term
+    with a coefficient of 0 counting 0 even at an infinite logit: ``x = inf`` with ``y = 1``
+    gives 0 (torch: nan).
 
     where :math:`p` is ``pos_weight`` (weight of the positive class, e.g. ``#neg / #pos``).
 
@@ -151,11 +160,17 @@ def binary_cross_entropy_with_logits(
         tensor([0.1269, 0.3133])
     """
     fn = "binary_cross_entropy_with_logits"
+    check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target, weight=weight, pos_weight=pos_weight)
     check_reduction(fn, reduction)
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
     check_broadcastable_to(fn, "pos_weight", pos_weight, input.shape)
-    log_weight = 1.0 if pos_weight is None else 1 + (pos_weight - 1) * target
-    loss = (1 - target) * input + log_weight * softplus(-input)
-    return reduce(loss, reduction, weight)
+    dtype = promoted_dtype(input, target, weight, pos_weight)
+    compute = compute_dtype(dtype)  # bf16/fp16 in fp32: softplus of either sign, no cancellation
+    input, target = input.to(compute), target.to(compute)
+    positive = target if pos_weight is None else target * pos_weight
+    # Two terms >= 0 (no cancellation); a term whose coefficient is 0 is absent (times), so an
+    # infinite logit with the matching target gives 0, and the target gradient its +-inf limit.
+    loss = times(positive, softplus(-input)) + times(1 - target, softplus(input))
+    return reduce(loss, reduction, weight).to(dtype)

@@ -24,13 +24,15 @@ from ._checks import (
     check_label_dtype,
     check_number,
     check_reduction,
+    check_tensor,
     fail,
     promoted_dtype,
     shape_str,
     value_checks_enabled,
 )
-from ._ops import softplus
+from ._ops import softplus, times
 from ._reduction import reduce
+from ._softmax_ce import compute_dtype
 
 # -- soft_margin_loss ------------------------------------------------------------------------
 
@@ -67,6 +69,7 @@ def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "m
         tensor([0.1269, 0.6931, 1.3133])
     """
     fn = "soft_margin_loss"
+    check_tensor(fn, input=input)
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)
     check_broadcastable_to(fn, "target", target, input.shape)
@@ -120,16 +123,20 @@ def multilabel_soft_margin_loss(
         tensor(0.3778)
     """
     fn = "multilabel_soft_margin_loss"
+    check_tensor(fn, input=input)
     check_floating(fn, input=input, weight=weight)
     check_label_dtype(fn, target=target)
     if input.dim() == 0:
         fail(ValueError, fn, "input", "have shape (N, C) or (C,)", "()")
     broadcast_shape(fn, input=input, target=target, weight=weight)
     check_reduction(fn, reduction)
-    loss = (1 - target) * input + softplus(-input)
+    dtype = promoted_dtype(input, target, weight)
+    logits = input.to(compute_dtype(dtype))  # bf16/fp16: terms, gradients and sums in fp32
+    # two terms >= 0 (no cancellation); an absent term counts 0 even at an infinite logit
+    loss = times(target, softplus(-logits)) + times(1 - target, softplus(logits))
     if weight is not None:
         loss = loss * weight
-    return reduce(loss.sum(input.dim() - 1) / input.shape[-1], reduction)
+    return reduce(loss.sum(input.dim() - 1) / input.shape[-1], reduction).to(dtype)
 
 
 # -- shapes of the multi-class margin losses -------------------------------------------------
@@ -137,6 +144,7 @@ def multilabel_soft_margin_loss(
 
 def _check_scores(fn: str, input: Tensor) -> int:
     """Scores ``(N, C)``, ``(C,)`` or ``()`` (one class) with ``C > 0``, as torch; returns C."""
+    check_tensor(fn, input=input)
     check_floating(fn, input=input)
     if input.dim() > 2 or (input.dim() > 0 and input.shape[-1] == 0):
         fail(
@@ -187,7 +195,8 @@ def _multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
     zeros = torch.zeros_like(input)
     count = _after_threshold(torch.cat([torch.ones_like(input), zeros], -1), order, num_classes)
     total = _after_threshold(torch.cat([input, zeros], -1), order, num_classes)
-    hinges = count * (1 - label_scores) + total
+    # no active hinge adds nothing, also for a label score of +inf (0 * -inf would be nan)
+    hinges = torch.where(count > 0, count * (1 - label_scores), 0.0) + total
     return torch.where(listed, hinges, 0.0).sum(-1) / num_classes
 
 
@@ -266,7 +275,10 @@ def multilabel_margin_loss(
     _check_multilabel_targets(fn, target, num_classes)
     if input.dim() < 2:  # torch takes a 0-dim input (one class) with a target of one slot
         input, target = input.reshape(num_classes), target.reshape(num_classes)
-    return reduce(_multilabel_margin(input, target), reduction)
+    # half precision: thresholds x_j - 1 and sums in fp32 (a bf16 threshold rounds, and drops
+    # or adds hinges); the result in the input's dtype, as torch's
+    loss = _multilabel_margin(input.to(compute_dtype(input.dtype)), target)
+    return reduce(loss, reduction).to(input.dtype)
 
 
 # -- multi_margin_loss -----------------------------------------------------------------------

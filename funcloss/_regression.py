@@ -31,6 +31,7 @@ from ._checks import (
     value_checks_enabled,
     warn_target_size,
 )
+from ._ops import times
 from ._reduction import reduce, weighted_mean
 
 KLReduction = Literal["none", "batchmean", "mean", "sum"]
@@ -58,6 +59,7 @@ def _check_pair(
 ) -> None:
     """Floating ``input`` and ``target`` that broadcast together, as torch broadcasts them;
     ``warn``: torch's warning when their shapes differ (l1, mse, huber, smooth_l1)."""
+    check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target)
     check_reduction(fn, reduction, reductions)
     broadcast_shape(fn, input=input, target=target)
@@ -392,10 +394,11 @@ def poisson_nll_loss(
     fn = "poisson_nll_loss"
     _check_pair(fn, input, target, reduction)
     check_non_negative(fn, eps=eps)
+    # a count of 0 at a log-rate of -inf (a rate of 0) adds nothing: times, not *
     if log_input:
-        loss = torch.exp(input) - target * input
+        loss = torch.exp(input) - times(target, input)
     else:
-        loss = input - target * torch.log(input + eps)
+        loss = input - times(target, torch.log(input + eps))
     if full:
         loss = loss + _stirling(target)
     return reduce(loss, reduction)
@@ -499,6 +502,7 @@ def gaussian_nll_loss(
         tensor([ 0.5000, -0.3466])
     """
     fn = "gaussian_nll_loss"
+    check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target)
     check_reduction(fn, reduction)
     check_non_negative(fn, eps=eps)
@@ -571,10 +575,13 @@ def kl_div(
     _check_pair(fn, input, target, reduction, _KL_REDUCTIONS)
     if reduction == "mean" and not torch.compiler.is_compiling():
         warnings.warn(_KL_MEAN_WARNING, stacklevel=2)
+    # a class of probability 0 adds nothing, also where input is -inf (0 * inf would be nan)
     if log_target:
-        loss = torch.exp(target) * (target - input)
+        big = torch.finfo(input.dtype).max
+        gap = torch.where(target == -math.inf, -input.clamp(-big, big), target - input)
+        loss = torch.exp(target) * gap
     else:
-        loss = torch.xlogy(target, target) - target * input
+        loss = torch.xlogy(target, target) - times(target, input)
     if reduction == "batchmean":
         total = loss.sum()
         return total / input.shape[0] if input.dim() > 0 else total
