@@ -98,6 +98,10 @@ def multilabel_soft_margin_loss(
                = -\frac{1}{C} \sum_c w_c \left[y_{n,c} \log \sigma(x_{n,c})
                  + (1 - y_{n,c}) \log \sigma(-x_{n,c})\right]
 
+    computed as the two non-negative terms :math:`y \operatorname{softplus}(-x)` and
+    :math:`(1 - y) \operatorname{softplus}(x)` (no cancellation; bf16 and fp16 in fp32), a term
+    with a coefficient of 0 counting 0 even at an infinite logit.
+
     Args:
         input: logits, shape ``(N, C)`` or ``(C,)`` (any ``(*, C)``: classes last), floating.
         target: multi-hot labels (usually 0 or 1), broadcastable with ``input`` (as in

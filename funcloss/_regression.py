@@ -362,6 +362,7 @@ def poisson_nll_loss(
                x - y \log(x + \varepsilon) & \text{otherwise} \end{cases}
                \;+\; [\texttt{full}]\, [y > 1] \left(y \log y - y + \tfrac12 \log(2 \pi y)\right)
 
+    A count of 0 at a log-rate of ``-inf`` (a rate of 0) adds 0, the limit (torch: nan).
     The Stirling term of ``full`` approximates :math:`\log y!` and, as in torch, is added only
     where :math:`y > 1`. Where it is left out its gradient with respect to ``target`` is 0
     (torch's is ``nan`` at :math:`y = 0`).
@@ -545,6 +546,9 @@ def kl_div(
     .. math::
         \ell = \begin{cases} y \log y - y\, x & \text{(} y \log y = 0 \text{ at } y = 0
                \text{)} \\ e^{y} (y - x) & \texttt{log\_target} \end{cases}
+
+    A class of probability 0 adds 0, also at ``input = -inf`` (with ``log_target``: a target
+    of ``-inf``, whatever the input), the limit (torch: nan).
 
     ``reduction="batchmean"`` is the divergence per sample, ``sum / input.size(0)`` (the sum
     for a 0-dim input); ``"mean"`` divides by the number of elements, as in torch, and warns as
