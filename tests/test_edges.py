@@ -293,3 +293,12 @@ def test_fp16_soft_margin_does_not_overflow() -> None:
     out = funcloss.soft_margin_loss(x, y)
     assert out.dtype == torch.float16
     torch.testing.assert_close(out, torch.tensor(12.0, dtype=torch.float16))  # log1p(e^12)
+
+
+def test_bce_with_logits_limit_under_vmap_and_jacfwd() -> None:
+    x = torch.tensor([[INF, -INF], [-INF, INF]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    per_row = vmap(lambda a, b: funcloss.binary_cross_entropy_with_logits(a, b, reduction="sum"))
+    assert torch.equal(per_row(x, y), torch.zeros(2))  # the float64 limit (test above)
+    jac = jacfwd(lambda a: funcloss.binary_cross_entropy_with_logits(a, y[0], reduction="sum"))
+    assert torch.equal(jac(x[0]), torch.zeros(2))  # d/dx = sigma(x) - y = 0 in the limit
