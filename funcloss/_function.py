@@ -206,10 +206,16 @@ class CustomBackwardLoss:
             # the compiled region) wraps the Function in its own ApplyTemplate Function, which
             # has no vmap rule and fails under vmap. Trace the forward directly: the same
             # derivatives, by autodiff of a forward that is correct to differentiate.
-            return self._forward(*values)
+            return _checked_output(self._name, self._forward(*values))
         else:
             function = self._plain
         return function.apply(layout, *tensors, *_PADDING[len(tensors) :])
+
+
+def _checked_output(name: str, output: object) -> Tensor:
+    if not _is_tensor(output):
+        raise TypeError(f"{name}: the forward must return one tensor, got {type(output).__name__}.")
+    return cast(Tensor, output)
 
 
 def _run_backward(
@@ -317,12 +323,7 @@ def _build_functions(
 
         @staticmethod
         def forward(layout: _Layout, *tensors: Tensor) -> Tensor:
-            output = forward_fn(*layout.rebuild(tensors))
-            if not _is_tensor(output):
-                raise TypeError(
-                    f"{name}: the forward must return one tensor, got {type(output).__name__}."
-                )
-            return output
+            return _checked_output(name, forward_fn(*layout.rebuild(tensors)))
 
         @staticmethod
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:

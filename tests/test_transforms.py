@@ -141,6 +141,31 @@ def test_compile_fullgraph(spec: LossSpec, reduction: str, data: st.DataObject) 
     assert_close(grad_compiled, grad_eager, "compiled backward")
 
 
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+@settings(max_examples=1)
+@given(data=st.data())
+def test_compile_vmap_grad(spec: LossSpec, data: st.DataObject) -> None:
+    """A compiled per-sample-gradient step, as DP-SGD writes it: compile(vmap(grad(f))) over two
+    stacked problems, against the oracle's gradient of each (plain autograd)."""
+    case = _draw(data, spec)
+    position = spec.wrt[0]
+    args, dims = stacked(case)
+
+    def total(*a):
+        return spec.fn(*a, **case.kwargs, reduction="mean").sum()
+
+    torch._dynamo.reset()
+    per_sample = vmap(grad(total, argnums=position), in_dims=dims)
+    actual = torch.compile(per_sample, fullgraph=True, backend="aot_eager")(*args)
+    expected = []
+    for i in range(batch_size(args, dims)):
+        problem = Case(unbatch(args, dims, i), case.kwargs)
+        x = problem.args[position].detach().requires_grad_()
+        value = oracle(spec, problem, position, "mean", total=True)(x)
+        expected.append(torch.autograd.grad(value, x)[0])
+    assert_close(actual, torch.stack(expected), "compile(vmap(grad))")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
 @settings(max_examples=1)
