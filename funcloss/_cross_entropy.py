@@ -21,6 +21,7 @@ from ._checks import (
     value_checks_enabled,
 )
 from ._function import custom_backward
+from ._modes import follows_autocast
 from ._reduction import reduce, weighted_mean
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -280,6 +281,7 @@ def _soft_cross_entropy_rows(
     return (target.sum(1) * lse - (target * input).sum(1)).to(input.dtype)
 
 
+@follows_autocast("float32")
 def cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -472,6 +474,7 @@ def _cross_entropy_small(
 # -- nll_loss --------------------------------------------------------------------------------
 
 
+@follows_autocast("float32")
 def nll_loss(
     input: Tensor,
     target: Tensor,

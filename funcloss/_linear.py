@@ -54,6 +54,7 @@ from ._linear_chunks import (
     target_parts,
     target_rows,
 )
+from ._modes import follows_autocast
 
 # The automatic chunk holds about this many bytes of logits (compute dtype), whatever N and V.
 # Each chunk reads the (V, H) weight twice and updates its (V, H) gradient once, so rows per chunk
@@ -315,6 +316,7 @@ def _check_config(
         fail(ValueError, fn, "chunk_size", "be a positive int or None", repr(chunk_size))
 
 
+@follows_autocast("float32")
 def linear_cross_entropy(
     input: Tensor,
     linear_weight: Tensor,

@@ -14,6 +14,7 @@ from ._checks import (
     check_values_in,
 )
 from ._function import custom_backward
+from ._modes import follows_autocast
 from ._ops import softplus
 from ._reduction import reduce
 
@@ -61,6 +62,7 @@ def _binary_cross_entropy_jvp(
     return slope * input_t + (_safe_log(1 - input) - _safe_log(input)) * target_t
 
 
+@follows_autocast("float32")
 def binary_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -105,6 +107,7 @@ def binary_cross_entropy(
     return reduce(_binary_cross_entropy(input, target), reduction, weight)
 
 
+@follows_autocast("float32")
 def binary_cross_entropy_with_logits(
     input: Tensor,
     target: Tensor,
