@@ -62,7 +62,7 @@ class set_value_checks:
         <funcloss.set_value_checks enabled=True>
         >>> with funcloss.set_value_checks(False):  # only inside the block: no value read
         ...     funcloss.nll_loss(torch.zeros(2, 3), torch.tensor([0, 2]))
-        tensor(-0.)
+        tensor(0.)
     """
 
     def __init__(self, enabled: bool) -> None:
