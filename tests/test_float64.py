@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import jacfwd, jacrev, vmap
+
+import funcloss
 
 from .helpers import batch_size, oracle_jacobian, ours, stacked, unbatch
 from .registry import SPECS, Case, LossSpec, call, call_oracle
 
 RTOL, ATOL = 1e-10, 1e-12
+
+# cross_entropy with label_smoothing > 0 drops to float32 precision (about 1.5e-8 relative off
+# torch under vmap; with ignored rows and reduction="mean" in eager mode too): the issue's item
+# 10, fixed in _cross_entropy.py (not this worktree's file). Set to False with that fix: the
+# strict xfail below then fails until it is, and the drawn cases include smoothing again.
+CROSS_ENTROPY_SMOOTHING_PENDING = True
 
 MATRIX = [
     pytest.param(spec, reduction, id=f"{spec.id}-{reduction}")
@@ -35,10 +44,12 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
 
 
 @pytest.mark.parametrize(("spec", "reduction"), MATRIX)
-@settings(max_examples=int(__import__("os").environ.get("F64_EXAMPLES", "3")))
+@settings(max_examples=2)
 @given(data=st.data())
 def test_float64_under_transforms(spec: LossSpec, reduction: str, data: st.DataObject) -> None:
     case: Case = data.draw(spec.cases(), label="case")
+    if CROSS_ENTROPY_SMOOTHING_PENDING and spec.id.startswith("cross_entropy"):
+        case = Case(case.args, {**case.kwargs, "label_smoothing": 0.0})
     _close(call(spec, case, reduction), call_oracle(spec, case, reduction), "eager")
     args, dims = stacked(case)
 
@@ -57,3 +68,20 @@ def test_float64_under_transforms(spec: LossSpec, reduction: str, data: st.DataO
         jacobian = oracle_jacobian(spec, case, position, reduction)
         _close(jacrev(ours(spec, case, position, reduction))(x), jacobian, "jacrev")
         _close(jacfwd(ours(spec, case, position, reduction))(x), jacobian, "jacfwd")
+
+
+@pytest.mark.xfail(
+    CROSS_ENTROPY_SMOOTHING_PENDING, strict=True, reason="float32 intermediate (issue item 10)"
+)
+def test_cross_entropy_label_smoothing_float64() -> None:
+    """The issue's example: float64 logits with label_smoothing, under vmap and jacrev."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, generator=generator, dtype=torch.float64)
+    y = torch.tensor([[0, 3, 1], [4, -100, 2]])
+    options = {"label_smoothing": 0.1, "reduction": "mean"}
+    expected = torch.stack([F.cross_entropy(x[i], y[i], **options) for i in range(2)])
+    _close(vmap(lambda a, b: funcloss.cross_entropy(a, b, **options))(x, y), expected, "vmap")
+    jacobian = torch.autograd.functional.jacobian(
+        lambda a: F.cross_entropy(a, y[1], **options), x[1]
+    )
+    _close(jacrev(lambda a: funcloss.cross_entropy(a, y[1], **options))(x[1]), jacobian, "jacrev")
