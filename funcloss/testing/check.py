@@ -45,8 +45,9 @@ class CheckReport:
 
     def __str__(self) -> str:
         lines = [f"check_loss({self.fn}): {len(self.checked)} properties hold"]
-        lines += [f"  {name:<14}{what}" for name, what in self.checked.items()]
-        lines += [f"  {name:<14}skipped: {why}" for name, why in self.skipped.items()]
+        width = max(map(len, PROPERTIES)) + 1
+        lines += [f"  {name:<{width}}{what}" for name, what in self.checked.items()]
+        lines += [f"  {name:<{width}}skipped: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
 
 
