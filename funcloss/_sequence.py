@@ -282,16 +282,13 @@ def _read_lengths(
     if not value_checks_enabled(targets, input_lengths, target_lengths):
         return None
     bad_input = (input_lengths < 0) | (input_lengths > num_frames)
-    if targets.dim() == 2:
+    wrong = (targets < 0) | (targets >= num_classes) | (targets == blank)
+    if targets.dim() == 2:  # padding past a target's length may hold anything
         bad_target = (target_lengths < 0) | (target_lengths > targets.shape[1])
         inside = torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]
-        used = targets
-    else:
-        # Concatenated: position k belongs to a target iff the lengths sum to targets.numel().
+        wrong &= inside
+    else:  # concatenated: every entry belongs to a target once the lengths sum up
         bad_target = (target_lengths < 0).any() | (target_lengths.sum() != targets.numel())
-        inside = torch.ones_like(targets, dtype=torch.bool)
-        used = targets
-    wrong = inside & ((used < 0) | (used >= num_classes) | (used == blank))
     flags = torch.stack([bad_input.any(), bad_target.any(), wrong.any()]).long()
     longest = target_lengths.max() if target_lengths.numel() > 0 else flags.new_zeros(())
     any_bad_input, any_bad_target, any_wrong, width = torch.cat(
