@@ -18,6 +18,7 @@ from ._checks import (
     value_checks_enabled,
 )
 from ._function import custom_backward
+from ._modes import follows_autocast
 from ._reduction import reduce
 
 # log(0) stand-in. Finite, so that logaddexp/logsumexp and their derivatives stay NaN-free where
@@ -361,6 +362,7 @@ def _pad_concatenated(targets: Tensor, target_lengths: Tensor, width: int | None
     return targets.gather(0, index).reshape(n, width)
 
 
+@follows_autocast("float32")
 def ctc_loss(
     log_probs: Tensor,
     targets: Tensor,

@@ -3,7 +3,8 @@
 vmap runs with the slow per-sample fallback disabled (conftest), so a missing batching rule
 fails. Derivatives are compared with the oracle's, computed by plain autograd; where the oracle
 has no double backward, second derivatives are compared between our transforms and checked by
-finite differences (gradgradcheck).
+finite differences (gradgradcheck). ``torch.compile(vmap(grad(f)))`` (aot_eager, one case per
+spec) is compared with the oracle's gradient of each stacked problem.
 """
 
 from __future__ import annotations
