@@ -4,6 +4,7 @@ Every loss is a plain function of tensors with :mod:`torch.nn.functional`'s name
 semantics, built from torch ops; :mod:`funcloss.nn` has the module forms.
 """
 
+from ._checks import set_value_checks
 from ._cross_entropy import cross_entropy, nll_loss
 from ._embedding import (
     cosine_embedding_loss,
@@ -57,6 +58,7 @@ __all__ = [
     "multilabel_soft_margin_loss",
     "nll_loss",
     "poisson_nll_loss",
+    "set_value_checks",
     "smooth_l1_loss",
     "soft_margin_loss",
     "triplet_margin_loss",

@@ -46,6 +46,7 @@ from ._checks import (
     value_checks_enabled,
 )
 from ._function import custom_backward
+from ._modes import follows_autocast
 from ._softmax_ce import (
     Rows,
     class_rows,
@@ -544,6 +545,7 @@ def _resolve_options(
     return size or _auto_chunk_size(num_rows, outputs, dtype), dtype
 
 
+@follows_autocast("float32")
 def linear_cross_entropy(
     input: Tensor,
     linear_weight: Tensor,

@@ -29,12 +29,14 @@ from ._checks import (
     shape_str,
     value_checks_enabled,
 )
+from ._modes import follows_autocast
 from ._ops import softplus
 from ._reduction import reduce
 
 # -- soft_margin_loss ------------------------------------------------------------------------
 
 
+@follows_autocast("float32")
 def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "mean") -> Tensor:
     r"""Logistic loss on ``±1`` labels: a smooth hinge for binary classification.
 
@@ -77,6 +79,7 @@ def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "m
 # -- multilabel_soft_margin_loss -------------------------------------------------------------
 
 
+@follows_autocast("promoted")
 def multilabel_soft_margin_loss(
     input: Tensor,
     target: Tensor,
@@ -204,6 +207,7 @@ def _check_multilabel_targets(fn: str, target: Tensor, num_classes: int) -> None
         )
 
 
+@follows_autocast("float32")
 def multilabel_margin_loss(
     input: Tensor, target: Tensor, *, reduction: Reduction = "mean"
 ) -> Tensor:
@@ -287,6 +291,7 @@ def _check_class_weight(fn: str, weight: Tensor | None, num_classes: int) -> Non
         )
 
 
+@follows_autocast("float32")
 def multi_margin_loss(
     input: Tensor,
     target: Tensor,

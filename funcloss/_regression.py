@@ -31,6 +31,7 @@ from ._checks import (
     value_checks_enabled,
     warn_target_size,
 )
+from ._modes import follows_autocast
 from ._reduction import reduce, weighted_mean
 
 KLReduction = Literal["none", "batchmean", "mean", "sum"]
@@ -112,6 +113,7 @@ def _reduce_weighted_mean(loss: Tensor, reduction: Reduction, weight: Tensor | N
 # -- l1 / mse ----------------------------------------------------------------------------------
 
 
+@follows_autocast("float32")
 def l1_loss(
     input: Tensor,
     target: Tensor,
@@ -168,6 +170,7 @@ def l1_loss(
     return _reduce_weighted_mean(torch.abs(input - target), reduction, weight)
 
 
+@follows_autocast("float32")
 def mse_loss(
     input: Tensor,
     target: Tensor,
@@ -229,6 +232,7 @@ def _huber(diff: Tensor, delta: float) -> Tensor:
     return clamped * (diff - 0.5 * clamped)
 
 
+@follows_autocast("float32")
 def huber_loss(
     input: Tensor,
     target: Tensor,
@@ -279,6 +283,7 @@ def huber_loss(
     return reduce(_huber(input - target, delta), reduction, weight)
 
 
+@follows_autocast("float32")
 def smooth_l1_loss(
     input: Tensor,
     target: Tensor,
@@ -341,6 +346,7 @@ def _stirling(target: Tensor) -> Tensor:
     return above * (safe * torch.log(safe) - safe + 0.5 * torch.log(2 * math.pi * safe))
 
 
+@follows_autocast("float32")
 def poisson_nll_loss(
     input: Tensor,
     target: Tensor,
@@ -444,6 +450,7 @@ def _clamp_straight_through(var: Tensor, eps: float) -> Tensor:
     return torch.where(var >= eps, var, var - var.detach() + eps)
 
 
+@follows_autocast("promoted")
 def gaussian_nll_loss(
     input: Tensor,
     target: Tensor,
@@ -525,6 +532,7 @@ def gaussian_nll_loss(
 # -- kl_div ------------------------------------------------------------------------------------
 
 
+@follows_autocast("float32")
 def kl_div(
     input: Tensor,
     target: Tensor,
