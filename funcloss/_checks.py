@@ -409,7 +409,7 @@ def class_index_mask(
     checked on the device (``torch._assert_async``: synchronous on the CPU, asynchronous on an
     accelerator).
     """
-    if not value_checks_enabled():
+    if not value_checks_enabled(target):
         ignored = target == ignore_index
         return target.masked_fill(ignored, 0), ignored
     if target.numel() == 0:

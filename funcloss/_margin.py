@@ -196,7 +196,7 @@ def _multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
 
 def _check_multilabel_targets(fn: str, target: Tensor, num_classes: int) -> None:
     """Eager-only: every entry (after the first -1 too, as torch checks) lies in [-1, C)."""
-    if not value_checks_enabled() or target.numel() == 0:
+    if not value_checks_enabled(target) or target.numel() == 0:
         return
     bad = (target < -1) | (target >= num_classes)
     if bool(bad.any()):

@@ -434,7 +434,7 @@ def _gaussian_var(fn: str, var: Tensor, input: Tensor) -> Tensor:
 
 def _check_var_values(fn: str, var: Tensor) -> None:
     """Eager-only: no negative variance (NaN passes, as in torch)."""
-    if not value_checks_enabled() or var.numel() == 0:
+    if not value_checks_enabled(var) or var.numel() == 0:
         return
     negative = var < 0
     if bool(negative.any()):

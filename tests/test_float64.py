@@ -23,12 +23,6 @@ from .registry import SPECS, Case, LossSpec, call, call_oracle
 
 RTOL, ATOL = 1e-10, 1e-12
 
-# cross_entropy with label_smoothing > 0 drops to float32 precision (about 1.5e-8 relative off
-# torch under vmap; with ignored rows and reduction="mean" in eager mode too): the issue's item
-# 10, fixed in _cross_entropy.py (not this worktree's file). Set to False with that fix: the
-# strict xfail below then fails until it is, and the drawn cases include smoothing again.
-CROSS_ENTROPY_SMOOTHING_PENDING = True
-
 MATRIX = [
     pytest.param(spec, reduction, id=f"{spec.id}-{reduction}")
     for spec in SPECS
@@ -48,8 +42,6 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
 @given(data=st.data())
 def test_float64_under_transforms(spec: LossSpec, reduction: str, data: st.DataObject) -> None:
     case: Case = data.draw(spec.cases(), label="case")
-    if CROSS_ENTROPY_SMOOTHING_PENDING and spec.id.startswith("cross_entropy"):
-        case = Case(case.args, {**case.kwargs, "label_smoothing": 0.0})
     _close(call(spec, case, reduction), call_oracle(spec, case, reduction), "eager")
     args, dims = stacked(case)
 
@@ -70,9 +62,6 @@ def test_float64_under_transforms(spec: LossSpec, reduction: str, data: st.DataO
         _close(jacfwd(ours(spec, case, position, reduction))(x), jacobian, "jacfwd")
 
 
-@pytest.mark.xfail(
-    CROSS_ENTROPY_SMOOTHING_PENDING, strict=True, reason="float32 intermediate (issue item 10)"
-)
 def test_cross_entropy_label_smoothing_float64() -> None:
     """The issue's example: float64 logits with label_smoothing, under vmap and jacrev."""
     generator = torch.Generator().manual_seed(0)

@@ -97,27 +97,7 @@ def _call(spec: LossSpec, case: Case, reduction: str) -> Tensor:
 
 IDS = [spec.id for spec in SPECS]
 
-# Value reads outside this worktree's files that do not yet pass the tensor they read to
-# value_checks_enabled (so a meta tensor is not recognised); see /work/notes/modes.md.
-_META_PENDING = {
-    "multilabel_margin_loss": "_margin._check_multilabel_targets reads a meta target",
-    "multilabel_margin_loss-unbatched": "_margin._check_multilabel_targets reads a meta target",
-    "gaussian_nll_loss": "_regression._check_var_values reads a meta var",
-    "gaussian_nll_loss-homoscedastic": "_regression._check_var_values reads a meta var",
-    "linear_cross_entropy": "_linear takes the in-place path (CPU buffers) for meta input",
-    "linear_cross_entropy-bias": "_linear takes the in-place path (CPU buffers) for meta input",
-    "linear_cross_entropy-unbatched": "_linear takes the in-place path for meta input",
-}
-META_SPECS = [
-    pytest.param(
-        spec,
-        id=spec.id,
-        marks=[pytest.mark.xfail(strict=True, reason=_META_PENDING[spec.id])]
-        if spec.id in _META_PENDING
-        else [],
-    )
-    for spec in SPECS
-]
+META_SPECS = [pytest.param(spec, id=spec.id) for spec in SPECS]
 
 
 @pytest.mark.parametrize("spec", META_SPECS)
