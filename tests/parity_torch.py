@@ -74,8 +74,9 @@ DELIBERATE = {
         "of torch's float64 forward instead of torch's backward",
     ),
     "error-types": (
-        "errors are funcloss's own: TypeError (kind/dtype), ValueError (shape/config), IndexError "
-        "(class index), where torch raises its generic RuntimeError",
+        "errors are funcloss's own: `TypeError` (kind or dtype), `ValueError` (shape or "
+        "configuration) or `IndexError` (class index) where torch raises its generic "
+        "`RuntimeError`",
         "an error sample expecting RuntimeError passes with one of these",
     ),
     "legacy-arguments": (
