@@ -25,9 +25,17 @@ from . import parity_torch as parity
 ROOT = Path(__file__).resolve().parents[1]
 CASES = parity.all_cases()
 LOSSES = sorted(set(funcloss.__all__) - {"__version__", "custom_backward", "loss_module"})
+# ctc_loss's samples (T=50, N=16, C=20) take 1-2 s each through the pure-torch recursion, a third
+# of the whole test's time: slow (CI runs them).
+SLOW = {"ctc_loss"}
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+def _param(case: parity.Case) -> object:
+    marks = [pytest.mark.slow] if case.loss in SLOW else []
+    return pytest.param(case, id=case.id, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_parity(case: parity.Case) -> None:
     result = parity.check(case)
     failures = "\n".join(f"  {kind}: {message}" for kind, message in result.failures.items())
