@@ -55,6 +55,7 @@ CATEGORIES = (
     "grad",  # gradients differ, or funcloss's backward raised
     "error",  # an error input: funcloss does not raise
     "error-type",  # an error input: funcloss raises another exception type than torch's sample
+    "error-message",  # an error input: the message is not funcloss's template "<fn>: ..."
     "module",  # funcloss.nn.<Class> differs from torch.nn.<Class> (or cannot be built/called)
     "vmap",  # vmap(fn) / vmap(grad(fn)) differs from a loop, or raised
     "jacrev",  # jacrev(fn) differs from torch's Jacobian, or raised
@@ -359,6 +360,8 @@ def _check_error(case: Case, result: Result) -> None:
             case.fl_call(*leaves)
     except Exception as error:
         assert case.error_type is not None
+        if not str(error).startswith(f"{case.loss}: "):
+            result.failures["error-message"] = f"not funcloss's template: {_short(error)}"
         if isinstance(error, case.error_type):
             return
         if case.error_type is RuntimeError and isinstance(error, HOUSE_ERRORS):
