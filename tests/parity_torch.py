@@ -650,12 +650,39 @@ def _fd_jacobian_mismatch(case: Case, wrt: tuple[int, ...], jacobians: tuple) ->
 # ------------------------------------------------------------------------ OpInfo samples
 
 
+@contextlib.contextmanager
+def _torch_test_imports() -> Iterator[None]:
+    """Import from ``torch.testing._internal`` without its process-wide side effects, which
+    would reach every later test of the suite: common_utils loads its own Hypothesis profile
+    ("pytorch_ci" under CI: 50 examples and a deadline), freezes the ``torch.backends`` flags
+    (``disable_global_flags``) and patches ``ScriptFunction.__call__``."""
+    import torch.backends as backends
+
+    flags = backends.flags_frozen.__globals__  # the module's own namespace
+    flag = "__allow_nonbracketed_mutation_flag"
+    saved_flag = flags[flag]
+    saved_calls = torch._C.ScriptFunction.__call__, torch._C.ScriptMethod.__call__
+    try:
+        from hypothesis import settings
+    except ImportError:  # the harness runs without hypothesis too
+        settings = None
+    profile = getattr(settings, "_current_profile", None)
+    try:
+        yield
+    finally:
+        flags[flag] = saved_flag
+        torch._C.ScriptFunction.__call__, torch._C.ScriptMethod.__call__ = saved_calls
+        if settings is not None and profile is not None:
+            settings.load_profile(profile)
+
+
 LOSS_OPINFO = re.compile(r"^nn\.functional\.(.*(loss|entropy.*)|kl_div)$")
 
 
 def loss_opinfos() -> list[Any]:
     """Every ``nn.functional.*`` loss OpInfo of torch's ``op_db``."""
-    from torch.testing._internal.common_methods_invocations import op_db
+    with _torch_test_imports():
+        from torch.testing._internal.common_methods_invocations import op_db
 
     return [op for op in op_db if LOSS_OPINFO.match(op.name)]
 
@@ -944,7 +971,8 @@ def _as_dtype(x: Any, dtype: torch.dtype) -> Any:
 def criterion_cases() -> list[Case]:
     """common_nn's ``criterion_tests`` (module form) and the loss entries of
     ``get_new_module_tests()`` (functional calls in a wrapper module)."""
-    from torch.testing._internal import common_nn
+    with _torch_test_imports():
+        from torch.testing._internal import common_nn
 
     cases = []
     for test in common_nn.criterion_tests:

@@ -12,6 +12,7 @@ and ``test_deliberate_differences_are_documented`` keeps that list and the READM
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -116,3 +117,14 @@ def test_deliberate_differences_are_documented() -> None:
     section = " ".join(section.split("\n## ", 1)[0].split()).lower()
     for name, (wording, _how) in parity.DELIBERATE.items():
         assert wording.lower() in section, f"deliberate difference {name!r} not in the README"
+
+
+def test_torch_test_imports_leave_the_suite_alone() -> None:
+    """torch.testing._internal's import loads its own Hypothesis profile and freezes the
+    torch.backends flags; after building the cases (at collection), neither has stuck."""
+    from hypothesis import settings
+
+    want = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "quick")
+    assert settings._current_profile == want  # conftest's profile, not "pytorch_ci"/"dev"
+    assert settings.default.max_examples == settings.get_profile(want).max_examples
+    assert not torch.backends.flags_frozen()
