@@ -42,7 +42,8 @@ def _param(case: parity.Case) -> object:
 def test_parity(case: parity.Case) -> None:
     result = parity.check(case)
     failures = "\n".join(f"  {kind}: {message}" for kind, message in result.failures.items())
-    assert result.ok, f"{case.id} [{case.description}]\n{failures}"
+    if not result.ok:
+        pytest.fail(f"{case.id} [{case.description}]\n{failures}", pytrace=False)
 
 
 # ------------------------------------------------------------------------------ the harness
