@@ -8,6 +8,8 @@ Builds one :class:`Case` per call that torch's own test-suite makes of a loss:
 - the criterion tests of ``torch.testing._internal.common_nn``: ``criterion_tests`` (module
   form, no-batch-dim inputs) and the loss entries of ``get_new_module_tests()`` (functional
   calls wrapped in a module), each in float32 and float64;
+- the loss ModuleInfos of ``torch.testing._internal.common_modules.module_db`` (the new-style
+  module tests), float32 and float64 (:func:`module_db_cases`);
 
 and checks funcloss against torch on it (:func:`check`): values (and dtype, shape, warnings),
 gradients w.r.t. every floating input that requires grad, errors raised for error inputs, the
@@ -118,6 +120,8 @@ class Case:
     # positions in ``wrt`` whose gradient torch's backward gets wrong by design (DELIBERATE):
     # checked against central differences of torch's float64 forward instead
     fd_wrt: tuple[int, ...] = ()
+    # values, warnings and gradients only (no vmap, no jacrev): see module_db_cases
+    light: bool = False
     description: str = ""
 
     @property
@@ -358,6 +362,8 @@ def _check(case: Case) -> Result:
     if wrt:
         _check_grad(case, wrt, result)
     _check_module(case, expected, reference64, result)
+    if case.light:
+        return result
     _check_vmap(case, wrt, result)
     real = tuple(i for i in wrt if not case.leaves[i].is_complex())
     if real != wrt:
@@ -1079,6 +1085,84 @@ def _new_module_case(test: dict, dtype: torch.dtype) -> Case:
     )
 
 
+# ----------------------------------------------------------- common_modules' module inputs
+
+
+def module_db_cases() -> list[Case]:
+    """The loss ModuleInfos of ``torch.testing._internal.common_modules.module_db`` (the
+    new-style module tests): each module input in float32 and float64, funcloss.nn's class with
+    the same constructor arguments (and torch's module's state, for a module with parameters).
+
+    LinearCrossEntropyLoss has 857 module inputs per dtype (its constructor's options crossed),
+    0.6 s each through every check: they are checked for values, dtype, warnings and gradients
+    (``light``, 10 ms each); vmap and jacrev of the function are covered by its OpInfo samples."""
+    with _torch_test_imports():
+        from torch.testing._internal.common_modules import module_db
+
+    cases = []
+    for info in module_db:
+        name = info.module_cls.__name__
+        if not name.endswith("Loss"):
+            continue
+        for dtype in DTYPES:
+            torch.manual_seed(0)
+            inputs = info.module_inputs_func(
+                info, device="cpu", dtype=dtype, requires_grad=True, training=True
+            )
+            for k, module_input in enumerate(inputs):
+                cases.append(_module_db_case(info, module_input, dtype, k))
+    return cases
+
+
+def _module_db_case(info: Any, module_input: Any, dtype: torch.dtype, k: int) -> Case:
+    name = info.module_cls.__name__
+    fl_cls = getattr(fnn, name, None)
+    c_args, c_kwargs = module_input.constructor_input.args, module_input.constructor_input.kwargs
+    structure = (tuple(module_input.forward_input.args), dict(module_input.forward_input.kwargs))
+    leaves, spec = pytree.tree_flatten(structure)
+    torch.manual_seed(0)
+    torch_module = info.module_cls(*c_args, **c_kwargs)
+    fl_module: Any
+    try:
+        if fl_cls is None:
+            raise AttributeError(f"funcloss.nn has no {name}")
+        fl_module = fl_cls(*c_args, **c_kwargs)
+        if any(True for _ in torch_module.parameters()):
+            fl_module.load_state_dict(torch_module.state_dict())
+    except Exception as error:
+        fl_module = error
+
+    def torch_call(*leaves: Any) -> Tensor:
+        args, kwargs = pytree.tree_unflatten(list(leaves), spec)
+        return torch_module(*args, **kwargs)
+
+    def fl_call(*leaves: Any) -> Tensor:
+        if isinstance(fl_module, Exception):
+            raise fl_module
+        args, kwargs = pytree.tree_unflatten(list(leaves), spec)
+        return fl_module(*args, **kwargs)
+
+    wrt = tuple(i for i, x in enumerate(leaves) if _is_float(x) and x.requires_grad)
+    loss = fl_cls._fn.__name__ if fl_cls is not None else name
+    desc = f"-{module_input.desc}" if module_input.desc else ""
+    ctor = ", ".join(
+        [*map(_describe, c_args)] + [f"{k}={_describe(v)}" for k, v in c_kwargs.items()]
+    )
+    return Case(
+        id=f"module_db-{name}-{_DTYPE_NAMES[dtype]}-{k}{desc}",
+        loss=loss,
+        source="module_db",
+        dtype=dtype,
+        leaves=[x.detach() if isinstance(x, Tensor) else x for x in leaves],
+        torch_call=torch_call,
+        fl_call=fl_call,
+        wrt=wrt,
+        fd_wrt=(0,) if loss == "ctc_loss" and 0 in wrt else (),
+        light=name == "LinearCrossEntropyLoss",
+        description=", ".join(map(_describe, leaves)) + f" ({name}({ctor}))",
+    )
+
+
 @functools.cache
 def all_cases() -> tuple[Case, ...]:
-    return (*opinfo_cases(), *criterion_cases())
+    return (*opinfo_cases(), *criterion_cases(), *module_db_cases())

@@ -1,7 +1,8 @@
 """Parity with torch's own loss test samples: every case of :mod:`tests.parity_torch` passes.
 
 One test per case (OpInfo reference and error inputs in float32 and float64, common_nn criterion
-tests), id ``<loss>[.<variant>]-<f32|f64|error>-<k>`` or ``<criterion|new_module>-<test>-<dtype>``.
+tests, common_modules' loss module inputs), id ``<loss>[.<variant>]-<f32|f64|error>-<k>``,
+``<criterion|new_module>-<test>-<dtype>`` or ``module_db-<Class>-<dtype>-<k>[-<desc>]``.
 ``python -m tests.parity_report`` prints the same results as counts.
 
 No case is skipped or expected to fail. The README's deliberate differences
@@ -26,11 +27,12 @@ from . import parity_torch as parity
 ROOT = Path(__file__).resolve().parents[1]
 CASES = parity.all_cases()
 LOSSES = sorted(set(funcloss.__all__) - {"__version__", "custom_backward", "loss_module"})
-# Slow (CI runs them): ctc_loss's samples (T=50, N=16, C=20) take 1-2 s each through the
+# Slow (CI runs them): ctc_loss's samples (T=50, N=16, C=20; module_db's CTCLoss inputs are
+# alike) take 1-2 s each through the
 # pure-torch recursion; linear_cross_entropy's 'chunked' and 'chunked_none' OpInfos repeat the
 # plain variant's ~110 samples per dtype with torch's `options=` added (two thirds of that loss's
 # cases, about 0.3 s each).
-SLOW = ("ctc_loss-", "linear_cross_entropy.chunked")
+SLOW = ("ctc_loss-", "linear_cross_entropy.chunked", "module_db-CTCLoss-")
 
 
 def _param(case: parity.Case) -> object:
@@ -57,7 +59,7 @@ def test_every_loss_opinfo_and_every_loss_is_covered() -> None:
     covered = {f"nn.functional.{c.loss}" for c in CASES if c.source.startswith("opinfo")}
     assert loss_like <= covered, f"loss OpInfos without cases: {sorted(loss_like - covered)}"
     assert {c.loss for c in CASES} >= set(LOSSES), "a funcloss loss has no parity case"
-    for source in ("opinfo", "opinfo-error", "criterion", "new_module"):
+    for source in ("opinfo", "opinfo-error", "criterion", "new_module", "module_db"):
         assert any(c.source == source for c in CASES), f"no {source} cases"
     for dtype in parity.DTYPES:
         assert any(c.dtype == dtype for c in CASES)
