@@ -4,6 +4,9 @@ Every loss is a plain function of tensors with :mod:`torch.nn.functional`'s name
 semantics, built from torch ops; :mod:`funcloss.nn` has the module forms.
 """
 
+# ``funcloss.nn.CrossEntropyLoss`` works after ``import funcloss``, as ``torch.nn.X`` does after
+# ``import torch``. funcloss.testing (it needs the test extra) is not imported here.
+from . import nn as nn
 from ._checks import set_value_checks
 from ._cross_entropy import cross_entropy, nll_loss
 from ._embedding import (
