@@ -4,6 +4,10 @@ Every loss is a plain function of tensors with :mod:`torch.nn.functional`'s name
 semantics, built from torch ops; :mod:`funcloss.nn` has the module forms.
 """
 
+# ``funcloss.nn.CrossEntropyLoss`` works after ``import funcloss``, as ``torch.nn.X`` does after
+# ``import torch``. funcloss.testing (it needs the test extra) is not imported here.
+from . import nn as nn
+from ._checks import set_value_checks
 from ._cross_entropy import cross_entropy, nll_loss
 from ._embedding import (
     cosine_embedding_loss,
@@ -57,6 +61,7 @@ __all__ = [
     "multilabel_soft_margin_loss",
     "nll_loss",
     "poisson_nll_loss",
+    "set_value_checks",
     "smooth_l1_loss",
     "soft_margin_loss",
     "triplet_margin_loss",

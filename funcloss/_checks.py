@@ -3,9 +3,11 @@
 Every public loss validates its arguments here, so that bad input fails with
 ``"<fn>: `<arg>` must <rule>, got <actual>."`` instead of a C++ trace, a silent broadcast or NaN.
 
-Checks on metadata (shape, dtype, config) always run. Checks on tensor *values* read the data,
-which a torch.func transform or a compiled graph cannot do, so they run only when
-:func:`value_checks_enabled` says plain eager mode is in force.
+Checks on metadata (shape, dtype, config) always run. Checks on tensor *values* read the data
+back to Python, which a torch.func transform, a compiled graph, a meta tensor or a FakeTensor
+cannot do, and which costs a device synchronisation off the CPU; :func:`value_checks_enabled`
+decides where they run (plain eager mode, real CPU tensors, and :func:`set_value_checks` not
+switched off), and each check costs at most one read on valid input.
 """
 
 from __future__ import annotations
@@ -34,11 +36,80 @@ def shape_str(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def value_checks_enabled() -> bool:
-    """True in plain eager mode: not compiling and not inside any torch.func transform."""
-    if torch.compiler.is_compiling():
+_value_checks = True  # the process-wide switch, see set_value_checks
+
+
+class set_value_checks:
+    r"""Switch funcloss's eager value checks on or off, process-wide; also a context manager.
+
+    Value checks read tensor values back to Python (a class index in range, probabilities in
+    [0, 1], lengths that fit): clear errors in place of wrong results, at the price of a host
+    read per call (at most one on valid input). Switch them off in a tuned training loop once
+    the data pipeline is trusted; shape, dtype and config checks always stay on.
+
+    They never run where a read is impossible or costly, whatever this switch says: under a
+    torch.func transform, while ``torch.compile`` traces, on meta tensors and FakeTensors
+    (``torch.export``, shape propagation), and on devices other than the CPU, where a read
+    would synchronise the device (as with torch's losses, an out-of-range class index still
+    fails there, in the indexing kernel's device-side assert, without funcloss's message).
+
+    Args:
+        enabled: ``True`` (the default state) to run the checks, ``False`` to skip them.
+
+    Examples:
+        >>> funcloss.set_value_checks(False)  # from here on, no value reads
+        <funcloss.set_value_checks enabled=False>
+        >>> funcloss.set_value_checks(True)
+        <funcloss.set_value_checks enabled=True>
+        >>> with funcloss.set_value_checks(False):  # only inside the block: no value read
+        ...     funcloss.nll_loss(torch.zeros(2, 3), torch.tensor([0, 2]))
+        tensor(0.)
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        global _value_checks
+        if not isinstance(enabled, bool):
+            fail(TypeError, "set_value_checks", "enabled", "be a bool", type(enabled).__name__)
+        self.enabled = enabled
+        self._previous = _value_checks
+        _value_checks = enabled
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _value_checks
+        _value_checks = self._previous
+
+    def __repr__(self) -> str:
+        return f"<funcloss.set_value_checks enabled={self.enabled}>"
+
+
+_FAKE = torch._C._TorchDispatchModeKey.FAKE
+
+
+def _holds_data(t: Tensor) -> bool:
+    """Real data: not a meta tensor, not a FakeTensor (or a wrapper of one)."""
+    if t.is_meta:
         return False
-    return torch._C._functorch.peek_interpreter_stack() is None
+    return type(t) is Tensor or not torch._subclasses.fake_tensor.is_fake(t)
+
+
+def plain_eager(*tensors: Tensor) -> bool:
+    """Not compiling, inside no torch.func transform and no FakeTensorMode, and every given
+    tensor holds real data: where eager-only code paths (in-place buffers) may run."""
+    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
+        return False
+    if torch._C._get_dispatch_mode(_FAKE) is not None:
+        return False
+    return all(_holds_data(t) for t in tensors)
+
+
+def value_checks_enabled(*tensors: Tensor) -> bool:
+    """Whether value checks on ``tensors`` may read them: :func:`plain_eager`, every tensor on
+    the CPU, and the :func:`set_value_checks` switch on. Pass the tensors to be read (so that
+    meta tensors are recognised); without tensors only the mode and the switch decide."""
+    return _value_checks and plain_eager(*tensors) and all(t.device.type == "cpu" for t in tensors)
 
 
 def in_place_safe(*tensors: Tensor) -> bool:
@@ -47,7 +118,7 @@ def in_place_safe(*tensors: Tensor) -> bool:
     of fresh buffers are safe there."""
     return (
         not torch.is_grad_enabled()
-        and value_checks_enabled()
+        and plain_eager(*tensors)
         and not any(torch._C._functorch.is_legacy_batchedtensor(t) for t in tensors)
     )
 
@@ -168,26 +239,32 @@ def check_class_indices(
     """Eager-only: every class index lies in ``[0, num_classes)`` or equals ``ignore_index``.
 
     Returns whether some entry equals ``ignore_index`` (so callers can skip masking when none
-    does), or ``None`` where values cannot be read (under a transform, while compiling).
+    does), or ``None`` where values are not read (see :func:`value_checks_enabled`). One host
+    read on valid input.
     """
-    if not value_checks_enabled():
+    if not value_checks_enabled(target):
         return None
     if target.numel() == 0:
         return False
-    low, high = (int(v) for v in torch.aminmax(target))  # one pass for the common case
-    ignorable = ignore_index is not None and low <= ignore_index <= high
-    if 0 <= low and high < num_classes:
-        return ignorable and bool((target == ignore_index).any())
+    if ignore_index is None:
+        low_value, high_value = torch.stack(torch.aminmax(target)).tolist()
+        if 0 <= low_value and high_value < num_classes:
+            return False
+    else:
+        # The smallest and largest index that is not ignore_index, and whether one is: one read.
+        ignored = target == ignore_index
+        kept = target.masked_fill(ignored, 0)
+        kept_low, kept_high = torch.aminmax(kept)
+        stats = torch.stack([kept_low, kept_high, ignored.any().to(kept.dtype)]).tolist()
+        low_value, high_value, any_ignored = stats
+        if 0 <= low_value and high_value < num_classes:
+            return bool(any_ignored)
     bad = (target < 0) | (target >= num_classes)
     if ignore_index is not None:
         bad &= target != ignore_index
-    if bool(bad.any()):
-        first = int(target[bad].flatten()[0])
-        extra = f" or equal ignore_index={ignore_index}" if ignore_index is not None else ""
-        raise IndexError(
-            f"{fn}: `{name}` values must be in [0, {num_classes}){extra}, got {first}."
-        )
-    return ignorable
+    first = int(target[bad].flatten()[0])
+    extra = f" or equal ignore_index={ignore_index}" if ignore_index is not None else ""
+    raise IndexError(f"{fn}: `{name}` values must be in [0, {num_classes}){extra}, got {first}.")
 
 
 def check_values_in(
@@ -195,7 +272,7 @@ def check_values_in(
 ) -> None:
     """Eager-only: every element of ``value`` (and of each tensor in ``more``, named by its
     keyword) lies in ``[low, high]`` (NaN fails too): one host read for all of them."""
-    if not value_checks_enabled():
+    if not value_checks_enabled(value, *more.values()):
         return
     values = {name: value, **more}
     # aminmax propagates NaN; float64 holds every floating value exactly
@@ -340,7 +417,7 @@ def class_index_mask(
     checked on the device (``torch._assert_async``: synchronous on the CPU, asynchronous on an
     accelerator).
     """
-    if not value_checks_enabled():
+    if not value_checks_enabled(target):
         ignored = target == ignore_index
         return target.masked_fill(ignored, 0), ignored
     if target.numel() == 0:

@@ -20,6 +20,7 @@ from ._checks import (
     shape_str,
 )
 from ._function import custom_backward
+from ._modes import follows_autocast
 from ._reduction import reduce, weighted_mean
 from ._softmax_ce import (
     Rows,
@@ -182,6 +183,7 @@ def _cross_entropy_rows_jvp(
     return row_jvp(x, input_t.to(x.dtype), rows, class_weight).to(input.dtype)
 
 
+@follows_autocast("float32")
 def cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -329,6 +331,7 @@ def _cross_entropy_small(
 # -- nll_loss --------------------------------------------------------------------------------
 
 
+@follows_autocast("float32")
 def nll_loss(
     input: Tensor,
     target: Tensor,

@@ -27,6 +27,7 @@ from ._checks import (
     promoted_dtype,
     shape_str,
 )
+from ._modes import follows_autocast
 from ._reduction import reduce
 
 # torch adds EPSILON = 1e-12 to both squared norms in cosine_embedding_loss; the constant is a C++
@@ -39,6 +40,7 @@ Distance = Callable[[Tensor, Tensor], Tensor]
 # -- margin_ranking_loss ---------------------------------------------------------------------
 
 
+@follows_autocast("float32")
 def margin_ranking_loss(
     input1: Tensor,
     input2: Tensor,
@@ -103,6 +105,7 @@ def margin_ranking_loss(
 # -- hinge_embedding_loss --------------------------------------------------------------------
 
 
+@follows_autocast("float32")
 def hinge_embedding_loss(
     input: Tensor,
     target: Tensor,
@@ -165,6 +168,7 @@ def _cosine_similarity(input1: Tensor, input2: Tensor) -> Tensor:
     return dot / (squared1 * squared2).sqrt()
 
 
+@follows_autocast("float32")
 def cosine_embedding_loss(
     input1: Tensor,
     input2: Tensor,
@@ -277,6 +281,7 @@ def _triplet(
     return reduce((margin + positive_distance - negative_distance).clamp_min(0), reduction)
 
 
+@follows_autocast("float32")
 def triplet_margin_loss(
     anchor: Tensor,
     positive: Tensor,
@@ -343,6 +348,7 @@ def triplet_margin_loss(
     return _triplet(distance, anchor, positive, negative, margin, swap, reduction)
 
 
+@follows_autocast("promoted")
 def triplet_margin_with_distance_loss(
     anchor: Tensor,
     positive: Tensor,

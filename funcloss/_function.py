@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ._checks import shape_str
+from ._modes import under_transform
 
 _NO_DEFAULT = object()
 
@@ -197,8 +198,24 @@ class CustomBackwardLoss:
             raise TypeError(
                 f"{self._name}: takes at most {MAX_TENSORS} tensors in all, got {len(tensors)}."
             )
-        function = self._plain if torch.compiler.is_compiling() else self._forward_mode
+        if not torch.compiler.is_compiling():
+            function = self._forward_mode
+        elif under_transform():
+            # torch.compile under a torch.func transform (compile(vmap(grad(f)))): Dynamo either
+            # drops the custom rules and autodiffs the forward, or (for an input computed inside
+            # the compiled region) wraps the Function in its own ApplyTemplate Function, which
+            # has no vmap rule and fails under vmap. Trace the forward directly: the same
+            # derivatives, by autodiff of a forward that is correct to differentiate.
+            return _checked_output(self._name, self._forward(*values))
+        else:
+            function = self._plain
         return function.apply(layout, *tensors, *_PADDING[len(tensors) :])
+
+
+def _checked_output(name: str, output: object) -> Tensor:
+    if not _is_tensor(output):
+        raise TypeError(f"{name}: the forward must return one tensor, got {type(output).__name__}.")
+    return cast(Tensor, output)
 
 
 def _run_backward(
@@ -306,12 +323,7 @@ def _build_functions(
 
         @staticmethod
         def forward(layout: _Layout, *tensors: Tensor) -> Tensor:
-            output = forward_fn(*layout.rebuild(tensors))
-            if not _is_tensor(output):
-                raise TypeError(
-                    f"{name}: the forward must return one tensor, got {type(output).__name__}."
-                )
-            return output
+            return _checked_output(name, forward_fn(*layout.rebuild(tensors)))
 
         @staticmethod
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:

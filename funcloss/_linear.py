@@ -42,10 +42,11 @@ from ._checks import (
     check_tensor,
     class_index_mask,
     fail,
+    plain_eager,
     shape_str,
-    value_checks_enabled,
 )
 from ._function import custom_backward
+from ._modes import follows_autocast
 from ._softmax_ce import (
     Rows,
     class_rows,
@@ -371,7 +372,7 @@ def _use_fused(reduction: str, *tensors: Tensor | None) -> bool:
         reduction != "none"
         and torch.is_grad_enabled()
         and any(t is not None and t.requires_grad for t in tensors)
-        and value_checks_enabled()
+        and plain_eager(*(t for t in tensors if t is not None))
         # Forward-mode AD (a dual level is open) needs the transform-safe path's jvp.
         and torch.autograd.forward_ad._current_level < 0
     )
@@ -544,6 +545,7 @@ def _resolve_options(
     return size or _auto_chunk_size(num_rows, outputs, dtype), dtype
 
 
+@follows_autocast("float32")
 def linear_cross_entropy(
     input: Tensor,
     linear_weight: Tensor,

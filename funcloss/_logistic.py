@@ -16,6 +16,7 @@ from ._checks import (
     promoted_dtype,
 )
 from ._function import custom_backward
+from ._modes import follows_autocast
 from ._ops import softplus, times
 from ._reduction import reduce
 from ._softmax_ce import compute_dtype
@@ -64,6 +65,7 @@ def _binary_cross_entropy_jvp(
     return slope * input_t + (_safe_log(1 - input) - _safe_log(input)) * target_t
 
 
+@follows_autocast("float32")
 def binary_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -115,6 +117,7 @@ def binary_cross_entropy(
     return reduce(loss, reduction, weight)
 
 
+@follows_autocast("float32")
 def binary_cross_entropy_with_logits(
     input: Tensor,
     target: Tensor,

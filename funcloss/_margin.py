@@ -30,6 +30,7 @@ from ._checks import (
     shape_str,
     value_checks_enabled,
 )
+from ._modes import follows_autocast
 from ._ops import softplus, times
 from ._reduction import reduce
 from ._softmax_ce import compute_dtype
@@ -37,6 +38,7 @@ from ._softmax_ce import compute_dtype
 # -- soft_margin_loss ------------------------------------------------------------------------
 
 
+@follows_autocast("float32")
 def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "mean") -> Tensor:
     r"""Logistic loss on ``±1`` labels: a smooth hinge for binary classification.
 
@@ -80,6 +82,7 @@ def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "m
 # -- multilabel_soft_margin_loss -------------------------------------------------------------
 
 
+@follows_autocast("promoted")
 def multilabel_soft_margin_loss(
     input: Tensor,
     target: Tensor,
@@ -206,7 +209,7 @@ def _multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
 
 def _check_multilabel_targets(fn: str, target: Tensor, num_classes: int) -> None:
     """Eager-only: every entry (after the first -1 too, as torch checks) lies in [-1, C)."""
-    if not value_checks_enabled() or target.numel() == 0:
+    if not value_checks_enabled(target) or target.numel() == 0:
         return
     bad = (target < -1) | (target >= num_classes)
     if bool(bad.any()):
@@ -217,6 +220,7 @@ def _check_multilabel_targets(fn: str, target: Tensor, num_classes: int) -> None
         )
 
 
+@follows_autocast("float32")
 def multilabel_margin_loss(
     input: Tensor, target: Tensor, *, reduction: Reduction = "mean"
 ) -> Tensor:
@@ -303,6 +307,7 @@ def _check_class_weight(fn: str, weight: Tensor | None, num_classes: int) -> Non
         )
 
 
+@follows_autocast("float32")
 def multi_margin_loss(
     input: Tensor,
     target: Tensor,

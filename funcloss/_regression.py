@@ -31,6 +31,7 @@ from ._checks import (
     value_checks_enabled,
     warn_target_size,
 )
+from ._modes import follows_autocast
 from ._ops import times
 from ._reduction import reduce, weighted_mean
 
@@ -114,6 +115,7 @@ def _reduce_weighted_mean(loss: Tensor, reduction: Reduction, weight: Tensor | N
 # -- l1 / mse ----------------------------------------------------------------------------------
 
 
+@follows_autocast("float32")
 def l1_loss(
     input: Tensor,
     target: Tensor,
@@ -170,6 +172,7 @@ def l1_loss(
     return _reduce_weighted_mean(torch.abs(input - target), reduction, weight)
 
 
+@follows_autocast("float32")
 def mse_loss(
     input: Tensor,
     target: Tensor,
@@ -231,6 +234,7 @@ def _huber(diff: Tensor, delta: float) -> Tensor:
     return clamped * (diff - 0.5 * clamped)
 
 
+@follows_autocast("float32")
 def huber_loss(
     input: Tensor,
     target: Tensor,
@@ -281,6 +285,7 @@ def huber_loss(
     return reduce(_huber(input - target, delta), reduction, weight)
 
 
+@follows_autocast("float32")
 def smooth_l1_loss(
     input: Tensor,
     target: Tensor,
@@ -343,6 +348,7 @@ def _stirling(target: Tensor) -> Tensor:
     return above * (safe * torch.log(safe) - safe + 0.5 * torch.log(2 * math.pi * safe))
 
 
+@follows_autocast("float32")
 def poisson_nll_loss(
     input: Tensor,
     target: Tensor,
@@ -432,7 +438,7 @@ def _gaussian_var(fn: str, var: Tensor, input: Tensor) -> Tensor:
 
 def _check_var_values(fn: str, var: Tensor) -> None:
     """Eager-only: no negative variance (NaN passes, as in torch)."""
-    if not value_checks_enabled() or var.numel() == 0:
+    if not value_checks_enabled(var) or var.numel() == 0:
         return
     negative = var < 0
     if bool(negative.any()):
@@ -448,6 +454,7 @@ def _clamp_straight_through(var: Tensor, eps: float) -> Tensor:
     return torch.where(var >= eps, var, var - var.detach() + eps)
 
 
+@follows_autocast("promoted")
 def gaussian_nll_loss(
     input: Tensor,
     target: Tensor,
@@ -530,6 +537,7 @@ def gaussian_nll_loss(
 # -- kl_div ------------------------------------------------------------------------------------
 
 
+@follows_autocast("float32")
 def kl_div(
     input: Tensor,
     target: Tensor,

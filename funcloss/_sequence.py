@@ -18,6 +18,7 @@ from ._checks import (
     value_checks_enabled,
 )
 from ._function import custom_backward
+from ._modes import follows_autocast
 from ._reduction import reduce
 
 # log(0) stand-in. Finite, so that logaddexp/logsumexp and their derivatives stay NaN-free where
@@ -267,7 +268,39 @@ def _check_range(fn: str, name: str, lengths: Tensor, high: int | None, what: st
         fail(ValueError, fn, name, f"have {rule}", int(lengths[bad][0]))
 
 
-def _check_values(
+def _read_lengths(
+    fn: str,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    num_frames: int,
+    num_classes: int,
+    blank: int,
+) -> int | None:
+    """Eager-only value checks, in one host read on valid input: lengths in range, targets in
+    ``[0, C)`` and not blank within their lengths. Returns the longest target length (the
+    padded width of concatenated targets), or ``None`` where values are not read."""
+    if not value_checks_enabled(targets, input_lengths, target_lengths):
+        return None
+    bad_input = (input_lengths < 0) | (input_lengths > num_frames)
+    wrong = (targets < 0) | (targets >= num_classes) | (targets == blank)
+    if targets.dim() == 2:  # padding past a target's length may hold anything
+        bad_target = (target_lengths < 0) | (target_lengths > targets.shape[1])
+        inside = torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]
+        wrong &= inside
+    else:  # concatenated: every entry belongs to a target once the lengths sum up
+        bad_target = (target_lengths < 0).any() | (target_lengths.sum() != targets.numel())
+    flags = torch.stack([bad_input.any(), bad_target.any(), wrong.any()]).long()
+    longest = target_lengths.max() if target_lengths.numel() > 0 else flags.new_zeros(())
+    any_bad_input, any_bad_target, any_wrong, width = torch.cat(
+        [flags, longest.reshape(1).long()]
+    ).tolist()
+    if any_bad_input or any_bad_target or any_wrong:
+        _explain(fn, targets, input_lengths, target_lengths, num_frames, num_classes, blank)
+    return width
+
+
+def _explain(
     fn: str,
     targets: Tensor,
     input_lengths: Tensor,
@@ -276,15 +309,14 @@ def _check_values(
     num_classes: int,
     blank: int,
 ) -> None:
-    """Eager-only: lengths in range, targets in ``[0, C)`` and not blank within their lengths."""
-    if not value_checks_enabled():
-        return
+    """The error path of :func:`_read_lengths`: find the first bad value and raise."""
     _check_range(fn, "input_lengths", input_lengths, num_frames, "T")
     if targets.dim() == 2:
         _check_range(fn, "target_lengths", target_lengths, targets.shape[1], "the targets' S")
+        inside = torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]
+        used = targets[inside]
     else:
         _check_range(fn, "target_lengths", target_lengths, None, "")
-    if targets.dim() == 1:
         total = int(target_lengths.sum())
         if total != targets.numel():
             fail(
@@ -295,36 +327,32 @@ def _check_values(
                 total,
             )
         used = targets
-    else:
-        inside = torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]
-        used = targets[inside]
     out_of_range = (used < 0) | (used >= num_classes)
     if bool(out_of_range.any()):
         raise IndexError(
             f"{fn}: `targets` values must be in [0, {num_classes}), "
             f"got {int(used[out_of_range][0])}."
         )
-    if bool((used == blank).any()):
-        fail(
-            ValueError,
-            fn,
-            "targets",
-            f"not contain the blank index {blank} within a target's length",
-            blank,
-            hint="Padding past target_lengths may hold any value.",
-        )
+    fail(
+        ValueError,
+        fn,
+        "targets",
+        f"not contain the blank index {blank} within a target's length",
+        blank,
+        hint="Padding past target_lengths may hold any value.",
+    )
 
 
-def _pad_concatenated(targets: Tensor, target_lengths: Tensor) -> Tensor:
+def _pad_concatenated(targets: Tensor, target_lengths: Tensor, width: int | None) -> Tensor:
     """Concatenated ``(sum(target_lengths),)`` targets -> padded ``(N, S)``.
 
-    In plain eager mode S is the longest target, as in torch. Under a transform or while
-    compiling the lengths cannot be read, so S is the static bound ``targets.numel()``: more
+    In plain eager mode S is the longest target (``width``, read by the value checks), as in
+    torch. Where values are not read (under a transform, while compiling, on meta tensors and
+    FakeTensors, with the value checks off) S is the static bound ``targets.numel()``: more
     padded states, the same loss (padding never feeds the states a target uses).
     """
-    width = targets.numel()
-    if value_checks_enabled() and target_lengths.numel() > 0:
-        width = int(target_lengths.max())
+    if width is None:
+        width = targets.numel()
     n = target_lengths.shape[0]
     if targets.numel() == 0:
         return targets.new_zeros((n, width))
@@ -334,6 +362,7 @@ def _pad_concatenated(targets: Tensor, target_lengths: Tensor) -> Tensor:
     return targets.gather(0, index).reshape(n, width)
 
 
+@follows_autocast("float32")
 def ctc_loss(
     log_probs: Tensor,
     targets: Tensor,
@@ -425,10 +454,12 @@ def ctc_loss(
     target_lengths = _lengths(fn, "target_lengths", target_lengths, batch, log_probs.device)
     if not batched:
         log_probs, targets = log_probs.unsqueeze(1), targets.reshape(1, -1)
-    _check_values(fn, targets, input_lengths, target_lengths, num_frames, num_classes, blank)
+    width = _read_lengths(
+        fn, targets, input_lengths, target_lengths, num_frames, num_classes, blank
+    )
     targets = targets.long()
     if targets.dim() == 1:
-        targets = _pad_concatenated(targets, target_lengths)
+        targets = _pad_concatenated(targets, target_lengths, width)
     compute = torch.float32 if log_probs.dtype in _HALF_DTYPES else log_probs.dtype
     loss = _ctc_nll(log_probs.to(compute), targets, input_lengths, target_lengths, blank)
     if zero_infinity:

@@ -15,7 +15,7 @@ from funcloss.testing import check_loss
 
 from .registry import SPECS, LossSpec
 
-COMPILE = ("compile", "compile_grad")
+COMPILE = ("compile", "compile_grad", "compile_vmap_grad")
 _compiled: set[str] = set()
 
 
@@ -48,5 +48,6 @@ def test_check_loss(spec: LossSpec, data: st.DataObject) -> None:
         "vmap",
         "compile",
         "compile_grad",
+        "compile_vmap_grad",
         "module",
     }, str(report)

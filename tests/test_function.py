@@ -234,6 +234,30 @@ def test_compile_under_transforms(
     assert_close(compiled_vmap(*stacked), vmap(reference, in_dims=dims)(*stacked), "compile(vmap)")
 
 
+@pytest.mark.parametrize(
+    ("ours", "reference", "args"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_compile_vmap_grad_of_inputs_computed_inside(
+    ours: Callable[..., Tensor], reference: Callable[..., Tensor], args: tuple
+) -> None:
+    """A compiled per-sample-gradient step whose loss input is computed inside the compiled
+    region (``x * 1``): Dynamo then wraps a Function in its own ApplyTemplate Function, which
+    has no vmap rule (torch 2.13), so custom_backward traces the forward instead."""
+
+    def computed(loss: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def total(first: Any, *rest: Any) -> Tensor:
+            return loss(torch.utils._pytree.tree_map(lambda t: t * 1, first), *rest).sum()
+
+        return total
+
+    torch.compiler.reset()
+    stacked, dims = _stack(args)
+    per_sample = vmap(grad(computed(ours)), in_dims=dims)
+    compiled = torch.compile(per_sample, fullgraph=True, backend="aot_eager")
+    expected = vmap(grad(computed(reference)), in_dims=dims)(*stacked)
+    assert_close(compiled(*stacked), expected, "compile(vmap(grad))")
+
+
 # -- calling conventions ---------------------------------------------------------------------
 
 

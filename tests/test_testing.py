@@ -24,7 +24,7 @@ from funcloss.testing import (
 from funcloss.testing.check import PROPERTIES
 
 # The compile properties take a second or two each; tests about something else skip them.
-NO_COMPILE = ("compile", "compile_grad")
+NO_COMPILE = ("compile", "compile_grad", "compile_vmap_grad")
 
 
 def _tensor(*shape: int, seed: int = 0) -> Tensor:
@@ -76,7 +76,7 @@ def test_correct_custom_backward_passes_every_property() -> None:
     assert list(report.checked) == list(PROPERTIES)
     assert report.skipped == {}
     text = str(report)
-    assert text.startswith("check_loss(my_mse): 10 properties hold")
+    assert text.startswith("check_loss(my_mse): 11 properties hold")
     assert "jacrev(fn) matches the reference's autograd Jacobian" in text
     assert "w.r.t. input 0 (`input`), input 1 (`target`)" in text
     assert "vmap(fn) matches a loop over 2 problems (no fallback)" in text
@@ -157,10 +157,12 @@ def clipped_mse_reference(input: Tensor, target: Tensor) -> Tensor:
 
 def test_catches_python_control_flow_on_tensor_values() -> None:
     message = _failure(clipped_mse, clipped_mse_reference, X * 3, Y)
-    assert message.splitlines()[0].endswith("failed: vmap, compile, compile_grad")
+    assert message.splitlines()[0].endswith(
+        "failed: vmap, compile, compile_grad, compile_vmap_grad"
+    )
     assert "[vmap] torch.func.vmap(fn) raised RuntimeError" in message
     assert "[compile] torch.compile(fn, fullgraph=True, backend='aot_eager') raised" in message
-    assert message.count("-> fn has Python control flow on tensor values") == 3
+    assert message.count("-> fn has Python control flow on tensor values") == 4
     assert "pick with torch.where" in message
 
 
@@ -198,9 +200,10 @@ def test_catches_a_forward_that_does_not_differentiate() -> None:
 
     detached_forward.backward(make_mse()._backward)
     message = _failure(detached_forward, mse_reference, X, Y, skip=("jacfwd", "hessian"))
-    assert message.splitlines()[0].endswith("failed: compile_grad")
+    assert message.splitlines()[0].endswith("failed: compile_grad, compile_vmap_grad")
     assert "[compile_grad] compile(grad(fn)) w.r.t. input 0 (`input`) vs the reference's" in message
-    assert "the forward itself must differentiate correctly" in message
+    assert "[compile_vmap_grad] compile(vmap(grad(fn))) w.r.t. input 0 (`input`)" in message
+    assert message.count("the forward itself must differentiate correctly") == 2
 
 
 def test_catches_a_missing_batching_rule_and_restores_the_fallback_setting() -> None:

@@ -19,7 +19,15 @@ from torch.func import grad, hessian, jacfwd, jacrev, vmap
 from .helpers import as_function_of, stacked
 from .registry import SPECS, Case, LossSpec
 
-TRANSFORMS = ("vmap", "vmap(grad)", "jacfwd", "hessian", "jacrev(jacrev)", "compile")
+TRANSFORMS = (
+    "vmap",
+    "vmap(grad)",
+    "jacfwd",
+    "hessian",
+    "jacrev(jacrev)",
+    "compile",
+    "compile(vmap(grad))",
+)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -44,6 +52,11 @@ def _runs(spec: LossSpec, case: Case, fn: Callable, name: str) -> dict[str, Call
         value = torch.compile(total, fullgraph=True, backend="aot_eager")(leaf)
         return torch.autograd.grad(value, leaf)[0]
 
+    def compiled_per_sample() -> torch.Tensor:
+        torch._dynamo.reset()
+        per_sample = vmap(grad(batched_total, argnums=position), in_dims=dims)
+        return torch.compile(per_sample, fullgraph=True, backend="aot_eager")(*args)
+
     return {
         "vmap": lambda: vmap(batched, in_dims=dims)(*args),
         "vmap(grad)": lambda: vmap(grad(batched_total, argnums=position), in_dims=dims)(*args),
@@ -51,6 +64,7 @@ def _runs(spec: LossSpec, case: Case, fn: Callable, name: str) -> dict[str, Call
         "hessian": lambda: hessian(total)(x),
         "jacrev(jacrev)": lambda: jacrev(jacrev(total))(x),
         "compile": compiled,
+        "compile(vmap(grad))": compiled_per_sample,
     }
 
 

@@ -442,6 +442,52 @@ class Checker:
                 raise Failed(f"{failure} {FORWARD_NOT_DIFFERENTIABLE}") from None
         return f"torch.compile(grad(fn), fullgraph=True) matches {against}, {self.p.wrt_text()}"
 
+    def compile_vmap_grad(self) -> str:
+        wrt = self._wrt()
+        i = wrt[0]
+        inputs, dims = self._batched()
+        n = next((x.shape[d] for x, d in zip(inputs, dims, strict=True) if d is not None), 0)
+        if n == 0:
+            raise Skipped("no input to batch")
+        torch.compiler.reset()
+
+        def total(*args: Any) -> Tensor:
+            return self.p.fn(*args, **self.p.kwargs).sum()
+
+        per_sample = vmap(grad(total, argnums=i), in_dims=tuple(dims))
+        compiled = torch.compile(per_sample, fullgraph=True, backend=self.compile_backend)
+        backend = f"backend={self.compile_backend!r}"
+        with running(f"torch.compile(vmap(grad(fn)), fullgraph=True, {backend})"):
+            actual = compiled(*inputs)
+        slices = [
+            [x if d is None else x.select(d, k) for x, d in zip(inputs, dims, strict=True)]
+            for k in range(n)
+        ]
+        if self.reference is not None:
+            against, reference = "the reference's gradients", self.reference
+            gradients = [
+                reference_call(
+                    f"its gradient w.r.t. {self.p.label(i)}",
+                    functools.partial(_gradient(_at(reference, args, i, self.p.kwargs)), args[i]),
+                )
+                for args in slices
+            ]
+        else:
+            against = "a loop of eager grad(fn)"
+            with running("fn's backward"):
+                gradients = [
+                    _gradient(_at(self.p.fn, args, i, self.p.kwargs))(args[i]) for args in slices
+                ]
+        what = f"compile(vmap(grad(fn))) w.r.t. {self.p.label(i)} vs {against}"
+        try:
+            self.p.compare(what, actual, torch.stack(gradients))
+        except Failed as failure:
+            raise Failed(f"{failure} {FORWARD_NOT_DIFFERENTIABLE}") from None
+        return (
+            f"torch.compile(vmap(grad(fn)), fullgraph=True) over {n} problems matches {against}, "
+            f"w.r.t. {self.p.label(i)}"
+        )
+
     def module(self) -> str:
         if self.module_under_test is None:
             raise Skipped("no module given")
@@ -493,6 +539,17 @@ def _one(f: Callable[..., Tensor], xs: tuple[Tensor, ...], k: int, total: bool =
     def partial(x: Tensor) -> Tensor:
         out = f(*xs[:k], x, *xs[k + 1 :])
         return out.sum() if total else out
+
+    return partial
+
+
+def _at(
+    f: Callable[..., Tensor], args: Sequence[Any], i: int, kwargs: Mapping[str, Any]
+) -> Callable[[Tensor], Tensor]:
+    """``x -> f(*args with args[i] = x, **kwargs).sum()``."""
+
+    def partial(x: Tensor) -> Tensor:
+        return f(*args[:i], x, *args[i + 1 :], **kwargs).sum()
 
     return partial
 

@@ -24,6 +24,7 @@ PROPERTIES: tuple[str, ...] = (
     "vmap",
     "compile",
     "compile_grad",
+    "compile_vmap_grad",
     "module",
 )
 
@@ -44,8 +45,9 @@ class CheckReport:
 
     def __str__(self) -> str:
         lines = [f"check_loss({self.fn}): {len(self.checked)} properties hold"]
-        lines += [f"  {name:<14}{what}" for name, what in self.checked.items()]
-        lines += [f"  {name:<14}skipped: {why}" for name, why in self.skipped.items()]
+        width = max(map(len, PROPERTIES)) + 1
+        lines += [f"  {name:<{width}}{what}" for name, what in self.checked.items()]
+        lines += [f"  {name:<{width}}skipped: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
 
 
@@ -94,6 +96,10 @@ def check_loss(
       gradient (or eager ``grad(fn)``). Inside ``torch.compile`` under a transform torch
       autodiffs the forward and drops custom rules, so this checks that the forward itself
       differentiates correctly.
+    - ``compile_vmap_grad``: ``torch.compile(vmap(grad(fn)), fullgraph=True)`` (per-sample
+      gradients, as DP-SGD takes them) over the ``vmap`` property's batch, w.r.t. the first
+      input in ``wrt``, against the reference's gradient of each problem (or eager
+      ``grad(fn)``). Custom rules are dropped there too: the forward is differentiated.
     - ``module``: ``module(**kwargs)(*inputs)`` (or the given instance) against ``fn``.
 
     All properties run, and the failures are reported together. The compile properties call
@@ -135,7 +141,7 @@ def check_loss(
         ...     funcloss.binary_cross_entropy, torch.nn.functional.binary_cross_entropy,
         ...     torch.tensor([0.2, 0.7], dtype=torch.float64),
         ...     torch.tensor([0.0, 1.0], dtype=torch.float64),
-        ...     skip=["compile", "compile_grad"])
+        ...     skip=["compile", "compile_grad", "compile_vmap_grad"])
         >>> sorted(report.checked)
         ['gradcheck', 'gradgradcheck', 'hessian', 'jacfwd', 'jacrev', 'value', 'vmap']
     """
