@@ -657,6 +657,7 @@ def linear_cross_entropy(
         Gemma Team, "Gemma 2" (2024), logit soft-capping.
     """
     fn = "linear_cross_entropy"
+    check_tensor(fn, input=input, linear_weight=linear_weight)
     check_floating(fn, input=input, linear_weight=linear_weight, linear_bias=linear_bias)
     check_floating(fn, weight=weight)
     check_reduction(fn, reduction)

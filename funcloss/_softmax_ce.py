@@ -153,11 +153,25 @@ def softmax_gradient(
     z_loss: float = 0.0,
     in_place: bool = False,
 ) -> Tensor:
-    """``scale * ((A + 2 zeta r lse) softmax - a)``, exactly 0 on ignored rows (even where
-    ``scale`` is not finite, as for a mean over no rows); ``lse`` is needed for a z-loss only.
-    ``in_place`` builds it in ``softmax``'s buffer."""
-    if rows.ignored is not None:
-        scale = scale.masked_fill(rows.ignored, 0)
+    """``scale * ((A + 2 zeta r lse) softmax - a)``, exactly 0 on ignored rows (whatever their
+    logits hold, nan or inf padding, and even where ``scale`` is not finite, as for a mean over no
+    rows); ``lse`` is needed for a z-loss only. ``in_place`` builds it in ``softmax``'s buffer."""
+    gradient = _softmax_gradient(softmax, lse, rows, weight, scale, z_loss, in_place)
+    if rows.ignored is None:
+        return gradient
+    ignored = rows.ignored.unsqueeze(1)
+    return gradient.masked_fill_(ignored, 0) if in_place else gradient.masked_fill(ignored, 0)
+
+
+def _softmax_gradient(
+    softmax: Tensor,
+    lse: Tensor | None,
+    rows: Rows,
+    weight: Tensor | None,
+    scale: Tensor,
+    z_loss: float,
+    in_place: bool,
+) -> Tensor:
     coefficient = rows.total
     if z_loss > 0:
         assert lse is not None
