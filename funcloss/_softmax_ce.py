@@ -87,9 +87,12 @@ def probability_rows(target: Tensor, weight: Tensor | None, label_smoothing: flo
 
 
 def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
-    """``a . z`` per row."""
+    """``a . z`` per row; a class of target weight 0 adds exactly 0, also where its ``z`` is
+    ``-inf`` (a masked class; its gradient in ``a`` is then ``z``'s clamp to the largest finite
+    float, ``-inf`` being out of reach of a differentiable 0 term)."""
     if rows.dense is not None:
-        return (rows.dense * z).sum(1)
+        floor = torch.finfo(z.dtype).min
+        return (rows.dense * torch.where(rows.dense == 0, z.clamp(min=floor), z)).sum(1)
     assert rows.index is not None and rows.picked is not None
     dot = rows.picked * z.gather(1, rows.index.unsqueeze(1)).squeeze(1)
     if rows.spread is not None:
