@@ -327,8 +327,15 @@ def _cross_entropy_small(
     if reduction == "mean":
         total = input.shape[0] if row_weights is None else row_weights.sum()
     if label_smoothing == 0:
-        picked = log_probs.gather(1, index.unsqueeze(1)).squeeze(1)
-        products = picked * (-1 / total if row_weights is None else row_weights * (-1 / total))
+        picked = log_probs.gather(1, index.unsqueeze(1))  # (M, 1)
+        if row_weights is None:  # no weight, nothing ignored: total is a number
+            if reduction == "none":
+                return picked.view(out_shape).neg().to(input.dtype)
+            return (picked.sum() * (-1 / total)).to(input.dtype)
+        scale = row_weights.unsqueeze(1) * (-1 / total)
+        if reduction == "mean" and ignored is not None:
+            scale = scale.masked_fill(ignored.unsqueeze(1), 0)  # zero, even where 1 / total is not
+        products = picked * scale
     else:
         class_weight = None if weight is None else weight.to(log_probs.dtype)
         coefficients = log_softmax_coefficients(
@@ -340,7 +347,7 @@ def _cross_entropy_small(
     elif reduction != "none":
         loss = products.sum()
     elif label_smoothing == 0:
-        loss = products if len(out_shape) == 1 else products.view(out_shape)
+        loss = products.view(out_shape)
     elif len(out_shape) == 1:  # (N,): no view, which would be one more node in the graph
         loss = products.sum(1)
     else:

@@ -20,6 +20,7 @@ where ``in_place=True`` asks for the gradient to be built in the softmax's own b
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -91,8 +92,9 @@ def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
     ``-inf`` (a masked class; its gradient in ``a`` is then ``z``'s clamp to the largest finite
     float, ``-inf`` being out of reach of a differentiable 0 term)."""
     if rows.dense is not None:
-        floor = torch.finfo(z.dtype).min
-        return (rows.dense * torch.where(rows.dense == 0, z.clamp(min=floor), z)).sum(1)
+        # one graph node: z clamped to the largest finite float where the weight is 0, only
+        floor = torch.full_like(z, -math.inf).masked_fill(rows.dense == 0, torch.finfo(z.dtype).min)
+        return (rows.dense * torch.clamp(z, min=floor)).sum(1)
     assert rows.index is not None and rows.picked is not None
     dot = rows.picked * z.gather(1, rows.index.unsqueeze(1)).squeeze(1)
     if rows.spread is not None:
