@@ -104,8 +104,10 @@ def _row_weights(
 #   eager mode, builds the gradient in place in the one (N, C) buffer of the recomputed softmax.
 #   Built from differentiable ops, so double backward is exact.
 # - small inputs and probability targets: -sum(a * log_softmax(x)), a plain composition that
-#   autograd differentiates with three graph nodes (log_softmax, mul, sum), which is what a small
-#   call's time is made of (an autograd.Function costs more per call than it saves there).
+#   autograd differentiates with a few graph nodes (log_softmax, gather or mul, sum), which is what
+#   a small call's time is made of (an autograd.Function costs more per call than it saves
+#   there). Without label smoothing the target's log-probability is gathered rather than
+#   multiplied by a one-hot: a -inf logit elsewhere (a masked class) must not give 0 * -inf.
 
 # Below this many logits, autograd through the composition beats the custom Function's overhead.
 _FUSED_MIN_ELEMENTS = 1 << 16
