@@ -14,6 +14,7 @@ from ._checks import (
     check_index,
     check_integer,
     check_reduction,
+    check_tensor,
     class_index_mask,
     fail,
     in_place_safe,
@@ -104,8 +105,10 @@ def _row_weights(
 #   eager mode, builds the gradient in place in the one (N, C) buffer of the recomputed softmax.
 #   Built from differentiable ops, so double backward is exact.
 # - small inputs and probability targets: -sum(a * log_softmax(x)), a plain composition that
-#   autograd differentiates with three graph nodes (log_softmax, mul, sum), which is what a small
-#   call's time is made of (an autograd.Function costs more per call than it saves there).
+#   autograd differentiates with a few graph nodes (log_softmax, gather or mul, sum), which is what
+#   a small call's time is made of (an autograd.Function costs more per call than it saves
+#   there). Without label smoothing the target's log-probability is gathered rather than
+#   multiplied by a one-hot: a -inf logit elsewhere (a masked class) must not give 0 * -inf.
 
 # Below this many logits, autograd through the composition beats the custom Function's overhead.
 _FUSED_MIN_ELEMENTS = 1 << 16
@@ -254,6 +257,7 @@ def _cross_entropy(
 ) -> Tensor:
     """:func:`cross_entropy`; ``fused`` forces the custom-backward path on or off (tests)."""
     fn = "cross_entropy"
+    check_tensor(fn, input=input)
     check_floating(fn, input=input)
     check_reduction(fn, reduction)
     check_index(fn, ignore_index=ignore_index)
@@ -261,6 +265,15 @@ def _cross_entropy(
     probabilities, out_shape = _class_shapes(fn, input, target)
     check_class_weight(fn, weight, input)
     if probabilities:
+        if ignore_index >= 0:  # as torch; a negative one cannot be a class, so it is harmless
+            fail(
+                ValueError,
+                fn,
+                "ignore_index",
+                "be negative for a floating-point target (ignore_index is not supported for "
+                "class probabilities)",
+                ignore_index,
+            )
         return _soft_cross_entropy(input, target, weight, label_smoothing, reduction, out_shape)
     rows = _rows(input)
     flat_target = as_index(target if target.dim() == 1 else target.reshape(-1))
@@ -306,21 +319,39 @@ def _cross_entropy_small(
     out_shape: tuple[int, ...],
 ) -> Tensor:
     """Small inputs: ``-sum(log_softmax(x) * a)``, with the mean's denominator folded into the
-    target weights ``a``."""
+    target weights ``a``; without label smoothing, the target's log-probability alone (gathered:
+    a ``-inf`` logit elsewhere, a masked class, gives no ``0 * -inf``)."""
+    if ignored is not None:
+        # An ignored row gives exactly nothing, value and gradient, whatever it holds (padding
+        # rows may be nan or inf): masked before the log-softmax, so its row is finite.
+        input = input.masked_fill(ignored.unsqueeze(1), 0)
     log_probs = torch.log_softmax(input, 1, torch.float32 if input.dtype in _HALF else None)
     row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
     total: Tensor | int = 1  # the mean's denominator; an empty batch never comes here
     if reduction == "mean":
         total = input.shape[0] if row_weights is None else row_weights.sum()
-    class_weight = None if weight is None else weight.to(log_probs.dtype)
-    coefficients = log_softmax_coefficients(
-        index, row_weights, ignored, class_weight, label_smoothing, log_probs, total
-    )
-    products = log_probs * coefficients
+    if label_smoothing == 0:
+        picked = log_probs.gather(1, index.unsqueeze(1))  # (M, 1)
+        if row_weights is None:  # no weight, nothing ignored: total is a number
+            if reduction == "none":
+                return picked.view(out_shape).neg().to(input.dtype)
+            return (picked.sum() * (-1 / total)).to(input.dtype)
+        scale = row_weights.unsqueeze(1) * (-1 / total)
+        if reduction == "mean" and ignored is not None:
+            scale = scale.masked_fill(ignored.unsqueeze(1), 0)  # zero, even where 1 / total is not
+        products = picked * scale
+    else:
+        class_weight = None if weight is None else weight.to(log_probs.dtype)
+        coefficients = log_softmax_coefficients(
+            index, row_weights, ignored, class_weight, label_smoothing, log_probs, total
+        )
+        products = log_probs * coefficients
     if reduction == "mean" and ignored is not None:
         loss = products.sum() + 0.0 / total  # every row ignored: 0 / 0 = nan, as in torch
     elif reduction != "none":
         loss = products.sum()
+    elif label_smoothing == 0:
+        loss = products.view(out_shape)
     elif len(out_shape) == 1:  # (N,): no view, which would be one more node in the graph
         loss = products.sum(1)
     else:
@@ -368,6 +399,7 @@ def nll_loss(
         tensor([0.1000, 0.4000])
     """
     fn = "nll_loss"
+    check_tensor(fn, input=input)
     check_floating(fn, input=input)
     check_reduction(fn, reduction)
     check_index(fn, ignore_index=ignore_index)
@@ -377,7 +409,9 @@ def nll_loss(
     rows = _rows(input)
     flat_target = as_index(target.reshape(-1))
     index, ignored = class_index_mask(fn, flat_target, rows.shape[1], ignore_index)
-    loss = -rows.gather(1, index.unsqueeze(1)).squeeze(1)
+    # pow(1) is the identity, but its backward, 1 * x^0, depends on the input: the gradient is
+    # connected to it, so a double backward gives zeros (as torch), not "does not require grad".
+    loss = -rows.gather(1, index.unsqueeze(1)).squeeze(1).pow(1)
     row_weights = _row_weights(index, weight, ignored, loss.dtype)
     if weight is not None:
         loss = loss * row_weights

@@ -659,6 +659,7 @@ def linear_cross_entropy(
         Gemma Team, "Gemma 2" (2024), logit soft-capping.
     """
     fn = "linear_cross_entropy"
+    check_tensor(fn, input=input, linear_weight=linear_weight)
     check_floating(fn, input=input, linear_weight=linear_weight, linear_bias=linear_bias)
     check_floating(fn, weight=weight)
     check_reduction(fn, reduction)
@@ -694,6 +695,11 @@ def linear_cross_entropy(
         )
         flat_target = flat_target.long()
         denominator = _class_denominator(flat_target, ignored, weight, dtype)
+        if ignored is not None:
+            # An input row whose outputs are all ignored gives exactly nothing: nan or inf
+            # padding must not reach d/dW = G^T h through 0 * nan.
+            row_ignored = ignored if per_row == 1 else ignored.view(-1, per_row).all(1)
+            rows = rows.masked_fill(row_ignored.unsqueeze(1), 0)
     config = Config(num_classes, float(label_smoothing), float(z_loss), softcap, size, dtype)
     if _use_fused(reduction, rows, linear_weight, linear_bias) and not target.requires_grad:
         need = tuple(t is not None and t.requires_grad for t in (rows, linear_weight, linear_bias))

@@ -20,6 +20,7 @@ where ``in_place=True`` asks for the gradient to be built in the softmax's own b
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -87,9 +88,13 @@ def probability_rows(target: Tensor, weight: Tensor | None, label_smoothing: flo
 
 
 def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
-    """``a . z`` per row."""
+    """``a . z`` per row; a class of target weight 0 adds exactly 0, also where its ``z`` is
+    ``-inf`` (a masked class; its gradient in ``a`` is then ``z``'s clamp to the largest finite
+    float, ``-inf`` being out of reach of a differentiable 0 term)."""
     if rows.dense is not None:
-        return (rows.dense * z).sum(1)
+        # one graph node: z clamped to the largest finite float where the weight is 0, only
+        floor = torch.full_like(z, -math.inf).masked_fill(rows.dense == 0, torch.finfo(z.dtype).min)
+        return (rows.dense * torch.clamp(z, min=floor)).sum(1)
     assert rows.index is not None and rows.picked is not None
     dot = rows.picked * z.gather(1, rows.index.unsqueeze(1)).squeeze(1)
     if rows.spread is not None:
@@ -153,11 +158,25 @@ def softmax_gradient(
     z_loss: float = 0.0,
     in_place: bool = False,
 ) -> Tensor:
-    """``scale * ((A + 2 zeta r lse) softmax - a)``, exactly 0 on ignored rows (even where
-    ``scale`` is not finite, as for a mean over no rows); ``lse`` is needed for a z-loss only.
-    ``in_place`` builds it in ``softmax``'s buffer."""
-    if rows.ignored is not None:
-        scale = scale.masked_fill(rows.ignored, 0)
+    """``scale * ((A + 2 zeta r lse) softmax - a)``, exactly 0 on ignored rows (whatever their
+    logits hold, nan or inf padding, and even where ``scale`` is not finite, as for a mean over no
+    rows); ``lse`` is needed for a z-loss only. ``in_place`` builds it in ``softmax``'s buffer."""
+    gradient = _softmax_gradient(softmax, lse, rows, weight, scale, z_loss, in_place)
+    if rows.ignored is None:
+        return gradient
+    ignored = rows.ignored.unsqueeze(1)
+    return gradient.masked_fill_(ignored, 0) if in_place else gradient.masked_fill(ignored, 0)
+
+
+def _softmax_gradient(
+    softmax: Tensor,
+    lse: Tensor | None,
+    rows: Rows,
+    weight: Tensor | None,
+    scale: Tensor,
+    z_loss: float,
+    in_place: bool,
+) -> Tensor:
     coefficient = rows.total
     if z_loss > 0:
         assert lse is not None

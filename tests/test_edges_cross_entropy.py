@@ -1,0 +1,307 @@
+"""Edge inputs of cross_entropy, nll_loss and linear_cross_entropy (issue 14): masked (-inf) and
+huge logits, nan/inf padding in ignored rows, double backward, probability targets at -inf, bad
+arguments. Oracles: torch.nn.functional where torch is finite, else the float64 limit (±inf
+replaced by ±1e300 and ±1e150; where both agree, that is the true value)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import jacfwd, jacrev, vmap
+
+import funcloss
+from funcloss._cross_entropy import _cross_entropy
+
+INF, NAN = float("inf"), float("nan")
+
+
+def _ce(x, y, fused: bool, **kwargs):
+    return _cross_entropy(
+        x,
+        y,
+        kwargs.get("weight"),
+        kwargs.get("ignore_index", -100),
+        kwargs.get("reduction", "mean"),
+        kwargs.get("label_smoothing", 0.0),
+        fused,
+    )
+
+
+def _value_and_grad(fn, x, *args, **kwargs):
+    x = x.detach().clone().requires_grad_()
+    loss = fn(x, *args, **kwargs)
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), grad
+
+
+def _limit(x: torch.Tensor, big: float) -> torch.Tensor:
+    x = x.double()
+    return torch.where(x.isinf(), x.sign() * big, x)
+
+
+_MASKED = [
+    (torch.tensor([[0.0, 1.0, -INF], [2.0, -INF, 0.0]]), torch.tensor([0, 2])),
+    (torch.tensor([[3e38, -3e38, 0.0], [-3e38, 1.0, 3e38]]), torch.tensor([0, 2])),
+]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("case", range(len(_MASKED)))
+def test_masked_and_huge_logits_match_torch(fused, reduction, weighted, case) -> None:
+    # issue 14 item 1: the small path gave nan (0 * -inf in the log-softmax product)
+    x, y = _MASKED[case]
+    weight = torch.tensor([0.5, 2.0, 1.0]) if weighted else None
+    value, grad = _value_and_grad(_ce, x, y, fused, weight=weight, reduction=reduction)
+    expected, expected_grad = _value_and_grad(
+        F.cross_entropy, x, y, weight=weight, reduction=reduction
+    )
+    assert expected.isfinite().all() and value.isfinite().all()
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(grad, expected_grad)
+    assert (grad[x == -INF] == 0).all()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_masked_logits_under_transforms(fused) -> None:
+    x, y = _MASKED[0]
+
+    def ours(x):
+        return _ce(x, y, fused)
+
+    def theirs(x):
+        return F.cross_entropy(x, y)
+
+    torch.testing.assert_close(jacrev(ours)(x), jacrev(theirs)(x))
+    torch.testing.assert_close(jacfwd(ours)(x), jacrev(theirs)(x))
+    per_row = vmap(lambda r, t: _ce(r, t, fused))(x, y)
+    torch.testing.assert_close(per_row, F.cross_entropy(x, y, reduction="none"))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("bad", [NAN, INF, -INF])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("kwargs", [{}, {"label_smoothing": 0.2}, {"weighted": True}])
+def test_ignored_rows_holding_nan_or_inf_give_nothing(fused, bad, reduction, kwargs) -> None:
+    # issue 14 item 2: a nan/inf logit in an ignored row poisoned the whole small-path loss
+    x = torch.tensor([[bad, 0.0, 1.0], [1.0, 2.0, 0.5], [0.0, bad, bad], [0.3, -1.0, 2.0]])
+    y = torch.tensor([-100, 1, -100, 2])
+    kwargs = dict(kwargs)
+    weight = torch.tensor([0.5, 2.0, 1.0]) if kwargs.pop("weighted", False) else None
+    value, grad = _value_and_grad(_ce, x, y, fused, weight=weight, reduction=reduction, **kwargs)
+    kept = y != -100
+    expected, expected_grad = _value_and_grad(
+        F.cross_entropy, x[kept], y[kept], weight=weight, reduction=reduction, **kwargs
+    )
+    torch.testing.assert_close(value[kept] if reduction == "none" else value, expected)
+    assert (value[~kept] == 0).all() if reduction == "none" else True
+    # torch's own gradient is nan in the ignored rows; ours is exactly 0 (the row gives nothing)
+    torch.testing.assert_close(grad[kept], expected_grad)
+    assert (grad[~kept] == 0).all()
+
+
+@pytest.mark.parametrize("bad", [NAN, INF, -INF])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_nll_loss_ignored_rows_holding_nan_or_inf(bad, reduction) -> None:
+    x = torch.tensor([[bad, -0.5], [-1.0, -2.0], [-0.1, bad]])
+    y = torch.tensor([-100, 1, 0])
+    value, grad = _value_and_grad(funcloss.nll_loss, x, y, reduction=reduction)
+    expected, expected_grad = _value_and_grad(F.nll_loss, x, y, reduction=reduction)
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def _double_backward(fn, x, *args, **kwargs):
+    x = x.detach().clone().requires_grad_()
+    (grad,) = torch.autograd.grad(fn(x, *args, **kwargs), x, create_graph=True)
+    return torch.autograd.grad(grad.sum(), x)[0]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_nll_loss_double_backward_is_zero_like_torch(reduction, weighted) -> None:
+    # issue 14 item 6: raised "element 0 of tensors does not require grad"
+    x, y = torch.randn(4, 3), torch.tensor([0, 2, -100, 1])
+    weight = torch.rand(3) if weighted else None
+    ours = _double_backward(funcloss.nll_loss, x, y, weight=weight, reduction=reduction)
+    theirs = _double_backward(F.nll_loss, x, y, weight=weight, reduction=reduction)
+    torch.testing.assert_close(ours, theirs)
+    assert (ours == 0).all()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("y", [torch.tensor([0, 2, -100, 1]), torch.tensor([-100] * 4)])
+def test_cross_entropy_double_backward_matches_torch(fused, y) -> None:
+    x = torch.randn(4, 3, dtype=torch.float64)
+    ours = _double_backward(lambda x, y: _ce(x, y, fused, reduction="sum"), x, y)
+    theirs = _double_backward(F.cross_entropy, x, y, reduction="sum")
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_linear_cross_entropy_double_backward_matches_torch() -> None:
+    h, w = torch.randn(4, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    y = torch.tensor([0, 4, -100, 1])
+    ours = _double_backward(lambda h: funcloss.linear_cross_entropy(h, w, y), h)
+    theirs = _double_backward(lambda h: F.cross_entropy(h @ w.T, y), h)
+    torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_probability_target_zero_at_masked_logit_is_the_limit(label_smoothing, weighted) -> None:
+    # issue 14 item 8: torch and funcloss gave nan (0 * -inf); the limit is finite
+    x = torch.tensor([[0.0, 1.0, -INF], [2.0, -INF, -INF], [0.5, 0.0, 1.0]])
+    q = torch.tensor([[0.3, 0.7, 0.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
+    weight = torch.tensor([0.5, 2.0, 1.0]) if weighted else None
+    kwargs = {"weight": weight, "label_smoothing": label_smoothing}
+    xq = (x.clone().requires_grad_(), q.clone().requires_grad_())
+    loss = funcloss.cross_entropy(*xq, **kwargs)
+    grad_x, grad_q = torch.autograd.grad(loss, xq)
+    limits = []
+    for big in (1e300, 1e150):
+        x64 = _limit(x, big).requires_grad_()
+        w64 = None if weight is None else weight.double()
+        limit = F.cross_entropy(x64, q.double(), weight=w64, label_smoothing=label_smoothing)
+        limits.append((limit, torch.autograd.grad(limit, x64)[0]))
+    (v1, g1), (v2, g2) = limits
+    if label_smoothing > 0:  # smoothing gives the masked class weight: the limit is infinite
+        assert loss == INF and v1 > 1e100 and v2 > 1e100
+    else:
+        torch.testing.assert_close(v1, v2)
+        torch.testing.assert_close(loss.double(), v1)
+    torch.testing.assert_close(g1, g2)
+    torch.testing.assert_close(grad_x.double(), g1)
+    # d/dq = -(1 - eps) w log_softmax(x): +inf in the limit at the masked classes (funcloss gives
+    # the largest finite float there), the limit elsewhere
+    masked = x == -INF
+    assert (grad_q[masked] > 1e37).all() and grad_q[~masked].isfinite().all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_probability_target_gradient_half_precision_as_accurate_as_torch(
+    dtype, label_smoothing, reduction
+) -> None:
+    # issue 14 item 7: the target gradient in half precision against the float64 truth
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 64, generator=gen) * 3
+    q = torch.softmax(torch.randn(64, 64, generator=gen) * 2, 1)
+    w = torch.rand(64, generator=gen)
+
+    def target_grad(fn, dt):
+        xx, qq = x.to(dt), q.to(dt).requires_grad_()
+        kwargs = {"label_smoothing": label_smoothing, "reduction": reduction}
+        loss = fn(xx, qq, weight=w.to(dt), **kwargs)
+        return torch.autograd.grad(loss, qq)[0].double()
+
+    truth = target_grad(F.cross_entropy, torch.float64)
+    ours = (target_grad(funcloss.cross_entropy, dtype) - truth).abs().max()
+    theirs = (target_grad(F.cross_entropy, dtype) - truth).abs().max()
+    assert ours <= theirs, (ours, theirs)
+
+
+def test_probability_target_with_ignore_index_raises_like_torch() -> None:
+    x, q = torch.randn(2, 3), torch.softmax(torch.randn(2, 3), 1)
+    with pytest.raises(RuntimeError, match="ignore_index is not supported"):
+        F.cross_entropy(x, q, ignore_index=1)
+    for index in (0, 1, 5):
+        with pytest.raises(
+            ValueError,
+            match=r"cross_entropy: `ignore_index` must be negative for a floating-point target "
+            rf".*, got {index}\.",
+        ):
+            funcloss.cross_entropy(x, q, ignore_index=index)
+    for index in (-1, -100):  # accepted by torch, and by us
+        torch.testing.assert_close(
+            funcloss.cross_entropy(x, q, ignore_index=index), F.cross_entropy(x, q)
+        )
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: funcloss.cross_entropy(None, torch.tensor([0])), "cross_entropy: `input`"),
+        (lambda: funcloss.cross_entropy(torch.randn(1, 2), None), "cross_entropy: `target`"),
+        (lambda: funcloss.nll_loss(None, torch.tensor([0])), "nll_loss: `input`"),
+        (lambda: funcloss.nll_loss(torch.randn(1, 2), None), "nll_loss: `target`"),
+        (
+            lambda: funcloss.linear_cross_entropy(None, torch.randn(3, 2), torch.tensor([0])),
+            "linear_cross_entropy: `input`",
+        ),
+        (
+            lambda: funcloss.linear_cross_entropy(torch.randn(1, 2), None, torch.tensor([0])),
+            "linear_cross_entropy: `linear_weight`",
+        ),
+        (
+            lambda: funcloss.linear_cross_entropy(torch.randn(1, 2), torch.randn(3, 2), None),
+            "linear_cross_entropy: `target`",
+        ),
+    ],
+)
+def test_none_for_a_required_tensor_is_named(call, name) -> None:
+    # issue 14 item 9: AttributeError 'NoneType' object has no attribute 'shape'
+    with pytest.raises(TypeError, match=rf"^{name} must be a torch\.Tensor, got NoneType\.$"):
+        call()
+
+
+# -- linear_cross_entropy -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [NAN, INF])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("requires_grad", [True, False])  # fused eager step / transform path
+def test_linear_ignored_rows_holding_nan_or_inf_give_nothing(bad, reduction, requires_grad) -> None:
+    gen = torch.Generator().manual_seed(0)
+    h, w = torch.randn(4, 3, generator=gen), torch.randn(5, 3, generator=gen)
+    h[0, 1] = bad
+    h[2] = bad
+    y = torch.tensor([-100, 4, -100, 1])
+    hh, ww = h.clone().requires_grad_(requires_grad), w.clone().requires_grad_()
+    loss = funcloss.linear_cross_entropy(hh, ww, y, reduction=reduction)
+    grads = torch.autograd.grad(loss.sum(), (hh, ww) if requires_grad else (ww,))
+    kept = y != -100
+    h2, w2 = h[kept].clone().requires_grad_(requires_grad), w.clone().requires_grad_()
+    expected = F.cross_entropy(h2 @ w2.T, y[kept], reduction=reduction)
+    expected_grads = torch.autograd.grad(expected.sum(), (h2, w2) if requires_grad else (w2,))
+    torch.testing.assert_close(loss[kept] if reduction == "none" else loss, expected)
+    torch.testing.assert_close(grads[-1], expected_grads[-1])
+    if requires_grad:
+        torch.testing.assert_close(grads[0][kept], expected_grads[0])
+        assert (grads[0][~kept] == 0).all()
+
+
+@pytest.mark.parametrize("probabilities", [False, True])
+@pytest.mark.parametrize("softcap", [None, 2.0])
+@pytest.mark.parametrize("q_requires_grad", [False, True])
+def test_linear_masked_class_by_minus_inf_bias_is_the_limit(
+    probabilities, softcap, q_requires_grad
+) -> None:
+    if q_requires_grad and not probabilities:
+        pytest.skip("class indices have no gradient")
+    gen = torch.Generator().manual_seed(1)
+    h, w = torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)
+    b = torch.tensor([0.0, 0.5, -INF])
+    q = torch.tensor([[0.3, 0.7, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    y = q if probabilities else torch.tensor([0, 1, 0])
+    leaves = (h.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_())
+    yy = y.clone().requires_grad_(q_requires_grad) if probabilities else y
+    loss = funcloss.linear_cross_entropy(*leaves[:2], yy, linear_bias=leaves[2], softcap=softcap)
+    grads = torch.autograd.grad(loss, leaves)
+    limits = []
+    for big in (1e300, 1e150):
+        leaves64 = (h.double(), w.double(), _limit(b, big))
+        leaves64 = tuple(t.requires_grad_() for t in leaves64)
+        z = leaves64[0] @ leaves64[1].T + leaves64[2]
+        if softcap is not None:
+            z = softcap * torch.tanh(z / softcap)
+        limit = F.cross_entropy(z, y.double() if probabilities else y)
+        limits.append((limit, torch.autograd.grad(limit, leaves64)))
+    (v1, g1), (v2, g2) = limits
+    torch.testing.assert_close(v1, v2)
+    torch.testing.assert_close(loss.double(), v1)
+    for ours, first, second in zip(grads, g1, g2, strict=True):
+        torch.testing.assert_close(first, second)
+        torch.testing.assert_close(ours.double(), first)
