@@ -379,9 +379,10 @@ def check_same_ndim(fn: str, **tensors: Tensor) -> None:
             )
 
 
-def warn_target_size(input: Tensor, target: Tensor, stacklevel: int = 3) -> None:
+def warn_target_size(input: Tensor, target: Tensor, stacklevel: int = 4) -> None:
     """torch's warning (same text, ``UserWarning``) when a regression target's shape differs
-    from the input's and the two are broadcast. ``stacklevel`` points at the user's call.
+    from the input's and the two are broadcast. ``stacklevel`` points at the user's call
+    (through the loss and its autocast wrapper).
 
     Not while compiling: a ``warnings.warn`` breaks a fullgraph compile."""
     if target.shape != input.shape and not torch.compiler.is_compiling():

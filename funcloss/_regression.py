@@ -65,7 +65,7 @@ def _check_pair(
     check_reduction(fn, reduction, reductions)
     broadcast_shape(fn, input=input, target=target)
     if warn:
-        warn_target_size(input, target, stacklevel=4)
+        warn_target_size(input, target, stacklevel=5)
 
 
 def _check_real_or_complex(fn: str, **tensors: Tensor) -> None:
@@ -586,7 +586,7 @@ def kl_div(
     fn = "kl_div"
     _check_pair(fn, input, target, reduction, _KL_REDUCTIONS)
     if reduction == "mean" and not torch.compiler.is_compiling():
-        warnings.warn(_KL_MEAN_WARNING, stacklevel=2)
+        warnings.warn(_KL_MEAN_WARNING, stacklevel=3)
     # a class of probability 0 adds nothing, also where input is -inf (0 * inf would be nan)
     if log_target:
         big = torch.finfo(input.dtype).max

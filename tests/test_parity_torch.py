@@ -20,13 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import funcloss
-
 from . import parity_torch as parity
+from .test_api import LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = parity.all_cases()
-LOSSES = sorted(set(funcloss.__all__) - {"__version__", "custom_backward", "loss_module"})
 # Slow (CI runs them): ctc_loss's samples (T=50, N=16, C=20; module_db's CTCLoss inputs are
 # alike) take 1-2 s each through the
 # pure-torch recursion; linear_cross_entropy's 'chunked' and 'chunked_none' OpInfos repeat the
