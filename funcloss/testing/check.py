@@ -140,7 +140,7 @@ def check_loss(
         >>> report = funcloss.testing.check_loss(
         ...     funcloss.binary_cross_entropy, torch.nn.functional.binary_cross_entropy,
         ...     torch.tensor([0.2, 0.7], dtype=torch.float64),
-        ...     torch.tensor([0.0, 1.0], dtype=torch.float64),
+        ...     torch.tensor([0.1, 0.9], dtype=torch.float64),
         ...     skip=["compile", "compile_grad", "compile_vmap_grad"])
         >>> sorted(report.checked)
         ['gradcheck', 'gradgradcheck', 'hessian', 'jacfwd', 'jacrev', 'value', 'vmap']
