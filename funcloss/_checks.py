@@ -286,12 +286,11 @@ def check_values_in(
             raise ValueError(f"{fn}: `{arg}` values must be in [{low}, {high}], got {first}.")
 
 
-def check_class_weight(fn: str, weight: Tensor | None, input: Tensor) -> None:
-    """A class weight: floating, shape ``(C,)`` for ``input`` ``(C,)`` or ``(N, C, ...)``."""
+def check_class_weight_shape(fn: str, weight: Tensor | None, num_classes: int) -> None:
+    """torch's rule for a class weight: floating, one-dimensional, one weight per class."""
     if weight is None:
         return
     check_floating(fn, weight=weight)
-    num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
     if weight.shape != (num_classes,):
         fail(
             ValueError,
@@ -300,6 +299,14 @@ def check_class_weight(fn: str, weight: Tensor | None, input: Tensor) -> None:
             f"have shape ({num_classes},), one per class",
             shape_str(weight.shape),
         )
+
+
+def check_class_weight(fn: str, weight: Tensor | None, input: Tensor) -> None:
+    """A class weight of ``input``'s dtype, shape ``(C,)`` for ``input`` ``(C,)`` or
+    ``(N, C, ...)``."""
+    if weight is None:
+        return
+    check_class_weight_shape(fn, weight, input.shape[0] if input.dim() == 1 else input.shape[1])
     if weight.dtype != input.dtype:
         fail(TypeError, fn, "weight", f"have the input's dtype {input.dtype}", weight.dtype)
 

@@ -19,6 +19,7 @@ from ._checks import (
     broadcast_shape,
     check_broadcastable_to,
     check_class_indices,
+    check_class_weight_shape,
     check_floating,
     check_integer,
     check_label_dtype,
@@ -292,21 +293,6 @@ def multilabel_margin_loss(
 # -- multi_margin_loss -----------------------------------------------------------------------
 
 
-def _check_class_weight(fn: str, weight: Tensor | None, num_classes: int) -> None:
-    """torch's rule: one-dimensional, one weight per class (any floating dtype: promoted)."""
-    if weight is None:
-        return
-    check_floating(fn, weight=weight)
-    if weight.shape != (num_classes,):
-        fail(
-            ValueError,
-            fn,
-            "weight",
-            f"have shape ({num_classes},), one per class",
-            shape_str(weight.shape),
-        )
-
-
 @follows_autocast("float32")
 def multi_margin_loss(
     input: Tensor,
@@ -360,7 +346,7 @@ def multi_margin_loss(
     check_reduction(fn, reduction)
     if p not in (1, 2):
         fail(ValueError, fn, "p", "be 1 or 2", p)
-    _check_class_weight(fn, weight, num_classes)
+    check_class_weight_shape(fn, weight, num_classes)  # any floating dtype: promoted
     check_number(fn, margin=margin)
     check_integer(fn, target=target)
     rows = input.shape[0] if input.dim() == 2 else 1
