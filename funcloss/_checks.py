@@ -13,15 +13,16 @@ switched off), and each check costs at most one read on valid input.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Real
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 import torch
 from torch import Tensor
 
 Reduction = Literal["none", "mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(
@@ -182,6 +183,48 @@ def check_broadcastable_to(fn: str, name: str, value: Tensor | None, shape: torc
         fail(
             ValueError, fn, name, f"be broadcastable to {shape_str(shape)}", shape_str(value.shape)
         )
+
+
+def check_where(fn: str, where: object, shape: Sequence[int]) -> None:
+    """``where`` (if given) is a bool tensor that broadcasts to ``shape``, the loss's unreduced
+    shape, without enlarging it."""
+    if where is None:
+        return
+    if not isinstance(where, Tensor):
+        fail(TypeError, fn, "where", "be a bool tensor or None", type(where).__name__)
+    if where.dtype != torch.bool:
+        fail(
+            TypeError,
+            fn,
+            "where",
+            "be a bool tensor (True marks the elements that count)",
+            where.dtype,
+            "Use `mask.bool()` or `mask > 0`.",
+        )
+    shape = torch.Size(shape)
+    if broadcast_pair(where.shape, shape) != shape:
+        fail(
+            ValueError,
+            fn,
+            "where",
+            f"be broadcastable to the unreduced loss shape {shape_str(shape)}",
+            shape_str(where.shape),
+        )
+
+
+def checks_config(check: Callable[..., None]) -> Callable[[F], F]:
+    """Attach a loss's config check, so that its module validates config at construction.
+
+    ``check`` takes (by keyword) some of the loss's non-tensor config arguments and raises the
+    house error for a bad value; the loss calls it too, so the rule is written once. The
+    generated module (:func:`funcloss.loss_module`) calls it with its config in ``__init__``.
+    """
+
+    def attach(fn: F) -> F:
+        fn.check_config = check  # type: ignore[attr-defined]
+        return fn
+
+    return attach
 
 
 def check_reduction(fn: str, reduction: str, allowed: Sequence[str] = REDUCTIONS) -> None:

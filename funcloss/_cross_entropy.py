@@ -22,7 +22,7 @@ from ._checks import (
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
-from ._reduction import reduce, weighted_mean
+from ._reduction import reduce
 from ._softmax_ce import (
     Rows,
     class_rows,
@@ -288,7 +288,7 @@ def _cross_entropy(
     loss = _cross_entropy_rows(rows, index, ignored, weight, label_smoothing)
     if reduction == "none":
         return loss.view(out_shape)
-    return weighted_mean(loss, _row_weights(index, weight, ignored, loss.dtype), reduction)
+    return reduce(loss, reduction, mean_weight=_row_weights(index, weight, ignored, loss.dtype))
 
 
 def _soft_cross_entropy(
@@ -419,4 +419,4 @@ def nll_loss(
         # masked_fill as well as a zero weight: with every element ignored the mean is
         # 0 / 0 = nan, as in torch, and the gradient is still zero (not 0 * inf), as in torch.
         loss = loss.masked_fill(ignored, 0)
-    return weighted_mean(loss.reshape(out_shape), row_weights, reduction)
+    return reduce(loss.reshape(out_shape), reduction, mean_weight=row_weights)

@@ -35,6 +35,8 @@ class _LossModule(nn.Module):
     _config_names: tuple[str, ...]
     _required: int
     _buffers_config: frozenset[str]
+    _check_config: Callable[..., None] | None
+    _checked_config: tuple[str, ...]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
@@ -55,6 +57,15 @@ class _LossModule(nn.Module):
                 self.register_buffer(name, value)
             else:
                 setattr(self, name, value)
+        check = cls._check_config
+        if check is not None:
+            config = {name: bound.arguments[name] for name in cls._checked_config}
+            try:
+                check(**config)
+            except (TypeError, ValueError) as error:
+                # The rule names the function; at construction, name the class.
+                message = str(error).replace(f"{cls._fn.__name__}:", f"{cls.__name__}:", 1)
+                raise type(error)(message) from None
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         config = {name: getattr(self, name) for name in self._config_names}
@@ -98,7 +109,10 @@ def loss_module(
     config (annotated ``Tensor | None``, or with a tensor default) is registered as a buffer, so
     ``state_dict()`` holds it and ``.to()`` moves it. The module holds no other state, pickles
     (when the class is bound to ``name`` in ``module``), deep-copies, and works with
-    ``torch.func.functional_call`` and ``torch.compile(fullgraph=True)``.
+    ``torch.func.functional_call`` and ``torch.compile(fullgraph=True)``. A mask argument
+    named ``where`` is a ``forward`` argument (it is data). If ``fn`` carries a config check
+    (``fn.check_config``, attached by funcloss's own losses), the constructor runs it, so bad
+    config fails at construction rather than at the first forward.
 
     Args:
         fn: the loss function. Without it, returns a decorator.
@@ -140,7 +154,8 @@ def loss_module(
             )
 
         def is_input(p: inspect.Parameter) -> bool:
-            return p.default is empty or p.name in forward_args
+            # A mask is data, not config: ``where`` is always a forward argument.
+            return p.default is empty or p.name in forward_args or p.name == "where"
 
         inputs = tuple(p.name for p in parameters if is_input(p))
         config = tuple(p for p in parameters if not is_input(p))
@@ -161,6 +176,13 @@ def loss_module(
             "__doc__": f"Module form of :func:`{fn.__module__}.{fn.__name__}`; "
             "constructor arguments are its config.",
         }
+        check = getattr(fn, "check_config", None)
+        checked: tuple[str, ...] = ()
+        if check is not None:
+            accepted = inspect.signature(check).parameters
+            checked = tuple(p.name for p in config if p.name in accepted)
+        namespace["_check_config"] = None if check is None else staticmethod(check)
+        namespace["_checked_config"] = checked
         cls = type(class_name, (_LossModule,), namespace)
 
         def forward(self: _LossModule, *args: Any, **kwargs: Any) -> Tensor:

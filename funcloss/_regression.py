@@ -9,8 +9,10 @@ an infinity into ``nan``.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -26,6 +28,8 @@ from ._checks import (
     check_positive,
     check_reduction,
     check_tensor,
+    check_where,
+    checks_config,
     fail,
     shape_str,
     value_checks_enabled,
@@ -33,7 +37,7 @@ from ._checks import (
 )
 from ._modes import follows_autocast
 from ._ops import times
-from ._reduction import reduce, weighted_mean
+from ._reduction import masked, reduce
 
 KLReduction = Literal["none", "batchmean", "mean", "sum"]
 _KL_REDUCTIONS = ("none", "batchmean", "mean", "sum")
@@ -51,21 +55,41 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _check_pair(
-    fn: str,
-    input: Tensor,
-    target: Tensor,
-    reduction: str,
-    reductions: tuple[str, ...] = REDUCTIONS,
-    warn: bool = False,
+    fn: str, input: Tensor, target: Tensor, where: Tensor | None, warn: bool = False
 ) -> None:
-    """Floating ``input`` and ``target`` that broadcast together, as torch broadcasts them;
-    ``warn``: torch's warning when their shapes differ (l1, mse, huber, smooth_l1)."""
+    """Floating ``input`` and ``target`` that broadcast together, as torch broadcasts them, and a
+    mask that broadcasts to their shape; ``warn``: torch's warning when their shapes differ
+    (l1, mse, huber, smooth_l1)."""
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target)
-    check_reduction(fn, reduction, reductions)
-    broadcast_shape(fn, input=input, target=target)
+    check_where(fn, where, broadcast_shape(fn, input=input, target=target))
     if warn:
         warn_target_size(input, target, stacklevel=5)
+
+
+def _config(fn: str, reductions: tuple[str, ...] = REDUCTIONS, **rules: str) -> Callable[..., None]:
+    """The config check of ``fn``: its ``reduction`` among ``reductions``, and each argument in
+    ``rules`` ``"positive"`` or ``"non_negative"``."""
+    checks = {"positive": check_positive, "non_negative": check_non_negative}
+
+    def check(reduction: str = "mean", **values: float) -> None:
+        check_reduction(fn, reduction, reductions)
+        for name, value in values.items():
+            checks[rules[name]](fn, **{name: value})
+
+    check.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in ("reduction", *rules)]
+    )
+    return check
+
+
+_L1_CONFIG = _config("l1_loss")
+_MSE_CONFIG = _config("mse_loss")
+_HUBER_CONFIG = _config("huber_loss", delta="positive")
+_SMOOTH_L1_CONFIG = _config("smooth_l1_loss", beta="non_negative")
+_POISSON_CONFIG = _config("poisson_nll_loss", eps="non_negative")
+_GAUSSIAN_CONFIG = _config("gaussian_nll_loss", eps="non_negative")
+_KL_CONFIG = _config("kl_div", _KL_REDUCTIONS)
 
 
 def _check_real_or_complex(fn: str, **tensors: Tensor) -> None:
@@ -105,23 +129,26 @@ def _check_weight(fn: str, weight: Tensor | None, input: Tensor) -> None:
         )
 
 
-def _reduce_weighted_mean(loss: Tensor, reduction: Reduction, weight: Tensor | None) -> Tensor:
-    """torch's l1/mse reduction: with a weight, ``"mean"`` is ``sum(w loss) / sum(w)``."""
-    if weight is None:
-        return reduce(loss, reduction)
-    return weighted_mean(loss * weight, weight, reduction)
+def _masked_pair(
+    where: Tensor | None, input: Tensor, target: Tensor, fill: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """``input`` and ``target`` with masked entries set to ``fill`` (where every loss here is
+    finite and smooth), before any arithmetic."""
+    return masked(where, input, fill), masked(where, target, fill)
 
 
 # -- l1 / mse ----------------------------------------------------------------------------------
 
 
 @follows_autocast("float32")
+@checks_config(_L1_CONFIG)
 def l1_loss(
     input: Tensor,
     target: Tensor,
     *,
     reduction: Reduction = "mean",
     weight: Tensor | None = None,
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Mean absolute error.
 
@@ -144,6 +171,8 @@ def l1_loss(
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         weight: optional real elementwise weight of ``input``'s shape (as torch requires);
             ``"mean"`` then divides by its sum, as torch does.
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (with ``weight``, ``"mean"`` divides by their weights' sum).
 
     Returns:
         The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor;
@@ -165,20 +194,23 @@ def l1_loss(
     """
     fn = "l1_loss"
     _check_real_or_complex(fn, input=input, target=target)
-    check_reduction(fn, reduction)
-    broadcast_shape(fn, input=input, target=target)
+    _L1_CONFIG(reduction=reduction)
+    check_where(fn, where, broadcast_shape(fn, input=input, target=target))
     warn_target_size(input, target)
     _check_weight(fn, weight, input)
-    return _reduce_weighted_mean(torch.abs(input - target), reduction, weight)
+    input, target = _masked_pair(where, input, target)
+    return reduce(torch.abs(input - target), reduction, weight, where=where, mean_weight=weight)
 
 
 @follows_autocast("float32")
+@checks_config(_MSE_CONFIG)
 def mse_loss(
     input: Tensor,
     target: Tensor,
     *,
     reduction: Reduction = "mean",
     weight: Tensor | None = None,
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Mean squared error.
 
@@ -196,6 +228,8 @@ def mse_loss(
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         weight: optional elementwise weight of ``input``'s shape; ``"mean"`` then divides by
             its sum, as torch does.
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (with ``weight``, ``"mean"`` divides by their weights' sum).
 
     Returns:
         The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor,
@@ -212,10 +246,12 @@ def mse_loss(
     """
     fn = "mse_loss"
     _check_not_complex(fn, input=input, target=target)
-    _check_pair(fn, input, target, reduction, warn=True)
+    _MSE_CONFIG(reduction=reduction)
+    _check_pair(fn, input, target, where, warn=True)
     _check_weight(fn, weight, input)
+    input, target = _masked_pair(where, input, target)
     diff = input - target
-    return _reduce_weighted_mean(diff * diff, reduction, weight)
+    return reduce(diff * diff, reduction, weight, where=where, mean_weight=weight)
 
 
 # -- huber / smooth l1 -------------------------------------------------------------------------
@@ -235,12 +271,15 @@ def _huber(diff: Tensor, delta: float) -> Tensor:
 
 
 @follows_autocast("float32")
+@checks_config(_HUBER_CONFIG)
 def huber_loss(
     input: Tensor,
     target: Tensor,
     reduction: Reduction = "mean",
     delta: float = 1.0,
     weight: Tensor | None = None,
+    *,
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Huber loss: quadratic near zero, linear in the tails.
 
@@ -264,6 +303,8 @@ def huber_loss(
         weight: optional elementwise weight of ``input``'s shape (as torch requires);
             ``"mean"`` divides by the number of elements (not by the weights' sum), as torch
             does.
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
 
     Returns:
         The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor,
@@ -279,19 +320,22 @@ def huber_loss(
         tensor([0.1250, 2.5000])
     """
     fn = "huber_loss"
-    _check_pair(fn, input, target, reduction, warn=True)
+    _HUBER_CONFIG(reduction=reduction, delta=delta)
+    _check_pair(fn, input, target, where, warn=True)
     _check_weight(fn, weight, input)
-    check_positive(fn, delta=delta)
-    return reduce(_huber(input - target, delta), reduction, weight)
+    input, target = _masked_pair(where, input, target)
+    return reduce(_huber(input - target, delta), reduction, weight, where=where)
 
 
 @follows_autocast("float32")
+@checks_config(_SMOOTH_L1_CONFIG)
 def smooth_l1_loss(
     input: Tensor,
     target: Tensor,
     *,
     reduction: Reduction = "mean",
     beta: float = 1.0,
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Smooth L1 loss: Huber loss divided by ``beta``, L1 in the tails.
 
@@ -310,6 +354,8 @@ def smooth_l1_loss(
             does funcloss, with torch's text) when the shapes differ: that is usually a bug.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         beta: the switch point, must be non-negative.
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
 
     Returns:
         The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor.
@@ -326,12 +372,12 @@ def smooth_l1_loss(
         tensor([0.0625, 2.0000])
     """
     fn = "smooth_l1_loss"
-    _check_pair(fn, input, target, reduction, warn=True)
-    check_non_negative(fn, beta=beta)
+    _SMOOTH_L1_CONFIG(reduction=reduction, beta=beta)
+    _check_pair(fn, input, target, where, warn=True)
+    input, target = _masked_pair(where, input, target)
     diff = input - target
-    if beta == 0:
-        return reduce(diff.abs(), reduction)
-    return reduce(_huber(diff, beta) / beta, reduction)
+    loss = diff.abs() if beta == 0 else _huber(diff, beta) / beta
+    return reduce(loss, reduction, where=where)
 
 
 # -- poisson NLL -------------------------------------------------------------------------------
@@ -349,6 +395,7 @@ def _stirling(target: Tensor) -> Tensor:
 
 
 @follows_autocast("float32")
+@checks_config(_POISSON_CONFIG)
 def poisson_nll_loss(
     input: Tensor,
     target: Tensor,
@@ -357,6 +404,7 @@ def poisson_nll_loss(
     *,
     eps: float = 1e-8,
     reduction: Reduction = "mean",
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Negative log-likelihood of count targets under a Poisson distribution.
 
@@ -382,6 +430,8 @@ def poisson_nll_loss(
         full: add the Stirling approximation of :math:`\log y!`.
         eps: added to the rate inside the log when ``log_input=False``; non-negative.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
 
     Returns:
         The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor.
@@ -399,8 +449,10 @@ def poisson_nll_loss(
         tensor([1.0000, 1.4824])
     """
     fn = "poisson_nll_loss"
-    _check_pair(fn, input, target, reduction)
-    check_non_negative(fn, eps=eps)
+    _POISSON_CONFIG(reduction=reduction, eps=eps)
+    _check_pair(fn, input, target, where)
+    # masked rates read 1 (log-rates 0) and counts 0: every term is finite there
+    input, target = masked(where, input, 0.0 if log_input else 1.0), masked(where, target)
     # a count of 0 at a log-rate of -inf (a rate of 0) adds nothing: times, not *
     if log_input:
         loss = torch.exp(input) - times(target, input)
@@ -408,7 +460,7 @@ def poisson_nll_loss(
         loss = input - times(target, torch.log(input + eps))
     if full:
         loss = loss + _stirling(target)
-    return reduce(loss, reduction)
+    return reduce(loss, reduction, where=where)
 
 
 # -- gaussian NLL ------------------------------------------------------------------------------
@@ -455,6 +507,7 @@ def _clamp_straight_through(var: Tensor, eps: float) -> Tensor:
 
 
 @follows_autocast("promoted")
+@checks_config(_GAUSSIAN_CONFIG)
 def gaussian_nll_loss(
     input: Tensor,
     target: Tensor,
@@ -462,6 +515,8 @@ def gaussian_nll_loss(
     full: bool = False,
     eps: float = 1e-6,
     reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Negative log-likelihood of targets under Gaussians with predicted means and variances.
 
@@ -489,6 +544,8 @@ def gaussian_nll_loss(
         full: add the constant :math:`\tfrac12 \log 2\pi`.
         eps: lower clamp of ``var``, non-negative.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
 
     Returns:
         The broadcast shape of ``input``, ``target`` and ``var`` for ``"none"``, else a 0-dim
@@ -512,16 +569,18 @@ def gaussian_nll_loss(
     fn = "gaussian_nll_loss"
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target)
-    check_reduction(fn, reduction)
-    check_non_negative(fn, eps=eps)
-    broadcast_shape(fn, input=input, target=target)
-    squared = (input - target) ** 2
+    _GAUSSIAN_CONFIG(reduction=reduction, eps=eps)
+    shape = broadcast_shape(fn, input=input, target=target)
     if isinstance(var, Tensor):
         check_floating(fn, var=var)
         var = _gaussian_var(fn, var, input)
-        broadcast_shape(fn, input=input, target=target, var=var)
+        shape = broadcast_shape(fn, input=input, target=target, var=var)
+    check_where(fn, where, shape)
+    input, target = _masked_pair(where, input, target)
+    squared = (input - target) ** 2
+    if isinstance(var, Tensor):
         _check_var_values(fn, var)
-        clamped = _clamp_straight_through(var, eps)
+        clamped = _clamp_straight_through(masked(where, var, 1.0), eps)
         loss = 0.5 * (torch.log(clamped) + squared / clamped)
     elif isinstance(var, int | float) and not isinstance(var, bool):
         check_non_negative(fn, var=var)
@@ -531,19 +590,21 @@ def gaussian_nll_loss(
         fail(TypeError, fn, "var", "be a torch.Tensor or a float", type(var).__name__)
     if full:
         loss = loss + _HALF_LOG_2PI
-    return reduce(loss, reduction)
+    return reduce(loss, reduction, where=where)
 
 
 # -- kl_div ------------------------------------------------------------------------------------
 
 
 @follows_autocast("float32")
+@checks_config(_KL_CONFIG)
 def kl_div(
     input: Tensor,
     target: Tensor,
     *,
     reduction: KLReduction = "mean",
     log_target: bool = False,
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Kullback-Leibler divergence :math:`\mathrm{KL}(\text{target} \,\|\, \text{input})`.
 
@@ -569,6 +630,9 @@ def kl_div(
             ``input`` (as in torch, silently); ``"batchmean"`` divides by ``input.size(0)``.
         reduction: ``"none"`` | ``"batchmean"`` | ``"mean"`` | ``"sum"``.
         log_target: whether ``target`` holds log-probabilities.
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count. ``"mean"`` divides by their number, ``"batchmean"`` by their number
+            in rows (their number times ``input.size(0) / input.numel()``).
 
     Returns:
         The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor.
@@ -584,9 +648,11 @@ def kl_div(
         tensor(0.6020)
     """
     fn = "kl_div"
-    _check_pair(fn, input, target, reduction, _KL_REDUCTIONS)
+    _KL_CONFIG(reduction=reduction)
+    _check_pair(fn, input, target, where)
     if reduction == "mean" and not torch.compiler.is_compiling():
         warnings.warn(_KL_MEAN_WARNING, stacklevel=3)
+    input, target = _masked_pair(where, input, target)
     # a class of probability 0 adds nothing, also where input is -inf (0 * inf would be nan)
     if log_target:
         big = torch.finfo(input.dtype).max
@@ -595,6 +661,9 @@ def kl_div(
     else:
         loss = torch.xlogy(target, target) - times(target, input)
     if reduction == "batchmean":
-        total = loss.sum()
+        if where is not None and input.dim() > 0:
+            # the mean over included elements, times the elements per row
+            return reduce(loss, "mean", where=where) * (loss.numel() / input.shape[0])
+        total = reduce(loss, "sum", where=where)
         return total / input.shape[0] if input.dim() > 0 else total
-    return reduce(loss, reduction)  # type: ignore[arg-type]
+    return reduce(loss, reduction, where=where)  # type: ignore[arg-type]

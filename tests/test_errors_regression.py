@@ -176,9 +176,11 @@ def test_module_misspelt_argument() -> None:
         fnn.KLDivLoss(size_average=False)
 
 
-def test_module_forwards_errors() -> None:
-    with pytest.raises(ValueError, match=r"smooth_l1_loss: `beta` must be non-negative"):
-        fnn.SmoothL1Loss(beta=-1.0)(X, X)
+def test_module_checks_config_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"SmoothL1Loss: `beta` must be non-negative"):
+        fnn.SmoothL1Loss(beta=-1.0)
+    with pytest.raises(ValueError, match=r"KLDivLoss: `reduction` must be one of"):
+        fnn.KLDivLoss(reduction="avg")
 
 
 @pytest.mark.parametrize(
