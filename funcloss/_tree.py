@@ -1,0 +1,271 @@
+"""``tree_loss``: one weighted total of several losses over matching pytrees (optree).
+
+Multi-head models (class + box + objectness), multi-task learning, deep supervision (a list of
+outputs at several depths) and distillation over dicts of features all sum losses over
+matching structures. Every structure operation here is optree's, with ``none_is_leaf=True``
+(a ``None`` target, mask or weight is a leaf: absent) and the default namespace; nothing is
+registered with optree or torch.
+
+Broadcasting a prefix tree (the losses, targets, masks, weights) onto the predictions: each
+tree is flattened with optree's accessors, and each leaf of the predictions takes the one
+prefix leaf whose accessor (keys *and* node types) begins its own. That is optree's
+``broadcast_prefix`` in the common case; anything else (a mismatch, or one of optree's looser
+cases: ``dict`` against ``OrderedDict``, a leaf standing for an empty subtree) goes to optree's
+own ``prefix_errors``/``broadcast_prefix``, so the rules and the errors are optree's. Why not
+call ``broadcast_prefix`` always: under ``torch.compile`` on torch 2.13 with optree 0.20,
+Dynamo cannot flatten a ``dict`` whose values are all Python constants (a dict of loss
+functions, of float weights): it constant-folds optree's dict flatten, which returns optree
+0.20's ``DictMetaData``, and Dynamo cannot wrap that ("SourcelessBuilder.create does not know
+how to wrap DictMetaData"). So a tree made only of constants is flattened outside the graph
+(:func:`torch.compiler.substitute_in_graph` on funcloss's own ``_flatten``, which folds it),
+and the matching is plain comparisons of constants, which Dynamo folds too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from numbers import Real
+from typing import Any
+
+import optree
+import torch
+from torch import Tensor
+
+from ._checks import check_reduction, fail, shape_str
+
+_FN = "tree_loss"
+_TOTALS = ("mean", "sum")
+
+# A leaf's place in a tree: the (entry, node type) of each step from the root.
+Key = tuple[tuple[Any, type], ...]
+
+
+def _key(accessor: optree.PyTreeAccessor) -> Key:
+    return tuple((entry.entry, entry.type) for entry in accessor)
+
+
+def _flatten(
+    tree: Any, is_leaf: Callable[[Any], bool] | None = None
+) -> tuple[tuple[Key, ...], tuple[Any, ...], tuple[str, ...]]:
+    """The leaves of ``tree`` (``None`` is a leaf), their keys, and their paths as code."""
+    accessors, leaves, _ = optree.tree_flatten_with_accessor(tree, is_leaf, none_is_leaf=True)
+    return (
+        tuple(_key(a) for a in accessors),
+        tuple(leaves),
+        tuple(a.codify("") for a in accessors),
+    )
+
+
+@torch.compiler.substitute_in_graph(_flatten, can_constant_fold_through=True)
+def _flatten_traced(
+    tree: Any, is_leaf: Callable[[Any], bool] | None = None
+) -> tuple[tuple[Key, ...], tuple[Any, ...], tuple[str, ...]]:
+    # While compiling: a tree of constants is folded (the original runs, outside the graph);
+    # a tree holding tensors is traced through this copy.
+    accessors, leaves, _ = optree.tree_flatten_with_accessor(tree, is_leaf, none_is_leaf=True)
+    return (
+        tuple(_key(a) for a in accessors),
+        tuple(leaves),
+        tuple(a.codify("") for a in accessors),
+    )
+
+
+class _Predictions:
+    """The predictions' leaves, treespec, and each leaf's key and path."""
+
+    def __init__(self, predictions: Any) -> None:
+        self.tree = predictions
+        self.leaves, self.spec = optree.tree_flatten(predictions, none_is_leaf=True)
+        accessors = self.spec.accessors()
+        self.keys = [_key(a) for a in accessors]
+        self.paths = [a.codify("predictions") for a in accessors]
+
+    def broadcast(
+        self, name: str, prefix: Any, is_leaf: Callable[[Any], bool] | None = None
+    ) -> tuple[list[Any], list[str]]:
+        """``prefix``'s leaf for each prediction leaf, and that leaf's path (``name[...]``)."""
+        keys, leaves, codes = _flatten(prefix, is_leaf)
+        chosen: list[int] = []
+        for full in self.keys:
+            found = [i for i, key in enumerate(keys) if full[: len(key)] == key]
+            if len(found) != 1:
+                break
+            chosen.append(found[0])
+        if len(chosen) == len(self.keys) and len(set(chosen)) == len(keys):
+            return [leaves[i] for i in chosen], [name + codes[i] for i in chosen]
+        return self._optree_broadcast(name, prefix, is_leaf)
+
+    def _optree_broadcast(
+        self, name: str, prefix: Any, is_leaf: Callable[[Any], bool] | None
+    ) -> tuple[list[Any], list[str]]:
+        errors = optree.prefix_errors(prefix, self.tree, is_leaf, none_is_leaf=True)
+        if errors:
+            raise _structure_error(name, str(errors[0](name)))
+        leaves = optree.broadcast_prefix(prefix, self.tree, is_leaf, none_is_leaf=True)
+        return leaves, [f"{name} at {path}" for path in self.paths]
+
+
+def _structure_error(name: str, optree_message: str) -> ValueError:
+    """The house error from optree's: the path, the rule, and optree's account of the rest."""
+    lines = [line.strip() for line in optree_message.splitlines() if line.strip()]
+    match = re.match(r"pytree structure error: (.*) at key path$", lines[0]) if lines else None
+    if match is None or len(lines) < 2:
+        rule = "match the structure of `predictions`"
+        return ValueError(f"{_FN}: `{name}` must {rule}, got: {' '.join(lines)}")
+    path = lines[1].removesuffix(" tree root")
+    where = path.removeprefix(name)
+    detail = " ".join(lines[2:]).removeprefix("At that key path, ").rstrip(".")
+    for theirs, ours in (
+        (f"the prefix pytree {name}", f"`{name}`"),
+        ("the full pytree", "`predictions`"),
+        (" extra key(s):", "; keys only in `predictions`:"),
+        (" missing key(s):", f"; keys only in `{name}`:"),
+    ):
+        detail = detail.replace(theirs, ours)
+    return ValueError(
+        f"{_FN}: `{path}` must be a leaf or have the structure of `predictions{where}`, "
+        f"got {match.group(1)}: {detail}."
+    )
+
+
+def _check_weight(path: str, weight: object) -> None:
+    if weight is None or (isinstance(weight, Real) and not isinstance(weight, bool)):
+        return
+    if not isinstance(weight, Tensor):
+        fail(TypeError, _FN, path, "be a number, a 0-dim tensor or None", type(weight).__name__)
+    if weight.dim() != 0:
+        fail(ValueError, _FN, path, "be a number or a 0-dim tensor", shape_str(weight.shape))
+
+
+def _zero(prediction: Any) -> Tensor:
+    """The term of a task without a target: 0, in the prediction's floating dtype."""
+    if isinstance(prediction, Tensor) and prediction.is_floating_point():
+        return prediction.new_zeros(())
+    return torch.zeros(())
+
+
+def _terms(
+    loss: Any,
+    predictions: Any,
+    targets: Any,
+    weights: Any,
+    where: Any,
+    reduction: str,
+) -> tuple[_Predictions, list[Tensor], list[Any], list[bool]]:
+    """The per-leaf losses (0 where the target is ``None``), their weights, and which are
+    present (target not ``None``)."""
+    check_reduction(_FN, reduction, _TOTALS)
+    tree = _Predictions(predictions)
+    n = len(tree.leaves)
+    fns, fn_paths = tree.broadcast("loss", loss, callable)
+    ys, _ = tree.broadcast("targets", targets)
+    masks = [None] * n if where is None else tree.broadcast("where", where)[0]
+    if weights is None:
+        factors: list[Any] = [None] * n
+    else:
+        factors, weight_paths = tree.broadcast("weights", weights)
+        for path, factor in zip(weight_paths, factors, strict=True):
+            _check_weight(path, factor)
+    terms: list[Tensor] = []
+    for fn, path, x, y, mask in zip(fns, fn_paths, tree.leaves, ys, masks, strict=True):
+        if not callable(fn):
+            fail(TypeError, _FN, path, "be a loss function", type(fn).__name__)
+        if y is None:
+            terms.append(_zero(x))
+        elif mask is None:
+            terms.append(fn(x, y, reduction=reduction))
+        else:
+            terms.append(fn(x, y, reduction=reduction, where=mask))
+    return tree, terms, factors, [y is not None for y in ys]
+
+
+def _total(parts: list[Tensor], like: list[Any]) -> Tensor:
+    """Sum of the weighted terms (a sum over the tree, not a reduction of a loss)."""
+    if not parts:
+        return _zero(like[0] if like else None)
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def tree_loss(
+    loss: Any,
+    predictions: Any,
+    targets: Any,
+    *,
+    weights: Any = None,
+    where: Any = None,
+    reduction: str = "mean",
+    return_terms: bool = False,
+) -> Tensor | tuple[Tensor, Any]:
+    r"""The weighted sum of losses over matching pytrees of predictions and targets.
+
+    For multi-head models (detection: class + box + objectness), multi-task learning, deep
+    supervision (one loss over a list of outputs at several depths) and distillation over dicts
+    of features. Trees are optree pytrees (dicts, lists, tuples, namedtuples, ``None``...) whose
+    leaves are tensors; each leaf :math:`i` of ``predictions`` is one term:
+
+    .. math::
+        L = \sum_i w_i\, \ell_i(x_i, y_i), \qquad
+        \ell_i = \texttt{loss}_i(x_i, y_i,\ \texttt{reduction},\ \texttt{where}=m_i)
+
+    ``loss``, ``targets``, ``where`` and ``weights`` are each a *prefix* of ``predictions``'
+    structure: the same tree, or one cut short, where a leaf stands for the whole subtree of
+    ``predictions`` below it (so one loss and one target serve every output of a deep
+    supervision list). A ``None`` leaf means absent: a ``None`` target is a task without labels
+    in this batch (its term is 0), a ``None`` mask means no ``where``, a ``None`` weight is 1.
+
+    Args:
+        loss: a loss function (any callable; funcloss's losses, loss modules, your own), or a
+            pytree of them that is a prefix of ``predictions``. Each is called as
+            ``fn(x, y, reduction=reduction)``, with ``where=m`` added only when there is a
+            mask, so losses without a ``where`` argument work.
+        predictions: a pytree of tensors.
+        targets: a pytree, a prefix of ``predictions``; leaves are the losses' targets or
+            ``None``.
+        weights: ``None`` (all 1), or a pytree, a prefix of ``predictions``, of numbers, 0-dim
+            tensors or ``None``. Weights multiply the terms; they need not sum to 1.
+        where: ``None``, or a pytree, a prefix of ``predictions``, of bool masks (each of the
+            shape its loss takes, see the loss's ``where``) or ``None``.
+        reduction: ``"mean"`` | ``"sum"``, passed to each loss. ``"none"`` is refused: losses
+            of different shapes have no elementwise total (call the losses themselves).
+        return_terms: also return the per-leaf losses :math:`\ell_i` (unweighted, 0 for a
+            ``None`` target), a pytree of ``predictions``' structure, for logging.
+
+    Returns:
+        The total :math:`L`, a 0-dim tensor (the promoted dtype of the terms); with
+        ``return_terms``, the pair ``(total, terms)``. Under ``torch.func.vmap`` the total is
+        per sample.
+
+    Raises:
+        ValueError: a tree that is not a prefix of ``predictions`` (the message names the path,
+            as ``tree_loss: `targets['box']` must ...``), a weight that is not 0-dim,
+            ``reduction="none"``.
+        TypeError: a ``loss`` leaf that is not callable, a weight that is not a number or
+            tensor. A bad mask (not bool, wrong shape) is refused by its loss.
+
+    Examples:
+        A detection-style head, a ``None`` target (no boxes labelled in this batch):
+
+        >>> x = {"cls": torch.tensor([[2.0, 0.0]]), "box": torch.tensor([[0.5, 1.0]])}
+        >>> y = {"cls": torch.tensor([0]), "box": None}
+        >>> losses = {"cls": funcloss.cross_entropy, "box": funcloss.l1_loss}
+        >>> total, terms = funcloss.tree_loss(losses, x, y, return_terms=True)
+        >>> total, terms["box"]
+        (tensor(0.1269), tensor(0.))
+
+        Deep supervision: one loss and one target for every depth, weighted:
+
+        >>> outputs = [torch.tensor([1.0, 2.0]), torch.tensor([1.5, 2.5])]
+        >>> funcloss.tree_loss(funcloss.mse_loss, outputs, torch.tensor([1.0, 2.0]),
+        ...                    weights=[0.5, 1.0])
+        tensor(0.2500)
+    """
+    tree, terms, factors, _ = _terms(loss, predictions, targets, weights, where, reduction)
+    weighted = [t if w is None else t * w for t, w in zip(terms, factors, strict=True)]
+    total = _total(weighted, tree.leaves)
+    if return_terms:
+        return total, tree.spec.unflatten(terms)
+    return total
