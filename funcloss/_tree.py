@@ -26,11 +26,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from numbers import Real
-from typing import Any
+from typing import Any, NamedTuple
 
 import optree
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ._checks import check_reduction, fail, shape_str
 
@@ -71,15 +71,23 @@ def _flatten_traced(
     )
 
 
+def loss_leaves(loss: Any) -> tuple[list[str], tuple[Any, ...], tuple[str, ...]]:
+    """The leaves of a loss tree, a submodule name for each (its path: ``"box/0"``; the root
+    is ``"loss"``), and its path as code (``"['box'][0]"``)."""
+    _, leaves, codes = _flatten(loss, callable)
+    paths = optree.tree_paths(loss, callable, none_is_leaf=True)
+    names = ["/".join(str(k).replace(".", "_") for k in path) or "loss" for path in paths]
+    return names, leaves, codes
+
+
 class _Predictions:
-    """The predictions' leaves, treespec, and each leaf's key and path."""
+    """The predictions' leaves, treespec, and each leaf's key."""
 
     def __init__(self, predictions: Any) -> None:
         self.tree = predictions
         self.leaves, self.spec = optree.tree_flatten(predictions, none_is_leaf=True)
         accessors = self.spec.accessors()
         self.keys = [_key(a) for a in accessors]
-        self.paths = [a.codify("predictions") for a in accessors]
 
     def broadcast(
         self, name: str, prefix: Any, is_leaf: Callable[[Any], bool] | None = None
@@ -94,16 +102,22 @@ class _Predictions:
             chosen.append(found[0])
         if len(chosen) == len(self.keys) and len(set(chosen)) == len(keys):
             return [leaves[i] for i in chosen], [name + codes[i] for i in chosen]
-        return self._optree_broadcast(name, prefix, is_leaf)
+        return self._optree_broadcast(name, prefix, is_leaf, codes)
 
     def _optree_broadcast(
-        self, name: str, prefix: Any, is_leaf: Callable[[Any], bool] | None
+        self,
+        name: str,
+        prefix: Any,
+        is_leaf: Callable[[Any], bool] | None,
+        codes: tuple[str, ...],
     ) -> tuple[list[Any], list[str]]:
         errors = optree.prefix_errors(prefix, self.tree, is_leaf, none_is_leaf=True)
         if errors:
             raise _structure_error(name, str(errors[0](name)))
         leaves = optree.broadcast_prefix(prefix, self.tree, is_leaf, none_is_leaf=True)
-        return leaves, [f"{name} at {path}" for path in self.paths]
+        spec = optree.tree_structure(prefix, is_leaf, none_is_leaf=True)
+        paths = optree.broadcast_prefix(spec.unflatten(codes), self.tree, none_is_leaf=True)
+        return leaves, [name + code for code in paths]
 
 
 def _structure_error(name: str, optree_message: str) -> ValueError:
@@ -145,16 +159,23 @@ def _zero(prediction: Any) -> Tensor:
     return torch.zeros(())
 
 
-def _terms(
+class _Terms(NamedTuple):
+    tree: _Predictions
+    terms: list[Tensor]  # per prediction leaf: its loss, 0 where the target is None
+    weights: list[Any]  # its weight, None for 1
+    present: list[bool]  # target not None
+    loss_paths: list[str]  # the path of its loss in `loss`: "loss['cls']"
+
+
+def terms(
     loss: Any,
     predictions: Any,
     targets: Any,
     weights: Any,
     where: Any,
     reduction: str,
-) -> tuple[_Predictions, list[Tensor], list[Any], list[bool]]:
-    """The per-leaf losses (0 where the target is ``None``), their weights, and which are
-    present (target not ``None``)."""
+) -> _Terms:
+    """Each prediction leaf's loss, weight, presence, and loss path."""
     check_reduction(_FN, reduction, _TOTALS)
     tree = _Predictions(predictions)
     n = len(tree.leaves)
@@ -173,21 +194,27 @@ def _terms(
             fail(TypeError, _FN, path, "be a loss function", type(fn).__name__)
         if y is None:
             terms.append(_zero(x))
-        elif mask is None:
-            terms.append(fn(x, y, reduction=reduction))
-        else:
-            terms.append(fn(x, y, reduction=reduction, where=mask))
-    return tree, terms, factors, [y is not None for y in ys]
+            continue
+        # A loss module keeps its own config, its reduction included.
+        options = {} if isinstance(fn, nn.Module) else {"reduction": reduction}
+        if mask is not None:
+            options["where"] = mask
+        term = fn(x, y, **options)
+        if not isinstance(term, Tensor) or term.dim() != 0:
+            got = shape_str(term.shape) if isinstance(term, Tensor) else type(term).__name__
+            fail(ValueError, _FN, path, "return a 0-dim tensor (reduction 'mean' or 'sum')", got)
+        terms.append(term)
+    return _Terms(tree, terms, factors, [y is not None for y in ys], fn_paths)
 
 
-def _total(parts: list[Tensor], like: list[Any]) -> Tensor:
+def total(parts: list[Tensor], like: list[Any]) -> Tensor:
     """Sum of the weighted terms (a sum over the tree, not a reduction of a loss)."""
     if not parts:
         return _zero(like[0] if like else None)
-    total = parts[0]
+    result = parts[0]
     for part in parts[1:]:
-        total = total + part
-    return total
+        result = result + part
+    return result
 
 
 def tree_loss(
@@ -218,10 +245,12 @@ def tree_loss(
     in this batch (its term is 0), a ``None`` mask means no ``where``, a ``None`` weight is 1.
 
     Args:
-        loss: a loss function (any callable; funcloss's losses, loss modules, your own), or a
-            pytree of them that is a prefix of ``predictions``. Each is called as
-            ``fn(x, y, reduction=reduction)``, with ``where=m`` added only when there is a
-            mask, so losses without a ``where`` argument work.
+        loss: a loss function (any callable: funcloss's losses, loss modules, your own), or a
+            pytree of them that is a prefix of ``predictions``. A function is called as
+            ``fn(x, y, reduction=reduction)``, a loss module (an ``nn.Module``) as
+            ``module(x, y)`` with its own config (its reduction included); ``where=m`` is
+            added only when there is a mask, so losses without a ``where`` argument work.
+            Each must return a 0-dim tensor.
         predictions: a pytree of tensors.
         targets: a pytree, a prefix of ``predictions``; leaves are the losses' targets or
             ``None``.
@@ -241,8 +270,8 @@ def tree_loss(
 
     Raises:
         ValueError: a tree that is not a prefix of ``predictions`` (the message names the path,
-            as ``tree_loss: `targets['box']` must ...``), a weight that is not 0-dim,
-            ``reduction="none"``.
+            as ``tree_loss: `targets['box']` must ...``), a weight that is not 0-dim, a loss
+            that does not return a 0-dim tensor, ``reduction="none"``.
         TypeError: a ``loss`` leaf that is not callable, a weight that is not a number or
             tensor. A bad mask (not bool, wrong shape) is refused by its loss.
 
@@ -263,9 +292,9 @@ def tree_loss(
         ...                    weights=[0.5, 1.0])
         tensor(0.2500)
     """
-    tree, terms, factors, _ = _terms(loss, predictions, targets, weights, where, reduction)
-    weighted = [t if w is None else t * w for t, w in zip(terms, factors, strict=True)]
-    total = _total(weighted, tree.leaves)
+    parts = terms(loss, predictions, targets, weights, where, reduction)
+    weighted = [t if w is None else t * w for t, w in zip(parts.terms, parts.weights, strict=True)]
+    result = total(weighted, parts.tree.leaves)
     if return_terms:
-        return total, tree.spec.unflatten(terms)
-    return total
+        return result, parts.tree.spec.unflatten(parts.terms)
+    return result
