@@ -74,8 +74,8 @@ def _flatten_traced(
 def loss_leaves(loss: Any) -> tuple[list[str], tuple[Any, ...], tuple[str, ...]]:
     """The leaves of a loss tree, a submodule name for each (its path: ``"box/0"``; the root
     is ``"loss"``), and its path as code (``"['box'][0]"``)."""
-    _, leaves, codes = _flatten(loss, callable)
-    paths = optree.tree_paths(loss, callable, none_is_leaf=True)
+    _, leaves, codes = _flatten(loss)
+    paths = optree.tree_paths(loss, none_is_leaf=True)
     names = ["/".join(str(k).replace(".", "_") for k in path) or "loss" for path in paths]
     return names, leaves, codes
 
@@ -179,7 +179,7 @@ def terms(
     check_reduction(_FN, reduction, _TOTALS)
     tree = _Predictions(predictions)
     n = len(tree.leaves)
-    fns, fn_paths = tree.broadcast("loss", loss, callable)
+    fns, fn_paths = tree.broadcast("loss", loss)
     ys, _ = tree.broadcast("targets", targets)
     masks = [None] * n if where is None else tree.broadcast("where", where)[0]
     if weights is None:
