@@ -8,23 +8,26 @@ registered with optree or torch.
 
 Broadcasting a prefix tree (the losses, targets, masks, weights) onto the predictions: each
 tree is flattened with optree's accessors, and each leaf of the predictions takes the one
-prefix leaf whose accessor (keys *and* node types) begins its own. That is optree's
-``broadcast_prefix`` in the common case; anything else (a mismatch, or one of optree's looser
-cases: ``dict`` against ``OrderedDict``, a leaf standing for an empty subtree) goes to optree's
-own ``prefix_errors``/``broadcast_prefix``, so the rules and the errors are optree's. Why not
-call ``broadcast_prefix`` always: under ``torch.compile`` on torch 2.13 with optree 0.20,
-Dynamo cannot flatten a ``dict`` whose values are all Python constants (a dict of loss
-functions, of float weights): it constant-folds optree's dict flatten, which returns optree
-0.20's ``DictMetaData``, and Dynamo cannot wrap that ("SourcelessBuilder.create does not know
-how to wrap DictMetaData"). So a tree made only of constants is flattened outside the graph
-(:func:`torch.compiler.substitute_in_graph` on funcloss's own ``_flatten``, which folds it),
-and the matching is plain comparisons of constants, which Dynamo folds too.
+prefix leaf whose accessor (keys *and* node types) begins its own. Anything else goes to
+optree's ``prefix_errors``, so the rules and the error messages are optree's; what optree
+accepts beyond that (a ``dict`` against an ``OrderedDict``, a leaf standing for an empty
+subtree) is then matched on the keys alone. (optree 0.20's ``broadcast_prefix`` itself returns
+the leaves in the *prefix's* order, so a ``dict`` prefix of an ``OrderedDict`` comes back
+misaligned with the predictions' leaves: not used here.)
+
+Why not flatten every tree with optree inside the graph: under ``torch.compile`` on torch
+2.13 with optree 0.20, Dynamo cannot flatten a ``dict`` whose values are all Python constants
+(a dict of loss functions, of float weights): it constant-folds optree's dict flatten, which
+returns optree 0.20's ``DictMetaData``, and Dynamo cannot wrap that ("SourcelessBuilder.create
+does not know how to wrap DictMetaData"). So a tree made only of constants is flattened
+outside the graph (:func:`torch.compiler.substitute_in_graph` on funcloss's own ``_flatten``
+folds it: this registers a rule for that function only), and the matching is comparisons of
+constants, which Dynamo folds too. A tree holding tensors is flattened in the graph.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from numbers import Real
 from typing import Any, NamedTuple
 
@@ -45,11 +48,9 @@ def _key(accessor: optree.PyTreeAccessor) -> Key:
     return tuple((entry.entry, entry.type) for entry in accessor)
 
 
-def _flatten(
-    tree: Any, is_leaf: Callable[[Any], bool] | None = None
-) -> tuple[tuple[Key, ...], tuple[Any, ...], tuple[str, ...]]:
+def _flatten(tree: Any) -> tuple[tuple[Key, ...], tuple[Any, ...], tuple[str, ...]]:
     """The leaves of ``tree`` (``None`` is a leaf), their keys, and their paths as code."""
-    accessors, leaves, _ = optree.tree_flatten_with_accessor(tree, is_leaf, none_is_leaf=True)
+    accessors, leaves, _ = optree.tree_flatten_with_accessor(tree, none_is_leaf=True)
     return (
         tuple(_key(a) for a in accessors),
         tuple(leaves),
@@ -58,12 +59,10 @@ def _flatten(
 
 
 @torch.compiler.substitute_in_graph(_flatten, can_constant_fold_through=True)
-def _flatten_traced(
-    tree: Any, is_leaf: Callable[[Any], bool] | None = None
-) -> tuple[tuple[Key, ...], tuple[Any, ...], tuple[str, ...]]:
+def _flatten_traced(tree: Any) -> tuple[tuple[Key, ...], tuple[Any, ...], tuple[str, ...]]:
     # While compiling: a tree of constants is folded (the original runs, outside the graph);
     # a tree holding tensors is traced through this copy.
-    accessors, leaves, _ = optree.tree_flatten_with_accessor(tree, is_leaf, none_is_leaf=True)
+    accessors, leaves, _ = optree.tree_flatten_with_accessor(tree, none_is_leaf=True)
     return (
         tuple(_key(a) for a in accessors),
         tuple(leaves),
@@ -89,35 +88,37 @@ class _Predictions:
         accessors = self.spec.accessors()
         self.keys = [_key(a) for a in accessors]
 
-    def broadcast(
-        self, name: str, prefix: Any, is_leaf: Callable[[Any], bool] | None = None
-    ) -> tuple[list[Any], list[str]]:
+    def broadcast(self, name: str, prefix: Any) -> tuple[list[Any], list[str]]:
         """``prefix``'s leaf for each prediction leaf, and that leaf's path (``name[...]``)."""
-        keys, leaves, codes = _flatten(prefix, is_leaf)
-        chosen: list[int] = []
-        for full in self.keys:
-            found = [i for i, key in enumerate(keys) if full[: len(key)] == key]
-            if len(found) != 1:
-                break
-            chosen.append(found[0])
-        if len(chosen) == len(self.keys) and len(set(chosen)) == len(keys):
-            return [leaves[i] for i in chosen], [name + codes[i] for i in chosen]
-        return self._optree_broadcast(name, prefix, is_leaf, codes)
+        keys, leaves, codes = _flatten(prefix)
+        chosen = _match(self.keys, keys)
+        if chosen is None or len(set(chosen)) != len(keys):
+            # Not the common case: optree decides, and names the first mismatch.
+            errors = optree.prefix_errors(prefix, self.tree, none_is_leaf=True)
+            if errors:
+                raise _structure_error(name, str(errors[0](name)))
+            # Valid for optree (a dict against an OrderedDict, a leaf for an empty subtree):
+            # match on the paths alone, which optree's check has just vouched for.
+            chosen = _match([_path(k) for k in self.keys], [_path(k) for k in keys])
+            if chosen is None:  # unreachable for a structure optree accepts
+                raise ValueError(f"{_FN}: `{name}` must match the structure of `predictions`.")
+        return [leaves[i] for i in chosen], [name + codes[i] for i in chosen]
 
-    def _optree_broadcast(
-        self,
-        name: str,
-        prefix: Any,
-        is_leaf: Callable[[Any], bool] | None,
-        codes: tuple[str, ...],
-    ) -> tuple[list[Any], list[str]]:
-        errors = optree.prefix_errors(prefix, self.tree, is_leaf, none_is_leaf=True)
-        if errors:
-            raise _structure_error(name, str(errors[0](name)))
-        leaves = optree.broadcast_prefix(prefix, self.tree, is_leaf, none_is_leaf=True)
-        spec = optree.tree_structure(prefix, is_leaf, none_is_leaf=True)
-        paths = optree.broadcast_prefix(spec.unflatten(codes), self.tree, none_is_leaf=True)
-        return leaves, [name + code for code in paths]
+
+def _path(key: Key) -> tuple[Any, ...]:
+    return tuple(entry for entry, _ in key)
+
+
+def _match(full: list[Any], prefix: list[Any] | tuple[Any, ...]) -> list[int] | None:
+    """For each full key, the index of the one prefix key that begins it (None if any has
+    not exactly one)."""
+    chosen: list[int] = []
+    for key in full:
+        found = [i for i, k in enumerate(prefix) if key[: len(k)] == k]
+        if len(found) != 1:
+            return None
+        chosen.append(found[0])
+    return chosen
 
 
 def _structure_error(name: str, optree_message: str) -> ValueError:
