@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_reduction, fail, shape_str
+from ._modes import under_transform
 
 _FN = "tree_loss"
 _TOTALS = ("mean", "sum")
@@ -79,30 +80,59 @@ def loss_leaves(loss: Any) -> tuple[list[str], tuple[Any, ...], tuple[str, ...]]
     return names, leaves, codes
 
 
+# (name, predictions' treespec, prefix's treespec) -> (chosen, paths): the matching depends on
+# the structures only, so eager calls after the first skip it (the treespecs are optree's,
+# hashable, and exact: node types, keys, None leaves).
+_PLANS: dict[tuple[str, optree.PyTreeSpec, optree.PyTreeSpec], tuple[list[int], list[str]]] = {}
+_MAX_PLANS = 1024
+
+
 class _Predictions:
-    """The predictions' leaves, treespec, and each leaf's key."""
+    """The predictions' leaves and treespec, and each leaf's key (computed when needed)."""
 
     def __init__(self, predictions: Any) -> None:
         self.tree = predictions
         self.leaves, self.spec = optree.tree_flatten(predictions, none_is_leaf=True)
-        accessors = self.spec.accessors()
-        self.keys = [_key(a) for a in accessors]
+        self._keys: list[Key] | None = None
+
+    @property
+    def keys(self) -> list[Key]:
+        if self._keys is None:
+            self._keys = [_key(a) for a in self.spec.accessors()]
+        return self._keys
 
     def broadcast(self, name: str, prefix: Any) -> tuple[list[Any], list[str]]:
         """``prefix``'s leaf for each prediction leaf, and that leaf's path (``name[...]``)."""
-        keys, leaves, codes = _flatten(prefix)
+        if torch.compiler.is_compiling():  # folded by Dynamo; the plan is traced (constants)
+            keys, leaves, codes = _flatten(prefix)
+            chosen = self._plan(name, prefix, keys)
+            return [leaves[i] for i in chosen], [name + codes[i] for i in chosen]
+        leaves, spec = optree.tree_flatten(prefix, none_is_leaf=True)
+        cached = _PLANS.get((name, self.spec, spec))
+        if cached is None:
+            keys, _, codes = _flatten(prefix)
+            chosen = self._plan(name, prefix, keys)
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            cached = _PLANS[name, self.spec, spec] = chosen, [name + codes[i] for i in chosen]
+        chosen, paths = cached
+        return [leaves[i] for i in chosen], paths
+
+    def _plan(self, name: str, prefix: Any, keys: tuple[Key, ...]) -> list[int]:
+        """For each prediction leaf, the index of its leaf among ``prefix``'s."""
         chosen = _match(self.keys, keys)
-        if chosen is None or len(set(chosen)) != len(keys):
-            # Not the common case: optree decides, and names the first mismatch.
-            errors = optree.prefix_errors(prefix, self.tree, none_is_leaf=True)
-            if errors:
-                raise _structure_error(name, str(errors[0](name)))
-            # Valid for optree (a dict against an OrderedDict, a leaf for an empty subtree):
-            # match on the paths alone, which optree's check has just vouched for.
-            chosen = _match([_path(k) for k in self.keys], [_path(k) for k in keys])
-            if chosen is None:  # unreachable for a structure optree accepts
-                raise ValueError(f"{_FN}: `{name}` must match the structure of `predictions`.")
-        return [leaves[i] for i in chosen], [name + codes[i] for i in chosen]
+        if chosen is not None and len(set(chosen)) == len(keys):
+            return chosen
+        # Not the common case: optree decides, and names the first mismatch.
+        errors = optree.prefix_errors(prefix, self.tree, none_is_leaf=True)
+        if errors:
+            raise _structure_error(name, str(errors[0](name)))
+        # Valid for optree (a dict against an OrderedDict, a leaf for an empty subtree): match
+        # on the paths alone, which optree's check has just vouched for.
+        chosen = _match([_path(k) for k in self.keys], [_path(k) for k in keys])
+        if chosen is None:  # unreachable for a structure optree accepts
+            raise ValueError(f"{_FN}: `{name}` must match the structure of `predictions`.")
+        return chosen
 
 
 def _path(key: Key) -> tuple[Any, ...]:
@@ -145,12 +175,26 @@ def _structure_error(name: str, optree_message: str) -> ValueError:
 
 
 def _check_weight(path: str, weight: object) -> None:
-    if weight is None or (isinstance(weight, Real) and not isinstance(weight, bool)):
+    # the concrete types first: the abstract Real check is slow
+    if weight is None or type(weight) in (float, int):
+        return
+    if isinstance(weight, Real) and not isinstance(weight, bool):
         return
     if not isinstance(weight, Tensor):
         fail(TypeError, _FN, path, "be a number, a 0-dim tensor or None", type(weight).__name__)
     if weight.dim() != 0:
         fail(ValueError, _FN, path, "be a number or a 0-dim tensor", shape_str(weight.shape))
+
+
+def scale(term: Tensor, weight: Any) -> Tensor:
+    """``weight * term``. Under a torch.func transform a Python number is made a tensor of the
+    term's dtype first: under ``jacfwd`` a 0-dim tensor times a Python float has a float64
+    tangent (pytorch#90065)."""
+    if weight is None:
+        return term
+    if not isinstance(weight, Tensor) and under_transform():
+        weight = torch.as_tensor(weight, dtype=term.dtype, device=term.device)
+    return term * weight
 
 
 def _zero(prediction: Any) -> Tensor:
@@ -294,7 +338,7 @@ def tree_loss(
         tensor(0.2500)
     """
     parts = terms(loss, predictions, targets, weights, where, reduction)
-    weighted = [t if w is None else t * w for t, w in zip(parts.terms, parts.weights, strict=True)]
+    weighted = [scale(t, w) for t, w in zip(parts.terms, parts.weights, strict=True)]
     result = total(weighted, parts.tree.leaves)
     if return_terms:
         return result, parts.tree.spec.unflatten(parts.terms)

@@ -247,7 +247,7 @@ class TreeLoss(torch.nn.Module):
             if present:
                 s = self.log_variance[self._names[path]]
                 part = torch.exp(-s) * term + s
-                weighted.append(part if weight is None else part * weight)
+                weighted.append(_t.scale(part, weight))
         total = _t.total(weighted, parts.tree.leaves)
         if return_terms:
             return total, parts.tree.spec.unflatten(parts.terms)

@@ -397,3 +397,48 @@ def test_module_rejects_bad_config() -> None:
         fnn.TreeLoss(funcloss.mse_loss, reduction="none")
     with pytest.raises(TypeError, match=r"TreeLoss: `loss\['a'\]` must be a loss function"):
         fnn.TreeLoss({"a": 1.0})
+
+
+def test_jacfwd_keeps_float32_with_number_weights() -> None:
+    # pytorch#90065: a 0-dim float32 tensor times a Python float has a float64 tangent
+    x, y = _batch()
+    weights = {"cls": 0.5, "box": 2.0, "obj": None}
+    jac = torch.func.jacfwd(lambda p: funcloss.tree_loss(LOSSES, p, y, weights=weights))(x)
+    assert {v.dtype for v in jac.values()} == {torch.float32}
+    expected = jacrev(lambda p: funcloss.tree_loss(LOSSES, p, y, weights=weights))(x)
+    for k in x:
+        assert_close(jac[k], expected[k])
+
+
+def test_structure_checks_run_on_every_call() -> None:
+    # Eager calls reuse the matching of a structure seen before; a new structure is checked.
+    x, y = _batch()
+    funcloss.tree_loss(LOSSES, x, y)
+    with pytest.raises(ValueError, match=r"`targets\['box'\]` must"):
+        funcloss.tree_loss(LOSSES, x, {**y, "box": [y["box"]]})
+    total = funcloss.tree_loss(LOSSES, x, {**y, "obj": None})  # same keys, a None leaf
+    expected = F.cross_entropy(x["cls"], y["cls"]) + F.smooth_l1_loss(x["box"], y["box"])
+    assert_close(total, expected)
+
+
+def test_check_loss_in_dims_as_a_prefix_tree() -> None:
+    x, y = _batch(dtype=torch.float64)
+    losses = {"box": funcloss.smooth_l1_loss, "obj": funcloss.mse_loss}
+
+    def reference(loss, predictions, targets):
+        box = F.smooth_l1_loss(predictions["box"], targets["box"])
+        return box + F.mse_loss(predictions["obj"], targets["obj"])
+
+    predictions = {"box": x["box"], "obj": x["obj"]}
+    targets = {"box": y["box"], "obj": y["obj"]}
+    # vmap over the rows: in_dims is a tree for the predictions, a leaf for the targets
+    report = check_loss(
+        funcloss.tree_loss,
+        reference,
+        losses,
+        predictions,
+        targets,
+        in_dims=[None, {"box": 0, "obj": 0}, 0],
+        skip=["compile", "compile_grad", "compile_vmap_grad", "gradgradcheck", "hessian"],
+    )
+    assert "loop over 4 problems" in report.checked["vmap"]
