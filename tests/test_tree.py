@@ -263,8 +263,11 @@ def test_compile_fullgraph() -> None:
     y["obj"] = None
     weights = {"cls": 2.0, "box": 0.5, "obj": None}
 
+    where = {"cls": None, "box": torch.tensor([[True, False]] * 2 + [[False, False]] * 2)}
+    where["obj"] = None
+
     def f(x, y):
-        return funcloss.tree_loss(LOSSES, x, y, weights=weights, return_terms=True)
+        return funcloss.tree_loss(LOSSES, x, y, weights=weights, where=where, return_terms=True)
 
     torch.compiler.reset()
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
@@ -385,6 +388,12 @@ def test_module_compiles_and_functional_call() -> None:
     torch.compiler.reset()
     compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
     assert_close(compiled(x, y), module(x, y))
+    per_sample = vmap(module)(x, y)  # one total per sample (each term a mean over 1 row)
+    rows = [
+        module({k: v[i] for k, v in x.items()}, {k: v[i] for k, v in y.items()})
+        for i in range(len(y["cls"]))
+    ]
+    assert_close(per_sample, torch.stack(rows))
     params = {"log_variance.cls": torch.tensor(1.0), "log_variance.box": torch.tensor(0.0)}
     called = functional_call(module, params, (x, y))
     with torch.no_grad():
