@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import urllib.parse
 import warnings
 import zlib
@@ -97,6 +98,23 @@ def test_every_public_name_has_a_page(site: Path) -> None:
     modules = (site / "_generated" / "api" / "modules.html").read_text()
     section = modules.split('id="funcloss.nn.HuberLoss"', 1)[1].split('id="funcloss.nn.', 1)[0]
     assert "Shape" in section and "target" in section
+
+
+def test_the_build_fails_for_a_public_name_without_a_page() -> None:
+    _require(_missing_packages())
+    sys.path.insert(0, str(DOCS / "_ext"))
+    import funcloss_docs
+    from sphinx.errors import ExtensionError
+
+    names, nn_names = funcloss_docs._public()
+    objects = {f"funcloss.{n}": None for n in names if n != "__version__"}
+    objects |= {f"funcloss.nn.{n}": None for n in nn_names}
+    domain = types.SimpleNamespace(objects=objects)
+    app = types.SimpleNamespace(env=types.SimpleNamespace(get_domain=lambda name: domain))
+    funcloss_docs.check_public_names(app, None)  # every name documented: the build goes on
+    del objects["funcloss.huber_loss"], objects["funcloss.nn.TreeLoss"]
+    with pytest.raises(ExtensionError, match=r"funcloss\.huber_loss, funcloss\.nn\.TreeLoss"):
+        funcloss_docs.check_public_names(app, None)
 
 
 def test_the_site_is_offline(site: Path) -> None:

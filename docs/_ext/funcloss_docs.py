@@ -367,7 +367,7 @@ def check_public_names(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None:
         return
     names, nn_names = _public()
-    objects = app.env.domains["py"].objects
+    objects = app.env.get_domain("py").objects
     expected = [f"funcloss.{n}" for n in names if n != "__version__"]
     expected += [f"funcloss.nn.{n}" for n in nn_names]
     missing = [name for name in expected if name not in objects]
