@@ -90,6 +90,9 @@ def test_every_public_name_has_a_page(site: Path) -> None:
     expected |= {f"funcloss.nn.{n}" for n in funcloss.nn.__all__}
     expected |= {f"funcloss.testing.{n}" for n in ("check_loss", "CheckReport")}
     assert expected - documented == set()
+    # each loss's example is a doctest (run by pytest --doctest-modules), shown on its page
+    public = [getattr(funcloss, n) for n in funcloss.__all__ if n != "__version__"]
+    assert [f.__name__ for f in public if ">>>" not in (f.__doc__ or "")] == []
     # one page per loss family, each loss on it with its module linked
     family = (site / "_generated" / "api" / "regression.html").read_text()
     for name in ("huber_loss", "mse_loss", "kl_div"):

@@ -192,10 +192,14 @@ def _modules_page(nn_names: list[str]) -> str:
         _title("Modules (funcloss.nn)"),
         ".. module:: funcloss.nn\n",
         inspect.getdoc(funcloss.nn) + "\n",
-        ".. autosummary::\n   :nosignatures:\n",
-        *(f"   {name}" for name in nn_names),
-        "",
+        ".. list-table::\n   :header-rows: 1\n\n   * - module\n     - function\n",
     ]
+    for name in nn_names:
+        fn = getattr(getattr(funcloss.nn, name), "_fn", None)
+        function = fn.__name__ if fn is not None else "tree_loss"
+        target = f":func:`funcloss.{function}`"
+        text.append(f"   * - :class:`{name}`\n     - {target}")
+    text.append("")
     for name in nn_names:
         cls = getattr(funcloss.nn, name)
         fn = getattr(cls, "_fn", None)
@@ -203,17 +207,23 @@ def _modules_page(nn_names: list[str]) -> str:
             signature = inspect.Signature(
                 [p.replace(annotation=inspect.Parameter.empty) for p in cls._config]
             )
-            inputs = ", ".join(cls._inputs)
+            forward = inspect.signature(cls.forward)
+            forward = forward.replace(
+                parameters=[
+                    p.replace(annotation=inspect.Parameter.empty)
+                    for p in forward.parameters.values()
+                    if p.name != "self"
+                ],
+                return_annotation=inspect.Signature.empty,
+            )
             body = (
                 f"Module form of :func:`funcloss.{fn.__name__}`, torch's class name and "
                 "constructor arguments. The constructor takes the function's config "
                 "(checked at construction; tensors are registered as buffers); "
-                f"``forward({inputs})`` takes its tensors.\n\n"
+                f"``forward{forward}`` takes its tensors.\n\n"
                 + _shape_section(fn, cls._inputs)
-                + "\n.. rubric:: Example\n\n"
-                + ".. code-block:: python\n\n"
-                + f"   import funcloss.nn as fnn\n\n   criterion = fnn.{name}()\n"
-                + f"   loss = criterion({inputs.replace(', where', '')})\n"
+                + f"\nExample: the function's, :func:`funcloss.{fn.__name__}`, with its config "
+                f"passed to the constructor: ``funcloss.nn.{name}(**config)(*tensors)``.\n"
             )
             text.append(f".. class:: {name}{signature}\n\n{_indent(body)}\n")
         else:
