@@ -275,6 +275,8 @@ def _readme_section(heading_prefix: str) -> tuple[str, str]:
             fenced = not fenced
         if not fenced and re.match(rf"^#{{1,{level}}} ", line):
             break
+        if not fenced and any(line.startswith(c[2]) for c in CONCEPTS):
+            break  # a subsection with a page of its own
         if not fenced and line.startswith("#"):
             line = "#" + line[level:]  # README's ### under a ## section -> ## on the page
         body.append(line)
