@@ -97,12 +97,13 @@ def _masked_mean(case: Case, loss: Tensor, where: Tensor) -> Tensor:
 
 def _arg_mask(where: Tensor, position: int, case: Case) -> Tensor | None:
     """An input row is read only by masked rows when all its outputs are masked (K-dimensional
-    outputs: all of its positions); the weights and the bias are read by every row."""
+    outputs: all of its positions), so it is kept where any is included; the weights and the
+    bias are read by every row."""
     arg = case.args[position]
     if position == 0:
         if where.dim() == 0:
             return where.expand(arg.shape)
-        return where.reshape(where.shape[0], -1).all(1).unsqueeze(1).expand(arg.shape)
+        return where.reshape(where.shape[0], -1).any(1).unsqueeze(1).expand(arg.shape)
     if position == 2:
         return default_arg_mask(where, arg)
     return None
