@@ -190,3 +190,66 @@ def test_module_forward_refuses_extra_positional_inputs() -> None:
         r"got 3\.",
     ):
         fnn.CrossEntropyLoss()(X, Y, torch.rand(3))
+
+
+# -- where ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fn", [funcloss.cross_entropy, funcloss.nll_loss], ids=["cross_entropy", "nll_loss"]
+)
+def test_where_must_be_a_bool_tensor(fn) -> None:
+    name = fn.__name__
+    with pytest.raises(TypeError, match=rf"{name}: `where` must be a bool tensor .*torch.float32"):
+        fn(X, Y, where=torch.ones(4))
+    with pytest.raises(TypeError, match=rf"{name}: `where` must be a bool tensor .*torch.int64"):
+        fn(X, Y, where=torch.ones(4, dtype=torch.int64))
+    with pytest.raises(
+        TypeError, match=rf"{name}: `where` must be a bool tensor or None, got list"
+    ):
+        fn(X, Y, where=[True, False, True, True])
+
+
+def test_cross_entropy_where_of_neither_shape_names_both() -> None:
+    both = (
+        r"cross_entropy: `where` must be broadcastable to the unreduced loss shape \(4,\) \(a row "
+        r"mask\) or have the logits' 2 dimensions and broadcast to their shape \(4, 3\) \(a class "
+        r"mask\), got "
+    )
+    with pytest.raises(ValueError, match=both + r"\(5,\)"):
+        funcloss.cross_entropy(X, Y, where=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=both + r"\(4, 2\)"):
+        funcloss.cross_entropy(X, Y, where=torch.ones(4, 2, dtype=torch.bool))
+    # a (C,) vocabulary mask of batched logits is refused, with the (1, C) fix
+    with pytest.raises(ValueError, match=both + r"\(3,\)\. .*has shape \(1, C\): `mask\[None\]`"):
+        funcloss.cross_entropy(X, Y, where=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"the logits' 3 dimensions .*\(2, 3, 5\).*got \(3, 5\)"):
+        funcloss.cross_entropy(
+            torch.randn(2, 3, 5), torch.zeros(2, 5, dtype=torch.long), where=torch.ones(3, 5) > 0
+        )
+    with pytest.raises(ValueError, match=r"shape \(\) \(a row mask\) .*\(3,\).*got \(2,\)"):
+        funcloss.cross_entropy(X[0], Y[0], where=torch.ones(2, dtype=torch.bool))
+
+
+def test_nll_loss_takes_no_class_mask() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"nll_loss: `where` must be broadcastable to the unreduced loss shape \(4,\), "
+        r"got \(4, 3\)",
+    ):
+        funcloss.nll_loss(X, Y, where=torch.ones(4, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    ("cls", "config", "error", "message"),
+    [
+        (fnn.CrossEntropyLoss, {"label_smoothing": 2.0}, ValueError, "`label_smoothing` must be"),
+        (fnn.CrossEntropyLoss, {"reduction": "avg"}, ValueError, "`reduction` must be one of"),
+        (fnn.CrossEntropyLoss, {"ignore_index": 1.5}, TypeError, "`ignore_index` must be an int"),
+        (fnn.NLLLoss, {"reduction": "batchmean"}, ValueError, "`reduction` must be one of"),
+        (fnn.NLLLoss, {"ignore_index": None}, TypeError, "`ignore_index` must be an int"),
+    ],
+)
+def test_config_fails_at_construction(cls, config: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=rf"^{cls.__name__}: {message}"):
+        cls(**config)
