@@ -10,7 +10,6 @@ from torch import Tensor
 from ._checks import (
     Reduction,
     as_index,
-    broadcast_pair,
     check_class_weight,
     check_floating,
     check_in_range,
@@ -37,6 +36,7 @@ from ._softmax_ce import (
     row_gradient,
     row_jvp,
     row_loss,
+    softmax_mask,
 )
 
 _HALF = (torch.float16, torch.bfloat16)  # their log-softmax accumulates in fp32
@@ -116,37 +116,6 @@ def _row_weights(
         return None if ignored is None else (~ignored).to(dtype)
     row_weights = weight.to(dtype).gather(0, index)
     return row_weights if ignored is None else row_weights.masked_fill(ignored, 0)
-
-
-def softmax_mask(
-    fn: str, where: Tensor | None, loss_shape: tuple[int, ...], logits_shape: tuple[int, ...]
-) -> bool | None:
-    """What ``where`` masks: ``False`` for rows (broadcastable to the unreduced loss shape),
-    ``True`` for classes (the logits' number of dimensions, broadcastable to their shape),
-    ``None`` without a mask; any other ``where`` raises. The two cannot both fit: a row mask has
-    fewer dimensions than the logits."""
-    if where is None:
-        return None
-    if not isinstance(where, Tensor) or where.dtype != torch.bool:
-        check_where(fn, where, loss_shape)  # the type error
-    if broadcast_pair(where.shape, torch.Size(loss_shape)) == loss_shape:
-        return False
-    if where.dim() == len(logits_shape) and broadcast_pair(where.shape, logits_shape) == (
-        logits_shape
-    ):
-        return True
-    fail(
-        ValueError,
-        fn,
-        "where",
-        f"be broadcastable to the unreduced loss shape {shape_str(loss_shape)} (a row mask) "
-        f"or have the logits' {len(logits_shape)} dimensions and broadcast to their shape "
-        f"{shape_str(logits_shape)} (a class mask)",
-        shape_str(where.shape),
-        hint="A vocabulary mask shared by every row has shape (1, C): `mask[None]`."
-        if len(logits_shape) == 2
-        else "",
-    )
 
 
 def _masks(

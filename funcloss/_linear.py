@@ -32,7 +32,6 @@ from torch import Tensor
 from ._checks import (
     Reduction,
     as_index,
-    broadcast_pair,
     check_floating,
     check_in_range,
     check_index,
@@ -41,7 +40,6 @@ from ._checks import (
     check_number,
     check_reduction,
     check_tensor,
-    check_where,
     checks_config,
     class_index_mask,
     fail,
@@ -62,6 +60,7 @@ from ._softmax_ce import (
     row_loss,
     softmax_gradient,
     softmax_in_place,
+    softmax_mask,
     target_dot,
     target_gradient,
 )
@@ -813,25 +812,8 @@ def _masks(
     not kept. Any other ``where`` raises."""
     if where is None:
         return None, None
-    if not isinstance(where, Tensor) or where.dtype != torch.bool:
-        check_where(fn, where, loss_shape)  # the type error
-    if broadcast_pair(where.shape, torch.Size(loss_shape)) == loss_shape:
+    if not softmax_mask(fn, where, loss_shape, logits_shape):
         return where.expand(loss_shape).reshape(-1), None
-    if where.dim() != len(logits_shape) or broadcast_pair(where.shape, logits_shape) != (
-        logits_shape
-    ):
-        fail(
-            ValueError,
-            fn,
-            "where",
-            f"be broadcastable to the unreduced loss shape {shape_str(loss_shape)} (a row "
-            f"mask) or have the logits' {len(logits_shape)} dimensions and broadcast to their "
-            f"shape {shape_str(logits_shape)} (a class mask)",
-            shape_str(where.shape),
-            hint="A vocabulary mask shared by every row has shape (1, C): `mask[None]`."
-            if len(logits_shape) == 2
-            else "",
-        )
     expanded = where.expand(logits_shape)
     num_classes = logits_shape[0] if len(logits_shape) == 1 else logits_shape[1]
     # (N, C, d...) -> (N D, C), the order of the softmax rows

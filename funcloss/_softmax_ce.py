@@ -33,12 +33,46 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._checks import broadcast_pair, check_where, fail, shape_str
+
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """bf16/fp16 logits are computed (log-sum-exp, softmax, gradient sums) in fp32."""
     return torch.float32 if dtype in _HALF_DTYPES else dtype
+
+
+def softmax_mask(
+    fn: str, where: Tensor | None, loss_shape: tuple[int, ...], logits_shape: tuple[int, ...]
+) -> bool | None:
+    """What a softmax loss's ``where`` masks: ``False`` for rows (broadcastable to the unreduced
+    loss shape), ``True`` for classes (the logits' number of dimensions, broadcastable to their
+    shape), ``None`` without a mask; any other ``where`` raises, naming both. The two cannot
+    both fit, whatever the sizes (C = 1, N = C): a row mask has fewer dimensions than the
+    logits."""
+    if where is None:
+        return None
+    if not isinstance(where, Tensor) or where.dtype != torch.bool:
+        check_where(fn, where, loss_shape)  # the type error
+    if broadcast_pair(where.shape, torch.Size(loss_shape)) == loss_shape:
+        return False
+    if where.dim() == len(logits_shape) and broadcast_pair(where.shape, logits_shape) == (
+        logits_shape
+    ):
+        return True
+    fail(
+        ValueError,
+        fn,
+        "where",
+        f"be broadcastable to the unreduced loss shape {shape_str(loss_shape)} (a row mask) "
+        f"or have the logits' {len(logits_shape)} dimensions and broadcast to their shape "
+        f"{shape_str(logits_shape)} (a class mask)",
+        shape_str(where.shape),
+        hint="A vocabulary mask shared by every row has shape (1, C): `mask[None]`."
+        if len(logits_shape) == 2
+        else "",
+    )
 
 
 class Rows(NamedTuple):

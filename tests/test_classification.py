@@ -10,6 +10,7 @@ from torch.func import grad, jacfwd, jacrev, vmap
 import funcloss
 import funcloss._cross_entropy as classification
 import funcloss._logistic as logistic
+from funcloss._softmax_ce import softmax_mask
 
 
 def test_cross_entropy_golden_values() -> None:
@@ -493,7 +494,7 @@ def test_class_mask_k_dimensional_and_unbatched(fused: bool) -> None:
 def test_one_class_corner_row_and_class_masks_by_dimensions() -> None:
     # Told apart by the number of dimensions, never by sizes: with C = 1 (or N = C) a mask of
     # the loss's dimensions masks rows, one of the logits' dimensions classes.
-    kind = classification.softmax_mask
+    kind = softmax_mask
     mask = torch.ones
     assert kind("cross_entropy", mask(3, dtype=torch.bool), (3,), (3, 1)) is False
     assert kind("cross_entropy", mask(3, 1, dtype=torch.bool), (3,), (3, 1)) is True
