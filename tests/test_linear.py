@@ -650,6 +650,16 @@ def test_class_mask_under_transforms_matches_oracle() -> None:
     looped = torch.stack([grad(one)(x[i], i) for i in range(4)])
     assert_close(per_sample(x, target, allowed), looped, "vmap(grad), per-sample masks")
 
+    def masked(h, mask):
+        return funcloss.linear_cross_entropy(h, w, target, label_smoothing=0.2, where=mask)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(masked, fullgraph=True, backend="aot_eager")
+    h = x.clone().requires_grad_()
+    value = compiled(h, allowed)
+    assert_close(value, masked(x, allowed), "compiled")
+    assert_close(torch.autograd.grad(value, h)[0], grad(masked)(x, allowed), "compiled grad")
+
 
 def test_class_mask_probabilities_k_dimensional_and_empty_rows() -> None:
     x, w, _, _ = _problem(n=4, v=4)
