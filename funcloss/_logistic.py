@@ -134,8 +134,9 @@ def binary_cross_entropy(
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
     check_where(fn, where, input.shape)
-    input = masked(where, input, _PROBABILITY_FILL)
-    target = masked(where, target, _PROBABILITY_FILL)
+    if where is not None:
+        input = masked(where, input, _PROBABILITY_FILL)
+        target = masked(where, target, _PROBABILITY_FILL)
     check_values_in(fn, "input", input, 0.0, 1.0, target=target)
     dtype = promoted_dtype(input, target)  # torch refuses mixed dtypes; funcloss promotes
     loss = _binary_cross_entropy(input.to(dtype), target.to(dtype))
@@ -205,8 +206,9 @@ def binary_cross_entropy_with_logits(
     check_where(fn, where, input.shape)
     dtype = promoted_dtype(input, target, weight, pos_weight)
     compute = compute_dtype(dtype)  # bf16/fp16 in fp32: softplus of either sign, no cancellation
-    input = masked(where, input, _LOGIT_FILL).to(compute)
-    target = masked(where, target, _PROBABILITY_FILL).to(compute)
+    if where is not None:
+        input, target = masked(where, input, _LOGIT_FILL), masked(where, target, _PROBABILITY_FILL)
+    input, target = input.to(compute), target.to(compute)
     positive = target if pos_weight is None else target * pos_weight
     # Two terms >= 0 (no cancellation); a term whose coefficient is 0 is absent (times), so an
     # infinite logit with the matching target gives 0, and the target gradient its +-inf limit.
