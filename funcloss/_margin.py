@@ -118,7 +118,8 @@ def soft_margin_loss(
     check_broadcastable_to(fn, "target", target, input.shape)
     _check_soft_margin_config(reduction=reduction)
     check_where(fn, where, input.shape)
-    input, target = masked(where, input), masked(where, target, 1)
+    if where is not None:
+        input, target = masked(where, input), masked(where, target, 1)
     return reduce(softplus(-target * input), reduction, where=where)
 
 
@@ -163,8 +164,9 @@ def multilabel_soft_margin_loss(
         weight: optional per-class weight, broadcastable with ``input`` (typically ``(C,)``).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         where: optional bool mask of the samples that count, broadcastable to the unreduced
-            loss (``(N,)``, or ``()`` for an unbatched input); ``"mean"`` divides by their
-            number. A masked sample's scores and targets are not read.
+            loss (``(N,)``, or ``()`` for an unbatched input; in general the shape ``"none"``
+            returns); ``"mean"`` divides by their number. A masked sample's scores and targets
+            are not read.
 
     Where ``target`` or ``weight`` broadcast the loss to more dimensions than ``input``'s,
     torch sums over dimension ``input.dim() - 1`` of the broadcast loss and divides by
