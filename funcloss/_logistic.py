@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
@@ -33,12 +35,10 @@ _PROBABILITY_FILL = 0.5
 _LOGIT_FILL = 0.0
 
 
-def _check_bce_config(*, reduction: str = "mean") -> None:
-    check_reduction("binary_cross_entropy", reduction)
-
-
-def _check_bce_logits_config(*, reduction: str = "mean") -> None:
-    check_reduction("binary_cross_entropy_with_logits", reduction)
+# Config checks, run by the losses and by their modules at construction: `reduction` only (a
+# partial: no Python frame of its own on the small-call path).
+_BCE_CONFIG = partial(check_reduction, "binary_cross_entropy")
+_BCE_LOGITS_CONFIG = partial(check_reduction, "binary_cross_entropy_with_logits")
 
 
 # -- binary cross-entropy --------------------------------------------------------------------
@@ -80,7 +80,7 @@ def _binary_cross_entropy_jvp(
 
 
 @follows_autocast("float32")
-@checks_config(_check_bce_config)
+@checks_config(_BCE_CONFIG)
 def binary_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -130,7 +130,7 @@ def binary_cross_entropy(
     fn = "binary_cross_entropy"
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target, weight=weight)
-    _check_bce_config(reduction=reduction)
+    _BCE_CONFIG(reduction=reduction)
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
     check_where(fn, where, input.shape)
@@ -144,7 +144,7 @@ def binary_cross_entropy(
 
 
 @follows_autocast("float32")
-@checks_config(_check_bce_logits_config)
+@checks_config(_BCE_LOGITS_CONFIG)
 def binary_cross_entropy_with_logits(
     input: Tensor,
     target: Tensor,
@@ -199,7 +199,7 @@ def binary_cross_entropy_with_logits(
     fn = "binary_cross_entropy_with_logits"
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target, weight=weight, pos_weight=pos_weight)
-    _check_bce_logits_config(reduction=reduction)
+    _BCE_LOGITS_CONFIG(reduction=reduction)
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
     check_broadcastable_to(fn, "pos_weight", pos_weight, input.shape)

@@ -15,6 +15,8 @@ Masked class indices are not range-checked, so a masked row may hold anything.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
@@ -46,16 +48,11 @@ from ._softmax_ce import compute_dtype
 # -- config ----------------------------------------------------------------------------------
 
 
-def _check_soft_margin_config(*, reduction: str = "mean") -> None:
-    check_reduction("soft_margin_loss", reduction)
-
-
-def _check_multilabel_soft_margin_config(*, reduction: str = "mean") -> None:
-    check_reduction("multilabel_soft_margin_loss", reduction)
-
-
-def _check_multilabel_margin_config(*, reduction: str = "mean") -> None:
-    check_reduction("multilabel_margin_loss", reduction)
+# Run by the losses and by their modules at construction. `reduction` only: a partial (no
+# Python frame of its own on the small-call path).
+_SOFT_MARGIN_CONFIG = partial(check_reduction, "soft_margin_loss")
+_MULTILABEL_SOFT_MARGIN_CONFIG = partial(check_reduction, "multilabel_soft_margin_loss")
+_MULTILABEL_MARGIN_CONFIG = partial(check_reduction, "multilabel_margin_loss")
 
 
 def _check_multi_margin_config(*, reduction: str = "mean", p: int = 1, margin: float = 1.0) -> None:
@@ -70,7 +67,7 @@ def _check_multi_margin_config(*, reduction: str = "mean", p: int = 1, margin: f
 
 
 @follows_autocast("float32")
-@checks_config(_check_soft_margin_config)
+@checks_config(_SOFT_MARGIN_CONFIG)
 def soft_margin_loss(
     input: Tensor,
     target: Tensor,
@@ -116,7 +113,7 @@ def soft_margin_loss(
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)
     check_broadcastable_to(fn, "target", target, input.shape)
-    _check_soft_margin_config(reduction=reduction)
+    _SOFT_MARGIN_CONFIG(reduction=reduction)
     check_where(fn, where, input.shape)
     if where is not None:
         input, target = masked(where, input), masked(where, target, 1)
@@ -133,7 +130,7 @@ def _class_mask(where: Tensor, loss_dim: int, class_dim: int) -> Tensor:
 
 
 @follows_autocast("promoted")
-@checks_config(_check_multilabel_soft_margin_config)
+@checks_config(_MULTILABEL_SOFT_MARGIN_CONFIG)
 def multilabel_soft_margin_loss(
     input: Tensor,
     target: Tensor,
@@ -193,7 +190,7 @@ def multilabel_soft_margin_loss(
     if input.dim() == 0:
         fail(ValueError, fn, "input", "have shape (N, C) or (C,)", "()")
     shape = broadcast_shape(fn, input=input, target=target, weight=weight)
-    _check_multilabel_soft_margin_config(reduction=reduction)
+    _MULTILABEL_SOFT_MARGIN_CONFIG(reduction=reduction)
     class_dim = input.dim() - 1
     check_where(fn, where, shape[:class_dim] + shape[class_dim + 1 :])
     dtype = promoted_dtype(input, target, weight)
@@ -285,7 +282,7 @@ def _check_multilabel_targets(fn: str, target: Tensor, num_classes: int) -> None
 
 
 @follows_autocast("float32")
-@checks_config(_check_multilabel_margin_config)
+@checks_config(_MULTILABEL_MARGIN_CONFIG)
 def multilabel_margin_loss(
     input: Tensor, target: Tensor, *, reduction: Reduction = "mean", where: Tensor | None = None
 ) -> Tensor:
@@ -329,7 +326,7 @@ def multilabel_margin_loss(
     """
     fn = "multilabel_margin_loss"
     num_classes = _check_scores(fn, input)
-    _check_multilabel_margin_config(reduction=reduction)  # config first, as torch reports it
+    _MULTILABEL_MARGIN_CONFIG(reduction=reduction)  # config first, as torch reports it
     check_integer(fn, target=target)
     if input.dim() == 2 and target.shape != input.shape:
         fail(
