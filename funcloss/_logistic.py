@@ -30,7 +30,8 @@ _BCE_LOG_FLOOR = -100.0
 # torch's BCE gradient divides by max(x (1 - x), 1e-12), finite at x = 0 and x = 1.
 _BCE_GRAD_EPS = 1e-12
 # What masked entries become before any arithmetic: a probability of 1/2 (the loss and all its
-# derivatives are finite there, away from the clamps at 0 and 1) and a logit of 0.
+# derivatives are finite there, away from the clamps at 0 and 1) and a logit of 0. The mask is
+# checked and applied in one `if where is not None` block: nothing of it runs without one.
 _PROBABILITY_FILL = 0.5
 _LOGIT_FILL = 0.0
 
@@ -133,8 +134,8 @@ def binary_cross_entropy(
     _BCE_CONFIG(reduction=reduction)
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
-    check_where(fn, where, input.shape)
     if where is not None:
+        check_where(fn, where, input.shape)
         input = masked(where, input, _PROBABILITY_FILL)
         target = masked(where, target, _PROBABILITY_FILL)
     check_values_in(fn, "input", input, 0.0, 1.0, target=target)
@@ -203,10 +204,10 @@ def binary_cross_entropy_with_logits(
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
     check_broadcastable_to(fn, "pos_weight", pos_weight, input.shape)
-    check_where(fn, where, input.shape)
     dtype = promoted_dtype(input, target, weight, pos_weight)
     compute = compute_dtype(dtype)  # bf16/fp16 in fp32: softplus of either sign, no cancellation
     if where is not None:
+        check_where(fn, where, input.shape)
         input, target = masked(where, input, _LOGIT_FILL), masked(where, target, _PROBABILITY_FILL)
     input, target = input.to(compute), target.to(compute)
     positive = target if pos_weight is None else target * pos_weight

@@ -10,7 +10,8 @@ forward-mode or double-backward rule and no batching rule). The multi-class hing
 Masks (``where=``) replace the masked inputs before any arithmetic by values at which the loss
 and its derivatives are finite and no index is out of range: scores 0, ``±1`` targets 1,
 multi-hot targets 0, class indices 0, and label lists ``-1`` (no label: a row that adds 0).
-Masked class indices are not range-checked, so a masked row may hold anything.
+Masked class indices are not range-checked, so a masked row may hold anything. The mask is
+checked and applied in one ``if where is not None`` block: nothing of it runs without one.
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ def soft_margin_loss(
     check_label_dtype(fn, target=target)
     check_broadcastable_to(fn, "target", target, input.shape)
     _SOFT_MARGIN_CONFIG(reduction=reduction)
-    check_where(fn, where, input.shape)
     if where is not None:
+        check_where(fn, where, input.shape)
         input, target = masked(where, input), masked(where, target, 1)
     return reduce(softplus(-target * input), reduction, where=where)
 
@@ -192,9 +193,9 @@ def multilabel_soft_margin_loss(
     shape = broadcast_shape(fn, input=input, target=target, weight=weight)
     _MULTILABEL_SOFT_MARGIN_CONFIG(reduction=reduction)
     class_dim = input.dim() - 1
-    check_where(fn, where, shape[:class_dim] + shape[class_dim + 1 :])
     dtype = promoted_dtype(input, target, weight)
     if where is not None:
+        check_where(fn, where, shape[:class_dim] + shape[class_dim + 1 :])
         scores_mask = _class_mask(where, len(shape) - 1, class_dim)
         input, target = masked(scores_mask, input), masked(scores_mask, target, 0)
     logits = input.to(compute_dtype(dtype))  # bf16/fp16: terms, gradients and sums in fp32
@@ -347,8 +348,8 @@ def multilabel_margin_loss(
         )
     target = target.long()  # -1 must compare as -1, whatever the integer dtype
     batched = input.dim() == 2
-    check_where(fn, where, input.shape[:1] if batched else ())
     if where is not None:
+        check_where(fn, where, input.shape[:1] if batched else ())
         rows = where.unsqueeze(-1) if batched else where
         # a masked sample lists no label: it adds 0, and reads no score
         input, target = masked(rows, input), masked(rows, target, -1)
@@ -434,10 +435,10 @@ def multi_margin_loss(
             f"have shape {wanted} for input of shape {shape_str(input.shape)}",
             shape_str(target.shape),
         )
-    check_where(fn, where, target.shape)
     # torch's layout: one row of scores per class index ((C,) and () are one row)
     scores = input if input.dim() == 2 else input.reshape(rows, num_classes)
     if where is not None:
+        check_where(fn, where, target.shape)
         # a masked sample: class 0, scores 0 (finite hinges), its own index never checked
         target = masked(where, target, 0)
         scores = masked(where.expand(target.shape).reshape(rows, 1), scores)
