@@ -119,12 +119,10 @@ def _row_weights(
 
 
 def _masks(
-    where: Tensor | None, classes: bool | None, loss_shape: tuple[int, ...], input: Tensor
-) -> tuple[Tensor | None, Tensor | None]:
+    where: Tensor, classes: bool | None, loss_shape: tuple[int, ...], input: Tensor
+) -> tuple[Tensor, Tensor | None]:
     """(rows kept ``(M,)``, classes allowed ``(M, C)``) from ``where``; a row with no class
     allowed is not kept."""
-    if where is None:
-        return None, None
     if not classes:
         return where.expand(loss_shape).reshape(-1), None
     allowed = _rows(where.expand(input.shape))
@@ -335,8 +333,10 @@ def _cross_entropy(
     )
     probabilities, out_shape = _class_shapes(fn, input, target)
     check_class_weight(fn, weight, input)
-    classes = softmax_mask(fn, where, out_shape, tuple(input.shape))
-    keep, allowed = _masks(where, classes, out_shape, input)
+    keep = allowed = None
+    if where is not None:
+        classes = softmax_mask(fn, where, out_shape, tuple(input.shape))
+        keep, allowed = _masks(where, classes, out_shape, input)
     if probabilities:
         if ignore_index >= 0:  # as torch; a negative one cannot be a class, so it is harmless
             fail(
@@ -515,11 +515,12 @@ def nll_loss(
     check_integer(fn, target=target)
     _, out_shape = _class_shapes(fn, input, target)
     check_class_weight(fn, weight, input)
-    check_where(fn, where, out_shape)
     rows = _rows(input)
     flat_target = as_index(target.reshape(-1))
-    keep = None if where is None else where.expand(out_shape).reshape(-1)
-    if keep is not None:
+    keep = None
+    if where is not None:
+        check_where(fn, where, out_shape)
+        keep = where.expand(out_shape).reshape(-1)
         flat_target = torch.where(keep, flat_target, ignore_index)  # not read, counted nowhere
     index, ignored = class_index_mask(fn, flat_target, rows.shape[1], ignore_index)
     # pow(1) is the identity, but its backward, 1 * x^0, depends on the input: the gradient is

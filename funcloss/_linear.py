@@ -736,8 +736,10 @@ def linear_cross_entropy(
     shapes = _check_shapes(fn, input, linear_weight, target, linear_bias, weight, ignore_index)
     num_classes, features = shapes.num_classes, input.shape[-1]
     per_row = math.prod(shapes.out_features)
-    logits_shape = (*input.shape[:-1], num_classes, *shapes.out_features)
-    keep, allowed = _masks(fn, where, shapes.loss_shape, logits_shape, per_row)
+    keep = allowed = None
+    if where is not None:
+        logits_shape = (*input.shape[:-1], num_classes, *shapes.out_features)
+        keep, allowed = _masks(fn, where, shapes.loss_shape, logits_shape, per_row)
     if shapes.probabilities:
         dtype = torch.promote_types(input.dtype, target.dtype)
         input, linear_weight = input.to(dtype), linear_weight.to(dtype)
@@ -802,16 +804,14 @@ def linear_cross_entropy(
 
 def _masks(
     fn: str,
-    where: Tensor | None,
+    where: Tensor,
     loss_shape: tuple[int, ...],
     logits_shape: tuple[int, ...],
     per_row: int,
-) -> tuple[Tensor | None, Tensor | None]:
+) -> tuple[Tensor, Tensor | None]:
     """(softmax rows kept ``(N D,)``, classes allowed ``(N D, C)``) from ``where``, a row mask
     (the loss's shape) or a class mask (the logits' dimensions); a row with no class allowed is
     not kept. Any other ``where`` raises."""
-    if where is None:
-        return None, None
     if not softmax_mask(fn, where, loss_shape, logits_shape):
         return where.expand(loss_shape).reshape(-1), None
     expanded = where.expand(logits_shape)
