@@ -1,0 +1,115 @@
+"""funcloss's collectives: thin wrappers over torch.distributed that are exact under torch.func.
+
+A loss computed the vocab-parallel way is *replicated*: every rank computes the same value from
+the same gathered statistics. Its gradient with respect to this rank's shard is then the
+derivative of that one value with the other ranks' shards held fixed, which each rank computes
+alone. So the all-gather here is, as a function of the local tensor ``x``, ``G(x) = (x_0, ...,
+x_{R-1})`` with ``x_rank = x`` and the other rows constant:
+
+- backward: ``grad[rank]`` (no collective; torch's functional collectives reduce-scatter here,
+  which gives ``R`` times the gradient of a replicated loss);
+- forward-mode: the tangent in row ``rank``, zeros elsewhere (no collective);
+- vmap: one collective on the batched tensor (all ranks run the same program, so the same
+  batch size), the batch dimension moved behind the rank dimension.
+
+Written as an ``autograd.Function`` in ``setup_context`` style with a ``vmap`` staticmethod
+(docs/design.md §3), in two classes: the ``jvp``-carrying one only outside ``torch.compile``.
+The communication is torch's own (``torch.ops._c10d_functional``: traceable by Dynamo, on any
+backend the process group has: gloo, NCCL).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+# Collectives issued in eager mode (not while compiling: a Python side effect would break the
+# graph). Tests read it to count the collectives of a call.
+calls = [0]
+
+
+class Group(NamedTuple):
+    """What the collectives need to know about a process group (plain constants)."""
+
+    rank: int
+    size: int
+    name: str
+
+
+def group_info(fn: str, group: Any) -> Group:
+    """``(rank, size, name)`` of ``group`` (``None``: the default group), with the house error
+    when torch.distributed is missing or not initialised."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise RuntimeError(f"{fn}: torch.distributed is not available in this build of torch.")
+    if not dist.is_initialized():
+        raise RuntimeError(
+            f"{fn}: torch.distributed must be initialised first, got no process group. "
+            "Call torch.distributed.init_process_group (gloo on CPU, NCCL on GPU)."
+        )
+    if group is None:
+        group = dist.group.WORLD
+    return _group_info(group)
+
+
+@torch.compiler.assume_constant_result
+def _group_info(group: Any) -> Group:
+    import torch.distributed as dist
+
+    return Group(dist.get_rank(group), dist.get_world_size(group), group.group_name)
+
+
+def _gather(x: Tensor, size: int, name: str) -> Tensor:
+    """The one collective: ``(size, *x.shape)``, row ``r`` from rank ``r``."""
+    if not torch.compiler.is_compiling():
+        calls[0] += 1
+    out = torch.ops._c10d_functional.all_gather_into_tensor(x.contiguous(), size, name)
+    out = torch.ops._c10d_functional.wait_tensor(out)
+    return out.view(size, *x.shape)
+
+
+class _AllGather(torch.autograd.Function):
+    @staticmethod
+    def forward(x: Tensor, rank: int, size: int, name: str) -> Tensor:
+        return _gather(x, size, name)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.rank = inputs[1]
+        ctx.size = inputs[2]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        # d G / d x picks row ``rank``: the other rows are the other ranks' (fixed) tensors.
+        return grad.select(0, ctx.rank), None, None, None
+
+    @staticmethod
+    def vmap(
+        info: Any, in_dims: tuple[Any, ...], x: Tensor, rank: int, size: int, name: str
+    ) -> tuple[Tensor, int | None]:
+        if in_dims[0] is None:
+            return all_gather(x, Group(rank, size, name)), None
+        # One collective for the whole batch, through the Function again: an outer transform
+        # (an outer vmap or grad level) sees it as this Function, not as a raw collective.
+        return all_gather(x.movedim(in_dims[0], 0), Group(rank, size, name)), 1
+
+
+class _AllGatherForwardMode(_AllGather):
+    @staticmethod
+    def jvp(ctx: Any, x_t: Tensor, *_: None) -> Tensor:
+        # The tangent of row ``rank`` is ``x_t``; the other ranks' rows are constants.
+        rank, size = ctx.rank, ctx.size
+        shape = x_t.shape
+        before = x_t.new_zeros((rank, *shape))
+        after = x_t.new_zeros((size - rank - 1, *shape))
+        return torch.cat([before, x_t.unsqueeze(0), after])
+
+
+def all_gather(x: Tensor, group: Group) -> Tensor:
+    """``(R, *x.shape)``: every rank's ``x``, stacked in rank order; see the module docstring
+    for its derivatives (local: the other ranks' rows are constants)."""
+    function = _AllGather if torch.compiler.is_compiling() else _AllGatherForwardMode
+    return function.apply(x, group.rank, group.size, group.name)

@@ -1,0 +1,197 @@
+"""What each rank of the gloo pool runs (tests/distributed_pool.py), and the problems and
+float64 oracles that tests/test_distributed.py checks the results against.
+
+A problem is drawn from a spec (a dict of plain values), identically in the test process and
+on every rank: the full logits ``(N, C, d...)``, global targets, the class weight, a row mask.
+Rank ``r`` holds the classes ``[starts[r], starts[r] + sizes[r])``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from funcloss.distributed import (
+    VocabParallelCrossEntropyLoss,
+    _collectives,
+    vocab_parallel_cross_entropy,
+)
+
+DEFAULTS: dict[str, Any] = {
+    "n": 5,
+    "sizes": (3, 4),
+    "kdims": (),
+    "seed": 0,
+    "weight": False,
+    "ignore": False,
+    "all_ignored": False,
+    "smoothing": 0.0,
+    "z_loss": 0.0,
+    "reduction": "mean",
+    "where": False,
+    "poison": False,  # nan/inf in the logits of ignored and masked rows
+    "start": True,  # pass vocab_start (else its default, the prefix sum)
+    "num_classes": False,  # pass num_classes
+    "dtype": "float64",
+    "batch": 0,  # a leading vmap dimension of the logits
+}
+
+
+def spec_of(**overrides: Any) -> dict[str, Any]:
+    unknown = set(overrides) - set(DEFAULTS)
+    assert not unknown, unknown
+    return {**DEFAULTS, **overrides}
+
+
+def starts(sizes: tuple[int, ...]) -> list[int]:
+    return [0, *itertools.accumulate(sizes)][:-1]
+
+
+def problem(spec: dict[str, Any]) -> dict[str, Any]:
+    """The full problem in float64 (the oracle's) and its rows' masks."""
+    generator = torch.Generator().manual_seed(spec["seed"])
+    classes = sum(spec["sizes"])
+    n, kdims = spec["n"], tuple(spec["kdims"])
+    lead = (spec["batch"],) if spec["batch"] else ()
+    logits = 3 * torch.randn(*lead, n, classes, *kdims, generator=generator, dtype=torch.float64)
+    target = torch.randint(0, classes, (n, *kdims), generator=generator)
+    ignored = torch.zeros(target.shape, dtype=torch.bool)
+    if spec["ignore"]:
+        ignored = torch.rand(target.shape, generator=generator) < 0.4
+        ignored.view(-1)[0] = True
+    if spec["all_ignored"]:
+        ignored[...] = True
+    target = target.masked_fill(ignored, -100)
+    weight = None
+    if spec["weight"]:
+        weight = torch.rand(classes, generator=generator, dtype=torch.float64) + 0.2
+    where = None
+    if spec["where"]:
+        where = torch.rand(target.shape, generator=generator) < 0.7
+        where.view(-1)[-1] = False
+    cotangent = torch.randn(target.shape, generator=generator, dtype=torch.float64)
+    clean = logits
+    dropped = ignored if where is None else ignored | ~where
+    if spec["poison"]:
+        rows = dropped.unsqueeze(1).expand(n, classes, *kdims)
+        poison = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=torch.float64)
+        values = poison[torch.arange(rows.numel()) % 3].view(rows.shape)
+        logits = torch.where(rows, values, logits)
+        clean = torch.where(rows, 0.0, clean)
+    return {
+        "logits": logits,
+        "clean": clean,
+        "target": target,
+        "weight": weight,
+        "where": where,
+        "cotangent": cotangent,
+    }
+
+
+def shard(spec: dict[str, Any], tensor: Tensor, rank: int, dim: int) -> Tensor:
+    start, size = starts(spec["sizes"])[rank], spec["sizes"][rank]
+    return tensor.narrow(dim, start, size)
+
+
+# -- the float64 oracle (plain torch, no funcloss) ----------------------------------------------
+
+
+def oracle_rows(
+    logits: Tensor, target: Tensor, weight: Tensor | None, smoothing: float, z_loss: float
+) -> tuple[Tensor, Tensor]:
+    """Per row: torch's cross-entropy formula with label smoothing, plus the z-loss; and each
+    row's weight in the mean. ``logits`` ``(M, C)``, ``target`` ``(M,)``."""
+    classes = logits.shape[1]
+    ignored = target == -100
+    safe = target.masked_fill(ignored, 0)
+    w = torch.ones(classes, dtype=logits.dtype) if weight is None else weight
+    row_weight = torch.where(ignored, 0.0, w[safe])
+    log_probs = torch.log_softmax(logits, 1)
+    nll = -log_probs.gather(1, safe.unsqueeze(1)).squeeze(1) * row_weight
+    smooth = torch.where(ignored, 0.0, -(log_probs * w).sum(1))
+    lse = torch.logsumexp(logits, 1)
+    loss = (1 - smoothing) * nll + smoothing / classes * smooth + z_loss * row_weight * lse**2
+    return torch.where(ignored, 0.0, loss), row_weight
+
+
+def oracle(logits: Tensor, spec: dict[str, Any], data: dict[str, Any]) -> Tensor:
+    """The loss on the full ``(N, C, d...)`` logits, house semantics for ``where``."""
+    target, where = data["target"], data["where"]
+    classes = logits.shape[1]
+    rows = logits.movedim(1, -1).reshape(-1, classes)
+    loss, row_weight = oracle_rows(
+        rows, target.reshape(-1), data["weight"], spec["smoothing"], spec["z_loss"]
+    )
+    loss, row_weight = loss.view(target.shape), row_weight.view(target.shape)
+    if where is not None:
+        loss = torch.where(where, loss, 0.0)
+        row_weight = torch.where(where, row_weight, 0.0)
+    if spec["reduction"] == "none":
+        return loss
+    if spec["reduction"] == "sum":
+        return loss.sum()
+    denominator = row_weight.sum()
+    if where is not None:
+        denominator = torch.where(denominator == 0, 1.0, denominator)
+    return loss.sum() / denominator
+
+
+def torch_loss(logits: Tensor, spec: dict[str, Any], data: dict[str, Any]) -> Tensor:
+    return F.cross_entropy(
+        logits,
+        data["target"],
+        data["weight"],
+        reduction=spec["reduction"],
+        label_smoothing=spec["smoothing"],
+    )
+
+
+# -- on each rank ---------------------------------------------------------------------------------
+
+
+def _ours(spec: dict[str, Any], data: dict[str, Any], rank: int, module: bool = False) -> Any:
+    dtype = getattr(torch, spec["dtype"])
+    weight = data["weight"]
+    weight = None if weight is None else shard(spec, weight, rank, 0).to(dtype)
+    config = {
+        "vocab_start": starts(spec["sizes"])[rank] if spec["start"] else None,
+        "num_classes": sum(spec["sizes"]) if spec["num_classes"] else None,
+        "reduction": spec["reduction"],
+        "label_smoothing": spec["smoothing"],
+        "z_loss": spec["z_loss"],
+    }
+    if module:
+        loss = VocabParallelCrossEntropyLoss(weight, **config)
+        return lambda x: loss(x, data["target"], where=data["where"])
+    return lambda x: vocab_parallel_cross_entropy(
+        x, data["target"], weight, where=data["where"], **config
+    )
+
+
+def parity(rank: int, world_size: int, spec: dict[str, Any], module: bool = False) -> dict:
+    """Value, gradient (for the spec's cotangent), collectives per call, logits untouched."""
+    data = problem(spec)
+    dtype = getattr(torch, spec["dtype"])
+    local = shard(spec, data["logits"], rank, 1).to(dtype).requires_grad_()
+    before = local.detach().clone()
+    fn = _ours(spec, data, rank, module)
+    start = _collectives.calls[0]
+    loss = fn(local)
+    middle = _collectives.calls[0]
+    cotangent = data["cotangent"].to(dtype) if loss.dim() else torch.ones((), dtype=dtype)
+    (grad,) = torch.autograd.grad(loss, local, cotangent)
+    after = local.detach()
+    untouched = torch.equal(after.isnan(), before.isnan()) and torch.equal(
+        after.nan_to_num(), before.nan_to_num()
+    )
+    return {
+        "loss": loss.detach(),
+        "grad": grad,
+        "calls": middle - start,
+        "backward_calls": _collectives.calls[0] - middle,
+        "untouched": untouched,
+    }
