@@ -195,3 +195,90 @@ def parity(rank: int, world_size: int, spec: dict[str, Any], module: bool = Fals
         "backward_calls": _collectives.calls[0] - middle,
         "untouched": untouched,
     }
+
+
+TRANSFORMS = ("grad", "vmap", "vmap_grad", "jacrev", "jacfwd", "hessian", "jacrev_jacrev")
+
+
+def transforms(rank: int, world_size: int, spec: dict[str, Any], names: tuple[str, ...]) -> dict:
+    """Each named transform of this rank's loss (``"none"`` for the Jacobians, the spec's
+    reduction otherwise), and the collectives it ran. ``vmap`` needs a spec with ``batch``."""
+    data = problem(spec)
+    dtype = getattr(torch, spec["dtype"])
+    local = shard(spec, data["logits"], rank, 2 if spec["batch"] else 1).to(dtype)
+    fn = _ours(spec, data, rank)
+    out = {}
+    for name in names:
+        calls = _collectives.calls[0]
+        out[name] = _transform(name, fn, local)
+        out[name + "_calls"] = _collectives.calls[0] - calls
+    return out
+
+
+def _transform(name: str, fn: Any, x: Tensor) -> Tensor:
+    func = torch.func
+    if name == "grad":
+        return func.grad(fn)(x)
+    if name == "vmap":
+        return func.vmap(fn)(x)
+    if name == "vmap_grad":
+        return func.vmap(func.grad(fn))(x)
+    if name == "jacrev":
+        return func.jacrev(fn)(x)
+    if name == "jacfwd":
+        return func.jacfwd(fn)(x)
+    if name == "hessian":
+        return func.hessian(fn)(x)
+    if name == "jacrev_jacrev":
+        return func.jacrev(func.jacrev(fn))(x)
+    if name == "compile":
+        compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+        leaf = x.detach().requires_grad_()
+        loss = compiled(leaf)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf)
+        return torch.stack([loss.detach().sum(), *grad.reshape(-1)])
+    raise ValueError(name)
+
+
+def oracle_transform(name: str, spec: dict[str, Any], data: dict[str, Any], rank: int) -> Tensor:
+    """The same transform of the float64 oracle on the full logits, restricted to this rank's
+    classes (the derivative of the one loss with respect to this rank's logits)."""
+    func = torch.func
+    full = data["clean"]
+    batched = bool(spec["batch"])
+    dim = 2 if batched else 1
+
+    def fn(x: Tensor) -> Tensor:
+        return oracle(x, spec, data)
+
+    def local(t: Tensor, dims: list[int]) -> Tensor:
+        for d in dims:
+            t = shard(spec, t, rank, d)
+        return t
+
+    lead = full.dim()  # the Jacobian's input dims come after the output's
+    out = oracle(full[0] if batched else full, spec, data).dim()
+    if name == "grad":
+        return local(func.grad(fn)(full), [1])
+    if name == "vmap":
+        return func.vmap(fn)(full)
+    if name == "vmap_grad":
+        return local(func.vmap(func.grad(fn))(full), [2])
+    if name in ("jacrev", "jacfwd"):
+        return local(func.jacrev(fn)(full), [out + dim])
+    if name in ("hessian", "jacrev_jacrev"):
+        return local(func.hessian(fn)(full), [out + 1, out + 1 + lead])
+    if name == "compile":
+        leaf = full.detach().requires_grad_()
+        loss = fn(leaf)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf)
+        return torch.stack([loss.detach().sum(), *local(grad, [1]).reshape(-1)])
+    raise ValueError(name)
+
+
+def out_of_range(rank: int, world_size: int, spec: dict[str, Any]) -> None:
+    data = problem(spec)
+    target = data["target"].clone()
+    target[0] = sum(spec["sizes"])
+    data["target"] = target
+    _ours(spec, data, rank)(shard(spec, data["logits"], rank, 1))

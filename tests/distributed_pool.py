@@ -130,7 +130,8 @@ class Pool:
                 if dead or time.monotonic() > deadline:
                     self.close()
                     why = f"rank(s) {dead} died" if dead else "timed out"
-                    raise AssertionError(f"distributed task {name}: {why}; pool restarted") from None
+                    message = f"distributed task {name}: {why}; pool restarted"
+                    raise AssertionError(message) from None
                 continue
             outcomes[rank] = (ok, payload)
         if all(ok for ok, _ in outcomes.values()):

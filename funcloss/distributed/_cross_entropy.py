@@ -119,6 +119,10 @@ def _shard_stats_backward(
     grad = grad.to(dtype)
     in_place = in_place_safe(grad)
     x = input.to(dtype)
+    if dropped is not None and not in_place:
+        # A graph is built (double backward, transforms): a nan in a dropped row must not reach
+        # the softmax, whose derivative would give 0 * nan there.
+        x = x.masked_fill(dropped.unsqueeze(1), 0)
     column = 0
     gradient: Tensor | None = None
     if with_lse:
@@ -167,6 +171,8 @@ def _shard_stats_jvp(
 ) -> Tensor:
     dtype = compute_dtype(input.dtype)
     x, x_t = input.to(dtype), input_t.to(dtype)
+    if dropped is not None:
+        x = x.masked_fill(dropped.unsqueeze(1), 0)  # a nan there must not reach any tangent
     columns = []
     if with_lse:
         columns.append((torch.softmax(x, 1) * x_t).sum(1))
