@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "num_classes": False,  # pass num_classes
     "dtype": "float64",
     "batch": 0,  # a leading vmap dimension of the logits
+    "device": "cpu",
 }
 
 
@@ -174,7 +175,7 @@ def _ours(spec: dict[str, Any], data: dict[str, Any], rank: int, module: bool = 
 
 def parity(rank: int, world_size: int, spec: dict[str, Any], module: bool = False) -> dict:
     """Value, gradient (for the spec's cotangent), collectives per call, logits untouched."""
-    data = problem(spec)
+    data = {k: v if v is None else v.to(spec["device"]) for k, v in problem(spec).items()}
     dtype = getattr(torch, spec["dtype"])
     local = shard(spec, data["logits"], rank, 1).to(dtype).requires_grad_()
     before = local.detach().clone()
@@ -189,8 +190,8 @@ def parity(rank: int, world_size: int, spec: dict[str, Any], module: bool = Fals
         after.nan_to_num(), before.nan_to_num()
     )
     return {
-        "loss": loss.detach(),
-        "grad": grad,
+        "loss": loss.detach().cpu(),
+        "grad": grad.cpu(),
         "calls": middle - start,
         "backward_calls": _collectives.calls[0] - middle,
         "untouched": untouched,
@@ -231,8 +232,13 @@ def _transform(name: str, fn: Any, x: Tensor) -> Tensor:
         return func.hessian(fn)(x)
     if name == "jacrev_jacrev":
         return func.jacrev(func.jacrev(fn))(x)
-    if name == "compile":
-        compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    if name == "compile_grad":
+        return torch.compile(func.grad(fn), fullgraph=True, backend="aot_eager")(x)
+    if name == "compile_vmap":
+        return torch.compile(func.vmap(fn), fullgraph=True, backend="aot_eager")(x)
+    if name in ("compile", "inductor"):
+        backend = "aot_eager" if name == "compile" else "inductor"
+        compiled = torch.compile(fn, fullgraph=True, backend=backend)
         leaf = x.detach().requires_grad_()
         loss = compiled(leaf)
         (grad,) = torch.autograd.grad(loss.sum(), leaf)
@@ -258,9 +264,9 @@ def oracle_transform(name: str, spec: dict[str, Any], data: dict[str, Any], rank
 
     lead = full.dim()  # the Jacobian's input dims come after the output's
     out = oracle(full[0] if batched else full, spec, data).dim()
-    if name == "grad":
+    if name in ("grad", "compile_grad"):
         return local(func.grad(fn)(full), [1])
-    if name == "vmap":
+    if name in ("vmap", "compile_vmap"):
         return func.vmap(fn)(full)
     if name == "vmap_grad":
         return local(func.vmap(func.grad(fn))(full), [2])
@@ -268,7 +274,7 @@ def oracle_transform(name: str, spec: dict[str, Any], data: dict[str, Any], rank
         return local(func.jacrev(fn)(full), [out + dim])
     if name in ("hessian", "jacrev_jacrev"):
         return local(func.hessian(fn)(full), [out + 1, out + 1 + lead])
-    if name == "compile":
+    if name in ("compile", "inductor"):
         leaf = full.detach().requires_grad_()
         loss = fn(leaf)
         (grad,) = torch.autograd.grad(loss.sum(), leaf)
@@ -282,3 +288,80 @@ def out_of_range(rank: int, world_size: int, spec: dict[str, Any]) -> None:
     target[0] = sum(spec["sizes"])
     data["target"] = target
     _ours(spec, data, rank)(shard(spec, data["logits"], rank, 1))
+
+
+def dtensor(rank: int, world_size: int, spec: dict[str, Any]) -> dict:
+    """The loss of a DTensor sharded on the class dimension (torch's even layout), and the
+    gradient of its local shard."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard
+
+    data = problem(spec)
+    mesh = init_device_mesh("cpu", (world_size,))
+    logits = data["logits"]
+    local = shard(spec, logits, rank, 1).clone().requires_grad_()
+    input = DTensor.from_local(
+        local, mesh, [Shard(1)], run_check=False, shape=logits.shape, stride=logits.stride()
+    )
+    calls = _collectives.calls[0]
+    loss = vocab_parallel_cross_entropy(
+        input,
+        data["target"],
+        data["weight"],  # the full class weight: sliced to the shard
+        reduction=spec["reduction"],
+        label_smoothing=spec["smoothing"],
+        where=data["where"],
+    )
+    calls = _collectives.calls[0] - calls
+    cotangent = data["cotangent"] if loss.dim() else torch.ones((), dtype=loss.dtype)
+    (grad,) = torch.autograd.grad(loss, local, cotangent)
+    return {
+        "loss": loss.detach(),
+        "grad": grad,
+        "calls": calls,
+        "backward_calls": 0,
+        "untouched": True,
+        "type": type(loss).__name__,
+    }
+
+
+def main(backend: str) -> None:
+    """Under torchrun (``torchrun --nproc-per-node 2 -m tests.distributed_cases nccl``): the
+    parity cases on this group (one GPU per rank with NCCL), each rank against the oracle."""
+    import torch.distributed as dist
+
+    dist.init_process_group(backend)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    device = f"cuda:{rank}" if backend == "nccl" else "cpu"
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    sizes = tuple(range(2, 2 + world_size))
+    for options in (
+        {},
+        {"start": False},
+        {"weight": True, "ignore": True, "smoothing": 0.1, "z_loss": 0.01, "start": False},
+        {"where": True, "poison": True, "ignore": True, "kdims": (2,)},
+    ):
+        for reduction in ("mean", "sum", "none"):
+            spec = spec_of(**options, sizes=sizes, reduction=reduction, device=device)
+            result = parity(rank, world_size, spec)
+            data = problem(spec)
+            full = data["clean"].clone().requires_grad_()
+            expected = oracle(full, spec, data)
+            cotangent = data["cotangent"] if expected.dim() else torch.ones(())
+            (grad,) = torch.autograd.grad(expected, full, cotangent)
+            losses = [None] * world_size
+            dist.all_gather_object(losses, result["loss"])
+            assert all(torch.equal(loss, losses[0]) for loss in losses), spec
+            torch.testing.assert_close(result["loss"], expected.detach())
+            torch.testing.assert_close(result["grad"], shard(spec, grad, rank, 1))
+            assert result["calls"] == (1 if spec["start"] else 2) and not result["backward_calls"]
+    if rank == 0:
+        print("parity ok")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1] if len(sys.argv) > 1 else "gloo")

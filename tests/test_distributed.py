@@ -5,6 +5,10 @@ overwritten). One pool of processes per pytest process (tests/distributed_pool.p
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 import torch
 
@@ -208,3 +212,63 @@ def test_module_checks_config_at_construction() -> None:
     loss = VocabParallelCrossEntropyLoss(torch.ones(3), vocab_start=3, reduction="sum")
     assert set(loss.state_dict()) == {"weight"}
     assert "vocab_start=3" in repr(loss)
+
+
+@needs_pool
+def test_compile_vmap_is_a_clear_error(pool: Pool) -> None:
+    spec = cases.spec_of(batch=2)
+    with pytest.raises(RankError) as error:
+        pool.run("transforms", spec=spec, names=("compile_vmap",))
+    assert all("vmap rule is lost while compiling" in t for t in error.value.tracebacks)
+
+
+@needs_pool
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["compile_grad", "inductor"])
+def test_compile_slow(pool: Pool, name: str) -> None:
+    """torch.compile(grad(f)) (aot_eager) and inductor: value and gradient."""
+    spec = cases.spec_of(**TRANSFORM_SPECS["everything_default_start"])
+    results = pool.run("transforms", spec=spec, names=(name,))
+    data = cases.problem(spec)
+    for rank, result in enumerate(results):
+        expected = cases.oracle_transform(name, spec, data, rank)
+        torch.testing.assert_close(result[name], expected, atol=1e-12, rtol=1e-12)
+
+
+DTENSOR_SPECS = {
+    "plain": {"sizes": (4, 3)},
+    "weight_ignore_index_smoothing": {
+        "sizes": (4, 3),
+        "weight": True,
+        "ignore": True,
+        "smoothing": 0.2,
+        "reduction": "none",
+    },
+}
+
+
+@needs_pool
+@pytest.mark.parametrize("options", DTENSOR_SPECS.values(), ids=DTENSOR_SPECS.keys())
+def test_dtensor(pool: Pool, options: dict) -> None:
+    """A DTensor sharded on the class dim (torch's layout: 7 classes as 4 + 3), where torch's
+    loss_parallel crashes (weight + ignore_index) or fails (label smoothing)."""
+    spec = cases.spec_of(**options)
+    results = pool.run("dtensor", spec=spec)
+    assert all(r["type"] == "Tensor" for r in results)
+    _check_parity(results, spec, 1e-12)
+
+
+@pytest.mark.multigpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+    reason="needs 2 GPUs (the NCCL rerun of this suite under torchrun)",
+)
+def test_multigpu_torchrun() -> None:
+    """The parity cases on NCCL, 2 GPUs, launched by torchrun (tests/distributed_cases.py)."""
+    torchrun = shutil.which("torchrun")
+    assert torchrun is not None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [torchrun, "--nproc-per-node", "2", "-m", "tests.distributed_cases", "nccl"]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "parity ok" in result.stdout

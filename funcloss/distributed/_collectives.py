@@ -108,8 +108,25 @@ class _AllGatherForwardMode(_AllGather):
         return torch.cat([before, x_t.unsqueeze(0), after])
 
 
+@torch.compiler.assume_constant_result
+def _under_vmap() -> bool:
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    vmap = torch._C._functorch.TransformType.Vmap
+    return any(i.key() == vmap for i in retrieve_all_functorch_interpreters())
+
+
 def all_gather(x: Tensor, group: Group) -> Tensor:
     """``(R, *x.shape)``: every rank's ``x``, stacked in rank order; see the module docstring
     for its derivatives (local: the other ranks' rows are constants)."""
-    function = _AllGather if torch.compiler.is_compiling() else _AllGatherForwardMode
+    compiling = torch.compiler.is_compiling()
+    if compiling and _under_vmap():
+        # Dynamo traces the Function's forward per sample there, without its vmap rule: the
+        # collective would meet vmap's per-sample fallback (one collective per sample) or fail.
+        raise NotImplementedError(
+            "funcloss.distributed: torch.compile of a torch.func.vmap over a vocab-parallel loss "
+            "is not supported (the collective's vmap rule is lost while compiling). Call vmap "
+            "outside torch.compile, or compile the per-sample function without vmap."
+        )
+    function = _AllGather if compiling else _AllGatherForwardMode
     return function.apply(x, group.rank, group.size, group.name)
