@@ -272,3 +272,19 @@ def test_multigpu_torchrun() -> None:
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "parity ok" in result.stdout
+
+
+def test_api() -> None:
+    import inspect
+    import pickle
+
+    import funcloss.distributed as distributed
+
+    assert distributed.__all__ == sorted(distributed.__all__)
+    doc = inspect.getdoc(vocab_parallel_cross_entropy)
+    for section in ("Args:", "Returns:", "Raises:", "Examples:", ".. math::", "where:"):
+        assert section in doc
+    forward = inspect.signature(VocabParallelCrossEntropyLoss.forward).parameters
+    assert list(forward) == ["self", "input_shard", "target", "where"]
+    loss = VocabParallelCrossEntropyLoss(torch.ones(3), label_smoothing=0.1)
+    assert repr(pickle.loads(pickle.dumps(loss))) == repr(loss)
