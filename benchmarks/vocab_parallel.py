@@ -2,9 +2,10 @@
 ``loss_parallel``, forward + backward, 2 CPU ranks (gloo), and funcloss.cross_entropy on the full
 logits in one process for scale.
 
-Memory is the peak resident memory during forward + backward above that before it (the logits
-exist already; Linux's high-water mark, reset per step); time is the median over repeats, and the
-time ratio is the median of the per-repeat (paired) ratios.
+Memory is the peak of the bytes allocated during forward + backward above those live before it
+(the logits exist already; the logits' gradient counts), from the profiler's allocation events;
+time is the median over repeats, and the time ratio is the median of the per-repeat (paired)
+ratios.
 
     PYTHONPATH=$PWD python benchmarks/vocab_parallel.py [--rows 4096 --classes 32000 --repeats 5]
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import os
 import statistics
 import tempfile
@@ -67,24 +67,26 @@ def _methods(rank: int, world_size: int, rows: int, classes: int) -> dict[str, C
     }
 
 
-def _status(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
-
-
 def peak_bytes(step: Callable[[], None]) -> int:
-    """The peak resident memory during ``step`` above the resident memory before it (Linux:
-    ``/proc/self/clear_refs`` resets the high-water mark; large tensors are mmapped and unmapped
-    when freed, so the resident set follows the live tensors)."""
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")
-    before = _status("VmRSS")
-    step()
-    return _status("VmHWM") - before
+    """The peak of the bytes allocated during ``step`` above those live before it, from the
+    profiler's allocation events (signed sizes, in time order)."""
+    from torch._C._profiler import _EventType
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
+        step()
+    allocations = []
+    stack = list(profiler.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        if event.tag == _EventType.Allocation:
+            allocations.append((event.start_time_ns, event.extra_fields.alloc_size))
+        stack.extend(event.children)
+    current = peak = 0
+    for _, size in sorted(allocations):
+        current += size
+        peak = max(peak, current)
+    return peak
 
 
 def _rank(rank: int, world_size: int, store_path: str, args: argparse.Namespace, out: dict) -> None:
