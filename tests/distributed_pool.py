@@ -69,14 +69,15 @@ def _worker(rank: int, world_size: int, store_path: str, tasks: Any, results: An
     while True:
         task = tasks.get()
         if task is None:
-            break
+            results.close()
+            results.join_thread()  # flush the queue's feeder thread, then leave at once
+            os._exit(0)  # (destroy_process_group would wait for the other rank)
         name, kwargs = task
         try:
             result = getattr(distributed_cases, name)(rank, world_size, **kwargs)
             results.put((rank, True, _dumps(result)))
         except BaseException:
             results.put((rank, False, traceback.format_exc()))
-    dist.destroy_process_group()
 
 
 class RankError(AssertionError):
@@ -148,7 +149,7 @@ class Pool:
             except (OSError, ValueError):
                 pass
         for process in self.processes:
-            process.join(timeout=5)
+            process.join(timeout=2)
             if process.is_alive():
                 process.terminate()  # only the processes this pool started
                 process.join(timeout=5)
