@@ -23,6 +23,7 @@ read), and the target logits take a second.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -403,8 +404,16 @@ def vocab_parallel_cross_entropy(
     dropped = ignored
     if row_mask is not None:
         dropped = ~row_mask if dropped is None else dropped | ~row_mask
-    loss, row_weight = _loss_rows(
-        rows,
+
+    def stats(
+        index: Tensor | None, selected: Tensor | None, weight: Tensor | None, lse: bool, dot: bool
+    ) -> Tensor:
+        return _shard_stats(rows, index, selected, dropped, weight, lse, dot)
+
+    loss, row_weight = loss_rows(
+        stats,
+        rows.shape[1],
+        rows.dtype,
         flat_target,
         ignored,
         dropped,
@@ -424,8 +433,13 @@ def vocab_parallel_cross_entropy(
     return reduce(loss, reduction, where=where, mean_weight=row_weight)
 
 
-def _loss_rows(
-    rows: Tensor,
+StatsFunction = Callable[[Tensor | None, Tensor | None, Tensor | None, bool, bool], Tensor]
+
+
+def loss_rows(
+    stats_of: StatsFunction,
+    local_size: int,
+    input_dtype: torch.dtype,
     target: Tensor,
     ignored: Tensor | None,
     dropped: Tensor | None,
@@ -438,21 +452,22 @@ def _loss_rows(
     ignore_index: int,
 ) -> tuple[Tensor, Tensor | None]:
     """The loss per row (``(M,)``, compute dtype, 0 on dropped rows) and each row's weight in
-    the mean (``None``: all ones)."""
-    dtype = compute_dtype(rows.dtype)
-    local_size = rows.shape[1]
+    the mean (``None``: all ones). ``stats_of(index, selected, weight, lse, dot)`` gives this
+    rank's statistics (:func:`_shard_stats` on the logits, or on a linear layer's)."""
+    dtype = compute_dtype(input_dtype)
+    num_rows, device = target.shape[0], target.device
     smoothing = label_smoothing > 0
     constant_weight = None if weight is None else weight.detach()
     # The columns that need no start: lse_r and d_r (differentiable), then the shard size and
     # the local weight sum (constants).
     extra = []
     if num_classes is None or vocab_start is None:
-        extra.append(rows.new_full((rows.shape[0],), local_size, dtype=dtype))
+        extra.append(torch.full((num_rows,), local_size, dtype=dtype, device=device))
     if smoothing and constant_weight is not None:
-        extra.append(constant_weight.to(dtype).sum().expand(rows.shape[0]))
+        extra.append(constant_weight.to(dtype).sum().expand(num_rows))
     if vocab_start is not None:
         index, selected = _local_targets(target, vocab_start, local_size)
-        stats = _shard_stats(rows, index, selected, dropped, weight, True, smoothing)
+        stats = stats_of(index, selected, weight, True, smoothing)
         target_columns = _target_weight_columns(constant_weight, index, selected, dtype)
         gathered = all_gather(_cat([stats, *target_columns, *extra]), group)
         gathered_start = gathered[:, :, : stats.shape[1] + len(target_columns)]
@@ -460,13 +475,13 @@ def _loss_rows(
         lse_dot = gathered_start[:, :, : 1 + smoothing]
         target_stats = gathered_start[:, :, 1 + smoothing :]
     else:
-        stats = _shard_stats(rows, None, None, dropped, weight, True, smoothing)
+        stats = stats_of(None, None, weight, True, smoothing)
         first = all_gather(_cat([stats, *extra]), group)
         lse_dot, gathered_constants = first[:, :, : stats.shape[1]], first[:, :, stats.shape[1] :]
         sizes = gathered_constants[:, :1, 0].sum(1)  # (R,): 0 for a rank with no rows
         start = (sizes.cumsum(0) - sizes)[group.rank].to(target.dtype)
         index, selected = _local_targets(target, start, local_size)
-        picked = _shard_stats(rows, index, selected, dropped, None, False, False)
+        picked = stats_of(index, selected, None, False, False)
         target_columns = _target_weight_columns(constant_weight, index, selected, dtype)
         target_stats = all_gather(_cat([picked, *target_columns]), group)
     total_classes: Tensor | int
