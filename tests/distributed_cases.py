@@ -365,3 +365,95 @@ if __name__ == "__main__":
     import sys
 
     main(sys.argv[1] if len(sys.argv) > 1 else "gloo")
+
+
+# -- the linear variant ---------------------------------------------------------------------------
+
+
+def linear_problem(spec: dict[str, Any], hidden: int = 4) -> dict[str, Any]:
+    """``input`` ``(N, H)``, the full ``W`` ``(C, H)`` and ``b``, and the row problem."""
+    data = problem({**spec, "poison": False})
+    generator = torch.Generator().manual_seed(spec["seed"] + 1)
+    classes = sum(spec["sizes"])
+    data["input"] = torch.randn(spec["n"], hidden, generator=generator, dtype=torch.float64)
+    data["linear_weight"] = torch.randn(classes, hidden, generator=generator, dtype=torch.float64)
+    data["bias"] = torch.randn(classes, generator=generator, dtype=torch.float64)
+    return data
+
+
+def linear_logits(data: dict[str, Any], w: Tensor, b: Tensor, softcap: float | None) -> Tensor:
+    u = data["input_leaf"] @ w.T + b
+    return u if softcap is None else softcap * torch.tanh(u / softcap)
+
+
+def linear_oracle(spec: dict[str, Any], softcap: float | None) -> dict[str, Tensor]:
+    """Value and gradients (input, W, b) of the oracle on the full layer."""
+    data = linear_problem(spec)
+    leaves = [data[k].clone().requires_grad_() for k in ("input", "linear_weight", "bias")]
+    data["input_leaf"] = leaves[0]
+    loss = oracle(linear_logits(data, leaves[1], leaves[2], softcap), spec, data)
+    cotangent = data["cotangent"] if loss.dim() else torch.ones(())
+    grads = torch.autograd.grad(loss, leaves, cotangent)
+    return {"loss": loss.detach(), "input": grads[0], "linear_weight": grads[1], "bias": grads[2]}
+
+
+def linear(
+    rank: int,
+    world_size: int,
+    spec: dict[str, Any],
+    softcap: float | None = None,
+    input_grad: str = "all_reduce",
+    chunk_size: int | None = None,
+    transform: str = "eager",
+) -> dict:
+    from funcloss.distributed import vocab_parallel_linear_cross_entropy
+
+    data = linear_problem(spec)
+    x = data["input"].clone().requires_grad_()
+    w = shard(spec, data["linear_weight"], rank, 0).clone().requires_grad_()
+    b = shard(spec, data["bias"], rank, 0).clone().requires_grad_()
+    weight = data["weight"]
+    weight = None if weight is None else shard(spec, weight, rank, 0)
+
+    def fn(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        return vocab_parallel_linear_cross_entropy(
+            x,
+            w,
+            data["target"],
+            linear_bias_shard=b,
+            weight=weight,
+            vocab_start=starts(spec["sizes"])[rank] if spec["start"] else None,
+            reduction=spec["reduction"],
+            label_smoothing=spec["smoothing"],
+            z_loss=spec["z_loss"],
+            softcap=softcap,
+            chunk_size=chunk_size,
+            input_grad=input_grad,
+            where=data["where"],
+        )
+
+    if transform == "jacfwd_weight":
+        return {"jacobian": torch.func.jacfwd(fn, argnums=1)(x.detach(), w.detach(), b.detach())}
+    if transform == "grad_weight":
+        return {"grad": torch.func.grad(fn, argnums=(1, 2))(x.detach(), w.detach(), b.detach())}
+    if transform == "jacfwd_input":
+        return {"jacobian": torch.func.jacfwd(fn, argnums=0)(x.detach(), w.detach(), b.detach())}
+    if transform == "hessian_input":
+        return {"hessian": torch.func.hessian(fn, argnums=0)(x.detach(), w.detach(), b.detach())}
+    if transform == "double_backward_input":
+        loss = fn(x, w, b)
+        (gx,) = torch.autograd.grad(loss, x, create_graph=True)
+        return {"second": torch.autograd.grad(gx.sum(), x)}
+    calls = _collectives.calls[0]
+    loss = fn(x, w, b)
+    forward_calls = _collectives.calls[0] - calls
+    cotangent = data["cotangent"] if loss.dim() else torch.ones((), dtype=loss.dtype)
+    grads = torch.autograd.grad(loss, (x, w, b), cotangent)
+    return {
+        "loss": loss.detach(),
+        "input": grads[0],
+        "linear_weight": grads[1],
+        "bias": grads[2],
+        "calls": forward_calls,
+        "backward_calls": _collectives.calls[0] - calls - forward_calls,
+    }

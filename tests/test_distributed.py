@@ -288,3 +288,66 @@ def test_api() -> None:
     assert list(forward) == ["self", "input_shard", "target", "where"]
     loss = VocabParallelCrossEntropyLoss(torch.ones(3), label_smoothing=0.1)
     assert repr(pickle.loads(pickle.dumps(loss))) == repr(loss)
+
+
+# -- vocab_parallel_linear_cross_entropy ------------------------------------------------------
+
+LINEAR_OPTIONS = {
+    "plain": {},
+    "everything_uneven": {
+        "sizes": (2, 5),
+        "weight": True,
+        "ignore": True,
+        "smoothing": 0.1,
+        "z_loss": 0.02,
+        "where": True,
+        "start": False,
+    },
+}
+
+
+@needs_pool
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("options", LINEAR_OPTIONS.values(), ids=LINEAR_OPTIONS.keys())
+@pytest.mark.parametrize("input_grad", ["all_reduce", "partial"])
+def test_linear_parity(pool: Pool, options: dict, reduction: str, input_grad: str) -> None:
+    spec = cases.spec_of(**options, reduction=reduction)
+    softcap = 3.0 if options else None
+    results = pool.run("linear", spec=spec, softcap=softcap, input_grad=input_grad, chunk_size=2)
+    expected = cases.linear_oracle(spec, softcap)
+    close = {"atol": 1e-12, "rtol": 1e-12}
+    for rank, result in enumerate(results):
+        assert torch.equal(result["loss"], results[0]["loss"])
+        torch.testing.assert_close(result["loss"], expected["loss"], **close)
+        for name in ("linear_weight", "bias"):
+            local = cases.shard(spec, expected[name], rank, 0)
+            torch.testing.assert_close(result[name], local, **close)
+        assert result["calls"] == (1 if spec["start"] else 2)
+        assert result["backward_calls"] == (1 if input_grad == "all_reduce" else 0)
+    if input_grad == "all_reduce":
+        for result in results:
+            torch.testing.assert_close(result["input"], expected["input"], **close)
+    else:  # each rank's part; their sum is the gradient
+        total = results[0]["input"] + results[1]["input"]
+        torch.testing.assert_close(total, expected["input"], **close)
+
+
+@needs_pool
+def test_linear_transforms(pool: Pool) -> None:
+    """Derivatives in the weight and bias shards are exact under grad and jacfwd; forward-mode
+    and second derivatives in the replicated input raise (they need the other ranks' terms)."""
+    spec = cases.spec_of(**LINEAR_OPTIONS["everything_uneven"], reduction="mean")
+    expected = cases.linear_oracle(spec, 3.0)
+    results = pool.run("linear", spec=spec, softcap=3.0, transform="grad_weight")
+    for rank, result in enumerate(results):
+        for got, name in zip(result["grad"], ("linear_weight", "bias"), strict=True):
+            local = cases.shard(spec, expected[name], rank, 0)
+            torch.testing.assert_close(got, local, atol=1e-12, rtol=1e-12)
+    results = pool.run("linear", spec=spec, softcap=3.0, transform="jacfwd_weight")
+    for rank, result in enumerate(results):
+        local = cases.shard(spec, expected["linear_weight"], rank, 0)
+        torch.testing.assert_close(result["jacobian"], local, atol=1e-12, rtol=1e-12)
+    for transform in ("jacfwd_input", "hessian_input", "double_backward_input"):
+        with pytest.raises(RankError) as error:
+            pool.run("linear", spec=spec, softcap=3.0, transform=transform)
+        assert all("replicated `input`" in t for t in error.value.tracebacks), transform

@@ -9,9 +9,21 @@ slice of the classes' logits, and the loss and its gradients equal the single-de
 
 from .._module import loss_module
 from ._cross_entropy import vocab_parallel_cross_entropy
+from ._linear import vocab_parallel_linear_cross_entropy
 
 VocabParallelCrossEntropyLoss = loss_module(
     vocab_parallel_cross_entropy, name="VocabParallelCrossEntropyLoss"
 )
 
-__all__ = ["VocabParallelCrossEntropyLoss", "vocab_parallel_cross_entropy"]
+VocabParallelLinearCrossEntropyLoss = loss_module(
+    vocab_parallel_linear_cross_entropy,
+    name="VocabParallelLinearCrossEntropyLoss",
+    forward_args=("linear_bias_shard",),
+)
+
+__all__ = [
+    "VocabParallelCrossEntropyLoss",
+    "VocabParallelLinearCrossEntropyLoss",
+    "vocab_parallel_cross_entropy",
+    "vocab_parallel_linear_cross_entropy",
+]

@@ -130,3 +130,99 @@ def all_gather(x: Tensor, group: Group) -> Tensor:
         )
     function = _AllGather if compiling else _AllGatherForwardMode
     return function.apply(x, group.rank, group.size, group.name)
+
+
+def _reduce(x: Tensor, name: str) -> Tensor:
+    if not torch.compiler.is_compiling():
+        calls[0] += 1
+    out = torch.ops._c10d_functional.all_reduce(x.contiguous(), "sum", name)
+    return torch.ops._c10d_functional.wait_tensor(out)
+
+
+class _AllReduce(torch.autograd.Function):
+    """The sum over ranks, for a gradient in a backward (no derivative of its own)."""
+
+    @staticmethod
+    def forward(x: Tensor, name: str) -> Tensor:
+        return _reduce(x, name)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        raise RuntimeError(SECOND_ORDER_INPUT)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], x: Tensor, name: str) -> tuple[Tensor, Any]:
+        return _AllReduce.apply(x, name), in_dims[0]  # one collective for the whole batch
+
+
+SECOND_ORDER_INPUT = (
+    "funcloss.distributed: derivatives of second order (and forward-mode derivatives) with "
+    "respect to the replicated `input` of vocab_parallel_linear_cross_entropy are not "
+    "supported: they need the other ranks' terms. Derivatives with respect to the weight and "
+    "bias shards are exact."
+)
+
+
+class _SumGradients(torch.autograd.Function):
+    """The identity, whose backward sums the gradient over the ranks (Megatron's ``f``): for a
+    tensor replicated on every rank that feeds a sharded layer."""
+
+    @staticmethod
+    def forward(x: Tensor, name: str) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.name = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return _AllReduce.apply(grad, ctx.name), None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], x: Tensor, name: str) -> tuple[Tensor, Any]:
+        return sum_gradients(x, Group(0, 0, name)), in_dims[0]
+
+
+class _SumGradientsForwardMode(_SumGradients):
+    @staticmethod
+    def jvp(ctx: Any, x_t: Tensor, _: None) -> Tensor:
+        raise RuntimeError(SECOND_ORDER_INPUT)
+
+
+def sum_gradients(x: Tensor, group: Group) -> Tensor:
+    """``x``, with its gradient summed over the ranks of ``group`` in backward."""
+    function = _SumGradients if torch.compiler.is_compiling() else _SumGradientsForwardMode
+    return function.apply(x, group.name)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """The identity, for the replicated input inside a backward: differentiating through it
+    (a second derivative with respect to that input) raises instead of missing the other
+    ranks' terms."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        raise RuntimeError(SECOND_ORDER_INPUT)
+
+    @staticmethod
+    def jvp(ctx: Any, x_t: Tensor) -> Tensor:
+        raise RuntimeError(SECOND_ORDER_INPUT)
+
+
+def first_order_only(x: Tensor) -> Tensor:
+    return _FirstOrderOnly.apply(x)

@@ -196,61 +196,64 @@ def _check_config(
     z_loss: float = 0.0,
     vocab_start: int | None = None,
     num_classes: int | None = None,
+    fn: str = _FN,
 ) -> None:
-    check_reduction(_FN, reduction)
-    check_index(_FN, ignore_index=ignore_index)
-    check_in_range(_FN, "label_smoothing", label_smoothing, 0.0, 1.0)
-    check_non_negative(_FN, z_loss=z_loss)
+    check_reduction(fn, reduction)
+    check_index(fn, ignore_index=ignore_index)
+    check_in_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
+    check_non_negative(fn, z_loss=z_loss)
     if vocab_start is not None:
-        check_index(_FN, vocab_start=vocab_start)
+        check_index(fn, vocab_start=vocab_start)
         if vocab_start < 0:
-            fail(ValueError, _FN, "vocab_start", "be non-negative or None", vocab_start)
+            fail(ValueError, fn, "vocab_start", "be non-negative or None", vocab_start)
     if num_classes is not None:
-        check_index(_FN, num_classes=num_classes)
+        check_index(fn, num_classes=num_classes)
         if num_classes < 1:
-            fail(ValueError, _FN, "num_classes", "be positive or None", num_classes)
+            fail(ValueError, fn, "num_classes", "be positive or None", num_classes)
 
 
-def _check_shapes(input: Tensor, target: Tensor, weight: Tensor | None) -> tuple[int, ...]:
+def _check_shapes(
+    input: Tensor, target: Tensor, weight: Tensor | None, fn: str = _FN, name: str = "input_shard"
+) -> tuple[int, ...]:
     """The unreduced loss's shape: ``target``'s, which is ``input``'s without the class dim."""
     shape = tuple(input.shape)
     if not shape:
         rule = "have shape (V_r,), (N, V_r) or (N, V_r, d1, ..., dK)"
-        fail(ValueError, _FN, "input_shard", rule, "()")
+        fail(ValueError, fn, name, rule, "()")
     if shape[1 if len(shape) > 1 else 0] == 0:
-        fail(ValueError, _FN, "input_shard", "hold at least one class", shape_str(shape))
+        fail(ValueError, fn, name, "hold at least one class", shape_str(shape))
     out_shape = shape[1:] if len(shape) == 1 else shape[:1] + shape[2:]
-    check_tensor(_FN, target=target)
+    check_tensor(fn, target=target)
     if target.is_floating_point():
         fail(
             TypeError,
-            _FN,
+            fn,
             "target",
             "hold class indices (an integer dtype; probability targets are not supported)",
             target.dtype,
         )
-    check_integer(_FN, target=target)
+    check_integer(fn, target=target)
     if tuple(target.shape) != out_shape:
         fail(
             ValueError,
-            _FN,
+            fn,
             "target",
-            f"have shape {shape_str(out_shape)} (global class indices) for input_shard of "
+            f"have shape {shape_str(out_shape)} (global class indices) for {name} of "
             f"shape {shape_str(shape)}",
             shape_str(target.shape),
         )
     if weight is not None:
-        check_floating(_FN, weight=weight)
+        check_floating(fn, weight=weight)
         local = shape[0] if len(shape) == 1 else shape[1]
         if tuple(weight.shape) != (local,):
             rule = f"be this rank's slice of the class weight, shape ({local},)"
-            fail(ValueError, _FN, "weight", rule, shape_str(weight.shape))
+            fail(ValueError, fn, "weight", rule, shape_str(weight.shape))
         if weight.dtype != input.dtype:
-            fail(TypeError, _FN, "weight", f"have the input's dtype {input.dtype}", weight.dtype)
+            fail(TypeError, fn, "weight", f"have the input's dtype {input.dtype}", weight.dtype)
         if weight.requires_grad:
             fail(
                 ValueError,
-                _FN,
+                fn,
                 "weight",
                 "not require grad (class weights are constants, as in torch's cross_entropy)",
                 "a tensor that requires grad",
