@@ -8,6 +8,7 @@ time is the median over repeats, and the time ratio is the median of the per-rep
 ratios.
 
     PYTHONPATH=$PWD python benchmarks/vocab_parallel.py [--rows 4096 --classes 32000 --repeats 5]
+    PYTHONPATH=$PWD python benchmarks/vocab_parallel.py --hidden 512   # the linear variant
 """
 
 from __future__ import annotations
@@ -26,10 +27,15 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import funcloss
-from funcloss.distributed import vocab_parallel_cross_entropy
+from funcloss.distributed import (
+    vocab_parallel_cross_entropy,
+    vocab_parallel_linear_cross_entropy,
+)
 
 
-def _methods(rank: int, world_size: int, rows: int, classes: int) -> dict[str, Callable]:
+def _methods(
+    rank: int, world_size: int, rows: int, classes: int, hidden: int
+) -> dict[str, Callable]:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import DTensor, Shard
     from torch.distributed.tensor.parallel import loss_parallel
@@ -40,6 +46,8 @@ def _methods(rank: int, world_size: int, rows: int, classes: int) -> dict[str, C
     full = torch.randn(rows, classes, generator=generator)
     target = torch.randint(0, classes, (rows,), generator=generator)
     local = full[:, rank * size : (rank + 1) * size].contiguous()
+    features = torch.randn(rows, hidden, generator=generator)
+    head = torch.randn(size, hidden, generator=generator) / hidden**0.5  # this rank's W_r
 
     def torch_loss_parallel() -> None:
         x = local.detach().requires_grad_()
@@ -59,6 +67,28 @@ def _methods(rank: int, world_size: int, rows: int, classes: int) -> dict[str, C
         x = full.detach().requires_grad_()
         funcloss.cross_entropy(x, target).backward()
 
+    def torch_linear_loss_parallel() -> None:
+        h, w = features.detach().requires_grad_(), head.detach().requires_grad_()
+        logits = DTensor.from_local(h @ w.T, mesh, [Shard(1)], run_check=False)
+        with loss_parallel():
+            F.cross_entropy(logits, target).backward()
+
+    def funcloss_linear() -> None:
+        h, w = features.detach().requires_grad_(), head.detach().requires_grad_()
+        loss = vocab_parallel_linear_cross_entropy(
+            h,
+            w,
+            target,
+            vocab_start=rank * size,
+            input_grad="partial",  # as loss_parallel here
+        )
+        loss.backward()
+
+    if hidden:
+        return {
+            "linear: h @ W_r.T, then loss_parallel": torch_linear_loss_parallel,
+            "linear: funcloss vocab_parallel_linear_cross_entropy": funcloss_linear,
+        }
     return {
         "loss_parallel": torch_loss_parallel,
         "funcloss": funcloss_vocab_parallel,
@@ -94,7 +124,7 @@ def _rank(rank: int, world_size: int, store_path: str, args: argparse.Namespace,
     store = dist.FileStore(store_path, world_size)
     timeout = datetime.timedelta(seconds=600)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=timeout)
-    methods = _methods(rank, world_size, args.rows, args.classes)
+    methods = _methods(rank, world_size, args.rows, args.classes, args.hidden)
     for step in methods.values():  # warm up
         step()
     times: dict[str, list[float]] = {name: [] for name in methods}
@@ -117,6 +147,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--classes", type=int, default=32000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--hidden", type=int, default=0, help="H > 0: the linear variant against h @ W_r.T"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory, mp.Manager() as manager:
         out = manager.dict()
@@ -127,7 +160,7 @@ def main() -> None:
         f"N={args.rows}, V={args.classes}, 2 CPU ranks (gloo, 1 thread each), fp32, "
         f"{args.repeats} repeats; per rank: median time, peak memory; ratios to loss_parallel"
     )
-    base = "loss_parallel"
+    base = next(iter(out[0][0]))
     for name in out[0][0]:
         for rank in (0, 1):
             times, memory = out[rank]
