@@ -432,6 +432,26 @@ def linear(
             where=data["where"],
         )
 
+    if transform == "dtensor":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import DTensor, Shard
+
+        mesh = init_device_mesh("cpu", (world_size,))
+        full = data["linear_weight"]
+        dw = DTensor.from_local(
+            w, mesh, [Shard(0)], run_check=False, shape=full.shape, stride=full.stride()
+        )
+        loss = vocab_parallel_linear_cross_entropy(
+            x,
+            dw,
+            data["target"],
+            linear_bias_shard=data["bias"],
+            weight=data["weight"],
+            reduction=spec["reduction"],
+            label_smoothing=spec["smoothing"],
+        )
+        grads = torch.autograd.grad(loss, (x, w))
+        return {"loss": loss.detach(), "input": grads[0], "linear_weight": grads[1]}
     if transform == "jacfwd_weight":
         return {"jacobian": torch.func.jacfwd(fn, argnums=1)(x.detach(), w.detach(), b.detach())}
     if transform == "grad_weight":

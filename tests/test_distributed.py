@@ -351,3 +351,17 @@ def test_linear_transforms(pool: Pool) -> None:
         with pytest.raises(RankError) as error:
             pool.run("linear", spec=spec, softcap=3.0, transform=transform)
         assert all("replicated `input`" in t for t in error.value.tracebacks), transform
+
+
+@needs_pool
+def test_linear_dtensor(pool: Pool) -> None:
+    """The layer's weight as a DTensor sharded on its rows (torch's layout, 4 + 3 classes),
+    the full bias and class weight sliced to the shard."""
+    spec = cases.spec_of(sizes=(4, 3), weight=True, ignore=True, smoothing=0.1)
+    results = pool.run("linear", spec=spec, transform="dtensor")
+    expected = cases.linear_oracle({**spec}, None)
+    for rank, result in enumerate(results):
+        torch.testing.assert_close(result["loss"], expected["loss"], atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(result["input"], expected["input"], atol=1e-12, rtol=1e-12)
+        local = cases.shard(spec, expected["linear_weight"], rank, 0)
+        torch.testing.assert_close(result["linear_weight"], local, atol=1e-12, rtol=1e-12)

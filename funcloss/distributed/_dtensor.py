@@ -79,3 +79,46 @@ def from_dtensor(
     if weight is not None and weight.shape == (classes,) and local.shape[class_dim] != classes:
         weight = weight[start : start + local.shape[class_dim]]  # the global class weight
     return local, target, weight, mesh.get_group(), start, classes
+
+
+def linear_from_dtensor(
+    fn: str,
+    input: Any,
+    linear_weight: Any,
+    bias: Any,
+    target: Any,
+    weight: Any,
+    group: Any,
+    vocab_start: int | None,
+    num_classes: int | None,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None, Any, int, int]:
+    """The linear variant: ``linear_weight`` a DTensor sharded on its rows (``Shard(0)``, the
+    classes), ``input`` and ``target`` plain or replicated, ``bias`` sharded like the weight."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    mesh = linear_weight.device_mesh
+    if mesh.ndim != 1 or tuple(linear_weight.placements) != (Shard(0),):
+        fail(
+            ValueError,
+            fn,
+            "linear_weight_shard",
+            "be sharded on its rows over a 1-D mesh (placements (Shard(0),))",
+            f"placements {tuple(linear_weight.placements)}",
+        )
+    local, target, weight, group, start, classes = from_dtensor(
+        fn, _as_logits(linear_weight), target, weight, group, vocab_start, num_classes
+    )
+    if isinstance(input, DTensor):
+        input = input.full_tensor()
+    if isinstance(bias, DTensor):
+        bias = bias.to_local() if tuple(bias.placements) == (Shard(0),) else bias.full_tensor()
+    local = local.t()  # back to (V_r, H)
+    if bias is not None and bias.shape[0] == classes and local.shape[0] != classes:
+        bias = bias[start : start + local.shape[0]]
+    return input, local, bias, target, weight, group, start, classes
+
+
+def _as_logits(linear_weight: Any) -> Any:
+    """``(V, H)`` sharded on dim 0 read as logits ``(H, V)`` sharded on dim 1 (a transposed
+    view: the same local shard, offsets and group)."""
+    return linear_weight.t()

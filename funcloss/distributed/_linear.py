@@ -251,7 +251,8 @@ def vocab_parallel_linear_cross_entropy(
     Args:
         input: the replicated features, shape ``(N, H)``, floating dtype, the same on every rank.
         linear_weight_shard: this rank's rows of the output layer, ``(V_r, H)``, ``input``'s
-            dtype.
+            dtype; or the layer's weight as a DTensor sharded on its rows (``Shard(0)``, a 1-D
+            mesh; eager mode), which gives ``group``, ``vocab_start`` and ``num_classes``.
         target: global class indices, ``(N,)``, the same on every rank.
         linear_bias_shard: optional, ``(V_r,)``.
         weight: optional class weight slice, ``(V_r,)`` (a constant).
@@ -284,6 +285,29 @@ def vocab_parallel_linear_cross_entropy(
         tensor([0.1269, 0.6931])
         >>> dist.destroy_process_group()
     """
+    from ._dtensor import is_dtensor, linear_from_dtensor
+
+    if is_dtensor(linear_weight_shard):
+        (
+            input,
+            linear_weight_shard,
+            linear_bias_shard,
+            target,
+            weight,
+            group,
+            vocab_start,
+            num_classes,
+        ) = linear_from_dtensor(
+            _FN,
+            input,
+            linear_weight_shard,
+            linear_bias_shard,
+            target,
+            weight,
+            group,
+            vocab_start,
+            num_classes,
+        )
     check_tensor(_FN, input=input, linear_weight_shard=linear_weight_shard)
     check_floating(_FN, input=input, linear_weight_shard=linear_weight_shard)
     _check_config(ignore_index, reduction, label_smoothing, z_loss, vocab_start, num_classes, _FN)
