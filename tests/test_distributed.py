@@ -365,3 +365,26 @@ def test_linear_dtensor(pool: Pool) -> None:
         torch.testing.assert_close(result["input"], expected["input"], atol=1e-12, rtol=1e-12)
         local = cases.shard(spec, expected["linear_weight"], rank, 0)
         torch.testing.assert_close(result["linear_weight"], local, atol=1e-12, rtol=1e-12)
+
+
+def test_linear_errors() -> None:
+    from funcloss.distributed import (
+        VocabParallelLinearCrossEntropyLoss,
+        vocab_parallel_linear_cross_entropy,
+    )
+
+    fn = vocab_parallel_linear_cross_entropy
+    h, w, y = torch.randn(4, 5), torch.randn(3, 5), torch.tensor([0, 1, 2, 0])
+    name = "vocab_parallel_linear_cross_entropy: "
+    with pytest.raises(ValueError, match=name + r"`input_grad` must be 'all_reduce' or 'partial'"):
+        fn(h, w, y, input_grad="sum")
+    with pytest.raises(
+        ValueError, match=name + r"`linear_weight_shard` must have shape \(V_r, 5\)"
+    ):
+        fn(h, torch.randn(3, 4), y)
+    with pytest.raises(ValueError, match=name + r"`linear_bias_shard` must have shape \(3,\)"):
+        fn(h, w, y, linear_bias_shard=torch.zeros(4))
+    with pytest.raises(ValueError, match=name + r"`softcap` must be positive"):
+        fn(h, w, y, softcap=0.0)
+    with pytest.raises(ValueError, match=r"VocabParallelLinearCrossEntropyLoss: `input_grad`"):
+        VocabParallelLinearCrossEntropyLoss(input_grad="x")

@@ -24,9 +24,11 @@ from .._checks import (
     Reduction,
     as_index,
     check_floating,
+    check_index,
     check_positive,
     check_tensor,
     check_where,
+    checks_config,
     fail,
     shape_str,
 )
@@ -213,7 +215,30 @@ def _linear_stats(*args: Any) -> Tensor:
     return function.apply(*args)
 
 
+def _check_linear_config(
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    vocab_start: int | None = None,
+    num_classes: int | None = None,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+    input_grad: str = "all_reduce",
+) -> None:
+    _check_config(ignore_index, reduction, label_smoothing, z_loss, vocab_start, num_classes, _FN)
+    if input_grad not in ("all_reduce", "partial"):
+        fail(ValueError, _FN, "input_grad", "be 'all_reduce' or 'partial'", repr(input_grad))
+    if softcap is not None:
+        check_positive(_FN, softcap=softcap)
+    if chunk_size is not None:
+        check_index(_FN, chunk_size=chunk_size)
+        if chunk_size < 1:
+            fail(ValueError, _FN, "chunk_size", "be positive or None", chunk_size)
+
+
 @follows_autocast("float32")
+@checks_config(_check_linear_config)
 def vocab_parallel_linear_cross_entropy(
     input: Tensor,
     linear_weight_shard: Tensor,
@@ -310,11 +335,17 @@ def vocab_parallel_linear_cross_entropy(
         )
     check_tensor(_FN, input=input, linear_weight_shard=linear_weight_shard)
     check_floating(_FN, input=input, linear_weight_shard=linear_weight_shard)
-    _check_config(ignore_index, reduction, label_smoothing, z_loss, vocab_start, num_classes, _FN)
-    if input_grad not in ("all_reduce", "partial"):
-        fail(ValueError, _FN, "input_grad", "be 'all_reduce' or 'partial'", repr(input_grad))
-    if softcap is not None:
-        check_positive(_FN, softcap=softcap)
+    _check_linear_config(
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        vocab_start,
+        num_classes,
+        softcap,
+        chunk_size,
+        input_grad,
+    )
     if input.dim() != 2 or linear_weight_shard.dim() != 2:
         fail(
             ValueError,
