@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -15,6 +17,8 @@ from ._checks import (
     check_integer,
     check_reduction,
     check_tensor,
+    check_where,
+    checks_config,
     class_index_mask,
     fail,
     in_place_safe,
@@ -22,7 +26,7 @@ from ._checks import (
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
-from ._reduction import reduce
+from ._reduction import masked, reduce
 from ._softmax_ce import (
     Rows,
     class_rows,
@@ -32,9 +36,27 @@ from ._softmax_ce import (
     row_gradient,
     row_jvp,
     row_loss,
+    softmax_mask,
 )
 
 _HALF = (torch.float16, torch.bfloat16)  # their log-softmax accumulates in fp32
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+def _cross_entropy_config(
+    *, reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0
+) -> None:
+    fn = "cross_entropy"
+    check_reduction(fn, reduction)
+    check_index(fn, ignore_index=ignore_index)
+    check_in_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
+
+
+def _nll_loss_config(*, reduction: str = "mean", ignore_index: int = -100) -> None:
+    check_reduction("nll_loss", reduction)
+    check_index("nll_loss", ignore_index=ignore_index)
 
 
 # -- shapes ------------------------------------------------------------------------------------
@@ -96,6 +118,17 @@ def _row_weights(
     return row_weights if ignored is None else row_weights.masked_fill(ignored, 0)
 
 
+def _masks(
+    where: Tensor, classes: bool | None, loss_shape: tuple[int, ...], input: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    """(rows kept ``(M,)``, classes allowed ``(M, C)``) from ``where``; a row with no class
+    allowed is not kept."""
+    if not classes:
+        return where.expand(loss_shape).reshape(-1), None
+    allowed = _rows(where.expand(input.shape))
+    return allowed.any(1), allowed
+
+
 # -- cross_entropy ---------------------------------------------------------------------------
 #
 # The algebra is _softmax_ce's (loss = A lse - a . x, d loss / dx = A softmax(x) - a), on the
@@ -124,10 +157,12 @@ def _cross_entropy_rows_forward(
     index: Tensor,
     ignored: Tensor | None,
     weight: Tensor | None,
+    allowed: Tensor | None,
     label_smoothing: float,
 ) -> Tensor:
-    """Loss per row, ``(M,)``, for ``(M, C)`` logits and class indices (0 where ignored)."""
-    x, rows, class_weight = _class_rows(input, index, ignored, weight, label_smoothing)
+    """Loss per row, ``(M,)``, for ``(M, C)`` logits and class indices (0 where ignored);
+    ``allowed`` the class mask (removed logits already ``-inf``), or ``None``."""
+    x, rows, class_weight = _class_rows(input, index, ignored, weight, allowed, label_smoothing)
     size = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
     losses = [
         row_loss(x[start : start + size], rows.chunk(start, start + size), class_weight)
@@ -142,12 +177,14 @@ def _class_rows(
     index: Tensor,
     ignored: Tensor | None,
     weight: Tensor | None,
+    allowed: Tensor | None,
     label_smoothing: float,
 ) -> tuple[Tensor, Rows, Tensor | None]:
     """The logits and class weight in the compute dtype, and the rows' targets."""
     dtype = compute_dtype(input.dtype)
     class_weight = None if weight is None else weight.to(dtype)
-    rows = class_rows(index, ignored, class_weight, label_smoothing, input.shape[1], dtype)
+    num_classes = input.shape[1]
+    rows = class_rows(index, ignored, class_weight, label_smoothing, num_classes, dtype, allowed)
     return input.to(dtype), rows, class_weight
 
 
@@ -161,13 +198,14 @@ def _cross_entropy_rows_backward(
     index: Tensor,
     ignored: Tensor | None,
     weight: Tensor | None,
+    allowed: Tensor | None,
     label_smoothing: float,
-) -> tuple[Tensor, None, None, None]:
-    # d/dx = grad * (A softmax(x) - a); ignored rows give exactly zero.
-    x, rows, class_weight = _class_rows(input, index, ignored, weight, label_smoothing)
+) -> tuple[Tensor, None, None, None, None]:
+    # d/dx = grad * (A softmax(x) - a); ignored rows and removed classes give exactly zero.
+    x, rows, class_weight = _class_rows(input, index, ignored, weight, allowed, label_smoothing)
     in_place = in_place_safe(grad)
     gradient = row_gradient(x, rows, class_weight, grad.to(x.dtype), in_place=in_place)
-    return gradient.to(input.dtype), None, None, None
+    return gradient.to(input.dtype), None, None, None, None
 
 
 @_cross_entropy_rows.jvp
@@ -176,17 +214,20 @@ def _cross_entropy_rows_jvp(
     index_t: Tensor | None,
     ignored_t: Tensor | None,
     weight_t: Tensor | None,
+    allowed_t: Tensor | None,
     input: Tensor,
     index: Tensor,
     ignored: Tensor | None,
     weight: Tensor | None,
+    allowed: Tensor | None,
     label_smoothing: float,
 ) -> Tensor:
-    x, rows, class_weight = _class_rows(input, index, ignored, weight, label_smoothing)
+    x, rows, class_weight = _class_rows(input, index, ignored, weight, allowed, label_smoothing)
     return row_jvp(x, input_t.to(x.dtype), rows, class_weight).to(input.dtype)
 
 
 @follows_autocast("float32")
+@checks_config(_cross_entropy_config)
 def cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -195,6 +236,7 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Cross-entropy between logits and class indices or class probabilities.
 
@@ -226,14 +268,33 @@ def cross_entropy(
         ignore_index: class index whose rows contribute nothing (class-index targets only).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         label_smoothing: :math:`\varepsilon` in ``[0, 1]``.
+        where: optional bool mask, one of two kinds, told apart by its number of dimensions.
+            A *row mask*, broadcastable to the unreduced loss shape (``(N,)``,
+            ``(N, d1, ..., dK)``, ``()`` unbatched): only the ``True`` rows count, a masked row
+            adds nothing and gets exactly zero gradient (also where its logits hold inf or
+            NaN; its target is not read, not even range-checked); ``"mean"`` divides by the
+            included rows' :math:`\sum w_{y_n}` (class indices; rows with ``ignore_index``
+            still count nothing) or their number (probabilities), and is 0 with every row
+            masked. A *class mask*, with the logits' number of dimensions and broadcastable to
+            their shape (``(N, C)``, ``(1, C)`` for one vocabulary shared by every row,
+            ``(N, C, d1, ..., dK)``, ``(C,)`` unbatched): the ``False`` classes are removed from
+            the softmax, as if their logits were ``-inf`` (exactly zero probability and zero
+            gradient, whatever they hold); label smoothing spreads :math:`\varepsilon / C'`
+            over the :math:`C'` classes left in the row; probability mass on a removed class is
+            dropped (it adds nothing, and its target gets zero gradient); a class index on a
+            removed class gives ``+inf``, the true value (its log-probability is ``-inf``; the
+            gradient stays finite). A row with no class left counts as a masked row. A ``(C,)``
+            mask for batched logits is refused: it would read as a row mask when ``N == C``.
 
     Returns:
         Shape of the target without the class dimension (``(N, d1, ..., dK)``, ``(N,)`` or
-        ``()``) for ``"none"``, else a 0-dim tensor.
+        ``()``) for ``"none"`` (0 at masked rows), else a 0-dim tensor.
 
     Raises:
-        TypeError: integer logits; a target of neither integer nor floating dtype.
-        ValueError: a target or weight of the wrong shape, bad ``reduction``/``label_smoothing``.
+        TypeError: integer logits; a target of neither integer nor floating dtype; a ``where``
+            that is not a bool tensor.
+        ValueError: a target, weight or ``where`` of the wrong shape, bad
+            ``reduction``/``label_smoothing``.
         IndexError: a class index out of range (eager mode).
 
     Examples:
@@ -242,8 +303,15 @@ def cross_entropy(
         tensor([0.2395, 0.0949])
         >>> funcloss.cross_entropy(logits, torch.tensor([0, 2]), label_smoothing=0.1)
         tensor(0.3339)
+        >>> funcloss.cross_entropy(logits, torch.tensor([0, 2]), where=torch.tensor([True, False]))
+        tensor(0.2395)
+        >>> allowed = torch.tensor([[True, True, False], [True, True, True]])  # a class mask
+        >>> funcloss.cross_entropy(logits, torch.tensor([0, 2]), where=allowed, reduction="none")
+        tensor([0.1269, 0.0949])
     """
-    return _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, None)
+    return _cross_entropy(
+        input, target, weight, ignore_index, reduction, label_smoothing, None, where
+    )
 
 
 def _cross_entropy(
@@ -254,16 +322,21 @@ def _cross_entropy(
     reduction: Reduction,
     label_smoothing: float,
     fused: bool | None,
+    where: Tensor | None = None,
 ) -> Tensor:
     """:func:`cross_entropy`; ``fused`` forces the custom-backward path on or off (tests)."""
     fn = "cross_entropy"
     check_tensor(fn, input=input)
     check_floating(fn, input=input)
-    check_reduction(fn, reduction)
-    check_index(fn, ignore_index=ignore_index)
-    check_in_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
+    _cross_entropy_config(
+        reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing
+    )
     probabilities, out_shape = _class_shapes(fn, input, target)
     check_class_weight(fn, weight, input)
+    keep = allowed = None
+    if where is not None:
+        classes = softmax_mask(fn, where, out_shape, tuple(input.shape))
+        keep, allowed = _masks(where, classes, out_shape, input)
     if probabilities:
         if ignore_index >= 0:  # as torch; a negative one cannot be a class, so it is harmless
             fail(
@@ -274,21 +347,36 @@ def _cross_entropy(
                 "class probabilities)",
                 ignore_index,
             )
-        return _soft_cross_entropy(input, target, weight, label_smoothing, reduction, out_shape)
+        return _soft_cross_entropy(
+            input, target, weight, label_smoothing, reduction, out_shape, keep, allowed
+        )
     rows = _rows(input)
     flat_target = as_index(target if target.dim() == 1 else target.reshape(-1))
+    if keep is not None:
+        # a masked row is an ignored one (its target is not read), counted nowhere
+        flat_target = torch.where(keep, flat_target, ignore_index)
     index, ignored = class_index_mask(fn, flat_target, rows.shape[1], ignore_index)
     if fused is None:
         # An empty batch takes the general path too: its mean is 0 / 0 = nan, as in torch.
         fused = rows.numel() >= _FUSED_MIN_ELEMENTS or rows.shape[0] == 0
-    if not fused:
+    if allowed is not None:
+        # removed classes at -inf; ignored rows (masked ones among them) finite, at 0
+        rows = masked(allowed, rows, -math.inf)
+        rows = rows if ignored is None else rows.masked_fill(ignored.unsqueeze(1), 0)
+    elif keep is not None and fused:
+        rows = masked(keep.unsqueeze(1), rows, 0.0)  # the small path masks ignored rows itself
+    if not fused and allowed is None:
         return _cross_entropy_small(
-            rows, index, ignored, weight, label_smoothing, reduction, out_shape
+            rows, index, ignored, weight, label_smoothing, reduction, out_shape, keep is not None
         )
-    loss = _cross_entropy_rows(rows, index, ignored, weight, label_smoothing)
+    if fused:
+        loss = _cross_entropy_rows(rows, index, ignored, weight, allowed, label_smoothing)
+    else:  # a class mask on a small input: autograd through the same forward
+        loss = _cross_entropy_rows_forward(rows, index, ignored, weight, allowed, label_smoothing)
     if reduction == "none":
         return loss.view(out_shape)
-    return reduce(loss, reduction, mean_weight=_row_weights(index, weight, ignored, loss.dtype))
+    row_weights = _row_weights(index, weight, ignored, loss.dtype)
+    return reduce(loss, reduction, where=keep, mean_weight=row_weights)
 
 
 def _soft_cross_entropy(
@@ -298,15 +386,25 @@ def _soft_cross_entropy(
     label_smoothing: float,
     reduction: Reduction,
     out_shape: tuple[int, ...],
+    keep: Tensor | None,
+    allowed: Tensor | None,
 ) -> Tensor:
     """Class probabilities, in the promoted dtype of ``input`` and ``target`` (as torch)."""
     dtype = torch.promote_types(input.dtype, target.dtype)
     work = compute_dtype(dtype)
-    rows = probability_rows(
-        _rows(target).to(work), None if weight is None else weight.to(work), label_smoothing
-    )
-    loss = row_loss(_rows(input).to(work), rows, None).to(dtype)
-    return reduce(loss.reshape(out_shape), reduction)
+    x, q = _rows(input).to(work), _rows(target).to(work)
+    ignored = None
+    if allowed is not None:
+        x = masked(allowed, x, -math.inf)
+    if keep is not None:
+        ignored = ~keep
+        x, q = masked(keep.unsqueeze(1), x, 0.0), masked(keep.unsqueeze(1), q, 0.0)
+    class_weight = None if weight is None else weight.to(work)
+    rows = probability_rows(q, class_weight, label_smoothing, ignored, allowed)
+    loss = row_loss(x, rows, None).to(dtype)
+    if keep is None:
+        return reduce(loss.reshape(out_shape), reduction)
+    return reduce(loss.reshape(out_shape), reduction, where=keep.view(out_shape))
 
 
 def _cross_entropy_small(
@@ -317,10 +415,12 @@ def _cross_entropy_small(
     label_smoothing: float,
     reduction: Reduction,
     out_shape: tuple[int, ...],
+    masked_mean: bool = False,
 ) -> Tensor:
     """Small inputs: ``-sum(log_softmax(x) * a)``, with the mean's denominator folded into the
     target weights ``a``; without label smoothing, the target's log-probability alone (gathered:
-    a ``-inf`` logit elsewhere, a masked class, gives no ``0 * -inf``)."""
+    a ``-inf`` logit elsewhere, a masked class, gives no ``0 * -inf``). ``masked_mean``: a
+    ``where`` was given, so a mean over nothing is 0 (not torch's 0 / 0)."""
     if ignored is not None:
         # An ignored row gives exactly nothing, value and gradient, whatever it holds (padding
         # rows may be nan or inf): masked before the log-softmax, so its row is finite.
@@ -330,6 +430,8 @@ def _cross_entropy_small(
     total: Tensor | int = 1  # the mean's denominator; an empty batch never comes here
     if reduction == "mean":
         total = input.shape[0] if row_weights is None else row_weights.sum()
+        if masked_mean and row_weights is not None:
+            total = torch.where(total == 0, 1, total)  # a mean over no rows is 0
     if label_smoothing == 0:
         picked = log_probs.gather(1, index.unsqueeze(1))  # (M, 1)
         if row_weights is None:  # no weight, nothing ignored: total is a number
@@ -363,6 +465,7 @@ def _cross_entropy_small(
 
 
 @follows_autocast("float32")
+@checks_config(_nll_loss_config)
 def nll_loss(
     input: Tensor,
     target: Tensor,
@@ -370,6 +473,7 @@ def nll_loss(
     *,
     ignore_index: int = -100,
     reduction: Reduction = "mean",
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Negative log-likelihood of class indices under given log-probabilities.
 
@@ -386,9 +490,15 @@ def nll_loss(
         weight: optional per-class weight, shape ``(C,)``.
         ignore_index: class index whose elements contribute nothing.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool row mask, broadcastable to ``target``'s shape: only the ``True``
+            elements count (a masked one adds nothing and gets zero gradient, whatever its
+            log-probabilities hold; its target is not read). ``"mean"`` divides by the
+            included elements' :math:`\sum w_{y_n}` (0 with every element masked). There is
+            no class mask here (the log-probabilities are already normalised): use
+            :func:`cross_entropy`'s.
 
     Returns:
-        ``target``'s shape for ``"none"``, else a 0-dim tensor.
+        ``target``'s shape for ``"none"`` (0 where masked), else a 0-dim tensor.
 
     Raises:
         TypeError, ValueError, IndexError: as :func:`cross_entropy`.
@@ -401,22 +511,29 @@ def nll_loss(
     fn = "nll_loss"
     check_tensor(fn, input=input)
     check_floating(fn, input=input)
-    check_reduction(fn, reduction)
-    check_index(fn, ignore_index=ignore_index)
+    _nll_loss_config(reduction=reduction, ignore_index=ignore_index)
     check_integer(fn, target=target)
     _, out_shape = _class_shapes(fn, input, target)
     check_class_weight(fn, weight, input)
     rows = _rows(input)
     flat_target = as_index(target.reshape(-1))
+    keep = None
+    if where is not None:
+        check_where(fn, where, out_shape)
+        keep = where.expand(out_shape).reshape(-1)
+        flat_target = torch.where(keep, flat_target, ignore_index)  # not read, counted nowhere
     index, ignored = class_index_mask(fn, flat_target, rows.shape[1], ignore_index)
     # pow(1) is the identity, but its backward, 1 * x^0, depends on the input: the gradient is
     # connected to it, so a double backward gives zeros (as torch), not "does not require grad".
     loss = -rows.gather(1, index.unsqueeze(1)).squeeze(1).pow(1)
     row_weights = _row_weights(index, weight, ignored, loss.dtype)
-    if weight is not None:
-        loss = loss * row_weights
     if ignored is not None:
         # masked_fill as well as a zero weight: with every element ignored the mean is
-        # 0 / 0 = nan, as in torch, and the gradient is still zero (not 0 * inf), as in torch.
+        # 0 / 0 = nan, as in torch, and the gradient is still zero (not 0 * inf), as in torch;
+        # before the weight, so a nan log-probability there never meets it.
         loss = loss.masked_fill(ignored, 0)
-    return reduce(loss.reshape(out_shape), reduction, mean_weight=row_weights)
+    if weight is not None:
+        loss = loss * row_weights
+    if reduction == "none":
+        return loss.reshape(out_shape)
+    return reduce(loss, reduction, where=keep, mean_weight=row_weights)

@@ -40,6 +40,7 @@ from ._checks import (
     check_number,
     check_reduction,
     check_tensor,
+    checks_config,
     class_index_mask,
     fail,
     plain_eager,
@@ -47,6 +48,7 @@ from ._checks import (
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
+from ._reduction import masked, reduce
 from ._softmax_ce import (
     Rows,
     class_rows,
@@ -58,6 +60,7 @@ from ._softmax_ce import (
     row_loss,
     softmax_gradient,
     softmax_in_place,
+    softmax_mask,
     target_dot,
     target_gradient,
 )
@@ -118,18 +121,28 @@ def _chunk_rows(
     target: Tensor,
     ignored: Tensor | None,
     weight: Tensor | None,
+    allowed: Tensor | None,
     config: Config,
     start: int,
     stop: int,
     per_row: int,
 ) -> Rows:
     """The targets of input rows ``[start, stop)``: ``per_row`` softmax rows each."""
-    target = target[start * per_row : stop * per_row]
+    first, last = start * per_row, stop * per_row
+    target = target[first:last]
+    chunk_ignored = None if ignored is None else ignored[first:last]
+    chunk_allowed = None if allowed is None else allowed[first:last]
+    eps = config.label_smoothing
     if target.is_floating_point():
-        return probability_rows(target.to(config.dtype), weight, config.label_smoothing)
-    chunk_ignored = None if ignored is None else ignored[start * per_row : stop * per_row]
-    eps, num_classes = config.label_smoothing, config.num_classes
-    return class_rows(target, chunk_ignored, weight, eps, num_classes, config.dtype)
+        target = target.to(config.dtype)
+        return probability_rows(target, weight, eps, chunk_ignored, chunk_allowed)
+    num_classes = config.num_classes
+    return class_rows(target, chunk_ignored, weight, eps, num_classes, config.dtype, chunk_allowed)
+
+
+def _remove_classes(z: Tensor, rows: Rows) -> Tensor:
+    """A chunk's logits with the classes its class mask removes at ``-inf``."""
+    return z if rows.allowed is None else torch.where(rows.allowed, z, -math.inf)
 
 
 def _chunk_logits(
@@ -155,16 +168,18 @@ def _linear_cross_entropy_rows(
     ignored: Tensor | None,
     linear_bias: Tensor | None,
     weight: Tensor | None,
+    allowed: Tensor | None,
     config: Config,
 ) -> Tensor:
-    """Per-row loss, ``(N D,)``, for ``(N, H)`` inputs, one chunk of rows at a time."""
+    """Per-row loss, ``(N D,)``, for ``(N, H)`` inputs, one chunk of rows at a time;
+    ``allowed`` the ``(N D, C)`` class mask, or ``None``."""
     x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
     per_row = linear_weight.shape[0] // config.num_classes
     losses = []
     for start, stop in _chunks(input.shape[0], config.chunk_size):
         z, _ = _chunk_logits(x.input[start:stop], x.linear_weight, x.bias, config)
-        rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
-        losses.append(row_loss(z, rows, x.weight, config.z_loss))
+        rows = _chunk_rows(target, ignored, x.weight, allowed, config, start, stop, per_row)
+        losses.append(row_loss(_remove_classes(z, rows), rows, x.weight, config.z_loss))
     return torch.cat(losses).to(input.dtype)
 
 
@@ -177,8 +192,9 @@ def _linear_cross_entropy_rows_backward(
     ignored: Tensor | None,
     linear_bias: Tensor | None,
     weight: Tensor | None,
+    allowed: Tensor | None,
     config: Config,
-) -> tuple[Tensor, Tensor, Tensor | None, None, Tensor | None, None]:
+) -> tuple[Tensor, Tensor, Tensor | None, None, Tensor | None, None, None]:
     # d/dh = G W,  d/dW = G^T h,  d/db = 1^T G  with  G = grad * d loss / du, chunk by chunk;
     # probabilities: d/dq = -grad (1 - eps) w log_softmax(z).
     x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
@@ -190,13 +206,14 @@ def _linear_cross_entropy_rows_backward(
     grad_bias: Tensor | None = None
     for start, stop in _chunks(input.shape[0], config.chunk_size):
         h = x.input[start:stop]
-        rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
+        rows = _chunk_rows(target, ignored, x.weight, allowed, config, start, stop, per_row)
         chunk_scale = scale[start * per_row : stop * per_row]
         z, squashed = _chunk_logits(h, x.linear_weight, x.bias, config)
-        g = row_gradient(z, rows, x.weight, chunk_scale, config.z_loss)
+        z = _remove_classes(z, rows)
+        g = row_gradient(z, rows, x.weight, chunk_scale, config.z_loss)  # 0 at removed classes
         if target.is_floating_point():
             eps = config.label_smoothing
-            target_parts.append(target_gradient(z, x.weight, eps, chunk_scale))
+            target_parts.append(target_gradient(z, rows, x.weight, eps, chunk_scale))
         g = g.reshape(h.shape[0], x.linear_weight.shape[0])
         if squashed is not None:
             g = g * (1 - squashed * squashed)
@@ -214,6 +231,7 @@ def _linear_cross_entropy_rows_backward(
         None,
         None if grad_bias is None or linear_bias is None else grad_bias.to(linear_bias.dtype),
         None,
+        None,
     )
 
 
@@ -225,12 +243,14 @@ def _linear_cross_entropy_rows_jvp(
     ignored_t: Tensor | None,
     linear_bias_t: Tensor | None,
     weight_t: Tensor | None,
+    allowed_t: Tensor | None,
     input: Tensor,
     linear_weight: Tensor,
     target: Tensor,
     ignored: Tensor | None,
     linear_bias: Tensor | None,
     weight: Tensor | None,
+    allowed: Tensor | None,
     config: Config,
 ) -> Tensor:
     # d loss = (d loss / dz) . dz  with  dz = (dh W^T + h dW^T + db) (1 - (z / softcap)^2).
@@ -245,12 +265,13 @@ def _linear_cross_entropy_rows_jvp(
         if dx.bias is not None:
             du = du + dx.bias
         dz = du if squashed is None else du * (1 - squashed * squashed)
-        rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
+        rows = _chunk_rows(target, ignored, x.weight, allowed, config, start, stop, per_row)
+        z = _remove_classes(z, rows)
         dz = dz.reshape(-1, config.num_classes)
-        result.append(row_jvp(z, dz, rows, x.weight, config.z_loss))
+        result.append(row_jvp(z, dz, rows, x.weight, config.z_loss))  # dz 0 at removed classes
         if target_t is not None and target.is_floating_point():
             ones = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
-            gradient = target_gradient(z, x.weight, config.label_smoothing, ones)
+            gradient = target_gradient(z, rows, x.weight, config.label_smoothing, ones)
             tangent = target_t[start * per_row : stop * per_row].to(z.dtype)
             result[-1] = result[-1] + (gradient * tangent).sum(1)
     return torch.cat(result).to(input.dtype)
@@ -263,6 +284,7 @@ def _fused_pass(
     x: _Inputs,
     target: Tensor,
     ignored: Tensor | None,
+    allowed: Tensor | None,
     scale: Tensor,
     config: Config,
     need: tuple[bool, bool, bool],
@@ -295,7 +317,9 @@ def _fused_pass(
             squashed = torch.div(u, config.softcap, out=squash_buffer[: stop - start]).tanh_()
             torch.mul(squashed, config.softcap, out=u)
         z = u.view(-1, config.num_classes)
-        rows = _chunk_rows(target, ignored, x.weight, config, start, stop, per_row)
+        rows = _chunk_rows(target, ignored, x.weight, allowed, config, start, stop, per_row)
+        if rows.allowed is not None:
+            z.masked_fill_(~rows.allowed, -math.inf)
         dot = target_dot(z, rows, x.weight)
         # The z-loss's gradient needs lse exactly as the recomputing backward gets it.
         exact_lse = torch.logsumexp(z, 1) if config.z_loss > 0 else None
@@ -332,6 +356,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         ignored: Tensor | None,
         bias: Tensor | None,
         weight: Tensor | None,
+        allowed: Tensor | None,
         denominator: Tensor,
         config: Config,
         need: tuple[bool, bool, bool],
@@ -339,19 +364,27 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         x = _Inputs.of(input, linear_weight, bias, weight, config.dtype)
         num_rows = target.shape[0]
         scale = (1 / denominator).to(config.dtype).expand(num_rows)
-        loss, *grads = _fused_pass(x, target, ignored, scale, config, need)
-        ctx.save_for_backward(input, linear_weight, target, ignored, bias, weight)
+        loss, *grads = _fused_pass(x, target, ignored, allowed, scale, config, need)
+        ctx.save_for_backward(input, linear_weight, target, ignored, bias, weight, allowed)
         ctx.scale, ctx.grads, ctx.config = scale, grads, config
         return (loss.sum() / denominator).to(input.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        input, linear_weight, target, ignored, bias, weight = ctx.saved_tensors
+        input, linear_weight, target, ignored, bias, weight, allowed = ctx.saved_tensors
         if torch.is_grad_enabled() or ctx.grads is None:
             grads = _linear_cross_entropy_rows_backward(
-                grad * ctx.scale, input, linear_weight, target, ignored, bias, weight, ctx.config
+                grad * ctx.scale,
+                input,
+                linear_weight,
+                target,
+                ignored,
+                bias,
+                weight,
+                allowed,
+                ctx.config,
             )
-            grad_input, grad_weight, _, _, grad_bias, _ = grads
+            grad_input, grad_weight, _, _, grad_bias, _, _ = grads
         else:
             if torch._C._functorch.is_legacy_batchedtensor(grad):  # vectorize=True jacobians
                 scaled = [None if g is None else g * grad.to(g.dtype) for g in ctx.grads]
@@ -363,7 +396,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 None if g is None or t is None else g.to(t.dtype)
                 for g, t in zip(scaled, like, strict=True)
             )
-        return grad_input, grad_weight, None, None, grad_bias, None, None, None, None
+        return grad_input, grad_weight, None, None, grad_bias, None, None, None, None, None
 
 
 def _use_fused(reduction: str, *tensors: Tensor | None) -> bool:
@@ -477,9 +510,20 @@ def _check_shapes(
     return _Shapes(num_classes, out_features, False, index_shape)
 
 
-def _check_config(
-    fn: str, label_smoothing: float, z_loss: float, softcap: float | None, chunk_size: int | None
+def _linear_cross_entropy_config(
+    *,
+    reduction: str = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
 ) -> None:
+    """linear_cross_entropy's config (also checked by LinearCrossEntropyLoss at construction)."""
+    fn = "linear_cross_entropy"
+    check_reduction(fn, reduction)
+    if ignore_index is not None:
+        check_index(fn, ignore_index=ignore_index)
     check_in_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
     check_non_negative(fn, z_loss=z_loss)
     if softcap is not None:
@@ -546,6 +590,7 @@ def _resolve_options(
 
 
 @follows_autocast("float32")
+@checks_config(_linear_cross_entropy_config)
 def linear_cross_entropy(
     input: Tensor,
     linear_weight: Tensor,
@@ -560,6 +605,7 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     chunk_size: int | None = None,
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Cross-entropy of a linear layer's logits, without materialising the ``(N, V)`` logits.
 
@@ -629,18 +675,35 @@ def linear_cross_entropy(
             ``None``.
         chunk_size: rows of ``input`` per chunk; ``None`` picks it so that a chunk of logits
             takes about 64 MiB. Only speed and memory depend on it.
+        where: optional bool mask, one of two kinds, told apart by its number of dimensions,
+            as in :func:`cross_entropy`. A *row mask*, broadcastable to the unreduced loss shape
+            (``(N,)``, ``(N, d1, ..., dK)``, ``()`` unbatched): a masked row adds nothing and
+            gets exactly zero gradient, its ``input`` row included when all its outputs are
+            masked (also where it holds inf or NaN); its target is not read. ``"mean"``
+            divides by the included rows' :math:`\sum r_n` (class indices) or their number
+            (probabilities), and is 0 with every row masked. A *class mask* of the logits'
+            dimensions, broadcastable to their shape (``(N, C)``, ``(1, C)`` for one vocabulary
+            shared by every row, ``(N, C, d1, ..., dK)``, ``(C,)`` unbatched) removes the
+            ``False`` classes from each softmax, as if their logits were ``-inf``: zero
+            probability, zero gradient through them (an inf/NaN *logit* there is harmless; a
+            non-finite row of ``linear_weight`` still reaches ``input``'s gradient through the
+            matmul), label smoothing spread over the classes left, probability mass on a
+            removed class dropped, ``+inf`` for a class index on a removed class (the true
+            value); a row with no class left counts as masked. A ``(C,)`` mask for batched
+            input is refused (it would read as a row mask when ``N == C``): pass ``(1, C)``.
 
     Returns:
-        Shape ``(N, d1, ..., dK)`` (``(N,)``; ``()`` for an unbatched input) for ``"none"``,
-        else a 0-dim tensor.
+        Shape ``(N, d1, ..., dK)`` (``(N,)``; ``()`` for an unbatched input) for ``"none"``
+        (0 at masked rows), else a 0-dim tensor.
 
     Raises:
         TypeError: non-floating input or weights, mismatched dtypes, a non-integer class-index
-            target, ``options`` not a ``LinearCrossEntropyOptions``.
+            target, ``options`` not a ``LinearCrossEntropyOptions``, a non-bool ``where``.
         ValueError: mismatched feature sizes, a bias, class weight or target of the wrong shape,
             an ``ignore_index`` with probabilities, bad ``reduction``/``label_smoothing``/
             ``z_loss``, ``softcap <= 0``, a non-positive ``chunk_size`` or one that disagrees
-            with ``options``, an ``acc_dtype`` narrower than the compute dtype.
+            with ``options``, an ``acc_dtype`` narrower than the compute dtype, a ``where`` of
+            neither mask's shape.
         IndexError: a class index out of range (eager mode).
 
     Examples:
@@ -662,13 +725,21 @@ def linear_cross_entropy(
     check_tensor(fn, input=input, linear_weight=linear_weight)
     check_floating(fn, input=input, linear_weight=linear_weight, linear_bias=linear_bias)
     check_floating(fn, weight=weight)
-    check_reduction(fn, reduction)
-    if ignore_index is not None:
-        check_index(fn, ignore_index=ignore_index)
+    _linear_cross_entropy_config(
+        reduction=reduction,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        chunk_size=chunk_size,
+    )
     shapes = _check_shapes(fn, input, linear_weight, target, linear_bias, weight, ignore_index)
-    _check_config(fn, label_smoothing, z_loss, softcap, chunk_size)
     num_classes, features = shapes.num_classes, input.shape[-1]
     per_row = math.prod(shapes.out_features)
+    keep = allowed = None
+    if where is not None:
+        logits_shape = (*input.shape[:-1], num_classes, *shapes.out_features)
+        keep, allowed = _masks(fn, where, shapes.loss_shape, logits_shape, per_row)
     if shapes.probabilities:
         dtype = torch.promote_types(input.dtype, target.dtype)
         input, linear_weight = input.to(dtype), linear_weight.to(dtype)
@@ -683,28 +754,34 @@ def linear_cross_entropy(
         if linear_bias is not None:
             linear_bias = linear_bias.reshape(num_classes, per_row).T.reshape(-1)
     ignored: Tensor | None = None
-    denominator: Tensor
+    row_weights: Tensor | None = None  # the mean's terms; None: all ones
     if shapes.probabilities:
         flat = target.reshape(-1, num_classes, per_row).transpose(1, 2)
         flat_target = flat.reshape(-1, num_classes)
-        denominator = torch.tensor(float(flat_target.shape[0]), dtype=dtype, device=input.device)
+        if keep is not None:
+            ignored = ~keep
+            flat_target = masked(keep.unsqueeze(1), flat_target, 0.0)  # not read
     else:
         ignore = _DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
-        flat_target, ignored = class_index_mask(
-            fn, as_index(target).reshape(-1), num_classes, ignore
-        )
+        flat_target = as_index(target).reshape(-1)
+        if keep is not None:
+            flat_target = torch.where(keep, flat_target, ignore)  # not read, counted nowhere
+        flat_target, ignored = class_index_mask(fn, flat_target, num_classes, ignore)
         flat_target = flat_target.long()
-        denominator = _class_denominator(flat_target, ignored, weight, dtype)
-        if ignored is not None:
-            # An input row whose outputs are all ignored gives exactly nothing: nan or inf
-            # padding must not reach d/dW = G^T h through 0 * nan.
-            row_ignored = ignored if per_row == 1 else ignored.view(-1, per_row).all(1)
-            rows = rows.masked_fill(row_ignored.unsqueeze(1), 0)
+        row_weights = _row_weights(flat_target, ignored, weight, dtype)
+    if ignored is not None:
+        # An input row whose outputs are all ignored gives exactly nothing: nan or inf
+        # padding must not reach d/dW = G^T h through 0 * nan.
+        row_ignored = ignored if per_row == 1 else ignored.view(-1, per_row).all(1)
+        rows = rows.masked_fill(row_ignored.unsqueeze(1), 0)
+        if allowed is not None:  # an ignored row keeps every class: finite logits
+            allowed = allowed | ignored.unsqueeze(1)
     config = Config(num_classes, float(label_smoothing), float(z_loss), softcap, size, dtype)
     if _use_fused(reduction, rows, linear_weight, linear_bias) and not target.requires_grad:
         need = tuple(t is not None and t.requires_grad for t in (rows, linear_weight, linear_bias))
-        if reduction == "sum":
-            denominator = torch.ones((), dtype=dtype, device=input.device)
+        denominator = _denominator(
+            reduction, row_weights, keep, flat_target.shape[0], dtype, input.device
+        )
         return _FusedLinearCrossEntropy.apply(
             rows,
             linear_weight,
@@ -712,27 +789,63 @@ def linear_cross_entropy(
             ignored,
             linear_bias,
             weight,
+            allowed,
             denominator,
             config,
             need,
         )
     loss = _linear_cross_entropy_rows(
-        rows, linear_weight, flat_target, ignored, linear_bias, weight, config
+        rows, linear_weight, flat_target, ignored, linear_bias, weight, allowed, config
     )
     if reduction == "none":
         return loss.reshape(shapes.loss_shape)
-    if reduction == "sum":
-        return loss.sum()
-    return loss.sum() / denominator.to(loss.dtype)
+    return reduce(loss, reduction, where=keep, mean_weight=row_weights)
 
 
-def _class_denominator(
+def _masks(
+    fn: str,
+    where: Tensor,
+    loss_shape: tuple[int, ...],
+    logits_shape: tuple[int, ...],
+    per_row: int,
+) -> tuple[Tensor, Tensor | None]:
+    """(softmax rows kept ``(N D,)``, classes allowed ``(N D, C)``) from ``where``, a row mask
+    (the loss's shape) or a class mask (the logits' dimensions); a row with no class allowed is
+    not kept. Any other ``where`` raises."""
+    if not softmax_mask(fn, where, loss_shape, logits_shape):
+        return where.expand(loss_shape).reshape(-1), None
+    expanded = where.expand(logits_shape)
+    num_classes = logits_shape[0] if len(logits_shape) == 1 else logits_shape[1]
+    # (N, C, d...) -> (N D, C), the order of the softmax rows
+    allowed = expanded.reshape(-1, num_classes, per_row).transpose(1, 2).reshape(-1, num_classes)
+    return allowed.any(1), allowed
+
+
+def _row_weights(
     index: Tensor, ignored: Tensor | None, weight: Tensor | None, dtype: torch.dtype
-) -> Tensor:
-    """The mean's denominator for class indices: the class weights of the rows not ignored."""
+) -> Tensor | None:
+    """Each row's class weight, 0 where ignored: the class-weighted mean's terms (``None``: all
+    ones, no weight and nothing ignored)."""
     if weight is None:
-        if ignored is None:
-            return torch.tensor(float(index.shape[0]), dtype=dtype, device=index.device)
-        return (~ignored).sum().to(dtype)
+        return None if ignored is None else (~ignored).to(dtype)
     row_weights = weight.to(dtype).gather(0, index)
-    return (row_weights if ignored is None else row_weights.masked_fill(ignored, 0)).sum()
+    return row_weights if ignored is None else row_weights.masked_fill(ignored, 0)
+
+
+def _denominator(
+    reduction: str,
+    row_weights: Tensor | None,
+    keep: Tensor | None,
+    num_rows: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """The fused pass's "mean" denominator (1 for "sum") in the compute ``dtype``:
+    :func:`reduce`'s, which the fused pass cannot call (it scales the gradients it computes
+    during the forward by it)."""
+    if reduction == "sum":
+        return torch.ones((), dtype=dtype, device=device)
+    if row_weights is None and keep is None:
+        return torch.tensor(float(num_rows), dtype=dtype, device=device)
+    total = (keep if row_weights is None else row_weights).sum().to(dtype)
+    return total if keep is None else torch.where(total == 0, 1, total)

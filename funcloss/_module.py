@@ -34,6 +34,7 @@ class _LossModule(nn.Module):
     _config: tuple[inspect.Parameter, ...]
     _config_names: tuple[str, ...]
     _required: int
+    _positional: int
     _buffers_config: frozenset[str]
     _check_config: Callable[..., None] | None
     _checked_config: tuple[str, ...]
@@ -71,13 +72,15 @@ class _LossModule(nn.Module):
         config = {name: getattr(self, name) for name in self._config_names}
         # Inputs past the function's required ones (``forward_args``) may be keyword-only there.
         required = self._required
-        if len(args) > len(self._inputs):
-            # Never drop an input silently (a weight passed positionally would be ignored).
+        positional = self._inputs[: self._positional]
+        if len(args) > len(positional):
+            # Never drop an input silently (a weight passed positionally would be ignored), nor
+            # take it as the mask.
             raise TypeError(
-                f"{type(self).__name__}: forward takes at most {len(self._inputs)} positional "
-                f"inputs ({', '.join(self._inputs)}), got {len(args)}."
+                f"{type(self).__name__}: forward takes at most {len(positional)} positional "
+                f"inputs ({', '.join(positional)}), got {len(args)}."
             )
-        extra = dict(zip(self._inputs[required:], args[required:], strict=False))
+        extra = dict(zip(positional[required:], args[required:], strict=False))
         return type(self)._fn(*args[:required], **extra, **kwargs, **config)
 
     def extra_repr(self) -> str:
@@ -168,6 +171,9 @@ def loss_module(
             "_fn": staticmethod(fn),
             "_inputs": inputs,
             "_required": sum(p.default is empty for p in parameters),
+            # a keyword-only ``where`` (the last input) is never taken positionally
+            "_positional": len(inputs)
+            - any(p.name == "where" and p.kind == p.KEYWORD_ONLY for p in parameters),
             "_config": config,
             "_config_names": tuple(p.name for p in config),
             "_buffers_config": frozenset(p.name for p in config if _is_tensor_config(p)),

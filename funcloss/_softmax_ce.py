@@ -13,6 +13,13 @@ With ``A = sum_c a_c``, ``lse = log sum_c exp(z_c)`` and ``zeta`` the z-loss:
     d loss / dz = (A + 2 zeta r lse) softmax(z) - a,
     d loss = (A + 2 zeta r lse) (softmax(z) . dz) - a . dz.
 
+A class mask (``allowed``, ``(M, C)`` bool, ``True`` for the classes in the softmax) removes
+classes: the caller sets their logits to ``-inf`` (so ``softmax`` is exactly 0 there), and the
+target weights leave them out: label smoothing spreads ``eps / C'`` over the ``C'`` allowed classes
+of the row, probability mass on a removed class is dropped, a class index on a removed class
+keeps its ``-inf`` log-probability (the loss is ``+inf``, the true value). A row with no allowed
+class is an ignored row (the caller marks it so, and gives it finite logits).
+
 ``Rows`` holds a chunk's targets as ``a``'s coefficients; everything below is a plain function of
 tensors (differentiable, so double backward through a backward built from them is exact), except
 where ``in_place=True`` asks for the gradient to be built in the softmax's own buffer.
@@ -26,6 +33,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._checks import broadcast_pair, check_where, fail, shape_str
+
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -34,13 +43,46 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _HALF_DTYPES else dtype
 
 
+def softmax_mask(
+    fn: str, where: Tensor | None, loss_shape: tuple[int, ...], logits_shape: tuple[int, ...]
+) -> bool | None:
+    """What a softmax loss's ``where`` masks: ``False`` for rows (broadcastable to the unreduced
+    loss shape), ``True`` for classes (the logits' number of dimensions, broadcastable to their
+    shape), ``None`` without a mask; any other ``where`` raises, naming both. The two cannot
+    both fit, whatever the sizes (C = 1, N = C): a row mask has fewer dimensions than the
+    logits."""
+    if where is None:
+        return None
+    if not isinstance(where, Tensor) or where.dtype != torch.bool:
+        check_where(fn, where, loss_shape)  # the type error
+    if broadcast_pair(where.shape, torch.Size(loss_shape)) == loss_shape:
+        return False
+    if where.dim() == len(logits_shape) and broadcast_pair(where.shape, logits_shape) == (
+        logits_shape
+    ):
+        return True
+    fail(
+        ValueError,
+        fn,
+        "where",
+        f"be broadcastable to the unreduced loss shape {shape_str(loss_shape)} (a row mask) "
+        f"or have the logits' {len(logits_shape)} dimensions and broadcast to their shape "
+        f"{shape_str(logits_shape)} (a class mask)",
+        shape_str(where.shape),
+        hint="A vocabulary mask shared by every row has shape (1, C): `mask[None]`."
+        if len(logits_shape) == 2
+        else "",
+    )
+
+
 class Rows(NamedTuple):
     """A chunk's targets, ``(M,)`` per row unless said otherwise.
 
     Class indices: ``a = picked onehot(index) + spread w`` (``spread`` is ``None`` without label
-    smoothing). Probabilities: ``a = dense``, ``(M, C)``. ``total`` is ``A``, ``row_weight`` is
-    ``r`` (the weighted mean's term and the z-loss weight), ``ignored`` the rows that give exactly
-    nothing (``None``: none).
+    smoothing; ``(M, C)`` with a class mask). Probabilities: ``a = dense``, ``(M, C)``.
+    ``total`` is ``A``, ``row_weight`` is ``r`` (the weighted mean's term and the z-loss weight),
+    ``ignored`` the rows that give exactly nothing (``None``: none), ``allowed`` the class mask
+    (``None``: every class).
     """
 
     index: Tensor | None
@@ -50,6 +92,7 @@ class Rows(NamedTuple):
     total: Tensor
     row_weight: Tensor
     ignored: Tensor | None
+    allowed: Tensor | None = None
 
     def chunk(self, start: int, stop: int) -> Rows:
         return Rows(*(None if t is None else t[start:stop] for t in self))
@@ -62,8 +105,10 @@ def class_rows(
     label_smoothing: float,
     num_classes: int,
     dtype: torch.dtype,
+    allowed: Tensor | None = None,
 ) -> Rows:
-    """Rows for class indices ``index`` (0 where ``ignored``); ``weight`` in ``dtype``."""
+    """Rows for class indices ``index`` (0 where ``ignored``); ``weight`` in ``dtype``;
+    ``allowed`` the ``(M, C)`` class mask (every row has an allowed class, or is ignored)."""
     if ignored is None:
         keep = torch.ones(index.shape, dtype=dtype, device=index.device)
     else:
@@ -71,20 +116,45 @@ def class_rows(
     row_weight = keep if weight is None else weight.gather(0, index) * keep
     picked = (1 - label_smoothing) * row_weight
     if label_smoothing == 0:
-        return Rows(index, picked, None, None, picked, row_weight, ignored)
-    spread = (label_smoothing / num_classes) * keep
-    weight_sum = num_classes if weight is None else weight.sum()
-    return Rows(index, picked, spread, None, picked + spread * weight_sum, row_weight, ignored)
+        return Rows(index, picked, None, None, picked, row_weight, ignored, allowed)
+    if allowed is None:
+        spread = (label_smoothing / num_classes) * keep
+        weight_sum: Tensor | int = num_classes if weight is None else weight.sum()
+    else:
+        # eps / C' over the C' allowed classes of each row (clamped: an ignored row may have none)
+        count = allowed.sum(1).clamp_min(1).to(dtype)
+        spread = (label_smoothing / count) * keep
+        weight_sum = count if weight is None else torch.where(allowed, weight, 0).sum(1)
+    total = picked + spread * weight_sum
+    return Rows(index, picked, spread, None, total, row_weight, ignored, allowed)
 
 
-def probability_rows(target: Tensor, weight: Tensor | None, label_smoothing: float) -> Rows:
-    """Rows for ``(M, C)`` class probabilities (``target`` and ``weight`` in the compute dtype)."""
+def probability_rows(
+    target: Tensor,
+    weight: Tensor | None,
+    label_smoothing: float,
+    ignored: Tensor | None = None,
+    allowed: Tensor | None = None,
+) -> Rows:
+    """Rows for ``(M, C)`` class probabilities (``target`` and ``weight`` in the compute dtype);
+    ``ignored`` rows give nothing; with a class mask ``allowed``, the mass on removed classes is
+    dropped and smoothing spreads over the allowed classes only."""
+    if allowed is not None:
+        target = torch.where(allowed, target, 0)
     if label_smoothing > 0:
-        target = target * (1 - label_smoothing) + label_smoothing / target.shape[1]
+        if allowed is None:
+            target = target * (1 - label_smoothing) + label_smoothing / target.shape[1]
+        else:
+            count = allowed.sum(1, keepdim=True).clamp_min(1).to(target.dtype)
+            spread = torch.where(allowed, label_smoothing / count, 0)
+            target = target * (1 - label_smoothing) + spread
     if weight is not None:
         target = target * weight
     ones = torch.ones(target.shape[:1], dtype=target.dtype, device=target.device)
-    return Rows(None, None, None, target, target.sum(1), ones, None)
+    if ignored is not None:
+        target = target.masked_fill(ignored.unsqueeze(1), 0)
+        ones = ones.masked_fill(ignored, 0)
+    return Rows(None, None, None, target, target.sum(1), ones, ignored, allowed)
 
 
 def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
@@ -98,6 +168,8 @@ def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
     assert rows.index is not None and rows.picked is not None
     dot = rows.picked * z.gather(1, rows.index.unsqueeze(1)).squeeze(1)
     if rows.spread is not None:
+        if rows.allowed is not None:
+            z = torch.where(rows.allowed, z, 0)  # removed classes (-inf) get no smoothing
         dot = dot + rows.spread * (z.sum(1) if weight is None else z @ weight)
     return dot
 
@@ -162,6 +234,11 @@ def softmax_gradient(
     logits hold, nan or inf padding, and even where ``scale`` is not finite, as for a mean over no
     rows); ``lse`` is needed for a z-loss only. ``in_place`` builds it in ``softmax``'s buffer."""
     gradient = _softmax_gradient(softmax, lse, rows, weight, scale, z_loss, in_place)
+    if rows.allowed is not None:  # a class index on a removed class: no gradient there either
+        removed = ~rows.allowed
+        gradient = (
+            gradient.masked_fill_(removed, 0) if in_place else gradient.masked_fill(removed, 0)
+        )
     if rows.ignored is None:
         return gradient
     ignored = rows.ignored.unsqueeze(1)
@@ -194,6 +271,8 @@ def _softmax_gradient(
     if rows.spread is not None:
         spread = (rows.spread * scale).unsqueeze(1)
         spread = spread if weight is None else spread * weight
+        if rows.allowed is not None:
+            spread = torch.where(rows.allowed, spread, 0)
     if in_place:
         gradient = softmax.mul_(coefficient)
         if spread is not None:
@@ -206,11 +285,17 @@ def _softmax_gradient(
 
 
 def target_gradient(
-    z: Tensor, weight: Tensor | None, label_smoothing: float, scale: Tensor
+    z: Tensor, rows: Rows, weight: Tensor | None, label_smoothing: float, scale: Tensor
 ) -> Tensor:
-    """``scale * d loss / d q`` for probability targets ``q``: ``-(1 - eps) w log_softmax(z)``."""
+    """``scale * d loss / d q`` for probability targets ``q``: ``-(1 - eps) w log_softmax(z)``;
+    exactly 0 on ignored rows and removed classes (whose log-probability is ``-inf``)."""
     gradient = torch.log_softmax(z, 1) * (scale * (label_smoothing - 1)).unsqueeze(1)
-    return gradient if weight is None else gradient * weight
+    gradient = gradient if weight is None else gradient * weight
+    if rows.allowed is not None:
+        gradient = torch.where(rows.allowed, gradient, 0)
+    if rows.ignored is not None:
+        gradient = gradient.masked_fill(rows.ignored.unsqueeze(1), 0)
+    return gradient
 
 
 def row_jvp(
@@ -220,6 +305,8 @@ def row_jvp(
     coefficient = rows.total
     if z_loss > 0:
         coefficient = coefficient + 2 * z_loss * rows.row_weight * torch.logsumexp(z, 1)
+    if rows.allowed is not None:  # a removed class's logit is the constant -inf
+        z_tangent = torch.where(rows.allowed, z_tangent, 0)
     result = coefficient * (torch.softmax(z, 1) * z_tangent).sum(1)
     result = result - target_dot(z_tangent, rows, weight)
     return result if rows.ignored is None else result.masked_fill(rows.ignored, 0)

@@ -20,7 +20,7 @@ from . import _margin as _m
 from . import _regression as _r
 from . import _sequence as _s
 from . import _tree as _t
-from ._checks import Reduction, check_in_range, check_reduction, fail, shape_str
+from ._checks import Reduction, check_reduction, fail, shape_str
 from ._module import loss_module
 
 BCELoss = loss_module(_b.binary_cross_entropy, name="BCELoss")
@@ -67,8 +67,18 @@ class LinearCrossEntropyLoss(torch.nn.Module):
     ) -> None:
         super().__init__()
         name = "LinearCrossEntropyLoss"
-        check_reduction(name, reduction)
-        check_in_range(name, "label_smoothing", label_smoothing, 0.0, 1.0)
+        try:
+            _l.linear_cross_entropy.check_config(
+                reduction=reduction,
+                ignore_index=ignore_index,
+                label_smoothing=label_smoothing,
+                z_loss=z_loss,
+                softcap=softcap,
+                chunk_size=chunk_size,
+            )
+        except (TypeError, ValueError) as error:  # the rule names the function; name the class
+            message = str(error).replace("linear_cross_entropy:", f"{name}:", 1)
+            raise type(error)(message) from None
         if weight is not None:
             if not isinstance(weight, Tensor):
                 fail(TypeError, name, "weight", "be a torch.Tensor or None", type(weight).__name__)
@@ -83,7 +93,9 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         outputs = math.prod(self.out_features, start=num_classes)
         self.linear = torch.nn.Linear(in_features, outputs, bias=bias, device=device, dtype=dtype)
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor:
+        """:func:`funcloss.linear_cross_entropy` of ``self.linear``'s logits; ``where`` is its
+        row or class mask."""
         shape = (self.num_classes, *self.out_features)
         linear_weight = self.linear.weight.reshape(*shape, self.linear.in_features)
         bias = self.linear.bias
@@ -100,6 +112,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
             z_loss=self.z_loss,
             softcap=self.softcap,
             chunk_size=self.chunk_size,
+            where=where,
         )
 
     def extra_repr(self) -> str:

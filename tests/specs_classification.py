@@ -11,16 +11,40 @@ import funcloss.nn as fnn
 from funcloss._cross_entropy import _cross_entropy
 from funcloss.testing import class_targets, floats, logits, probabilities
 
-from .registry import Case, LossSpec
+from .registry import Case, LossSpec, count_mean, weighted_count_mean
 
 IGNORE = -100
 
 
 def fused_cross_entropy(
-    input, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0
+    input,
+    target,
+    weight=None,
+    *,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    where=None,
 ):
     """cross_entropy forced onto its custom-backward path (small inputs take plain autograd)."""
-    return _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, True)
+    return _cross_entropy(
+        input, target, weight, ignore_index, reduction, label_smoothing, True, where
+    )
+
+
+def class_weighted_mean(case: Case, loss: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """torch's class-weighted mean under a mask: the included rows' loss over their w_y
+    (rows with ignore_index count 0); probability targets: the included rows' count."""
+    target = case.args[1]
+    if target.is_floating_point():
+        return count_mean(loss, where)
+    kept = target != case.kwargs.get("ignore_index", IGNORE)
+    weight = case.kwargs.get("weight")
+    if weight is None:
+        return weighted_count_mean(loss, where, kept.to(loss.dtype))
+    return weighted_count_mean(
+        loss, where, torch.where(kept, weight[target.masked_fill(~kept, 0)], 0)
+    )
 
 
 @st.composite
@@ -103,6 +127,7 @@ SPECS = [
         _index_cases,
         F.cross_entropy,
         torch_module=torch.nn.CrossEntropyLoss,
+        masked_mean=class_weighted_mean,
     ),
     LossSpec(
         "cross_entropy-kdim",
@@ -111,6 +136,7 @@ SPECS = [
         lambda: _index_cases(k_dims=2),
         F.cross_entropy,
         per_sample_dims=None,
+        masked_mean=class_weighted_mean,
     ),
     LossSpec(
         "cross_entropy-unbatched",
@@ -119,6 +145,7 @@ SPECS = [
         _unbatched_cases,
         F.cross_entropy,
         per_sample_dims=None,
+        masked_mean=class_weighted_mean,
     ),
     LossSpec(
         "cross_entropy-fused",
@@ -126,6 +153,7 @@ SPECS = [
         fnn.CrossEntropyLoss,
         _index_cases,
         F.cross_entropy,
+        masked_mean=class_weighted_mean,
     ),
     LossSpec(
         "cross_entropy-fused-kdim",
@@ -134,6 +162,7 @@ SPECS = [
         lambda: _index_cases(k_dims=2),
         F.cross_entropy,
         per_sample_dims=None,
+        masked_mean=class_weighted_mean,
     ),
     LossSpec(
         "cross_entropy-fused-unbatched",
@@ -142,6 +171,7 @@ SPECS = [
         _unbatched_cases,
         F.cross_entropy,
         per_sample_dims=None,
+        masked_mean=class_weighted_mean,
     ),
     LossSpec(
         "cross_entropy-probabilities",
@@ -158,6 +188,7 @@ SPECS = [
         _nll_cases,
         F.nll_loss,
         torch_module=torch.nn.NLLLoss,
+        masked_mean=class_weighted_mean,
     ),
     LossSpec(
         "nll_loss-kdim",
@@ -166,6 +197,7 @@ SPECS = [
         lambda: _nll_cases(k_dims=1),
         F.nll_loss,
         per_sample_dims=None,
+        masked_mean=class_weighted_mean,
     ),
     LossSpec(
         "binary_cross_entropy",

@@ -16,7 +16,7 @@ import funcloss
 import funcloss.nn as fnn
 from funcloss.testing import class_targets, floats
 
-from .registry import Case, LossSpec
+from .registry import Case, LossSpec, count_mean, default_arg_mask, weighted_count_mean
 
 IGNORE = -100
 
@@ -78,6 +78,35 @@ def naive_linear_cross_entropy(
     if reduction == "sum":
         return loss.sum()
     return loss.sum() / row_weight.sum()
+
+
+def _masked_mean(case: Case, loss: Tensor, where: Tensor) -> Tensor:
+    """The oracle's "mean" under a mask: the included rows' loss over their class weight w_y
+    (0 for ignore_index; -100 when it is None), or their count (probabilities)."""
+    target = case.args[2]
+    if target.is_floating_point():
+        return count_mean(loss, where)
+    ignore = case.kwargs.get("ignore_index")
+    kept = target != (IGNORE if ignore is None else ignore)
+    weight = case.kwargs.get("weight")
+    weights = kept.to(loss.dtype)
+    if weight is not None:
+        weights = torch.where(kept, weight[target.masked_fill(~kept, 0)], 0)
+    return weighted_count_mean(loss, where, weights)
+
+
+def _arg_mask(where: Tensor, position: int, case: Case) -> Tensor | None:
+    """An input row is read only by masked rows when all its outputs are masked (K-dimensional
+    outputs: all of its positions), so it is kept where any is included; the weights and the
+    bias are read by every row."""
+    arg = case.args[position]
+    if position == 0:
+        if where.dim() == 0:
+            return where.expand(arg.shape)
+        return where.reshape(where.shape[0], -1).any(1).unsqueeze(1).expand(arg.shape)
+    if position == 2:
+        return default_arg_mask(where, arg)
+    return None
 
 
 @st.composite
@@ -164,7 +193,9 @@ class FunctionalLinearCrossEntropyLoss(nn.Module):
         super().__init__()
         self.config = config
 
-    def forward(self, input: Tensor, linear_weight: Tensor, target: Tensor, bias=None) -> Tensor:
+    def forward(
+        self, input: Tensor, linear_weight: Tensor, target: Tensor, bias=None, *, where=None
+    ) -> Tensor:
         num_classes, *out_features, features = linear_weight.shape
         module = fnn.LinearCrossEntropyLoss(
             features,
@@ -177,7 +208,7 @@ class FunctionalLinearCrossEntropyLoss(nn.Module):
         parameters = {"linear.weight": linear_weight.reshape(-1, features)}
         if bias is not None:
             parameters["linear.bias"] = bias.reshape(-1)
-        return torch.func.functional_call(module, parameters, (input, target))
+        return torch.func.functional_call(module, parameters, (input, target), {"where": where})
 
 
 SPECS = [
@@ -189,6 +220,8 @@ SPECS = [
         naive_linear_cross_entropy,
         wrt=(0, 1),
         per_sample_dims=(0, None, 0),
+        masked_mean=_masked_mean,
+        where_arg_mask=_arg_mask,
     ),
     LossSpec(
         "linear_cross_entropy-bias",
@@ -198,6 +231,8 @@ SPECS = [
         _oracle_with_bias,
         wrt=(0, 1, 3),
         per_sample_dims=(0, None, 0, None),
+        masked_mean=_masked_mean,
+        where_arg_mask=_arg_mask,
     ),
     LossSpec(
         "linear_cross_entropy-unbatched",
@@ -207,6 +242,8 @@ SPECS = [
         naive_linear_cross_entropy,
         wrt=(0, 1),
         per_sample_dims=None,
+        masked_mean=_masked_mean,
+        where_arg_mask=_arg_mask,
     ),
     LossSpec(
         "linear_cross_entropy-probabilities",
@@ -216,6 +253,8 @@ SPECS = [
         naive_linear_cross_entropy,
         wrt=(0, 1, 2),
         per_sample_dims=(0, None, 0),
+        masked_mean=_masked_mean,
+        where_arg_mask=_arg_mask,
     ),
     LossSpec(
         "linear_cross_entropy-kdim",
@@ -225,5 +264,7 @@ SPECS = [
         _oracle_with_bias,
         wrt=(0, 1, 3),
         per_sample_dims=None,
+        masked_mean=_masked_mean,
+        where_arg_mask=_arg_mask,
     ),
 ]

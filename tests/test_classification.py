@@ -10,6 +10,7 @@ from torch.func import grad, jacfwd, jacrev, vmap
 import funcloss
 import funcloss._cross_entropy as classification
 import funcloss._logistic as logistic
+from funcloss._softmax_ce import softmax_mask
 
 
 def test_cross_entropy_golden_values() -> None:
@@ -321,3 +322,224 @@ def test_float64_under_transforms_matches_float64_torch(
     )
     per_sample = vmap(grad(lambda x, y: ours(x[None], y[None], "sum")))(x, y)
     torch.testing.assert_close(per_sample, jacrev(lambda x: theirs(x, y, "none").sum())(x), **tight)
+
+
+# -- class masks: `where` of the logits' shape removes classes from the softmax ------------------
+#
+# Oracles: torch's F.cross_entropy on the logits with the removed classes at -inf (what a class
+# mask means), and, for a mask shared by every row, F.cross_entropy on the kept columns only
+# (label smoothing then spreads over the kept classes, as funcloss's must).
+
+_ALLOWED = torch.tensor(
+    [[1, 1, 0, 1, 0], [1, 1, 1, 1, 1], [0, 1, 1, 0, 1], [1, 1, 0, 0, 0]], dtype=torch.bool
+)
+_TARGET = torch.tensor([0, 3, 2, 1])  # every one on an allowed class
+
+
+def _masked_ce(fused: bool, x, target, allowed, weight=None, smoothing=0.0, reduction="mean"):
+    ignore = -100
+    return classification._cross_entropy(
+        x, target, weight, ignore, reduction, smoothing, fused, allowed
+    )
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_class_mask_equals_minus_inf_logits(fused: bool, reduction: str, weighted: bool) -> None:
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.tensor([0.5, 2.0, 1.0, 1.5, 0.7], dtype=torch.float64) if weighted else None
+    target = _TARGET.clone()
+    target[1] = -100  # an ignored row among them
+    ours = _masked_ce(fused, x, target, _ALLOWED, weight, reduction=reduction)
+    theirs = F.cross_entropy(
+        x.masked_fill(~_ALLOWED, -torch.inf), target, weight, reduction=reduction
+    )
+    torch.testing.assert_close(ours, theirs)
+    (g_ours,) = torch.autograd.grad(ours.sum(), x)
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
+    torch.testing.assert_close(g_ours, g_theirs)
+    assert (g_ours[~_ALLOWED] == 0).all()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_class_mask_label_smoothing_spreads_over_kept_classes(
+    fused: bool, weighted: bool, reduction: str
+) -> None:
+    # A (1, C) vocabulary mask shared by every row: the oracle drops the removed columns.
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    kept = torch.tensor([True, False, True, True, False])
+    columns = kept.nonzero().squeeze(1)
+    target = torch.tensor([0, 2, 3, 3, 0, 2])
+    remapped = torch.cumsum(kept.long(), 0)[target] - 1
+    weight = torch.tensor([0.5, 2.0, 1.0, 1.5, 0.7], dtype=torch.float64) if weighted else None
+    ours = _masked_ce(fused, x, target, kept[None], weight, 0.3, reduction)
+    theirs = F.cross_entropy(
+        x[:, columns],
+        remapped,
+        None if weight is None else weight[columns],
+        label_smoothing=0.3,
+        reduction=reduction,
+    )
+    torch.testing.assert_close(ours, theirs)
+    (g_ours,) = torch.autograd.grad(ours.sum(), x)
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
+    torch.testing.assert_close(g_ours, g_theirs)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.4])
+@pytest.mark.parametrize("poison", [torch.inf, -torch.inf, torch.nan])
+def test_class_mask_removed_logits_reach_nothing(fused: bool, smoothing: float, poison) -> None:
+    x = torch.randn(4, 5, dtype=torch.float64)
+    bad = x.masked_fill(~_ALLOWED, poison)
+
+    def f(z):
+        return _masked_ce(fused, z, _TARGET, _ALLOWED, smoothing=smoothing)
+
+    torch.testing.assert_close(f(bad), f(x))
+    gradient = grad(f)(bad)
+    torch.testing.assert_close(gradient, grad(f)(x))
+    assert (gradient[~_ALLOWED] == 0).all()
+    torch.testing.assert_close(jacfwd(f)(bad), gradient)
+    hessian = torch.func.hessian(f)(bad)
+    assert torch.isfinite(hessian).all()
+    torch.testing.assert_close(hessian, torch.func.hessian(f)(x))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_class_index_on_a_removed_class_is_inf(fused: bool) -> None:
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([2, 0, 1, 4])  # rows 0 and 3 point at removed classes
+    loss = _masked_ce(fused, x, target, _ALLOWED, reduction="none")
+    assert torch.isposinf(loss[[0, 3]]).all() and torch.isfinite(loss[[1, 2]]).all()
+    theirs = F.cross_entropy(x.masked_fill(~_ALLOWED, -torch.inf), target, reduction="none")
+    torch.testing.assert_close(loss, theirs)
+    (gradient,) = torch.autograd.grad(_masked_ce(fused, x, target, _ALLOWED), x)
+    assert torch.isfinite(gradient).all() and (gradient[~_ALLOWED] == 0).all()
+    # the finite part: softmax over the allowed classes (minus the one-hot where allowed) / N
+    probabilities = torch.softmax(x.detach().masked_fill(~_ALLOWED, -torch.inf), 1)
+    onehot = F.one_hot(target, 5).to(x.dtype) * _ALLOWED
+    torch.testing.assert_close(gradient, (probabilities - onehot) / 4)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_row_with_no_class_left_counts_as_masked(fused: bool) -> None:
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([1, 2, 0])
+    allowed = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]], dtype=torch.bool)
+    loss = _masked_ce(fused, x, target, allowed, torch.tensor([1.0, 2.0, 3.0, 4.0]).double())
+    rows = torch.tensor([True, False, True])
+    theirs = F.cross_entropy(
+        x[rows].masked_fill(~allowed[rows], -torch.inf),
+        target[rows],
+        torch.tensor([1.0, 2.0, 3.0, 4.0]).double(),
+    )
+    torch.testing.assert_close(loss, theirs)
+    none = _masked_ce(fused, x, target, allowed, reduction="none")
+    assert none[1] == 0
+    # every row without a class: a mean over nothing, 0 with zero gradient
+    nothing = _masked_ce(fused, x, target, torch.zeros(3, 4, dtype=torch.bool))
+    assert nothing == 0
+    assert torch.equal(torch.autograd.grad(nothing, x)[0], torch.zeros(3, 4, dtype=x.dtype))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_class_mask_drops_probability_mass_on_removed_classes(smoothing: float) -> None:
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    q = torch.softmax(torch.randn(5, 4, dtype=torch.float64), 1).requires_grad_()
+    kept = torch.tensor([True, True, False, True])
+    ours = funcloss.cross_entropy(x, q, where=kept[None], label_smoothing=smoothing)
+    # not renormalised: the kept columns' mass as it is
+    theirs = F.cross_entropy(x[:, kept], q[:, kept], label_smoothing=smoothing)
+    torch.testing.assert_close(ours, theirs)
+    g_ours = torch.autograd.grad(ours, (x, q))
+    g_theirs = torch.autograd.grad(theirs, (x, q))
+    torch.testing.assert_close(g_ours, g_theirs)  # torch's: 0 at the columns it never saw
+    assert (g_ours[0][:, ~kept] == 0).all() and (g_ours[1][:, ~kept] == 0).all()
+    # nan mass on a removed class reaches nothing
+    poisoned = q.detach().masked_fill(~kept[None], torch.nan)
+    value = funcloss.cross_entropy(x, poisoned, where=kept[None], label_smoothing=smoothing)
+    torch.testing.assert_close(value, ours)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_class_mask_k_dimensional_and_unbatched(fused: bool) -> None:
+    x = torch.randn(2, 4, 3, dtype=torch.float64)
+    allowed = torch.rand(2, 4, 3, generator=torch.Generator().manual_seed(0)) < 0.6
+    allowed[:, 1] = True
+    target = torch.ones(2, 3, dtype=torch.long)
+    for smoothing in (0.0, 0.2):
+        ours = _masked_ce(fused, x, target, allowed, smoothing=smoothing, reduction="none")
+        # each position (n, d) is a row of the (N D, C) problem
+        rows = x.movedim(1, -1).reshape(-1, 4)
+        row_mask = allowed.movedim(1, -1).reshape(-1, 4)
+        flat = _masked_ce(
+            fused, rows, target.reshape(-1), row_mask, smoothing=smoothing, reduction="none"
+        )
+        torch.testing.assert_close(ours, flat.view(2, 3))
+    theirs = F.cross_entropy(x.masked_fill(~allowed, -torch.inf), target, reduction="none")
+    torch.testing.assert_close(_masked_ce(fused, x, target, allowed, reduction="none"), theirs)
+    # unbatched: a (C,) class mask, a () row mask
+    z, y = torch.randn(5, dtype=torch.float64), torch.tensor(3)
+    torch.testing.assert_close(
+        _masked_ce(fused, z, y, _ALLOWED[0]),
+        F.cross_entropy(z.masked_fill(~_ALLOWED[0], -torch.inf), y),
+    )
+    assert _masked_ce(fused, z, y, torch.tensor(False)) == 0
+
+
+def test_one_class_corner_row_and_class_masks_by_dimensions() -> None:
+    # Told apart by the number of dimensions, never by sizes: with C = 1 (or N = C) a mask of
+    # the loss's dimensions masks rows, one of the logits' dimensions classes.
+    kind = softmax_mask
+    mask = torch.ones
+    assert kind("cross_entropy", mask(3, dtype=torch.bool), (3,), (3, 1)) is False
+    assert kind("cross_entropy", mask(3, 1, dtype=torch.bool), (3,), (3, 1)) is True
+    assert kind("cross_entropy", mask((), dtype=torch.bool), (), (1,)) is False
+    assert kind("cross_entropy", mask(1, dtype=torch.bool), (), (1,)) is True
+    assert kind("cross_entropy", mask(1, 3, dtype=torch.bool), (3,), (3, 3)) is True
+    assert kind("cross_entropy", mask(3, dtype=torch.bool), (3,), (3, 3)) is False
+    # N = C: a (C,) mask is a row mask, as the slicing oracle says
+    x, target = torch.randn(3, 3), torch.tensor([0, 1, 1])
+    rows = torch.tensor([True, False, True])
+    torch.testing.assert_close(
+        funcloss.cross_entropy(x, target, where=rows), F.cross_entropy(x[rows], target[rows])
+    )
+
+
+def test_per_sample_class_masks_under_vmap_and_compile() -> None:
+    x = torch.randn(4, 5, dtype=torch.float64)
+
+    def f(z, y, allowed):
+        return funcloss.cross_entropy(z, y, where=allowed, label_smoothing=0.2)
+
+    looped = torch.stack([f(x[i], _TARGET[i], _ALLOWED[i]) for i in range(4)])
+    torch.testing.assert_close(vmap(f)(x, _TARGET, _ALLOWED), looped)
+    torch.testing.assert_close(
+        vmap(grad(f))(x, _TARGET, _ALLOWED),
+        torch.stack([grad(f)(x[i], _TARGET[i], _ALLOWED[i]) for i in range(4)]),
+    )
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    for allowed in (_ALLOWED, _ALLOWED.flip(0) | torch.eye(4, 5, dtype=torch.bool)):
+        torch.testing.assert_close(compiled(x, _TARGET, allowed), f(x, _TARGET, allowed))
+
+
+def test_nll_loss_row_mask_and_weighted_mean() -> None:
+    log_probs = torch.log_softmax(torch.randn(5, 3, dtype=torch.float64), 1)
+    target = torch.tensor([0, 2, -100, 1, 2])
+    weight = torch.tensor([0.5, 2.0, 1.5], dtype=torch.float64)
+    rows = torch.tensor([True, False, True, True, False])
+    poisoned = log_probs.masked_fill(~rows[:, None], torch.nan).requires_grad_()
+    bad_target = target.masked_fill(~rows, 7)  # out of range, but masked: never read
+    ours = funcloss.nll_loss(poisoned, bad_target, weight, where=rows)
+    torch.testing.assert_close(ours, F.nll_loss(log_probs[rows], target[rows], weight))
+    (gradient,) = torch.autograd.grad(ours, poisoned)
+    assert torch.isfinite(gradient).all() and (gradient[~rows] == 0).all()
+    nothing = funcloss.nll_loss(
+        poisoned, bad_target, weight, where=torch.zeros(5, dtype=torch.bool)
+    )
+    assert nothing == 0

@@ -143,6 +143,61 @@ def test_bce_with_logits_pos_weight_not_broadcastable() -> None:
         )
 
 
+BINARY_LOSSES = [funcloss.binary_cross_entropy, funcloss.binary_cross_entropy_with_logits]
+BINARY_IDS = ["binary_cross_entropy", "binary_cross_entropy_with_logits"]
+
+
+@pytest.mark.parametrize("fn", BINARY_LOSSES, ids=BINARY_IDS)
+@pytest.mark.parametrize(
+    ("where", "error", "rule"),
+    [
+        (
+            torch.ones(4, 3),
+            TypeError,
+            r"be a bool tensor \(True marks the elements that count\), "
+            r"got torch.float32\. Use `mask.bool\(\)`",
+        ),
+        (torch.ones(4, 3, dtype=torch.uint8), TypeError, r"be a bool tensor .*, got torch.uint8"),
+        (1, TypeError, r"be a bool tensor or None, got int"),
+        (
+            torch.ones(4, dtype=torch.bool),
+            ValueError,
+            r"be broadcastable to the unreduced loss shape \(4, 3\), got \(4,\)",
+        ),
+        (
+            torch.ones(2, 4, 3, dtype=torch.bool),
+            ValueError,
+            r"be broadcastable to the unreduced loss shape \(4, 3\), got \(2, 4, 3\)",
+        ),
+    ],
+    ids=["float", "uint8", "int", "not-broadcastable", "enlarging"],
+)
+def test_binary_losses_bad_where(fn, where, error, rule) -> None:
+    with pytest.raises(error, match=rf"{fn.__name__}: `where` must {rule}"):
+        fn(torch.rand(4, 3), torch.rand(4, 3), where=where)
+
+
+def test_bce_masked_entries_are_not_range_checked() -> None:
+    # Masked entries are not read: a NaN or 1.5 there is no error, and the value is the
+    # included entries'; an included one is checked as without a mask.
+    input, target = torch.tensor([0.5, 1.5, 0.2]), torch.tensor([1.0, float("nan"), 0.0])
+    where = torch.tensor([True, False, True])
+    got = funcloss.binary_cross_entropy(input, target, where=where)
+    torch.testing.assert_close(
+        got, torch.nn.functional.binary_cross_entropy(input[where], target[where])
+    )
+    with pytest.raises(ValueError, match=r"`input` values must be in \[0.0, 1.0\], got 1.5"):
+        funcloss.binary_cross_entropy(input, target.nan_to_num(), where=~where)
+
+
+@pytest.mark.parametrize(
+    "module", [fnn.BCELoss, fnn.BCEWithLogitsLoss], ids=["BCELoss", "BCEWithLogitsLoss"]
+)
+def test_binary_modules_check_reduction_at_construction(module) -> None:
+    with pytest.raises(ValueError, match=rf"{module.__name__}: `reduction` must be one of"):
+        module(reduction="avg")
+
+
 @pytest.mark.parametrize(
     "fn", [funcloss.cross_entropy, funcloss.nll_loss], ids=["cross_entropy", "nll_loss"]
 )
@@ -190,3 +245,66 @@ def test_module_forward_refuses_extra_positional_inputs() -> None:
         r"got 3\.",
     ):
         fnn.CrossEntropyLoss()(X, Y, torch.rand(3))
+
+
+# -- where ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fn", [funcloss.cross_entropy, funcloss.nll_loss], ids=["cross_entropy", "nll_loss"]
+)
+def test_where_must_be_a_bool_tensor(fn) -> None:
+    name = fn.__name__
+    with pytest.raises(TypeError, match=rf"{name}: `where` must be a bool tensor .*torch.float32"):
+        fn(X, Y, where=torch.ones(4))
+    with pytest.raises(TypeError, match=rf"{name}: `where` must be a bool tensor .*torch.int64"):
+        fn(X, Y, where=torch.ones(4, dtype=torch.int64))
+    with pytest.raises(
+        TypeError, match=rf"{name}: `where` must be a bool tensor or None, got list"
+    ):
+        fn(X, Y, where=[True, False, True, True])
+
+
+def test_cross_entropy_where_of_neither_shape_names_both() -> None:
+    both = (
+        r"cross_entropy: `where` must be broadcastable to the unreduced loss shape \(4,\) \(a row "
+        r"mask\) or have the logits' 2 dimensions and broadcast to their shape \(4, 3\) \(a class "
+        r"mask\), got "
+    )
+    with pytest.raises(ValueError, match=both + r"\(5,\)"):
+        funcloss.cross_entropy(X, Y, where=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=both + r"\(4, 2\)"):
+        funcloss.cross_entropy(X, Y, where=torch.ones(4, 2, dtype=torch.bool))
+    # a (C,) vocabulary mask of batched logits is refused, with the (1, C) fix
+    with pytest.raises(ValueError, match=both + r"\(3,\)\. .*has shape \(1, C\): `mask\[None\]`"):
+        funcloss.cross_entropy(X, Y, where=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"the logits' 3 dimensions .*\(2, 3, 5\).*got \(3, 5\)"):
+        funcloss.cross_entropy(
+            torch.randn(2, 3, 5), torch.zeros(2, 5, dtype=torch.long), where=torch.ones(3, 5) > 0
+        )
+    with pytest.raises(ValueError, match=r"shape \(\) \(a row mask\) .*\(3,\).*got \(2,\)"):
+        funcloss.cross_entropy(X[0], Y[0], where=torch.ones(2, dtype=torch.bool))
+
+
+def test_nll_loss_takes_no_class_mask() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"nll_loss: `where` must be broadcastable to the unreduced loss shape \(4,\), "
+        r"got \(4, 3\)",
+    ):
+        funcloss.nll_loss(X, Y, where=torch.ones(4, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    ("cls", "config", "error", "message"),
+    [
+        (fnn.CrossEntropyLoss, {"label_smoothing": 2.0}, ValueError, "`label_smoothing` must be"),
+        (fnn.CrossEntropyLoss, {"reduction": "avg"}, ValueError, "`reduction` must be one of"),
+        (fnn.CrossEntropyLoss, {"ignore_index": 1.5}, TypeError, "`ignore_index` must be an int"),
+        (fnn.NLLLoss, {"reduction": "batchmean"}, ValueError, "`reduction` must be one of"),
+        (fnn.NLLLoss, {"ignore_index": None}, TypeError, "`ignore_index` must be an int"),
+    ],
+)
+def test_config_fails_at_construction(cls, config: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=rf"^{cls.__name__}: {message}"):
+        cls(**config)

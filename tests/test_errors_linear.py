@@ -171,3 +171,37 @@ def test_no_rows(reduction: str) -> None:
     torch.testing.assert_close(loss.detach(), expected[reduction], equal_nan=True)
     (gradient,) = torch.autograd.grad(loss.sum(), x)
     assert gradient.shape == (0, 3)
+
+
+def test_where_must_be_a_bool_tensor_of_either_shape() -> None:
+    with pytest.raises(TypeError, match=r"linear_cross_entropy: `where` must be a bool tensor"):
+        F(X, W, Y, where=torch.ones(4))
+    with pytest.raises(TypeError, match=r"`where` must be a bool tensor or None, got tuple"):
+        F(X, W, Y, where=(True,))
+    both = (
+        r"linear_cross_entropy: `where` must be broadcastable to the unreduced loss shape \(4,\) "
+        r"\(a row mask\) or have the logits' 2 dimensions and broadcast to their shape \(4, 5\) "
+        r"\(a class mask\), got "
+    )
+    with pytest.raises(ValueError, match=both + r"\(3,\)"):
+        F(X, W, Y, where=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=both + r"\(5,\)\. .*`mask\[None\]`"):
+        F(X, W, Y, where=torch.ones(5, dtype=torch.bool))  # a (C,) vocabulary: ambiguous
+    with pytest.raises(ValueError, match=both + r"\(4, 5, 1\)"):
+        F(X, W, Y, where=torch.ones(4, 5, 1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    ("config", "error", "message"),
+    [
+        ({"reduction": "avg"}, ValueError, "`reduction` must be one of"),
+        ({"label_smoothing": -0.1}, ValueError, "`label_smoothing` must be in"),
+        ({"z_loss": -1.0}, ValueError, "`z_loss` must be non-negative"),
+        ({"softcap": 0.0}, ValueError, "`softcap` must be positive and finite"),
+        ({"chunk_size": 0}, ValueError, "`chunk_size` must be a positive int"),
+        ({"ignore_index": 1.5}, TypeError, "`ignore_index` must be an int"),
+    ],
+)
+def test_module_config_fails_at_construction(config: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=rf"^LinearCrossEntropyLoss: {message}"):
+        funcloss.nn.LinearCrossEntropyLoss(3, 5, **config)

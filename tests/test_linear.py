@@ -539,3 +539,172 @@ def test_float64_under_transforms_matches_float64_torch(probabilities: bool) -> 
 def test_loss_module_forward_args_must_name_parameters() -> None:
     with pytest.raises(TypeError, match=r"loss_module: `forward_args` must name parameters of"):
         funcloss.loss_module(funcloss.linear_cross_entropy, forward_args=("bias",))
+
+
+# -- where: class masks (the logits' shape) remove classes from every softmax -------------------
+#
+# Oracles: torch's autograd through F.cross_entropy on the explicit logits with the removed
+# classes at -inf, and, for a (1, C) mask shared by every row, the naive formula on the kept
+# rows of linear_weight (label smoothing, z-loss and softcap then see only the kept classes).
+
+
+def _gradients(loss: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return torch.autograd.grad(loss, tensors)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("chunk_size", [None, 2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_class_mask_equals_minus_inf_logits(reduction: str, chunk_size, weighted: bool) -> None:
+    # "mean"/"sum" with gradients take the eager fused path, "none" the recomputing one.
+    x, w, b, _ = _problem(n=5, v=4)
+    allowed = torch.rand(5, 4, generator=torch.Generator().manual_seed(1)) < 0.6
+    allowed[:, 2] = True
+    target = torch.tensor([2, 2, -100, 2, 2])
+    target[0] = int(allowed[0].nonzero()[0])
+    weight = torch.tensor([0.5, 2.0, 1.0, 1.5], dtype=torch.float64) if weighted else None
+    x, w, b = (t.clone().requires_grad_() for t in (x, w, b))
+    ours = funcloss.linear_cross_entropy(
+        x,
+        w,
+        target,
+        linear_bias=b,
+        weight=weight,
+        reduction=reduction,
+        chunk_size=chunk_size,
+        where=allowed,
+    )
+    logits = (x @ w.T + b).masked_fill(~allowed, -torch.inf)
+    theirs = F.cross_entropy(logits, target, weight, reduction=reduction)
+    assert_close(ours, theirs, "value")
+    for g_ours, g_theirs in zip(
+        _gradients(ours.sum(), x, w, b), _gradients(theirs.sum(), x, w, b), strict=True
+    ):
+        assert_close(g_ours, g_theirs, "gradient")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"label_smoothing": 0.3},
+        {"label_smoothing": 0.2, "z_loss": 0.1, "softcap": 2.0, "weight": True},
+        {"z_loss": 0.3, "ignore_index": 1},
+    ],
+)
+def test_vocabulary_mask_equals_kept_rows_of_the_weight(reduction: str, options: dict) -> None:
+    x, w, _, _ = _problem(n=6, v=5)
+    kept = torch.tensor([True, False, True, True, False])
+    columns = kept.nonzero().squeeze(1)
+    target = torch.tensor([0, 2, 3, 3, 0, 2])
+    remapped = torch.cumsum(kept.long(), 0)[target] - 1
+    options = dict(options)
+    weight = torch.tensor([0.5, 2.0, 1.0, 1.5, 0.7], dtype=torch.float64)
+    if options.pop("weight", False):
+        options["weight"] = weight
+    kept_options = dict(options)
+    if "weight" in options:
+        kept_options["weight"] = weight[columns]
+    if "ignore_index" in options:  # class 2 -> kept index 1: ignore the same rows in both
+        options["ignore_index"] = 2
+    x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ours = funcloss.linear_cross_entropy(
+        x, w, target, reduction=reduction, where=kept[None], **options
+    )
+    theirs = naive_linear_cross_entropy(
+        x, w[columns], remapped, reduction=reduction, **kept_options
+    )
+    assert_close(ours, theirs, "value")
+    g_ours, g_theirs = _gradients(ours.sum(), x, w), _gradients(theirs.sum(), x, w)
+    assert_close(g_ours, g_theirs, "gradients")
+    assert (g_ours[1][~kept] == 0).all()
+
+
+def test_class_mask_under_transforms_matches_oracle() -> None:
+    x, w, _, target = _problem(n=4, v=5)
+    allowed = torch.rand(4, 5, generator=torch.Generator().manual_seed(2)) < 0.6
+    allowed[torch.arange(4), target] = True
+
+    def ours(h):
+        return funcloss.linear_cross_entropy(
+            h, w, target, label_smoothing=0.2, z_loss=0.1, chunk_size=3, where=allowed
+        )
+
+    def theirs(h):
+        logits = (h @ w.T).masked_fill(~allowed, -torch.inf)
+        log_probs = torch.log_softmax(logits, 1)
+        smooth = -torch.where(allowed, log_probs, 0).sum(1) / allowed.sum(1)
+        nll = -log_probs.gather(1, target[:, None]).squeeze(1)
+        lse = torch.logsumexp(logits, 1)
+        return (0.8 * nll + 0.2 * smooth + 0.1 * lse**2).mean()
+
+    assert_close(ours(x), theirs(x), "value")
+    assert_close(grad(ours)(x), grad(theirs)(x), "grad")
+    assert_close(jacfwd(ours)(x), grad(theirs)(x), "jacfwd")
+    assert_close(torch.func.hessian(ours)(x), torch.func.hessian(theirs)(x), "hessian")
+    per_sample = vmap(grad(lambda h, t, m: funcloss.linear_cross_entropy(h, w, t, where=m)))
+
+    def one(h, i):
+        return funcloss.linear_cross_entropy(h, w, target[i], where=allowed[i])
+
+    looped = torch.stack([grad(one)(x[i], i) for i in range(4)])
+    assert_close(per_sample(x, target, allowed), looped, "vmap(grad), per-sample masks")
+
+    def masked(h, mask):
+        return funcloss.linear_cross_entropy(h, w, target, label_smoothing=0.2, where=mask)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(masked, fullgraph=True, backend="aot_eager")
+    h = x.clone().requires_grad_()
+    value = compiled(h, allowed)
+    assert_close(value, masked(x, allowed), "compiled")
+    assert_close(torch.autograd.grad(value, h)[0], grad(masked)(x, allowed), "compiled grad")
+
+
+def test_class_mask_probabilities_k_dimensional_and_empty_rows() -> None:
+    x, w, _, _ = _problem(n=4, v=4)
+    q = torch.softmax(torch.randn(4, 4, dtype=torch.float64), 1).requires_grad_()
+    kept = torch.tensor([True, True, False, True])
+    ours = funcloss.linear_cross_entropy(x, w, q, where=kept[None], label_smoothing=0.1)
+    theirs = F.cross_entropy(x @ w[kept].T, q[:, kept], label_smoothing=0.1)  # not renormalised
+    assert_close(ours, theirs, "probabilities")
+    (g_ours,), (g_theirs,) = _gradients(ours, q), _gradients(theirs, q)
+    assert_close(g_ours, g_theirs, "gradient of the target")
+    # K-dimensional outputs: logits (N, C, d), a class mask of that shape
+    wk = torch.randn(3, 2, 3, dtype=torch.float64)
+    target = torch.tensor([[0, 1], [2, 2], [1, 0], [0, 0]])
+    allowed = torch.rand(4, 3, 2, generator=torch.Generator().manual_seed(3)) < 0.5
+    allowed.scatter_(1, target[:, None], True)
+    ours = funcloss.linear_cross_entropy(x[:, :3], wk, target, where=allowed, reduction="none")
+    logits = torch.einsum("nh,cdh->ncd", x[:, :3], wk).masked_fill(~allowed, -torch.inf)
+    assert_close(ours, F.cross_entropy(logits, target, reduction="none"), "k-dimensional")
+    # a row with no class left counts as masked; none left at all: 0 with zero gradient
+    h = x.clone().requires_grad_()
+    none_left = torch.zeros(4, 4, dtype=torch.bool)
+    loss = funcloss.linear_cross_entropy(h, w, torch.zeros(4, dtype=torch.long), where=none_left)
+    assert loss == 0
+    assert torch.equal(_gradients(loss, h)[0], torch.zeros_like(h))
+
+
+def test_row_mask_poisoned_rows_both_paths_and_module() -> None:
+    x, w, _, target = _problem(n=5, v=4)
+    rows = torch.tensor([True, False, True, False, True])
+    poisoned = x.masked_fill(~rows[:, None], torch.nan)
+    bad_target = target.masked_fill(~rows, 99)  # never read
+    weight = torch.tensor([0.5, 2.0, 1.0, 1.5], dtype=torch.float64)
+    expected = F.cross_entropy(x[rows] @ w.T, target[rows], weight)
+    for reduction in ("mean", "sum"):
+        h, v = poisoned.clone().requires_grad_(), w.clone().requires_grad_()
+        ours = funcloss.linear_cross_entropy(
+            h, v, bad_target, weight=weight, reduction=reduction, where=rows
+        )
+        if reduction == "mean":
+            assert_close(ours, expected, "value")
+        grads = _gradients(ours, h, v)
+        assert all(torch.isfinite(g).all() for g in grads)
+        assert (grads[0][~rows] == 0).all()
+    module = fnn.LinearCrossEntropyLoss(3, 4, weight=weight, dtype=torch.float64)
+    with torch.no_grad():
+        module.linear.weight.copy_(w)
+    assert_close(module(poisoned, bad_target, where=rows), expected, "module forward")
+    assert module(x, target, where=torch.zeros(5, dtype=torch.bool)) == 0
