@@ -35,6 +35,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# One built site, one server: keep the file's tests on one xdist worker (`--dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("docs")
 DOCS_PACKAGES = ("sphinx", "furo", "myst_parser", "sphinx-mathjax-offline")
 
 
@@ -88,7 +90,11 @@ def test_every_public_name_has_a_page(site: Path) -> None:
     documented = _inventory(site)
     expected = {f"funcloss.{n}" for n in funcloss.__all__ if n != "__version__"}
     expected |= {f"funcloss.nn.{n}" for n in funcloss.nn.__all__}
-    expected |= {f"funcloss.testing.{n}" for n in ("check_loss", "CheckReport")}
+    import funcloss.distributed
+    import funcloss.testing
+
+    for sub in (funcloss.testing, funcloss.distributed):
+        expected |= {f"{sub.__name__}.{n}" for n in sub.__all__}
     assert expected - documented == set()
     # each loss's example is a doctest (run by pytest --doctest-modules), shown on its page
     public = [getattr(funcloss, n) for n in funcloss.__all__ if n != "__version__"]
@@ -112,6 +118,9 @@ def test_the_build_fails_for_a_public_name_without_a_page() -> None:
     names, nn_names = funcloss_docs._public()
     objects = {f"funcloss.{n}": None for n in names if n != "__version__"}
     objects |= {f"funcloss.nn.{n}": None for n in nn_names}
+    for sub, sub_names in funcloss_docs._subpackages().items():
+        objects |= {f"funcloss.{sub}.{n}": None for n in sub_names}
+    assert {"testing", "distributed"} <= set(funcloss_docs._subpackages())
     domain = types.SimpleNamespace(objects=objects)
     app = types.SimpleNamespace(env=types.SimpleNamespace(get_domain=lambda name: domain))
     funcloss_docs.check_public_names(app, None)  # every name documented: the build goes on

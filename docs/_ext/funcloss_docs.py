@@ -9,6 +9,8 @@ otherwise the build fails.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import json
 import re
@@ -73,6 +75,16 @@ def _public() -> tuple[list[str], list[str]]:
 
     names = [n for n in funcloss.__all__ if not n.startswith("_")]
     return names, list(funcloss.nn.__all__)
+
+
+def _subpackages() -> dict[str, list[str]]:
+    """The public names of funcloss's public subpackages (``funcloss.testing``, ...)."""
+    out = {}
+    for sub in ("testing", "distributed"):
+        if importlib.util.find_spec(f"funcloss.{sub}") is not None:
+            module = importlib.import_module(f"funcloss.{sub}")
+            out[sub] = list(module.__all__)
+    return out
 
 
 def _write(path: Path, text: str) -> None:
@@ -185,7 +197,40 @@ def _indent(text: str, by: str = "   ") -> str:
     return "\n".join(by + line if line.strip() else "" for line in text.splitlines())
 
 
+def _qualified_refs(text: str, namespace: str) -> str:
+    """``:func:`name``` written inside a function's module -> ``:func:`namespace.name```."""
+    return re.sub(r":(func|class):`([A-Za-z_]\w*)`", rf":\1:`{namespace}.\2`", text)
+
+
+def _class_entry(cls: type, name: str, namespace: str, where: str) -> str:
+    """A generated loss module: signature, forward, Shape (from its function's docstring)."""
+    fn = cls._fn
+    signature = inspect.Signature(
+        [p.replace(annotation=inspect.Parameter.empty) for p in cls._config]
+    )
+    forward = inspect.signature(cls.forward)
+    forward = forward.replace(
+        parameters=[
+            p.replace(annotation=inspect.Parameter.empty)
+            for p in forward.parameters.values()
+            if p.name != "self"
+        ],
+        return_annotation=inspect.Signature.empty,
+    )
+    body = (
+        f"Module form of :func:`{namespace}.{fn.__name__}`, torch's class name and "
+        "constructor arguments. The constructor takes the function's config "
+        "(checked at construction; tensors are registered as buffers); "
+        f"``forward{forward}`` takes its tensors.\n\n"
+        + _qualified_refs(_shape_section(fn, cls._inputs), namespace)
+        + f"\nExample: the function's, :func:`{namespace}.{fn.__name__}`, with its config "
+        f"passed to the constructor: ``{where}.{name}(**config)(*tensors)``.\n"
+    )
+    return f".. class:: {name}{signature}\n\n{_indent(body)}\n"
+
+
 def _modules_page(nn_names: list[str]) -> str:
+    import funcloss
     import funcloss.nn
 
     text = [
@@ -202,41 +247,34 @@ def _modules_page(nn_names: list[str]) -> str:
     text.append("")
     for name in nn_names:
         cls = getattr(funcloss.nn, name)
-        fn = getattr(cls, "_fn", None)
         if hasattr(cls, "_config"):
-            signature = inspect.Signature(
-                [p.replace(annotation=inspect.Parameter.empty) for p in cls._config]
-            )
-            forward = inspect.signature(cls.forward)
-            forward = forward.replace(
-                parameters=[
-                    p.replace(annotation=inspect.Parameter.empty)
-                    for p in forward.parameters.values()
-                    if p.name != "self"
-                ],
-                return_annotation=inspect.Signature.empty,
-            )
-            body = (
-                f"Module form of :func:`funcloss.{fn.__name__}`, torch's class name and "
-                "constructor arguments. The constructor takes the function's config "
-                "(checked at construction; tensors are registered as buffers); "
-                f"``forward{forward}`` takes its tensors.\n\n"
-                + _shape_section(fn, cls._inputs)
-                + f"\nExample: the function's, :func:`funcloss.{fn.__name__}`, with its config "
-                f"passed to the constructor: ``funcloss.nn.{name}(**config)(*tensors)``.\n"
-            )
-            text.append(f".. class:: {name}{signature}\n\n{_indent(body)}\n")
-        else:
-            text.append(f".. autoclass:: {name}\n")
-            fn = getattr(cls, "_fn", None)
-            if fn is None and name == "TreeLoss":
-                import funcloss
+            text.append(_class_entry(cls, name, "funcloss", "funcloss.nn"))
+            continue
+        text.append(f".. autoclass:: {name}\n")
+        fn = getattr(cls, "_fn", None) or (funcloss.tree_loss if name == "TreeLoss" else None)
+        if fn is not None:
+            params = inspect.signature(cls.forward).parameters
+            forward = tuple(p for p in params if p != "self")
+            shape = _qualified_refs(_shape_section(fn, forward), "funcloss")
+            text.append(_indent(shape) + "\n")
+    return "\n".join(text) + "\n"
 
-                fn = funcloss.tree_loss
-            if fn is not None:
-                params = inspect.signature(cls.forward).parameters
-                forward = tuple(p for p in params if p != "self")
-                text.append(_indent(_shape_section(fn, forward)) + "\n")
+
+def _distributed_page() -> str:
+    import funcloss.distributed as dist
+
+    text = [
+        _title("funcloss.distributed"),
+        ".. module:: funcloss.distributed\n",
+        inspect.getdoc(dist) + "\n",
+        "The guide: :doc:`../../distributed`.\n",
+    ]
+    for name in dist.__all__:
+        obj = getattr(dist, name)
+        if isinstance(obj, type) and hasattr(obj, "_config"):
+            text.append(_class_entry(obj, name, "funcloss.distributed", "funcloss.distributed"))
+        else:
+            text.append(f".. autofunction:: {name}\n")
     return "\n".join(text) + "\n"
 
 
@@ -353,6 +391,9 @@ def generate(app: Sphinx) -> None:
     _write(OUT / "api" / "authoring.rst", _authoring_page())
     _write(OUT / "api" / "testing.rst", _testing_page())
     api = [*families, "api/modules", "api/authoring", "api/testing"]
+    if importlib.util.find_spec("funcloss.distributed") is not None:
+        _write(OUT / "api" / "distributed.rst", _distributed_page())
+        api.append("api/distributed")
     concepts = _concept_pages()
     _write(OUT / "transform_support.md", _transform_support_page())
 
@@ -382,6 +423,7 @@ def check_public_names(app: Sphinx, exception: Exception | None) -> None:
     objects = app.env.get_domain("py").objects
     expected = [f"funcloss.{n}" for n in names if n != "__version__"]
     expected += [f"funcloss.nn.{n}" for n in nn_names]
+    expected += [f"funcloss.{sub}.{n}" for sub, names in _subpackages().items() for n in names]
     missing = [name for name in expected if name not in objects]
     if missing:
         raise ExtensionError(f"public names without a documented page: {', '.join(missing)}")
