@@ -62,6 +62,7 @@ suppress_warnings = ["myst.header"]
 
 html_theme = "furo"
 html_title = f"funcloss {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["funcloss.css"]
 html_show_sourcelink = False
 html_copy_source = False

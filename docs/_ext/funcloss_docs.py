@@ -358,8 +358,9 @@ def _transform_support_page() -> str:
         "",
         "Measured from the test registry (`tests/registry.py`) by `tests/transform_support.py`: "
         "for each spec (mean reduction, one drawn float64 case) every transform runs on torch's "
-        "own loss and on funcloss's. A cell reads `ok` when both succeed, else `torch …` / "
-        "`funcloss …`: `fails` (an error), `fallback` (vmap's slow per-sample loop), `WRONG` (a "
+        "own loss and on funcloss's. A cell reads `ok` when both succeed, else what failed "
+        "(`torch: fails` means torch's loss fails and funcloss's is ok): `fails` (an error), "
+        "`fallback` (vmap's slow per-sample loop), `WRONG` (a "
         "result that differs from funcloss's eager derivative, itself checked against torch). "
         f"Measured on torch {table['torch']}; cached in `docs/transform_support.json` by "
         "`python docs/_ext/transform_support_cache.py` (the docs test fails when the cache is "
@@ -374,8 +375,10 @@ def _transform_support_page() -> str:
             cell = row[t]
             if cell["torch"] == "ok" and cell["funcloss"] == "ok":
                 cells.append("ok")
+            elif cell["funcloss"] == "ok":
+                cells.append(f"torch: **{cell['torch']}**")
             else:
-                cells.append(f"torch **{cell['torch']}** / funcloss {cell['funcloss']}")
+                cells.append(f"torch: **{cell['torch']}**, funcloss: **{cell['funcloss']}**")
         lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
