@@ -22,7 +22,9 @@ settings.load_profile(
 
 # A batching rule missing anywhere in funcloss must fail, not fall back to the slow loop.
 torch._C._functorch._set_vmap_fallback_enabled(False)
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Under pytest-xdist (the README's command runs one worker per core) each worker gets one thread.
+_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+torch.set_num_threads(max(1, min(_THREADS, torch.get_num_threads())))
 
 
 @pytest.fixture(autouse=True)

@@ -579,8 +579,9 @@ def gaussian_nll_loss(
     input, target = _masked_pair(where, input, target)
     squared = (input - target) ** 2
     if isinstance(var, Tensor):
+        var = masked(where, var, 1.0)  # a masked variance is not checked, nor read
         _check_var_values(fn, var)
-        clamped = _clamp_straight_through(masked(where, var, 1.0), eps)
+        clamped = _clamp_straight_through(var, eps)
         loss = 0.5 * (torch.log(clamped) + squared / clamped)
     elif isinstance(var, int | float) and not isinstance(var, bool):
         check_non_negative(fn, var=var)

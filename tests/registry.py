@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
@@ -48,6 +49,15 @@ class LossSpec:
             kernels do not; there second derivatives are checked with gradgradcheck instead).
         reductions: the reductions the loss takes.
         torch_module: torch's class of the same name (``state_dict`` keys must match), if any.
+        masked_mean: ``(case, loss, where) -> mean``: the oracle's ``"mean"`` under a mask, from
+            the oracle's unreduced ``loss`` and ``where`` (bool, ``loss``'s shape). The default,
+            :func:`count_mean`, divides by the number of included elements; weighted means
+            (class ``weight``, ``l1_loss(weight=)``) and ``ctc_loss`` give their own.
+        where_arg_mask: ``(where, position, case) -> mask | None``: ``where`` (the unreduced
+            loss's shape) mapped onto ``case.args[position]``, marking the entries that only
+            masked elements read (the mask tests put inf/NaN there); ``None``: none of them.
+            The default, :func:`default_arg_mask`, handles arguments of the loss's shape and
+            of that shape with a class dimension at 1.
     """
 
     id: str
@@ -60,9 +70,45 @@ class LossSpec:
     oracle_second_order: bool = True
     reductions: tuple[str, ...] = ("none", "mean", "sum")
     torch_module: type[nn.Module] | None = None
+    masked_mean: Callable[[Case, Tensor, Tensor], Tensor] = field(
+        default=lambda case, loss, where: count_mean(loss, where)
+    )
+    where_arg_mask: Callable[[Tensor, int, Case], Tensor | None] = field(
+        default=lambda where, position, case: default_arg_mask(where, case.args[position])
+    )
 
     def __repr__(self) -> str:
         return self.id
+
+
+def count_mean(loss: Tensor, where: Tensor) -> Tensor:
+    """The mean of ``loss`` over the entries ``where`` includes; 0 when it includes none."""
+    count = where.sum()
+    total = torch.where(where, loss, 0.0).sum()
+    return total / count if count > 0 else total * 0
+
+
+def weighted_count_mean(loss: Tensor, where: Tensor, weights: Tensor) -> Tensor:
+    """``sum(loss) / sum(weights)`` over the included entries (``loss`` already weighted, as
+    torch's class-weighted ``"none"``); 0 when the included weights sum to 0."""
+    denominator = torch.where(where, weights, 0.0).sum()
+    total = torch.where(where, loss, 0.0).sum()
+    return total / denominator if denominator != 0 else total * 0
+
+
+def default_arg_mask(where: Tensor, arg: object) -> Tensor | None:
+    """``where`` on an argument of the loss's shape, or of that shape with a class dimension at
+    1 (``(N, C, d1, ...)`` against ``(N, d1, ...)``; ``(C,)`` against ``()``)."""
+    if not isinstance(arg, Tensor) or not arg.is_floating_point():
+        return None
+    if arg.shape == where.shape:
+        return where
+    if arg.dim() == where.dim() + 1:
+        if where.dim() == 0:
+            return where.expand(arg.shape)
+        if arg.shape[:1] + arg.shape[2:] == where.shape:
+            return where.unsqueeze(1).expand(arg.shape)
+    return None
 
 
 def _load() -> tuple[LossSpec, ...]:

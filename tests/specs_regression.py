@@ -19,7 +19,7 @@ import funcloss
 import funcloss.nn as fnn
 from funcloss.testing import floats, logits, probabilities, shapes
 
-from .registry import Case, LossSpec
+from .registry import Case, LossSpec, weighted_count_mean
 
 # Half-width of the band around a kink that draws never enter (kinks are >= 0.2 apart).
 KINK_MARGIN = 0.02
@@ -46,6 +46,11 @@ def _pairs(
     if weighted:
         kwargs["weight"] = draw(floats(shape, min_value=0.1, max_value=2.0))
     return Case((x, x - diff), kwargs)
+
+
+def _weighted_mean(case: Case, loss: Tensor, where: Tensor) -> Tensor:
+    """torch's mean with an elementwise weight divides by the (included) weights' sum."""
+    return weighted_count_mean(loss, where, case.kwargs["weight"].expand(where.shape))
 
 
 @st.composite
@@ -178,6 +183,7 @@ SPECS = [
         F.l1_loss,
         wrt=(0, 1),
         per_sample_dims=None,
+        masked_mean=_weighted_mean,
     ),
     LossSpec(
         "mse_loss",
@@ -196,6 +202,7 @@ SPECS = [
         F.mse_loss,
         wrt=(0, 1),
         per_sample_dims=None,
+        masked_mean=_weighted_mean,
     ),
     LossSpec(
         "huber_loss",
