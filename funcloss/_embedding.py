@@ -63,6 +63,7 @@ _COSINE_EMBEDDING_CONFIG = _margin_config("cosine_embedding_loss")
 def _triplet_config(
     *, reduction: str = "mean", margin: float = 1.0, p: float = 2.0, eps: float = 1e-6
 ) -> None:
+    """triplet_margin_loss's config check: positive ``margin`` and ``p``, a real ``eps``."""
     fn = "triplet_margin_loss"
     check_positive(fn, margin=margin, p=p)
     check_number(fn, eps=eps)
@@ -75,6 +76,8 @@ def _triplet_distance_config(
     margin: float = 1.0,
     distance_function: Distance | None = None,
 ) -> None:
+    """triplet_margin_with_distance_loss's config check: a callable (or no) distance, a
+    positive ``margin``."""
     fn = "triplet_margin_with_distance_loss"
     if distance_function is not None and not callable(distance_function):
         fail(
@@ -346,7 +349,8 @@ def _check_triplet(
     check_same_ndim(fn, anchor=anchor, positive=positive, negative=negative)
     if broadcast:
         shape = broadcast_shape(fn, anchor=anchor, positive=positive, negative=negative)
-        check_where(fn, where, shape[:-1])
+        if where is not None:
+            check_where(fn, where, shape[:-1])
     elif where is not None:
         rows = broadcast_pair(anchor.shape[:-1], positive.shape[:-1])
         rows = None if rows is None else broadcast_pair(rows, negative.shape[:-1])
@@ -366,13 +370,16 @@ def _triplet(
     swap: bool,
     reduction: Reduction,
     where: Tensor | None,
-    fills: tuple[float, float, float],
+    fill: float,
+    step: float,
 ) -> Tensor:
+    """The triplet hinge; masked rows read the points ``fill``, ``fill + step`` and
+    ``fill + 2 step`` (anchor, positive, negative)."""
     if where is not None:
         row = where.unsqueeze(-1)
-        anchor = masked(row, anchor, fills[0])
-        positive = masked(row, positive, fills[1])
-        negative = masked(row, negative, fills[2])
+        anchor = masked(row, anchor, fill)
+        positive = masked(row, positive, fill + step)
+        negative = masked(row, negative, fill + 2 * step)
     positive_distance = distance(anchor, positive)
     negative_distance = distance(anchor, negative)
     if swap:
@@ -450,11 +457,10 @@ def triplet_margin_loss(
     def distance(x1: Tensor, x2: Tensor) -> Tensor:
         return _pairwise_distance(x1, x2, p, eps)
 
-    # Masked rows: three points whose differences (plus eps) are nowhere 0, where the p-norm
-    # and its derivatives are finite.
+    # Masked rows: the points 0, s, 2 s with s = 2 |eps| + 1, whose differences plus eps are
+    # nowhere 0 (at least |eps| + 1 in size), where the p-norm and its derivatives are finite.
     step = 2 * abs(eps) + 1
-    fills = (0.0, step, 2 * step)
-    return _triplet(distance, anchor, positive, negative, margin, swap, reduction, where, fills)
+    return _triplet(distance, anchor, positive, negative, margin, swap, reduction, where, 0.0, step)
 
 
 @follows_autocast("promoted")
@@ -522,5 +528,4 @@ def triplet_margin_with_distance_loss(
     distance = _pairwise_distance if distance_function is None else distance_function
     # Masked rows: distinct nonzero points (documented above), where the default distance, a
     # cosine distance or a squared distance are smooth.
-    fills = (1.0, 2.0, 3.0)
-    return _triplet(distance, anchor, positive, negative, margin, swap, reduction, where, fills)
+    return _triplet(distance, anchor, positive, negative, margin, swap, reduction, where, 1.0, 1.0)
