@@ -36,6 +36,7 @@ from ._regression import (
     smooth_l1_loss,
 )
 from ._sequence import ctc_loss
+from ._tree import tree_loss
 
 __version__ = "0.1.0"
 
@@ -64,6 +65,7 @@ __all__ = [
     "set_value_checks",
     "smooth_l1_loss",
     "soft_margin_loss",
+    "tree_loss",
     "triplet_margin_loss",
     "triplet_margin_with_distance_loss",
 ]

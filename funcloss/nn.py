@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import _cross_entropy as _c
 from . import _embedding as _e
@@ -19,6 +19,7 @@ from . import _logistic as _b
 from . import _margin as _m
 from . import _regression as _r
 from . import _sequence as _s
+from . import _tree as _t
 from ._checks import Reduction, check_in_range, check_reduction, fail, shape_str
 from ._module import loss_module
 
@@ -148,6 +149,112 @@ __all__ = [
     "PoissonNLLLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
+    "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
 ]
+
+
+class TreeLoss(torch.nn.Module):
+    r"""Module form of :func:`funcloss.tree_loss`: a pytree of losses as one module, with
+    optional learned task weighting.
+
+    The loss modules in ``loss`` are submodules (in ``losses``, named by their path in the
+    tree: ``"cls"``, ``"box/0"``), so their buffers (a ``CrossEntropyLoss``'s class
+    ``weight``) are in ``state_dict`` and move with ``.to()``; functions are kept as they are.
+
+    With ``uncertainty_weighting=True``, each leaf :math:`t` of ``loss`` (a task) gets a
+    learned log-variance :math:`s_t = \log\sigma_t^2` (a parameter in ``log_variance``,
+    named like ``losses``, initialised to 0) and the total is homoscedastic-uncertainty
+    weighting (Kendall, Gal and Cipolla, 2018, eq. (7) with :math:`s = \log\sigma^2`, scaled
+    by 2 so that :math:`s = 0` gives the plain weighted sum's gradients up to the constant):
+
+    .. math::
+        L = \sum_{i\,:\,y_i \ne \texttt{None}} w_i \left( e^{-s_{t(i)}}\, \ell_i + s_{t(i)}
+        \right)
+
+    over the prediction leaves :math:`i` with a target, :math:`t(i)` the loss leaf term
+    :math:`i` comes from. A task without targets in a batch adds nothing, not even
+    :math:`s_t` (whose gradient would otherwise drive :math:`\sigma_t \to 0`).
+
+    Args:
+        loss: a loss (module or function) or a pytree of them, as :func:`funcloss.tree_loss`.
+        weights: fixed weights, as :func:`funcloss.tree_loss` (numbers or ``None``).
+        reduction: ``"mean"`` | ``"sum"``, passed to each loss.
+        uncertainty_weighting: learn one log-variance per leaf of ``loss``.
+
+    ``forward(predictions, targets, where=None, return_terms=False)`` as
+    :func:`funcloss.tree_loss`; the terms returned are the unweighted :math:`\ell_i`.
+
+    Examples:
+        >>> classes = funcloss.nn.CrossEntropyLoss(weight=torch.ones(2))
+        >>> heads = funcloss.nn.TreeLoss(
+        ...     {"cls": classes, "box": funcloss.l1_loss}, uncertainty_weighting=True)
+        >>> sorted(heads.state_dict())
+        ['log_variance.box', 'log_variance.cls', 'losses.cls.weight']
+        >>> x = {"cls": torch.tensor([[2.0, 0.0]]), "box": torch.tensor([[0.5, 1.0]])}
+        >>> heads(x, {"cls": torch.tensor([0]), "box": torch.zeros(1, 2)})
+        tensor(0.8769, grad_fn=<AddBackward0>)
+    """
+
+    _fn = staticmethod(_t.tree_loss)
+
+    def __init__(
+        self,
+        loss: Any,
+        *,
+        weights: Any = None,
+        reduction: str = "mean",
+        uncertainty_weighting: bool = False,
+    ) -> None:
+        super().__init__()
+        check_reduction("TreeLoss", reduction, ("mean", "sum"))
+        names, leaves, codes = _t.loss_leaves(loss)
+        for code, leaf in zip(codes, leaves, strict=True):
+            if not callable(leaf):
+                got = type(leaf).__name__
+                fail(TypeError, "TreeLoss", f"loss{code}", "be a loss function", got)
+        self.loss, self.weights, self.reduction = loss, weights, reduction
+        self.uncertainty_weighting = uncertainty_weighting
+        pairs = zip(names, leaves, strict=True)
+        self.losses = torch.nn.ModuleDict({n: m for n, m in pairs if isinstance(m, nn.Module)})
+        # the loss path of each task ("loss['cls']") -> its name in `losses`/`log_variance`
+        self._names = {f"loss{code}": name for code, name in zip(codes, names, strict=True)}
+        self.log_variance = (
+            torch.nn.ParameterDict({n: torch.nn.Parameter(torch.zeros(())) for n in names})
+            if uncertainty_weighting
+            else None
+        )
+
+    def forward(
+        self, predictions: Any, targets: Any, where: Any = None, return_terms: bool = False
+    ) -> Tensor | tuple[Tensor, Any]:
+        if self.log_variance is None:
+            return self._fn(
+                self.loss,
+                predictions,
+                targets,
+                weights=self.weights,
+                where=where,
+                reduction=self.reduction,
+                return_terms=return_terms,
+            )
+        parts = _t.terms(self.loss, predictions, targets, self.weights, where, self.reduction)
+        weighted = []
+        for term, weight, present, path in zip(
+            parts.terms, parts.weights, parts.present, parts.loss_paths, strict=True
+        ):
+            if present:
+                s = self.log_variance[self._names[path]]
+                part = torch.exp(-s) * term + s
+                weighted.append(_t.scale(part, weight))
+        total = _t.total(weighted, parts.tree.leaves)
+        if return_terms:
+            return total, parts.tree.spec.unflatten(parts.terms)
+        return total
+
+    def extra_repr(self) -> str:
+        return (
+            f"weights={self.weights!r}, reduction={self.reduction!r}, "
+            f"uncertainty_weighting={self.uncertainty_weighting}"
+        )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import optree
 import torch
 from torch import Tensor, nn
 from torch.autograd.gradcheck import GradcheckError
@@ -56,12 +57,16 @@ class Problem:
         wrt: Sequence[int] | None,
         rtol: float | None,
         atol: float | None,
+        names: Sequence[str] | None = None,
+        restore: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None,
     ) -> None:
         self.fn = fn
         self.name = getattr(fn, "__name__", type(fn).__name__)
         self.inputs = inputs
         self.kwargs = dict(kwargs)
-        self.names = _parameter_names(fn, len(inputs))
+        self.names = list(names) if names is not None else _parameter_names(fn, len(inputs))
+        # the caller's inputs from ``inputs`` (which hold the leaves of pytree inputs)
+        self.restore = restore if restore is not None else (lambda xs: xs)
         if wrt is None:
             wrt = [i for i, x in enumerate(inputs) if _is_float_tensor(x)]
         for i in wrt:
@@ -251,7 +256,9 @@ class Checker:
         """``f(*xs)``: fn of the differentiated inputs, everything in float64."""
         self._wrt()
         inputs = [_float64(x) for x in self.p.inputs]
-        kwargs = {k: _float64(v) for k, v in self.p.kwargs.items()}
+        kwargs = {
+            k: optree.tree_map(_float64, v, none_is_leaf=True) for k, v in self.p.kwargs.items()
+        }
 
         def f(*xs: Tensor) -> Tensor:
             args = list(inputs)
@@ -496,7 +503,7 @@ class Checker:
                 instance = self.module_under_test
             else:
                 instance = self.module_under_test(**self.p.kwargs)
-            actual = instance(*self.p.inputs)
+            actual = instance(*self.p.restore(self.p.inputs))
         with running("fn"):
             expected = self.p.call(self.p.fn)
         name = type(instance).__name__

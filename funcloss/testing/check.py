@@ -6,10 +6,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import optree
 from torch import Tensor, nn
 
-from ._diagnosis import Failed, Skipped
-from ._properties import Checker, Problem
+from ._diagnosis import Failed, Skipped, describe
+from ._properties import Checker, Problem, _is_float_tensor, _parameter_names
 
 __all__ = ["CheckReport", "check_loss"]
 
@@ -102,6 +103,12 @@ def check_loss(
       ``grad(fn)``). Custom rules are dropped there too: the forward is differentiated.
     - ``module``: ``module(**kwargs)(*inputs)`` (or the given instance) against ``fn``.
 
+    Inputs may be pytrees (optree: dicts, lists, tuples, ``None``...), as for
+    :func:`funcloss.tree_loss`: an input holding tensors is checked leaf by leaf (each floating
+    tensor leaf differentiated, batched, and named by its path, ``predictions['box']``), and
+    ``fn``, ``reference`` and ``module`` get the trees back; an ``in_dims`` entry may be a
+    prefix tree of its input, as for ``vmap``.
+
     All properties run, and the failures are reported together. The compile properties call
     :func:`torch.compiler.reset` first, and take a second or two each: in a Hypothesis test,
     consider running them on one example only.
@@ -112,8 +119,9 @@ def check_loss(
             ``value`` is skipped and derivatives are checked by finite differences only).
         *inputs: the positional arguments; tensors or anything else (passed as is).
         kwargs: keyword arguments for both (and the module's constructor arguments).
-        wrt: positions of the floating-point tensor inputs to differentiate; by default every
-            floating-point tensor input. (Leave out those the reference cannot differentiate.)
+        wrt: positions of the inputs to differentiate (every floating-point tensor leaf of a
+            pytree input); by default every floating-point tensor input and leaf. (Leave out
+            those the reference cannot differentiate.)
         module: ``fn``'s module class (built with ``kwargs``) or an instance.
         skip: names of properties not to check (the names above).
         in_dims: ``vmap`` dimensions of ``inputs`` (one per input, ``None`` for unbatched).
@@ -152,8 +160,13 @@ def check_loss(
             f"check_loss: `skip` must name properties among {', '.join(PROPERTIES)}, "
             f"got {', '.join(sorted(unknown))}."
         )
-    problem = Problem(fn, inputs, kwargs or {}, wrt, rtol, atol)
-    checker = Checker(problem, reference, module, in_dims, reference_second_order, compile_backend)
+    flat = _flatten_inputs(fn, reference, inputs, wrt, in_dims)
+    problem = Problem(
+        flat.fn, flat.inputs, kwargs or {}, flat.wrt, rtol, atol, flat.names, flat.restore
+    )
+    checker = Checker(
+        problem, flat.reference, module, flat.in_dims, reference_second_order, compile_backend
+    )
     checked: dict[str, str] = {}
     skipped: dict[str, str] = {}
     failures: list[tuple[str, str]] = []
@@ -178,3 +191,106 @@ def check_loss(
         lines += [f"  [{name}] {message}" for name, message in failures]
         raise AssertionError("\n".join(lines))
     return CheckReport(problem.name, checked, skipped)
+
+
+@dataclass(frozen=True)
+class _Flat:
+    """A problem whose pytree inputs are replaced by their leaves, one input per leaf."""
+
+    fn: Callable[..., Tensor]
+    reference: Callable[..., Tensor] | None
+    inputs: tuple[Any, ...]
+    wrt: Sequence[int] | None
+    in_dims: Sequence[Any] | None
+    names: Sequence[str] | None
+    restore: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None
+
+
+def _holds_tensor(x: Any) -> bool:
+    return any(isinstance(leaf, Tensor) for leaf in optree.tree_leaves(x, none_is_leaf=True))
+
+
+def _flatten_inputs(
+    fn: Callable[..., Tensor],
+    reference: Callable[..., Tensor] | None,
+    inputs: tuple[Any, ...],
+    wrt: Sequence[int] | None,
+    in_dims: Sequence[Any] | None,
+) -> _Flat:
+    """Replace each pytree input holding tensors (a dict of predictions, a list of outputs) by
+    its leaves (optree, ``None`` a leaf), so that every property differentiates, batches and
+    compares leaf by leaf; ``fn`` and ``reference`` get the trees back."""
+    specs = [
+        optree.tree_structure(x, none_is_leaf=True)
+        if not isinstance(x, Tensor) and _holds_tensor(x)
+        else None
+        for x in inputs
+    ]
+    if all(spec is None or spec.is_leaf() for spec in specs):
+        return _Flat(fn, reference, inputs, wrt, in_dims, None, None)
+    if in_dims is not None and len(in_dims) != len(inputs):
+        raise ValueError(
+            f"check_loss: `in_dims` must have one entry per input ({len(inputs)}), "
+            f"got {len(in_dims)}."
+        )
+    names = _parameter_names(fn, len(inputs))
+    leaves: list[Any] = []
+    labels: list[str] = []
+    owner: list[int] = []
+    dims: list[Any] = []
+    for i, (x, spec) in enumerate(zip(inputs, specs, strict=True)):
+        if spec is None:
+            leaves.append(x)
+            labels.append(names[i])
+            owner.append(i)
+            dims.append(None if in_dims is None else in_dims[i])
+            continue
+        accessors, xs, _ = optree.tree_flatten_with_accessor(x, none_is_leaf=True)
+        leaves += xs
+        labels += [a.codify(names[i]) for a in accessors]
+        owner += [i] * len(xs)
+        if in_dims is not None:
+            dims += optree.broadcast_prefix(in_dims[i], x, none_is_leaf=True)
+
+    def restore(flat: tuple[Any, ...]) -> tuple[Any, ...]:
+        out, k = [], 0
+        for x, spec in zip(inputs, specs, strict=True):
+            n = 1 if spec is None else spec.num_leaves
+            part = flat[k : k + n]
+            if spec is None:
+                out.append(part[0])
+            else:
+                # The treespec is taken again here, not captured: under torch.compile, Dynamo
+                # (torch 2.13) cannot use an optree treespec made outside the graph.
+                structure = optree.tree_structure(x, none_is_leaf=True)
+                out.append(optree.tree_unflatten(structure, part))
+            k += n
+        return tuple(out)
+
+    def lift(f: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def on_leaves(*flat: Any, **kwargs: Any) -> Tensor:
+            return f(*restore(flat), **kwargs)
+
+        on_leaves.__name__ = getattr(f, "__name__", type(f).__name__)
+        return on_leaves
+
+    if wrt is not None:
+        for i in wrt:
+            if not 0 <= i < len(inputs) or not any(
+                _is_float_tensor(x) for x, j in zip(leaves, owner, strict=True) if j == i
+            ):
+                got = describe(inputs[i]) if 0 <= i < len(inputs) else "no such input"
+                raise ValueError(
+                    "check_loss: `wrt` must hold positions of inputs with floating-point "
+                    f"tensors, got {i} ({got})."
+                )
+        wrt = [k for k, j in enumerate(owner) if j in wrt and _is_float_tensor(leaves[k])]
+    return _Flat(
+        lift(fn),
+        None if reference is None else lift(reference),
+        tuple(leaves),
+        wrt,
+        None if in_dims is None else dims,
+        labels,
+        restore,
+    )
