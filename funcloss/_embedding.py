@@ -5,7 +5,8 @@ as cheap as a hand-written rule, and has every transform rule). The hinges use `
 whose gradient at the kink is the one torch's own losses give there (the hinge counts as active).
 A mask (``where``) replaces the masked entries of the inputs before any arithmetic by fills at
 which each loss and all its derivatives are finite (nonzero embeddings for the cosine, distinct
-points for the triplet distances, whose norm is not differentiable at 0).
+points for the triplet distances, whose norm is not differentiable at 0). The mask is checked
+and applied in ``if where is not None`` blocks: nothing of it runs without one.
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ def margin_ranking_loss(
     check_same_ndim(fn, input1=input1, input2=input2, target=target)
     shape = broadcast_shape(fn, input1=input1, input2=input2, target=target)
     _MARGIN_RANKING_CONFIG(reduction=reduction, margin=margin)
-    check_where(fn, where, shape)
     if where is not None:  # an integer fill keeps an integer target's dtype
+        check_where(fn, where, shape)
         input1, input2, target = (masked(where, x, 0) for x in (input1, input2, target))
     loss = (margin - target * (input1 - input2)).clamp_min(0)
     return reduce(loss, reduction, where=where)
@@ -217,9 +218,10 @@ def hinge_embedding_loss(
     check_label_dtype(fn, target=target)
     shape = broadcast_shape(fn, input=input, target=target)
     _HINGE_EMBEDDING_CONFIG(reduction=reduction, margin=margin)
-    check_where(fn, where, shape)
-    # The target is only compared, so only the input needs a fill.
-    input = masked(where, input.to(promoted_dtype(input, target)))
+    input = input.to(promoted_dtype(input, target))
+    if where is not None:  # the target is only compared, so only the input needs a fill
+        check_where(fn, where, shape)
+        input = masked(where, input)
     pushed = torch.where(target != 1, (margin - input).clamp_min(0), 0.0)
     pulled = torch.where(target != -1, input, 0.0)
     return reduce(pushed + pulled, reduction, where=where)
@@ -307,10 +309,10 @@ def cosine_embedding_loss(
         rule = f"be broadcastable with the inputs' {rows[0]} rows"
         fail(ValueError, fn, "target", rule, shape_str(target.shape))
     _COSINE_EMBEDDING_CONFIG(reduction=reduction, margin=margin)
-    check_where(fn, where, shape)
     dtype = promoted_dtype(input1, input2, target)
     input1, input2 = input1.to(dtype), input2.to(dtype)
     if where is not None:
+        check_where(fn, where, shape)
         # Ones: a nonzero embedding, where the cosine is smooth (at 0 torch's epsilon makes
         # its derivatives huge). The target is only compared, so it needs no fill.
         row = where.unsqueeze(-1)

@@ -491,13 +491,14 @@ def ctc_loss(
     batch = log_probs.shape[1] if batched else None
     input_lengths = _lengths(fn, "input_lengths", input_lengths, batch, log_probs.device)
     target_lengths = _lengths(fn, "target_lengths", target_lengths, batch, log_probs.device)
-    check_where(fn, where, input_lengths.shape if batched else ())
     if not batched:
         log_probs, targets = log_probs.unsqueeze(1), targets.reshape(1, -1)
     # A masked sample becomes an empty target over zero frames (loss 0, no gradient), before
     # the checks read the lengths and before any arithmetic on its log_probs.
-    sample = None if where is None else where.expand(input_lengths.shape)
-    if sample is not None:
+    sample = None
+    if where is not None:
+        check_where(fn, where, input_lengths.shape if batched else ())
+        sample = where.expand(input_lengths.shape)
         input_lengths = masked(sample, input_lengths, 0)
         log_probs = masked(sample.unsqueeze(1), log_probs, 0.0)
         if targets.dim() == 2:
