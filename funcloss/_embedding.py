@@ -3,6 +3,10 @@
 Each is a plain torch composition (no custom backward: autograd through these few ops is exact,
 as cheap as a hand-written rule, and has every transform rule). The hinges use ``clamp_min``,
 whose gradient at the kink is the one torch's own losses give there (the hinge counts as active).
+A mask (``where``) replaces the masked entries of the inputs before any arithmetic by fills at
+which each loss and all its derivatives are finite (nonzero embeddings for the cosine, distinct
+points for the triplet distances, whose norm is not differentiable at 0). The mask is checked
+and applied in ``if where is not None`` blocks: nothing of it runs without one.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from ._checks import (
     check_reduction,
     check_same_ndim,
     check_tensor,
+    check_where,
+    checks_config,
     fail,
     promoted_dtype,
     shape_str,
 )
 from ._modes import follows_autocast
-from ._reduction import reduce
+from ._reduction import masked, reduce
 
 # torch adds EPSILON = 1e-12 to both squared norms in cosine_embedding_loss; the constant is a C++
 # float, so the value added is float32(1e-12), which this is exactly.
@@ -37,10 +43,60 @@ _COSINE_EPS = 9.999999960041972e-13
 Distance = Callable[[Tensor, Tensor], Tensor]
 
 
+# -- config ----------------------------------------------------------------------------------
+
+
+def _margin_config(fn: str) -> Callable[..., None]:
+    """The config check of a pair loss: its ``reduction`` and a real ``margin``."""
+
+    def check(*, reduction: str = "mean", margin: float = 0.0) -> None:
+        check_reduction(fn, reduction)
+        check_number(fn, margin=margin)
+
+    return check
+
+
+_MARGIN_RANKING_CONFIG = _margin_config("margin_ranking_loss")
+_HINGE_EMBEDDING_CONFIG = _margin_config("hinge_embedding_loss")
+_COSINE_EMBEDDING_CONFIG = _margin_config("cosine_embedding_loss")
+
+
+def _triplet_config(
+    *, reduction: str = "mean", margin: float = 1.0, p: float = 2.0, eps: float = 1e-6
+) -> None:
+    """triplet_margin_loss's config check: positive ``margin`` and ``p``, a real ``eps``."""
+    fn = "triplet_margin_loss"
+    check_positive(fn, margin=margin, p=p)
+    check_number(fn, eps=eps)
+    check_reduction(fn, reduction)
+
+
+def _triplet_distance_config(
+    *,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    distance_function: Distance | None = None,
+) -> None:
+    """triplet_margin_with_distance_loss's config check: a callable (or no) distance, a
+    positive ``margin``."""
+    fn = "triplet_margin_with_distance_loss"
+    if distance_function is not None and not callable(distance_function):
+        fail(
+            TypeError,
+            fn,
+            "distance_function",
+            "be callable (x1, x2) -> distances, or None",
+            type(distance_function).__name__,
+        )
+    check_positive(fn, margin=margin)
+    check_reduction(fn, reduction)
+
+
 # -- margin_ranking_loss ---------------------------------------------------------------------
 
 
 @follows_autocast("float32")
+@checks_config(_MARGIN_RANKING_CONFIG)
 def margin_ranking_loss(
     input1: Tensor,
     input2: Tensor,
@@ -48,6 +104,7 @@ def margin_ranking_loss(
     margin: float = 0.0,
     *,
     reduction: Reduction = "mean",
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Hinge loss on the difference of two scores: rank ``input1`` above ``input2`` or below.
 
@@ -68,6 +125,8 @@ def margin_ranking_loss(
             broadcastable with the inputs, floating or integer dtype.
         margin: the required gap.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask, broadcastable to the broadcast shape of the three (the
+            unreduced loss): only the ``True`` pairs count (``"mean"`` divides by their number).
 
     Returns:
         The broadcast shape of the three for ``"none"``, else a 0-dim tensor.
@@ -75,7 +134,7 @@ def margin_ranking_loss(
     Raises:
         TypeError: non-floating inputs, a bool or complex target.
         ValueError: different numbers of dimensions or shapes that do not broadcast (as
-            torch), bad ``reduction``.
+            torch), bad ``reduction``, a ``where`` that does not broadcast to the loss.
 
     Examples:
         >>> funcloss.margin_ranking_loss(
@@ -96,22 +155,27 @@ def margin_ranking_loss(
     check_floating(fn, input1=input1, input2=input2)
     check_label_dtype(fn, target=target)
     check_same_ndim(fn, input1=input1, input2=input2, target=target)
-    broadcast_shape(fn, input1=input1, input2=input2, target=target)
-    check_reduction(fn, reduction)
-    check_number(fn, margin=margin)
-    return reduce((margin - target * (input1 - input2)).clamp_min(0), reduction)
+    shape = broadcast_shape(fn, input1=input1, input2=input2, target=target)
+    _MARGIN_RANKING_CONFIG(reduction=reduction, margin=margin)
+    if where is not None:  # an integer fill keeps an integer target's dtype
+        check_where(fn, where, shape)
+        input1, input2, target = (masked(where, x, 0) for x in (input1, input2, target))
+    loss = (margin - target * (input1 - input2)).clamp_min(0)
+    return reduce(loss, reduction, where=where)
 
 
 # -- hinge_embedding_loss --------------------------------------------------------------------
 
 
 @follows_autocast("float32")
+@checks_config(_HINGE_EMBEDDING_CONFIG)
 def hinge_embedding_loss(
     input: Tensor,
     target: Tensor,
     margin: float = 1.0,
     *,
     reduction: Reduction = "mean",
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Hinge loss on distances: pull similar pairs together, push dissimilar ones past a margin.
 
@@ -130,6 +194,9 @@ def hinge_embedding_loss(
             integer dtype.
         margin: how far dissimilar pairs are pushed.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask, broadcastable to the broadcast shape of ``input`` and
+            ``target`` (the unreduced loss): only the ``True`` elements count (``"mean"``
+            divides by their number).
 
     Returns:
         The broadcast shape of ``input`` and ``target`` for ``"none"``, else a 0-dim tensor,
@@ -137,7 +204,8 @@ def hinge_embedding_loss(
 
     Raises:
         TypeError: non-floating input, a bool or complex target.
-        ValueError: shapes that do not broadcast, bad ``reduction``.
+        ValueError: shapes that do not broadcast, bad ``reduction``, a ``where`` that does not
+            broadcast to the loss.
 
     Examples:
         >>> funcloss.hinge_embedding_loss(
@@ -148,13 +216,15 @@ def hinge_embedding_loss(
     check_tensor(fn, input=input)
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)
-    broadcast_shape(fn, input=input, target=target)
-    check_reduction(fn, reduction)
-    check_number(fn, margin=margin)
+    shape = broadcast_shape(fn, input=input, target=target)
+    _HINGE_EMBEDDING_CONFIG(reduction=reduction, margin=margin)
     input = input.to(promoted_dtype(input, target))
+    if where is not None:  # the target is only compared, so only the input needs a fill
+        check_where(fn, where, shape)
+        input = masked(where, input)
     pushed = torch.where(target != 1, (margin - input).clamp_min(0), 0.0)
     pulled = torch.where(target != -1, input, 0.0)
-    return reduce(pushed + pulled, reduction)
+    return reduce(pushed + pulled, reduction, where=where)
 
 
 # -- cosine_embedding_loss -------------------------------------------------------------------
@@ -169,6 +239,7 @@ def _cosine_similarity(input1: Tensor, input2: Tensor) -> Tensor:
 
 
 @follows_autocast("float32")
+@checks_config(_COSINE_EMBEDDING_CONFIG)
 def cosine_embedding_loss(
     input1: Tensor,
     input2: Tensor,
@@ -176,6 +247,7 @@ def cosine_embedding_loss(
     margin: float = 0.0,
     *,
     reduction: Reduction = "mean",
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Cosine loss on pairs of embeddings: align similar pairs, separate dissimilar ones.
 
@@ -200,6 +272,9 @@ def cosine_embedding_loss(
             or integer dtype.
         margin: cosine above which dissimilar pairs are penalised, usually in ``[-1, 1]``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the pairs, broadcastable to the unreduced loss ``(N,)``
+            (``()`` unbatched): only the ``True`` pairs count (``"mean"`` divides by their
+            number). Masked rows of both inputs are read as all-ones embeddings.
 
     Returns:
         The broadcast shape of ``target`` and the inputs' rows for ``"none"``, else a 0-dim
@@ -209,7 +284,8 @@ def cosine_embedding_loss(
     Raises:
         TypeError: non-floating inputs, a bool or complex target.
         ValueError: a target that is not 0-dim or 1-dim, inputs of the wrong number of
-            dimensions for it (as torch), shapes that do not broadcast, bad ``reduction``.
+            dimensions for it (as torch), shapes that do not broadcast, bad ``reduction``, a
+            ``where`` that does not broadcast to the loss.
 
     Examples:
         >>> x1 = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
@@ -228,16 +304,23 @@ def cosine_embedding_loss(
         if value.dim() != target.dim() + 1:
             fail(ValueError, fn, name, f"have shape {wanted}", shape_str(value.shape))
     rows = broadcast_shape(fn, input1=input1, input2=input2)[:-1]
-    if broadcast_pair(rows, target.shape) is None:
+    shape = broadcast_pair(rows, target.shape)
+    if shape is None:
         rule = f"be broadcastable with the inputs' {rows[0]} rows"
         fail(ValueError, fn, "target", rule, shape_str(target.shape))
-    check_reduction(fn, reduction)
-    check_number(fn, margin=margin)
+    _COSINE_EMBEDDING_CONFIG(reduction=reduction, margin=margin)
     dtype = promoted_dtype(input1, input2, target)
-    cos = _cosine_similarity(input1.to(dtype), input2.to(dtype))
+    input1, input2 = input1.to(dtype), input2.to(dtype)
+    if where is not None:
+        check_where(fn, where, shape)
+        # Ones: a nonzero embedding, where the cosine is smooth (at 0 torch's epsilon makes
+        # its derivatives huge). The target is only compared, so it needs no fill.
+        row = where.unsqueeze(-1)
+        input1, input2 = masked(row, input1, 1.0), masked(row, input2, 1.0)
+    cos = _cosine_similarity(input1, input2)
     similar = torch.where(target == 1, 1 - cos, 0.0)
     dissimilar = torch.where(target == -1, (cos - margin).clamp_min(0), 0.0)
-    return reduce(similar + dissimilar, reduction)
+    return reduce(similar + dissimilar, reduction, where=where)
 
 
 # -- triplet losses --------------------------------------------------------------------------
@@ -253,15 +336,31 @@ def _pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6
 
 
 def _check_triplet(
-    fn: str, anchor: Tensor, positive: Tensor, negative: Tensor, broadcast: bool = True
+    fn: str,
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    where: Tensor | None,
+    broadcast: bool = True,
 ) -> None:
     """Floating triplets with one number of dimensions (torch's rule); with ``broadcast``
-    (the default distance), shapes that broadcast together."""
+    (the default distance), shapes that broadcast together; a mask that broadcasts to their
+    batch shape (the shapes without the last dimension, broadcast together)."""
     check_tensor(fn, anchor=anchor, positive=positive, negative=negative)
     check_floating(fn, anchor=anchor, positive=positive, negative=negative)
     check_same_ndim(fn, anchor=anchor, positive=positive, negative=negative)
     if broadcast:
-        broadcast_shape(fn, anchor=anchor, positive=positive, negative=negative)
+        shape = broadcast_shape(fn, anchor=anchor, positive=positive, negative=negative)
+        if where is not None:
+            check_where(fn, where, shape[:-1])
+    elif where is not None:
+        rows = broadcast_pair(anchor.shape[:-1], positive.shape[:-1])
+        rows = None if rows is None else broadcast_pair(rows, negative.shape[:-1])
+        if rows is None:
+            shapes = ", ".join(shape_str(x.shape) for x in (anchor, positive, negative))
+            rule = "come with inputs whose batch shapes (all but the last dimension) broadcast"
+            fail(ValueError, fn, "where", rule, f"inputs of shapes {shapes}")
+        check_where(fn, where, rows)
 
 
 def _triplet(
@@ -272,16 +371,28 @@ def _triplet(
     margin: float,
     swap: bool,
     reduction: Reduction,
+    where: Tensor | None,
+    fill: float,
+    step: float,
 ) -> Tensor:
+    """The triplet hinge; masked rows read the points ``fill``, ``fill + step`` and
+    ``fill + 2 step`` (anchor, positive, negative)."""
+    if where is not None:
+        row = where.unsqueeze(-1)
+        anchor = masked(row, anchor, fill)
+        positive = masked(row, positive, fill + step)
+        negative = masked(row, negative, fill + 2 * step)
     positive_distance = distance(anchor, positive)
     negative_distance = distance(anchor, negative)
     if swap:
         # torch.minimum splits the gradient evenly at a tie, as torch's triplet losses do.
         negative_distance = torch.minimum(negative_distance, distance(positive, negative))
-    return reduce((margin + positive_distance - negative_distance).clamp_min(0), reduction)
+    loss = (margin + positive_distance - negative_distance).clamp_min(0)
+    return reduce(loss, reduction, where=where)
 
 
 @follows_autocast("float32")
+@checks_config(_triplet_config)
 def triplet_margin_loss(
     anchor: Tensor,
     positive: Tensor,
@@ -292,6 +403,7 @@ def triplet_margin_loss(
     swap: bool = False,
     *,
     reduction: Reduction = "mean",
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Triplet loss: the anchor must be closer to the positive than to the negative, by a margin.
 
@@ -315,6 +427,9 @@ def triplet_margin_loss(
         eps: added to each difference before the norm.
         swap: use the distance swap.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the triplets, broadcastable to the unreduced loss (the
+            broadcast shape without the last dimension: ``(N,)``, ``()`` unbatched): only the
+            ``True`` triplets count (``"mean"`` divides by their number).
 
     Returns:
         The broadcast shape of the three without the last dimension for ``"none"``, else a
@@ -323,7 +438,8 @@ def triplet_margin_loss(
     Raises:
         TypeError: non-floating inputs.
         ValueError: different numbers of dimensions or shapes that do not broadcast (as
-            torch), a non-positive ``margin`` or ``p``, bad ``reduction``.
+            torch), a non-positive ``margin`` or ``p``, bad ``reduction``, a ``where`` that
+            does not broadcast to the loss.
 
     Examples:
         >>> anchor = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
@@ -337,18 +453,20 @@ def triplet_margin_loss(
         convolutional neural networks", BMVC 2016.
     """
     fn = "triplet_margin_loss"
-    _check_triplet(fn, anchor, positive, negative)
-    check_positive(fn, margin=margin, p=p)
-    check_number(fn, eps=eps)
-    check_reduction(fn, reduction)
+    _check_triplet(fn, anchor, positive, negative, where)
+    _triplet_config(reduction=reduction, margin=margin, p=p, eps=eps)
 
     def distance(x1: Tensor, x2: Tensor) -> Tensor:
         return _pairwise_distance(x1, x2, p, eps)
 
-    return _triplet(distance, anchor, positive, negative, margin, swap, reduction)
+    # Masked rows: the points 0, s, 2 s with s = 2 |eps| + 1, whose differences plus eps are
+    # nowhere 0 (at least |eps| + 1 in size), where the p-norm and its derivatives are finite.
+    step = 2 * abs(eps) + 1
+    return _triplet(distance, anchor, positive, negative, margin, swap, reduction, where, 0.0, step)
 
 
 @follows_autocast("promoted")
+@checks_config(_triplet_distance_config)
 def triplet_margin_with_distance_loss(
     anchor: Tensor,
     positive: Tensor,
@@ -358,6 +476,7 @@ def triplet_margin_with_distance_loss(
     margin: float = 1.0,
     swap: bool = False,
     reduction: Reduction = "mean",
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Triplet loss with any distance function (cosine distance, a learned metric, ...).
 
@@ -379,6 +498,12 @@ def triplet_margin_with_distance_loss(
         margin: the required gap, must be positive.
         swap: use the distance swap.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the triplets, broadcastable to their batch shape (the
+            inputs' shapes without the last dimension, broadcast together: ``(N,)``, ``()``
+            unbatched): only the ``True`` triplets count (``"mean"`` divides by their number).
+            Masked rows are replaced before ``distance_function`` sees them: it receives
+            constant rows of ``1.0`` (anchor), ``2.0`` (positive) and ``3.0`` (negative) there,
+            so it must be finite, with finite derivatives, at such distinct nonzero points.
 
     Returns:
         The distance's shape for ``"none"``, else a 0-dim tensor.
@@ -386,7 +511,8 @@ def triplet_margin_with_distance_loss(
     Raises:
         TypeError: non-floating inputs, a ``distance_function`` that is not callable.
         ValueError: different numbers of dimensions, shapes that do not broadcast (default
-            distance), a non-positive ``margin``, bad ``reduction``.
+            distance, or any distance with ``where``), a non-positive ``margin``, bad
+            ``reduction``, a ``where`` that does not broadcast to the loss.
 
     Examples:
         >>> def cosine_distance(x1, x2):
@@ -397,16 +523,11 @@ def triplet_margin_with_distance_loss(
         tensor(0.2929)
     """
     fn = "triplet_margin_with_distance_loss"
-    _check_triplet(fn, anchor, positive, negative, broadcast=distance_function is None)
-    if distance_function is not None and not callable(distance_function):
-        fail(
-            TypeError,
-            fn,
-            "distance_function",
-            "be callable (x1, x2) -> distances, or None",
-            type(distance_function).__name__,
-        )
-    check_positive(fn, margin=margin)
-    check_reduction(fn, reduction)
+    _check_triplet(fn, anchor, positive, negative, where, broadcast=distance_function is None)
+    _triplet_distance_config(
+        reduction=reduction, margin=margin, distance_function=distance_function
+    )
     distance = _pairwise_distance if distance_function is None else distance_function
-    return _triplet(distance, anchor, positive, negative, margin, swap, reduction)
+    # Masked rows: distinct nonzero points (documented above), where the default distance, a
+    # cosine distance or a squared distance are smooth.
+    return _triplet(distance, anchor, positive, negative, margin, swap, reduction, where, 1.0, 1.0)

@@ -13,13 +13,15 @@ from ._checks import (
     check_index,
     check_integer,
     check_reduction,
+    check_where,
+    checks_config,
     fail,
     shape_str,
     value_checks_enabled,
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
-from ._reduction import reduce
+from ._reduction import masked, reduce
 
 # log(0) stand-in. Finite, so that logaddexp/logsumexp and their derivatives stay NaN-free where
 # no path reaches a state (their gradient over terms that are all -inf is exp(-inf + inf) = NaN),
@@ -268,6 +270,15 @@ def _check_range(fn: str, name: str, lengths: Tensor, high: int | None, what: st
         fail(ValueError, fn, name, f"have {rule}", int(lengths[bad][0]))
 
 
+def _included_entries(target_lengths: Tensor, sample: Tensor, count: int) -> Tensor:
+    """Concatenated targets: whether each of the ``count`` entries belongs to an included
+    sample (``sample``, ``(N,)`` bool); read on the eager check path only."""
+    ends = target_lengths.cumsum(0)
+    positions = torch.arange(count, device=target_lengths.device)
+    owner = torch.searchsorted(ends, positions, right=True)
+    return sample[owner.clamp_max(sample.shape[0] - 1)]
+
+
 def _read_lengths(
     fn: str,
     targets: Tensor,
@@ -276,10 +287,15 @@ def _read_lengths(
     num_frames: int,
     num_classes: int,
     blank: int,
+    sample: Tensor | None,
 ) -> int | None:
     """Eager-only value checks, in one host read on valid input: lengths in range, targets in
     ``[0, C)`` and not blank within their lengths. Returns the longest target length (the
-    padded width of concatenated targets), or ``None`` where values are not read."""
+    padded width of concatenated targets), or ``None`` where values are not read.
+
+    ``sample`` (the ``(N,)`` mask, or ``None``) exempts the entries of masked samples of
+    concatenated targets; padded targets and the lengths come here already masked (length 0).
+    """
     if not value_checks_enabled(targets, input_lengths, target_lengths):
         return None
     bad_input = (input_lengths < 0) | (input_lengths > num_frames)
@@ -290,13 +306,15 @@ def _read_lengths(
         wrong &= inside
     else:  # concatenated: every entry belongs to a target once the lengths sum up
         bad_target = (target_lengths < 0).any() | (target_lengths.sum() != targets.numel())
+        if sample is not None:
+            wrong &= _included_entries(target_lengths, sample, targets.numel())
     flags = torch.stack([bad_input.any(), bad_target.any(), wrong.any()]).long()
     longest = target_lengths.max() if target_lengths.numel() > 0 else flags.new_zeros(())
     any_bad_input, any_bad_target, any_wrong, width = torch.cat(
         [flags, longest.reshape(1).long()]
     ).tolist()
     if any_bad_input or any_bad_target or any_wrong:
-        _explain(fn, targets, input_lengths, target_lengths, num_frames, num_classes, blank)
+        _explain(fn, targets, input_lengths, target_lengths, num_frames, num_classes, blank, sample)
     return width
 
 
@@ -308,6 +326,7 @@ def _explain(
     num_frames: int,
     num_classes: int,
     blank: int,
+    sample: Tensor | None,
 ) -> None:
     """The error path of :func:`_read_lengths`: find the first bad value and raise."""
     _check_range(fn, "input_lengths", input_lengths, num_frames, "T")
@@ -327,6 +346,8 @@ def _explain(
                 total,
             )
         used = targets
+        if sample is not None:
+            used = targets[_included_entries(target_lengths, sample, targets.numel())]
     out_of_range = (used < 0) | (used >= num_classes)
     if bool(out_of_range.any()):
         raise IndexError(
@@ -362,7 +383,14 @@ def _pad_concatenated(targets: Tensor, target_lengths: Tensor, width: int | None
     return targets.gather(0, index).reshape(n, width)
 
 
+def _ctc_config(*, reduction: str = "mean", blank: int = 0) -> None:
+    """ctc_loss's config check (``blank``'s range needs ``log_probs`` and is checked there)."""
+    check_reduction("ctc_loss", reduction)
+    check_index("ctc_loss", blank=blank)
+
+
 @follows_autocast("float32")
+@checks_config(_ctc_config)
 def ctc_loss(
     log_probs: Tensor,
     targets: Tensor,
@@ -371,6 +399,8 @@ def ctc_loss(
     blank: int = 0,
     reduction: Reduction = "mean",
     zero_infinity: bool = False,
+    *,
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Connectionist temporal classification loss: -log-likelihood of a label sequence.
 
@@ -391,7 +421,8 @@ def ctc_loss(
 
     where :math:`\mathcal{B}` removes repeats then blanks, :math:`l'` is the target with blanks
     interleaved, and :math:`\alpha, \beta` are the forward and backward variables. ``"mean"``
-    divides each :math:`\ell_n` by its target length (at least 1), then averages over the batch.
+    divides each :math:`\ell_n` by its target length (at least 1), then averages over the batch
+    (over the included samples, with ``where``).
 
     Args:
         log_probs: log-probabilities (usually a ``log_softmax`` over classes), shape
@@ -410,6 +441,14 @@ def ctc_loss(
         zero_infinity: replace the infinite loss of an impossible alignment (too few frames
             for the target) by 0, with a zero gradient. Without it the loss is ``inf`` and the
             gradient 0 (torch's is NaN).
+        where: optional bool mask of the samples, broadcastable to ``(N,)`` (``()``
+            unbatched): only the ``True`` samples count; ``"mean"`` averages their
+            length-normalised losses (a fully masked mean is 0). A masked sample is read as an
+            empty target over zero frames before any arithmetic: its ``log_probs`` may hold
+            ``inf`` or ``NaN``, and its lengths and (padded) targets anything, unchecked.
+            Concatenated targets still need every ``target_lengths`` value (they say where
+            each target starts), checked as without a mask; only a masked sample's entries go
+            unchecked.
 
     Returns:
         ``(N,)`` (``()`` unbatched) for ``"none"``, else a 0-dim tensor.
@@ -417,7 +456,8 @@ def ctc_loss(
     Raises:
         TypeError: non-floating ``log_probs``; non-integer targets or lengths.
         ValueError: wrong shapes; ``blank`` out of range; bad ``reduction``; lengths out of
-            range or blank inside a target (eager mode).
+            range or blank inside a target (eager mode); a ``where`` that does not broadcast
+            to the loss.
         IndexError: a target class out of range (eager mode).
 
     Examples:
@@ -431,7 +471,7 @@ def ctc_loss(
     """
     fn = "ctc_loss"
     check_floating(fn, log_probs=log_probs)
-    check_reduction(fn, reduction)
+    _ctc_config(reduction=reduction, blank=blank)
     if log_probs.dim() not in (2, 3):
         fail(
             ValueError,
@@ -443,7 +483,6 @@ def ctc_loss(
     if log_probs.numel() == 0:
         fail(ValueError, fn, "log_probs", "be non-empty", shape_str(log_probs.shape))
     num_frames, num_classes = log_probs.shape[0], log_probs.shape[-1]
-    check_index(fn, blank=blank)
     if not 0 <= blank < num_classes:
         fail(ValueError, fn, "blank", f"be a class index in [0, {num_classes})", blank)
     check_integer(fn, targets=targets)
@@ -454,20 +493,32 @@ def ctc_loss(
     target_lengths = _lengths(fn, "target_lengths", target_lengths, batch, log_probs.device)
     if not batched:
         log_probs, targets = log_probs.unsqueeze(1), targets.reshape(1, -1)
+    # A masked sample becomes an empty target over zero frames (loss 0, no gradient), before
+    # the checks read the lengths and before any arithmetic on its log_probs.
+    sample = None
+    if where is not None:
+        check_where(fn, where, input_lengths.shape if batched else ())
+        sample = where.expand(input_lengths.shape)
+        input_lengths = masked(sample, input_lengths, 0)
+        log_probs = masked(sample.unsqueeze(1), log_probs, 0.0)
+        if targets.dim() == 2:
+            target_lengths = masked(sample, target_lengths, 0)
     width = _read_lengths(
-        fn, targets, input_lengths, target_lengths, num_frames, num_classes, blank
+        fn, targets, input_lengths, target_lengths, num_frames, num_classes, blank, sample
     )
     targets = targets.long()
     if targets.dim() == 1:
         targets = _pad_concatenated(targets, target_lengths, width)
-    compute = torch.float32 if log_probs.dtype in _HALF_DTYPES else log_probs.dtype
+        if sample is not None:  # the real lengths placed the targets; now mask them
+            target_lengths = masked(sample, target_lengths, 0)
+    dtype = log_probs.dtype
+    compute = torch.float32 if dtype in _HALF_DTYPES else dtype
     loss = _ctc_nll(log_probs.to(compute), targets, input_lengths, target_lengths, blank)
     if zero_infinity:
         loss = torch.where(loss == float("inf"), 0.0, loss)
     if not batched:
         loss = loss.squeeze(0)
         target_lengths = target_lengths.squeeze(0)
-    if reduction == "mean":
-        loss = (loss / target_lengths.clamp_min(1).to(loss.dtype)).mean()
-        return loss.to(log_probs.dtype)
-    return reduce(loss, reduction).to(log_probs.dtype)
+    if reduction == "mean":  # torch's mean: of each loss divided by its target length
+        loss = loss / target_lengths.clamp_min(1).to(loss.dtype)
+    return reduce(loss, reduction, where=where).to(dtype)

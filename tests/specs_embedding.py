@@ -48,6 +48,28 @@ def _batch_shape(draw: st.DrawFn) -> tuple[int, ...]:
     return (n,) if draw(st.booleans()) else (n, draw(st.integers(1, 3)))
 
 
+def _arg_mask_rows(features: int = 0):
+    """A ``where_arg_mask`` for arguments broadcast against the loss (with ``features`` trailing
+    dimensions the loss reduces over): an entry is marked when only masked elements read it,
+    so a shared ``(1, D)`` row or an ``(N, 1)`` score is marked only if every pair using it is
+    masked."""
+
+    def arg_mask(where: Tensor, position: int, case: Case) -> Tensor | None:
+        arg = case.args[position]
+        if not (isinstance(arg, Tensor) and arg.is_floating_point()):
+            return None
+        read = where.reshape(where.shape + (1,) * features)
+        shape = torch.broadcast_shapes(read.shape, arg.shape)
+        read = read.expand(shape)
+        padded = (1,) * (len(shape) - arg.dim()) + tuple(arg.shape)
+        dims = [i for i, (a, b) in enumerate(zip(padded, shape, strict=True)) if a == 1 != b]
+        if dims:
+            read = read.any(dim=dims, keepdim=True)
+        return read.reshape(arg.shape)
+
+    return arg_mask
+
+
 # -- pairs -----------------------------------------------------------------------------------
 
 
@@ -285,6 +307,7 @@ SPECS = [
         wrt=(0, 1, 2),
         per_sample_dims=None,  # a slice of (N, 1) has fewer dims than (1, M): torch refuses
         torch_module=torch.nn.MarginRankingLoss,
+        where_arg_mask=_arg_mask_rows(),
     ),
     LossSpec(
         "hinge_embedding_loss",
@@ -356,6 +379,7 @@ SPECS = [
         wrt=(0, 1),
         per_sample_dims=(0, 0, 0),
         torch_module=torch.nn.CosineEmbeddingLoss,
+        where_arg_mask=_arg_mask_rows(1),
     ),
     LossSpec(
         "cosine_embedding_loss-shared",
@@ -366,6 +390,7 @@ SPECS = [
         wrt=(0, 1),
         per_sample_dims=None,  # which side is shared varies by draw
         torch_module=torch.nn.CosineEmbeddingLoss,
+        where_arg_mask=_arg_mask_rows(1),
     ),
     LossSpec(
         "cosine_embedding_loss-unbatched",
@@ -375,6 +400,7 @@ SPECS = [
         F.cosine_embedding_loss,
         wrt=(0, 1),
         per_sample_dims=None,
+        where_arg_mask=_arg_mask_rows(1),
     ),
     LossSpec(
         "triplet_margin_loss",
@@ -385,6 +411,7 @@ SPECS = [
         wrt=(0, 1, 2),
         per_sample_dims=(0, 0, 0),
         torch_module=torch.nn.TripletMarginLoss,
+        where_arg_mask=_arg_mask_rows(1),
     ),
     LossSpec(
         "triplet_margin_loss-shared-anchor",
@@ -395,6 +422,7 @@ SPECS = [
         wrt=(0, 1, 2),
         per_sample_dims=None,  # a (1, D) anchor against (D,) slices: torch refuses
         torch_module=torch.nn.TripletMarginLoss,
+        where_arg_mask=_arg_mask_rows(1),
     ),
     LossSpec(
         "triplet_margin_loss-unbatched",
@@ -404,6 +432,7 @@ SPECS = [
         F.triplet_margin_loss,
         wrt=(0, 1, 2),
         per_sample_dims=None,
+        where_arg_mask=_arg_mask_rows(1),
     ),
     LossSpec(
         "triplet_margin_with_distance_loss",
@@ -414,5 +443,6 @@ SPECS = [
         wrt=(0, 1, 2),
         per_sample_dims=(0, 0, 0),
         torch_module=torch.nn.TripletMarginWithDistanceLoss,
+        where_arg_mask=_arg_mask_rows(1),
     ),
 ]

@@ -24,7 +24,7 @@ import funcloss
 import funcloss.nn as fnn
 from funcloss.testing import logits
 
-from .registry import Case, LossSpec
+from .registry import Case, LossSpec, count_mean
 
 MAX_FRAMES, MAX_BATCH, MAX_CLASSES, MAX_TARGET = 8, 3, 5, 4
 
@@ -108,6 +108,22 @@ def ctc_problems(draw: st.DrawFn, layout: str = "padded") -> Case:
     return Case((log_probs, targets, *lengths), kwargs)
 
 
+def _masked_mean(case: Case, loss: Tensor, where: Tensor) -> Tensor:
+    """torch's mean (of each loss over its target length, at least 1) over the included
+    samples."""
+    lengths = _as_tensor(case.args[3]).reshape(loss.shape).clamp_min(1)
+    return count_mean(loss / lengths, where)
+
+
+def _log_probs_mask(where: Tensor, position: int, case: Case) -> Tensor | None:
+    """A sample's mask on its ``(T, C)`` slice of ``log_probs`` (``(T, N, C)`` or ``(T, C)``)."""
+    if position != 0:
+        return None
+    log_probs = case.args[0]
+    row = where.reshape(-1, 1) if log_probs.dim() == 3 else where
+    return row.expand(log_probs.shape)
+
+
 def _spec(layout: str, per_sample_dims: tuple[int, ...] | None) -> LossSpec:
     return LossSpec(
         "ctc_loss" if layout == "padded" else f"ctc_loss-{layout.replace('_', '-')}",
@@ -119,6 +135,8 @@ def _spec(layout: str, per_sample_dims: tuple[int, ...] | None) -> LossSpec:
         per_sample_dims=per_sample_dims,
         oracle_second_order=False,
         torch_module=torch.nn.CTCLoss if layout == "padded" else None,
+        masked_mean=_masked_mean,
+        where_arg_mask=_log_probs_mask,
     )
 
 

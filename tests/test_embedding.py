@@ -247,6 +247,57 @@ def test_multilabel_margin_kink_is_inactive() -> None:
     assert_close(g, _t([[-1.0, 0.0, 1.0]]) / 3, "d/dx")
 
 
+# -- where=: the fills of masked rows (the Hypothesis draws keep eps in {0, 1e-6, 0.1}) --------
+
+
+@pytest.mark.parametrize("p", [1.0, 1.5, 2.0, float("inf")])
+@pytest.mark.parametrize("eps", [0.0, 1.0, -2.0, 0.5])
+def test_triplet_masked_rows_are_smooth_for_any_eps(p: float, eps: float) -> None:
+    """Masked rows holding NaN: value and hessian as for the included rows alone (eps = 1 would
+    put fills 0, 1, 2 at the norm's 0, where torch's hessian of a 1 < p < 2 norm is NaN)."""
+    generator = torch.Generator().manual_seed(0)
+    anchor, positive, negative = torch.randn(3, 3, 2, generator=generator, dtype=f64)
+    where = torch.tensor([True, False, True])
+    bad = [torch.where(where[:, None], x, float("nan")) for x in (anchor, positive, negative)]
+    kwargs = {"p": p, "eps": eps, "swap": True, "reduction": "sum"}
+    for position in range(3):
+
+        def masked(x, position=position):
+            args = list(bad)
+            args[position] = x
+            return funcloss.triplet_margin_loss(*args, **kwargs, where=where)
+
+        def kept(x, position=position):
+            args = [value[where] for value in (anchor, positive, negative)]
+            args[position] = x
+            return funcloss.triplet_margin_loss(*args, **kwargs)
+
+        hessian_masked = hessian(masked)(bad[position])
+        assert torch.isfinite(hessian_masked).all()
+        assert (hessian_masked[~where] == 0).all() and (hessian_masked[:, :, ~where] == 0).all()
+        expected = hessian(kept)((anchor, positive, negative)[position][where])
+        assert_close(hessian_masked[where][:, :, where], expected)
+        assert_close(masked(bad[position]), kept((anchor, positive, negative)[position][where]))
+
+
+def test_cosine_masked_rows_are_smooth() -> None:
+    """Masked rows holding inf: finite hessian, as for the included rows alone."""
+    generator = torch.Generator().manual_seed(1)
+    x1, x2 = torch.randn(2, 3, 4, generator=generator, dtype=f64)
+    target, where = torch.tensor([1, -1, -1]), torch.tensor([False, True, True])
+    bad1 = torch.where(where[:, None], x1, float("inf"))
+
+    def masked(x):
+        return funcloss.cosine_embedding_loss(x, x2, target, 0.1, reduction="sum", where=where)
+
+    def kept(x):
+        return funcloss.cosine_embedding_loss(x, x2[where], target[where], 0.1, reduction="sum")
+
+    hessian_masked = hessian(masked)(bad1)
+    assert torch.isfinite(hessian_masked).all()
+    assert_close(hessian_masked[where][:, :, where], hessian(kept)(x1[where]))
+
+
 # -- multilabel_margin_loss: the -1 padding, against a naive loop -----------------------------
 
 

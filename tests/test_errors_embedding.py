@@ -394,9 +394,125 @@ def test_distance_function_must_be_callable() -> None:
         r"\(x1, x2\) -> distances, or None, got str\.",
     ):
         funcloss.triplet_margin_with_distance_loss(X, X, X, distance_function="cosine")
-    module = fnn.TripletMarginWithDistanceLoss(distance_function=42)
-    with pytest.raises(TypeError, match=r"`distance_function` must be callable"):
-        module(X, X, X)
+    with pytest.raises(
+        TypeError,
+        match=r"^TripletMarginWithDistanceLoss: `distance_function` must be callable .*got int\.",
+    ):
+        fnn.TripletMarginWithDistanceLoss(distance_function=42)  # at construction
+
+
+# -- where= (embedding and triplet losses) -----------------------------------------------------
+
+MASKED = [
+    "margin_ranking_loss",
+    "hinge_embedding_loss",
+    "cosine_embedding_loss",
+    "triplet_margin_loss",
+    "triplet_margin_with_distance_loss",
+]
+# The unreduced loss shape of each VALID call.
+LOSS_SHAPES = {
+    "margin_ranking_loss": "(4,)",
+    "hinge_embedding_loss": "(4, 3)",
+    "cosine_embedding_loss": "(4,)",
+    "triplet_margin_loss": "(4,)",
+    "triplet_margin_with_distance_loss": "(4,)",
+}
+
+
+@pytest.mark.parametrize("name", MASKED)
+@pytest.mark.parametrize(
+    ("where", "got"),
+    [(torch.ones(4), "torch.float32"), (torch.ones(4, dtype=torch.long), "torch.int64")],
+    ids=["float", "long"],
+)
+def test_where_must_be_bool(name: str, where: torch.Tensor, got: str) -> None:
+    fn, args = VALID[name]
+    with pytest.raises(
+        TypeError,
+        match=rf"^{name}: `where` must be a bool tensor \(True marks the elements that count\), "
+        rf"got {got}\. Use `mask.bool\(\)` or `mask > 0`\.",
+    ):
+        fn(*args, where=where)
+
+
+@pytest.mark.parametrize("name", MASKED)
+def test_where_must_be_a_tensor(name: str) -> None:
+    fn, args = VALID[name]
+    with pytest.raises(
+        TypeError, match=rf"^{name}: `where` must be a bool tensor or None, got list"
+    ):
+        fn(*args, where=[True, False, True, True])
+
+
+@pytest.mark.parametrize("name", MASKED)
+@pytest.mark.parametrize("index", range(3))
+def test_where_must_broadcast_to_the_loss(name: str, index: int) -> None:
+    fn, args = VALID[name]
+    # Shapes that do not broadcast to the loss, or would enlarge it.
+    shapes = [(4,), (2, 3), (4, 4, 3)] if name == "hinge_embedding_loss" else [(3,), (2, 4), (4, 1)]
+    expected = LOSS_SHAPES[name].replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name}: `where` must be broadcastable to the unreduced loss shape "
+        rf"{expected}, got \(",
+    ):
+        fn(*args, where=torch.ones(shapes[index], dtype=torch.bool))
+
+
+@pytest.mark.parametrize("name", ["cosine_embedding_loss", "triplet_margin_loss"])
+def test_where_of_the_inputs_shape_is_refused(name: str) -> None:
+    fn, args = VALID[name]
+    with pytest.raises(ValueError, match=r"`where` must be broadcastable to the unreduced loss"):
+        fn(*args, where=torch.ones(4, 3, dtype=torch.bool))
+
+
+def test_where_with_a_distance_needs_broadcastable_rows() -> None:
+    def nearest(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:  # (N, D), (M, D) -> (N,)
+        return torch.cdist(x1, x2).amin(-1)
+
+    fn = funcloss.triplet_margin_with_distance_loss
+    assert fn(X, X[:2], X[:3], distance_function=nearest).shape == ()  # no mask: the distance's
+    with pytest.raises(
+        ValueError,
+        match=r"^triplet_margin_with_distance_loss: `where` must come with inputs whose batch "
+        r"shapes \(all but the last dimension\) broadcast, got inputs of shapes \(4, 3\), "
+        r"\(2, 3\), \(3, 3\)\.",
+    ):
+        fn(X, X[:2], X[:3], distance_function=nearest, where=torch.ones(4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    ("module", "config", "error", "match"),
+    [
+        (fnn.MarginRankingLoss, {"reduction": "avg"}, ValueError, r"`reduction` must be one of"),
+        (fnn.MarginRankingLoss, {"margin": "1"}, TypeError, r"`margin` must be a real number"),
+        (fnn.HingeEmbeddingLoss, {"margin": float("nan")}, ValueError, r"`margin` .* not NaN"),
+        (fnn.HingeEmbeddingLoss, {"reduction": "batchmean"}, ValueError, r"`reduction` must"),
+        (fnn.CosineEmbeddingLoss, {"margin": None}, TypeError, r"`margin` must be a real number"),
+        (fnn.CosineEmbeddingLoss, {"reduction": None}, ValueError, r"`reduction` must be one"),
+        (fnn.TripletMarginLoss, {"margin": 0.0}, ValueError, r"`margin` must be positive, got 0"),
+        (fnn.TripletMarginLoss, {"p": -1.0}, ValueError, r"`p` must be positive, got -1.0"),
+        (fnn.TripletMarginLoss, {"eps": "x"}, TypeError, r"`eps` must be a real number, got str"),
+        (fnn.TripletMarginLoss, {"reduction": "max"}, ValueError, r"`reduction` must be one of"),
+        (
+            fnn.TripletMarginWithDistanceLoss,
+            {"margin": -1.0},
+            ValueError,
+            r"`margin` must be positive",
+        ),
+        (
+            fnn.TripletMarginWithDistanceLoss,
+            {"reduction": "avg"},
+            ValueError,
+            r"`reduction` must be one of",
+        ),
+    ],
+    ids=lambda value: value.__name__ if isinstance(value, type) else None,
+)
+def test_module_checks_config_at_construction(module, config, error, match: str) -> None:
+    with pytest.raises(error, match=rf"^{module.__name__}: {match}"):
+        module(**config)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import torch
 from torch.func import vmap
 
 import funcloss
+import funcloss.nn as fnn
 
 LOG_PROBS = torch.randn(5, 2, 4).log_softmax(-1)
 TARGETS = torch.tensor([[1, 2, 3], [2, 0, 0]])
@@ -134,3 +135,85 @@ def test_value_checks_skipped_under_vmap() -> None:
         )
     batched = vmap(lambda lp: funcloss.ctc_loss(lp, TARGETS, INPUT_LENGTHS, TARGET_LENGTHS))
     assert batched(LOG_PROBS[None]).shape == (1,)
+
+
+# -- where= ------------------------------------------------------------------------------------
+
+BAD_WHERE = [
+    (torch.ones(2), TypeError, r"`where` must be a bool tensor \(True marks the elements that "),
+    (torch.tensor([1, 0]), TypeError, r"`where` must be a bool tensor .*got torch\.int64\."),
+    ([True, False], TypeError, r"`where` must be a bool tensor or None, got list\."),
+    (
+        torch.ones(3, dtype=torch.bool),
+        ValueError,
+        r"`where` must be broadcastable to the unreduced loss shape \(2,\), got \(3,\)\.",
+    ),
+    # log_probs' shape, not the loss's (one flag per sample)
+    (torch.ones(5, 2, 4, dtype=torch.bool), ValueError, r"`where` must be broadcastable to"),
+    (torch.ones(2, 1, dtype=torch.bool), ValueError, r"`where` .* shape \(2,\), got \(2, 1\)\."),
+]
+
+
+@pytest.mark.parametrize(("where", "error", "match"), BAD_WHERE)
+def test_bad_where(where: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=f"^ctc_loss: {match}"):
+        _call(where=where)
+
+
+def test_bad_unbatched_where() -> None:
+    args = (LOG_PROBS[:, 0], TARGETS[0], torch.tensor(5), torch.tensor(3))
+    with pytest.raises(ValueError, match=r"^ctc_loss: `where` .* loss shape \(\), got \(1,\)\."):
+        funcloss.ctc_loss(*args, where=torch.ones(1, dtype=torch.bool))
+
+
+MASK = torch.tensor([True, False])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"input_lengths": torch.tensor([5, 9])},
+        {"input_lengths": torch.tensor([5, -3])},
+        {"target_lengths": torch.tensor([3, 7])},
+        {"target_lengths": torch.tensor([3, -1])},
+        {"targets": torch.tensor([[1, 2, 3], [0, 9, -4]])},
+    ],
+    ids=["frames-above-T", "frames-negative", "length-above-S", "length-negative", "targets"],
+)
+def test_masked_sample_values_are_not_checked(override: dict) -> None:
+    """A masked sample's lengths and padded targets may hold anything (documented)."""
+    expected = funcloss.ctc_loss(
+        LOG_PROBS[:, :1], TARGETS[:1], INPUT_LENGTHS[:1], TARGET_LENGTHS[:1]
+    )
+    assert torch.equal(_call(**override, where=MASK), expected)
+    with pytest.raises((ValueError, IndexError), match=r"^ctc_loss: "):
+        _call(**override)  # the same values with the sample included
+
+
+def test_masked_concatenated_targets() -> None:
+    """Concatenated: a masked sample's entries are not checked, but every length still is (the
+    lengths say where each target starts)."""
+    targets = torch.tensor([1, 2, 3, 7])  # sample 1's entry is out of range
+    expected = funcloss.ctc_loss(
+        LOG_PROBS[:, :1], TARGETS[:1], INPUT_LENGTHS[:1], TARGET_LENGTHS[:1]
+    )
+    assert torch.equal(_call(targets=targets, where=MASK), expected)
+    with pytest.raises(IndexError, match=r"^ctc_loss: `targets` values must be in \[0, 4\), got 7"):
+        _call(targets=targets, where=~MASK)  # the bad entry is the included sample's
+    with pytest.raises(IndexError, match=r"got 7"):
+        _call(targets=targets)
+    with pytest.raises(ValueError, match=r"`target_lengths` must sum to the number of concat"):
+        _call(targets=targets, target_lengths=torch.tensor([3, 2]), where=MASK)
+
+
+@pytest.mark.parametrize(
+    ("config", "error", "match"),
+    [
+        ({"reduction": "avg"}, ValueError, r"`reduction` must be one of 'none' \| 'mean' \| 'sum'"),
+        ({"blank": 1.0}, TypeError, r"`blank` must be an int, got float\."),
+        ({"blank": torch.tensor(0)}, TypeError, r"`blank` must be an int, got Tensor\."),
+    ],
+)
+def test_module_checks_config_at_construction(config: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=f"^CTCLoss: {match}"):
+        fnn.CTCLoss(**config)

@@ -245,6 +245,39 @@ def test_impossible_alignment() -> None:
         assert (ours[1][:, 0] == 0).all()
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_where_with_impossible_alignments(reduction: str) -> None:
+    """A masked impossible sample leaves a finite loss without zero_infinity; with it, an
+    included impossible sample is 0 and still counts in the mean (torch's zero_infinity on the
+    included samples)."""
+    lengths = torch.tensor([3, 4, 5])  # sample 0 is impossible
+    masked_out = torch.tensor([False, True, True])
+    ours = _grads(
+        funcloss.ctc_loss, LOGITS, TARGETS, lengths, TARGET_LENGTHS,
+        reduction=reduction, where=masked_out,
+    )  # fmt: skip
+    kept = _grads(
+        F.ctc_loss, LOGITS[:, 1:], TARGETS[1:], lengths[1:], TARGET_LENGTHS[1:],
+        reduction=reduction,
+    )  # fmt: skip
+    assert torch.isfinite(ours[0]).all() and torch.isfinite(ours[1]).all()
+    assert (ours[1][:, 0] == 0).all()
+    assert_close(ours[0][1:] if reduction == "none" else ours[0], kept[0], "value")
+    assert_close(ours[1][:, 1:], kept[1], "gradient")
+    masked_middle = torch.tensor([True, False, True])
+    ours = _grads(
+        funcloss.ctc_loss, LOGITS, TARGETS, lengths, TARGET_LENGTHS,
+        reduction=reduction, where=masked_middle, zero_infinity=True,
+    )  # fmt: skip
+    kept = _grads(
+        F.ctc_loss, LOGITS[:, ::2], TARGETS[::2], lengths[::2], TARGET_LENGTHS[::2],
+        reduction=reduction, zero_infinity=True,
+    )  # fmt: skip
+    assert_close(ours[0][::2] if reduction == "none" else ours[0], kept[0], "value")
+    assert_close(ours[1][:, ::2], kept[1], "gradient")
+    assert (ours[1][:, 1] == 0).all()
+
+
 def test_custom_backward_matches_autograd_through_forward() -> None:
     """The forward alone (what compile-under-transform differentiates) gives the same gradient,
     NaN-free on impossible samples too."""

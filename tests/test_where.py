@@ -222,7 +222,7 @@ def test_per_sample_masks_under_vmap_grad(spec: LossSpec, data: st.DataObject) -
     arg_dims = list(dims)
     x_dim = arg_dims.pop(position)
     in_dims = (x_dim, *arg_dims, 0)
-    batched = vmap(grad(f), in_dims=in_dims)(x, *args, full)
+    batched = vmap(grad(f), in_dims=in_dims, out_dims=x_dim)(x, *args, full)
     looped = torch.stack(
         [
             grad(f)(*unbatch((x, *args, full), in_dims, i))
