@@ -133,11 +133,24 @@ class CustomBackwardLoss:
             _NO_DEFAULT if p.default is inspect.Parameter.empty else p.default
             for p in signature.parameters.values()
         )
+        # Keyword-only config (``def f(input, target, *, sigma=1.0)``, the house style) is
+        # bound by name here and passed by keyword to the forward and the rules.
+        keyword_only = inspect.Parameter.KEYWORD_ONLY
+        self._keywords = tuple(
+            p.name for p in signature.parameters.values() if p.kind is keyword_only
+        )
+        self._positional = len(self._params) - len(self._keywords)
+        self._call_forward = _spread(forward, self._positional, self._keywords)
         self._build()
 
     def _build(self) -> None:
+        spread = functools.partial(_spread, positional=self._positional, keywords=self._keywords)
         self._plain, self._forward_mode = _build_functions(
-            self._name, self._params, self._forward, self._backward, self._jvp
+            self._name,
+            self._params,
+            self._call_forward,
+            None if self._backward is None else spread(self._backward),
+            None if self._jvp is None else spread(self._jvp),
         )
 
     def __repr__(self) -> str:
@@ -169,9 +182,11 @@ class CustomBackwardLoss:
     # -- calling -------------------------------------------------------------------------------
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-        if len(args) > len(self._params):
+        if len(args) > self._positional:
+            by_keyword = f" (pass {', '.join(f'`{k}`' for k in self._keywords)} by keyword)"
             raise TypeError(
-                f"{self._name}: takes {len(self._params)} arguments, got {len(args)} positional."
+                f"{self._name}: takes {self._positional} positional arguments"
+                f"{by_keyword if self._keywords else ''}, got {len(args)}."
             )
         values = list(args) + [_NO_DEFAULT] * (len(self._params) - len(args))
         for key, value in kwargs.items():
@@ -206,10 +221,28 @@ class CustomBackwardLoss:
             # the compiled region) wraps the Function in its own ApplyTemplate Function, which
             # has no vmap rule and fails under vmap. Trace the forward directly: the same
             # derivatives, by autodiff of a forward that is correct to differentiate.
-            return _checked_output(self._name, self._forward(*values))
+            return _checked_output(self._name, self._call_forward(*values))
         else:
             function = self._plain
         return function.apply(layout, *tensors, *_PADDING[len(tensors) :])
+
+
+def _spread(
+    fn: Callable[..., Any], positional: int, keywords: tuple[str, ...]
+) -> Callable[..., Any]:
+    """``fn`` called with the forward's arguments as one flat tuple at the end (after the grad or
+    the tangents): those past the first ``positional`` go by keyword, as the names in
+    ``keywords``. ``fn`` itself when there are none, so the common case adds no call."""
+    if not keywords:
+        return fn
+    count = positional + len(keywords)
+
+    def call(*args: Any) -> Any:
+        lead = len(args) - count
+        keyword_values = args[lead + positional :]
+        return fn(*args[: lead + positional], **dict(zip(keywords, keyword_values, strict=True)))
+
+    return call
 
 
 def _checked_output(name: str, output: object) -> Tensor:
@@ -383,6 +416,9 @@ def custom_backward(forward: Callable[..., Tensor]) -> CustomBackwardLoss:
     - The forward must itself be correct to differentiate: inside ``torch.compile`` under a
       torch.func transform (``compile(grad(f))``), torch autodiffs the forward and drops the
       custom rules.
+    - Keyword-only config (``def f(input, target, *, sigma=1.0)``) reaches the rules by
+      keyword, after the positional arguments: ``backward(grad, input, target, *, sigma)`` and
+      ``jvp(input_t, target_t, input, target, *, sigma)``.
 
     Args:
         forward: ``forward(*args) -> Tensor``. Tensor arguments (or pytrees of tensors) are the

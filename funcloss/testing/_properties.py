@@ -403,11 +403,12 @@ class Checker:
         eager_xs = [x.detach().requires_grad_() for x in xs]
         with running("fn"):
             expected = f(*eager_xs)
-        with running(f"torch.compile(fn, fullgraph=True, backend={self.compile_backend!r})"):
+        backend = f"backend={self.compile_backend!r}"
+        with running(f"torch.compile(fn, fullgraph=True, {backend})"):
             actual = compiled(*xs)
         self.p.compare("compiled fn vs eager", actual, expected)
         if not xs:
-            return "torch.compile(fn, fullgraph=True) matches eager (forward)"
+            return f"torch.compile(fn, fullgraph=True, {backend}) matches eager (forward)"
         cotangent = _cotangent(expected.detach())
         with running("fn's backward"):
             eager_grads = torch.autograd.grad(expected, eager_xs, cotangent)
@@ -415,7 +416,7 @@ class Checker:
             grads = torch.autograd.grad(actual, xs, cotangent)
         for i, got, want in zip(self.p.wrt, grads, eager_grads, strict=True):
             self.p.compare(f"compiled backward w.r.t. {self.p.label(i)} vs eager", got, want)
-        return "torch.compile(fn, fullgraph=True) matches eager, forward and backward"
+        return f"torch.compile(fn, fullgraph=True, {backend}) matches eager, forward and backward"
 
     def compile_grad(self) -> str:
         wrt = self._wrt()
@@ -447,7 +448,10 @@ class Checker:
                 self.p.compare(what, actual[k], expected)
             except Failed as failure:
                 raise Failed(f"{failure} {FORWARD_NOT_DIFFERENTIABLE}") from None
-        return f"torch.compile(grad(fn), fullgraph=True) matches {against}, {self.p.wrt_text()}"
+        return (
+            f"torch.compile(grad(fn), fullgraph=True, {backend}) matches {against}, "
+            f"{self.p.wrt_text()}"
+        )
 
     def compile_vmap_grad(self) -> str:
         wrt = self._wrt()
@@ -491,7 +495,8 @@ class Checker:
         except Failed as failure:
             raise Failed(f"{failure} {FORWARD_NOT_DIFFERENTIABLE}") from None
         return (
-            f"torch.compile(vmap(grad(fn)), fullgraph=True) over {n} problems matches {against}, "
+            f"torch.compile(vmap(grad(fn)), fullgraph=True, {backend}) over {n} problems matches "
+            f"{against}, "
             f"w.r.t. {self.p.label(i)}"
         )
 
