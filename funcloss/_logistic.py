@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
@@ -13,18 +15,31 @@ from ._checks import (
     check_same_shape,
     check_tensor,
     check_values_in,
+    check_where,
+    checks_config,
     promoted_dtype,
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
 from ._ops import softplus, times
-from ._reduction import reduce
+from ._reduction import masked, reduce
 from ._softmax_ce import compute_dtype
 
 # torch clamps BCE's logs at -100 so that a probability of exactly 0 or 1 gives a finite loss.
 _BCE_LOG_FLOOR = -100.0
 # torch's BCE gradient divides by max(x (1 - x), 1e-12), finite at x = 0 and x = 1.
 _BCE_GRAD_EPS = 1e-12
+# What masked entries become before any arithmetic: a probability of 1/2 (the loss and all its
+# derivatives are finite there, away from the clamps at 0 and 1) and a logit of 0. The mask is
+# checked and applied in one `if where is not None` block: nothing of it runs without one.
+_PROBABILITY_FILL = 0.5
+_LOGIT_FILL = 0.0
+
+
+# Config checks, run by the losses and by their modules at construction: `reduction` only (a
+# partial: no Python frame of its own on the small-call path).
+_BCE_CONFIG = partial(check_reduction, "binary_cross_entropy")
+_BCE_LOGITS_CONFIG = partial(check_reduction, "binary_cross_entropy_with_logits")
 
 
 # -- binary cross-entropy --------------------------------------------------------------------
@@ -66,12 +81,14 @@ def _binary_cross_entropy_jvp(
 
 
 @follows_autocast("float32")
+@checks_config(_BCE_CONFIG)
 def binary_cross_entropy(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None = None,
     *,
     reduction: Reduction = "mean",
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Binary cross-entropy between probabilities and targets.
 
@@ -91,15 +108,21 @@ def binary_cross_entropy(
         weight: optional elementwise weight, broadcastable to ``input``'s shape (not beyond
             it, as in torch).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask, broadcastable to ``input``'s shape: only the ``True``
+            elements count; ``"mean"`` divides by their number (with a ``weight`` too, as
+            torch's mean divides by the number of elements). Masked entries of ``input`` and
+            ``target`` are not read (not range-checked either): they may hold anything.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor, of the promoted dtype of the
-        floating arguments (torch refuses mixed input and target dtypes).
+        ``input``'s shape for ``"none"`` (0 where masked), else a 0-dim tensor, of the
+        promoted dtype of the floating arguments (torch refuses mixed input and target
+        dtypes).
 
     Raises:
-        TypeError: non-floating input or target.
+        TypeError: non-floating input or target, a ``where`` that is not a bool tensor.
         ValueError: shape mismatch, bad ``reduction``, input or target outside ``[0, 1]`` or
-            NaN (eager mode).
+            NaN (eager mode; masked entries are not checked), a ``where`` that does not
+            broadcast to ``input``'s shape.
 
     Examples:
         >>> funcloss.binary_cross_entropy(torch.tensor([0.9, 0.2]), torch.tensor([1.0, 0.0]))
@@ -108,16 +131,21 @@ def binary_cross_entropy(
     fn = "binary_cross_entropy"
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target, weight=weight)
-    check_reduction(fn, reduction)
+    _BCE_CONFIG(reduction=reduction)
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
+    if where is not None:
+        check_where(fn, where, input.shape)
+        input = masked(where, input, _PROBABILITY_FILL)
+        target = masked(where, target, _PROBABILITY_FILL)
     check_values_in(fn, "input", input, 0.0, 1.0, target=target)
     dtype = promoted_dtype(input, target)  # torch refuses mixed dtypes; funcloss promotes
     loss = _binary_cross_entropy(input.to(dtype), target.to(dtype))
-    return reduce(loss, reduction, weight)
+    return reduce(loss, reduction, weight, where=where)
 
 
 @follows_autocast("float32")
+@checks_config(_BCE_LOGITS_CONFIG)
 def binary_cross_entropy_with_logits(
     input: Tensor,
     target: Tensor,
@@ -125,6 +153,7 @@ def binary_cross_entropy_with_logits(
     *,
     reduction: Reduction = "mean",
     pos_weight: Tensor | None = None,
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Binary cross-entropy on logits: a sigmoid and BCE in one stable expression.
 
@@ -148,14 +177,20 @@ def binary_cross_entropy_with_logits(
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         pos_weight: optional positive-class weight, broadcastable to ``input``'s shape
             (typically shape ``(C,)`` for the last dimension).
+        where: optional bool mask, broadcastable to ``input``'s shape: only the ``True``
+            elements count; ``"mean"`` divides by their number (with a ``weight`` or
+            ``pos_weight`` too, as torch's mean divides by the number of elements). Masked
+            entries of ``input`` and ``target`` are not read: they may hold anything.
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor, of the promoted dtype of the
-        floating arguments (torch's is ``target``'s dtype).
+        ``input``'s shape for ``"none"`` (0 where masked), else a 0-dim tensor, of the
+        promoted dtype of the floating arguments (torch's is ``target``'s dtype).
 
     Raises:
-        TypeError: non-floating input, target or weights.
-        ValueError: shape mismatch, bad ``reduction``.
+        TypeError: non-floating input, target or weights, a ``where`` that is not a bool
+            tensor.
+        ValueError: shape mismatch, bad ``reduction``, a ``where`` that does not broadcast to
+            ``input``'s shape.
 
     Examples:
         >>> funcloss.binary_cross_entropy_with_logits(
@@ -165,15 +200,18 @@ def binary_cross_entropy_with_logits(
     fn = "binary_cross_entropy_with_logits"
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target, weight=weight, pos_weight=pos_weight)
-    check_reduction(fn, reduction)
+    _BCE_LOGITS_CONFIG(reduction=reduction)
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
     check_broadcastable_to(fn, "pos_weight", pos_weight, input.shape)
     dtype = promoted_dtype(input, target, weight, pos_weight)
     compute = compute_dtype(dtype)  # bf16/fp16 in fp32: softplus of either sign, no cancellation
+    if where is not None:
+        check_where(fn, where, input.shape)
+        input, target = masked(where, input, _LOGIT_FILL), masked(where, target, _PROBABILITY_FILL)
     input, target = input.to(compute), target.to(compute)
     positive = target if pos_weight is None else target * pos_weight
     # Two terms >= 0 (no cancellation); a term whose coefficient is 0 is absent (times), so an
     # infinite logit with the matching target gives 0, and the target gradient its +-inf limit.
     loss = times(positive, softplus(-input)) + times(1 - target, softplus(input))
-    return reduce(loss, reduction, weight).to(dtype)
+    return reduce(loss, reduction, weight, where=where).to(dtype)

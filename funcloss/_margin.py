@@ -6,9 +6,17 @@ have every transform rule (torch's own multi_margin and multilabel_margin kernel
 forward-mode or double-backward rule and no batching rule). The multi-class hinges use
 ``relu``, whose gradient at the kink is 0, as in torch's kernels (they count a hinge only when
 ``z > 0``).
+
+Masks (``where=``) replace the masked inputs before any arithmetic by values at which the loss
+and its derivatives are finite and no index is out of range: scores 0, ``±1`` targets 1,
+multi-hot targets 0, class indices 0, and label lists ``-1`` (no label: a row that adds 0).
+Masked class indices are not range-checked, so a masked row may hold anything. The mask is
+checked and applied in one ``if where is not None`` block: nothing of it runs without one.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -26,6 +34,8 @@ from ._checks import (
     check_number,
     check_reduction,
     check_tensor,
+    check_where,
+    checks_config,
     fail,
     promoted_dtype,
     shape_str,
@@ -33,14 +43,39 @@ from ._checks import (
 )
 from ._modes import follows_autocast
 from ._ops import softplus, times
-from ._reduction import reduce
+from ._reduction import masked, reduce
 from ._softmax_ce import compute_dtype
+
+# -- config ----------------------------------------------------------------------------------
+
+
+# Run by the losses and by their modules at construction. `reduction` only: a partial (no
+# Python frame of its own on the small-call path).
+_SOFT_MARGIN_CONFIG = partial(check_reduction, "soft_margin_loss")
+_MULTILABEL_SOFT_MARGIN_CONFIG = partial(check_reduction, "multilabel_soft_margin_loss")
+_MULTILABEL_MARGIN_CONFIG = partial(check_reduction, "multilabel_margin_loss")
+
+
+def _check_multi_margin_config(*, reduction: str = "mean", p: int = 1, margin: float = 1.0) -> None:
+    fn = "multi_margin_loss"
+    check_reduction(fn, reduction)
+    if p not in (1, 2):
+        fail(ValueError, fn, "p", "be 1 or 2", p)
+    check_number(fn, margin=margin)
+
 
 # -- soft_margin_loss ------------------------------------------------------------------------
 
 
 @follows_autocast("float32")
-def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "mean") -> Tensor:
+@checks_config(_SOFT_MARGIN_CONFIG)
+def soft_margin_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    reduction: Reduction = "mean",
+    where: Tensor | None = None,
+) -> Tensor:
     r"""Logistic loss on ``±1`` labels: a smooth hinge for binary classification.
 
     The same as binary cross-entropy on logits with labels ``{-1, 1}`` instead of ``{0, 1}``.
@@ -57,14 +92,17 @@ def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "m
             in a tensor of ``input``'s shape: a target that would enlarge it is refused),
             floating or integer dtype.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask, broadcastable to ``input``'s shape: only the ``True``
+            elements count (``"mean"`` divides by their number).
 
     Returns:
-        ``input``'s shape for ``"none"``, else a 0-dim tensor, of the promoted dtype of
-        ``input`` and a floating ``target`` (torch's: ``input``'s).
+        ``input``'s shape for ``"none"`` (0 where masked), else a 0-dim tensor, of the
+        promoted dtype of ``input`` and a floating ``target`` (torch's: ``input``'s).
 
     Raises:
-        TypeError: non-floating input, a bool or complex target.
-        ValueError: a target that does not broadcast to ``input``'s shape, bad ``reduction``.
+        TypeError: non-floating input, a bool or complex target, a non-bool ``where``.
+        ValueError: a target or ``where`` that does not broadcast to ``input``'s shape, bad
+            ``reduction``.
 
     Examples:
         >>> funcloss.soft_margin_loss(
@@ -76,20 +114,31 @@ def soft_margin_loss(input: Tensor, target: Tensor, *, reduction: Reduction = "m
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)
     check_broadcastable_to(fn, "target", target, input.shape)
-    check_reduction(fn, reduction)
-    return reduce(softplus(-target * input), reduction)
+    _SOFT_MARGIN_CONFIG(reduction=reduction)
+    if where is not None:
+        check_where(fn, where, input.shape)
+        input, target = masked(where, input), masked(where, target, 1)
+    return reduce(softplus(-target * input), reduction, where=where)
 
 
 # -- multilabel_soft_margin_loss -------------------------------------------------------------
 
 
+def _class_mask(where: Tensor, loss_dim: int, class_dim: int) -> Tensor:
+    """``where`` (broadcastable to a loss of ``loss_dim`` dimensions) with the class dimension
+    inserted at ``class_dim``, so that it broadcasts against the scores."""
+    return where.reshape((1,) * (loss_dim - where.dim()) + where.shape).unsqueeze(class_dim)
+
+
 @follows_autocast("promoted")
+@checks_config(_MULTILABEL_SOFT_MARGIN_CONFIG)
 def multilabel_soft_margin_loss(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None = None,
     *,
     reduction: Reduction = "mean",
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Multi-label logistic loss: one binary cross-entropy per class, averaged over classes.
 
@@ -112,17 +161,22 @@ def multilabel_soft_margin_loss(
             torch), floating or integer.
         weight: optional per-class weight, broadcastable with ``input`` (typically ``(C,)``).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples that count, broadcastable to the unreduced
+            loss (``(N,)``, or ``()`` for an unbatched input; in general the shape ``"none"``
+            returns); ``"mean"`` divides by their number. A masked sample's scores and targets
+            are not read.
 
     Where ``target`` or ``weight`` broadcast the loss to more dimensions than ``input``'s,
     torch sums over dimension ``input.dim() - 1`` of the broadcast loss and divides by
     ``input.size(-1)``; funcloss does exactly the same.
 
     Returns:
-        The broadcast shape without dimension ``input.dim() - 1`` for ``"none"``, else a 0-dim
-        tensor.
+        The broadcast shape without dimension ``input.dim() - 1`` for ``"none"`` (0 where
+        masked), else a 0-dim tensor.
 
     Raises:
-        TypeError: non-floating input or weight, a bool or complex target.
+        TypeError: non-floating input or weight, a bool or complex target, a non-bool
+            ``where``.
         ValueError: a 0-dim input, shapes that do not broadcast, bad ``reduction``.
 
     Examples:
@@ -136,15 +190,22 @@ def multilabel_soft_margin_loss(
     check_label_dtype(fn, target=target)
     if input.dim() == 0:
         fail(ValueError, fn, "input", "have shape (N, C) or (C,)", "()")
-    broadcast_shape(fn, input=input, target=target, weight=weight)
-    check_reduction(fn, reduction)
+    shape = broadcast_shape(fn, input=input, target=target, weight=weight)
+    _MULTILABEL_SOFT_MARGIN_CONFIG(reduction=reduction)
+    class_dim = input.dim() - 1
     dtype = promoted_dtype(input, target, weight)
+    if where is not None:
+        check_where(fn, where, shape[:class_dim] + shape[class_dim + 1 :])
+        scores_mask = _class_mask(where, len(shape) - 1, class_dim)
+        input, target = masked(scores_mask, input), masked(scores_mask, target, 0)
     logits = input.to(compute_dtype(dtype))  # bf16/fp16: terms, gradients and sums in fp32
     # two terms >= 0 (no cancellation); an absent term counts 0 even at an infinite logit
     loss = times(target, softplus(-logits)) + times(1 - target, softplus(logits))
     if weight is not None:
         loss = loss * weight
-    return reduce(loss.sum(input.dim() - 1) / input.shape[-1], reduction).to(dtype)
+    # the class sum is the per-sample loss, not a reduction
+    loss = loss.sum(class_dim) / input.shape[-1]
+    return reduce(loss, reduction, where=where).to(dtype)
 
 
 # -- shapes of the multi-class margin losses -------------------------------------------------
@@ -222,8 +283,9 @@ def _check_multilabel_targets(fn: str, target: Tensor, num_classes: int) -> None
 
 
 @follows_autocast("float32")
+@checks_config(_MULTILABEL_MARGIN_CONFIG)
 def multilabel_margin_loss(
-    input: Tensor, target: Tensor, *, reduction: Reduction = "mean"
+    input: Tensor, target: Tensor, *, reduction: Reduction = "mean", where: Tensor | None = None
 ) -> Tensor:
     r"""Multi-label hinge loss: every label's score must beat every non-label's by 1.
 
@@ -245,14 +307,18 @@ def multilabel_margin_loss(
             for an unbatched input; nothing is broadcast, as in torch); values in ``[0, C)`` or
             ``-1`` (range checked in eager mode only).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples that count, broadcastable to ``(N,)`` (``()``
+            for an unbatched input); ``"mean"`` divides by their number. A masked sample's
+            scores and label list are not read (its labels are not range-checked).
 
     Returns:
-        Shape ``(N,)`` or ``()`` for ``"none"``, else a 0-dim tensor.
+        Shape ``(N,)`` or ``()`` for ``"none"`` (0 where masked), else a 0-dim tensor.
 
     Raises:
-        TypeError: non-floating input, non-integer target.
-        ValueError: wrong shapes (as torch refuses them), bad ``reduction``.
-        IndexError: a target value outside ``[-1, C)`` (eager mode).
+        TypeError: non-floating input, non-integer target, a non-bool ``where``.
+        ValueError: wrong shapes (as torch refuses them), bad ``reduction``, a ``where`` that
+            does not broadcast to the loss's shape.
+        IndexError: a target value outside ``[-1, C)`` in a sample that counts (eager mode).
 
     Examples:
         >>> scores = torch.tensor([[0.1, 0.2, 0.4, 0.8]])
@@ -261,7 +327,7 @@ def multilabel_margin_loss(
     """
     fn = "multilabel_margin_loss"
     num_classes = _check_scores(fn, input)
-    check_reduction(fn, reduction)  # config before the target, as torch reports them
+    _MULTILABEL_MARGIN_CONFIG(reduction=reduction)  # config first, as torch reports it
     check_integer(fn, target=target)
     if input.dim() == 2 and target.shape != input.shape:
         fail(
@@ -281,19 +347,26 @@ def multilabel_margin_loss(
             shape_str(target.shape),
         )
     target = target.long()  # -1 must compare as -1, whatever the integer dtype
+    batched = input.dim() == 2
+    if where is not None:
+        check_where(fn, where, input.shape[:1] if batched else ())
+        rows = where.unsqueeze(-1) if batched else where
+        # a masked sample lists no label: it adds 0, and reads no score
+        input, target = masked(rows, input), masked(rows, target, -1)
     _check_multilabel_targets(fn, target, num_classes)
     if input.dim() < 2:  # torch takes a 0-dim input (one class) with a target of one slot
         input, target = input.reshape(num_classes), target.reshape(num_classes)
     # half precision: thresholds x_j - 1 and sums in fp32 (a bf16 threshold rounds, and drops
     # or adds hinges); the result in the input's dtype, as torch's
     loss = _multilabel_margin(input.to(compute_dtype(input.dtype)), target)
-    return reduce(loss, reduction).to(input.dtype)
+    return reduce(loss, reduction, where=where).to(input.dtype)
 
 
 # -- multi_margin_loss -----------------------------------------------------------------------
 
 
 @follows_autocast("float32")
+@checks_config(_check_multi_margin_config)
 def multi_margin_loss(
     input: Tensor,
     target: Tensor,
@@ -302,6 +375,7 @@ def multi_margin_loss(
     weight: Tensor | None = None,
     *,
     reduction: Reduction = "mean",
+    where: Tensor | None = None,
 ) -> Tensor:
     r"""Multi-class hinge loss: the target's score must beat every other class's by a margin.
 
@@ -324,14 +398,19 @@ def multi_margin_loss(
         weight: optional per-class weight (of the target class), shape ``(C,)``, floating
             (the output has the promoted dtype; torch refuses a weight of another dtype).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples that count, broadcastable to ``target``'s
+            shape (the loss's); ``"mean"`` divides by their number (with a ``weight`` too, as
+            torch's mean divides by the number of samples). A masked sample's scores and class
+            index are not read (its index is not range-checked).
 
     Returns:
-        ``target``'s shape for ``"none"``, else a 0-dim tensor.
+        ``target``'s shape for ``"none"`` (0 where masked), else a 0-dim tensor.
 
     Raises:
-        TypeError: non-floating input or weight, non-integer target.
-        ValueError: wrong shapes (as torch refuses them), ``p`` not 1 or 2, bad ``reduction``.
-        IndexError: a class index out of range (eager mode).
+        TypeError: non-floating input or weight, non-integer target, a non-bool ``where``.
+        ValueError: wrong shapes (as torch refuses them), ``p`` not 1 or 2, bad ``reduction``,
+            a ``where`` that does not broadcast to ``target``'s shape.
+        IndexError: a class index out of range in a sample that counts (eager mode).
 
     Examples:
         >>> scores = torch.tensor([[0.1, 0.2, 0.4, 0.8]])
@@ -343,11 +422,8 @@ def multi_margin_loss(
     fn = "multi_margin_loss"
     num_classes = _check_scores(fn, input)
     # config before the target, as torch reports them
-    check_reduction(fn, reduction)
-    if p not in (1, 2):
-        fail(ValueError, fn, "p", "be 1 or 2", p)
+    _check_multi_margin_config(reduction=reduction, p=p, margin=margin)
     check_class_weight_shape(fn, weight, num_classes)  # any floating dtype: promoted
-    check_number(fn, margin=margin)
     check_integer(fn, target=target)
     rows = input.shape[0] if input.dim() == 2 else 1
     if target.dim() > 1 or target.numel() != rows:
@@ -359,10 +435,15 @@ def multi_margin_loss(
             f"have shape {wanted} for input of shape {shape_str(input.shape)}",
             shape_str(target.shape),
         )
-    target = as_index(target)
-    check_class_indices(fn, target, num_classes)
     # torch's layout: one row of scores per class index ((C,) and () are one row)
     scores = input if input.dim() == 2 else input.reshape(rows, num_classes)
+    if where is not None:
+        check_where(fn, where, target.shape)
+        # a masked sample: class 0, scores 0 (finite hinges), its own index never checked
+        target = masked(where, target, 0)
+        scores = masked(where.expand(target.shape).reshape(rows, 1), scores)
+    target = as_index(target)
+    check_class_indices(fn, target, num_classes)
     if weight is not None and weight.dtype != input.dtype:
         scores = scores.to(promoted_dtype(input, weight))
     index = (target if target.dim() == 1 else target.reshape(rows)).long().unsqueeze(-1)
@@ -376,4 +457,4 @@ def multi_margin_loss(
         loss = loss * class_weight.squeeze(-1)
     if target.dim() != 1:
         loss = loss.reshape(target.shape)
-    return reduce(loss, reduction)
+    return reduce(loss, reduction, where=where)

@@ -522,3 +522,107 @@ def test_multi_class_margin_zero_dim_under_vmap() -> None:
     assert_close(vmap(lambda v: funcloss.multi_margin_loss(v, torch.tensor(0)))(x), looped)
     looped = torch.stack([F.multilabel_margin_loss(v, torch.tensor(0)) for v in x])
     assert_close(vmap(lambda v: funcloss.multilabel_margin_loss(v, torch.tensor(0)))(x), looped)
+
+
+# -- masks on the margin losses, at every shape torch takes ----------------------------------
+
+
+def _masked_expectations(expected: Tensor, where: Tensor) -> dict[str, Tensor]:
+    """torch's unreduced loss with the masked elements zeroed, summed, averaged over the rest."""
+    zeroed = torch.where(where, expected, 0.0)
+    count = where.sum()
+    return {
+        "none": zeroed,
+        "sum": zeroed.sum(),
+        "mean": zeroed.sum() / count if count else zeroed.sum() * 0,
+    }
+
+
+def _masked_rows_poisoned(x: Tensor, where: Tensor) -> Tensor:
+    """``x`` with NaN in every score of a masked sample (the losses are per sample)."""
+    rows = where.reshape(where.shape + (1,) * (x.dim() - where.dim()))
+    return torch.where(rows, x, float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("name", "input_shape", "target_shape"),
+    [("multi_margin_loss", *shapes) for shapes in MULTI_MARGIN_SHAPES]
+    + [("multilabel_margin_loss", *shapes) for shapes in MULTILABEL_MARGIN_SHAPES],
+)
+def test_multi_class_margin_masks_at_torchs_shapes(name: str, input_shape, target_shape) -> None:
+    x, y = _margin_shape_case(name, input_shape, target_shape)
+    ours, theirs = getattr(funcloss, name), getattr(F, name)
+    try:
+        expected = theirs(x, y, reduction="none")
+    except RuntimeError:
+        return  # a shape torch refuses: test_multi_class_margin_shapes_as_torch
+    generator = torch.Generator().manual_seed(x.numel() + 3 * y.numel())
+    where = torch.rand(expected.shape, generator=generator) < 0.5
+    # a masked sample may hold anything: NaN scores, a class index out of range
+    if x.dim() == 2:
+        bad_x = _masked_rows_poisoned(x, where)
+    else:  # one sample: a loss of shape () or (1,)
+        bad_x = torch.where(where.reshape(()), x, torch.nan)
+    bad_y = torch.where(where.reshape(where.shape + (1,) * (y.dim() - where.dim())), y, 99)
+    for reduction, wanted in _masked_expectations(expected, where).items():
+        actual = ours(bad_x, bad_y, reduction=reduction, where=where)
+        assert actual.shape == wanted.shape, reduction
+        assert_close(actual, wanted, reduction)
+    clean, poisoned = x.clone().requires_grad_(), bad_x.clone().requires_grad_()
+    (expected_grad,) = torch.autograd.grad(
+        torch.where(where, theirs(clean, y, reduction="none"), 0.0).sum(), clean
+    )
+    (actual_grad,) = torch.autograd.grad(
+        ours(poisoned, bad_y, reduction="sum", where=where), poisoned
+    )
+    assert_close(actual_grad, expected_grad, "gradient")
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "target_shape", "weight_shape"),
+    [
+        ((4, 3), (4, 3), None),
+        ((3,), (3,), (3,)),
+        ((3,), (4, 3), None),  # torch sums over dim 0 of the broadcast loss: loss (3,)
+        ((4, 3), (3,), (3,)),
+        ((4, 3), (2, 4, 3), None),  # loss (2, 3)
+        ((4, 3), (4, 3), (2, 1, 3)),  # loss (2, 3)
+    ],
+)
+@pytest.mark.parametrize("integer_target", [False, True])
+def test_multilabel_soft_margin_masks_broadcast_as_torch(
+    input_shape, target_shape, weight_shape, integer_target: bool
+) -> None:
+    generator = torch.Generator().manual_seed(len(input_shape) + 5 * len(target_shape))
+    x = torch.randn(input_shape, generator=generator, dtype=f64)
+    y = torch.rand(target_shape, generator=generator, dtype=f64) > 0.5
+    y = y.long() if integer_target else y.double()
+    weight = None if weight_shape is None else torch.rand(weight_shape, dtype=f64) + 0.5
+    expected = F.multilabel_soft_margin_loss(x, y.double(), weight, reduction="none")
+    where = torch.rand(expected.shape, generator=generator) < 0.6
+    for reduction, wanted in _masked_expectations(expected, where).items():
+        actual = funcloss.multilabel_soft_margin_loss(
+            x, y, weight, reduction=reduction, where=where
+        )
+        assert actual.shape == wanted.shape, reduction
+        assert_close(actual, wanted, reduction)
+    # broadcast masks: one per row of the loss, or one for everything
+    for mask in (where[..., :1] if where.dim() else where, torch.tensor(False)):
+        wanted = torch.where(mask, expected, 0.0)
+        actual = funcloss.multilabel_soft_margin_loss(x, y, weight, reduction="none", where=mask)
+        assert_close(actual, wanted, "broadcast mask")
+
+
+def test_soft_margin_masks_integer_and_broadcast_targets() -> None:
+    x = SCORES.clone()
+    signs = torch.tensor([1, -1, 1])  # integer, broadcast along the rows
+    where = torch.tensor([[True, False, True], [False, False, True]])
+    expected = F.soft_margin_loss(x, signs.expand(2, 3).double(), reduction="none")
+    poisoned = torch.where(where, x, torch.inf).requires_grad_()
+    for reduction, wanted in _masked_expectations(expected, where).items():
+        actual = funcloss.soft_margin_loss(poisoned, signs, reduction=reduction, where=where)
+        assert_close(actual, wanted, reduction)
+    (gradient,) = torch.autograd.grad(
+        funcloss.soft_margin_loss(poisoned, signs, where=where), poisoned
+    )
+    assert torch.isfinite(gradient).all() and (gradient[~where] == 0).all()

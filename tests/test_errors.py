@@ -143,6 +143,61 @@ def test_bce_with_logits_pos_weight_not_broadcastable() -> None:
         )
 
 
+BINARY_LOSSES = [funcloss.binary_cross_entropy, funcloss.binary_cross_entropy_with_logits]
+BINARY_IDS = ["binary_cross_entropy", "binary_cross_entropy_with_logits"]
+
+
+@pytest.mark.parametrize("fn", BINARY_LOSSES, ids=BINARY_IDS)
+@pytest.mark.parametrize(
+    ("where", "error", "rule"),
+    [
+        (
+            torch.ones(4, 3),
+            TypeError,
+            r"be a bool tensor \(True marks the elements that count\), "
+            r"got torch.float32\. Use `mask.bool\(\)`",
+        ),
+        (torch.ones(4, 3, dtype=torch.uint8), TypeError, r"be a bool tensor .*, got torch.uint8"),
+        (1, TypeError, r"be a bool tensor or None, got int"),
+        (
+            torch.ones(4, dtype=torch.bool),
+            ValueError,
+            r"be broadcastable to the unreduced loss shape \(4, 3\), got \(4,\)",
+        ),
+        (
+            torch.ones(2, 4, 3, dtype=torch.bool),
+            ValueError,
+            r"be broadcastable to the unreduced loss shape \(4, 3\), got \(2, 4, 3\)",
+        ),
+    ],
+    ids=["float", "uint8", "int", "not-broadcastable", "enlarging"],
+)
+def test_binary_losses_bad_where(fn, where, error, rule) -> None:
+    with pytest.raises(error, match=rf"{fn.__name__}: `where` must {rule}"):
+        fn(torch.rand(4, 3), torch.rand(4, 3), where=where)
+
+
+def test_bce_masked_entries_are_not_range_checked() -> None:
+    # Masked entries are not read: a NaN or 1.5 there is no error, and the value is the
+    # included entries'; an included one is checked as without a mask.
+    input, target = torch.tensor([0.5, 1.5, 0.2]), torch.tensor([1.0, float("nan"), 0.0])
+    where = torch.tensor([True, False, True])
+    got = funcloss.binary_cross_entropy(input, target, where=where)
+    torch.testing.assert_close(
+        got, torch.nn.functional.binary_cross_entropy(input[where], target[where])
+    )
+    with pytest.raises(ValueError, match=r"`input` values must be in \[0.0, 1.0\], got 1.5"):
+        funcloss.binary_cross_entropy(input, target.nan_to_num(), where=~where)
+
+
+@pytest.mark.parametrize(
+    "module", [fnn.BCELoss, fnn.BCEWithLogitsLoss], ids=["BCELoss", "BCEWithLogitsLoss"]
+)
+def test_binary_modules_check_reduction_at_construction(module) -> None:
+    with pytest.raises(ValueError, match=rf"{module.__name__}: `reduction` must be one of"):
+        module(reduction="avg")
+
+
 @pytest.mark.parametrize(
     "fn", [funcloss.cross_entropy, funcloss.nll_loss], ids=["cross_entropy", "nll_loss"]
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.func import vmap
 
 import funcloss
@@ -256,6 +257,115 @@ def test_value_checks_are_skipped_under_vmap_but_not_in_eager() -> None:
     assert vmap(funcloss.multilabel_margin_loss)(X, LABELS).shape == (4,)
     with pytest.raises(IndexError):
         funcloss.multi_margin_loss(X, torch.tensor([0, 9, 1, 0]))
+
+
+# -- masks of the margin losses (funcloss/_margin.py) -------------------------------------------
+
+# One valid call per margin loss (VALID's multi-hot target is bool: only its argument errors
+# come first).
+MARGIN_VALID = {
+    **{name: VALID[name] for name in ("soft_margin_loss", "multilabel_margin_loss")},
+    "multi_margin_loss": VALID["multi_margin_loss"],
+    "multilabel_soft_margin_loss": (funcloss.multilabel_soft_margin_loss, (X, (X > 0).float())),
+}
+MARGIN_NAMES = sorted(MARGIN_VALID)
+
+
+@pytest.mark.parametrize("name", MARGIN_NAMES)
+@pytest.mark.parametrize(
+    ("where", "rule"),
+    [
+        (
+            torch.ones(4),
+            r"be a bool tensor \(True marks the elements that count\), got "
+            r"torch.float32\. Use `mask.bool\(\)`",
+        ),
+        (torch.ones(4, dtype=torch.int64), r"be a bool tensor .*, got torch.int64"),
+        ([True] * 4, r"be a bool tensor or None, got list"),
+    ],
+    ids=["float", "integer", "list"],
+)
+def test_margin_where_must_be_a_bool_tensor(name: str, where, rule: str) -> None:
+    fn, args = MARGIN_VALID[name]
+    with pytest.raises(TypeError, match=rf"{name}: `where` must {rule}"):
+        fn(*args, where=where)
+
+
+@pytest.mark.parametrize(
+    ("name", "where", "loss_shape"),
+    [
+        ("soft_margin_loss", torch.ones(4, dtype=torch.bool), r"\(4, 3\)"),
+        ("soft_margin_loss", torch.ones(2, 4, 3, dtype=torch.bool), r"\(4, 3\)"),
+        # a mask of the scores' shape is not a per-sample mask: these losses are (N,)
+        ("multilabel_soft_margin_loss", torch.ones(4, 3, dtype=torch.bool), r"\(4,\)"),
+        ("multilabel_margin_loss", torch.ones(4, 3, dtype=torch.bool), r"\(4,\)"),
+        ("multilabel_margin_loss", torch.ones(3, dtype=torch.bool), r"\(4,\)"),
+        ("multi_margin_loss", torch.ones(4, 3, dtype=torch.bool), r"\(4,\)"),
+        ("multi_margin_loss", torch.ones(2, dtype=torch.bool), r"\(4,\)"),
+    ],
+)
+def test_margin_where_must_broadcast_to_the_loss(name: str, where, loss_shape: str) -> None:
+    fn, args = MARGIN_VALID[name]
+    got = ", ".join(str(size) for size in where.shape)
+    got = rf"\({got},?\)"
+    with pytest.raises(
+        ValueError,
+        match=rf"{name}: `where` must be broadcastable to the unreduced loss shape {loss_shape}, "
+        rf"got {got}\.",
+    ):
+        fn(*args, where=where)
+
+
+def test_unbatched_margin_losses_take_a_0_dim_where() -> None:
+    with pytest.raises(ValueError, match=r"unreduced loss shape \(\), got \(1,\)"):
+        funcloss.multi_margin_loss(X[0], INDICES[0], where=torch.ones(1, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"unreduced loss shape \(\), got \(1,\)"):
+        funcloss.multilabel_margin_loss(X[0], LABELS[0], where=torch.ones(1, dtype=torch.bool))
+
+
+def test_masked_class_indices_are_not_range_checked() -> None:
+    # A masked sample is not read, so its class index may be anything; included ones are
+    # checked as without a mask.
+    where = torch.tensor([True, False, True, True])
+    indices = torch.tensor([0, 9, 1, 0])
+    got = funcloss.multi_margin_loss(X, indices, where=where)
+    torch.testing.assert_close(got, F.multi_margin_loss(X[where], indices[where]))
+    with pytest.raises(IndexError, match=r"multi_margin_loss: `target` values .* got 9\."):
+        funcloss.multi_margin_loss(X, indices, where=~where)
+    labels = torch.cat([LABELS[:1], torch.tensor([[7, -5, 3]]), LABELS[2:]])
+    got = funcloss.multilabel_margin_loss(X, labels, where=where)
+    torch.testing.assert_close(got, F.multilabel_margin_loss(X[where], labels[where]))
+    with pytest.raises(IndexError, match=r"multilabel_margin_loss: `target` values .* got 7\."):
+        funcloss.multilabel_margin_loss(X, labels, where=~where)
+
+
+@pytest.mark.parametrize(
+    ("module", "config", "message"),
+    [
+        (fnn.SoftMarginLoss, {"reduction": "avg"}, r"SoftMarginLoss: `reduction` must be one of"),
+        (
+            fnn.MultiLabelSoftMarginLoss,
+            {"reduction": "avg"},
+            r"MultiLabelSoftMarginLoss: `reduction` must be one of",
+        ),
+        (
+            fnn.MultiLabelMarginLoss,
+            {"reduction": "batchmean"},
+            r"MultiLabelMarginLoss: `reduction` must be one of",
+        ),
+        (fnn.MultiMarginLoss, {"p": 3}, r"MultiMarginLoss: `p` must be 1 or 2, got 3\."),
+        (
+            fnn.MultiMarginLoss,
+            {"margin": float("nan")},
+            r"MultiMarginLoss: `margin` must be a real number, not NaN",
+        ),
+        (fnn.MultiMarginLoss, {"margin": "1"}, r"MultiMarginLoss: `margin` must be a real number"),
+    ],
+)
+def test_margin_modules_check_config_at_construction(module, config, message: str) -> None:
+    error = TypeError if config.get("margin") == "1" else ValueError
+    with pytest.raises(error, match=message):
+        module(**config)
 
 
 @pytest.mark.parametrize(
