@@ -375,10 +375,10 @@ def broadcast_pair(first: torch.Size, second: torch.Size) -> torch.Size | None:
     if first == second:
         return first
     ndim = max(len(first), len(second))
-    first = (1,) * (ndim - len(first)) + tuple(first)
-    second = (1,) * (ndim - len(second)) + tuple(second)
+    padded_first = (1,) * (ndim - len(first)) + tuple(first)
+    padded_second = (1,) * (ndim - len(second)) + tuple(second)
     out = []
-    for a, b in zip(first, second, strict=True):
+    for a, b in zip(padded_first, padded_second, strict=True):
         if a == b or b == 1:
             out.append(a)
         elif a == 1:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Generic, ParamSpec, cast
 
 import optree
 import torch
@@ -26,6 +26,8 @@ from torch import Tensor
 
 from ._checks import shape_str
 from ._modes import under_transform
+
+P = ParamSpec("P")
 
 _NO_DEFAULT = object()
 
@@ -101,14 +103,14 @@ class _Layout:
         return cast(tuple[Any, ...], optree.tree_unflatten(self.treespec, leaves))
 
 
-class CustomBackwardLoss:
+class CustomBackwardLoss(Generic[P]):
     """A loss with a hand-written backward (and optionally a jvp); see :func:`custom_backward`.
 
     Call it like the forward function. Register the derivative rules with the ``backward`` and
     ``jvp`` decorators.
     """
 
-    def __init__(self, forward: Callable[..., Tensor]) -> None:
+    def __init__(self, forward: Callable[P, Tensor]) -> None:
         _check_function("custom_backward", "forward", forward)
         functools.update_wrapper(self, forward)
         signature = inspect.signature(forward)
@@ -200,7 +202,7 @@ class CustomBackwardLoss:
                     raise TypeError(f"{self._name}: missing argument `{self._params[i]}`.")
         return tuple(values)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Tensor:
         if self._backward is None:
             raise TypeError(
                 f"{self._name}: no backward registered; add one with @{self._name}.backward."
@@ -389,7 +391,7 @@ def _build_functions(
     return Plain, ForwardMode
 
 
-def custom_backward(forward: Callable[..., Tensor]) -> CustomBackwardLoss:
+def custom_backward(forward: Callable[P, Tensor]) -> CustomBackwardLoss[P]:
     r"""Give a loss made of torch ops a hand-written backward (and jvp) that works under torch.func.
 
     Use it where a closed-form derivative buys memory, speed or exactness over autograd; a plain

@@ -238,7 +238,7 @@ def loss_module(
         checked = tuple(p.name for p in config if p.name in accepted)
     namespace["_check_config"] = None if check is None else staticmethod(check)
     namespace["_checked_config"] = checked
-    cls = type(class_name, (LossModule,), namespace)
+    cls: type[LossModule[P]] = type(class_name, (LossModule,), namespace)
 
     def forward(self: LossModule[P], *args: Any, **kwargs: Any) -> Tensor:
         return LossModule.forward(self, *args, **kwargs)
@@ -247,7 +247,6 @@ def loss_module(
     forward.__qualname__ = f"{class_name}.forward"
     forward.__doc__ = f"Call :func:`{fn_name}` with this module's config."
     cls.forward = forward  # type: ignore[method-assign]
-    cls.__init__.__doc__ = None
     cls.__signature__ = inspect.Signature(list(config))  # type: ignore[attr-defined]
     return cls
 
