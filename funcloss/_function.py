@@ -367,7 +367,9 @@ def _build_functions(
             ctx.save_for_backward(*inputs[1 : 1 + len(layout.tensor_slots)])
 
         @staticmethod
-        def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+            ctx: Any, grad: Tensor
+        ) -> tuple[Tensor | None, ...]:
             grads = _run_backward(name, params, backward_fn, ctx.layout, grad, ctx.saved_tensors)
             return (None, *grads, *_PADDING[len(grads) :])
 
@@ -379,7 +381,9 @@ def _build_functions(
             ctx.output_shape = output.shape
 
         @staticmethod
-        def jvp(ctx: Any, layout_tangent: None, *tangents: Tensor | None) -> Tensor:
+        def jvp(  # pyright: ignore[reportIncompatibleMethodOverride]
+            ctx: Any, layout_tangent: None, *tangents: Tensor | None
+        ) -> Tensor:
             tensors = ctx.saved_tensors
             return _run_jvp(
                 name, jvp_fn, ctx.layout, ctx.output_shape, tangents[: len(tensors)], tensors

@@ -12,7 +12,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import optree
 import torch
@@ -431,6 +431,7 @@ class Checker:
         backend = f"backend={self.compile_backend!r}"
         with running(f"torch.compile(grad(fn), fullgraph=True, {backend})"):
             actual = compiled(*[self.p.inputs[i] for i in wrt])
+        against = "the reference's gradient" if self.reference is not None else "eager grad(fn)"
         for k, i in enumerate(wrt):
             x = self.p.inputs[i]
             if self.reference is not None:
@@ -538,11 +539,11 @@ def _float64(value: Any) -> Any:
 
 
 def _autograd_jacobian(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    return torch.autograd.functional.jacobian(f, x.detach(), vectorize=False)
+    return cast(Tensor, torch.autograd.functional.jacobian(f, x.detach(), vectorize=False))
 
 
 def _autograd_hessian(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    return torch.autograd.functional.hessian(f, x.detach())
+    return cast(Tensor, torch.autograd.functional.hessian(f, x.detach()))
 
 
 def _one(f: Callable[..., Tensor], xs: tuple[Tensor, ...], k: int, total: bool = False):
@@ -594,7 +595,7 @@ def _cotangent(like: Tensor) -> Tensor:
 @contextmanager
 def _no_vmap_fallback() -> Iterator[None]:
     """Make torch's slow per-sample vmap fallback an error."""
-    functorch: Any = torch._C._functorch
+    functorch: Any = torch._C._functorch  # pyright: ignore[reportAttributeAccessIssue]
     enabled = functorch._is_vmap_fallback_enabled()
     functorch._set_vmap_fallback_enabled(False)
     try:
