@@ -25,6 +25,10 @@ REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# torch's functorch bindings, which torch's type stubs do not declare.
+_functorch: Any = torch._C._functorch  # pyright: ignore[reportAttributeAccessIssue]
+
+
 def fail(
     kind: type[Exception], fn: str, arg: str, rule: str, got: object, hint: str = ""
 ) -> NoReturn:
@@ -93,13 +97,13 @@ def _holds_data(t: Tensor) -> bool:
     """Real data: not a meta tensor, not a FakeTensor (or a wrapper of one)."""
     if t.is_meta:
         return False
-    return type(t) is Tensor or not torch._subclasses.fake_tensor.is_fake(t)
+    return type(t) is Tensor or not torch._subclasses.fake_tensor.is_fake(t)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def plain_eager(*tensors: Tensor) -> bool:
     """Not compiling, inside no torch.func transform and no FakeTensorMode, and every given
     tensor holds real data: where eager-only code paths (in-place buffers) may run."""
-    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
+    if torch.compiler.is_compiling() or _functorch.peek_interpreter_stack() is not None:
         return False
     if torch._C._get_dispatch_mode(_FAKE) is not None:
         return False
@@ -120,7 +124,7 @@ def in_place_safe(*tensors: Tensor) -> bool:
     return (
         not torch.is_grad_enabled()
         and plain_eager(*tensors)
-        and not any(torch._C._functorch.is_legacy_batchedtensor(t) for t in tensors)
+        and not any(_functorch.is_legacy_batchedtensor(t) for t in tensors)
     )
 
 
@@ -375,10 +379,10 @@ def broadcast_pair(first: torch.Size, second: torch.Size) -> torch.Size | None:
     if first == second:
         return first
     ndim = max(len(first), len(second))
-    first = (1,) * (ndim - len(first)) + tuple(first)
-    second = (1,) * (ndim - len(second)) + tuple(second)
+    padded_first = (1,) * (ndim - len(first)) + tuple(first)
+    padded_second = (1,) * (ndim - len(second)) + tuple(second)
     out = []
-    for a, b in zip(first, second, strict=True):
+    for a, b in zip(padded_first, padded_second, strict=True):
         if a == b or b == 1:
             out.append(a)
         elif a == 1:
@@ -485,7 +489,7 @@ def class_index_mask(
     safe = target.masked_fill(ignored, 0)
     inside = safe.min() >= 0 if low == ignore_index else safe.max() < num_classes
     try:
-        torch._assert_async(inside)
+        torch._assert_async(inside)  # pyright: ignore[reportPrivateImportUsage]
     except RuntimeError:
         check_class_indices(fn, target, num_classes, ignore_index, name)  # the IndexError
         raise

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Generic, ParamSpec, cast
 
 import optree
 import torch
@@ -26,6 +26,8 @@ from torch import Tensor
 
 from ._checks import shape_str
 from ._modes import under_transform
+
+P = ParamSpec("P")
 
 _NO_DEFAULT = object()
 
@@ -101,14 +103,14 @@ class _Layout:
         return cast(tuple[Any, ...], optree.tree_unflatten(self.treespec, leaves))
 
 
-class CustomBackwardLoss:
+class CustomBackwardLoss(Generic[P]):
     """A loss with a hand-written backward (and optionally a jvp); see :func:`custom_backward`.
 
     Call it like the forward function. Register the derivative rules with the ``backward`` and
     ``jvp`` decorators.
     """
 
-    def __init__(self, forward: Callable[..., Tensor]) -> None:
+    def __init__(self, forward: Callable[P, Tensor]) -> None:
         _check_function("custom_backward", "forward", forward)
         functools.update_wrapper(self, forward)
         signature = inspect.signature(forward)
@@ -133,11 +135,24 @@ class CustomBackwardLoss:
             _NO_DEFAULT if p.default is inspect.Parameter.empty else p.default
             for p in signature.parameters.values()
         )
+        # Keyword-only config (``def f(input, target, *, sigma=1.0)``, the house style) is
+        # bound by name here and passed by keyword to the forward and the rules.
+        keyword_only = inspect.Parameter.KEYWORD_ONLY
+        self._keywords = tuple(
+            p.name for p in signature.parameters.values() if p.kind is keyword_only
+        )
+        self._positional = len(self._params) - len(self._keywords)
+        self._call_forward = _spread(forward, self._positional, self._keywords)
         self._build()
 
     def _build(self) -> None:
+        spread = functools.partial(_spread, positional=self._positional, keywords=self._keywords)
         self._plain, self._forward_mode = _build_functions(
-            self._name, self._params, self._forward, self._backward, self._jvp
+            self._name,
+            self._params,
+            self._call_forward,
+            None if self._backward is None else spread(self._backward),
+            None if self._jvp is None else spread(self._jvp),
         )
 
     def __repr__(self) -> str:
@@ -169,9 +184,11 @@ class CustomBackwardLoss:
     # -- calling -------------------------------------------------------------------------------
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-        if len(args) > len(self._params):
+        if len(args) > self._positional:
+            by_keyword = f" (pass {', '.join(f'`{k}`' for k in self._keywords)} by keyword)"
             raise TypeError(
-                f"{self._name}: takes {len(self._params)} arguments, got {len(args)} positional."
+                f"{self._name}: takes {self._positional} positional arguments"
+                f"{by_keyword if self._keywords else ''}, got {len(args)}."
             )
         values = list(args) + [_NO_DEFAULT] * (len(self._params) - len(args))
         for key, value in kwargs.items():
@@ -185,7 +202,7 @@ class CustomBackwardLoss:
                     raise TypeError(f"{self._name}: missing argument `{self._params[i]}`.")
         return tuple(values)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Tensor:
         if self._backward is None:
             raise TypeError(
                 f"{self._name}: no backward registered; add one with @{self._name}.backward."
@@ -206,10 +223,28 @@ class CustomBackwardLoss:
             # the compiled region) wraps the Function in its own ApplyTemplate Function, which
             # has no vmap rule and fails under vmap. Trace the forward directly: the same
             # derivatives, by autodiff of a forward that is correct to differentiate.
-            return _checked_output(self._name, self._forward(*values))
+            return _checked_output(self._name, self._call_forward(*values))
         else:
             function = self._plain
         return function.apply(layout, *tensors, *_PADDING[len(tensors) :])
+
+
+def _spread(
+    fn: Callable[..., Any], positional: int, keywords: tuple[str, ...]
+) -> Callable[..., Any]:
+    """``fn`` called with the forward's arguments as one flat tuple at the end (after the grad or
+    the tangents): those past the first ``positional`` go by keyword, as the names in
+    ``keywords``. ``fn`` itself when there are none, so the common case adds no call."""
+    if not keywords:
+        return fn
+    count = positional + len(keywords)
+
+    def call(*args: Any) -> Any:
+        lead = len(args) - count
+        keyword_values = args[lead + positional :]
+        return fn(*args[: lead + positional], **dict(zip(keywords, keyword_values, strict=True)))
+
+    return call
 
 
 def _checked_output(name: str, output: object) -> Tensor:
@@ -332,7 +367,9 @@ def _build_functions(
             ctx.save_for_backward(*inputs[1 : 1 + len(layout.tensor_slots)])
 
         @staticmethod
-        def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+            ctx: Any, grad: Tensor
+        ) -> tuple[Tensor | None, ...]:
             grads = _run_backward(name, params, backward_fn, ctx.layout, grad, ctx.saved_tensors)
             return (None, *grads, *_PADDING[len(grads) :])
 
@@ -344,7 +381,9 @@ def _build_functions(
             ctx.output_shape = output.shape
 
         @staticmethod
-        def jvp(ctx: Any, layout_tangent: None, *tangents: Tensor | None) -> Tensor:
+        def jvp(  # pyright: ignore[reportIncompatibleMethodOverride]
+            ctx: Any, layout_tangent: None, *tangents: Tensor | None
+        ) -> Tensor:
             tensors = ctx.saved_tensors
             return _run_jvp(
                 name, jvp_fn, ctx.layout, ctx.output_shape, tangents[: len(tensors)], tensors
@@ -356,7 +395,7 @@ def _build_functions(
     return Plain, ForwardMode
 
 
-def custom_backward(forward: Callable[..., Tensor]) -> CustomBackwardLoss:
+def custom_backward(forward: Callable[P, Tensor]) -> CustomBackwardLoss[P]:
     r"""Give a loss made of torch ops a hand-written backward (and jvp) that works under torch.func.
 
     Use it where a closed-form derivative buys memory, speed or exactness over autograd; a plain
@@ -383,6 +422,9 @@ def custom_backward(forward: Callable[..., Tensor]) -> CustomBackwardLoss:
     - The forward must itself be correct to differentiate: inside ``torch.compile`` under a
       torch.func transform (``compile(grad(f))``), torch autodiffs the forward and drops the
       custom rules.
+    - Keyword-only config (``def f(input, target, *, sigma=1.0)``) reaches the rules by
+      keyword, after the positional arguments: ``backward(grad, input, target, *, sigma)`` and
+      ``jvp(input_t, target_t, input, target, *, sigma)``.
 
     Args:
         forward: ``forward(*args) -> Tensor``. Tensor arguments (or pytrees of tensors) are the

@@ -23,7 +23,7 @@ def under_transform() -> bool:
     graph. (Written inline, ``peek_interpreter_stack() is None`` is wrongly ``False`` under a
     plain ``torch.compile`` on torch 2.13: Dynamo wraps the ``None`` in an object variable.)
     """
-    return torch._C._functorch.peek_interpreter_stack() is not None
+    return torch._C._functorch.peek_interpreter_stack() is not None  # pyright: ignore[reportAttributeAccessIssue]
 
 
 # -- torch.autocast ------------------------------------------------------------------------------

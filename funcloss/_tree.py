@@ -107,7 +107,7 @@ class _Predictions:
             keys, leaves, codes = _flatten(prefix)
             chosen = self._plan(name, prefix, keys)
             return [leaves[i] for i in chosen], [name + codes[i] for i in chosen]
-        leaves, spec = optree.tree_flatten(prefix, none_is_leaf=True)
+        flat, spec = optree.tree_flatten(prefix, none_is_leaf=True)
         cached = _PLANS.get((name, self.spec, spec))
         if cached is None:
             keys, _, codes = _flatten(prefix)
@@ -116,7 +116,7 @@ class _Predictions:
                 _PLANS.clear()
             cached = _PLANS[name, self.spec, spec] = chosen, [name + codes[i] for i in chosen]
         chosen, paths = cached
-        return [leaves[i] for i in chosen], paths
+        return [flat[i] for i in chosen], paths
 
     def _plan(self, name: str, prefix: Any, keys: tuple[Key, ...]) -> list[int]:
         """For each prediction leaf, the index of its leaf among ``prefix``'s."""

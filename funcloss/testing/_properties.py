@@ -12,7 +12,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import optree
 import torch
@@ -403,11 +403,12 @@ class Checker:
         eager_xs = [x.detach().requires_grad_() for x in xs]
         with running("fn"):
             expected = f(*eager_xs)
-        with running(f"torch.compile(fn, fullgraph=True, backend={self.compile_backend!r})"):
+        backend = f"backend={self.compile_backend!r}"
+        with running(f"torch.compile(fn, fullgraph=True, {backend})"):
             actual = compiled(*xs)
         self.p.compare("compiled fn vs eager", actual, expected)
         if not xs:
-            return "torch.compile(fn, fullgraph=True) matches eager (forward)"
+            return f"torch.compile(fn, fullgraph=True, {backend}) matches eager (forward)"
         cotangent = _cotangent(expected.detach())
         with running("fn's backward"):
             eager_grads = torch.autograd.grad(expected, eager_xs, cotangent)
@@ -415,7 +416,7 @@ class Checker:
             grads = torch.autograd.grad(actual, xs, cotangent)
         for i, got, want in zip(self.p.wrt, grads, eager_grads, strict=True):
             self.p.compare(f"compiled backward w.r.t. {self.p.label(i)} vs eager", got, want)
-        return "torch.compile(fn, fullgraph=True) matches eager, forward and backward"
+        return f"torch.compile(fn, fullgraph=True, {backend}) matches eager, forward and backward"
 
     def compile_grad(self) -> str:
         wrt = self._wrt()
@@ -430,6 +431,7 @@ class Checker:
         backend = f"backend={self.compile_backend!r}"
         with running(f"torch.compile(grad(fn), fullgraph=True, {backend})"):
             actual = compiled(*[self.p.inputs[i] for i in wrt])
+        against = "the reference's gradient" if self.reference is not None else "eager grad(fn)"
         for k, i in enumerate(wrt):
             x = self.p.inputs[i]
             if self.reference is not None:
@@ -447,7 +449,10 @@ class Checker:
                 self.p.compare(what, actual[k], expected)
             except Failed as failure:
                 raise Failed(f"{failure} {FORWARD_NOT_DIFFERENTIABLE}") from None
-        return f"torch.compile(grad(fn), fullgraph=True) matches {against}, {self.p.wrt_text()}"
+        return (
+            f"torch.compile(grad(fn), fullgraph=True, {backend}) matches {against}, "
+            f"{self.p.wrt_text()}"
+        )
 
     def compile_vmap_grad(self) -> str:
         wrt = self._wrt()
@@ -491,7 +496,8 @@ class Checker:
         except Failed as failure:
             raise Failed(f"{failure} {FORWARD_NOT_DIFFERENTIABLE}") from None
         return (
-            f"torch.compile(vmap(grad(fn)), fullgraph=True) over {n} problems matches {against}, "
+            f"torch.compile(vmap(grad(fn)), fullgraph=True, {backend}) over {n} problems matches "
+            f"{against}, "
             f"w.r.t. {self.p.label(i)}"
         )
 
@@ -533,11 +539,11 @@ def _float64(value: Any) -> Any:
 
 
 def _autograd_jacobian(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    return torch.autograd.functional.jacobian(f, x.detach(), vectorize=False)
+    return cast(Tensor, torch.autograd.functional.jacobian(f, x.detach(), vectorize=False))
 
 
 def _autograd_hessian(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    return torch.autograd.functional.hessian(f, x.detach())
+    return cast(Tensor, torch.autograd.functional.hessian(f, x.detach()))
 
 
 def _one(f: Callable[..., Tensor], xs: tuple[Tensor, ...], k: int, total: bool = False):
@@ -589,7 +595,7 @@ def _cotangent(like: Tensor) -> Tensor:
 @contextmanager
 def _no_vmap_fallback() -> Iterator[None]:
     """Make torch's slow per-sample vmap fallback an error."""
-    functorch: Any = torch._C._functorch
+    functorch: Any = torch._C._functorch  # pyright: ignore[reportAttributeAccessIssue]
     enabled = functorch._is_vmap_fallback_enabled()
     functorch._set_vmap_fallback_enabled(False)
     try:
