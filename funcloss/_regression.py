@@ -31,7 +31,6 @@ from ._checks import (
     check_where,
     checks_config,
     fail,
-    plain_eager,
     shape_str,
     value_checks_enabled,
     warn_target_size,
@@ -146,26 +145,44 @@ def _masked_pair(
 # of them, where the floor is to read the inputs once and write the gradient once.
 
 
-def _fast(input: Tensor, target: Tensor, reduction: str) -> bool:
-    """A plain eager call with a scalar reduction on same-shape, same-dtype, contiguous real
-    float32/float64 tensors whose target takes no gradient: the eager step may run.
+def _fast(
+    input: object,
+    target: object,
+    where: object,
+    reduction: str,
+    scalar: tuple[str, ...] = ("mean", "sum"),
+) -> bool:
+    """A plain eager CPU call, no mask, a scalar ``reduction`` among ``scalar``, on plain tensors
+    of one shape and one float32/float64 dtype, contiguous, whose target takes no gradient: the
+    eager step may run, and every argument check of the composition holds already (the callers
+    check the config first, or take only a valid one here).
 
-    Forward-mode AD (an open dual level) and ``torch.autograd.functional``'s batched tensors
-    need the composition, as do masks and weights (the callers test those first)."""
+    Inlined for the small-call path (``plain_eager`` and the house checks cost more than the
+    loss at 64x10). ``type(x) is Tensor`` excludes FakeTensors and other subclasses;
+    forward-mode AD (an open dual level), ``torch.autograd.functional``'s batched tensors and
+    every torch.func transform need the composition."""
     return (
-        reduction != "none"
-        and input.shape == target.shape
-        and input.dtype == target.dtype
-        and input.dtype in _FAST_DTYPES
-        and not target.requires_grad
-        and input.is_contiguous()
-        and target.is_contiguous()
+        where is None
+        and reduction in scalar
+        and type(input) is Tensor
+        and type(target) is Tensor
+        and input.dtype in _FAST_DTYPES  # type: ignore[attr-defined]
+        and input.dtype == target.dtype  # type: ignore[attr-defined]
+        and input.shape == target.shape  # type: ignore[attr-defined]
+        and input.is_cpu  # type: ignore[attr-defined]
+        and target.is_cpu  # type: ignore[attr-defined]
+        and not target.requires_grad  # type: ignore[attr-defined]
+        and input.is_contiguous()  # type: ignore[attr-defined]
+        and target.is_contiguous()  # type: ignore[attr-defined]
+        and torch._C._functorch.peek_interpreter_stack() is None
+        and not torch.compiler.is_compiling()
         and torch.autograd.forward_ad._current_level < 0
-        and plain_eager(input, target)
+        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
         and not torch._C._functorch.is_legacy_batchedtensor(input)
     )
 
 
+_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
 # bf16/fp16 reduce through the compositions (their float32 accumulation); dot and norm here
 # accumulate in the input's dtype.
 _FAST_DTYPES = (torch.float32, torch.float64)
@@ -175,6 +192,18 @@ _FAST_DTYPES = (torch.float32, torch.float64)
 # and torch's fused kernels (forward, backward, and a double backward that is 0 at the switch
 # points, as funcloss's) are that floor; funcloss's semantics there are torch's.
 _REDUCTION_ENUM = {"mean": 1, "sum": 2}
+
+
+_KL_SCALAR = ("batchmean", "mean", "sum")
+# Below this many elements a call is dispatch overhead, not bandwidth: torch's one fused
+# mse kernel (one forward node, one C++ backward) beats the eager step's few ops there.
+_MSE_SMALL = 1 << 16
+
+
+def _mse_fast(input: Tensor, target: Tensor, reduction: str) -> Tensor:
+    if input.numel() < _MSE_SMALL:
+        return torch._C._nn.mse_loss(input, target, _REDUCTION_ENUM[reduction])
+    return _EagerStep.apply("mse", input, target, _divisor(reduction, input))
 
 
 def _divisor(reduction: str, input: Tensor) -> int:
@@ -318,18 +347,13 @@ def l1_loss(
         tensor(5.)
     """
     fn = "l1_loss"
+    if weight is None and _fast(input, target, where, reduction):
+        return _EagerStep.apply("l1", input, target, _divisor(reduction, input))
     _check_real_or_complex(fn, input=input, target=target)
     _L1_CONFIG(reduction=reduction)
     check_where(fn, where, broadcast_shape(fn, input=input, target=target))
     warn_target_size(input, target)
     _check_weight(fn, weight, input)
-    if (
-        where is None
-        and weight is None
-        and input.is_floating_point()
-        and _fast(input, target, reduction)
-    ):
-        return _EagerStep.apply("l1", input, target, _divisor(reduction, input))
     input, target = _masked_pair(where, input, target)
     return reduce(torch.abs(input - target), reduction, weight, where=where, mean_weight=weight)
 
@@ -377,12 +401,12 @@ def mse_loss(
         tensor([1., 4.])
     """
     fn = "mse_loss"
+    if weight is None and _fast(input, target, where, reduction):
+        return _mse_fast(input, target, reduction)
     _check_not_complex(fn, input=input, target=target)
     _MSE_CONFIG(reduction=reduction)
     _check_pair(fn, input, target, where, warn=True)
     _check_weight(fn, weight, input)
-    if where is None and weight is None and _fast(input, target, reduction):
-        return _EagerStep.apply("mse", input, target, _divisor(reduction, input))
     input, target = _masked_pair(where, input, target)
     diff = input - target
     return reduce(diff * diff, reduction, weight, where=where, mean_weight=weight)
@@ -455,10 +479,10 @@ def huber_loss(
     """
     fn = "huber_loss"
     _HUBER_CONFIG(reduction=reduction, delta=delta)
+    if weight is None and _fast(input, target, where, reduction):
+        return torch._C._nn.huber_loss(input, target, _REDUCTION_ENUM[reduction], delta)
     _check_pair(fn, input, target, where, warn=True)
     _check_weight(fn, weight, input)
-    if where is None and weight is None and _fast(input, target, reduction):
-        return torch._C._nn.huber_loss(input, target, _REDUCTION_ENUM[reduction], delta)
     input, target = _masked_pair(where, input, target)
     return reduce(_huber(input - target, delta), reduction, weight, where=where)
 
@@ -509,9 +533,9 @@ def smooth_l1_loss(
     """
     fn = "smooth_l1_loss"
     _SMOOTH_L1_CONFIG(reduction=reduction, beta=beta)
-    _check_pair(fn, input, target, where, warn=True)
-    if where is None and beta > 0 and _fast(input, target, reduction):
+    if beta > 0 and _fast(input, target, where, reduction):
         return torch._C._nn.smooth_l1_loss(input, target, _REDUCTION_ENUM[reduction], beta)
+    _check_pair(fn, input, target, where, warn=True)
     input, target = _masked_pair(where, input, target)
     diff = input - target
     loss = diff.abs() if beta == 0 else _huber(diff, beta) / beta
@@ -588,9 +612,9 @@ def poisson_nll_loss(
     """
     fn = "poisson_nll_loss"
     _POISSON_CONFIG(reduction=reduction, eps=eps)
-    _check_pair(fn, input, target, where)
-    if where is None and log_input and not full and _fast(input, target, reduction):
+    if log_input and not full and _fast(input, target, where, reduction):
         return _EagerStep.apply("poisson", input, target, _divisor(reduction, input))
+    _check_pair(fn, input, target, where)
     # masked rates read 1 (log-rates 0) and counts 0: every term is finite there
     input, target = masked(where, input, 0.0 if log_input else 1.0), masked(where, target)
     # a count of 0 at a log-rate of -inf (a rate of 0) adds nothing: times, not *
@@ -790,11 +814,11 @@ def kl_div(
     """
     fn = "kl_div"
     _KL_CONFIG(reduction=reduction)
-    _check_pair(fn, input, target, where)
     if reduction == "mean" and not torch.compiler.is_compiling():
         warnings.warn(_KL_MEAN_WARNING, stacklevel=3)
-    if where is None and not log_target and _fast(input, target, reduction):
+    if not log_target and _fast(input, target, where, reduction, _KL_SCALAR):
         return _EagerStep.apply("kl", input, target, _divisor(reduction, input))
+    _check_pair(fn, input, target, where)
     input, target = _masked_pair(where, input, target)
     # a class of probability 0 adds nothing, also where input is -inf (0 * inf would be nan)
     if log_target:
