@@ -174,9 +174,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     if args.quick:
-        shapes, repeats = [(64, 10), (256, 100)], args.repeats or 3
+        shapes, repeats, small_calls = [(64, 10), (256, 100)], args.repeats or 2, 5
     else:
-        repeats = args.repeats or 15
+        # 200 calls of a 64x10 loss take ~10 ms: long enough for the clock, short for noise
+        repeats, small_calls = args.repeats or 15, 200
     memory = PeakMemory()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {repeats} rounds, fp32")
     print(
@@ -187,7 +188,7 @@ def main() -> None:
     for name in args.losses.split(","):
         for n, c in shapes:
             # 64x10 is per-call overhead: many calls per round, more rounds
-            calls = 200 if n * c <= 4096 else 1
+            calls = small_calls if n * c <= 4096 else 1
             print(measure(name, n, c, repeats * (2 if calls > 1 else 1), calls, memory), flush=True)
 
 
