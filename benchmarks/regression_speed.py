@@ -171,7 +171,8 @@ def main() -> None:
     parser.add_argument("--shapes", default="64x10,8192x1000")
     args = parser.parse_args()
     torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
+    # a smoke run on one thread: no waiting for a second core that a busy machine lacks
+    torch.set_num_threads(1 if args.quick else args.threads)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     if args.quick:
         shapes, repeats, small_calls = [(64, 10), (256, 100)], args.repeats or 2, 5
