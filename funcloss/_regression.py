@@ -3,8 +3,14 @@
 All of them are plain torch compositions: autograd of each forward already gives torch's
 gradients, including torch's choices at the kinks (``abs`` has derivative 0 at 0; Huber's clamp
 is ``hardtanh``, whose derivative is 0 at the switch points, as torch's second derivative), so
-no custom backward is needed. Masks are ``torch.where`` only where a cheaper product would turn
-an infinity into ``nan``.
+every transform differentiates them. Masks are ``torch.where`` only where a cheaper product
+would turn an infinity into ``nan``.
+
+The plain eager training call (no mask or weight, a scalar reduction, same-shape same-dtype
+float32/float64 CPU tensors, a target without gradient; ``_fast``) takes a shorter road for
+speed and memory (issue 15): ``_EagerStep`` (mse, l1, poisson NLL on log-rates, kl_div on
+probabilities: a fused reduction, one saved slope scaled in place into the gradient), or
+torch's fused kernels where funcloss's semantics are torch's (huber, smooth l1, small mse).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +143,160 @@ def _masked_pair(
     return masked(where, input, fill), masked(where, target, fill)
 
 
+# -- the eager training step -------------------------------------------------------------------
+#
+# The compositions below are what every transform differentiates. A plain eager call with a
+# scalar reduction (the training step) takes a shorter road: autograd of a composition writes
+# and reads every intermediate (``x - y``, its square, the mask of ``times``...) and saves some
+# of them, where the floor is to read the inputs once and write the gradient once.
+
+
+def _fast(
+    input: object,
+    target: object,
+    where: object,
+    reduction: str,
+    scalar: tuple[str, ...] = ("mean", "sum"),
+) -> bool:
+    """A plain eager CPU call, no mask, a scalar ``reduction`` among ``scalar``, on plain tensors
+    of one shape and one float32/float64 dtype, contiguous, whose target takes no gradient: the
+    eager step may run, and every argument check of the composition holds already (the callers
+    check the config first, or take only a valid one here).
+
+    Inlined for the small-call path (``plain_eager`` and the house checks cost more than the
+    loss at 64x10). ``type(x) is Tensor`` excludes FakeTensors and other subclasses;
+    forward-mode AD (an open dual level), ``torch.autograd.functional``'s batched tensors and
+    every torch.func transform need the composition."""
+    return (
+        where is None
+        and reduction in scalar
+        and type(input) is Tensor
+        and type(target) is Tensor
+        and input.dtype in _FAST_DTYPES  # type: ignore[attr-defined]
+        and input.dtype == target.dtype  # type: ignore[attr-defined]
+        and input.shape == target.shape  # type: ignore[attr-defined]
+        and input.is_cpu  # type: ignore[attr-defined]
+        and target.is_cpu  # type: ignore[attr-defined]
+        and not target.requires_grad  # type: ignore[attr-defined]
+        and input.is_contiguous()  # type: ignore[attr-defined]
+        and target.is_contiguous()  # type: ignore[attr-defined]
+        and torch._C._functorch.peek_interpreter_stack() is None
+        and not torch.compiler.is_compiling()
+        and torch.autograd.forward_ad._current_level < 0
+        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
+        and not torch._C._functorch.is_legacy_batchedtensor(input)
+    )
+
+
+_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
+# bf16/fp16 reduce through the compositions (their float32 accumulation); dot and norm here
+# accumulate in the input's dtype.
+_FAST_DTYPES = (torch.float32, torch.float64)
+
+
+# Huber and smooth L1: the value needs the elementwise loss written once whatever the recipe,
+# and torch's fused kernels (forward, backward, and a double backward that is 0 at the switch
+# points, as funcloss's) are that floor; funcloss's semantics there are torch's.
+_REDUCTION_ENUM = {"mean": 1, "sum": 2}
+
+
+_KL_SCALAR = ("batchmean", "mean", "sum")
+# Below this many elements a call is dispatch overhead, not bandwidth: torch's one fused
+# mse kernel (one forward node, one C++ backward) beats the eager step's few ops there.
+_MSE_SMALL = 1 << 16
+
+
+def _mse_fast(input: Tensor, target: Tensor, reduction: str) -> Tensor:
+    if input.numel() < _MSE_SMALL:
+        return torch._C._nn.mse_loss(input, target, _REDUCTION_ENUM[reduction])
+    return _EagerStep.apply("mse", input, target, _divisor(reduction, input))
+
+
+def _divisor(reduction: str, input: Tensor) -> int:
+    if reduction == "mean":
+        return input.numel()
+    if reduction == "batchmean" and input.dim() > 0:
+        return input.shape[0]
+    return 1
+
+
+class _EagerStep(torch.autograd.Function):
+    """The eager training step of mse, l1, poisson NLL (log-rates) and kl_div (probabilities).
+
+    The forward reduces with a fused reduction (``dot``, ``vector_norm``, ``sum``) and keeps at
+    most one fresh tensor, the slope ``d loss / d input``; the backward scales that slope in
+    place into the gradient: no new allocation, one pass. Torch's own step allocates a
+    temporary in its forward and the gradient in its backward, so the peak is the same.
+
+    Eager only (``_fast``): the ``ctx`` slope is an intermediate, which transforms and double
+    backward cannot use. With ``create_graph`` (double backward) or a second backward of a
+    retained graph, the backward recomputes the slope from the saved inputs with
+    differentiable ops instead.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, kind: str, input: Tensor, target: Tensor, divisor: int
+    ) -> Tensor:
+        value, slope = _STEP_FORWARD[kind](input, target)
+        ctx.kind, ctx.divisor, ctx.slope = kind, divisor, slope
+        ctx.save_for_backward(input, target)
+        return value if divisor == 1 else value / divisor
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None, None]:  # type: ignore[override]
+        slope, ctx.slope = ctx.slope, None
+        factor = grad if ctx.divisor == 1 else grad / ctx.divisor
+        if slope is None or torch.is_grad_enabled():
+            input, target = ctx.saved_tensors
+            return None, _STEP_GRAD[ctx.kind](input, target, factor), None, None
+        if ctx.kind == "mse":  # the slope is 2 (x - y): the 2 joins the scalar factor
+            factor = factor * 2
+        return None, slope.mul_(factor), None, None
+
+
+def _mse_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+    diff = (input - target).view(-1)
+    return torch.dot(diff, diff), diff.view(input.shape)
+
+
+def _l1_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+    diff = input - target
+    return torch.linalg.vector_norm(diff, 1), diff.sign_()
+
+
+def _poisson_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+    rate = torch.exp(input)
+    value = torch.addcmul(rate, target, input, value=-1).sum()
+    if not bool(torch.isfinite(value)):  # a count of 0 at a log-rate of -inf adds 0, not nan
+        value = (rate - times(target, input)).sum()
+    return value, rate.sub_(target)
+
+
+def _kl_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+    loss = torch.xlogy(target, target).addcmul_(target, input, value=-1)
+    value = loss.sum()
+    if not bool(torch.isfinite(value)):  # a class of probability 0 adds 0, also at -inf
+        value = (torch.xlogy(target, target) - times(target, input)).sum()
+    return value, None  # the slope, -target, costs the same pass in backward
+
+
+_STEP_FORWARD: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]] = {
+    "mse": _mse_step,
+    "l1": _l1_step,
+    "poisson": _poisson_step,
+    "kl": _kl_step,
+}
+# The gradient from the inputs and ``grad / divisor``, in differentiable ops (double backward
+# differentiates these).
+_STEP_GRAD: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "mse": lambda input, target, factor: (input - target) * (2 * factor),
+    "l1": lambda input, target, factor: torch.sign(input - target) * factor,
+    "poisson": lambda input, target, factor: (torch.exp(input) - target) * factor,
+    "kl": lambda input, target, factor: target * -factor,
+}
+
+
 # -- l1 / mse ----------------------------------------------------------------------------------
 
 
@@ -193,6 +353,8 @@ def l1_loss(
         tensor(5.)
     """
     fn = "l1_loss"
+    if weight is None and _fast(input, target, where, reduction):
+        return _EagerStep.apply("l1", input, target, _divisor(reduction, input))
     _check_real_or_complex(fn, input=input, target=target)
     _L1_CONFIG(reduction=reduction)
     check_where(fn, where, broadcast_shape(fn, input=input, target=target))
@@ -245,6 +407,8 @@ def mse_loss(
         tensor([1., 4.])
     """
     fn = "mse_loss"
+    if weight is None and _fast(input, target, where, reduction):
+        return _mse_fast(input, target, reduction)
     _check_not_complex(fn, input=input, target=target)
     _MSE_CONFIG(reduction=reduction)
     _check_pair(fn, input, target, where, warn=True)
@@ -321,6 +485,8 @@ def huber_loss(
     """
     fn = "huber_loss"
     _HUBER_CONFIG(reduction=reduction, delta=delta)
+    if weight is None and _fast(input, target, where, reduction):
+        return torch._C._nn.huber_loss(input, target, _REDUCTION_ENUM[reduction], delta)
     _check_pair(fn, input, target, where, warn=True)
     _check_weight(fn, weight, input)
     input, target = _masked_pair(where, input, target)
@@ -373,6 +539,8 @@ def smooth_l1_loss(
     """
     fn = "smooth_l1_loss"
     _SMOOTH_L1_CONFIG(reduction=reduction, beta=beta)
+    if beta > 0 and _fast(input, target, where, reduction):
+        return torch._C._nn.smooth_l1_loss(input, target, _REDUCTION_ENUM[reduction], beta)
     _check_pair(fn, input, target, where, warn=True)
     input, target = _masked_pair(where, input, target)
     diff = input - target
@@ -450,6 +618,8 @@ def poisson_nll_loss(
     """
     fn = "poisson_nll_loss"
     _POISSON_CONFIG(reduction=reduction, eps=eps)
+    if log_input and not full and _fast(input, target, where, reduction):
+        return _EagerStep.apply("poisson", input, target, _divisor(reduction, input))
     _check_pair(fn, input, target, where)
     # masked rates read 1 (log-rates 0) and counts 0: every term is finite there
     input, target = masked(where, input, 0.0 if log_input else 1.0), masked(where, target)
@@ -650,9 +820,11 @@ def kl_div(
     """
     fn = "kl_div"
     _KL_CONFIG(reduction=reduction)
-    _check_pair(fn, input, target, where)
     if reduction == "mean" and not torch.compiler.is_compiling():
         warnings.warn(_KL_MEAN_WARNING, stacklevel=3)
+    if not log_target and _fast(input, target, where, reduction, _KL_SCALAR):
+        return _EagerStep.apply("kl", input, target, _divisor(reduction, input))
+    _check_pair(fn, input, target, where)
     input, target = _masked_pair(where, input, target)
     # a class of probability 0 adds nothing, also where input is -inf (0 * inf would be nan)
     if log_target:

@@ -1,0 +1,86 @@
+"""benchmarks/regression_speed.py --quick runs and prints its table (no timing checks), and the
+eager training step it times gives torch's values and gradients, also for a retained graph
+backed twice and for double backward (the in-place slope is used once, then recomputed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import funcloss
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSSES = ("mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss", "kl_div")
+
+
+def test_benchmark_quick() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "regression_speed.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "x" in line]
+    for name in (*LOSSES, "gaussian_nll_loss"):
+        assert sum(f"| {name} " in row for row in rows) == 2, result.stdout
+
+
+def _pair(name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    input = torch.randn(shape, generator=generator, dtype=torch.float64)
+    target = torch.rand(shape, generator=generator, dtype=torch.float64)
+    if name == "kl_div":
+        input = input.log_softmax(-1)
+        target = target.softmax(-1)
+    return input.requires_grad_(), target
+
+
+# 300x300 is above the size where mse leaves torch's kernel for the eager step.
+@pytest.mark.parametrize("shape", [(7, 5), (300, 300)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "batchmean"])
+@pytest.mark.parametrize("name", LOSSES)
+def test_eager_step_matches_torch(name: str, reduction: str, shape: tuple[int, ...]) -> None:
+    if reduction == "batchmean" and name != "kl_div":
+        pytest.skip("batchmean is kl_div's")
+    ours, theirs = getattr(funcloss, name), getattr(F, name)
+    input, target = _pair(name, shape)
+    loss = ours(input, target, reduction=reduction)
+    expected = theirs(input, target, reduction=reduction)
+    torch.testing.assert_close(loss, expected)
+    (expected_grad,) = torch.autograd.grad(expected, input)
+    loss.backward(retain_graph=True)
+    torch.testing.assert_close(input.grad, expected_grad)
+    loss.backward()  # the retained graph, a second time: the slope was consumed, recomputed
+    torch.testing.assert_close(input.grad, 2 * expected_grad)
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss", "poisson_nll_loss"])
+def test_eager_step_double_backward_matches_torch(name: str) -> None:
+    input, target = _pair(name, (300, 300))
+    results = []
+    for fn in (getattr(funcloss, name), getattr(F, name)):
+        (grad,) = torch.autograd.grad(fn(input, target), input, create_graph=True)
+        (second,) = torch.autograd.grad((grad * grad).sum(), input)
+        results.append((grad, second))
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_eager_step_limits() -> None:
+    """A count of 0 at a log-rate of -inf, a probability 0 at -inf: 0, not torch's nan."""
+    input = torch.tensor([-torch.inf, 0.5], requires_grad=True)
+    target = torch.tensor([0.0, 2.0])
+    loss = funcloss.poisson_nll_loss(input, target, reduction="sum")
+    torch.testing.assert_close(loss, torch.exp(input[1]) - 2 * input[1])
+    loss.backward()
+    torch.testing.assert_close(input.grad, torch.tensor([0.0, torch.exp(torch.tensor(0.5)) - 2]))
+    probability = torch.tensor([0.0, 1.0])
+    loss = funcloss.kl_div(torch.tensor([-torch.inf, 0.0]), probability, reduction="sum")
+    assert loss.item() == 0.0
