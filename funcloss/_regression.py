@@ -194,21 +194,10 @@ _FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
 _FAST_DTYPES = (torch.float32, torch.float64)
 
 
-# Huber and smooth L1: the value needs the elementwise loss written once whatever the recipe,
-# and torch's fused kernels (forward, backward, and a double backward that is 0 at the switch
-# points, as funcloss's) are that floor; funcloss's semantics there are torch's.
-_REDUCTION_ENUM = {"mean": 1, "sum": 2}
-
-
 _KL_SCALAR = ("batchmean", "mean", "sum")
-# Below this many elements a call is dispatch overhead, not bandwidth: torch's one fused
-# mse kernel (one forward node, one C++ backward) beats the eager step's few ops there.
-_MSE_SMALL = 1 << 16
 
 
 def _mse_fast(input: Tensor, target: Tensor, reduction: str) -> Tensor:
-    if input.numel() < _MSE_SMALL:
-        return torch._C._nn.mse_loss(input, target, _REDUCTION_ENUM[reduction])
     return _EagerStep.apply("mse", input, target, _divisor(reduction, input))
 
 
@@ -486,7 +475,8 @@ def huber_loss(
     fn = "huber_loss"
     _HUBER_CONFIG(reduction=reduction, delta=delta)
     if weight is None and _fast(input, target, where, reduction):
-        return torch._C._nn.huber_loss(input, target, _REDUCTION_ENUM[reduction], delta)
+        # every check holds already (see _fast); the composition, without the mask machinery
+        return reduce(_huber(input - target, delta), reduction)
     _check_pair(fn, input, target, where, warn=True)
     _check_weight(fn, weight, input)
     input, target = _masked_pair(where, input, target)
@@ -540,7 +530,8 @@ def smooth_l1_loss(
     fn = "smooth_l1_loss"
     _SMOOTH_L1_CONFIG(reduction=reduction, beta=beta)
     if beta > 0 and _fast(input, target, where, reduction):
-        return torch._C._nn.smooth_l1_loss(input, target, _REDUCTION_ENUM[reduction], beta)
+        # every check holds already (see _fast); the composition, without the mask machinery
+        return reduce(_huber(input - target, beta) / beta, reduction)
     _check_pair(fn, input, target, where, warn=True)
     input, target = _masked_pair(where, input, target)
     diff = input - target
