@@ -447,11 +447,12 @@ def multi_margin_loss(
     if weight is not None and weight.dtype != input.dtype:
         scores = scores.to(promoted_dtype(input, weight))
     index = (target if target.dim() == 1 else target.reshape(rows)).long().unsqueeze(-1)
-    hinges = torch.relu(margin - scores.gather(-1, index) + scores)
+    # The target's own slot (margin - x_y + x_y: nan at an infinite x_y) is set to 0 before the
+    # square, so no nan reaches a derivative: an infinite target score gives the limit 0.
+    hinges = torch.relu(margin - scores.gather(-1, index) + scores).scatter(-1, index, 0.0)
     if p == 2:
         hinges = hinges * hinges
-    is_target = torch.arange(num_classes, device=input.device) == index
-    loss = torch.where(is_target, 0.0, hinges).sum(-1) / num_classes
+    loss = hinges.sum(-1) / num_classes
     if weight is not None:
         class_weight = weight.to(scores.dtype).expand(rows, num_classes).gather(-1, index)
         loss = loss * class_weight.squeeze(-1)
