@@ -42,7 +42,7 @@ from ._checks import (
     value_checks_enabled,
 )
 from ._modes import follows_autocast
-from ._ops import softplus, times
+from ._ops import logistic_terms, softplus, times
 from ._reduction import masked, reduce
 from ._softmax_ce import compute_dtype
 
@@ -200,7 +200,10 @@ def multilabel_soft_margin_loss(
         input, target = masked(scores_mask, input), masked(scores_mask, target, 0)
     logits = input.to(compute_dtype(dtype))  # bf16/fp16: terms, gradients and sums in fp32
     # two terms >= 0 (no cancellation); an absent term counts 0 even at an infinite logit
-    loss = times(target, softplus(-logits)) + times(1 - target, softplus(logits))
+    if target.shape == logits.shape and target.dtype == logits.dtype:
+        loss = logistic_terms(logits, target)
+    else:
+        loss = times(target, softplus(-logits)) + times(1 - target, softplus(logits))
     if weight is not None:
         loss = loss * weight
     # the class sum is the per-sample loss, not a reduction
