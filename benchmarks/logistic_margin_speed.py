@@ -99,6 +99,8 @@ class PeakMemory:
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")
 
+    timer = staticmethod(time.perf_counter)
+
     def run(self, fn: Callable[[], object], memory: bool) -> tuple[float, float]:
         """``(seconds, peak MiB)`` of one call of ``fn`` (MiB ``nan`` unless ``memory``)."""
         measure = memory and self.libc is not None
@@ -107,9 +109,9 @@ class PeakMemory:
             self.libc.malloc_trim(0)  # type: ignore[union-attr]
             self._reset()
             before = self._status("VmRSS")
-        start = time.perf_counter()
+        start = self.timer()
         fn()
-        seconds = time.perf_counter() - start
+        seconds = self.timer() - start
         if not measure:
             return seconds, float("nan")
         return seconds, (self._status("VmHWM") - before) / MiB
@@ -160,6 +162,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="loss names to run")
+    parser.add_argument(
+        "--timer",
+        choices=["wall", "thread"],
+        default="wall",
+        help="thread: this thread's CPU time (with --threads 1, steadier on a loaded machine)",
+    )
     parser.add_argument("--sizes", nargs="*", default=["small", "large"], help="small, large")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
@@ -173,7 +181,12 @@ def main() -> None:
         }
         shapes = [sizes[size] for size in options.sizes]
     memory = PeakMemory()
-    print(f"torch {torch.__version__}, {options.threads} threads, fp32, forward + backward")
+    if options.timer == "thread":
+        memory.timer = staticmethod(time.thread_time)
+    print(
+        f"torch {torch.__version__}, {options.threads} threads, fp32, forward + backward, "
+        f"{options.timer} time"
+    )
     print(f"{'loss':40s} {'shape':22s} {'time':>7s} {'memory':>7s} {'torch/call':>11s}")
     for name, (_, variants) in CASES.items():
         if options.only and name not in options.only:
