@@ -1,8 +1,9 @@
 """Margin losses on class scores: soft_margin, multilabel_soft_margin, multilabel_margin,
 multi_margin.
 
-Plain torch compositions, without custom backwards: autograd through them is exact and they
-have every transform rule (torch's own multi_margin and multilabel_margin kernels have no
+Plain torch compositions (multilabel_soft_margin's logistic terms take _ops.logistic_terms'
+custom backward on large inputs): autograd through them is exact and they have every transform
+rule (torch's own multi_margin and multilabel_margin kernels have no
 forward-mode or double-backward rule and no batching rule). The multi-class hinges use
 ``relu``, whose gradient at the kink is 0, as in torch's kernels (they count a hinge only when
 ``z > 0``).
