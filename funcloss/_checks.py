@@ -322,9 +322,10 @@ def check_values_in(
     if not value_checks_enabled(value, *more.values()):
         return
     values = {name: value, **more}
-    # aminmax propagates NaN; float64 holds every floating value exactly
-    extremes = [torch.stack(torch.aminmax(v)).double() for v in values.values() if v.numel()]
-    if not extremes or all(low <= v <= high for v in torch.cat(extremes).tolist()):
+    # aminmax propagates NaN; one stack (it promotes mixed dtypes) and one read, exact: a
+    # Python float holds every floating value
+    extremes = [bound for v in values.values() if v.numel() for bound in torch.aminmax(v)]
+    if not extremes or all(low <= v <= high for v in torch.stack(extremes).tolist()):
         return
     for arg, tensor in values.items():
         bad = ~((tensor >= low) & (tensor <= high))

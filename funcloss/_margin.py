@@ -1,8 +1,9 @@
 """Margin losses on class scores: soft_margin, multilabel_soft_margin, multilabel_margin,
 multi_margin.
 
-Plain torch compositions, without custom backwards: autograd through them is exact and they
-have every transform rule (torch's own multi_margin and multilabel_margin kernels have no
+Plain torch compositions (multilabel_soft_margin's logistic terms take _ops.logistic_terms'
+custom backward on large inputs): autograd through them is exact and they have every transform
+rule (torch's own multi_margin and multilabel_margin kernels have no
 forward-mode or double-backward rule and no batching rule). The multi-class hinges use
 ``relu``, whose gradient at the kink is 0, as in torch's kernels (they count a hinge only when
 ``z > 0``).
@@ -42,7 +43,7 @@ from ._checks import (
     value_checks_enabled,
 )
 from ._modes import follows_autocast
-from ._ops import softplus, times
+from ._ops import logistic_terms, softplus, times
 from ._reduction import masked, reduce
 from ._softmax_ce import compute_dtype
 
@@ -200,7 +201,10 @@ def multilabel_soft_margin_loss(
         input, target = masked(scores_mask, input), masked(scores_mask, target, 0)
     logits = input.to(compute_dtype(dtype))  # bf16/fp16: terms, gradients and sums in fp32
     # two terms >= 0 (no cancellation); an absent term counts 0 even at an infinite logit
-    loss = times(target, softplus(-logits)) + times(1 - target, softplus(logits))
+    if target.shape == logits.shape and target.dtype == logits.dtype:
+        loss = logistic_terms(logits, target)
+    else:
+        loss = times(target, softplus(-logits)) + times(1 - target, softplus(logits))
     if weight is not None:
         loss = loss * weight
     # the class sum is the per-sample loss, not a reduction
@@ -447,11 +451,12 @@ def multi_margin_loss(
     if weight is not None and weight.dtype != input.dtype:
         scores = scores.to(promoted_dtype(input, weight))
     index = (target if target.dim() == 1 else target.reshape(rows)).long().unsqueeze(-1)
-    hinges = torch.relu(margin - scores.gather(-1, index) + scores)
+    # The target's own slot (margin - x_y + x_y: nan at an infinite x_y) is set to 0 before the
+    # square, so no nan reaches a derivative: an infinite target score gives the limit 0.
+    hinges = torch.relu(margin - scores.gather(-1, index) + scores).scatter(-1, index, 0.0)
     if p == 2:
         hinges = hinges * hinges
-    is_target = torch.arange(num_classes, device=input.device) == index
-    loss = torch.where(is_target, 0.0, hinges).sum(-1) / num_classes
+    loss = hinges.sum(-1) / num_classes
     if weight is not None:
         class_weight = weight.to(scores.dtype).expand(rows, num_classes).gather(-1, index)
         loss = loss * class_weight.squeeze(-1)

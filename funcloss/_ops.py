@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from ._checks import in_place_safe, plain_eager
+from ._function import custom_backward
+
+# F.softplus is exactly ``x`` above this: there e^-x is below float64's resolution relative
+# to x, and exp(40) is finite in every dtype's compute type (half precision computes in fp32).
+_SOFTPLUS_LINEAR_ABOVE = 40.0
 
 
 def softplus(x: Tensor) -> Tensor:
-    """``log(1 + exp(x))`` without overflow and without softplus' linear cut-off at x > 20.
+    """``log(1 + exp(x))`` without overflow, exact to the dtype's rounding everywhere.
 
-    ``logaddexp`` has exact first and second derivatives everywhere (``F.logsigmoid`` warns
-    under ``vmap(hessian)`` on torch 2.13).
+    ``F.softplus`` with its linear cut-off moved from 20 to 40 (where the cut-off is exact in
+    float64 too): one fused op forward and one backward (``logaddexp`` costs a dozen in
+    backward), with exact first and second derivatives and batching rules for every transform
+    (``F.logsigmoid`` warns under ``vmap(hessian)`` on torch 2.13).
     """
-    return torch.logaddexp(x, torch.zeros_like(x))
+    return F.softplus(x, threshold=_SOFTPLUS_LINEAR_ABOVE)
 
 
 def times(coefficient: Tensor, value: Tensor) -> Tensor:
@@ -25,3 +35,64 @@ def times(coefficient: Tensor, value: Tensor) -> Tensor:
     """
     big = torch.finfo(value.dtype).max
     return coefficient * torch.where(coefficient == 0, value.clamp(-big, big), value)
+
+
+def _logistic_terms_forward(input: Tensor, target: Tensor) -> Tensor:
+    if in_place_safe(input, target):  # the Function's forward: fresh buffers, no graph
+        negative = softplus(-input).mul_(target).masked_fill_(target == 0, 0.0)
+        positive = softplus(input).mul_(1 - target).masked_fill_(target == 1, 0.0)
+        return negative.add_(positive)
+    return times(target, softplus(-input)) + times(1 - target, softplus(input))
+
+
+_logistic_terms_function = custom_backward(_logistic_terms_forward)
+
+
+@_logistic_terms_function.backward
+def _logistic_terms_backward(
+    grad: Tensor, input: Tensor, target: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    # d/dx = sigmoid(x) - y;  d/dy = softplus(-x) - softplus(x) (each clamped where its
+    # coefficient is 0, as times' derivative)
+    if in_place_safe(grad, input, target):
+        grad_input = torch.sigmoid(input).sub_(target).mul_(grad)
+    else:
+        grad_input = (torch.sigmoid(input) - target) * grad
+    # in plain eager mode a target that does not require grad takes none (under a torch.func
+    # transform requires_grad does not tell, and the gradient is always computed)
+    if not target.requires_grad and plain_eager(target):
+        return grad_input, None
+    return grad_input, grad * _logistic_terms_target_slope(input, target)
+
+
+def _logistic_terms_target_slope(input: Tensor, target: Tensor) -> Tensor:
+    big = torch.finfo(input.dtype).max
+    negative, positive = softplus(-input), softplus(input)
+    negative = torch.where(target == 0, negative.clamp(-big, big), negative)
+    positive = torch.where(target == 1, positive.clamp(-big, big), positive)
+    return negative - positive
+
+
+@_logistic_terms_function.jvp
+def _logistic_terms_jvp(input_t: Tensor, target_t: Tensor, input: Tensor, target: Tensor) -> Tensor:
+    slope = torch.sigmoid(input) - target
+    return slope * input_t + _logistic_terms_target_slope(input, target) * target_t
+
+
+# Below this many elements the Function's fixed Python cost per call outweighs the passes and
+# saved tensors it saves (measured at N=64, C=10 and N=64, C=1000 on 2 cores).
+_FUSED_FROM_NUMEL = 2**16
+
+
+def logistic_terms(input: Tensor, target: Tensor) -> Tensor:
+    """``y softplus(-x) + (1 - y) softplus(x)`` elementwise (BCE on logits), each term 0 where
+    its coefficient is 0 even at an infinite logit (:func:`times`); ``input`` and ``target``
+    of one shape and dtype.
+
+    From ``2**16`` elements on, a custom backward: only the inputs are saved and the input's
+    gradient is ``sigmoid(x) - y`` in one in-place pass, where autograd through the
+    composition makes a dozen.
+    """
+    if input.numel() >= _FUSED_FROM_NUMEL:
+        return _logistic_terms_function(input, target)
+    return _logistic_terms_forward(input, target)

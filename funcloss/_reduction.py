@@ -59,12 +59,12 @@ def reduce(
         loss = torch.where(where, loss, 0.0)
     if reduction == "none":
         return loss
-    total = loss.sum()
     if reduction == "sum":
-        return total
+        return loss.sum()
+    if where is None and mean_weight is None:
+        return loss.mean()
+    total = loss.sum()
     if where is None:
-        if mean_weight is None:
-            return loss.mean()
         return total / mean_weight.sum().to(loss.dtype)
     if mean_weight is None:
         denominator = where.expand(loss.shape).sum()

@@ -324,6 +324,7 @@ def test_float64_under_transforms_matches_float64_torch(
     torch.testing.assert_close(per_sample, jacrev(lambda x: theirs(x, y, "none").sum())(x), **tight)
 
 
+<<<<<<< HEAD
 # -- class masks: `where` of the logits' shape removes classes from the softmax ------------------
 #
 # Oracles: torch's F.cross_entropy on the logits with the removed classes at -inf (what a class
@@ -543,3 +544,52 @@ def test_nll_loss_row_mask_and_weighted_mean() -> None:
         poisoned, bad_target, weight, where=torch.zeros(5, dtype=torch.bool)
     )
     assert nothing == 0
+=======
+@pytest.mark.parametrize(
+    "name", ["binary_cross_entropy_with_logits", "multilabel_soft_margin_loss"]
+)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_fused_logistic_terms_pass_the_transform_matrix(monkeypatch, name, reduction) -> None:
+    """The custom backward that large inputs take (threshold lowered to reach it here)."""
+    import funcloss._ops as ops
+    from funcloss.testing import check_loss
+
+    monkeypatch.setattr(ops, "_FUSED_FROM_NUMEL", 1)
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, dtype=torch.float64) * 3
+    y = torch.rand(3, 4, dtype=torch.float64)
+    y[0, 0], y[1, 1] = 0.0, 1.0
+    report = check_loss(
+        getattr(funcloss, name),
+        getattr(F, name),
+        x,
+        y,
+        kwargs={"reduction": reduction},
+        skip=("compile_grad", "compile_vmap_grad", "module"),
+    )
+    assert "jacfwd" in report.checked and "vmap" in report.checked, report
+
+
+def test_fused_logistic_terms_limits_and_target_gradient(monkeypatch) -> None:
+    """The fused path: infinite logits with the matching target give 0, and the target's
+    gradient is torch's (also when only the target requires grad)."""
+    import funcloss._ops as ops
+
+    monkeypatch.setattr(ops, "_FUSED_FROM_NUMEL", 1)
+    inf = float("inf")
+    x = torch.tensor([inf, -inf, 2.0, -1.0], requires_grad=True)
+    y = torch.tensor([1.0, 0.0, 0.3, 1.0], requires_grad=True)
+    loss = funcloss.binary_cross_entropy_with_logits(x, y, reduction="none")
+    torch.testing.assert_close(loss[:2].detach(), torch.zeros(2))
+    gx, gy = torch.autograd.grad(loss[2:].sum(), (x, y))
+    xs, ys = x.detach()[2:].requires_grad_(), y.detach()[2:].requires_grad_()
+    want = torch.autograd.grad(
+        F.binary_cross_entropy_with_logits(xs, ys, reduction="sum"), (xs, ys)
+    )
+    torch.testing.assert_close(gx[2:], want[0])
+    torch.testing.assert_close(gy[2:], want[1])
+    (only_y,) = torch.autograd.grad(
+        funcloss.binary_cross_entropy_with_logits(x.detach()[2:], ys, reduction="sum"), ys
+    )
+    torch.testing.assert_close(only_y, want[1])
+>>>>>>> w-lm2

@@ -109,6 +109,28 @@ def test_infinite_inputs_give_the_float64_limit(name, values, wrt, kwargs) -> No
         torch.testing.assert_close(got.double(), want)
 
 
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize(
+    "scores", [[[INF, 0.0, 1.0]], [[INF, 0.0, 1.0], [-2.0, INF, 0.5]]], ids=["one", "two"]
+)
+def test_multi_margin_at_an_infinite_target_score_gives_the_limit(scores, p) -> None:
+    """An infinite target score: every hinge is 0 and so is the gradient (was nan for p=2)."""
+    target = torch.tensor([0, 1][: len(scores)])
+    x = torch.tensor(scores, requires_grad=True)
+    value = funcloss.multi_margin_loss(x, target, p=p, reduction="sum")
+    (grad,) = torch.autograd.grad(value, x)
+    expected = []
+    for big in (1e300, 1e150):
+        x64 = _finite_copy(scores, big).requires_grad_()
+        v = F.multi_margin_loss(x64, target, p=p, reduction="sum")
+        expected.append((v, torch.autograd.grad(v, x64)[0]))
+    torch.testing.assert_close(expected[0], expected[1])
+    torch.testing.assert_close(value.double(), expected[0][0])
+    torch.testing.assert_close(grad.double(), expected[0][1])
+    forward = jacfwd(lambda v: funcloss.multi_margin_loss(v, target, p=p, reduction="sum"))
+    torch.testing.assert_close(forward(x.detach()), grad)
+
+
 def test_kl_div_limit_under_vmap_and_jacfwd() -> None:
     x = torch.tensor([[0.0, -INF], [-1.0, -INF]])
     p = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
