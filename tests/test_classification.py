@@ -324,7 +324,6 @@ def test_float64_under_transforms_matches_float64_torch(
     torch.testing.assert_close(per_sample, jacrev(lambda x: theirs(x, y, "none").sum())(x), **tight)
 
 
-<<<<<<< HEAD
 # -- class masks: `where` of the logits' shape removes classes from the softmax ------------------
 #
 # Oracles: torch's F.cross_entropy on the logits with the removed classes at -inf (what a class
@@ -544,7 +543,8 @@ def test_nll_loss_row_mask_and_weighted_mean() -> None:
         poisoned, bad_target, weight, where=torch.zeros(5, dtype=torch.bool)
     )
     assert nothing == 0
-=======
+
+
 @pytest.mark.parametrize(
     "name", ["binary_cross_entropy_with_logits", "multilabel_soft_margin_loss"]
 )
@@ -592,4 +592,3 @@ def test_fused_logistic_terms_limits_and_target_gradient(monkeypatch) -> None:
         funcloss.binary_cross_entropy_with_logits(x.detach()[2:], ys, reduction="sum"), ys
     )
     torch.testing.assert_close(only_y, want[1])
->>>>>>> w-lm2
