@@ -55,6 +55,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Tensor|Callable|Any|Reduction|KLReduction|PyTree|Sequence|Mapping|Iterable)"),
     (r"py:.*", r"(int|float|bool|str|tuple|dict|list|None|type|object|Exception)"),
     (r"py:.*", r"(_\w+.*|funcloss\._.*)"),  # private helpers named in annotations
+    (r"py:.*", r"(P|F|T)"),  # the type variables and ParamSpec of loss_module / custom_backward
 ]
 
 myst_heading_anchors = 3
