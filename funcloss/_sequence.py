@@ -173,7 +173,7 @@ def _ctc_nll(
     """-log p(target_n | log_probs) ``(N,)`` for ``(T, N, C)`` log_probs and padded targets."""
     _, skip, emissions = _lattice(log_probs, targets, target_lengths, blank)
     log_p = _log_likelihood(_last(_alphas(emissions, skip, input_lengths)), target_lengths)
-    return torch.where(log_p > _IMPOSSIBLE, -log_p, float("inf"))
+    return torch.where(log_p <= _IMPOSSIBLE, float("inf"), -log_p)  # a NaN stays NaN
 
 
 @_ctc_nll.backward
@@ -383,6 +383,17 @@ def _pad_concatenated(targets: Tensor, target_lengths: Tensor, width: int | None
     return targets.gather(0, index).reshape(n, width)
 
 
+def _has_nan(log_probs: Tensor, input_lengths: Tensor) -> Tensor:
+    """``(N,)``: whether a sample's frames (``t < input_lengths``) hold a NaN in any class.
+
+    The recursion reads only the target's classes; a NaN elsewhere in a used frame is a bug
+    the user needs to see, so it shows in that sample's loss (torch shows only a NaN it reads).
+    One pass over ``log_probs``; frames past the input length are padding and are not read.
+    """
+    frames = torch.arange(log_probs.shape[0], device=log_probs.device).unsqueeze(1)
+    return (log_probs.isnan().any(2) & (frames < input_lengths)).any(0)
+
+
 def _ctc_config(*, reduction: str = "mean", blank: int = 0) -> None:
     """ctc_loss's config check (``blank``'s range needs ``log_probs`` and is checked there)."""
     check_reduction("ctc_loss", reduction)
@@ -514,6 +525,7 @@ def ctc_loss(
     dtype = log_probs.dtype
     compute = torch.float32 if dtype in _HALF_DTYPES else dtype
     loss = _ctc_nll(log_probs.to(compute), targets, input_lengths, target_lengths, blank)
+    loss = torch.where(_has_nan(log_probs, input_lengths), float("nan"), loss)
     if zero_infinity:
         loss = torch.where(loss == float("inf"), 0.0, loss)
     if not batched:
