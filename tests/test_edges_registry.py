@@ -26,6 +26,7 @@ OPEN = {
     "infinite": {
         "cross_entropy": "+inf at the target class: inf - inf (torch: nan too); limit 0",
         "linear_cross_entropy": "+inf in the hidden state: inf logits, inf - inf",
+        "cosine_embedding_loss": "+inf coordinate: inf / inf in the cosine (torch: nan too)",
         "triplet_margin": "+inf coordinate: inf - inf in the distances",
         "multi_margin_loss": "+inf score: the hinge's gradient at -inf is nan (limit 0)",
         "ctc_loss": "+inf log-probability off every alignment: nan gradient (limit 0)",
@@ -34,6 +35,7 @@ OPEN = {
         "linear_cross_entropy": "a NaN in an ignored row is dropped, the oracle keeps it",
     },
     "huge": {
+        "cosine_embedding_loss": "squared norms overflow float32 at 3e38: nan, the truth <= 2",
         "triplet_margin": "squared distances overflow float32 at 3e38",
         "linear_cross_entropy": "logits overflow float32: inf - inf",
         "ctc_loss": "log-probabilities of 3e38: inf - inf in the recursion",
