@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -152,7 +153,12 @@ def _occupancy(
     possible = log_p > _IMPOSSIBLE
     frames = torch.arange(log_probs.shape[0], device=log_probs.device)
     keep = ((frames.unsqueeze(1) < input_lengths) & possible).unsqueeze(2)
-    return labels, torch.where(keep, torch.exp(alphas + betas - log_p.unsqueeze(1)), 0.0)
+    log_gamma = alphas + betas - log_p.unsqueeze(1)
+    # torch's exp is ~10x slower on inputs whose result is subnormal or 0 (most states here:
+    # sentinels) than at -inf: such terms (each below the smallest normal number) and the
+    # states not kept become -inf, in place on the temporary, and exp makes them exact zeros.
+    keep = keep & (log_gamma >= math.log(torch.finfo(log_gamma.dtype).tiny))
+    return labels, torch.exp(log_gamma.masked_fill_(~keep, -math.inf))
 
 
 # -- the per-sample negative log-likelihood --------------------------------------------------
