@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -152,7 +153,12 @@ def _occupancy(
     possible = log_p > _IMPOSSIBLE
     frames = torch.arange(log_probs.shape[0], device=log_probs.device)
     keep = ((frames.unsqueeze(1) < input_lengths) & possible).unsqueeze(2)
-    return labels, torch.where(keep, torch.exp(alphas + betas - log_p.unsqueeze(1)), 0.0)
+    log_gamma = alphas + betas - log_p.unsqueeze(1)
+    # torch's exp is ~10x slower on inputs whose result is subnormal or 0 (most states here:
+    # sentinels) than at -inf: such terms (each below the smallest normal number) and the
+    # states not kept become -inf, in place on the temporary, and exp makes them exact zeros.
+    keep = keep & (log_gamma >= math.log(torch.finfo(log_gamma.dtype).tiny))
+    return labels, torch.exp(log_gamma.masked_fill_(~keep, -math.inf))
 
 
 # -- the per-sample negative log-likelihood --------------------------------------------------
@@ -173,7 +179,7 @@ def _ctc_nll(
     """-log p(target_n | log_probs) ``(N,)`` for ``(T, N, C)`` log_probs and padded targets."""
     _, skip, emissions = _lattice(log_probs, targets, target_lengths, blank)
     log_p = _log_likelihood(_last(_alphas(emissions, skip, input_lengths)), target_lengths)
-    return torch.where(log_p > _IMPOSSIBLE, -log_p, float("inf"))
+    return torch.where(log_p <= _IMPOSSIBLE, float("inf"), -log_p)  # a NaN stays NaN
 
 
 @_ctc_nll.backward
@@ -383,6 +389,17 @@ def _pad_concatenated(targets: Tensor, target_lengths: Tensor, width: int | None
     return targets.gather(0, index).reshape(n, width)
 
 
+def _has_nan(log_probs: Tensor, input_lengths: Tensor) -> Tensor:
+    """``(N,)``: whether a sample's frames (``t < input_lengths``) hold a NaN in any class.
+
+    The recursion reads only the target's classes; a NaN elsewhere in a used frame is a bug
+    the user needs to see, so it shows in that sample's loss (torch shows only a NaN it reads).
+    One pass over ``log_probs``; frames past the input length are padding and are not read.
+    """
+    frames = torch.arange(log_probs.shape[0], device=log_probs.device).unsqueeze(1)
+    return (log_probs.isnan().any(2) & (frames < input_lengths)).any(0)
+
+
 def _ctc_config(*, reduction: str = "mean", blank: int = 0) -> None:
     """ctc_loss's config check (``blank``'s range needs ``log_probs`` and is checked there)."""
     check_reduction("ctc_loss", reduction)
@@ -514,6 +531,7 @@ def ctc_loss(
     dtype = log_probs.dtype
     compute = torch.float32 if dtype in _HALF_DTYPES else dtype
     loss = _ctc_nll(log_probs.to(compute), targets, input_lengths, target_lengths, blank)
+    loss = torch.where(_has_nan(log_probs, input_lengths), float("nan"), loss)
     if zero_infinity:
         loss = torch.where(loss == float("inf"), 0.0, loss)
     if not batched:

@@ -54,7 +54,8 @@ def torch_ctc(
     # zero_infinity=True keeps torch's gradient of an impossible sample zero instead of NaN.
     loss = F.ctc_loss(normalised, *args, blank=blank, reduction="none", zero_infinity=True)
     frames = torch.arange(log_probs.shape[0]).unsqueeze(1) < input_lengths
-    loss = loss - (log_probs.logsumexp(-1) * frames).sum(0)
+    # (where, not a product: a NaN or inf in a frame past the input length is padding)
+    loss = loss - torch.where(frames, log_probs.logsumexp(-1), 0.0).sum(0)
     loss = torch.where(torch.isinf(raw), 0.0 if zero_infinity else float("inf"), loss)
     if unbatched:
         loss = loss.squeeze(0)

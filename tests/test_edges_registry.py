@@ -28,10 +28,10 @@ OPEN = {
         "linear_cross_entropy": "+inf in the hidden state: inf logits, inf - inf",
         "cosine_embedding_loss": "+inf coordinate: inf / inf in the cosine (torch: nan too)",
         "triplet_margin": "+inf coordinate: inf - inf in the distances",
-        "ctc_loss": "+inf log-probability off every alignment: nan gradient (limit 0)",
+        # (the oracle is unreliable here too: its log_softmax identity cancels 1e300 - 1e300)
+        "ctc_loss": "+inf log-probability: sentinel -1e30 + inf revives unreachable states",
     },
     "nan": {
-        "ctc_loss": "a NaN log-probability off every alignment gives inf, not nan",
         "linear_cross_entropy": "a NaN in an ignored row is dropped, the oracle keeps it",
     },
     "huge": {

@@ -7,6 +7,7 @@ differences (gradcheck, float64) directly on ``log_probs``.
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
@@ -317,3 +318,24 @@ def test_module() -> None:
     expected = torch.nn.CTCLoss(reduction="sum", zero_infinity=True)(log_probs, *ARGS)
     assert_close(module(log_probs, *ARGS), expected)
     assert_close(pickle.loads(pickle.dumps(module))(log_probs, *ARGS), expected)
+
+
+def test_nan_log_probability_shows_in_the_loss() -> None:
+    # torch gives nan where it reads the NaN (a blank at frame 0) and hides one it does not
+    # read; funcloss shows a NaN anywhere in a sample's frames, never inside a masked frame
+    log_probs = torch.randn(4, 2, 4, dtype=torch.float64).log_softmax(-1)
+    targets = torch.tensor([[1, 2], [1, 1]])
+    lengths = (torch.tensor([3, 4]), torch.tensor([2, 1]))
+    for frame, klass in ((0, 0), (1, 3)):
+        bad = log_probs.clone()
+        bad[frame, 0, klass] = math.nan
+        for zero_infinity in (False, True):
+            loss = funcloss.ctc_loss(
+                bad, targets, *lengths, reduction="none", zero_infinity=zero_infinity
+            )
+            assert bool(loss[0].isnan()), loss
+            assert_close(loss[1], torch_ctc(log_probs, targets, *lengths, reduction="none")[1])
+    padding = log_probs.clone()
+    padding[3, 0, 0] = math.nan  # past sample 0's 3 frames
+    loss = funcloss.ctc_loss(padding, targets, *lengths, reduction="none")
+    assert_close(loss, torch_ctc(log_probs, targets, *lengths, reduction="none"))
