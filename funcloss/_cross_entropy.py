@@ -10,6 +10,7 @@ from torch import Tensor
 from ._checks import (
     Reduction,
     as_index,
+    check_class_indices,
     check_class_weight,
     check_floating,
     check_in_range,
@@ -40,6 +41,7 @@ from ._softmax_ce import (
 )
 
 _HALF = (torch.float16, torch.bfloat16)  # their log-softmax accumulates in fp32
+_IGNORED = -100  # the small path's ignore_index for torch's nll_loss (ignored rows, any index)
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -355,7 +357,39 @@ def _cross_entropy(
     if keep is not None:
         # a masked row is an ignored one (its target is not read), counted nowhere
         flat_target = torch.where(keep, flat_target, ignore_index)
-    index, ignored = class_index_mask(fn, flat_target, rows.shape[1], ignore_index)
+    num_classes = rows.shape[1]
+    index, ignored = class_index_mask(fn, flat_target, num_classes, ignore_index, gathered=True)
+    try:
+        return _class_cross_entropy(
+            rows,
+            index,
+            ignored,
+            weight,
+            reduction,
+            label_smoothing,
+            fused,
+            out_shape,
+            keep,
+            allowed,
+        )
+    except (RuntimeError, IndexError):  # gather's, nll_loss's own range check: the clear error
+        check_class_indices(fn, flat_target, num_classes, ignore_index)
+        raise
+
+
+def _class_cross_entropy(
+    rows: Tensor,
+    index: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    reduction: Reduction,
+    label_smoothing: float,
+    fused: bool | None,
+    out_shape: tuple[int, ...],
+    keep: Tensor | None,
+    allowed: Tensor | None,
+) -> Tensor:
+    """Class indices, ``(M, C)`` logits: the two paths."""
     if fused is None:
         # An empty batch takes the general path too: its mean is 0 / 0 = nan, as in torch.
         fused = rows.numel() >= _FUSED_MIN_ELEMENTS or rows.shape[0] == 0
@@ -432,6 +466,21 @@ def _cross_entropy_small(
         total = input.shape[0] if row_weights is None else row_weights.sum()
         if masked_mean and row_weights is not None:
             total = torch.where(total == 0, 1, total)  # a mean over no rows is 0
+    if label_smoothing == 0 and not masked_mean and index.dtype == torch.int64:
+        # torch's own nll_loss on the log-probabilities: one kernel each way (a gather's
+        # backward, a zeros + scatter_add, costs more than the whole forward at this size);
+        # it reads only the target's log-probability (no 0 * -inf at a masked class), works
+        # under every torch.func transform, and its mean with every row ignored is 0 / 0 = nan,
+        # as torch's cross_entropy. Ignored rows (index 0) are told apart by ``ignored``.
+        if ignored is not None:
+            index = index.masked_fill(ignored, _IGNORED)
+        class_weight = None if weight is None else weight.to(log_probs.dtype)
+        loss = torch.nn.functional.nll_loss(
+            log_probs, index, class_weight, ignore_index=_IGNORED, reduction=reduction
+        )
+        if reduction == "none" and len(out_shape) != 1:
+            loss = loss.view(out_shape)
+        return loss if loss.dtype == input.dtype else loss.to(input.dtype)
     if label_smoothing == 0:
         picked = log_probs.gather(1, index.unsqueeze(1))  # (M, 1)
         if row_weights is None:  # no weight, nothing ignored: total is a number
@@ -522,10 +571,15 @@ def nll_loss(
         check_where(fn, where, out_shape)
         keep = where.expand(out_shape).reshape(-1)
         flat_target = torch.where(keep, flat_target, ignore_index)  # not read, counted nowhere
-    index, ignored = class_index_mask(fn, flat_target, rows.shape[1], ignore_index)
+    index, ignored = class_index_mask(fn, flat_target, rows.shape[1], ignore_index, gathered=True)
+    try:
+        picked = rows.gather(1, index.unsqueeze(1))
+    except RuntimeError:  # gather's own range check (gathered=True): the clear IndexError
+        check_class_indices(fn, flat_target, rows.shape[1], ignore_index)
+        raise
     # pow(1) is the identity, but its backward, 1 * x^0, depends on the input: the gradient is
     # connected to it, so a double backward gives zeros (as torch), not "does not require grad".
-    loss = -rows.gather(1, index.unsqueeze(1)).squeeze(1).pow(1)
+    loss = -picked.squeeze(1).pow(1)
     row_weights = _row_weights(index, weight, ignored, loss.dtype)
     if ignored is not None:
         # masked_fill as well as a zero weight: with every element ignored the mean is
