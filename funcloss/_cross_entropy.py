@@ -41,6 +41,11 @@ from ._softmax_ce import (
 )
 
 _HALF = (torch.float16, torch.bfloat16)  # their log-softmax accumulates in fp32
+# The largest finite value per floating dtype (a +inf logit is clamped to it)
+_LARGEST = {
+    dtype: torch.finfo(dtype).max
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+}
 _IGNORED = -100  # the small path's ignore_index for torch's nll_loss (ignored rows, any index)
 
 
@@ -426,7 +431,7 @@ def _soft_cross_entropy(
     """Class probabilities, in the promoted dtype of ``input`` and ``target`` (as torch)."""
     dtype = torch.promote_types(input.dtype, target.dtype)
     work = compute_dtype(dtype)
-    x, q = _rows(input).to(work), _rows(target).to(work)
+    x, q = _rows(input).to(work).clamp(max=_LARGEST[work]), _rows(target).to(work)  # +inf
     ignored = None
     if allowed is not None:
         x = masked(allowed, x, -math.inf)
@@ -459,6 +464,9 @@ def _cross_entropy_small(
         # An ignored row gives exactly nothing, value and gradient, whatever it holds (padding
         # rows may be nan or inf): masked before the log-softmax, so its row is finite.
         input = input.masked_fill(ignored.unsqueeze(1), 0)
+    # A +inf logit acts as the largest finite one: the float64 limit where it is finite (loss 0
+    # and zero gradient with the target there; log 2 for two of them), no inf - inf = nan.
+    input = input.clamp(max=_LARGEST[input.dtype])
     log_probs = torch.log_softmax(input, 1, torch.float32 if input.dtype in _HALF else None)
     row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
     total: Tensor | int = 1  # the mean's denominator; an empty batch never comes here
