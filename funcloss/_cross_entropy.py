@@ -266,6 +266,10 @@ def cross_entropy(
 
     Args:
         input: logits, shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``, floating dtype.
+            Below 65536 logits and with probability targets, a ``+inf`` logit acts as the
+            largest finite one: the float64 limit where that is finite (loss 0 and zero
+            gradient with the target at that class; torch gives nan), about ``finfo.max``
+            where the limit is ``+inf``; the large-input path still gives nan there.
         target: class indices (integer dtype) of shape ``()``, ``(N,)`` or ``(N, d1, ..., dK)``,
             values in ``[0, C)`` or ``ignore_index`` (range checked in eager mode only, at the
             cost of one value read back to the host); or class probabilities (floating dtype) of
