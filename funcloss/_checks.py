@@ -114,7 +114,15 @@ def value_checks_enabled(*tensors: Tensor) -> bool:
     """Whether value checks on ``tensors`` may read them: :func:`plain_eager`, every tensor on
     the CPU, and the :func:`set_value_checks` switch on. Pass the tensors to be read (so that
     meta tensors are recognised); without tensors only the mode and the switch decide."""
-    return _value_checks and plain_eager(*tensors) and all(t.device.type == "cpu" for t in tensors)
+    # plain_eager(*tensors) and every tensor on the CPU, written out: this runs on every call of
+    # a loss with class indices, where it is a measurable part of a small call (a meta tensor
+    # is not on the CPU; a FakeTensor may say it is)
+    if not _value_checks or not plain_eager():
+        return False
+    for t in tensors:
+        if not t.is_cpu or not (type(t) is Tensor or _holds_data(t)):
+            return False
+    return True
 
 
 def in_place_safe(*tensors: Tensor) -> bool:
@@ -461,7 +469,12 @@ def promoted_dtype(*tensors: Tensor | None) -> torch.dtype:
 
 
 def class_index_mask(
-    fn: str, target: Tensor, num_classes: int, ignore_index: int, name: str = "target"
+    fn: str,
+    target: Tensor,
+    num_classes: int,
+    ignore_index: int,
+    name: str = "target",
+    gathered: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Class indices with ignored entries set to 0, and the mask of ignored entries (``None``
     when nothing is ignored, which is known only in eager mode).
@@ -472,12 +485,30 @@ def class_index_mask(
     is an end of that range (padding with -100), the entries between it and the classes are
     checked on the device (``torch._assert_async``: synchronous on the CPU, asynchronous on an
     accelerator).
+
+    ``gathered``: the caller gathers (or scatters) at every returned index, and on the CPU
+    ``gather``/``scatter`` raise a RuntimeError for an index outside ``[0, num_classes)``, which
+    the caller turns into the clear IndexError with :func:`check_class_indices`. Then only
+    whether an entry may equal ``ignore_index`` is read, from one reduction (``min`` below the
+    classes, ``max`` above them, nothing for a class index): about half the cost of the range
+    at small sizes, where it is a sizeable part of a call.
     """
     if not value_checks_enabled(target):
         ignored = target == ignore_index
         return target.masked_fill(ignored, 0), ignored
     if target.numel() == 0:
         return target, None
+    if gathered:
+        if ignore_index < 0:
+            maybe_ignored = int(target.min()) < 0  # the one host read
+        elif ignore_index >= num_classes:
+            maybe_ignored = int(target.max()) >= num_classes
+        else:
+            maybe_ignored = True
+        if not maybe_ignored:
+            return target, None
+        ignored = target == ignore_index
+        return target.masked_fill(ignored, 0), ignored
     low, high = torch.stack(torch.aminmax(target)).tolist()  # the one host read
     if 0 <= low and high < num_classes:
         if not low <= ignore_index <= high:

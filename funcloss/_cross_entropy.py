@@ -10,6 +10,7 @@ from torch import Tensor
 from ._checks import (
     Reduction,
     as_index,
+    check_class_indices,
     check_class_weight,
     check_floating,
     check_in_range,
@@ -40,6 +41,11 @@ from ._softmax_ce import (
 )
 
 _HALF = (torch.float16, torch.bfloat16)  # their log-softmax accumulates in fp32
+# The largest finite value per floating dtype (a +inf logit is clamped to it)
+_LARGEST = {
+    dtype: torch.finfo(dtype).max
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+}
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -259,6 +265,10 @@ def cross_entropy(
 
     Args:
         input: logits, shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``, floating dtype.
+            Below 65536 logits and with probability targets, a ``+inf`` logit acts as the
+            largest finite one: the float64 limit where that is finite (loss 0 and zero
+            gradient with the target at that class; torch gives nan), about ``finfo.max``
+            where the limit is ``+inf``; the large-input path still gives nan there.
         target: class indices (integer dtype) of shape ``()``, ``(N,)`` or ``(N, d1, ..., dK)``,
             values in ``[0, C)`` or ``ignore_index`` (range checked in eager mode only, at the
             cost of one value read back to the host); or class probabilities (floating dtype) of
@@ -355,7 +365,39 @@ def _cross_entropy(
     if keep is not None:
         # a masked row is an ignored one (its target is not read), counted nowhere
         flat_target = torch.where(keep, flat_target, ignore_index)
-    index, ignored = class_index_mask(fn, flat_target, rows.shape[1], ignore_index)
+    num_classes = rows.shape[1]
+    index, ignored = class_index_mask(fn, flat_target, num_classes, ignore_index, gathered=True)
+    try:
+        return _class_cross_entropy(
+            rows,
+            index,
+            ignored,
+            weight,
+            reduction,
+            label_smoothing,
+            fused,
+            out_shape,
+            keep,
+            allowed,
+        )
+    except (RuntimeError, IndexError):  # gather's, nll_loss's own range check: the clear error
+        check_class_indices(fn, flat_target, num_classes, ignore_index)
+        raise
+
+
+def _class_cross_entropy(
+    rows: Tensor,
+    index: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    reduction: Reduction,
+    label_smoothing: float,
+    fused: bool | None,
+    out_shape: tuple[int, ...],
+    keep: Tensor | None,
+    allowed: Tensor | None,
+) -> Tensor:
+    """Class indices, ``(M, C)`` logits: the two paths."""
     if fused is None:
         # An empty batch takes the general path too: its mean is 0 / 0 = nan, as in torch.
         fused = rows.numel() >= _FUSED_MIN_ELEMENTS or rows.shape[0] == 0
@@ -392,7 +434,7 @@ def _soft_cross_entropy(
     """Class probabilities, in the promoted dtype of ``input`` and ``target`` (as torch)."""
     dtype = torch.promote_types(input.dtype, target.dtype)
     work = compute_dtype(dtype)
-    x, q = _rows(input).to(work), _rows(target).to(work)
+    x, q = _rows(input).to(work).clamp(max=_LARGEST[work]), _rows(target).to(work)  # +inf
     ignored = None
     if allowed is not None:
         x = masked(allowed, x, -math.inf)
@@ -425,6 +467,9 @@ def _cross_entropy_small(
         # An ignored row gives exactly nothing, value and gradient, whatever it holds (padding
         # rows may be nan or inf): masked before the log-softmax, so its row is finite.
         input = input.masked_fill(ignored.unsqueeze(1), 0)
+    # A +inf logit acts as the largest finite one: the float64 limit where it is finite (loss 0
+    # and zero gradient with the target there; log 2 for two of them), no inf - inf = nan.
+    input = input.clamp(max=_LARGEST[input.dtype])
     log_probs = torch.log_softmax(input, 1, torch.float32 if input.dtype in _HALF else None)
     row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
     total: Tensor | int = 1  # the mean's denominator; an empty batch never comes here
@@ -522,10 +567,15 @@ def nll_loss(
         check_where(fn, where, out_shape)
         keep = where.expand(out_shape).reshape(-1)
         flat_target = torch.where(keep, flat_target, ignore_index)  # not read, counted nowhere
-    index, ignored = class_index_mask(fn, flat_target, rows.shape[1], ignore_index)
+    index, ignored = class_index_mask(fn, flat_target, rows.shape[1], ignore_index, gathered=True)
+    try:
+        picked = rows.gather(1, index.unsqueeze(1))
+    except RuntimeError:  # gather's own range check (gathered=True): the clear IndexError
+        check_class_indices(fn, flat_target, rows.shape[1], ignore_index)
+        raise
     # pow(1) is the identity, but its backward, 1 * x^0, depends on the input: the gradient is
     # connected to it, so a double backward gives zeros (as torch), not "does not require grad".
-    loss = -rows.gather(1, index.unsqueeze(1)).squeeze(1).pow(1)
+    loss = -picked.squeeze(1).pow(1)
     row_weights = _row_weights(index, weight, ignored, loss.dtype)
     if ignored is not None:
         # masked_fill as well as a zero weight: with every element ignored the mean is

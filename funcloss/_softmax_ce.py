@@ -167,6 +167,9 @@ def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
         return (rows.dense * torch.clamp(z, min=floor)).sum(1)
     assert rows.index is not None and rows.picked is not None
     dot = rows.picked * z.gather(1, rows.index.unsqueeze(1)).squeeze(1)
+    # a target weight of 0 (label_smoothing = 1, a class weight of 0) adds exactly 0, also at a
+    # log-probability that underflowed to -inf (logits of 3e38): no 0 * -inf
+    dot = torch.where(rows.picked == 0, 0, dot)
     if rows.spread is not None:
         if rows.allowed is not None:
             z = torch.where(rows.allowed, z, 0)  # removed classes (-inf) get no smoothing

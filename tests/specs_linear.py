@@ -39,6 +39,14 @@ def naive_linear_cross_entropy(
     else the textbook composition: softcap, F.cross_entropy, plus z_loss * r * lse**2 (r = w_y
     for class indices, 1 for probabilities)."""
     options = {"linear_bias": linear_bias, "weight": weight, "label_smoothing": label_smoothing}
+    if not target.is_floating_point():
+        # An ignored row must not reach the result (issue 14 item 2): an input row whose every
+        # output is ignored is dropped (zeroed) first, so a NaN or inf there is not propagated
+        # (torch's own linear_cross_entropy propagates it, as its cross_entropy does).
+        kept = target != (IGNORE if ignore_index is None else ignore_index)
+        output_dims = tuple(range(input.dim() - 1, kept.dim()))  # K-dim outputs of a row
+        used = kept.any(dim=output_dims) if output_dims else kept
+        input = torch.where(used.unsqueeze(-1), input, 0)
     if z_loss == 0 and softcap is None:
         return F.linear_cross_entropy(
             input, linear_weight, target, reduction=reduction, ignore_index=ignore_index, **options

@@ -305,3 +305,81 @@ def test_linear_masked_class_by_minus_inf_bias_is_the_limit(
     for ours, first, second in zip(grads, g1, g2, strict=True):
         torch.testing.assert_close(first, second)
         torch.testing.assert_close(ours.double(), first)
+
+
+@pytest.mark.parametrize(
+    "x, y",
+    [
+        ([[INF, 0.0, 1.0], [0.5, 0.0, -1.0]], [0, 2]),  # +inf at the target class
+        ([[0.0, INF, -INF]], [1]),  # with a masked class beside it
+        ([[2.0, INF]], [1]),
+    ],
+)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_plus_inf_logit_at_the_target_is_the_limit(x, y, reduction, weighted) -> None:
+    # issue 14 item 8: torch and funcloss gave nan (inf - inf); the float64 limit is finite
+    x, y = torch.tensor(x), torch.tensor(y)
+    weight = torch.linspace(0.5, 2.0, x.shape[1]) if weighted else None
+    value, gradient = _value_and_grad(
+        funcloss.cross_entropy, x, y, weight=weight, reduction=reduction
+    )
+    limits = []
+    for big in (1e300, 1e150):
+        w64 = None if weight is None else weight.double()
+        limits.append(
+            _value_and_grad(F.cross_entropy, _limit(x, big), y, weight=w64, reduction=reduction)
+        )
+    (v1, g1), (v2, g2) = limits
+    torch.testing.assert_close(v1, v2)
+    torch.testing.assert_close(g1, g2)
+    torch.testing.assert_close(value.double(), v1)
+    torch.testing.assert_close(gradient.double(), g1)
+    forward = jacfwd(
+        lambda t: funcloss.cross_entropy(t, y, weight=weight, reduction=reduction).sum()
+    )(x)
+    torch.testing.assert_close(forward, gradient)
+    # unbatched, K-dim and probability targets take the same path
+    unbatched = funcloss.cross_entropy(x[0], y[0], weight=weight)
+    torch.testing.assert_close(unbatched.double(), _limit_row(x[0], y[0], weight))
+    kdim = funcloss.cross_entropy(x.T[None], y[None], weight=weight, reduction="none")
+    torch.testing.assert_close(kdim[0].double(), _per_row_limit(x, y, weight))
+    probabilities = funcloss.cross_entropy(x, F.one_hot(y, x.shape[1]).float(), reduction="none")
+    torch.testing.assert_close(probabilities.double(), _per_row_limit(x, y, None))
+
+
+def _per_row_limit(x, y, weight):
+    w64 = None if weight is None else weight.double()
+    return F.cross_entropy(_limit(x, 1e300), y, weight=w64, reduction="none")
+
+
+def _limit_row(x, y, weight):
+    return _per_row_limit(x[None], y[None], weight)[0]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_huge_logits_with_full_label_smoothing_give_no_nan(fused) -> None:
+    # label_smoothing = 1: the target class's own weight is 0, and its log-probability
+    # underflows to -inf at logits of 3e38; 0 * -inf must not make the loss nan
+    x = torch.tensor([[-3e38, 1.0, 3e38], [1e38, -2e38, 0.0]], requires_grad=True)
+    y = torch.tensor([0, 1])
+    loss = _ce(x, y, fused, label_smoothing=1.0, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    assert loss == INF  # the truth overflows float32 (about 1e38 * 2 rows * ...)
+    assert grad.isfinite().all()
+
+
+def test_class_index_out_of_range_is_named_on_the_small_path() -> None:
+    # gather's / nll_loss's own range check, reworded: the function and the argument are named
+    x = torch.randn(4, 3)
+    for target, kwargs in [
+        ([0, 1, 3, 2], {}),
+        ([0, -1, 1, 2], {}),
+        ([0, -100, -5, 1], {"label_smoothing": 0.1}),
+        ([0, 5, 1, 7], {"ignore_index": 5, "weight": torch.ones(3)}),
+    ]:
+        with pytest.raises(IndexError, match=r"cross_entropy: `target` values must be in \[0, 3\)"):
+            funcloss.cross_entropy(x, torch.tensor(target), **kwargs)
+        if "label_smoothing" not in kwargs:
+            with pytest.raises(IndexError, match=r"nll_loss: `target` values must be in \[0, 3\)"):
+                funcloss.nll_loss(x, torch.tensor(target), **kwargs)
