@@ -44,6 +44,12 @@ def shape_str(shape: Sequence[int]) -> str:
 _value_checks = True  # the process-wide switch, see set_value_checks
 
 
+def value_reads_allowed() -> bool:
+    """The process-wide switch of :class:`set_value_checks`, for an eager path that already
+    knows it runs in plain eager mode on CPU tensors and wants one scalar read."""
+    return _value_checks
+
+
 class set_value_checks:
     r"""Switch funcloss's eager value checks on or off, process-wide; also a context manager.
 

@@ -39,6 +39,7 @@ from ._checks import (
     fail,
     shape_str,
     value_checks_enabled,
+    value_reads_allowed,
     warn_target_size,
 )
 from ._modes import follows_autocast
@@ -609,7 +610,8 @@ def poisson_nll_loss(
     """
     fn = "poisson_nll_loss"
     _POISSON_CONFIG(reduction=reduction, eps=eps)
-    if log_input and not full and _fast(input, target, where, reduction):
+    # the eager step reads one scalar (its finiteness fallback): only while reads are allowed
+    if log_input and not full and value_reads_allowed() and _fast(input, target, where, reduction):
         return _EagerStep.apply("poisson", input, target, _divisor(reduction, input))
     _check_pair(fn, input, target, where)
     # masked rates read 1 (log-rates 0) and counts 0: every term is finite there
@@ -813,7 +815,12 @@ def kl_div(
     _KL_CONFIG(reduction=reduction)
     if reduction == "mean" and not torch.compiler.is_compiling():
         warnings.warn(_KL_MEAN_WARNING, stacklevel=3)
-    if not log_target and _fast(input, target, where, reduction, _KL_SCALAR):
+    # the eager step reads one scalar (its finiteness fallback): only while reads are allowed
+    if (
+        not log_target
+        and value_reads_allowed()
+        and _fast(input, target, where, reduction, _KL_SCALAR)
+    ):
         return _EagerStep.apply("kl", input, target, _divisor(reduction, input))
     _check_pair(fn, input, target, where)
     input, target = _masked_pair(where, input, target)
