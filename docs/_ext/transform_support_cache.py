@@ -7,6 +7,9 @@ funcloss's, each under every transform in ``TRANSFORMS``) and writes
 spec), too slow for each docs build, so the build renders the cache and
 ``tests/test_docs.py`` fails when the cache is stale: a spec added or removed, another torch, or
 a re-measured sample of cells that disagrees.
+
+``--missing`` measures only the specs the cache lacks (a loss just added) and keeps the cached
+rows of the others, in the registry's order; with another torch it measures everything.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "docs" / "transform_support.json"
 
 
-def measure_all(only: str | None = None) -> dict:
+def measure_all(only: str | None = None, skip: frozenset[str] = frozenset()) -> dict:
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -30,7 +33,7 @@ def measure_all(only: str | None = None) -> dict:
     torch._C._functorch._set_vmap_fallback_enabled(True)
     rows = {}
     for spec in SPECS:
-        if only and only not in spec.id:
+        if (only and only not in spec.id) or spec.id in skip:
             continue
         start = time.perf_counter()
         cells = measure(spec)
@@ -45,7 +48,20 @@ def measure_all(only: str | None = None) -> dict:
 
 
 def main() -> None:
-    table = measure_all()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--missing", action="store_true", help="measure only uncached specs")
+    options = parser.parse_args()
+    cached = json.loads(CACHE.read_text()) if options.missing and CACHE.exists() else None
+    import torch
+
+    if cached is None or cached["torch"] != torch.__version__:
+        table = measure_all()
+    else:
+        table = measure_all(skip=frozenset(cached["rows"]))
+        rows = {**cached["rows"], **table["rows"]}
+        table["rows"] = {spec: rows[spec] for spec in table["specs"]}
     CACHE.write_text(json.dumps(table, indent=1, sort_keys=False) + "\n")
     print(f"wrote {CACHE}")
 
