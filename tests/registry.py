@@ -58,6 +58,12 @@ class LossSpec:
             masked elements read (the mask tests put inf/NaN there); ``None``: none of them.
             The default, :func:`default_arg_mask`, handles arguments of the loss's shape and
             of that shape with a class dimension at 1.
+        anchor: for a loss beyond torch, the library people take it from today, adapted to
+            ``fn``'s call signature (importing it lazily, through ``tests/anchors.py``), or
+            ``None``. The transform-support table measures it beside funcloss.
+        anchor_name: the name of the table's other column: ``"torch"`` (the oracle is torch's
+            own loss) or the anchor's library (``"monai"``); ``None`` for a loss beyond torch
+            with no anchor in torch (the table shows funcloss's cells only).
     """
 
     id: str
@@ -76,6 +82,8 @@ class LossSpec:
     where_arg_mask: Callable[[Tensor, int, Case], Tensor | None] = field(
         default=lambda where, position, case: default_arg_mask(where, case.args[position])
     )
+    anchor: Callable[..., Tensor] | None = None
+    anchor_name: str | None = "torch"
 
     def __repr__(self) -> str:
         return self.id

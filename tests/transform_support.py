@@ -84,18 +84,18 @@ def measure(spec: LossSpec) -> dict[str, tuple[str, str]]:
         warnings.simplefilter("ignore")
         case = spec.cases().example()
     ours_runs = _runs(spec, case, spec.fn, "funcloss")
-    torch_runs = _runs(spec, case, spec.oracle, "torch")
+    other = spec.anchor if spec.anchor is not None else spec.oracle
+    torch_runs = _runs(spec, case, other, spec.anchor_name or "none")
     cells = {}
     for transform in TRANSFORMS:
         try:
             expected = ours_runs[transform]()
         except Exception:
-            cells[transform] = (_cell(torch_runs[transform], torch.zeros(())), "fails")
+            theirs = _cell(torch_runs[transform], torch.zeros(())) if spec.anchor_name else "n/a"
+            cells[transform] = (theirs, "fails")
             continue
-        cells[transform] = (
-            _cell(torch_runs[transform], expected),
-            _cell(ours_runs[transform], expected),
-        )
+        theirs = _cell(torch_runs[transform], expected) if spec.anchor_name else "n/a"
+        cells[transform] = (theirs, _cell(ours_runs[transform], expected))
     return cells
 
 
@@ -110,8 +110,10 @@ def main() -> None:
         if options.only and options.only not in spec.id:
             continue
         cells = measure(spec)
+        name = spec.anchor_name or "n/a"
         row = [
-            f"torch {t} / ours {o}" if t != "ok" or o != "ok" else "ok" for t, o in cells.values()
+            f"{name} {t} / ours {o}" if t not in ("ok", "n/a") or o != "ok" else "ok"
+            for t, o in cells.values()
         ]
         print(f"| `{spec.id}` | " + " | ".join(row) + " |", flush=True)
 

@@ -362,6 +362,8 @@ def _transform_support_page() -> str:
         "(`torch: fails` means torch's loss fails and funcloss's is ok): `fails` (an error), "
         "`fallback` (vmap's slow per-sample loop), `WRONG` (a "
         "result that differs from funcloss's eager derivative, itself checked against torch). "
+        "For a loss beyond torch the other column is the anchor library it is checked against "
+        "(named in the cell, e.g. `monai: fails`), where that library runs here. "
         f"Measured on torch {table['torch']}; cached in `docs/transform_support.json` by "
         "`python docs/_ext/transform_support_cache.py` (the docs test fails when the cache is "
         "stale).",
@@ -371,14 +373,15 @@ def _transform_support_page() -> str:
     ]
     for spec, row in table["rows"].items():
         cells = []
+        other = row.get("reference", "torch")  # a loss beyond torch: its anchor library
         for t in transforms:
             cell = row[t]
-            if cell["torch"] == "ok" and cell["funcloss"] == "ok":
+            if cell["torch"] in ("ok", "n/a") and cell["funcloss"] == "ok":
                 cells.append("ok")
             elif cell["funcloss"] == "ok":
-                cells.append(f"torch: **{cell['torch']}**")
+                cells.append(f"{other}: **{cell['torch']}**")
             else:
-                cells.append(f"torch: **{cell['torch']}**, funcloss: **{cell['funcloss']}**")
+                cells.append(f"{other}: **{cell['torch']}**, funcloss: **{cell['funcloss']}**")
         lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -38,6 +38,8 @@ def measure_all(only: str | None = None, skip: frozenset[str] = frozenset()) -> 
         start = time.perf_counter()
         cells = measure(spec)
         rows[spec.id] = {t: {"torch": c[0], "funcloss": c[1]} for t, c in cells.items()}
+        if spec.anchor_name != "torch":  # a loss beyond torch: its anchor, or none ("n/a")
+            rows[spec.id]["reference"] = spec.anchor_name or "n/a"
         print(f"{spec.id}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     return {
         "torch": torch.__version__,
