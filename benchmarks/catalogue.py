@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _paired import PeakMemory, interleaved, median_seconds, paired_ratio  # noqa: E402
+from _paired import PeakMemory, interleaved, median_seconds, paired_ratio
 
 Inputs = tuple[tuple, dict]
 
