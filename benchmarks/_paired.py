@@ -61,7 +61,10 @@ class PeakMemory:
 
 
 def interleaved(
-    contenders: dict[str, Callable[[], object]], rounds: int, meter: PeakMemory, memory: bool
+    contenders: dict[str, Callable[[], object]],
+    rounds: int,
+    meter: PeakMemory,
+    memory: bool = True,
 ) -> Samples:
     """Run every contender once per round (after one warm-up call each), alternating the order."""
     for fn in contenders.values():

@@ -21,18 +21,19 @@ Peak memory: the resident-set high-water mark of this process, reset before each
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
-import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import funcloss
 
-MiB = 2**20
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paired import PeakMemory, interleaved, median_seconds, paired_ratio
+
 Problem = Callable[[int, int, torch.Generator], tuple[tuple[torch.Tensor, ...], dict]]
 
 
@@ -76,47 +77,6 @@ CASES: dict[str, tuple[Problem, dict[str, dict]]] = {
 }
 
 
-class PeakMemory:
-    """Peak extra resident memory of a call, in MiB (``nan`` where /proc is not available)."""
-
-    def __init__(self) -> None:
-        try:
-            self.libc: ctypes.CDLL | None = ctypes.CDLL("libc.so.6")
-            self._reset()
-        except OSError:
-            self.libc = None
-
-    @staticmethod
-    def _status(key: str) -> int:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-        raise OSError(key)
-
-    @staticmethod
-    def _reset() -> None:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-
-    timer = staticmethod(time.perf_counter)
-
-    def run(self, fn: Callable[[], object], memory: bool) -> tuple[float, float]:
-        """``(seconds, peak MiB)`` of one call of ``fn`` (MiB ``nan`` unless ``memory``)."""
-        measure = memory and self.libc is not None
-        if measure:
-            gc.collect()
-            self.libc.malloc_trim(0)  # type: ignore[union-attr]
-            self._reset()
-            before = self._status("VmRSS")
-        start = self.timer()
-        fn()
-        seconds = self.timer() - start
-        if not measure:
-            return seconds, float("nan")
-        return seconds, (self._status("VmHWM") - before) / MiB
-
-
 def _step(loss_fn: Callable[..., torch.Tensor], args: tuple, kwargs: dict, calls: int):
     scores, *rest = args
     scores = scores.clone().requires_grad_()
@@ -140,19 +100,10 @@ def compare(
         "torch": _step(getattr(F, name), args, kwargs, calls),
         "funcloss": _step(getattr(funcloss, name), args, kwargs, calls),
     }
-    for fn in contenders.values():  # warm-up
-        fn()
-    samples: dict[str, list[tuple[float, float]]] = {key: [] for key in contenders}
-    order = list(contenders)
-    for round_ in range(rounds):
-        for key in order if round_ % 2 == 0 else order[::-1]:
-            samples[key].append(memory.run(contenders[key], memory=calls == 1))
-    pairs = list(zip(samples["funcloss"], samples["torch"], strict=True))
-    time_ratio = statistics.median(ours[0] / theirs[0] for ours, theirs in pairs)
-    memory_ratio = statistics.median(
-        (ours[1] + 1e-9) / (theirs[1] + 1e-9) for ours, theirs in pairs
-    )
-    torch_seconds = statistics.median(s for s, _ in samples["torch"]) / calls
+    samples = interleaved(contenders, rounds, memory, memory=calls == 1)
+    time_ratio = paired_ratio(samples, "funcloss", "torch", 0)
+    memory_ratio = paired_ratio(samples, "funcloss", "torch", 1)
+    torch_seconds = median_seconds(samples, "torch") / calls
     return time_ratio, memory_ratio, torch_seconds
 
 

@@ -15,18 +15,19 @@ runs tiny sizes in seconds (tests/test_regression_speed.py runs it; no timing ch
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import funcloss
 
-MiB = 2**20
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paired import PeakMemory, Samples, interleaved, paired_ratio
+
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -71,45 +72,6 @@ CASES: dict[str, tuple[Callable[[int, int], tuple[torch.Tensor, torch.Tensor]], 
 }
 
 
-class PeakMemory:
-    """Peak extra resident memory of a call, in MiB (``nan`` where /proc is not available)."""
-
-    def __init__(self) -> None:
-        try:
-            self.libc: ctypes.CDLL | None = ctypes.CDLL("libc.so.6")
-            self._reset()
-        except OSError:
-            self.libc = None
-
-    @staticmethod
-    def _status(key: str) -> int:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-        raise OSError(key)
-
-    @staticmethod
-    def _reset() -> None:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-
-    def run(self, fn: Callable[[], object]) -> tuple[float, float]:
-        """``(seconds, peak MiB)`` of one call of ``fn``."""
-        gc.collect()
-        before = 0
-        if self.libc is not None:
-            self.libc.malloc_trim(0)
-            self._reset()
-            before = self._status("VmRSS")
-        start = time.perf_counter()
-        fn()
-        seconds = time.perf_counter() - start
-        if self.libc is None:
-            return seconds, float("nan")
-        return seconds, (self._status("VmHWM") - before) / MiB
-
-
 def step(loss: Loss, input: torch.Tensor, target: torch.Tensor, calls: int) -> Callable[[], None]:
     """``calls`` training steps: forward, backward into ``input``, drop the gradient."""
 
@@ -121,24 +83,8 @@ def step(loss: Loss, input: torch.Tensor, target: torch.Tensor, calls: int) -> C
     return run
 
 
-Samples = dict[str, list[tuple[float, float]]]
-
-
-def interleaved(
-    contenders: dict[str, Callable[[], None]], rounds: int, memory: PeakMemory
-) -> Samples:
-    for fn in contenders.values():  # warm-up
-        fn()
-    samples: Samples = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            samples[name].append(memory.run(fn))
-    return samples
-
-
 def paired(samples: Samples, field: int) -> float:
-    pairs = zip(samples["funcloss"], samples["torch"], strict=True)
-    return statistics.median(ours[field] / theirs[field] for ours, theirs in pairs)
+    return paired_ratio(samples, "funcloss", "torch", field)
 
 
 def measure(name: str, n: int, c: int, rounds: int, calls: int, memory: PeakMemory) -> str:
@@ -150,6 +96,7 @@ def measure(name: str, n: int, c: int, rounds: int, calls: int, memory: PeakMemo
         {"funcloss": step(ours, input, target, calls), "torch": step(theirs, input, target, calls)},
         rounds,
         memory,
+        memory=True,
     )
     ms = {k: statistics.median(s for s, _ in v) * 1e3 / calls for k, v in samples.items()}
     mib = {k: statistics.median(m for _, m in v) for k, v in samples.items()}

@@ -30,10 +30,8 @@ each run's peak is its own: ``peak = VmHWM after - VmRSS before``. It sees every
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import statistics
-import time
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,60 +40,10 @@ import torch.nn.functional as F
 
 import funcloss
 
-MiB = 2**20
-
-
-class PeakMemory:
-    """Peak extra resident memory of a call, in MiB (``nan`` where /proc is not available)."""
-
-    def __init__(self) -> None:
-        try:
-            self.libc: ctypes.CDLL | None = ctypes.CDLL("libc.so.6")
-            self._reset()
-        except OSError:
-            self.libc = None
-
-    @staticmethod
-    def _status(key: str) -> int:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-        raise OSError(key)
-
-    def _reset(self) -> None:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-
-    def run(self, fn: Callable[[], object]) -> tuple[float, float]:
-        """``(seconds, peak MiB)`` of one call of ``fn``."""
-        gc.collect()
-        if self.libc is not None:
-            self.libc.malloc_trim(0)
-            self._reset()
-            before = self._status("VmRSS")
-        start = time.perf_counter()
-        fn()
-        seconds = time.perf_counter() - start
-        if self.libc is None:
-            return seconds, float("nan")
-        return seconds, (self._status("VmHWM") - before) / MiB
-
-
-Samples = dict[str, list[tuple[float, float]]]  # contender -> (seconds, MiB) per round
-
-
-def interleaved(
-    contenders: dict[str, Callable[[], object]], repeats: int, memory: PeakMemory
-) -> Samples:
-    """(seconds, MiB) per contender and round; one warm-up call each, then ``repeats`` rounds."""
-    for fn in contenders.values():
-        fn()
-    samples: Samples = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            samples[name].append(memory.run(fn))
-    return samples
+# The paired, interleaved timing and the peak-memory meter shared with benchmarks/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _paired import PeakMemory, Samples, interleaved
+from _paired import paired_ratio as _paired_ratio
 
 
 def medians(samples: Samples) -> dict[str, tuple[float, float]]:
@@ -108,8 +56,7 @@ def medians(samples: Samples) -> dict[str, tuple[float, float]]:
 
 def paired_ratio(samples: Samples, name: str, field: int, over: str = "funcloss") -> float:
     """Median over rounds of ``over``'s seconds (``field=0``) or MiB (1) over ``name``'s."""
-    pairs = zip(samples[over], samples[name], strict=True)
-    return statistics.median(ours[field] / theirs[field] for ours, theirs in pairs)
+    return _paired_ratio(samples, over, name, field)
 
 
 def step(loss_fn: Callable[[], torch.Tensor], *leaves: torch.Tensor) -> Callable[[], None]:
