@@ -24,7 +24,7 @@ read), and the target logits take a second.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -400,6 +400,52 @@ def vocab_parallel_cross_entropy(
     check_where(_FN, where, out_shape)
     info = group_info(_FN, group)
     rows = _rows(input_shard)
+    targets = row_targets(target, where, out_shape, ignore_index, num_classes)
+    dropped = targets.dropped
+
+    def stats(
+        index: Tensor | None, selected: Tensor | None, weight: Tensor | None, lse: bool, dot: bool
+    ) -> Tensor:
+        return _shard_stats(rows, index, selected, dropped, weight, lse, dot)
+
+    return reduced_loss(
+        stats,
+        rows.shape[1],
+        rows.dtype,
+        targets,
+        weight,
+        info,
+        vocab_start,
+        num_classes,
+        label_smoothing,
+        z_loss,
+        ignore_index,
+        out_shape,
+        reduction,
+        where,
+        input_shard.dtype,
+    )
+
+
+StatsFunction = Callable[[Tensor | None, Tensor | None, Tensor | None, bool, bool], Tensor]
+
+
+class RowTargets(NamedTuple):
+    """The flattened class indices, the rows they ignore and the rows dropped (ignored or
+    masked by ``where``); ``None``: no such row."""
+
+    target: Tensor
+    ignored: Tensor | None
+    dropped: Tensor | None
+
+
+def row_targets(
+    target: Tensor,
+    where: Tensor | None,
+    out_shape: tuple[int, ...],
+    ignore_index: int,
+    num_classes: int | None,
+) -> RowTargets:
     flat_target = as_index(target.reshape(-1))
     any_ignored = _check_targets(flat_target, ignore_index, num_classes)
     ignored = None if any_ignored is False else flat_target == ignore_index
@@ -407,36 +453,49 @@ def vocab_parallel_cross_entropy(
     dropped = ignored
     if row_mask is not None:
         dropped = ~row_mask if dropped is None else dropped | ~row_mask
+    return RowTargets(flat_target, ignored, dropped)
 
-    def stats(
-        index: Tensor | None, selected: Tensor | None, weight: Tensor | None, lse: bool, dot: bool
-    ) -> Tensor:
-        return _shard_stats(rows, index, selected, dropped, weight, lse, dot)
 
+def reduced_loss(
+    stats_of: StatsFunction,
+    local_size: int,
+    input_dtype: torch.dtype,
+    targets: RowTargets,
+    weight: Tensor | None,
+    group: Group,
+    vocab_start: int | None,
+    num_classes: int | None,
+    label_smoothing: float,
+    z_loss: float,
+    ignore_index: int,
+    out_shape: tuple[int, ...],
+    reduction: str,
+    where: Tensor | None,
+    out_dtype: torch.dtype,
+) -> Tensor:
+    """:func:`loss_rows`, reshaped to ``out_shape`` and reduced (the weighted mean of
+    ``cross_entropy``)."""
     loss, row_weight = loss_rows(
-        stats,
-        rows.shape[1],
-        rows.dtype,
-        flat_target,
-        ignored,
-        dropped,
+        stats_of,
+        local_size,
+        input_dtype,
+        targets.target,
+        targets.ignored,
+        targets.dropped,
         weight,
-        info,
+        group,
         vocab_start,
         num_classes,
         float(label_smoothing),
         float(z_loss),
         ignore_index,
     )
-    loss = loss.to(input_shard.dtype).view(out_shape)
+    loss = loss.to(out_dtype).view(out_shape)
     if reduction == "none":
         return reduce(loss, reduction, where=where)
     if row_weight is not None:
         row_weight = row_weight.to(loss.dtype).view(out_shape)
     return reduce(loss, reduction, where=where, mean_weight=row_weight)
-
-
-StatsFunction = Callable[[Tensor | None, Tensor | None, Tensor | None, bool, bool], Tensor]
 
 
 def loss_rows(

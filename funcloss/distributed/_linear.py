@@ -22,7 +22,6 @@ from torch import Tensor
 
 from .._checks import (
     Reduction,
-    as_index,
     check_floating,
     check_index,
     check_positive,
@@ -33,10 +32,9 @@ from .._checks import (
     shape_str,
 )
 from .._modes import follows_autocast
-from .._reduction import reduce
 from .._softmax_ce import compute_dtype
 from ._collectives import first_order_only, group_info, sum_gradients
-from ._cross_entropy import _check_config, _check_shapes, _check_targets, loss_rows
+from ._cross_entropy import _check_config, _check_shapes, reduced_loss, row_targets
 
 _FN = "vocab_parallel_linear_cross_entropy"
 _CHUNK_BYTES = 64 * 2**20  # logits per chunk (compute dtype), as funcloss.linear_cross_entropy
@@ -365,13 +363,8 @@ def vocab_parallel_linear_cross_entropy(
     out_shape = _check_shapes(logits, target, weight, _FN, "the logits")
     check_where(_FN, where, out_shape)
     info = group_info(_FN, group)
-    flat_target = as_index(target.reshape(-1))
-    any_ignored = _check_targets(flat_target, ignore_index, num_classes)
-    ignored = None if any_ignored is False else flat_target == ignore_index
-    row_mask = None if where is None else where.expand(out_shape).reshape(-1)
-    dropped = ignored
-    if row_mask is not None:
-        dropped = ~row_mask if dropped is None else dropped | ~row_mask
+    targets = row_targets(target, where, out_shape, ignore_index, num_classes)
+    dropped = targets.dropped
     if input_grad == "all_reduce":
         input = sum_gradients(input, info)
     dtype = compute_dtype(input.dtype)
@@ -385,24 +378,20 @@ def vocab_parallel_linear_cross_entropy(
             input, linear_weight_shard, linear_bias_shard, index, selected, dropped, weight, config
         )
 
-    loss, row_weight = loss_rows(
+    return reduced_loss(
         stats,
         local_size,
         input.dtype,
-        flat_target,
-        ignored,
-        dropped,
+        targets,
         weight,
         info,
         vocab_start,
         num_classes,
-        float(label_smoothing),
-        float(z_loss),
+        label_smoothing,
+        z_loss,
         ignore_index,
+        out_shape,
+        reduction,
+        where,
+        input.dtype,
     )
-    loss = loss.to(input.dtype).view(out_shape)
-    if reduction == "none":
-        return reduce(loss, reduction, where=where)
-    if row_weight is not None:
-        row_weight = row_weight.to(loss.dtype).view(out_shape)
-    return reduce(loss, reduction, where=where, mean_weight=row_weight)
