@@ -474,9 +474,12 @@ def _cross_entropy_small(
     row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
     total: Tensor | int = 1  # the mean's denominator; an empty batch never comes here
     if reduction == "mean":
-        total = input.shape[0] if row_weights is None else row_weights.sum()
-        if masked_mean and row_weights is not None:
-            total = torch.where(total == 0, 1, total)  # a mean over no rows is 0
+        if row_weights is None:
+            total = input.shape[0]
+        else:
+            weight_sum = row_weights.sum()
+            # with a mask, a mean over no rows is 0
+            total = torch.where(weight_sum == 0, 1, weight_sum) if masked_mean else weight_sum
     if label_smoothing == 0:
         picked = log_probs.gather(1, index.unsqueeze(1))  # (M, 1)
         if row_weights is None:  # no weight, nothing ignored: total is a number
@@ -582,7 +585,7 @@ def nll_loss(
         # 0 / 0 = nan, as in torch, and the gradient is still zero (not 0 * inf), as in torch;
         # before the weight, so a nan log-probability there never meets it.
         loss = loss.masked_fill(ignored, 0)
-    if weight is not None:
+    if weight is not None and row_weights is not None:  # a class weight gives row weights
         loss = loss * row_weights
     if reduction == "none":
         return loss.reshape(out_shape)

@@ -21,6 +21,9 @@ Two paths, one set of formulas:
   stored intermediate.
 """
 
+# torch declares autograd.Function's backward/jvp/vmap with *args; a concrete Function names them.
+# pyright: reportIncompatibleMethodOverride=false
+
 from __future__ import annotations
 
 import math
@@ -31,6 +34,7 @@ from torch import Tensor
 
 from ._checks import (
     Reduction,
+    _functorch,
     as_index,
     check_floating,
     check_in_range,
@@ -386,7 +390,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             )
             grad_input, grad_weight, _, _, grad_bias, _, _ = grads
         else:
-            if torch._C._functorch.is_legacy_batchedtensor(grad):  # vectorize=True jacobians
+            if _functorch.is_legacy_batchedtensor(grad):  # vectorize=True jacobians
                 scaled = [None if g is None else g * grad.to(g.dtype) for g in ctx.grads]
             else:  # the usual case: scale in place, no copy
                 grads, ctx.grads = ctx.grads, None
@@ -845,7 +849,8 @@ def _denominator(
     during the forward by it)."""
     if reduction == "sum":
         return torch.ones((), dtype=dtype, device=device)
-    if row_weights is None and keep is None:
+    counted = row_weights if row_weights is not None else keep
+    if counted is None:
         return torch.tensor(float(num_rows), dtype=dtype, device=device)
-    total = (keep if row_weights is None else row_weights).sum().to(dtype)
+    total = counted.sum().to(dtype)
     return total if keep is None else torch.where(total == 0, 1, total)

@@ -61,11 +61,11 @@ def reduce(
         return loss
     if reduction == "sum":
         return loss.sum()
-    if where is None and mean_weight is None:
-        return loss.mean()
-    total = loss.sum()
     if where is None:
-        return total / mean_weight.sum().to(loss.dtype)
+        if mean_weight is None:
+            return loss.mean()
+        return loss.sum() / mean_weight.sum().to(loss.dtype)
+    total = loss.sum()
     if mean_weight is None:
         denominator = where.expand(loss.shape).sum()
     else:

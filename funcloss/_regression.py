@@ -28,6 +28,7 @@ from torch import Tensor
 from ._checks import (
     REDUCTIONS,
     Reduction,
+    _functorch,
     broadcast_shape,
     check_floating,
     check_non_negative,
@@ -181,11 +182,11 @@ def _fast(
         and not target.requires_grad  # type: ignore[attr-defined]
         and input.is_contiguous()  # type: ignore[attr-defined]
         and target.is_contiguous()  # type: ignore[attr-defined]
-        and torch._C._functorch.peek_interpreter_stack() is None
+        and _functorch.peek_interpreter_stack() is None
         and not torch.compiler.is_compiling()
         and torch.autograd.forward_ad._current_level < 0
         and torch._C._get_dispatch_mode(_FAKE_MODE) is None
-        and not torch._C._functorch.is_legacy_batchedtensor(input)
+        and not _functorch.is_legacy_batchedtensor(input)
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Iterator, Sequence
 
@@ -94,9 +95,7 @@ def _alphas(emissions: Tensor, skip: Tensor, input_lengths: Tensor) -> Iterator[
 
 
 def _last(items: Iterator[Tensor]) -> Tensor:
-    for item in items:
-        last = item
-    return last
+    return collections.deque(items, maxlen=1)[0]  # each item dropped as the next arrives
 
 
 def _end_states(target_lengths: Tensor, num_states: int) -> Tensor:

@@ -57,9 +57,8 @@ def softmax_mask(
         check_where(fn, where, loss_shape)  # the type error
     if broadcast_pair(where.shape, torch.Size(loss_shape)) == loss_shape:
         return False
-    if where.dim() == len(logits_shape) and broadcast_pair(where.shape, logits_shape) == (
-        logits_shape
-    ):
+    full = torch.Size(logits_shape)
+    if where.dim() == len(full) and broadcast_pair(where.shape, full) == full:
         return True
     fail(
         ValueError,
@@ -85,7 +84,7 @@ class Rows(NamedTuple):
     (``None``: every class).
     """
 
-    index: Tensor | None
+    index: Tensor | None  # type: ignore[assignment]  # (a field shadows tuple.index)
     picked: Tensor | None
     spread: Tensor | None
     dense: Tensor | None
@@ -95,7 +94,7 @@ class Rows(NamedTuple):
     allowed: Tensor | None = None
 
     def chunk(self, start: int, stop: int) -> Rows:
-        return Rows(*(None if t is None else t[start:stop] for t in self))
+        return Rows._make(None if t is None else t[start:stop] for t in self)
 
 
 def class_rows(

@@ -46,6 +46,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
 
     _fn = staticmethod(_l.linear_cross_entropy)
     weight: Tensor | None
+    reduction: Reduction
 
     def __init__(
         self,
@@ -68,7 +69,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         super().__init__()
         name = "LinearCrossEntropyLoss"
         try:
-            _l.linear_cross_entropy.check_config(
+            _l._linear_cross_entropy_config(
                 reduction=reduction,
                 ignore_index=ignore_index,
                 label_smoothing=label_smoothing,

@@ -18,12 +18,17 @@ The communication is torch's own (``torch.ops._c10d_functional``: traceable by D
 backend the process group has: gloo, NCCL).
 """
 
+# torch declares autograd.Function's backward/jvp/vmap with *args; a concrete Function names them.
+# pyright: reportIncompatibleMethodOverride=false
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+
+from .._checks import _functorch
 
 # Collectives issued in eager mode (not while compiling: a Python side effect would break the
 # graph). Tests read it to count the collectives of a call.
@@ -112,7 +117,7 @@ class _AllGatherForwardMode(_AllGather):
 def _under_vmap() -> bool:
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-    vmap = torch._C._functorch.TransformType.Vmap
+    vmap = _functorch.TransformType.Vmap
     return any(i.key() == vmap for i in retrieve_all_functorch_interpreters())
 
 

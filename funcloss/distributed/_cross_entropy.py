@@ -244,7 +244,7 @@ def _check_shapes(
         )
     if weight is not None:
         check_floating(fn, weight=weight)
-        local = shape[0] if len(shape) == 1 else shape[1]
+        local = shape[min(1, len(shape) - 1)]  # the class dimension
         if tuple(weight.shape) != (local,):
             rule = f"be this rank's slice of the class weight, shape ({local},)"
             fail(ValueError, fn, "weight", rule, shape_str(weight.shape))
@@ -469,7 +469,7 @@ def reduced_loss(
     z_loss: float,
     ignore_index: int,
     out_shape: tuple[int, ...],
-    reduction: str,
+    reduction: Reduction,
     where: Tensor | None,
     out_dtype: torch.dtype,
 ) -> Tensor:

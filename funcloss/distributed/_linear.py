@@ -13,6 +13,9 @@ reduces it). Forward-mode and second derivatives with respect to ``h`` would nee
 ranks' terms: they raise. With respect to ``W_r`` and ``b_r`` every derivative is local and exact.
 """
 
+# torch declares autograd.Function's backward/jvp/vmap with *args; a concrete Function names them.
+# pyright: reportIncompatibleMethodOverride=false
+
 from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
