@@ -130,9 +130,9 @@ class L1Loss(nn.Module):
 
 class LinearCrossEntropyLoss(nn.Module):
     weight: Tensor | None
+    reduction: Reduction
     num_classes: int
     out_features: tuple[int, ...]
-    reduction: Reduction
     ignore_index: int | None
     label_smoothing: float
     options: torch.nn.modules.linear_cross_entropy_options.LinearCrossEntropyOptions | None
