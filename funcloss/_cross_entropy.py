@@ -495,7 +495,9 @@ def _cross_entropy_small(
         coefficients = log_softmax_coefficients(
             index, row_weights, ignored, class_weight, label_smoothing, log_probs, total
         )
-        products = log_probs * coefficients
+        # a coefficient of 0 (a class weight of 0, a smoothing weight that underflowed) adds
+        # exactly 0, also at a log-probability of -inf (a masked logit): no 0 * -inf
+        products = torch.where(coefficients == 0, 0, log_probs * coefficients)
     if reduction == "mean" and ignored is not None:
         loss = products.sum() + 0.0 / total  # every row ignored: 0 / 0 = nan, as in torch
     elif reduction != "none":

@@ -172,7 +172,13 @@ def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
     if rows.spread is not None:
         if rows.allowed is not None:
             z = torch.where(rows.allowed, z, 0)  # removed classes (-inf) get no smoothing
-        dot = dot + rows.spread * (z.sum(1) if weight is None else z @ weight)
+        if weight is None:
+            spread_dot = z.sum(1)
+        else:
+            # a class of weight 0 adds exactly 0, also at a -inf (masked) logit: no 0 * -inf
+            spread_dot = torch.where(weight == 0, 0, z) @ weight
+        # a smoothing weight that underflowed to 0 (label_smoothing 1e-60) adds exactly 0 too
+        dot = dot + torch.where(rows.spread == 0, 0, rows.spread * spread_dot)
     return dot
 
 

@@ -383,3 +383,38 @@ def test_class_index_out_of_range_is_named_on_the_small_path() -> None:
         if "label_smoothing" not in kwargs:
             with pytest.raises(IndexError, match=r"nll_loss: `target` values must be in \[0, 3\)"):
                 funcloss.nll_loss(x, torch.tensor(target), **kwargs)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("label_smoothing", [0.1, 1e-60])
+def test_masked_class_of_weight_zero_with_smoothing_is_finite(
+    fused, reduction, label_smoothing
+) -> None:
+    # A class switched off twice, by a -inf logit and a class weight of 0, adds exactly 0 to the
+    # smoothed loss (torch 2.13: nan, 0 * -inf); so does a -inf log-probability (logits of
+    # 3e38) under a smoothing weight that underflows float32 (1e-60 / C = 0).
+    x = torch.tensor([[0.0, 1.0, -INF], [2.0, 0.5, -INF], [3e38, 0.0, -3e38]])
+    y = torch.tensor([0, 1, 0])
+    if label_smoothing > 1e-30:
+        # not the logits of 3e38 here: eps / C times a log-probability of -6e38 (-inf in
+        # float32) is finite, but no log-softmax form reaches it (open, issue 14)
+        x, y = x[:2], y[:2]
+    weight = torch.tensor([0.5, 2.0, 0.0])
+    value, grad = _value_and_grad(
+        _ce, x, y, fused, weight=weight, label_smoothing=label_smoothing, reduction=reduction
+    )
+    truth, truth_grad = _value_and_grad(
+        F.cross_entropy,
+        _limit(x, 1e300),
+        y,
+        weight=weight.double(),
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )
+    assert torch.isnan(
+        F.cross_entropy(x, y, weight=weight, label_smoothing=0.1, reduction=reduction)
+    ).any()  # torch's own loss: nan
+    torch.testing.assert_close(value.double(), truth, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad.double(), truth_grad, rtol=1e-6, atol=1e-6)
+    assert (grad[:, 2] == 0).all()
