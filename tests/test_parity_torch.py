@@ -56,7 +56,10 @@ def test_every_loss_opinfo_and_every_loss_is_covered() -> None:
     loss_like = {n for n in opinfos if re.search(r"loss|entropy|kl_div", n)}
     covered = {f"nn.functional.{c.loss}" for c in CASES if c.source.startswith("opinfo")}
     assert loss_like <= covered, f"loss OpInfos without cases: {sorted(loss_like - covered)}"
-    assert {c.loss for c in CASES} >= set(LOSSES), "a funcloss loss has no parity case"
+    # torch's losses (the ones torch.nn.functional has); those beyond torch have anchors instead
+    torch_losses = {name for name in LOSSES if hasattr(torch.nn.functional, name)}
+    assert len(torch_losses) >= 22
+    assert {c.loss for c in CASES} >= torch_losses, "a torch loss has no parity case"
     for source in ("opinfo", "opinfo-error", "criterion", "new_module", "module_db"):
         assert any(c.source == source for c in CASES), f"no {source} cases"
     for dtype in parity.DTYPES:
