@@ -79,6 +79,12 @@ def naive_multiclass_perceptron(input, target, reduction="mean"):
     return naive_multiclass_hinge(input, target, 0.0, reduction)
 
 
+def _output_dtype(input: Tensor, target: Tensor) -> torch.dtype:
+    if target.is_floating_point():
+        return torch.promote_types(input.dtype, target.dtype)
+    return input.dtype
+
+
 def naive_sparse_plus(x: Tensor) -> Tensor:
     return torch.where(x <= -1, 0.0, torch.where(x >= 1, x, (x + 1) ** 2 / 4))
 
@@ -86,17 +92,18 @@ def naive_sparse_plus(x: Tensor) -> Tensor:
 def naive_binary_sparsemax(input, target, reduction="mean"):
     """Blondel et al.'s Fenchel–Young form sp(z) - z y + y^2 - y (optax's for 0/1 labels)."""
     z, y = input.double(), target.double()
-    return _reduce(naive_sparse_plus(z) - z * y + y * y - y, reduction).to(input.dtype)
+    loss = naive_sparse_plus(z) - z * y + y * y - y
+    return _reduce(loss, reduction).to(_output_dtype(input, target))
 
 
 def naive_hinge(input, target, reduction="mean"):
     loss = torch.clamp(1 - input.double() * target.double(), min=0)
-    return _reduce(loss, reduction).to(input.dtype)
+    return _reduce(loss, reduction).to(_output_dtype(input, target))
 
 
 def naive_perceptron(input, target, reduction="mean"):
     loss = torch.clamp(-input.double() * target.double(), min=0)
-    return _reduce(loss, reduction).to(input.dtype)
+    return _reduce(loss, reduction).to(_output_dtype(input, target))
 
 
 # -- draws ---------------------------------------------------------------------------------

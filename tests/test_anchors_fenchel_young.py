@@ -13,6 +13,7 @@ loss of ``z / m``. entmax's ``SparsemaxLoss`` returns the unreduced loss with
 from __future__ import annotations
 
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -150,6 +151,22 @@ def test_sparsemax_loss_gradient_matches_optax() -> None:
     _close(ours, jax.grad(theirs)(_np(z)))
 
 
+@pytest.mark.parametrize("transform", ["vmap", "grad"])
+def test_entmax_sparsemax_loss_fails_torch_func_transforms(transform: str) -> None:
+    entmax = anchor("entmax")
+    z, y = _scores(16), _labels(16)
+    calls = {
+        "vmap": lambda f: vmap(lambda s, t: f(s[None], t[None]))(z, y),
+        "grad": lambda f: grad(lambda s: f(s, y))(z),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="setup_context"):
+            calls[transform](entmax.SparsemaxLoss(reduction="sum"))
+    ours = calls[transform](partial(funcloss.sparsemax_loss, reduction="sum"))
+    assert torch.isfinite(ours).all()
+
+
 def test_binary_sparsemax_loss_matches_optax() -> None:
     optax = _optax()
     z = _scores(6)
@@ -185,3 +202,47 @@ def test_binary_hinges_match_optax(name: str) -> None:
     y = torch.where(_scores(11) > 0, 1, -1)
     ours = getattr(funcloss, name)(z, y, reduction="none")
     _close(ours, getattr(optax.losses, name)(_np(z), _np(y)))
+
+
+# -- make_fenchel_young_loss, smooth_labels ----------------------------------------------------
+
+
+def test_fenchel_young_logsumexp_matches_optax() -> None:
+    optax, jax = _optax(), jax64()
+    from jax.scipy.special import logsumexp
+
+    z = _scores(12)
+    q = torch.softmax(_scores(13), -1)
+    theirs = optax.losses.make_fenchel_young_loss(max_fun=logsumexp)
+    fy = funcloss.make_fenchel_young_loss(partial(torch.logsumexp, dim=-1))
+    _close(fy(z, q, "none"), theirs(_np(z), _np(q)))
+    # optax's value is cross-entropy (no entropy term): the same numbers as cross_entropy
+    _close(funcloss.cross_entropy(z, q, reduction="none"), theirs(_np(z), _np(q)))
+    ours = grad(lambda s: fy(s, q, "sum"))(z)
+    _close(ours, jax.grad(lambda s: theirs(s, _np(q)).sum())(_np(z)))
+
+
+def test_smooth_labels_matches_optax() -> None:
+    optax = _optax()
+    y = _labels(14)
+    ours = funcloss.smooth_labels(y, 0.2, num_classes=C)
+    onehot = torch.nn.functional.one_hot(y, C).double()
+    _close(ours.double(), optax.smooth_labels(_np(onehot), 0.2))
+    q = torch.softmax(_scores(15), -1)
+    _close(funcloss.smooth_labels(q, 0.3), optax.smooth_labels(_np(q), 0.3))
+
+
+def test_optax_smooth_labels_mask_leaks_mass_to_removed_classes() -> None:
+    """optax's ``where`` counts the valid classes but still adds alpha / K' to the removed ones
+    (rows sum to more than 1: the bug of optax PR #1760); funcloss's rows sum to 1 and removed
+    classes get 0."""
+    optax = _optax()
+    onehot = torch.nn.functional.one_hot(torch.tensor([0, 1]), 4).double()
+    valid = torch.tensor([[True, True, False, False]]).expand(2, 4)
+    theirs = np.asarray(optax.smooth_labels(_np(onehot), 0.4, where=_np(valid)))
+    np.testing.assert_allclose(theirs.sum(-1), [1.4, 1.4])  # by hand: 1 + 2 * 0.4 / 2
+    assert (theirs[:, 2:] > 0).all()
+    ours = funcloss.smooth_labels(onehot, 0.4, dim=-1, where=valid)
+    torch.testing.assert_close(ours.sum(-1), torch.ones(2, dtype=ours.dtype))
+    assert torch.equal(ours[:, 2:], torch.zeros(2, 2, dtype=ours.dtype))
+    torch.testing.assert_close(torch.tensor(theirs[:, :2]), ours[:, :2])

@@ -270,8 +270,7 @@ def test_hinges_float32_tangents() -> None:
     for fn in (funcloss.multiclass_hinge_loss, funcloss.multiclass_perceptron_loss):
         assert jacfwd(lambda s, fn=fn: fn(s, y))(z).dtype == torch.float32
     for fn in (funcloss.hinge_loss, funcloss.perceptron_loss, funcloss.binary_sparsemax_loss):
-        target = torch.tensor(1.0)
-        assert jacfwd(lambda s, fn=fn: fn(s, target))(z[0]).dtype == torch.float32
+        assert jacfwd(lambda s, fn=fn: fn(s, torch.tensor(1.0)))(z[0]).dtype == torch.float32
 
 
 # -- make_fenchel_young_loss ------------------------------------------------------------------
