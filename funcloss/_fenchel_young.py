@@ -240,7 +240,7 @@ def sparsemax_loss(
     Examples:
         >>> scores = torch.tensor([[2.0, 0.5, 0.0], [0.2, 0.0, 0.0]])
         >>> funcloss.sparsemax_loss(scores, torch.tensor([0, 1]), reduction="none")
-        tensor([0.0000, 0.1733])
+        tensor([0.0000, 0.4133])
 
     References:
         Martins & Astudillo, ICML 2016 (eq. 15); Blondel, Martins & Niculae, *Learning with
@@ -260,13 +260,6 @@ def sparsemax_loss(
 
 
 # -- binary_sparsemax_loss ---------------------------------------------------------------------
-
-
-def _sparse_plus(x: Tensor) -> Tensor:
-    """0 for ``x <= -1``, ``(x + 1)^2 / 4`` between, ``x`` from 1 on; the quadratic is taken of
-    ``x`` clamped to ``[-1, 1]``, so an infinite ``x`` sends no ``0 * inf`` through it."""
-    inside = x.clamp(-1.0, 1.0)
-    return torch.where(x >= 1, x, (inside + 1).square() / 4)
 
 
 _BINARY_SPARSEMAX_CONFIG = partial(check_reduction, "binary_sparsemax_loss")
@@ -332,7 +325,12 @@ def binary_sparsemax_loss(
     check_values_in(fn, "target", target, 0.0, 1.0)
     z = input.to(compute_dtype(dtype))
     y = target.to(z.dtype)
-    loss = times(y, _sparse_plus(-z)) + times(1 - y, _sparse_plus(z)) - y * (1 - y)
+    # sp(z) - z y + y^2 - y, written as (s - y)^2 with the sparse sigmoid s = clip((z+1)/2, 0, 1)
+    # plus the linear parts outside [-1, 1]: exact for 0/1 labels (no cancellation), a label of
+    # exactly 0 or 1 adds nothing for an infinite score of the other side (no 0 * inf)
+    sigmoid = ((z + 1) / 2).clamp(0.0, 1.0)
+    linear = torch.where(z > 0, 1 - y, y)  # the coefficient of |z| - 1 outside [-1, 1]
+    loss = (sigmoid - y).square() + times(linear, torch.relu(z.abs() - 1))
     return reduce(loss, reduction, where=where).to(dtype)
 
 
@@ -342,11 +340,15 @@ def binary_sparsemax_loss(
 def _crammer_singer(input: Tensor, target: Tensor, margin: float) -> Tensor:
     """``max_c (z_c - z_y + margin [c != y])`` per row: the target's own term is exactly 0, so a
     ``+inf`` target score gives 0 (no ``inf - inf``)."""
-    classes = torch.arange(input.shape[-1], device=input.device)
-    is_target = classes == target.unsqueeze(-1)
-    picked = input.gather(-1, target.unsqueeze(-1))
-    gaps = torch.where(is_target, 0.0, input - picked + margin)
-    return gaps.amax(-1)
+    index = target.unsqueeze(-1)
+    picked = input.gather(-1, index)
+    if margin == 0:
+        # the perceptron: max z - z_y in two passes; a +inf target score gives 0 (the limit)
+        top = input.amax(-1, keepdim=True)
+        return torch.where(picked == float("inf"), 0.0, top - picked).squeeze(-1)
+    gaps = input - picked + margin
+    # the target's own term, exactly 0 (scatter sends it no gradient)
+    return gaps.scatter(-1, index, 0.0).amax(-1)
 
 
 def _check_multiclass_hinge_config(*, reduction: str = "mean", margin: float = 1.0) -> None:
@@ -475,7 +477,7 @@ def _signed_pair(
         check_where(fn, where, input.shape)
         input, target = masked(where, input), masked(where, target, 1)
     if value_checks_enabled(target) and target.numel():
-        bad = (target != 1) & (target != -1)
+        bad = target.abs() != 1
         if bool(bad.any()):  # the one read on valid input
             first = float(target[bad].flatten()[0])
             hint = "For 0/1 labels pass 2 * y - 1."
