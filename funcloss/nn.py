@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from . import _cross_entropy as _c
 from . import _embedding as _e
+from . import _fenchel_young as _fy
 from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
@@ -35,6 +36,14 @@ MultiLabelSoftMarginLoss = loss_module(
     _m.multilabel_soft_margin_loss, name="MultiLabelSoftMarginLoss"
 )
 MultiMarginLoss = loss_module(_m.multi_margin_loss, name="MultiMarginLoss")
+BinarySparsemaxLoss = loss_module(_fy.binary_sparsemax_loss, name="BinarySparsemaxLoss")
+HingeLoss = loss_module(_fy.hinge_loss, name="HingeLoss")
+MulticlassHingeLoss = loss_module(_fy.multiclass_hinge_loss, name="MulticlassHingeLoss")
+MulticlassPerceptronLoss = loss_module(
+    _fy.multiclass_perceptron_loss, name="MulticlassPerceptronLoss"
+)
+PerceptronLoss = loss_module(_fy.perceptron_loss, name="PerceptronLoss")
+SparsemaxLoss = loss_module(_fy.sparsemax_loss, name="SparsemaxLoss")
 
 
 class LinearCrossEntropyLoss(torch.nn.Module):
@@ -145,11 +154,13 @@ SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
+    "BinarySparsemaxLoss",
     "CTCLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",
     "HingeEmbeddingLoss",
+    "HingeLoss",
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
@@ -159,10 +170,14 @@ __all__ = [
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
+    "MulticlassHingeLoss",
+    "MulticlassPerceptronLoss",
     "NLLLoss",
+    "PerceptronLoss",
     "PoissonNLLLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
+    "SparsemaxLoss",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
