@@ -35,6 +35,14 @@ from ._regression import (
     poisson_nll_loss,
     smooth_l1_loss,
 )
+from ._robust import (
+    cauchy_loss,
+    charbonnier_loss,
+    geman_mcclure_loss,
+    general_robust_loss,
+    log_cosh_loss,
+    welsch_loss,
+)
 from ._sequence import ctc_loss
 from ._tree import tree_loss
 
@@ -44,16 +52,21 @@ __all__ = [
     "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "cauchy_loss",
+    "charbonnier_loss",
     "cosine_embedding_loss",
     "cross_entropy",
     "ctc_loss",
     "custom_backward",
     "gaussian_nll_loss",
+    "geman_mcclure_loss",
+    "general_robust_loss",
     "hinge_embedding_loss",
     "huber_loss",
     "kl_div",
     "l1_loss",
     "linear_cross_entropy",
+    "log_cosh_loss",
     "loss_module",
     "margin_ranking_loss",
     "mse_loss",
@@ -68,4 +81,5 @@ __all__ = [
     "tree_loss",
     "triplet_margin_loss",
     "triplet_margin_with_distance_loss",
+    "welsch_loss",
 ]
