@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from ._checks import Reduction
 from ._regression import KLReduction
+from ._robust import Scalar
 
 class BCELoss(nn.Module):
     weight: Tensor | None
@@ -56,6 +57,20 @@ class CTCLoss(nn.Module):
         where: Tensor | None = None,
     ) -> Tensor: ...
 
+class CauchyLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class CharbonnierLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class CosineEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
@@ -95,6 +110,24 @@ class GaussianNLLLoss(nn.Module):
     ) -> Tensor: ...
     def __call__(
         self, input: Tensor, target: Tensor, var: Tensor | float, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class GemanMcClureLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class GeneralRobustLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(
+        self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
     ) -> Tensor: ...
 
 class HingeEmbeddingLoss(nn.Module):
@@ -159,6 +192,12 @@ class LinearCrossEntropyLoss(nn.Module):
         softcap: float | None = None,
         chunk_size: int | None = None,
     ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class LogCoshLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -316,18 +355,30 @@ class TripletMarginWithDistanceLoss(nn.Module):
         self, anchor: Tensor, positive: Tensor, negative: Tensor, *, where: Tensor | None = None
     ) -> Tensor: ...
 
+class WelschLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",
+    "CauchyLoss",
+    "CharbonnierLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",
+    "GemanMcClureLoss",
+    "GeneralRobustLoss",
     "HingeEmbeddingLoss",
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
+    "LogCoshLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",
@@ -340,4 +391,5 @@ __all__ = [
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
+    "WelschLoss",
 ]
