@@ -31,6 +31,11 @@ def _naive_barron(input, target, alpha, scale=1.0, reduction="mean"):
     return (b / alpha * ((z / b + 1) ** (alpha / 2) - 1)).mean()
 
 
+def _naive_quantile(input, target, quantile=0.5, reduction="mean"):
+    e = target - input
+    return torch.maximum(quantile * e, (quantile - 1) * e).mean()
+
+
 BENCHES = [
     Bench(
         "log_cosh_loss",
@@ -44,6 +49,12 @@ BENCHES = [
         lambda quick, generator: _pair(quick, generator, 1.5),
         {"funcloss": funcloss.general_robust_loss, "naive torch": _naive_barron},
         label="-alpha-1.5",
+    ),
+    Bench(
+        "quantile_loss",
+        SIZE,
+        lambda quick, generator: (_pair(quick, generator)[0], {"quantile": 0.9}),
+        {"funcloss": funcloss.quantile_loss, "naive torch": _naive_quantile},
     ),
 ]
 

@@ -41,6 +41,7 @@ from ._robust import (
     geman_mcclure_loss,
     general_robust_loss,
     log_cosh_loss,
+    quantile_loss,
     welsch_loss,
 )
 from ._sequence import ctc_loss
@@ -75,6 +76,7 @@ __all__ = [
     "multilabel_soft_margin_loss",
     "nll_loss",
     "poisson_nll_loss",
+    "quantile_loss",
     "set_value_checks",
     "smooth_l1_loss",
     "soft_margin_loss",

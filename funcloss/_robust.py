@@ -333,11 +333,17 @@ def _check_alpha(fn: str, alpha: object) -> None:
 
 
 def _residual_and_scale(
-    fn: str, input: Tensor, target: Tensor, scale: Scalar, where: Tensor | None, **more: object
+    fn: str,
+    input: Tensor,
+    target: Tensor,
+    scale: Scalar,
+    where: Tensor | None,
+    scale_name: str = "scale",
+    **more: object,
 ) -> tuple[Tensor, Scalar, torch.dtype]:
     """``input - target`` in the compute dtype (0 where masked), ``scale`` (a tensor in that
-    dtype, or the number), and the output dtype."""
-    tensors = {k: v for k, v in {"scale": scale, **more}.items() if isinstance(v, Tensor)}
+    dtype, or the number; ``scale_name`` in errors), and the output dtype."""
+    tensors = {k: v for k, v in {scale_name: scale, **more}.items() if isinstance(v, Tensor)}
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target)
     shape = broadcast_shape(fn, input=input, target=target, **tensors)  # type: ignore[arg-type]
@@ -347,7 +353,7 @@ def _residual_and_scale(
     r = masked(where, input).to(work) - masked(where, target).to(work)
     if isinstance(scale, Tensor):
         return r, scale.to(work), dtype
-    return r, (1 if scale == 1 else _number(float(scale), r)), dtype
+    return r, (1 if scale == 1 else _number(float(scale), r)), dtype  # type: ignore[arg-type]
 
 
 def _robust_config(fn: str) -> Callable[..., None]:
@@ -662,3 +668,75 @@ def welsch_loss(
         ``welsch_loss``.
     """
     return _named_robust("welsch_loss", _welsch, input, target, scale, reduction, where)
+
+
+# -- quantile_loss -----------------------------------------------------------------------------
+
+
+def _check_quantile_config(*, quantile: Scalar = 0.5, reduction: str = "mean") -> None:
+    fn = "quantile_loss"
+    _check_scalar(fn, "quantile", quantile, "be in (0, 1)", 0.0, 1.0)
+    check_reduction(fn, reduction)
+
+
+@follows_autocast("promoted")
+@checks_config(_check_quantile_config)
+def quantile_loss(
+    input: Tensor,
+    target: Tensor,
+    quantile: Scalar = 0.5,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Quantile (pinball) loss: its minimiser is the ``quantile``-th conditional quantile.
+
+    For quantile regression and prediction intervals; ``quantile=0.5`` is half the L1 loss.
+    Several quantiles at once: a ``quantile`` tensor broadcasts against the residual (for
+    ``input`` of shape ``(N, K)``, one column per quantile, pass ``quantile`` of shape
+    ``(K,)``; the unreduced loss has the broadcast shape).
+
+    .. math::
+        \ell(x, y) = \max\bigl(q\, (y - x),\ (q - 1)(y - x)\bigr)
+                   = q\, (y - x) + \max(x - y, 0)
+
+    The gradient in ``input`` is :math:`-q` where :math:`y \ge x` (at the kink too: the
+    subgradient of sklearn's convention, ``y_true >= y_pred``), :math:`1 - q` elsewhere.
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: broadcastable with ``input``, floating dtype.
+        quantile: :math:`q \in (0, 1)`, a number or a floating tensor broadcastable with the
+            residual (its values checked in eager mode).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` (``"mean"`` averages over every
+            quantile too: sklearn's ``mean_pinball_loss`` for one quantile).
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
+
+    Returns:
+        The broadcast shape of ``input``, ``target`` and ``quantile`` for ``"none"`` (0 where
+        masked), else a 0-dim tensor, of their promoted dtype.
+
+    Raises:
+        TypeError: non-floating input, target or quantile, a non-bool ``where``.
+        ValueError: shapes that do not broadcast, ``quantile`` outside (0, 1), bad
+            ``reduction``.
+
+    Examples:
+        >>> y = torch.tensor([1.0, 1.0])
+        >>> funcloss.quantile_loss(torch.tensor([0.0, 3.0]), y, 0.9, reduction="none")
+        tensor([0.9000, 0.2000])
+        >>> funcloss.quantile_loss(torch.zeros(2, 1), y[:, None], torch.tensor([0.1, 0.9]),
+        ...                        reduction="none")
+        tensor([[0.1000, 0.9000],
+                [0.1000, 0.9000]])
+
+    References:
+        R. Koenker and G. Bassett, "Regression Quantiles", Econometrica 1978; scikit-learn
+        ``mean_pinball_loss``.
+    """
+    fn = "quantile_loss"
+    _check_quantile_config(quantile=quantile, reduction=reduction)
+    r, q, dtype = _residual_and_scale(fn, input, target, quantile, where, scale_name="quantile")
+    error = -r  # target - input
+    return _finish(error * q + torch.relu(r), reduction, where, dtype)

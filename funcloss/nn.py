@@ -147,6 +147,7 @@ CharbonnierLoss = loss_module(_rb.charbonnier_loss, name="CharbonnierLoss")
 GemanMcClureLoss = loss_module(_rb.geman_mcclure_loss, name="GemanMcClureLoss")
 GeneralRobustLoss = loss_module(_rb.general_robust_loss, name="GeneralRobustLoss")
 LogCoshLoss = loss_module(_rb.log_cosh_loss, name="LogCoshLoss")
+QuantileLoss = loss_module(_rb.quantile_loss, name="QuantileLoss")
 WelschLoss = loss_module(_rb.welsch_loss, name="WelschLoss")
 
 __all__ = [
@@ -173,6 +174,7 @@ __all__ = [
     "MultiMarginLoss",
     "NLLLoss",
     "PoissonNLLLoss",
+    "QuantileLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "TreeLoss",

@@ -278,6 +278,13 @@ class PoissonNLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class QuantileLoss(nn.Module):
+    quantile: Scalar
+    reduction: Reduction
+    def __init__(self, quantile: Scalar = 0.5, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class SmoothL1Loss(nn.Module):
     reduction: Reduction
     beta: float
@@ -386,6 +393,7 @@ __all__ = [
     "MultiMarginLoss",
     "NLLLoss",
     "PoissonNLLLoss",
+    "QuantileLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "TreeLoss",

@@ -117,6 +117,35 @@ def kornia_adapter(name: str):
     return call
 
 
+def quantile_oracle(input, target, quantile=0.5, reduction="mean") -> Tensor:
+    """The pinball loss, max(q e, (q - 1) e), e = target - input (Koenker and Bassett)."""
+    e = target - input
+    return reduce_like_torch(torch.maximum(quantile * e, (quantile - 1) * e), reduction)
+
+
+def away_from_zero(values: Tensor, margin: float = 0.02) -> Tensor:
+    """Move entries within ``margin`` of 0 (the pinball's kink) to ``2 * margin`` from it."""
+    close = values.abs() < margin
+    return torch.where(close, torch.where(values >= 0, 2 * margin, -2 * margin), values)
+
+
+@st.composite
+def quantile_number_cases(draw: st.DrawFn) -> Case:
+    shape = draw(shapes(1, 3, max_side=4))
+    x = draw(floats(shape))
+    y = x - away_from_zero(draw(floats(shape)))
+    return Case((x, y), {"quantile": draw(st.floats(0.05, 0.95))})
+
+
+@st.composite
+def quantile_tensor_cases(draw: st.DrawFn) -> Case:
+    """(N, K) predictions, one column per quantile, the quantiles a (K,) tensor."""
+    n, k = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    x = draw(floats((n, k)))
+    y = x - away_from_zero(draw(floats((n, k))))
+    return Case((x, y), {"quantile": draw(floats((k,), min_value=0.05, max_value=0.95))})
+
+
 NAMED = [
     ("charbonnier_loss", fnn.CharbonnierLoss, charbonnier_oracle),
     ("cauchy_loss", fnn.CauchyLoss, cauchy_oracle),
@@ -171,4 +200,25 @@ SPECS += [
         anchor_name="kornia",
     )
     for name, module, oracle in NAMED
+]
+
+SPECS += [
+    LossSpec(
+        "quantile_loss",
+        funcloss.quantile_loss,
+        fnn.QuantileLoss,
+        quantile_number_cases,
+        quantile_oracle,
+        wrt=(0, 1),
+        anchor_name=None,
+    ),
+    LossSpec(
+        "quantile_loss-tensor",
+        funcloss.quantile_loss,
+        fnn.QuantileLoss,
+        quantile_tensor_cases,
+        quantile_oracle,
+        wrt=(0, 1),
+        anchor_name=None,
+    ),
 ]

@@ -145,3 +145,18 @@ def test_naive_log_cosh_overflows(dtype: torch.dtype, residual: float) -> None:
         <= 4 * torch.finfo(dtype).eps * residual
     )
     assert float(our_grad) == 1.0
+
+
+# -- quantile: scikit-learn's mean_pinball_loss -------------------------------------------------
+
+
+@settings(max_examples=10)
+@given(pair=_pairs(), quantile=st.floats(0.01, 0.99))
+def test_sklearn_mean_pinball_loss_agrees(pair, quantile: float) -> None:
+    """sklearn.metrics.mean_pinball_loss(y_true, y_pred, alpha=q): funcloss's (input=y_pred,
+    target=y_true, q) with "mean"; sklearn averages per output column first (the same mean)."""
+    metrics = anchor("sklearn.metrics")
+    x, y = pair
+    x2, y2 = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
+    theirs = _quiet(metrics.mean_pinball_loss, y2.numpy(), x2.numpy(), alpha=quantile)
+    assert_close(funcloss.quantile_loss(x, y, quantile), torch.tensor(theirs, dtype=x.dtype))

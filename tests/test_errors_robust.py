@@ -99,3 +99,24 @@ def test_log_cosh_module_config() -> None:
         fnn.LogCoshLoss(reduction="batchmean")
     with pytest.raises(TypeError, match=r"LogCoshLoss: "):
         fnn.LogCoshLoss(scale=1.0)
+
+
+@pytest.mark.parametrize("quantile", [0.0, 1.0, -0.1, 1.5, math.nan])
+def test_quantile_outside_the_unit_interval(quantile: float) -> None:
+    with pytest.raises(ValueError, match=r"quantile_loss: `quantile` must be"):
+        funcloss.quantile_loss(X, X, quantile)
+    with pytest.raises(ValueError, match=r"quantile_loss: `quantile` values must be in \(0, 1\)"):
+        funcloss.quantile_loss(X, X, torch.tensor([0.5, quantile, 0.2]))
+    with pytest.raises(ValueError, match=r"QuantileLoss: `quantile` must be"):
+        fnn.QuantileLoss(quantile=quantile)
+
+
+def test_quantile_types_and_shapes() -> None:
+    with pytest.raises(TypeError, match=r"quantile_loss: `quantile` must have a floating-point"):
+        funcloss.quantile_loss(X, X, torch.tensor([1, 0, 0]))
+    with pytest.raises(ValueError, match=r"quantile_loss: `quantile` must be broadcastable"):
+        funcloss.quantile_loss(X, X, torch.full((4,), 0.5))
+    with pytest.raises(ValueError, match=r"quantile_loss: `target` must be broadcastable"):
+        funcloss.quantile_loss(X, torch.zeros(4))
+    with pytest.raises(TypeError, match=r"quantile_loss: `input` must have a floating-point"):
+        funcloss.quantile_loss(torch.zeros(3, dtype=torch.int64), torch.zeros(3))

@@ -286,3 +286,35 @@ def test_scale_gradient_and_buffer_module() -> None:
     (want,) = torch.autograd.grad(torch.log1p(((x - y) / c2) ** 2 / 2).mean(), c2)
     assert_close(ours, want)
     assert funcloss.nn.CauchyLoss(scale=2.0).scale == 2.0  # a number stays an attribute
+
+
+# -- quantile_loss ------------------------------------------------------------------------------
+
+
+def test_quantile_golden_and_kink_subgradient() -> None:
+    x, y = _t([0.0, 3.0, 1.0]), _t([1.0, 1.0, 1.0])
+    # by hand: q (y - x) = 0.9; (q - 1)(y - x) = 0.2; 0 at the kink
+    assert_close(funcloss.quantile_loss(x, y, 0.9, reduction="none"), _t([0.9, 0.2, 0.0]))
+    g = grad(lambda v: funcloss.quantile_loss(v, y, 0.9, reduction="sum"))(x)
+    assert_close(g, _t([-0.9, 0.1, -0.9]))  # -q where y >= x (the kink too), 1 - q elsewhere
+    assert_close(funcloss.quantile_loss(x, y), funcloss.l1_loss(x, y) / 2)  # q = 1/2
+
+
+def test_several_quantiles_broadcast() -> None:
+    x, y = torch.randn(5, 1, dtype=torch.float64), torch.randn(5, 1, dtype=torch.float64)
+    q = _t([0.1, 0.5, 0.9])
+    ours = funcloss.quantile_loss(x, y, q, reduction="none")
+    assert ours.shape == (5, 3)
+    for k in range(3):
+        assert_close(ours[:, k : k + 1], funcloss.quantile_loss(x, y, float(q[k]), "none"))
+    # and gradients w.r.t. each prediction column under vmap over quantiles
+    per_quantile = vmap(lambda qk: funcloss.quantile_loss(x, y, qk))(q)
+    assert_close(per_quantile, ours.mean(0))
+
+
+def test_quantile_loss_float32_forward_mode() -> None:
+    def f(x):
+        return funcloss.quantile_loss(x, torch.zeros_like(x), 0.3, reduction="sum")
+
+    assert jacfwd(f)(torch.tensor(0.7)).dtype == torch.float32
+    assert vmap(jacfwd(f))(torch.rand(3)).dtype == torch.float32
