@@ -36,6 +36,10 @@ def _naive_quantile(input, target, quantile=0.5, reduction="mean"):
     return torch.maximum(quantile * e, (quantile - 1) * e).mean()
 
 
+def _naive_cosine(input, target, dim=-1, eps=1e-8, reduction="mean"):
+    return (1 - torch.nn.functional.cosine_similarity(input, target, dim=dim, eps=eps)).mean()
+
+
 BENCHES = [
     Bench(
         "log_cosh_loss",
@@ -55,6 +59,12 @@ BENCHES = [
         SIZE,
         lambda quick, generator: (_pair(quick, generator)[0], {"quantile": 0.9}),
         {"funcloss": funcloss.quantile_loss, "naive torch": _naive_quantile},
+    ),
+    Bench(
+        "cosine_distance_loss",
+        SIZE,
+        _pair,
+        {"funcloss": funcloss.cosine_distance_loss, "naive torch": _naive_cosine},
     ),
 ]
 

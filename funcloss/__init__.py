@@ -38,6 +38,7 @@ from ._regression import (
 from ._robust import (
     cauchy_loss,
     charbonnier_loss,
+    cosine_distance_loss,
     geman_mcclure_loss,
     general_robust_loss,
     log_cosh_loss,
@@ -55,6 +56,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cauchy_loss",
     "charbonnier_loss",
+    "cosine_distance_loss",
     "cosine_embedding_loss",
     "cross_entropy",
     "ctc_loss",

@@ -33,6 +33,7 @@ from ._checks import (
     in_place_safe,
     plain_eager,
     promoted_dtype,
+    shape_str,
     value_checks_enabled,
 )
 from ._function import custom_backward
@@ -740,3 +741,93 @@ def quantile_loss(
     r, q, dtype = _residual_and_scale(fn, input, target, quantile, where, scale_name="quantile")
     error = -r  # target - input
     return _finish(error * q + torch.relu(r), reduction, where, dtype)
+
+
+# -- cosine_distance_loss ----------------------------------------------------------------------
+
+
+def _check_cosine_config(*, dim: int = -1, eps: float = 1e-8, reduction: str = "mean") -> None:
+    fn = "cosine_distance_loss"
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        fail(TypeError, fn, "dim", "be an int", type(dim).__name__)
+    _check_scalar(fn, "eps", eps, "be positive", 0.0, math.inf)
+    if isinstance(eps, Tensor):
+        fail(TypeError, fn, "eps", "be a real number", "Tensor")
+    check_reduction(fn, reduction)
+
+
+def _unit(x: Tensor, dim: int, eps: float) -> Tensor:
+    """``x / max(||x||, eps)`` along ``dim``: the clamp is on the squared norm, so the sqrt
+    never sees 0 and a zero vector has a finite (zero) gradient."""
+    return x / torch.sqrt((x * x).sum(dim, keepdim=True).clamp_min(eps * eps))
+
+
+@follows_autocast("promoted")
+@checks_config(_check_cosine_config)
+def cosine_distance_loss(
+    input: Tensor,
+    target: Tensor,
+    dim: int = -1,
+    eps: float = 1e-8,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Cosine distance: one minus the cosine similarity of ``input`` and ``target`` vectors.
+
+    For embeddings and directions, where the length does not matter.
+
+    .. math::
+        \ell(x, y) = 1 - \frac{\langle x, y \rangle}{\max(\|x\|, \varepsilon)\,
+                     \max(\|y\|, \varepsilon)}
+
+    along ``dim``. A zero vector gives 1 with a finite (zero) gradient (optax's default
+    ``epsilon=0`` gives nan there). optax clamps the squared norms: its ``epsilon`` is
+    :math:`\varepsilon^2`.
+
+    Args:
+        input: vectors along ``dim``, shape ``(*, D, *)``, floating dtype.
+        target: broadcastable with ``input``, floating dtype.
+        dim: the vector dimension.
+        eps: :math:`\varepsilon > 0`, the smallest norm divided by.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask, broadcastable to the unreduced loss (the broadcast shape
+            without ``dim``): only the ``True`` vectors count (``"mean"`` divides by their
+            number); a masked vector's entries are not read.
+
+    Returns:
+        The broadcast shape without ``dim`` for ``"none"`` (0 where masked), else a 0-dim
+        tensor, of the promoted dtype.
+
+    Raises:
+        TypeError: non-floating input or target, a non-int ``dim``, a non-bool ``where``.
+        ValueError: shapes that do not broadcast, ``dim`` out of range, ``eps <= 0``, bad
+            ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+        >>> funcloss.cosine_distance_loss(x, torch.tensor([[1.0, 1.0]]), reduction="none")
+        tensor([0.2929, 1.0000])
+
+    References:
+        optax ``cosine_distance``.
+    """
+    fn = "cosine_distance_loss"
+    _check_cosine_config(dim=dim, eps=eps, reduction=reduction)
+    check_tensor(fn, input=input, target=target)
+    check_floating(fn, input=input, target=target)
+    shape = broadcast_shape(fn, input=input, target=target)
+    if not -len(shape) <= dim < max(len(shape), 1) or not shape:
+        fail(ValueError, fn, "dim", f"be a dimension of the inputs' shape {shape_str(shape)}", dim)
+    d = dim % len(shape)
+    loss_shape = shape[:d] + shape[d + 1 :]
+    check_where(fn, where, loss_shape)
+    if where is not None:
+        vectors = where.reshape((1,) * (len(loss_shape) - where.dim()) + where.shape)
+        vectors = vectors.unsqueeze(d)
+        input, target = masked(vectors, input), masked(vectors, target)
+    dtype = promoted_dtype(input, target)
+    work = compute_dtype(dtype)
+    x, y = input.to(work), target.to(work)
+    cosine = (_unit(x, d, eps) * _unit(y, d, eps)).sum(d)
+    return _finish(1 - cosine, reduction, where, dtype)

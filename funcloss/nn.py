@@ -144,6 +144,7 @@ SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
 CauchyLoss = loss_module(_rb.cauchy_loss, name="CauchyLoss")
 CharbonnierLoss = loss_module(_rb.charbonnier_loss, name="CharbonnierLoss")
+CosineDistanceLoss = loss_module(_rb.cosine_distance_loss, name="CosineDistanceLoss")
 GemanMcClureLoss = loss_module(_rb.geman_mcclure_loss, name="GemanMcClureLoss")
 GeneralRobustLoss = loss_module(_rb.general_robust_loss, name="GeneralRobustLoss")
 LogCoshLoss = loss_module(_rb.log_cosh_loss, name="LogCoshLoss")
@@ -156,6 +157,7 @@ __all__ = [
     "CTCLoss",
     "CauchyLoss",
     "CharbonnierLoss",
+    "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",

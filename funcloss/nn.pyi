@@ -71,6 +71,16 @@ class CharbonnierLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class CosineDistanceLoss(nn.Module):
+    dim: int
+    eps: float
+    reduction: Reduction
+    def __init__(
+        self, dim: int = -1, eps: float = 1e-08, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class CosineEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
@@ -375,6 +385,7 @@ __all__ = [
     "CTCLoss",
     "CauchyLoss",
     "CharbonnierLoss",
+    "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",

@@ -146,6 +146,23 @@ def quantile_tensor_cases(draw: st.DrawFn) -> Case:
     return Case((x, y), {"quantile": draw(floats((k,), min_value=0.05, max_value=0.95))})
 
 
+def cosine_distance_oracle(input, target, dim=-1, eps=1e-8, reduction="mean") -> Tensor:
+    """1 - <x, y> / (||x|| ||y||), naively (draws are never zero vectors)."""
+    cosine = (input * target).sum(dim) / (input.norm(dim=dim) * target.norm(dim=dim))
+    return reduce_like_torch(1 - cosine, reduction)
+
+
+@st.composite
+def cosine_cases(draw: st.DrawFn) -> Case:
+    """(N, D) vectors along the last dimension, norms at least 0.1; target maybe (1, D)."""
+    n, d = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    x = draw(floats((n, d)))
+    y = draw(floats((draw(st.sampled_from([n, 1])), d)))
+    x = torch.where(x.norm(dim=-1, keepdim=True) < 0.1, torch.ones_like(x), x)
+    y = torch.where(y.norm(dim=-1, keepdim=True) < 0.1, torch.ones_like(y), y)
+    return Case((x, y), {"eps": draw(st.sampled_from([1e-8, 1e-3]))})
+
+
 NAMED = [
     ("charbonnier_loss", fnn.CharbonnierLoss, charbonnier_oracle),
     ("cauchy_loss", fnn.CauchyLoss, cauchy_oracle),
@@ -219,6 +236,19 @@ SPECS += [
         quantile_tensor_cases,
         quantile_oracle,
         wrt=(0, 1),
+        anchor_name=None,
+    ),
+]
+
+SPECS += [
+    LossSpec(
+        "cosine_distance_loss",
+        funcloss.cosine_distance_loss,
+        fnn.CosineDistanceLoss,
+        cosine_cases,
+        cosine_distance_oracle,
+        wrt=(0, 1),
+        per_sample_dims=None,
         anchor_name=None,
     ),
 ]

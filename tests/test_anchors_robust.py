@@ -160,3 +160,42 @@ def test_sklearn_mean_pinball_loss_agrees(pair, quantile: float) -> None:
     x2, y2 = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
     theirs = _quiet(metrics.mean_pinball_loss, y2.numpy(), x2.numpy(), alpha=quantile)
     assert_close(funcloss.quantile_loss(x, y, quantile), torch.tensor(theirs, dtype=x.dtype))
+
+
+# -- cosine distance: optax (JAX, float64) ------------------------------------------------------
+
+
+@settings(max_examples=10)
+@given(pair=_pairs(), eps=st.sampled_from([1e-8, 1e-3]))
+def test_optax_cosine_distance_agrees(pair, eps: float) -> None:
+    """optax.losses.cosine_distance clamps the squared norms: its epsilon is eps**2."""
+    jax = jax64()
+    optax = anchor("optax")
+    x, y = pair
+    jnp = jax.numpy
+    theirs = _quiet(
+        optax.losses.cosine_distance,
+        jnp.asarray(x.numpy()),
+        jnp.asarray(y.numpy()),
+        epsilon=eps**2,
+    )
+    ours = funcloss.cosine_distance_loss(x, y, eps=eps, reduction="none")
+    assert_close(ours, torch.tensor(np.asarray(theirs)))
+
+
+def test_optax_cosine_distance_is_nan_at_a_zero_vector() -> None:
+    """optax's default epsilon=0: a zero prediction gives nan, value and gradient; funcloss's
+    default eps gives 1 and a finite gradient."""
+    jax = jax64()
+    optax = anchor("optax")
+    jnp = jax.numpy
+    y = jnp.ones((1, 3))
+    value = _quiet(optax.losses.cosine_distance, jnp.zeros((1, 3)), y)
+    gradient = _quiet(
+        jax.grad(lambda p: optax.losses.cosine_distance(p, y).sum()), jnp.zeros((1, 3))
+    )
+    assert bool(np.isnan(np.asarray(value)).all()) and bool(np.isnan(np.asarray(gradient)).all())
+    x = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    ours = funcloss.cosine_distance_loss(x, torch.ones(1, 3, dtype=torch.float64))
+    (g,) = torch.autograd.grad(ours, x)
+    assert float(ours.detach()) == 1.0 and bool(g.isfinite().all())

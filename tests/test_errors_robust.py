@@ -120,3 +120,22 @@ def test_quantile_types_and_shapes() -> None:
         funcloss.quantile_loss(X, torch.zeros(4))
     with pytest.raises(TypeError, match=r"quantile_loss: `input` must have a floating-point"):
         funcloss.quantile_loss(torch.zeros(3, dtype=torch.int64), torch.zeros(3))
+
+
+def test_cosine_distance_config() -> None:
+    fn = "cosine_distance_loss"
+    for eps in (0.0, -1e-8, math.nan):
+        with pytest.raises(ValueError, match=rf"{fn}: `eps` must be"):
+            funcloss.cosine_distance_loss(X, X, eps=eps)
+        with pytest.raises(ValueError, match=r"CosineDistanceLoss: `eps` must be"):
+            fnn.CosineDistanceLoss(eps=eps)
+    with pytest.raises(TypeError, match=rf"{fn}: `dim` must be an int, got float"):
+        funcloss.cosine_distance_loss(X, X, dim=1.0)
+    with pytest.raises(ValueError, match=rf"{fn}: `dim` must be a dimension of the inputs'"):
+        funcloss.cosine_distance_loss(X, X, dim=2)
+    with pytest.raises(ValueError, match=rf"{fn}: `dim` must be a dimension"):
+        funcloss.cosine_distance_loss(torch.zeros(()), torch.zeros(()))
+    with pytest.raises(ValueError, match=rf"{fn}: `where` must be broadcastable"):
+        funcloss.cosine_distance_loss(X, X, where=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=rf"{fn}: `target` must be broadcastable"):
+        funcloss.cosine_distance_loss(X, torch.zeros(4))

@@ -318,3 +318,39 @@ def test_quantile_loss_float32_forward_mode() -> None:
 
     assert jacfwd(f)(torch.tensor(0.7)).dtype == torch.float32
     assert vmap(jacfwd(f))(torch.rand(3)).dtype == torch.float32
+
+
+# -- cosine_distance_loss -----------------------------------------------------------------------
+
+
+def test_cosine_distance_golden_and_zero_vectors() -> None:
+    x = _t([[1.0, 0.0], [0.0, 0.0], [-2.0, 0.0]])
+    y = _t([[1.0, 1.0]])
+    # by hand: 1 - 1/sqrt(2); a zero vector: 1; opposite-ish: 1 + 1/sqrt(2)
+    want = _t([1 - 0.5**0.5, 1.0, 1 + 0.5**0.5])
+    assert_close(funcloss.cosine_distance_loss(x, y, reduction="none"), want)
+
+    def f(x, y):
+        return funcloss.cosine_distance_loss(x, y, eps=1e-3, reduction="sum")
+
+    zero = torch.zeros(2, 3, dtype=torch.float64)
+    for args in ((zero, torch.ones(2, 3, dtype=torch.float64)), (zero, zero)):
+        for position in (0, 1):
+            g = grad(f, argnums=position)(*args)
+            forward = jacfwd(f, argnums=position)(*args)
+            h = hessian(f, argnums=position)(*args)
+            assert bool(g.isfinite().all()) and bool(h.isfinite().all())
+            assert_close(forward, g)
+    # the eps-regularised derivative at a zero vector: -unit(y) / eps
+    g = grad(f)(zero, torch.ones(2, 3, dtype=torch.float64))
+    assert_close(g, torch.full((2, 3), -(3**-0.5) / 1e-3, dtype=torch.float64))
+
+
+def test_cosine_distance_dim_and_mask() -> None:
+    x, y = torch.randn(3, 4, 2, dtype=torch.float64), torch.randn(3, 4, 2, dtype=torch.float64)
+    ours = funcloss.cosine_distance_loss(x, y, dim=1, reduction="none")
+    assert_close(ours, 1 - torch.nn.functional.cosine_similarity(x, y, dim=1))
+    where = torch.tensor([[True, False], [False, False], [True, True]])
+    poisoned = torch.where(where.unsqueeze(1), x, torch.nan)
+    masked = funcloss.cosine_distance_loss(poisoned, y, 1, where=where)
+    assert_close(masked, ours[where].mean())
