@@ -46,6 +46,16 @@ from ._regression import (
     poisson_nll_loss,
     smooth_l1_loss,
 )
+from ._robust import (
+    cauchy_loss,
+    charbonnier_loss,
+    cosine_distance_loss,
+    geman_mcclure_loss,
+    general_robust_loss,
+    log_cosh_loss,
+    quantile_loss,
+    welsch_loss,
+)
 from ._sequence import ctc_loss
 from ._tree import tree_loss
 
@@ -56,17 +66,23 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "binary_sparsemax_loss",
+    "cauchy_loss",
+    "charbonnier_loss",
+    "cosine_distance_loss",
     "cosine_embedding_loss",
     "cross_entropy",
     "ctc_loss",
     "custom_backward",
     "gaussian_nll_loss",
+    "geman_mcclure_loss",
+    "general_robust_loss",
     "hinge_embedding_loss",
     "hinge_loss",
     "huber_loss",
     "kl_div",
     "l1_loss",
     "linear_cross_entropy",
+    "log_cosh_loss",
     "loss_module",
     "make_fenchel_young_loss",
     "margin_ranking_loss",
@@ -79,6 +95,7 @@ __all__ = [
     "nll_loss",
     "perceptron_loss",
     "poisson_nll_loss",
+    "quantile_loss",
     "set_value_checks",
     "smooth_l1_loss",
     "smooth_labels",
@@ -88,4 +105,5 @@ __all__ = [
     "tree_loss",
     "triplet_margin_loss",
     "triplet_margin_with_distance_loss",
+    "welsch_loss",
 ]

@@ -19,6 +19,7 @@ from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
 from . import _regression as _r
+from . import _robust as _rb
 from . import _sequence as _s
 from . import _tree as _t
 from ._checks import Reduction, check_reduction, fail, shape_str
@@ -151,20 +152,35 @@ MSELoss = loss_module(_r.mse_loss, name="MSELoss")
 PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
+CauchyLoss = loss_module(_rb.cauchy_loss, name="CauchyLoss")
+CharbonnierLoss = loss_module(_rb.charbonnier_loss, name="CharbonnierLoss")
+CosineDistanceLoss = loss_module(_rb.cosine_distance_loss, name="CosineDistanceLoss")
+GemanMcClureLoss = loss_module(_rb.geman_mcclure_loss, name="GemanMcClureLoss")
+GeneralRobustLoss = loss_module(_rb.general_robust_loss, name="GeneralRobustLoss")
+LogCoshLoss = loss_module(_rb.log_cosh_loss, name="LogCoshLoss")
+QuantileLoss = loss_module(_rb.quantile_loss, name="QuantileLoss")
+WelschLoss = loss_module(_rb.welsch_loss, name="WelschLoss")
+
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "BinarySparsemaxLoss",
     "CTCLoss",
+    "CauchyLoss",
+    "CharbonnierLoss",
+    "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",
+    "GemanMcClureLoss",
+    "GeneralRobustLoss",
     "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
+    "LogCoshLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",
@@ -175,12 +191,14 @@ __all__ = [
     "NLLLoss",
     "PerceptronLoss",
     "PoissonNLLLoss",
+    "QuantileLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "SparsemaxLoss",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
+    "WelschLoss",
 ]
 
 

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from ._checks import Reduction
 from ._regression import KLReduction
+from ._robust import Scalar
 
 class BCELoss(nn.Module):
     weight: Tensor | None
@@ -62,6 +63,30 @@ class CTCLoss(nn.Module):
         where: Tensor | None = None,
     ) -> Tensor: ...
 
+class CauchyLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class CharbonnierLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class CosineDistanceLoss(nn.Module):
+    dim: int
+    eps: float
+    reduction: Reduction
+    def __init__(
+        self, dim: int = -1, eps: float = 1e-08, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class CosineEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
@@ -101,6 +126,24 @@ class GaussianNLLLoss(nn.Module):
     ) -> Tensor: ...
     def __call__(
         self, input: Tensor, target: Tensor, var: Tensor | float, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class GemanMcClureLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class GeneralRobustLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(
+        self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
     ) -> Tensor: ...
 
 class HingeEmbeddingLoss(nn.Module):
@@ -171,6 +214,12 @@ class LinearCrossEntropyLoss(nn.Module):
         softcap: float | None = None,
         chunk_size: int | None = None,
     ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class LogCoshLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -270,6 +319,13 @@ class PoissonNLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class QuantileLoss(nn.Module):
+    quantile: Scalar
+    reduction: Reduction
+    def __init__(self, quantile: Scalar = 0.5, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class SmoothL1Loss(nn.Module):
     reduction: Reduction
     beta: float
@@ -353,20 +409,33 @@ class TripletMarginWithDistanceLoss(nn.Module):
         self, anchor: Tensor, positive: Tensor, negative: Tensor, *, where: Tensor | None = None
     ) -> Tensor: ...
 
+class WelschLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "BinarySparsemaxLoss",
     "CTCLoss",
+    "CauchyLoss",
+    "CharbonnierLoss",
+    "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",
+    "GemanMcClureLoss",
+    "GeneralRobustLoss",
     "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
+    "LogCoshLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",
@@ -377,10 +446,12 @@ __all__ = [
     "NLLLoss",
     "PerceptronLoss",
     "PoissonNLLLoss",
+    "QuantileLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "SparsemaxLoss",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
+    "WelschLoss",
 ]

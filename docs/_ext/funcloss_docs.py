@@ -40,6 +40,7 @@ FAMILIES = {
         "fenchel_young",
         "Sparsemax, Fenchel-Young losses and multi-class hinges",
     ),
+    "funcloss._robust": ("robust", "Robust regression losses"),
 }
 # Public names that are not losses: documented on the authoring page.
 AUTHORING = ("custom_backward", "loss_module", "set_value_checks")
