@@ -17,6 +17,7 @@ from . import _embedding as _e
 from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
+from . import _ranking as _k
 from . import _regression as _r
 from . import _sequence as _s
 from . import _tree as _t
@@ -141,7 +142,14 @@ MSELoss = loss_module(_r.mse_loss, name="MSELoss")
 PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
+ApproxNDCGLoss = loss_module(_k.approx_ndcg_loss, name="ApproxNDCGLoss")
+ListMLELoss = loss_module(_k.listmle_loss, name="ListMLELoss")
+PairwiseHingeLoss = loss_module(_k.pairwise_hinge_loss, name="PairwiseHingeLoss")
+PairwiseLogisticLoss = loss_module(_k.pairwise_logistic_loss, name="PairwiseLogisticLoss")
+RankingSoftmaxLoss = loss_module(_k.ranking_softmax_loss, name="RankingSoftmaxLoss")
+
 __all__ = [
+    "ApproxNDCGLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",
@@ -153,13 +161,17 @@ __all__ = [
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
+    "ListMLELoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
     "NLLLoss",
+    "PairwiseHingeLoss",
+    "PairwiseLogisticLoss",
     "PoissonNLLLoss",
+    "RankingSoftmaxLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "TreeLoss",

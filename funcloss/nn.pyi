@@ -9,6 +9,20 @@ from torch import Tensor, nn
 from ._checks import Reduction
 from ._regression import KLReduction
 
+class ApproxNDCGLoss(nn.Module):
+    temperature: float
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        temperature: float = 1.0,
+        weight: Tensor | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class BCELoss(nn.Module):
     weight: Tensor | None
     reduction: Reduction
@@ -162,6 +176,12 @@ class LinearCrossEntropyLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class ListMLELoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, *, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class MSELoss(nn.Module):
     reduction: Reduction
     weight: Tensor | None
@@ -223,6 +243,23 @@ class NLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class PairwiseHingeLoss(nn.Module):
+    margin: float
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(
+        self, margin: float = 1.0, *, weight: Tensor | None = None, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class PairwiseLogisticLoss(nn.Module):
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class PoissonNLLLoss(nn.Module):
     log_input: bool
     full: bool
@@ -236,6 +273,13 @@ class PoissonNLLLoss(nn.Module):
         eps: float = 1e-08,
         reduction: Reduction = "mean",
     ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class RankingSoftmaxLoss(nn.Module):
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -317,6 +361,7 @@ class TripletMarginWithDistanceLoss(nn.Module):
     ) -> Tensor: ...
 
 __all__ = [
+    "ApproxNDCGLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",
@@ -328,13 +373,17 @@ __all__ = [
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
+    "ListMLELoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
     "NLLLoss",
+    "PairwiseHingeLoss",
+    "PairwiseLogisticLoss",
     "PoissonNLLLoss",
+    "RankingSoftmaxLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "TreeLoss",
