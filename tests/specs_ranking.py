@@ -87,7 +87,7 @@ def _per_list(
     for s, y, w, keep in zip(*flat, strict=True):
         index = keep.nonzero().squeeze(-1)
         if index.numel() == 0:
-            values.append(torch.zeros((), dtype=s.dtype))
+            values.append(s[:0].sum())
         else:
             values.append(one(s[index], y[index], w[index]))
     return torch.stack(values).reshape(input.shape[:-1]) if values else input.sum(-1)
@@ -136,7 +136,7 @@ def _pair_oracle(pair_loss):
         """sum over pairs y_i > y_j of w_i * pair_loss(s_i - s_j); mean over all pairs."""
 
         def one(s: Tensor, y: Tensor, w: Tensor) -> Tensor:
-            total = torch.zeros((), dtype=s.dtype)
+            total = s[:0].sum()
             for i in range(s.numel()):
                 for j in range(s.numel()):
                     if y[i] > y[j]:
@@ -189,7 +189,7 @@ def listmle_oracle(
 
     def one(s: Tensor, y: Tensor, w: Tensor) -> Tensor:
         order = relevance_order(y)
-        total = torch.zeros((), dtype=s.dtype)
+        total = s[:0].sum()
         for k in range(len(order)):
             tail = torch.stack([s[order[m]] for m in range(k, len(order))])
             total = total + torch.log(torch.exp(tail).sum()) - s[order[k]]
@@ -213,10 +213,10 @@ def approx_ndcg_oracle(
     def one(s: Tensor, y: Tensor, w: Tensor) -> Tensor:
         n = s.numel()
         gains = w * (2**y - 1)
-        dcg = torch.zeros((), dtype=s.dtype)
+        dcg = s[:0].sum()
         for i in range(n):
             others = [torch.sigmoid((s[j] - s[i]) / temperature) for j in range(n) if j != i]
-            rank = 1 + torch.stack([torch.zeros((), dtype=s.dtype), *others]).sum()
+            rank = 1 + torch.stack([s[:0].sum(), *others]).sum()
             dcg = dcg + gains[i] / torch.log2(1 + rank)
         ideal = sum(
             float(g) / math.log2(2 + k) for k, g in enumerate(sorted(gains.tolist(), reverse=True))
