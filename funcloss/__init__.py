@@ -37,6 +37,13 @@ from ._margin import (
     soft_margin_loss,
 )
 from ._module import loss_module
+from ._ranking import (
+    approx_ndcg_loss,
+    listmle_loss,
+    pairwise_hinge_loss,
+    pairwise_logistic_loss,
+    ranking_softmax_loss,
+)
 from ._regression import (
     gaussian_nll_loss,
     huber_loss,
@@ -63,6 +70,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "approx_ndcg_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "binary_sparsemax_loss",
@@ -82,6 +90,7 @@ __all__ = [
     "kl_div",
     "l1_loss",
     "linear_cross_entropy",
+    "listmle_loss",
     "log_cosh_loss",
     "loss_module",
     "make_fenchel_young_loss",
@@ -93,9 +102,12 @@ __all__ = [
     "multilabel_margin_loss",
     "multilabel_soft_margin_loss",
     "nll_loss",
+    "pairwise_hinge_loss",
+    "pairwise_logistic_loss",
     "perceptron_loss",
     "poisson_nll_loss",
     "quantile_loss",
+    "ranking_softmax_loss",
     "set_value_checks",
     "smooth_l1_loss",
     "smooth_labels",

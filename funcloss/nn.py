@@ -18,6 +18,7 @@ from . import _fenchel_young as _fy
 from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
+from . import _ranking as _k
 from . import _regression as _r
 from . import _robust as _rb
 from . import _sequence as _s
@@ -160,8 +161,14 @@ GeneralRobustLoss = loss_module(_rb.general_robust_loss, name="GeneralRobustLoss
 LogCoshLoss = loss_module(_rb.log_cosh_loss, name="LogCoshLoss")
 QuantileLoss = loss_module(_rb.quantile_loss, name="QuantileLoss")
 WelschLoss = loss_module(_rb.welsch_loss, name="WelschLoss")
+ApproxNDCGLoss = loss_module(_k.approx_ndcg_loss, name="ApproxNDCGLoss")
+ListMLELoss = loss_module(_k.listmle_loss, name="ListMLELoss")
+PairwiseHingeLoss = loss_module(_k.pairwise_hinge_loss, name="PairwiseHingeLoss")
+PairwiseLogisticLoss = loss_module(_k.pairwise_logistic_loss, name="PairwiseLogisticLoss")
+RankingSoftmaxLoss = loss_module(_k.ranking_softmax_loss, name="RankingSoftmaxLoss")
 
 __all__ = [
+    "ApproxNDCGLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "BinarySparsemaxLoss",
@@ -180,6 +187,7 @@ __all__ = [
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
+    "ListMLELoss",
     "LogCoshLoss",
     "MSELoss",
     "MarginRankingLoss",
@@ -189,9 +197,12 @@ __all__ = [
     "MulticlassHingeLoss",
     "MulticlassPerceptronLoss",
     "NLLLoss",
+    "PairwiseHingeLoss",
+    "PairwiseLogisticLoss",
     "PerceptronLoss",
     "PoissonNLLLoss",
     "QuantileLoss",
+    "RankingSoftmaxLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "SparsemaxLoss",

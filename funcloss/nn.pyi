@@ -10,6 +10,20 @@ from ._checks import Reduction
 from ._regression import KLReduction
 from ._robust import Scalar
 
+class ApproxNDCGLoss(nn.Module):
+    temperature: float
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        temperature: float = 1.0,
+        weight: Tensor | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class BCELoss(nn.Module):
     weight: Tensor | None
     reduction: Reduction
@@ -217,6 +231,12 @@ class LinearCrossEntropyLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class ListMLELoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, *, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class LogCoshLoss(nn.Module):
     reduction: Reduction
     def __init__(self, reduction: Reduction = "mean") -> None: ...
@@ -297,6 +317,23 @@ class NLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class PairwiseHingeLoss(nn.Module):
+    margin: float
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(
+        self, margin: float = 1.0, *, weight: Tensor | None = None, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class PairwiseLogisticLoss(nn.Module):
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class PerceptronLoss(nn.Module):
     reduction: Reduction
     def __init__(self, reduction: Reduction = "mean") -> None: ...
@@ -323,6 +360,13 @@ class QuantileLoss(nn.Module):
     quantile: Scalar
     reduction: Reduction
     def __init__(self, quantile: Scalar = 0.5, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class RankingSoftmaxLoss(nn.Module):
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -417,6 +461,7 @@ class WelschLoss(nn.Module):
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 __all__ = [
+    "ApproxNDCGLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "BinarySparsemaxLoss",
@@ -435,6 +480,7 @@ __all__ = [
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
+    "ListMLELoss",
     "LogCoshLoss",
     "MSELoss",
     "MarginRankingLoss",
@@ -444,9 +490,12 @@ __all__ = [
     "MulticlassHingeLoss",
     "MulticlassPerceptronLoss",
     "NLLLoss",
+    "PairwiseHingeLoss",
+    "PairwiseLogisticLoss",
     "PerceptronLoss",
     "PoissonNLLLoss",
     "QuantileLoss",
+    "RankingSoftmaxLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "SparsemaxLoss",

@@ -41,6 +41,7 @@ FAMILIES = {
         "Sparsemax, Fenchel-Young losses and multi-class hinges",
     ),
     "funcloss._robust": ("robust", "Robust regression losses"),
+    "funcloss._ranking": ("ranking", "Ranking losses"),
 }
 # Public names that are not losses: documented on the authoring page.
 AUTHORING = ("custom_backward", "loss_module", "set_value_checks")
