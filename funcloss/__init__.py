@@ -7,6 +7,7 @@ semantics, built from torch ops; :mod:`funcloss.nn` has the module forms.
 # ``funcloss.nn.CrossEntropyLoss`` works after ``import funcloss``, as ``torch.nn.X`` does after
 # ``import torch``. funcloss.testing (it needs the test extra) is not imported here.
 from . import nn as nn
+from ._box import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 from ._checks import set_value_checks
 from ._cross_entropy import cross_entropy, nll_loss
 from ._embedding import (
@@ -44,11 +45,14 @@ __all__ = [
     "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "complete_box_iou_loss",
     "cosine_embedding_loss",
     "cross_entropy",
     "ctc_loss",
     "custom_backward",
+    "distance_box_iou_loss",
     "gaussian_nll_loss",
+    "generalized_box_iou_loss",
     "hinge_embedding_loss",
     "huber_loss",
     "kl_div",

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import _box as _bx
 from . import _cross_entropy as _c
 from . import _embedding as _e
 from . import _linear as _l
@@ -141,13 +142,20 @@ MSELoss = loss_module(_r.mse_loss, name="MSELoss")
 PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
+CompleteBoxIoULoss = loss_module(_bx.complete_box_iou_loss, name="CompleteBoxIoULoss")
+DistanceBoxIoULoss = loss_module(_bx.distance_box_iou_loss, name="DistanceBoxIoULoss")
+GeneralizedBoxIoULoss = loss_module(_bx.generalized_box_iou_loss, name="GeneralizedBoxIoULoss")
+
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",
+    "CompleteBoxIoULoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "DistanceBoxIoULoss",
     "GaussianNLLLoss",
+    "GeneralizedBoxIoULoss",
     "HingeEmbeddingLoss",
     "HuberLoss",
     "KLDivLoss",

@@ -56,6 +56,15 @@ class CTCLoss(nn.Module):
         where: Tensor | None = None,
     ) -> Tensor: ...
 
+class CompleteBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class CosineEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
@@ -83,6 +92,15 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class DistanceBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class GaussianNLLLoss(nn.Module):
     full: bool
     eps: float
@@ -95,6 +113,15 @@ class GaussianNLLLoss(nn.Module):
     ) -> Tensor: ...
     def __call__(
         self, input: Tensor, target: Tensor, var: Tensor | float, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class GeneralizedBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
     ) -> Tensor: ...
 
 class HingeEmbeddingLoss(nn.Module):
@@ -320,9 +347,12 @@ __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",
+    "CompleteBoxIoULoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "DistanceBoxIoULoss",
     "GaussianNLLLoss",
+    "GeneralizedBoxIoULoss",
     "HingeEmbeddingLoss",
     "HuberLoss",
     "KLDivLoss",
