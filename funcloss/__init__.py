@@ -18,6 +18,7 @@ from ._embedding import (
     triplet_margin_with_distance_loss,
 )
 from ._function import custom_backward
+from ._image import total_variation
 from ._linear import linear_cross_entropy
 from ._logistic import binary_cross_entropy, binary_cross_entropy_with_logits
 from ._margin import (
@@ -69,6 +70,7 @@ __all__ = [
     "set_value_checks",
     "smooth_l1_loss",
     "soft_margin_loss",
+    "total_variation",
     "tree_loss",
     "triplet_margin_loss",
     "triplet_margin_with_distance_loss",

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from . import _box as _bx
 from . import _cross_entropy as _c
 from . import _embedding as _e
+from . import _image as _im
 from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
@@ -146,6 +147,8 @@ CompleteBoxIoULoss = loss_module(_bx.complete_box_iou_loss, name="CompleteBoxIoU
 DistanceBoxIoULoss = loss_module(_bx.distance_box_iou_loss, name="DistanceBoxIoULoss")
 GeneralizedBoxIoULoss = loss_module(_bx.generalized_box_iou_loss, name="GeneralizedBoxIoULoss")
 
+TotalVariation = loss_module(_im.total_variation, name="TotalVariation")
+
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
@@ -170,6 +173,7 @@ __all__ = [
     "PoissonNLLLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
+    "TotalVariation",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",

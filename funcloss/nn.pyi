@@ -279,6 +279,12 @@ class SoftMarginLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class TotalVariation(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "sum") -> None: ...
+    def forward(self, input: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class TreeLoss(nn.Module):
     loss: Any
     weights: Any
@@ -367,6 +373,7 @@ __all__ = [
     "PoissonNLLLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
+    "TotalVariation",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",

@@ -128,3 +128,31 @@ def test_torchvision_mean_of_no_boxes() -> None:
     for name in NAMES:
         assert _anchor(name)(empty, empty, "mean") == 0
         assert getattr(funcloss, name)(empty, empty, "mean").isnan()
+
+
+# -- total_variation against kornia ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(6, 7), (2, 6, 7), (2, 3, 6, 7), (2, 1, 3, 1, 5)])
+def test_total_variation_matches_kornia(shape) -> None:
+    from .anchors import anchor
+
+    kornia_losses = anchor("kornia.losses")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(4), dtype=f64)
+    y = x.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = kornia_losses.total_variation(y)
+        module = kornia_losses.TotalVariation()(x)
+    theirs.sum().backward()
+    assert_close(funcloss.total_variation(x, "none"), theirs)
+    assert_close(funcloss.total_variation(x, "none"), module)
+    assert_close(grad(funcloss.total_variation)(x), y.grad)
+    # an ensemble under vmap(grad), against kornia's gradient one member at a time
+    ensemble = torch.stack([x, 2 * x, -x])
+    expected = []
+    for member in ensemble:
+        z = member.clone().requires_grad_()
+        kornia_losses.total_variation(z).sum().backward()
+        expected.append(z.grad)
+    assert_close(vmap(grad(funcloss.total_variation))(ensemble), torch.stack(expected))

@@ -72,3 +72,28 @@ def test_bad_where(name) -> None:
         ValueError, match=rf"{name}: `where` must be broadcastable to the unreduced loss shape"
     ):
         fn(BOXES, BOXES, where=torch.ones(2, 4, dtype=torch.bool))
+
+
+# -- total_variation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(), (5,)])
+def test_total_variation_needs_two_dimensions(shape) -> None:
+    with pytest.raises(
+        ValueError, match=r"total_variation: `input` must have shape \(\*, H, W\), at least 2"
+    ):
+        funcloss.total_variation(torch.zeros(shape))
+
+
+def test_total_variation_bad_dtype_reduction_and_where() -> None:
+    with pytest.raises(TypeError, match=r"total_variation: `input` must have a floating-point"):
+        funcloss.total_variation(torch.zeros(2, 3, 3, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r"total_variation: `input` must be a torch.Tensor"):
+        funcloss.total_variation([[0.0, 1.0], [1.0, 0.0]])
+    with pytest.raises(ValueError, match=r"total_variation: `reduction` must be one of"):
+        funcloss.total_variation(torch.zeros(2, 3, 3), "batchmean")
+    with pytest.raises(ValueError, match=r"TotalVariation: `reduction` must be one of"):
+        fnn.TotalVariation(reduction="avg")
+    # the mask is per plane (2,), not per pixel
+    with pytest.raises(ValueError, match=r"total_variation: `where` must be broadcastable to the"):
+        funcloss.total_variation(torch.zeros(2, 3, 3), where=torch.ones(2, 3, 3, dtype=torch.bool))
