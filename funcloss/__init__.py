@@ -7,6 +7,7 @@ semantics, built from torch ops; :mod:`funcloss.nn` has the module forms.
 # ``funcloss.nn.CrossEntropyLoss`` works after ``import funcloss``, as ``torch.nn.X`` does after
 # ``import torch``. funcloss.testing (it needs the test extra) is not imported here.
 from . import nn as nn
+from ._box import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 from ._checks import set_value_checks
 from ._cross_entropy import cross_entropy, nll_loss
 from ._embedding import (
@@ -28,6 +29,7 @@ from ._fenchel_young import (
     sparsemax_loss,
 )
 from ._function import custom_backward
+from ._image import total_variation
 from ._linear import linear_cross_entropy
 from ._logistic import binary_cross_entropy, binary_cross_entropy_with_logits
 from ._margin import (
@@ -76,14 +78,17 @@ __all__ = [
     "binary_sparsemax_loss",
     "cauchy_loss",
     "charbonnier_loss",
+    "complete_box_iou_loss",
     "cosine_distance_loss",
     "cosine_embedding_loss",
     "cross_entropy",
     "ctc_loss",
     "custom_backward",
+    "distance_box_iou_loss",
     "gaussian_nll_loss",
     "geman_mcclure_loss",
     "general_robust_loss",
+    "generalized_box_iou_loss",
     "hinge_embedding_loss",
     "hinge_loss",
     "huber_loss",
@@ -114,6 +119,7 @@ __all__ = [
     "soft_margin_loss",
     "sparsemax",
     "sparsemax_loss",
+    "total_variation",
     "tree_loss",
     "triplet_margin_loss",
     "triplet_margin_with_distance_loss",

@@ -12,9 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import _box as _bx
 from . import _cross_entropy as _c
 from . import _embedding as _e
 from . import _fenchel_young as _fy
+from . import _image as _im
 from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
@@ -166,6 +168,11 @@ ListMLELoss = loss_module(_k.listmle_loss, name="ListMLELoss")
 PairwiseHingeLoss = loss_module(_k.pairwise_hinge_loss, name="PairwiseHingeLoss")
 PairwiseLogisticLoss = loss_module(_k.pairwise_logistic_loss, name="PairwiseLogisticLoss")
 RankingSoftmaxLoss = loss_module(_k.ranking_softmax_loss, name="RankingSoftmaxLoss")
+CompleteBoxIoULoss = loss_module(_bx.complete_box_iou_loss, name="CompleteBoxIoULoss")
+DistanceBoxIoULoss = loss_module(_bx.distance_box_iou_loss, name="DistanceBoxIoULoss")
+GeneralizedBoxIoULoss = loss_module(_bx.generalized_box_iou_loss, name="GeneralizedBoxIoULoss")
+
+TotalVariation = loss_module(_im.total_variation, name="TotalVariation")
 
 __all__ = [
     "ApproxNDCGLoss",
@@ -175,12 +182,15 @@ __all__ = [
     "CTCLoss",
     "CauchyLoss",
     "CharbonnierLoss",
+    "CompleteBoxIoULoss",
     "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "DistanceBoxIoULoss",
     "GaussianNLLLoss",
     "GemanMcClureLoss",
     "GeneralRobustLoss",
+    "GeneralizedBoxIoULoss",
     "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
@@ -206,6 +216,7 @@ __all__ = [
     "SmoothL1Loss",
     "SoftMarginLoss",
     "SparsemaxLoss",
+    "TotalVariation",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",

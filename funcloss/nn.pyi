@@ -91,6 +91,15 @@ class CharbonnierLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class CompleteBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class CosineDistanceLoss(nn.Module):
     dim: int
     eps: float
@@ -128,6 +137,15 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class DistanceBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class GaussianNLLLoss(nn.Module):
     full: bool
     eps: float
@@ -158,6 +176,15 @@ class GeneralRobustLoss(nn.Module):
     ) -> Tensor: ...
     def __call__(
         self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class GeneralizedBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
     ) -> Tensor: ...
 
 class HingeEmbeddingLoss(nn.Module):
@@ -389,6 +416,12 @@ class SparsemaxLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class TotalVariation(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "sum") -> None: ...
+    def forward(self, input: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class TreeLoss(nn.Module):
     loss: Any
     weights: Any
@@ -468,12 +501,15 @@ __all__ = [
     "CTCLoss",
     "CauchyLoss",
     "CharbonnierLoss",
+    "CompleteBoxIoULoss",
     "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "DistanceBoxIoULoss",
     "GaussianNLLLoss",
     "GemanMcClureLoss",
     "GeneralRobustLoss",
+    "GeneralizedBoxIoULoss",
     "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
@@ -499,6 +535,7 @@ __all__ = [
     "SmoothL1Loss",
     "SoftMarginLoss",
     "SparsemaxLoss",
+    "TotalVariation",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",

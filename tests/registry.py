@@ -64,6 +64,10 @@ class LossSpec:
         anchor_name: the name of the table's other column: ``"torch"`` (the oracle is torch's
             own loss) or the anchor's library (``"monai"``); ``None`` for a loss beyond torch
             with no anchor in torch (the table shows funcloss's cells only).
+        gradient_of_value: the loss's gradient is the derivative of its value. ``False`` for a
+            loss whose gradient by definition treats a factor as a constant
+            (``complete_box_iou_loss``'s detached trade-off weight): finite differences of the
+            value (gradcheck, gradgradcheck) do not apply; its oracle detaches the same factor.
     """
 
     id: str
@@ -84,6 +88,7 @@ class LossSpec:
     )
     anchor: Callable[..., Tensor] | None = None
     anchor_name: str | None = "torch"
+    gradient_of_value: bool = True
 
     def __repr__(self) -> str:
         return self.id

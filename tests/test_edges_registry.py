@@ -31,6 +31,8 @@ OPEN = {
         "triplet_margin": "+inf coordinate: inf - inf in the distances",
         # (the oracle is unreliable here too: its log_softmax identity cancels 1e300 - 1e300)
         "ctc_loss": "+inf log-probability: sentinel -1e30 + inf revives unreachable states",
+        "generalized_box_iou_loss": "an infinite coordinate: an infinite box, inf / inf in the "
+        "area ratios (torchvision: nan too); limit 1 + (enclosing - own width) / enclosing",
     },
     "nan": {},
     "huge": {

@@ -42,6 +42,8 @@ FAMILIES = {
     ),
     "funcloss._robust": ("robust", "Robust regression losses"),
     "funcloss._ranking": ("ranking", "Ranking losses"),
+    "funcloss._box": ("box", "Bounding-box losses (GIoU, DIoU, CIoU)"),
+    "funcloss._image": ("image", "Image losses (total variation)"),
 }
 # Public names that are not losses: documented on the authoring page.
 AUTHORING = ("custom_backward", "loss_module", "set_value_checks")
