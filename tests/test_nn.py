@@ -27,6 +27,10 @@ MODULE_SPECS = list(
     }.values()
 )
 MODULE_PARAMS = [pytest.param(spec, id=spec.module.__name__) for spec in MODULE_SPECS]
+# The modules of torch's losses mirror torch's classes; those of the losses beyond torch mirror
+# their function (the anchor libraries' classes disagree with each other on names and order).
+TORCH_PARAMS = [p for p in MODULE_PARAMS if hasattr(torch.nn, p.values[0].module.__name__)]
+BEYOND_PARAMS = [p for p in MODULE_PARAMS if p not in TORCH_PARAMS]
 LEGACY = {"size_average", "reduce"}
 
 
@@ -43,7 +47,7 @@ def test_module_matches_function(spec: LossSpec, data: st.DataObject) -> None:
     assert_close(module(*case.args), spec.fn(*case.args, **case.kwargs, reduction=reduction))
 
 
-@pytest.mark.parametrize("spec", MODULE_PARAMS)
+@pytest.mark.parametrize("spec", TORCH_PARAMS)
 def test_constructor_mirrors_torch(spec: LossSpec) -> None:
     torch_class = getattr(torch.nn, spec.module.__name__, None)
     assert torch_class is not None, f"torch.nn has no {spec.module.__name__}"
@@ -68,7 +72,23 @@ def test_constructor_mirrors_torch(spec: LossSpec) -> None:
     assert forward == list(spec.module._inputs)
 
 
-@pytest.mark.parametrize("spec", MODULE_PARAMS)
+@pytest.mark.parametrize("spec", BEYOND_PARAMS)
+def test_constructor_mirrors_the_function(spec: LossSpec) -> None:
+    """A loss beyond torch: the module's constructor takes the function's config (its defaulted
+    arguments, forward's ones aside) with the same defaults; forward takes its tensors."""
+    function = inspect.signature(spec.fn).parameters
+    inputs = [name for name, p in function.items() if p.default is inspect.Parameter.empty]
+    constructor = inspect.signature(spec.module).parameters
+    forward = [p for p in inspect.signature(spec.module.forward).parameters if p != "self"]
+    assert forward[: len(inputs)] == inputs
+    assert forward == list(spec.module._inputs)
+    config = [name for name in function if name not in forward]
+    assert list(constructor) == config
+    for name in config:
+        assert constructor[name].default == function[name].default, name
+
+
+@pytest.mark.parametrize("spec", TORCH_PARAMS)
 @settings(max_examples=3)
 @given(data=st.data())
 def test_state_dict_matches_torch(spec: LossSpec, data: st.DataObject) -> None:
