@@ -127,11 +127,18 @@ def test_sparsemax_loss_gradient_is_sparsemax_minus_onehot(data: st.DataObject) 
     torch.testing.assert_close(forward, expected, rtol=0, atol=1e-15)
 
 
-def test_sparsemax_loss_hessian_is_the_sparsemax_jacobian() -> None:
-    z = torch.tensor([0.9, 0.1, 0.5, -2.0], dtype=torch.float64)
-    y = torch.tensor(2)
+@pytest.mark.parametrize(
+    "scores",
+    [[0.9, 0.1, 0.5, -2.0], [0.5, 0.5, 0.5, -2.0], [0.5, 0.5, -INF, 0.1]],
+    ids=["distinct", "ties", "minus-inf"],
+)
+def test_sparsemax_loss_hessian_is_the_sparsemax_jacobian(scores: list[float]) -> None:
+    z = torch.tensor(scores, dtype=torch.float64)
+    y = torch.tensor(1)
     h = hessian(lambda s: funcloss.sparsemax_loss(s, y))(z)
     torch.testing.assert_close(h, _analytic_jacobian(funcloss.sparsemax(z)))
+    g = jacfwd(lambda s: funcloss.sparsemax_loss(s, y))(z)
+    assert torch.isfinite(g).all()
 
 
 def test_sparsemax_loss_zero_at_a_margin_of_one_and_minus_inf() -> None:
