@@ -758,8 +758,13 @@ def _check_cosine_config(*, dim: int = -1, eps: float = 1e-8, reduction: str = "
 
 def _unit(x: Tensor, dim: int, eps: float) -> Tensor:
     """``x / max(||x||, eps)`` along ``dim``: the clamp is on the squared norm, so the sqrt
-    never sees 0 and a zero vector has a finite (zero) gradient."""
-    return x / torch.sqrt((x * x).sum(dim, keepdim=True).clamp_min(eps * eps))
+    never sees 0 and a zero vector has a finite gradient; the vector is first divided by its
+    largest magnitude (a zero vector by 1), so that the squared norm cannot overflow."""
+    largest = x.detach().abs().amax(dim, keepdim=True)
+    largest = torch.where(largest > 0, largest, 1)
+    scaled = x / largest
+    floor = eps / largest
+    return scaled / torch.sqrt((scaled * scaled).sum(dim, keepdim=True).clamp_min(floor * floor))
 
 
 @follows_autocast("promoted")
