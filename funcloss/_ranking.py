@@ -43,6 +43,7 @@ from ._checks import (
     checks_config,
     fail,
     in_place_safe,
+    promoted_dtype,
     shape_str,
 )
 from ._function import custom_backward
@@ -79,6 +80,12 @@ def _check_lists(fn: str, input: Tensor, target: Tensor, weight: Tensor | None =
         fail(ValueError, fn, "input", "have a list dimension (shape (..., L))", "()")
     check_same_shape(fn, input=input, target=target)
     check_broadcastable_to(fn, "weight", weight, input.shape)
+
+
+def _promoted(input: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """The scores in the promoted dtype of the floating arguments (the output's dtype, also
+    where the relevance only orders the items)."""
+    return input.to(promoted_dtype(input, target, weight))
 
 
 def _item_mask(fn: str, where: Tensor | None, shape: torch.Size) -> Tensor | None:
@@ -198,6 +205,7 @@ def ranking_softmax_loss(
     _check_lists(fn, input, target, weight)
     _SOFTMAX_CONFIG(reduction=reduction)
     items = _item_mask(fn, where, input.shape)
+    input = _promoted(input, target, weight)
     logits = input if items is None else masked(items, input, _lowest(input))
     _, target, weight = _masked_inputs(items, input, target, weight)
     _check_relevance(fn, target)
@@ -220,6 +228,7 @@ def _pairwise(
     pairs with ``y_i > y_j`` and both items valid."""
     _check_lists(fn, input, target, weight)
     items = _item_mask(fn, where, input.shape)
+    input = _promoted(input, target, weight)
     input, target, weight = _masked_inputs(items, input, target, weight)
     _check_relevance(fn, target)
     valid = target.unsqueeze(-1) > target.unsqueeze(-2)
@@ -478,6 +487,7 @@ def listmle_loss(
     _check_lists(fn, input, target)
     _LISTMLE_CONFIG(reduction=reduction)
     items = _item_mask(fn, where, input.shape)
+    input = _promoted(input, target)
     _, target, _ = _masked_inputs(items, input, target, None)
     _check_relevance(fn, target)
     order = _relevance_order(target, items)
@@ -560,6 +570,7 @@ def approx_ndcg_loss(
     _check_lists(fn, input, target, weight)
     _check_approx_ndcg_config(temperature=temperature, reduction=reduction)
     items = _item_mask(fn, where, input.shape)
+    input = _promoted(input, target, weight)
     input, target, weight = _masked_inputs(items, input, target, weight)
     _check_relevance(fn, target)
     gains = torch.expm1(target * math.log(2.0))  # 2^y - 1

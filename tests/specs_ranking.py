@@ -79,6 +79,8 @@ def _per_list(
 ) -> Tensor:
     """``one(s, y, w)`` on each list's valid items (1-D tensors), stacked to
     ``input.shape[:-1]``; 0 for a list with no valid item."""
+    # the house dtype: the promoted dtype of the floating arguments
+    input = input.to(torch.promote_types(input.dtype, target.dtype))
     weight = torch.ones_like(input) if weight is None else weight.expand(input.shape)
     items = torch.ones_like(input, dtype=torch.bool) if items is None else items
     items = items.expand(input.shape)
