@@ -26,6 +26,7 @@ from ._margin import (
     soft_margin_loss,
 )
 from ._module import loss_module
+from ._overlap import dice_loss, focal_tversky_loss, jaccard_loss, tversky_loss
 from ._regression import (
     gaussian_nll_loss,
     huber_loss,
@@ -48,9 +49,12 @@ __all__ = [
     "cross_entropy",
     "ctc_loss",
     "custom_backward",
+    "dice_loss",
+    "focal_tversky_loss",
     "gaussian_nll_loss",
     "hinge_embedding_loss",
     "huber_loss",
+    "jaccard_loss",
     "kl_div",
     "l1_loss",
     "linear_cross_entropy",
@@ -68,4 +72,5 @@ __all__ = [
     "tree_loss",
     "triplet_margin_loss",
     "triplet_margin_with_distance_loss",
+    "tversky_loss",
 ]

@@ -17,6 +17,7 @@ from . import _embedding as _e
 from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
+from . import _overlap as _o
 from . import _regression as _r
 from . import _sequence as _s
 from . import _tree as _t
@@ -141,15 +142,25 @@ MSELoss = loss_module(_r.mse_loss, name="MSELoss")
 PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
+DiceLoss = loss_module(_o.dice_loss, name="DiceLoss", forward_args=("mask",))
+FocalTverskyLoss = loss_module(
+    _o.focal_tversky_loss, name="FocalTverskyLoss", forward_args=("mask",)
+)
+JaccardLoss = loss_module(_o.jaccard_loss, name="JaccardLoss", forward_args=("mask",))
+TverskyLoss = loss_module(_o.tversky_loss, name="TverskyLoss", forward_args=("mask",))
+
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "DiceLoss",
+    "FocalTverskyLoss",
     "GaussianNLLLoss",
     "HingeEmbeddingLoss",
     "HuberLoss",
+    "JaccardLoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
@@ -165,6 +176,7 @@ __all__ = [
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
+    "TverskyLoss",
 ]
 
 

@@ -31,6 +31,8 @@ OPEN = {
         "triplet_margin": "+inf coordinate: inf - inf in the distances",
         # (the oracle is unreliable here too: its log_softmax identity cancels 1e300 - 1e300)
         "ctc_loss": "+inf log-probability: sentinel -1e30 + inf revives unreachable states",
+        "dice_loss-probabilities": "an infinite 'probability' (activation=None): inf / inf in "
+        "the overlap ratio, whose limit is finite",
     },
     "nan": {},
     "huge": {
