@@ -18,6 +18,7 @@ import funcloss.nn as fnn
 from funcloss._modes import follows_autocast
 from funcloss.testing import class_targets, floats, logits, probabilities
 
+from .anchors import anchor
 from .registry import Case, LossSpec, count_mean, weighted_count_mean
 
 IGNORE = -100
@@ -107,6 +108,80 @@ def naive_jaccard(input, target, weight=None, **kwargs):
     return naive_tversky(input, target, weight, alpha=1.0, beta=1.0, **kwargs)
 
 
+def _monai(
+    kind,
+    input,
+    target,
+    weight=None,
+    *,
+    alpha=0.5,
+    beta=0.5,
+    smooth=1.0,
+    activation="softmax",
+    include_background=True,
+    batch=False,
+    ignore_index=None,
+    reduction="mean",
+):
+    """MONAI's DiceLoss / TverskyLoss / DiceLoss(jaccard=True) adapted to funcloss's signature
+    and conventions: smoothing ``s`` (Dice, Jaccard) or ``s / 2`` (Tversky, beside TP); the
+    class-weighted mean over the weights; ignored pixels (which MONAI has no argument for)
+    zeroed in the probabilities and the one-hot target MONAI is given."""
+    import warnings
+
+    losses = anchor("monai.losses")
+    options = {"include_background": include_background, "batch": batch, "reduction": "none"}
+    if kind == "tversky":
+        options.update(alpha=alpha, beta=beta, smooth_nr=smooth / 2, smooth_dr=smooth / 2)
+    else:
+        options.update(smooth_nr=smooth, smooth_dr=smooth, jaccard=kind == "jaccard")
+    if ignore_index is None and not target.is_floating_point():
+        options.update(
+            to_onehot_y=True,
+            softmax=activation == "softmax",
+            sigmoid=activation == "sigmoid",
+        )
+        given = (input, target.unsqueeze(1))
+    else:
+        if activation == "softmax":
+            p = torch.softmax(input, 1)
+        else:
+            p = torch.sigmoid(input) if activation == "sigmoid" else input
+        if target.is_floating_point():
+            t = target
+        else:
+            keep = (target != ignore_index).unsqueeze(1)
+            classes = torch.arange(input.shape[1]).reshape(-1, *([1] * (input.dim() - 2)))
+            t = torch.where(keep, target.unsqueeze(1) == classes, False).to(p.dtype)
+            p = torch.where(keep, p, 0.0)
+        given = (p, t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = losses.TverskyLoss(**options) if kind == "tversky" else losses.DiceLoss(**options)
+        out = module(*given)
+    out = out.reshape((-1,) if batch else (input.shape[0], -1))
+    if weight is not None:
+        weight = weight if include_background else weight[1:]
+        out = out * weight
+    if reduction == "none":
+        return out
+    if reduction == "sum":
+        return out.sum()
+    return out.mean() if weight is None else out.sum() / weight.expand(out.shape).sum()
+
+
+def monai_dice(input, target, weight=None, **kwargs):
+    return _monai("dice", input, target, weight, **kwargs)
+
+
+def monai_tversky(input, target, weight=None, **kwargs):
+    return _monai("tversky", input, target, weight, **kwargs)
+
+
+def monai_jaccard(input, target, weight=None, **kwargs):
+    return _monai("jaccard", input, target, weight, **kwargs)
+
+
 def class_weighted_mean(case: Case, loss: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """The included terms' weighted loss over their class weights' sum."""
     weight = case.kwargs.get("weight")
@@ -191,7 +266,7 @@ def _tversky_cases(draw: st.DrawFn, focal: bool = False) -> Case:
     return draw(_index_cases(batch=None, extra=extra))
 
 
-def _spec(id, fn, module, cases, oracle) -> LossSpec:
+def _spec(id, fn, module, cases, oracle, monai=None) -> LossSpec:
     return LossSpec(
         id,
         fn,
@@ -201,18 +276,20 @@ def _spec(id, fn, module, cases, oracle) -> LossSpec:
         per_sample_dims=None,  # (N, C, *spatial) sliced is not a valid call: see test_overlap
         masked_mean=class_weighted_mean,
         where_arg_mask=overlap_arg_mask,
-        anchor_name=None,
+        anchor=monai,
+        anchor_name=None if monai is None else "monai",
     )
 
 
 SPECS = [
-    _spec("dice_loss", funcloss.dice_loss, fnn.DiceLoss, _index_cases, naive_dice),
+    _spec("dice_loss", funcloss.dice_loss, fnn.DiceLoss, _index_cases, naive_dice, monai_dice),
     _spec(
         "dice_loss-batch",
         funcloss.dice_loss,
         fnn.DiceLoss,
         lambda: _index_cases(batch=True),
         naive_dice,
+        monai_dice,
     ),
     _spec(
         "dice_loss-probabilities",
@@ -220,14 +297,23 @@ SPECS = [
         fnn.DiceLoss,
         _probability_cases,
         naive_dice,
+        monai_dice,
     ),
-    _spec("tversky_loss", funcloss.tversky_loss, fnn.TverskyLoss, _tversky_cases, naive_tversky),
+    _spec(
+        "tversky_loss",
+        funcloss.tversky_loss,
+        fnn.TverskyLoss,
+        _tversky_cases,
+        naive_tversky,
+        monai_tversky,
+    ),
     _spec(
         "jaccard_loss",
         funcloss.jaccard_loss,
         fnn.JaccardLoss,
         lambda: _index_cases(batch=None),
         naive_jaccard,
+        monai_jaccard,
     ),
     _spec(
         "focal_tversky_loss",

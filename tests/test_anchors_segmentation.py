@@ -14,11 +14,17 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.func import grad, vmap
 
 import funcloss
 
 from .anchors import anchor, load_file
+from .registry import SPECS, call
+from .specs_overlap import monai_dice
+
+ANCHORED = [spec for spec in SPECS if spec.anchor is not None and spec.anchor_name == "monai"]
 
 SMOOTH = 1.0
 
@@ -45,45 +51,6 @@ def _smp(name: str):
     return load_file("segmentation_models_pytorch", f"losses/{name}.py")
 
 
-def monai_dice(
-    input,
-    target,
-    weight=None,
-    *,
-    smooth=1.0,
-    activation="softmax",
-    include_background=True,
-    batch=False,
-    reduction="mean",
-    **_,
-):
-    """MONAI's DiceLoss adapted to dice_loss's signature (class-index targets)."""
-    loss = _quiet(
-        _monai().DiceLoss,
-        include_background=include_background,
-        to_onehot_y=True,
-        softmax=activation == "softmax",
-        sigmoid=activation == "sigmoid",
-        smooth_nr=smooth,
-        smooth_dr=smooth,
-        batch=batch,
-        reduction="none",
-    )
-    out = _quiet(loss, input, target.unsqueeze(1)).reshape((-1,) if batch else (input.shape[0], -1))
-    return _reduced(out, weight, include_background, reduction)
-
-
-def _reduced(out, weight, include_background, reduction):
-    if weight is not None:
-        weight = weight if include_background else weight[1:]
-        out = out * weight
-    if reduction == "none":
-        return out
-    if reduction == "sum":
-        return out.sum()
-    return out.mean() if weight is None else out.sum() / weight.expand(out.shape).sum()
-
-
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -101,6 +68,20 @@ def test_dice_matches_monai(kwargs) -> None:
         torch.testing.assert_close(
             funcloss.dice_loss(x, y, reduction=reduction, **kwargs),
             monai_dice(x, y, reduction=reduction, **kwargs),
+        )
+
+
+@pytest.mark.parametrize("spec", ANCHORED, ids=repr)
+@settings(max_examples=4)
+@given(data=st.data())
+def test_spec_anchor_agrees(spec, data) -> None:
+    """The registry's MONAI adapters (which the transform-support table runs) give funcloss's
+    values on the drawn cases."""
+    case = data.draw(spec.cases(), label="case")
+    for reduction in spec.reductions:
+        torch.testing.assert_close(
+            spec.anchor(*case.args, **case.kwargs, reduction=reduction),
+            call(spec, case, reduction),
         )
 
 
