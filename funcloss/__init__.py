@@ -26,7 +26,13 @@ from ._margin import (
     soft_margin_loss,
 )
 from ._module import loss_module
-from ._overlap import dice_loss, focal_tversky_loss, jaccard_loss, tversky_loss
+from ._overlap import (
+    dice_loss,
+    focal_tversky_loss,
+    generalized_dice_loss,
+    jaccard_loss,
+    tversky_loss,
+)
 from ._regression import (
     gaussian_nll_loss,
     huber_loss,
@@ -52,6 +58,7 @@ __all__ = [
     "dice_loss",
     "focal_tversky_loss",
     "gaussian_nll_loss",
+    "generalized_dice_loss",
     "hinge_embedding_loss",
     "huber_loss",
     "jaccard_loss",

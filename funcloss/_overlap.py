@@ -735,3 +735,127 @@ focal_tversky_loss.__doc__ = _doc(
         for lesion segmentation", ISBI 2019.
     """
 )
+
+
+# -- generalized_dice_loss -------------------------------------------------------------------
+
+WEIGHT_TYPES = ("square", "simple", "uniform")
+
+
+def _check_generalized_dice_config(
+    *,
+    weight_type: str = "square",
+    smooth: float = 1.0,
+    activation: str | None = "softmax",
+    include_background: bool = True,
+    batch: bool = False,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> None:
+    fn = "generalized_dice_loss"
+    _check_common(fn, reduction, smooth, activation, ignore_index)
+    if weight_type not in WEIGHT_TYPES:
+        fail(ValueError, fn, "weight_type", "be 'square', 'simple' or 'uniform'", repr(weight_type))
+
+
+def _class_weights(t: Tensor, weight_type: str) -> Tensor:
+    """Sudre et al.'s class weights from the target volumes ``t`` (..., C): ``1 / T^2``
+    (square), ``1 / T`` (simple) or 1; a class absent from the target gets the largest weight
+    of the present ones (MONAI's rule: finite, and 0 where no class is present)."""
+    if weight_type == "uniform":
+        return torch.ones_like(t)
+    present = t > 0
+    safe = torch.where(present, t, 1.0)
+    raw = torch.where(present, 1 / (safe * safe if weight_type == "square" else safe), 0.0)
+    return torch.where(present, raw, raw.amax(-1, keepdim=True))
+
+
+@follows_autocast("float32")
+@checks_config(_check_generalized_dice_config)
+def generalized_dice_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    weight_type: str = "square",
+    smooth: float = 1.0,
+    activation: str | None = "softmax",
+    include_background: bool = True,
+    batch: bool = False,
+    ignore_index: int | None = None,
+    reduction: Reduction = "mean",
+    where: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    r"""Generalized Dice loss: one Dice over all classes, each weighted by its inverse volume.
+
+    For heavily imbalanced segmentation (a small lesion beside a large background): the
+    weights make each class count alike. Per image ``n`` (or pooled with ``batch=True``),
+    with the soft counts of :func:`dice_loss` per class :math:`c`:
+
+    .. math::
+        \ell_n = 1 - \frac{2 \sum_c w_c\, TP_c + s}{\sum_c w_c (P_c + T_c) + s}, \qquad
+        w_c = \frac{1}{T_c^2} \text{ (square)},\ \frac{1}{T_c} \text{ (simple)},\ 1
+        \text{ (uniform)}
+
+    A class absent from the target (:math:`T_c = 0`, an infinite weight) gets the largest
+    weight of the classes present in that image (MONAI's rule), so the loss stays finite; with
+    no class present every weight is 0 and the loss is 0 (``s > 0``: :math:`1 - s/s`; ``s = 0``:
+    defined so, with zero gradient). The weights are functions of the target only. MONAI's
+    ``GeneralizedDiceLoss(smooth_nr=s, smooth_dr=s)`` is this loss.
+
+    Args:
+        input: scores, shape ``(N, C, *spatial)``, floating: logits for ``"softmax"`` and
+            ``"sigmoid"``, probabilities for None.
+        target: class indices ``(N, *spatial)`` (integer; in ``[0, C)`` or ``ignore_index``,
+            checked in eager mode) or class probabilities of ``input``'s shape.
+        weight_type: ``"square"`` | ``"simple"`` | ``"uniform"``.
+        smooth: the smoothing ``s >= 0``.
+        activation: ``"softmax"`` | ``"sigmoid"`` | None.
+        include_background: False drops class 0 (after the softmax).
+        batch: False: one loss per image; True: counts pooled over the batch, one loss.
+        ignore_index: a class index whose pixels are excluded from every sum.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the images that count, broadcastable to ``(N,)`` (``()``
+            with ``batch=True``); a masked image's scores and targets are not read.
+        mask: optional bool mask of the pixels that count, ``(N, *spatial)``.
+
+    Returns:
+        ``(N,)`` for ``"none"`` (``()`` with ``batch=True``; 0 where masked), else a 0-dim
+        tensor, of the promoted dtype of ``input`` and a floating ``target``.
+
+    Raises:
+        TypeError: non-floating input, a bool target, a non-bool ``where`` or ``mask``.
+        ValueError: a target of the wrong shape, a bad ``weight_type``, ``activation``,
+            ``reduction`` or ``smooth``.
+        IndexError: a class index outside ``[0, C)`` (eager mode).
+
+    Examples:
+        >>> logits = torch.tensor([[[2.0, -1.0, -1.0], [-1.0, 2.0, 2.0]]])
+        >>> funcloss.generalized_dice_loss(logits, torch.tensor([[0, 1, 1]]), reduction="none")
+        tensor([0.0441])
+
+    References:
+        Sudre, Li, Vercauteren, Ourselin and Cardoso, "Generalised Dice overlap as a deep
+        learning loss function for highly unbalanced segmentations", DLMIA 2017; MONAI
+        ``GeneralizedDiceLoss``.
+    """
+    fn = "generalized_dice_loss"
+    _check_generalized_dice_config(
+        weight_type=weight_type,
+        smooth=smooth,
+        activation=activation,
+        ignore_index=ignore_index,
+        reduction=reduction,
+    )
+    _check_inputs(fn, input, target, ignore_index, mask)
+    counts_where = None
+    if where is not None:
+        check_where(fn, where, () if batch else input.shape[:1])
+        counts_where = where if batch else where.unsqueeze(-1)
+    dtype = promoted_dtype(input, target)
+    tp, p, t = _counts(
+        fn, input, target, activation, include_background, batch, ignore_index, mask, counts_where
+    )
+    w = _class_weights(t, weight_type)
+    loss = _ratio_loss(2 * (w * tp).sum(-1) + smooth, (w * (p + t)).sum(-1) + smooth)
+    return reduce(loss, reduction, where=where).to(dtype)

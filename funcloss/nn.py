@@ -146,6 +146,9 @@ DiceLoss = loss_module(_o.dice_loss, name="DiceLoss", forward_args=("mask",))
 FocalTverskyLoss = loss_module(
     _o.focal_tversky_loss, name="FocalTverskyLoss", forward_args=("mask",)
 )
+GeneralizedDiceLoss = loss_module(
+    _o.generalized_dice_loss, name="GeneralizedDiceLoss", forward_args=("mask",)
+)
 JaccardLoss = loss_module(_o.jaccard_loss, name="JaccardLoss", forward_args=("mask",))
 TverskyLoss = loss_module(_o.tversky_loss, name="TverskyLoss", forward_args=("mask",))
 
@@ -158,6 +161,7 @@ __all__ = [
     "DiceLoss",
     "FocalTverskyLoss",
     "GaussianNLLLoss",
+    "GeneralizedDiceLoss",
     "HingeEmbeddingLoss",
     "HuberLoss",
     "JaccardLoss",

@@ -175,6 +175,42 @@ class GaussianNLLLoss(nn.Module):
         self, input: Tensor, target: Tensor, var: Tensor | float, *, where: Tensor | None = None
     ) -> Tensor: ...
 
+class GeneralizedDiceLoss(nn.Module):
+    weight_type: str
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        weight_type: str = "square",
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+
 class HingeEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
@@ -479,6 +515,7 @@ __all__ = [
     "DiceLoss",
     "FocalTverskyLoss",
     "GaussianNLLLoss",
+    "GeneralizedDiceLoss",
     "HingeEmbeddingLoss",
     "HuberLoss",
     "JaccardLoss",

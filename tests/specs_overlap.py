@@ -116,6 +116,7 @@ def _monai(
     *,
     alpha=0.5,
     beta=0.5,
+    weight_type="square",
     smooth=1.0,
     activation="softmax",
     include_background=True,
@@ -133,6 +134,8 @@ def _monai(
     options = {"include_background": include_background, "batch": batch, "reduction": "none"}
     if kind == "tversky":
         options.update(alpha=alpha, beta=beta, smooth_nr=smooth / 2, smooth_dr=smooth / 2)
+    elif kind == "generalized":
+        options.update(w_type=weight_type, smooth_nr=smooth, smooth_dr=smooth)
     else:
         options.update(smooth_nr=smooth, smooth_dr=smooth, jaccard=kind == "jaccard")
     if ignore_index is None and not target.is_floating_point():
@@ -157,8 +160,14 @@ def _monai(
         given = (p, t)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        module = losses.TverskyLoss(**options) if kind == "tversky" else losses.DiceLoss(**options)
+        module = {
+            "tversky": losses.TverskyLoss,
+            "generalized": losses.GeneralizedDiceLoss,
+        }.get(kind, losses.DiceLoss)(**options)
         out = module(*given)
+    if kind == "generalized":
+        out = out.reshape(()) if batch else out.reshape(-1)
+        return out if reduction == "none" else out.sum() if reduction == "sum" else out.mean()
     out = out.reshape((-1,) if batch else (input.shape[0], -1))
     if weight is not None:
         weight = weight if include_background else weight[1:]
@@ -180,6 +189,74 @@ def monai_tversky(input, target, weight=None, **kwargs):
 
 def monai_jaccard(input, target, weight=None, **kwargs):
     return _monai("jaccard", input, target, weight, **kwargs)
+
+
+def monai_generalized_dice(input, target, **kwargs):
+    return _monai("generalized", input, target, **kwargs)
+
+
+@follows_autocast("float32")
+def naive_generalized_dice(
+    input,
+    target,
+    *,
+    weight_type="square",
+    smooth=1.0,
+    activation="softmax",
+    include_background=True,
+    batch=False,
+    ignore_index=None,
+    reduction="mean",
+):
+    """Sudre et al.'s generalized Dice from its definition in float64, with MONAI's rule for a
+    class absent from the target (the largest weight of the present classes)."""
+    out_dtype = input.dtype
+    if target.is_floating_point():
+        out_dtype = torch.promote_types(out_dtype, target.dtype)
+    x = input.double()
+    if activation == "softmax":
+        p = torch.softmax(x, 1)
+    elif activation == "sigmoid":
+        p = torch.sigmoid(x)
+    else:
+        p = x
+    if target.is_floating_point():
+        t = target.double()
+    else:
+        t, keep = _one_hot(target, x.shape[1], ignore_index)
+        k = keep.unsqueeze(1)
+        p, t = torch.where(k, p, 0.0), torch.where(k, t, 0.0)
+    if not include_background:
+        p, t = p[:, 1:], t[:, 1:]
+    dims = tuple(range(2, x.dim()))
+    if batch:
+        dims = (0, *dims)
+    tp, total_p, total_t = (p * t).sum(dims), p.sum(dims), t.sum(dims)
+    if weight_type == "uniform":
+        w = torch.ones_like(total_t)
+    else:
+        w = 1 / total_t**2 if weight_type == "square" else 1 / total_t
+        finite = torch.isfinite(w)
+        largest = torch.where(finite, w, 0.0).amax(-1, keepdim=True)
+        w = torch.where(finite, w, largest)
+    numerator = 2 * (w * tp).sum(-1) + smooth
+    denominator = (w * (total_p + total_t)).sum(-1) + smooth
+    empty = denominator == 0
+    loss = torch.where(empty, 0.0, 1 - numerator / torch.where(empty, 1.0, denominator))
+    out = loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+    return out.to(out_dtype)
+
+
+def generalized_arg_mask(where: torch.Tensor, position: int, case: Case) -> torch.Tensor | None:
+    """Per-image ``where`` ((N,), or () pooled): every channel of a masked image is unread (of
+    the classes the loss reads at all)."""
+    x = case.args[0]
+    classes = x.shape[1] - (0 if case.kwargs.get("include_background", True) else 1)
+    if case.kwargs.get("batch", False):
+        per_class = where.expand(classes)
+    else:
+        per_class = where.unsqueeze(-1).expand(x.shape[0], classes)
+    return overlap_arg_mask(per_class, position, case)
 
 
 def class_weighted_mean(case: Case, loss: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
@@ -281,6 +358,14 @@ def _spec(id, fn, module, cases, oracle, monai=None) -> LossSpec:
     )
 
 
+@st.composite
+def _generalized_cases(draw: st.DrawFn) -> Case:
+    case = draw(_index_cases(batch=None))
+    kwargs = {k: v for k, v in case.kwargs.items() if k != "weight"}
+    kwargs["weight_type"] = draw(st.sampled_from(["square", "simple", "uniform"]))
+    return Case(case.args, kwargs)
+
+
 SPECS = [
     _spec("dice_loss", funcloss.dice_loss, fnn.DiceLoss, _index_cases, naive_dice, monai_dice),
     _spec(
@@ -321,5 +406,16 @@ SPECS = [
         fnn.FocalTverskyLoss,
         lambda: _tversky_cases(focal=True),
         naive_tversky,
+    ),
+    LossSpec(
+        "generalized_dice_loss",
+        funcloss.generalized_dice_loss,
+        fnn.GeneralizedDiceLoss,
+        _generalized_cases,
+        naive_generalized_dice,
+        per_sample_dims=None,
+        where_arg_mask=generalized_arg_mask,
+        anchor=monai_generalized_dice,
+        anchor_name="monai",
     ),
 ]

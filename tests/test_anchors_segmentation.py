@@ -237,9 +237,14 @@ def test_monai_fails_compile_fullgraph(name: str) -> None:
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
     with pytest.raises(Exception):  # noqa: B017  (Dynamo's UserError / Unsupported)
         _quiet(compiled, x, y.unsqueeze(1))
+    fn = {
+        "DiceLoss": funcloss.dice_loss,
+        "TverskyLoss": funcloss.tversky_loss,
+        "GeneralizedDiceLoss": funcloss.generalized_dice_loss,
+    }[name]
     torch._dynamo.reset()
-    ours = torch.compile(funcloss.dice_loss, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(ours(x, y), funcloss.dice_loss(x, y))
+    ours = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(ours(x, y), fn(x, y))
 
 
 def test_ensemble_vmap_matches_the_anchors() -> None:

@@ -94,3 +94,20 @@ def test_other_bad_arguments() -> None:
         funcloss.dice_loss(X, Y, batch=True, where=torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(TypeError, match=r"dice_loss: `ignore_index` must be an int"):
         funcloss.dice_loss(X, Y, ignore_index=0.5)
+
+
+def test_generalized_dice_weight_type() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"generalized_dice_loss: `weight_type` must be 'square', 'simple' or 'uniform', "
+        r"got 'sqare'\.",
+    ):
+        funcloss.generalized_dice_loss(X, Y, weight_type="sqare")
+    with pytest.raises(ValueError, match=r"GeneralizedDiceLoss.*`weight_type` must be"):
+        fnn.GeneralizedDiceLoss(weight_type="sqare")
+    with pytest.raises(ValueError, match=r"generalized_dice_loss: `activation` must be"):
+        funcloss.generalized_dice_loss(X, Y, activation="relu")
+    with pytest.raises(IndexError, match=r"generalized_dice_loss: `target` values must be in"):
+        funcloss.generalized_dice_loss(X, Y + 3)
+    with pytest.raises(ValueError, match=r"generalized_dice_loss: `where` must be broadcastable"):
+        funcloss.generalized_dice_loss(X, Y, where=torch.ones(2, 3, dtype=torch.bool))

@@ -221,3 +221,49 @@ def test_float32_tangents_keep_their_dtype() -> None:
     for f in LOSSES.values():
         tangent = jacfwd(lambda t, f=f: f(t, y, smooth=1.0))(x)
         assert tangent.dtype == torch.float32
+
+
+def test_generalized_dice_by_definition_and_empty_classes() -> None:
+    x, y = _problem()
+    y[1] = y[1].clamp(max=1)  # class 2 absent from image 1: it takes the largest weight there
+    p = torch.softmax(x, 1)
+    t = torch.nn.functional.one_hot(y, 3).movedim(-1, 1).double()
+    tp, total = (p * t).sum((2, 3)), (p + t).sum((2, 3))
+    volume = t.sum((2, 3))
+    w = 1 / volume**2
+    w[1, 2] = w[1, :2].max()
+    expected = 1 - (2 * (w * tp).sum(1) + 1) / ((w * total).sum(1) + 1)
+    out = funcloss.generalized_dice_loss(x, y, reduction="none")
+    torch.testing.assert_close(out, expected)
+    uniform = funcloss.generalized_dice_loss(x, y, weight_type="uniform", reduction="none")
+    torch.testing.assert_close(uniform, 1 - (2 * tp.sum(1) + 1) / (total.sum(1) + 1))
+    # every pixel ignored: no class present, all weights 0, loss 0 with zero gradient
+    ignored = torch.full_like(y, -100)
+    for smooth in (0.0, 1.0):
+
+        def total_loss(a, smooth=smooth):
+            return funcloss.generalized_dice_loss(a, ignored, ignore_index=-100, smooth=smooth)
+
+        assert total_loss(x) == 0
+        for derivative in (grad(total_loss), jacfwd(total_loss), hessian(total_loss)):
+            assert (derivative(x) == 0).all()
+    # finite everywhere for empty and all-background targets, every weight type
+    background = torch.zeros_like(y)
+    for weight_type in ("square", "simple", "uniform"):
+
+        def f(a, weight_type=weight_type):
+            target = background[: a.shape[0], : a.shape[2], : a.shape[3]]
+            return funcloss.generalized_dice_loss(a, target, weight_type=weight_type, smooth=0.0)
+
+        for value in (f(x), grad(f)(x), jacfwd(f)(x), hessian(f)(x[:1, :, :2, :2])):
+            assert torch.isfinite(value).all(), weight_type
+
+
+def test_generalized_dice_vmap_over_an_ensemble() -> None:
+    x, y = _problem()
+    ensemble = torch.randn(3, *x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(3))
+    f = funcloss.generalized_dice_loss
+    batched = vmap(grad(f), in_dims=(0, None))(ensemble, y)
+    torch.testing.assert_close(batched, torch.stack([grad(f)(e, y) for e in ensemble]))
+    per_sample = vmap(lambda a, b: f(a.unsqueeze(0), b.unsqueeze(0)))(x, y)
+    torch.testing.assert_close(per_sample, f(x, y, reduction="none"))
