@@ -114,10 +114,29 @@ def _contenders_jaccard_batch() -> dict:
     return out
 
 
+def _contenders_generalized_dice() -> dict:
+    out = {"funcloss": funcloss.generalized_dice_loss}
+    try:
+        import monai.losses as monai
+
+        monai_gdl = _quiet(
+            monai.GeneralizedDiceLoss,
+            to_onehot_y=True,
+            softmax=True,
+            smooth_nr=SMOOTH,
+            smooth_dr=SMOOTH,
+        )
+        out["monai"] = lambda x, y, **_: monai_gdl(x, y.unsqueeze(1))
+    except ImportError:
+        pass
+    return out
+
+
 SIZE = "N=8, C=4, 128x128"
 BENCHES = [
     Bench("dice_loss", SIZE, _make, _contenders_dice()),
     Bench("dice_loss", SIZE, _make, _contenders_dice_batch(), label="(batch)"),
     Bench("tversky_loss", SIZE, _make, _contenders_tversky()),
     Bench("jaccard_loss", SIZE, _make, _contenders_jaccard_batch(), label="(batch)"),
+    Bench("generalized_dice_loss", SIZE, _make, _contenders_generalized_dice()),
 ]
