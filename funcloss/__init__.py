@@ -45,6 +45,12 @@ from ._ranking import (
     pairwise_hinge_loss,
     pairwise_logistic_loss,
     ranking_softmax_loss,
+from ._overlap import (
+    dice_loss,
+    focal_tversky_loss,
+    generalized_dice_loss,
+    jaccard_loss,
+    tversky_loss,
 )
 from ._regression import (
     gaussian_nll_loss,
@@ -84,14 +90,18 @@ __all__ = [
     "cross_entropy",
     "ctc_loss",
     "custom_backward",
+    "dice_loss",
     "distance_box_iou_loss",
+    "focal_tversky_loss",
     "gaussian_nll_loss",
     "geman_mcclure_loss",
     "general_robust_loss",
     "generalized_box_iou_loss",
+    "generalized_dice_loss",
     "hinge_embedding_loss",
     "hinge_loss",
     "huber_loss",
+    "jaccard_loss",
     "kl_div",
     "l1_loss",
     "linear_cross_entropy",
@@ -123,5 +133,6 @@ __all__ = [
     "tree_loss",
     "triplet_margin_loss",
     "triplet_margin_with_distance_loss",
+    "tversky_loss",
     "welsch_loss",
 ]

@@ -21,6 +21,7 @@ from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
 from . import _ranking as _k
+from . import _overlap as _o
 from . import _regression as _r
 from . import _robust as _rb
 from . import _sequence as _s
@@ -173,6 +174,15 @@ DistanceBoxIoULoss = loss_module(_bx.distance_box_iou_loss, name="DistanceBoxIoU
 GeneralizedBoxIoULoss = loss_module(_bx.generalized_box_iou_loss, name="GeneralizedBoxIoULoss")
 
 TotalVariation = loss_module(_im.total_variation, name="TotalVariation")
+DiceLoss = loss_module(_o.dice_loss, name="DiceLoss", forward_args=("mask",))
+FocalTverskyLoss = loss_module(
+    _o.focal_tversky_loss, name="FocalTverskyLoss", forward_args=("mask",)
+)
+GeneralizedDiceLoss = loss_module(
+    _o.generalized_dice_loss, name="GeneralizedDiceLoss", forward_args=("mask",)
+)
+JaccardLoss = loss_module(_o.jaccard_loss, name="JaccardLoss", forward_args=("mask",))
+TverskyLoss = loss_module(_o.tversky_loss, name="TverskyLoss", forward_args=("mask",))
 
 __all__ = [
     "ApproxNDCGLoss",
@@ -186,14 +196,18 @@ __all__ = [
     "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "DiceLoss",
     "DistanceBoxIoULoss",
+    "FocalTverskyLoss",
     "GaussianNLLLoss",
     "GemanMcClureLoss",
     "GeneralRobustLoss",
     "GeneralizedBoxIoULoss",
+    "GeneralizedDiceLoss",
     "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
+    "JaccardLoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
@@ -220,6 +234,7 @@ __all__ = [
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
+    "TverskyLoss",
     "WelschLoss",
 ]
 

@@ -8,21 +8,6 @@ from torch import Tensor, nn
 
 from ._checks import Reduction
 from ._regression import KLReduction
-from ._robust import Scalar
-
-class ApproxNDCGLoss(nn.Module):
-    temperature: float
-    weight: Tensor | None
-    reduction: Reduction
-    def __init__(
-        self,
-        *,
-        temperature: float = 1.0,
-        weight: Tensor | None = None,
-        reduction: Reduction = "mean",
-    ) -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class BCELoss(nn.Module):
     weight: Tensor | None
@@ -42,12 +27,6 @@ class BCEWithLogitsLoss(nn.Module):
         reduction: Reduction = "mean",
         pos_weight: Tensor | None = None,
     ) -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class BinarySparsemaxLoss(nn.Module):
-    reduction: Reduction
-    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -77,39 +56,6 @@ class CTCLoss(nn.Module):
         where: Tensor | None = None,
     ) -> Tensor: ...
 
-class CauchyLoss(nn.Module):
-    scale: Scalar
-    reduction: Reduction
-    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class CharbonnierLoss(nn.Module):
-    scale: Scalar
-    reduction: Reduction
-    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class CompleteBoxIoULoss(nn.Module):
-    reduction: Reduction
-    eps: float
-    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
-    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(
-        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
-    ) -> Tensor: ...
-
-class CosineDistanceLoss(nn.Module):
-    dim: int
-    eps: float
-    reduction: Reduction
-    def __init__(
-        self, dim: int = -1, eps: float = 1e-08, reduction: Reduction = "mean"
-    ) -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
 class CosineEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
@@ -137,13 +83,82 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
-class DistanceBoxIoULoss(nn.Module):
+class DiceLoss(nn.Module):
+    weight: Tensor | None
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
     reduction: Reduction
-    eps: float
-    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
-    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
     def __call__(
-        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+
+class FocalTverskyLoss(nn.Module):
+    weight: Tensor | None
+    alpha: float
+    beta: float
+    gamma: float
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        gamma: float = 0.75,
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor: ...
 
 class GaussianNLLLoss(nn.Module):
@@ -160,43 +175,46 @@ class GaussianNLLLoss(nn.Module):
         self, input: Tensor, target: Tensor, var: Tensor | float, *, where: Tensor | None = None
     ) -> Tensor: ...
 
-class GemanMcClureLoss(nn.Module):
-    scale: Scalar
+class GeneralizedDiceLoss(nn.Module):
+    weight_type: str
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
     reduction: Reduction
-    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class GeneralRobustLoss(nn.Module):
-    scale: Scalar
-    reduction: Reduction
-    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def __init__(
+        self,
+        *,
+        weight_type: str = "square",
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
     def forward(
-        self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor: ...
     def __call__(
-        self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
-    ) -> Tensor: ...
-
-class GeneralizedBoxIoULoss(nn.Module):
-    reduction: Reduction
-    eps: float
-    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
-    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(
-        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor: ...
 
 class HingeEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
     def __init__(self, margin: float = 1.0, *, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class HingeLoss(nn.Module):
-    reduction: Reduction
-    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -209,6 +227,42 @@ class HuberLoss(nn.Module):
     ) -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class JaccardLoss(nn.Module):
+    weight: Tensor | None
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
 
 class KLDivLoss(nn.Module):
     reduction: KLReduction
@@ -226,9 +280,9 @@ class L1Loss(nn.Module):
 
 class LinearCrossEntropyLoss(nn.Module):
     weight: Tensor | None
-    reduction: Reduction
     num_classes: int
     out_features: tuple[int, ...]
+    reduction: Reduction
     ignore_index: int | None
     label_smoothing: float
     options: torch.nn.modules.linear_cross_entropy_options.LinearCrossEntropyOptions | None
@@ -255,18 +309,6 @@ class LinearCrossEntropyLoss(nn.Module):
         softcap: float | None = None,
         chunk_size: int | None = None,
     ) -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class ListMLELoss(nn.Module):
-    reduction: Reduction
-    def __init__(self, *, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class LogCoshLoss(nn.Module):
-    reduction: Reduction
-    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -317,19 +359,6 @@ class MultiMarginLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
-class MulticlassHingeLoss(nn.Module):
-    margin: float
-    reduction: Reduction
-    def __init__(self, margin: float = 1.0, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class MulticlassPerceptronLoss(nn.Module):
-    reduction: Reduction
-    def __init__(self, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
 class NLLLoss(nn.Module):
     weight: Tensor | None
     ignore_index: int
@@ -341,29 +370,6 @@ class NLLLoss(nn.Module):
         ignore_index: int = -100,
         reduction: Reduction = "mean",
     ) -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class PairwiseHingeLoss(nn.Module):
-    margin: float
-    weight: Tensor | None
-    reduction: Reduction
-    def __init__(
-        self, margin: float = 1.0, *, weight: Tensor | None = None, reduction: Reduction = "mean"
-    ) -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class PairwiseLogisticLoss(nn.Module):
-    weight: Tensor | None
-    reduction: Reduction
-    def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class PerceptronLoss(nn.Module):
-    reduction: Reduction
-    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -383,20 +389,6 @@ class PoissonNLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
-class QuantileLoss(nn.Module):
-    quantile: Scalar
-    reduction: Reduction
-    def __init__(self, quantile: Scalar = 0.5, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class RankingSoftmaxLoss(nn.Module):
-    weight: Tensor | None
-    reduction: Reduction
-    def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
 class SmoothL1Loss(nn.Module):
     reduction: Reduction
     beta: float
@@ -409,18 +401,6 @@ class SoftMarginLoss(nn.Module):
     def __init__(self, *, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class SparsemaxLoss(nn.Module):
-    reduction: Reduction
-    def __init__(self, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-
-class TotalVariation(nn.Module):
-    reduction: Reduction
-    def __init__(self, reduction: Reduction = "sum") -> None: ...
-    def forward(self, input: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class TreeLoss(nn.Module):
     loss: Any
@@ -486,58 +466,73 @@ class TripletMarginWithDistanceLoss(nn.Module):
         self, anchor: Tensor, positive: Tensor, negative: Tensor, *, where: Tensor | None = None
     ) -> Tensor: ...
 
-class WelschLoss(nn.Module):
-    scale: Scalar
+class TverskyLoss(nn.Module):
+    weight: Tensor | None
+    alpha: float
+    beta: float
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
     reduction: Reduction
-    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
-    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
-    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
 
 __all__ = [
-    "ApproxNDCGLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
-    "BinarySparsemaxLoss",
     "CTCLoss",
-    "CauchyLoss",
-    "CharbonnierLoss",
-    "CompleteBoxIoULoss",
-    "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
-    "DistanceBoxIoULoss",
+    "DiceLoss",
+    "FocalTverskyLoss",
     "GaussianNLLLoss",
-    "GemanMcClureLoss",
-    "GeneralRobustLoss",
-    "GeneralizedBoxIoULoss",
+    "GeneralizedDiceLoss",
     "HingeEmbeddingLoss",
-    "HingeLoss",
     "HuberLoss",
+    "JaccardLoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
-    "ListMLELoss",
-    "LogCoshLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
-    "MulticlassHingeLoss",
-    "MulticlassPerceptronLoss",
     "NLLLoss",
-    "PairwiseHingeLoss",
-    "PairwiseLogisticLoss",
-    "PerceptronLoss",
     "PoissonNLLLoss",
-    "QuantileLoss",
-    "RankingSoftmaxLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
-    "SparsemaxLoss",
-    "TotalVariation",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
-    "WelschLoss",
+    "TverskyLoss",
 ]

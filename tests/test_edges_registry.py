@@ -34,6 +34,8 @@ OPEN = {
         "ctc_loss": "+inf log-probability: sentinel -1e30 + inf revives unreachable states",
         "generalized_box_iou_loss": "an infinite coordinate: an infinite box, inf / inf in the "
         "area ratios (torchvision: nan too); limit 1 + (enclosing - own width) / enclosing",
+        "dice_loss-probabilities": "an infinite 'probability' (activation=None): inf / inf in "
+        "the overlap ratio, whose limit is finite",
     },
     "nan": {},
     "huge": {
