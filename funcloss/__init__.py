@@ -39,18 +39,19 @@ from ._margin import (
     soft_margin_loss,
 )
 from ._module import loss_module
-from ._ranking import (
-    approx_ndcg_loss,
-    listmle_loss,
-    pairwise_hinge_loss,
-    pairwise_logistic_loss,
-    ranking_softmax_loss,
 from ._overlap import (
     dice_loss,
     focal_tversky_loss,
     generalized_dice_loss,
     jaccard_loss,
     tversky_loss,
+)
+from ._ranking import (
+    approx_ndcg_loss,
+    listmle_loss,
+    pairwise_hinge_loss,
+    pairwise_logistic_loss,
+    ranking_softmax_loss,
 )
 from ._regression import (
     gaussian_nll_loss,

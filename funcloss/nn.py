@@ -20,8 +20,8 @@ from . import _image as _im
 from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
-from . import _ranking as _k
 from . import _overlap as _o
+from . import _ranking as _k
 from . import _regression as _r
 from . import _robust as _rb
 from . import _sequence as _s

@@ -8,6 +8,21 @@ from torch import Tensor, nn
 
 from ._checks import Reduction
 from ._regression import KLReduction
+from ._robust import Scalar
+
+class ApproxNDCGLoss(nn.Module):
+    temperature: float
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        temperature: float = 1.0,
+        weight: Tensor | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class BCELoss(nn.Module):
     weight: Tensor | None
@@ -27,6 +42,12 @@ class BCEWithLogitsLoss(nn.Module):
         reduction: Reduction = "mean",
         pos_weight: Tensor | None = None,
     ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class BinarySparsemaxLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -55,6 +76,39 @@ class CTCLoss(nn.Module):
         *,
         where: Tensor | None = None,
     ) -> Tensor: ...
+
+class CauchyLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class CharbonnierLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class CompleteBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class CosineDistanceLoss(nn.Module):
+    dim: int
+    eps: float
+    reduction: Reduction
+    def __init__(
+        self, dim: int = -1, eps: float = 1e-08, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class CosineEmbeddingLoss(nn.Module):
     margin: float
@@ -119,6 +173,15 @@ class DiceLoss(nn.Module):
         mask: Tensor | None = None,
     ) -> Tensor: ...
 
+class DistanceBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class FocalTverskyLoss(nn.Module):
     weight: Tensor | None
     alpha: float
@@ -175,6 +238,33 @@ class GaussianNLLLoss(nn.Module):
         self, input: Tensor, target: Tensor, var: Tensor | float, *, where: Tensor | None = None
     ) -> Tensor: ...
 
+class GemanMcClureLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class GeneralRobustLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(
+        self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class GeneralizedBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class GeneralizedDiceLoss(nn.Module):
     weight_type: str
     smooth: float
@@ -215,6 +305,12 @@ class HingeEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
     def __init__(self, margin: float = 1.0, *, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class HingeLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -280,9 +376,9 @@ class L1Loss(nn.Module):
 
 class LinearCrossEntropyLoss(nn.Module):
     weight: Tensor | None
+    reduction: Reduction
     num_classes: int
     out_features: tuple[int, ...]
-    reduction: Reduction
     ignore_index: int | None
     label_smoothing: float
     options: torch.nn.modules.linear_cross_entropy_options.LinearCrossEntropyOptions | None
@@ -309,6 +405,18 @@ class LinearCrossEntropyLoss(nn.Module):
         softcap: float | None = None,
         chunk_size: int | None = None,
     ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class ListMLELoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, *, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class LogCoshLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -359,6 +467,19 @@ class MultiMarginLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class MulticlassHingeLoss(nn.Module):
+    margin: float
+    reduction: Reduction
+    def __init__(self, margin: float = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class MulticlassPerceptronLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class NLLLoss(nn.Module):
     weight: Tensor | None
     ignore_index: int
@@ -370,6 +491,29 @@ class NLLLoss(nn.Module):
         ignore_index: int = -100,
         reduction: Reduction = "mean",
     ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class PairwiseHingeLoss(nn.Module):
+    margin: float
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(
+        self, margin: float = 1.0, *, weight: Tensor | None = None, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class PairwiseLogisticLoss(nn.Module):
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class PerceptronLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -389,6 +533,20 @@ class PoissonNLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class QuantileLoss(nn.Module):
+    quantile: Scalar
+    reduction: Reduction
+    def __init__(self, quantile: Scalar = 0.5, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class RankingSoftmaxLoss(nn.Module):
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class SmoothL1Loss(nn.Module):
     reduction: Reduction
     beta: float
@@ -401,6 +559,18 @@ class SoftMarginLoss(nn.Module):
     def __init__(self, *, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class SparsemaxLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class TotalVariation(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "sum") -> None: ...
+    def forward(self, input: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class TreeLoss(nn.Module):
     loss: Any
@@ -506,33 +676,63 @@ class TverskyLoss(nn.Module):
         mask: Tensor | None = None,
     ) -> Tensor: ...
 
+class WelschLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 __all__ = [
+    "ApproxNDCGLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
+    "BinarySparsemaxLoss",
     "CTCLoss",
+    "CauchyLoss",
+    "CharbonnierLoss",
+    "CompleteBoxIoULoss",
+    "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "DiceLoss",
+    "DistanceBoxIoULoss",
     "FocalTverskyLoss",
     "GaussianNLLLoss",
+    "GemanMcClureLoss",
+    "GeneralRobustLoss",
+    "GeneralizedBoxIoULoss",
     "GeneralizedDiceLoss",
     "HingeEmbeddingLoss",
+    "HingeLoss",
     "HuberLoss",
     "JaccardLoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
+    "ListMLELoss",
+    "LogCoshLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
+    "MulticlassHingeLoss",
+    "MulticlassPerceptronLoss",
     "NLLLoss",
+    "PairwiseHingeLoss",
+    "PairwiseLogisticLoss",
+    "PerceptronLoss",
     "PoissonNLLLoss",
+    "QuantileLoss",
+    "RankingSoftmaxLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
+    "SparsemaxLoss",
+    "TotalVariation",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
     "TverskyLoss",
+    "WelschLoss",
 ]
