@@ -16,6 +16,7 @@ from ._embedding import (
     triplet_margin_loss,
     triplet_margin_with_distance_loss,
 )
+from ._focal import sigmoid_focal_loss
 from ._function import custom_backward
 from ._linear import linear_cross_entropy
 from ._logistic import binary_cross_entropy, binary_cross_entropy_with_logits
@@ -63,6 +64,7 @@ __all__ = [
     "nll_loss",
     "poisson_nll_loss",
     "set_value_checks",
+    "sigmoid_focal_loss",
     "smooth_l1_loss",
     "soft_margin_loss",
     "tree_loss",

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from . import _cross_entropy as _c
 from . import _embedding as _e
+from . import _focal as _f
 from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
@@ -141,6 +142,8 @@ MSELoss = loss_module(_r.mse_loss, name="MSELoss")
 PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
+SigmoidFocalLoss = loss_module(_f.sigmoid_focal_loss, name="SigmoidFocalLoss")
+
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
@@ -160,6 +163,7 @@ __all__ = [
     "MultiMarginLoss",
     "NLLLoss",
     "PoissonNLLLoss",
+    "SigmoidFocalLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "TreeLoss",
