@@ -16,7 +16,7 @@ from ._embedding import (
     triplet_margin_loss,
     triplet_margin_with_distance_loss,
 )
-from ._focal import sigmoid_focal_loss
+from ._focal import focal_loss, poly1_cross_entropy, sigmoid_focal_loss
 from ._function import custom_backward
 from ._linear import linear_cross_entropy
 from ._logistic import binary_cross_entropy, binary_cross_entropy_with_logits
@@ -49,6 +49,7 @@ __all__ = [
     "cross_entropy",
     "ctc_loss",
     "custom_backward",
+    "focal_loss",
     "gaussian_nll_loss",
     "hinge_embedding_loss",
     "huber_loss",
@@ -63,6 +64,7 @@ __all__ = [
     "multilabel_soft_margin_loss",
     "nll_loss",
     "poisson_nll_loss",
+    "poly1_cross_entropy",
     "set_value_checks",
     "sigmoid_focal_loss",
     "smooth_l1_loss",

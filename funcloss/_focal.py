@@ -15,27 +15,37 @@ and its derivatives are finite: logits 0, targets 0 (class indices: ignored rows
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from ._checks import (
     Reduction,
+    as_index,
+    check_class_indices,
+    check_class_weight,
     check_floating,
+    check_in_range,
+    check_index,
+    check_integer,
     check_reduction,
     check_same_shape,
     check_tensor,
     check_where,
     checks_config,
+    class_index_mask,
     fail,
     in_place_safe,
     plain_eager,
     promoted_dtype,
+    shape_str,
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
+from ._ops import times
 from ._reduction import masked, reduce
-from ._softmax_ce import compute_dtype
+from ._softmax_ce import Rows, class_rows, compute_dtype, probability_rows, softmax_mask
 
 # -- config ----------------------------------------------------------------------------------
 
@@ -307,3 +317,388 @@ def sigmoid_focal_loss(
     else:
         loss = _sigmoid_focal_forward(input, target, float(alpha), float(gamma))
     return reduce(loss.view(shape), reduction, where=where).to(dtype)
+
+
+# -- softmax losses: focal_loss, poly1_cross_entropy -------------------------------------------
+#
+# Both are sum_c a_c g(log p_c) per row, with a the cross-entropy's target weights (_softmax_ce:
+# class indices, smoothed and weighted, or probabilities) and g(l) = -l for cross-entropy:
+#     focal:  g(l) = -(1 - e^l)^gamma l,   (1 - e^l)^gamma = exp(gamma log(1 - e^l)),
+#     poly-1: g(l) = -l - epsilon expm1(l)  (= -log p + epsilon (1 - p)).
+# A class of target weight 0 adds exactly 0 (also at a removed class, whose l is -inf).
+
+_LOG_HALF = -math.log(2.0)
+
+
+def _log1m_exp(log_p: Tensor) -> Tensor:
+    """``log(1 - e^l)`` for ``l <= 0`` (Mächler 2012): ``log1p(-e^l)`` below ``-log 2``,
+    ``log(-expm1(l))`` above, with ``l`` held at ``-eps`` where it is closer to 0 (``1 - p``
+    below the dtype's resolution, where ``l`` itself is ``0`` or at least ``eps / 2`` away):
+    finite, with finite derivatives of every order, at ``p = 1``."""
+    far = log_p < _LOG_HALF
+    eps = torch.finfo(log_p.dtype).eps
+    near = torch.where(far, -1.0, log_p).clamp(max=-eps)
+    return torch.where(
+        far, torch.log1p(-torch.exp(torch.where(far, log_p, -1.0))), torch.log(-torch.expm1(near))
+    )
+
+
+def _focal_terms(gamma: float) -> Callable[[Tensor], Tensor]:
+    def terms(log_p: Tensor) -> Tensor:
+        if gamma == 0:
+            return -log_p
+        return -torch.exp(gamma * _log1m_exp(log_p)) * log_p
+
+    return terms
+
+
+def _poly1_terms(epsilon: float) -> Callable[[Tensor], Tensor]:
+    def terms(log_p: Tensor) -> Tensor:
+        if epsilon == 0:
+            return -log_p
+        return -log_p - epsilon * torch.expm1(log_p)
+
+    return terms
+
+
+def _class_rows_loss(
+    log_p: Tensor, rows: Rows, weight: Tensor | None, terms: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """``sum_c a_c g(l_c)`` per row, exactly 0 on ignored rows."""
+    allowed = rows.allowed
+    if rows.dense is not None:
+        safe = log_p if allowed is None else torch.where(allowed, log_p, 0.0)
+        loss = times(rows.dense, terms(safe)).sum(1)
+    else:
+        assert rows.index is not None and rows.picked is not None
+        picked = log_p.gather(1, rows.index.unsqueeze(1)).squeeze(1)
+        if allowed is None:
+            loss = times(rows.picked, terms(picked))
+        else:  # a target class that is removed: +inf, the true value, with a finite gradient
+            removed = ~allowed.gather(1, rows.index.unsqueeze(1)).squeeze(1)
+            value = torch.where(removed, math.inf, terms(torch.where(removed, 0.0, picked)))
+            loss = times(rows.picked, value)
+        if rows.spread is not None:
+            safe = log_p if allowed is None else torch.where(allowed, log_p, 0.0)
+            spread_terms = terms(safe)
+            if allowed is not None:
+                spread_terms = torch.where(allowed, spread_terms, 0.0)
+            total = spread_terms.sum(1) if weight is None else spread_terms @ weight
+            loss = loss + rows.spread * total
+    return loss if rows.ignored is None else loss.masked_fill(rows.ignored, 0)
+
+
+def _class_shapes(fn: str, input: Tensor, target: Tensor) -> tuple[bool, tuple[int, ...]]:
+    """(probability target?, shape of the "none" loss), as cross_entropy's."""
+    shape = tuple(input.shape)
+    if not shape:
+        fail(ValueError, fn, "input", "have shape (C,), (N, C) or (N, C, d1, ..., dK)", "()")
+    index_shape = shape[1:] if len(shape) == 1 else shape[:1] + shape[2:]
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            fail(
+                ValueError,
+                fn,
+                "target",
+                f"have shape {shape_str(input.shape)} (class probabilities) or "
+                f"{shape_str(index_shape)} (class indices, integer dtype) for input of shape "
+                f"{shape_str(input.shape)}",
+                f"{shape_str(target.shape)} ({target.dtype})",
+            )
+        return True, index_shape
+    check_integer(fn, target=target)
+    if target.shape != index_shape:
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have shape {shape_str(index_shape)} (class indices) for input of shape "
+            f"{shape_str(input.shape)}",
+            shape_str(target.shape),
+            hint=f"For class probabilities pass a float target of shape {shape_str(input.shape)}.",
+        )
+    return False, index_shape
+
+
+def _as_rows(input: Tensor) -> Tensor:
+    """``(C,)``/``(N, C)``/``(N, C, d...)`` -> ``(M, C)`` with the class dimension last."""
+    if input.dim() == 1:
+        return input.unsqueeze(0)
+    if input.dim() == 2:
+        return input
+    return input.movedim(1, -1).reshape(-1, input.shape[1])
+
+
+def _softmax_loss(
+    fn: str,
+    terms: Callable[[Tensor], Tensor],
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: Reduction,
+    label_smoothing: float,
+    where: Tensor | None,
+) -> Tensor:
+    """The softmax losses' common body: cross_entropy's targets, masks and weighted mean."""
+    check_tensor(fn, input=input, target=target)
+    check_floating(fn, input=input)
+    probabilities, out_shape = _class_shapes(fn, input, target)
+    check_class_weight(fn, weight, input)
+    keep = allowed = None
+    if where is not None:
+        classes = softmax_mask(fn, where, out_shape, tuple(input.shape))
+        if classes:
+            allowed = _as_rows(where.expand(input.shape))
+            keep = allowed.any(1)
+        else:
+            keep = where.expand(out_shape).reshape(-1)
+    if probabilities:
+        if ignore_index >= 0:
+            fail(
+                ValueError,
+                fn,
+                "ignore_index",
+                "be negative for a floating-point target (ignore_index is not supported for "
+                "class probabilities)",
+                ignore_index,
+            )
+        dtype = torch.promote_types(input.dtype, target.dtype)
+        work = compute_dtype(dtype)
+        x, q = _as_rows(input).to(work), _as_rows(target).to(work)
+        ignored = None
+        if allowed is not None:
+            x = masked(allowed, x, -math.inf)
+        if keep is not None:
+            ignored = ~keep
+            x, q = masked(keep.unsqueeze(1), x, 0.0), masked(keep.unsqueeze(1), q, 0.0)
+        class_weight = None if weight is None else weight.to(work)
+        rows = probability_rows(q, class_weight, label_smoothing, ignored, allowed)
+        loss = _class_rows_loss(torch.log_softmax(x, 1), rows, None, terms).to(dtype)
+        row_mask = None if keep is None else keep.view(out_shape)
+        return reduce(loss.reshape(out_shape), reduction, where=row_mask)
+    x = _as_rows(input)
+    flat_target = as_index(target.reshape(-1))
+    if keep is not None:
+        flat_target = torch.where(keep, flat_target, ignore_index)  # not read, counted nowhere
+    num_classes = x.shape[1]
+    index, ignored = class_index_mask(fn, flat_target, num_classes, ignore_index, gathered=True)
+    if allowed is not None:
+        x = masked(allowed, x, -math.inf)
+    if ignored is not None:  # ignored (and masked) rows: finite, whatever they hold
+        x = x.masked_fill(ignored.unsqueeze(1), 0)
+    work = compute_dtype(input.dtype)
+    class_weight = None if weight is None else weight.to(work)
+    rows = class_rows(index, ignored, class_weight, label_smoothing, num_classes, work, allowed)
+    try:
+        loss = _class_rows_loss(torch.log_softmax(x.to(work), 1), rows, class_weight, terms)
+    except RuntimeError:  # gather's own range check (gathered=True): the clear IndexError
+        check_class_indices(fn, flat_target, num_classes, ignore_index)
+        raise
+    loss = loss.to(input.dtype)
+    if reduction == "none":
+        return loss.view(out_shape)
+    return reduce(loss, reduction, where=keep, mean_weight=rows.row_weight.to(loss.dtype))
+
+
+def _softmax_config(fn: str, reduction: str, ignore_index: int, label_smoothing: float) -> None:
+    check_reduction(fn, reduction)
+    check_index(fn, ignore_index=ignore_index)
+    check_in_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
+
+
+def _focal_config(
+    *,
+    gamma: float = 2.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> None:
+    _check_gamma("focal_loss", "gamma", gamma)
+    _softmax_config("focal_loss", reduction, ignore_index, label_smoothing)
+
+
+@follows_autocast("float32")
+@checks_config(_focal_config)
+def focal_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    *,
+    gamma: float = 2.0,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Softmax focal loss: cross-entropy with each class's term down-weighted by
+    :math:`(1 - p_c)^\gamma`.
+
+    Multi-class focal loss (Lin et al. 2017) for imbalanced classification and dense prediction;
+    takes exactly what :func:`cross_entropy` takes (class indices or probabilities, K-dim,
+    unbatched, class ``weight``, ``ignore_index``, ``label_smoothing``, row and class masks) and
+    is :func:`cross_entropy` at :math:`\gamma = 0`.
+
+    .. math::
+        \ell_n = -\sum_c a_{n,c}\, (1 - p_{n,c})^\gamma \log p_{n,c}, \qquad
+        p_n = \mathrm{softmax}(x_n), \qquad a_{n,c} = w_c\, q_{n,c}
+
+    with :math:`q_n` the (smoothed) one-hot class or the given probabilities, as in
+    :func:`cross_entropy`; ``"mean"`` is its weighted mean (class indices: divided by
+    :math:`\sum_n w_{y_n}` over the rows not ignored; probabilities: by the number of rows).
+    :math:`(1 - p)^\gamma = \exp(\gamma \log(1 - p))` with :math:`\log(1 - p)` from
+    :math:`\log p` (``log_softmax``) without cancellation, so a saturated correct class
+    (:math:`p = 1` to rounding) gives a finite value and finite derivatives of every order for
+    every :math:`\gamma \ge 0`; MONAI's ``(1 - p) ** gamma`` gives NaN gradients there for
+    :math:`\gamma < 1`.
+
+    Kornia's ``focal_loss`` and MONAI's ``FocalLoss(use_softmax=True)`` compute the same terms
+    for class indices (without ``alpha``); kornia's ``"mean"`` divides by :math:`N C` (every
+    class of every pixel), MONAI's by :math:`N` times the pixels (its default ``"mean"`` also
+    averages over classes).
+
+    Args:
+        input: logits, shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``, floating dtype.
+        target: class indices (integer dtype, ``input``'s shape without the class dimension)
+            or class probabilities (floating, ``input``'s shape), as :func:`cross_entropy`.
+        weight: optional per-class weight, shape ``(C,)``, ``input``'s dtype.
+        gamma: :math:`\gamma \ge 0`, the focusing exponent.
+        ignore_index: class index whose rows contribute nothing (class indices only).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        label_smoothing: in ``[0, 1]``, as :func:`cross_entropy`.
+        where: optional bool row mask or class mask, as :func:`cross_entropy`'s.
+
+    Returns:
+        Shape of the target without the class dimension for ``"none"`` (0 at masked rows),
+        else a 0-dim tensor.
+
+    Raises:
+        TypeError: integer logits, a target of neither integer nor floating dtype, a non-bool
+            ``where``.
+        ValueError: shapes, ``gamma < 0`` or not finite, bad ``reduction``/``label_smoothing``.
+        IndexError: a class index out of range (eager mode).
+
+    Examples:
+        >>> logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+        >>> funcloss.focal_loss(logits, torch.tensor([0, 2]), reduction="none")
+        tensor([0.0109, 0.0008])
+        >>> funcloss.focal_loss(logits, torch.tensor([0, 2]), gamma=0.0)  # cross_entropy
+        tensor(0.1672)
+
+    References:
+        Lin, Goyal, Girshick, He and Dollár, "Focal Loss for Dense Object Detection", ICCV 2017;
+        ``kornia.losses.focal_loss``, ``monai.losses.FocalLoss``.
+    """
+    _focal_config(
+        gamma=gamma, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
+    )
+    return _softmax_loss(
+        "focal_loss",
+        _focal_terms(float(gamma)),
+        input,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        where,
+    )
+
+
+def _poly1_config(
+    *,
+    epsilon: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> None:
+    fn = "poly1_cross_entropy"
+    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
+        fail(TypeError, fn, "epsilon", "be a real number", type(epsilon).__name__)
+    if not math.isfinite(epsilon):
+        fail(ValueError, fn, "epsilon", "be finite", epsilon)
+    _softmax_config(fn, reduction, ignore_index, label_smoothing)
+
+
+@follows_autocast("float32")
+@checks_config(_poly1_config)
+def poly1_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    *,
+    epsilon: float = 1.0,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Poly-1 cross-entropy (PolyLoss): cross-entropy plus :math:`\varepsilon (1 - p_t)`.
+
+    The first-order PolyLoss of Leng et al. 2022, a one-parameter tweak of cross-entropy that
+    raises (:math:`\varepsilon > 0`) or lowers the weight of the leading polynomial term; takes
+    exactly what :func:`cross_entropy` takes and is :func:`cross_entropy` at
+    :math:`\varepsilon = 0`.
+
+    .. math::
+        \ell_n = \sum_c a_{n,c} \left(-\log p_{n,c} + \varepsilon (1 - p_{n,c})\right)
+               = \mathrm{CE}_n + \varepsilon \Big(A_n - \sum_c a_{n,c}\, p_{n,c}\Big)
+
+    with :math:`a_{n,c} = w_c q_{n,c}` the cross-entropy's target weights (:math:`q` the
+    smoothed one-hot class or the given probabilities) and :math:`A_n = \sum_c a_{n,c}`;
+    without class weights :math:`A_n = 1` and the extra term is the paper's
+    :math:`\varepsilon (1 - \sum_c q_c p_c)`. ``"mean"`` is the cross-entropy's weighted mean.
+    :math:`1 - p` is ``-expm1(log p)`` (no cancellation).
+
+    The paper's default is :math:`\varepsilon = 1` (used here); optax's
+    ``poly_loss_cross_entropy`` and timm default to :math:`\varepsilon = 2`. optax takes
+    probabilities only (no class weight, no ignore_index) and reduces nothing.
+
+    Args:
+        input: logits, shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``, floating dtype.
+        target: class indices or class probabilities, as :func:`cross_entropy`.
+        weight: optional per-class weight, shape ``(C,)``, ``input``'s dtype.
+        epsilon: :math:`\varepsilon`, any finite number (the paper tunes it in
+            :math:`[-1, \infty)`; below -1 the loss is no longer convex).
+        ignore_index: class index whose rows contribute nothing (class indices only).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        label_smoothing: in ``[0, 1]``, as :func:`cross_entropy`.
+        where: optional bool row mask or class mask, as :func:`cross_entropy`'s.
+
+    Returns:
+        Shape of the target without the class dimension for ``"none"`` (0 at masked rows),
+        else a 0-dim tensor.
+
+    Raises:
+        TypeError: integer logits, a target of neither integer nor floating dtype, a
+            non-number ``epsilon``, a non-bool ``where``.
+        ValueError: shapes, a non-finite ``epsilon``, bad ``reduction``/``label_smoothing``.
+        IndexError: a class index out of range (eager mode).
+
+    Examples:
+        >>> logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+        >>> funcloss.poly1_cross_entropy(logits, torch.tensor([0, 2]), reduction="none")
+        tensor([0.4526, 0.1855])
+
+    References:
+        Leng, Xu, Tan, Yu, Shen, Zhu, Wang, Alipanahi and Diamant, "PolyLoss: A Polynomial
+        Expansion Perspective of Classification Loss Functions", ICLR 2022;
+        ``optax.losses.poly_loss_cross_entropy``.
+    """
+    _poly1_config(
+        epsilon=epsilon,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
+    return _softmax_loss(
+        "poly1_cross_entropy",
+        _poly1_terms(float(epsilon)),
+        input,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        where,
+    )

@@ -142,6 +142,8 @@ MSELoss = loss_module(_r.mse_loss, name="MSELoss")
 PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
+FocalLoss = loss_module(_f.focal_loss, name="FocalLoss")
+Poly1CrossEntropyLoss = loss_module(_f.poly1_cross_entropy, name="Poly1CrossEntropyLoss")
 SigmoidFocalLoss = loss_module(_f.sigmoid_focal_loss, name="SigmoidFocalLoss")
 
 __all__ = [
@@ -150,6 +152,7 @@ __all__ = [
     "CTCLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "FocalLoss",
     "GaussianNLLLoss",
     "HingeEmbeddingLoss",
     "HuberLoss",
@@ -163,6 +166,7 @@ __all__ = [
     "MultiMarginLoss",
     "NLLLoss",
     "PoissonNLLLoss",
+    "Poly1CrossEntropyLoss",
     "SigmoidFocalLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",

@@ -83,6 +83,24 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class FocalLoss(nn.Module):
+    weight: Tensor | None
+    gamma: float
+    ignore_index: int
+    reduction: Reduction
+    label_smoothing: float
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        gamma: float = 2.0,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class GaussianNLLLoss(nn.Module):
     full: bool
     eps: float
@@ -239,6 +257,34 @@ class PoissonNLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class Poly1CrossEntropyLoss(nn.Module):
+    weight: Tensor | None
+    epsilon: float
+    ignore_index: int
+    reduction: Reduction
+    label_smoothing: float
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        epsilon: float = 1.0,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class SigmoidFocalLoss(nn.Module):
+    alpha: float
+    gamma: float
+    reduction: Reduction
+    def __init__(
+        self, alpha: float = 0.25, gamma: float = 2.0, reduction: Reduction = "none"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class SmoothL1Loss(nn.Module):
     reduction: Reduction
     beta: float
@@ -322,6 +368,7 @@ __all__ = [
     "CTCLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "FocalLoss",
     "GaussianNLLLoss",
     "HingeEmbeddingLoss",
     "HuberLoss",
@@ -335,6 +382,8 @@ __all__ = [
     "MultiMarginLoss",
     "NLLLoss",
     "PoissonNLLLoss",
+    "Poly1CrossEntropyLoss",
+    "SigmoidFocalLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "TreeLoss",
