@@ -108,3 +108,73 @@ def test_anchors_sigmoid_focal_nan_gradient_for_gamma_below_one(dtype, library) 
     ours = x.detach().clone().requires_grad_()
     funcloss.sigmoid_focal_loss(ours, t, 0.25, 0.5).sum().backward()
     assert torch.isfinite(ours.grad).all()
+
+
+# -- focal_loss ------------------------------------------------------------------------------
+
+
+def _classes(shape=(16, 5, 3)):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=g)
+    return x, y
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_matches_kornia(gamma) -> None:
+    # kornia's "mean" divides by N * C * pixels (every class slice), funcloss's by N * pixels
+    kornia = anchor("kornia")
+    x, y = _classes()
+    theirs = _quiet(kornia.losses.focal_loss, x, y, alpha=None, gamma=gamma, reduction="mean")
+    ours = funcloss.focal_loss(x, y, gamma=gamma, reduction="mean")
+    assert_close(ours / x.shape[1], theirs)
+    per_pixel = _quiet(kornia.losses.focal_loss, x, y, alpha=None, gamma=gamma, reduction="none")
+    assert_close(funcloss.focal_loss(x, y, gamma=gamma, reduction="none"), per_pixel.sum(1))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_matches_monai(gamma) -> None:
+    # MONAI: one-hot targets (to_onehot_y), "none" keeps the class dimension; it computes in
+    # float32 whatever the input
+    monai = anchor("monai")
+    x, y = _classes()
+    loss = monai.losses.FocalLoss(use_softmax=True, gamma=gamma, to_onehot_y=True, reduction="none")
+    theirs = _quiet(loss, x, y[:, None]).sum(1)
+    ours = funcloss.focal_loss(x, y, gamma=gamma, reduction="none")
+    torch.testing.assert_close(ours, theirs.to(ours.dtype), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_monai_focal_nan_gradient_at_saturated_class(dtype) -> None:
+    # gamma = 0.5, the target class at logit 100: (1 - p) ** gamma has an infinite slope at
+    # p = 1, times 0; funcloss's gradient is finite
+    monai = anchor("monai")
+    x = torch.tensor([[100.0, 0.0, 0.0]], dtype=dtype, requires_grad=True)
+    loss = monai.losses.FocalLoss(use_softmax=True, gamma=0.5, to_onehot_y=True)
+    _quiet(loss, x, torch.tensor([[0]])).backward()
+    assert torch.isnan(x.grad).all()
+    ours = x.detach().clone().requires_grad_()
+    funcloss.focal_loss(ours, torch.tensor([0]), gamma=0.5).backward()
+    assert torch.isfinite(ours.grad).all()
+
+
+# -- poly1_cross_entropy ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 2.0, -0.5])
+def test_poly1_matches_optax(epsilon) -> None:
+    # optax: probability labels only, classes on the last axis, no reduction; default eps 2
+    jax64()
+    optax = anchor("optax")
+    x, y = _classes((16, 5))
+    g = torch.Generator().manual_seed(2)
+    q = torch.softmax(torch.randn(16, 5, generator=g, dtype=torch.float64), 1)
+    for target, labels in ((y, torch.nn.functional.one_hot(y, 5).double()), (q, q)):
+        theirs = _quiet(
+            optax.losses.poly_loss_cross_entropy, x.numpy(), labels.numpy(), epsilon=epsilon
+        )
+        ours = funcloss.poly1_cross_entropy(x, target, epsilon=epsilon, reduction="none")
+        assert_close(ours, torch.from_numpy(np.array(theirs)))
+    default = _quiet(optax.losses.poly_loss_cross_entropy, x.numpy(), q.numpy())
+    ours = funcloss.poly1_cross_entropy(x, q, epsilon=2.0, reduction="none")
+    assert_close(ours, torch.from_numpy(np.array(default)))  # optax's default epsilon is 2

@@ -53,3 +53,49 @@ def test_sigmoid_focal_where() -> None:
         funcloss.sigmoid_focal_loss(X, X, where=torch.ones(2, 3))
     with pytest.raises(ValueError, match=r"sigmoid_focal_loss: `where` must be broadcastable"):
         funcloss.sigmoid_focal_loss(X, X, where=torch.ones(3, 3, dtype=torch.bool))
+
+
+# -- focal_loss, poly1_cross_entropy ---------------------------------------------------------
+
+SOFTMAX = {"focal_loss": fnn.FocalLoss, "poly1_cross_entropy": fnn.Poly1CrossEntropyLoss}
+
+
+@pytest.mark.parametrize("name", SOFTMAX)
+def test_softmax_target_kinds(name) -> None:
+    fn = getattr(funcloss, name)
+    with pytest.raises(ValueError, match=rf"{name}: `target` must have shape \(2,\) \(class"):
+        fn(X, torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=rf"{name}: `target` must have shape \(2, 3\) \(class"):
+        fn(X, torch.zeros(2))  # float indices: "For class probabilities ..."
+    with pytest.raises(TypeError, match=rf"{name}: `target` must have an integer dtype"):
+        fn(X, torch.zeros(2, dtype=torch.bool))
+    with pytest.raises(TypeError, match=rf"{name}: `input` must have a floating-point"):
+        fn(torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(IndexError, match=rf"{name}: `target` values must be in \[0, 3\)"):
+        fn(X, torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match=rf"{name}: `ignore_index` must be negative"):
+        fn(X, torch.zeros(2, 3), ignore_index=0)
+    with pytest.raises(ValueError, match=rf"{name}: `weight` must have shape \(3,\)"):
+        fn(X, torch.zeros(2, dtype=torch.int64), torch.ones(2))
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "pattern"),
+    [
+        ("focal_loss", {"gamma": -1.0}, r"`gamma` must be finite and non-negative, got -1.0"),
+        ("focal_loss", {"gamma": float("nan")}, r"`gamma` must be finite and non-negative"),
+        ("poly1_cross_entropy", {"epsilon": float("inf")}, r"`epsilon` must be finite, got inf"),
+        ("poly1_cross_entropy", {"epsilon": float("nan")}, r"`epsilon` must be finite, got nan"),
+        ("poly1_cross_entropy", {"epsilon": "1"}, r"`epsilon` must be a real number, got str"),
+        ("focal_loss", {"label_smoothing": 1.5}, r"`label_smoothing` must be in \[0.0, 1.0\]"),
+        ("poly1_cross_entropy", {"reduction": "batchmean"}, r"`reduction` must be one of"),
+        ("focal_loss", {"ignore_index": 1.0}, r"`ignore_index` must be an int, got float"),
+    ],
+)
+def test_softmax_config(name, kwargs, pattern) -> None:
+    target = torch.zeros(2, dtype=torch.int64)
+    with pytest.raises((TypeError, ValueError), match=rf"{name}: {pattern}"):
+        getattr(funcloss, name)(X, target, **kwargs)
+    module = SOFTMAX[name]
+    with pytest.raises((TypeError, ValueError), match=rf"{module.__name__}: {pattern}"):
+        module(**kwargs)

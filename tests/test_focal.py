@@ -13,7 +13,7 @@ import funcloss
 from funcloss._focal import _sigmoid_focal_forward, _sigmoid_focal_function
 
 from .helpers import assert_close
-from .specs_focal import naive_sigmoid_focal
+from .specs_focal import naive_focal, naive_sigmoid_focal
 
 EDGE_LOGITS = (-100.0, -40.0, -17.0, 0.0, 17.0, 40.0, 100.0)
 GAMMAS = (0.0, 0.5, 2.0)
@@ -178,3 +178,111 @@ def test_sigmoid_focal_where_ignores_masked_inf() -> None:
     assert_close(loss, expected, "masked mean")
     loss.backward()
     assert torch.isfinite(x.grad).all() and (x.grad[:, 1] == 0).all()
+
+
+# -- focal_loss, poly1_cross_entropy ---------------------------------------------------------
+
+SOFTMAX_LOSSES = {
+    "focal_loss": (funcloss.focal_loss, "gamma"),
+    "poly1_cross_entropy": (funcloss.poly1_cross_entropy, "epsilon"),
+}
+
+
+def _softmax_inputs():
+    g = _generator()
+    x = torch.randn(6, 4, 3, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, 4, (6, 3), generator=g)
+    y[0, 0] = -100
+    w = torch.rand(4, generator=g, dtype=torch.float64) + 0.1
+    q = torch.softmax(torch.randn(6, 4, 3, generator=g, dtype=torch.float64), 1)
+    return x, y, w, q
+
+
+@pytest.mark.parametrize("name", SOFTMAX_LOSSES)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_softmax_losses_at_zero_are_cross_entropy(name, reduction, weighted, label_smoothing):
+    # gamma = 0 / epsilon = 0: torch's cross_entropy, for every target kind and option
+    fn, option = SOFTMAX_LOSSES[name]
+    x, y, w, q = _softmax_inputs()
+    kwargs = {"reduction": reduction, "label_smoothing": label_smoothing}
+    if weighted:
+        kwargs["weight"] = w
+    cases = [
+        (x, y),  # K-dim, with an ignored element
+        (x[:, :, 0], y[:, 1]),  # (N, C)
+        (x[0, :, 0], y[1, 1]),  # unbatched
+        (x, q),  # probabilities
+        (x[:, :, 0], q[:, :, 0]),
+    ]
+    for input, target in cases:
+        expected = F.cross_entropy(input, target, **kwargs)
+        assert_close(fn(input, target, **kwargs, **{option: 0.0}), expected, f"{input.shape}")
+    assert_close(
+        fn(x, y.clamp_min(0), ignore_index=2, **kwargs, **{option: 0.0}),
+        F.cross_entropy(x, y.clamp_min(0), ignore_index=2, **kwargs),
+        "ignore_index=2",
+    )
+
+
+@pytest.mark.parametrize("name", SOFTMAX_LOSSES)
+def test_softmax_losses_at_zero_equal_funcloss_cross_entropy_under_masks(name) -> None:
+    fn, option = SOFTMAX_LOSSES[name]
+    x, y, w, q = _softmax_inputs()
+    rows = torch.tensor([True, False, True, True, False, True])[:, None].expand(6, 3)
+    classes = torch.tensor([True, True, False, True])[None, :, None].expand(6, 4, 3)
+    for target in (y, q):
+        for where in (rows, classes):
+            for reduction in ("none", "mean", "sum"):
+                kwargs = {"weight": w, "label_smoothing": 0.1, "reduction": reduction}
+                expected = funcloss.cross_entropy(x, target, where=where, **kwargs)
+                actual = fn(x, target, where=where, **kwargs, **{option: 0.0})
+                assert_close(actual, expected, f"{reduction}, where {where.shape}")
+
+
+def test_poly1_is_cross_entropy_plus_epsilon_times_one_minus_p_target() -> None:
+    x, y, _, q = _softmax_inputs()
+    x, y, q = x[:, :, 0], y[:, 1], q[:, :, 0]
+    p = torch.softmax(x, 1)
+    expected = F.cross_entropy(x, y, reduction="none") + 2.5 * (1 - p.gather(1, y[:, None])[:, 0])
+    assert_close(funcloss.poly1_cross_entropy(x, y, epsilon=2.5, reduction="none"), expected)
+    expected = F.cross_entropy(x, q, reduction="none") + 2.5 * (1 - (q * p).sum(1))
+    assert_close(funcloss.poly1_cross_entropy(x, q, epsilon=2.5, reduction="none"), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_focal_saturated_correct_class_is_finite(dtype, gamma, label_smoothing) -> None:
+    # p = 1 to rounding at the target class (MONAI: nan gradients for gamma < 1)
+    x = torch.tensor([[100.0, 0.0, 0.0], [0.0, -100.0, 50.0], [3.0, 1.0, -2.0]], dtype=dtype)
+    y = torch.tensor([0, 2, 1])
+    q = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.2, 0.5, 0.3]], dtype=dtype)
+
+    def loss(a, target=y):
+        return funcloss.focal_loss(a, target, gamma=gamma, label_smoothing=label_smoothing)
+
+    for target in (y, q):
+        results = {
+            "value": loss(x, target),
+            "grad": grad(loss)(x, target),
+            "jacfwd": jacfwd(loss)(x, target),
+            "hessian": hessian(loss)(x, target),
+        }
+        for what, value in results.items():
+            assert torch.isfinite(value).all(), f"{what}: {value}"
+            assert value.dtype == dtype
+        assert_close(results["jacfwd"], results["grad"], "jacfwd vs grad")
+    if dtype == torch.float64:  # the naive formula is exact here in float64 (p = 1, 1 - p = 0)
+        for target in (y, q):
+            expected = naive_focal(x, target, gamma=gamma, label_smoothing=label_smoothing)
+            assert_close(loss(x, target), expected, "value")
+
+
+def test_focal_float32_tangents_keep_dtype() -> None:
+    x = torch.tensor([2.0, 0.0, -1.0])
+    for target in (torch.tensor(0), torch.tensor([0.2, 0.5, 0.3])):
+        for fn, option in SOFTMAX_LOSSES.values():
+            forward = jacfwd(lambda a, t=target, f=fn, o=option: f(a, t, **{o: 0.5}))(x)
+            assert forward.dtype == torch.float32
