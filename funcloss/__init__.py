@@ -16,7 +16,7 @@ from ._embedding import (
     triplet_margin_loss,
     triplet_margin_with_distance_loss,
 )
-from ._focal import focal_loss, poly1_cross_entropy, sigmoid_focal_loss
+from ._focal import asymmetric_loss, focal_loss, poly1_cross_entropy, sigmoid_focal_loss
 from ._function import custom_backward
 from ._linear import linear_cross_entropy
 from ._logistic import binary_cross_entropy, binary_cross_entropy_with_logits
@@ -43,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "asymmetric_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cosine_embedding_loss",

@@ -43,7 +43,7 @@ from ._checks import (
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
-from ._ops import times
+from ._ops import softplus, times
 from ._reduction import masked, reduce
 from ._softmax_ce import Rows, class_rows, compute_dtype, probability_rows, softmax_mask
 
@@ -702,3 +702,135 @@ def poly1_cross_entropy(
         label_smoothing,
         where,
     )
+
+
+# -- asymmetric_loss -------------------------------------------------------------------------
+
+
+def _asymmetric_config(
+    *, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05, reduction: str = "mean"
+) -> None:
+    fn = "asymmetric_loss"
+    _check_gamma(fn, "gamma_pos", gamma_pos)
+    _check_gamma(fn, "gamma_neg", gamma_neg)
+    if isinstance(clip, bool) or not isinstance(clip, int | float):
+        fail(TypeError, fn, "clip", "be a real number", type(clip).__name__)
+    if not 0 <= clip < 1:
+        fail(ValueError, fn, "clip", "be in [0, 1)", clip)
+    check_reduction(fn, reduction)
+
+
+def _asymmetric_terms(
+    input: Tensor, target: Tensor, gamma_pos: float, gamma_neg: float, clip: float
+) -> Tensor:
+    # positive: (1 - p)^gamma+ (-log p) = exp(-gamma+ softplus(x)) softplus(-x)
+    positive = softplus(-input)
+    if gamma_pos != 0:
+        positive = positive * torch.exp(-gamma_pos * softplus(input))
+    # negative: p_m^gamma- (-log(1 - p_m)), p_m = max(p - clip, 0)
+    if clip == 0:
+        negative = softplus(input)  # -log(1 - p)
+        if gamma_neg != 0:
+            negative = negative * torch.exp(-gamma_neg * softplus(-input))
+    else:
+        shifted = torch.sigmoid(input) - clip
+        active = shifted > 0  # p_m = 0 below the margin: the term is exactly 0 there
+        # -log(1 - p_m) = -log(sigma(-x) + clip) >= 0, finite: sigma(-x) + clip >= clip
+        negative = -torch.log(torch.sigmoid(-input) + clip).clamp(max=0.0)
+        if gamma_neg != 0:
+            safe = torch.where(active, shifted, 1.0)  # no log(0) in any derivative
+            negative = negative * torch.exp(gamma_neg * torch.log(safe))
+        negative = torch.where(active, negative, 0.0)
+    return times(target, positive) + times(1 - target, negative)
+
+
+@follows_autocast("float32")
+@checks_config(_asymmetric_config)
+def asymmetric_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    gamma_pos: float = 0.0,
+    gamma_neg: float = 4.0,
+    clip: float = 0.05,
+    reduction: Reduction = "mean",
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Asymmetric loss (ASL) for multi-label classification: focal weights that differ for
+    positives and negatives, and a probability margin that discards easy negatives.
+
+    For multi-label problems with many more negative than positive labels per sample (Ridnik
+    et al. 2021). Elementwise on logits and multi-hot (or soft) targets:
+
+    .. math::
+        \ell = -y\,(1 - p)^{\gamma_+} \log p - (1 - y)\, p_m^{\gamma_-} \log(1 - p_m),
+        \qquad p = \sigma(x), \quad p_m = \max(p - m, 0)
+
+    with :math:`m` the ``clip`` margin. Computed from the logits: :math:`-\log p =
+    \operatorname{softplus}(-x)`, :math:`(1 - p)^{\gamma_+} = e^{-\gamma_+
+    \operatorname{softplus}(x)}`, :math:`1 - p_m = \sigma(-x) + m` (:math:`\ge m`, so its log
+    is finite), :math:`p_m^{\gamma_-}` in log space: the value and its derivatives are finite
+    at every finite logit, and the gradient of a positive label is the true one however
+    negative its logit. timm's ``AsymmetricLossMultiLabel`` takes ``log(clamp(p, eps))``, so a
+    positive label below :math:`p = 10^{-8}` (logit :math:`\approx -18.4`) gets a zero
+    gradient however wrong it is, and with ``disable_torch_grad_focal_loss`` its backward
+    skips the focal weight's derivative that its forward contains (the gradient is not the
+    derivative of the value). :math:`\gamma_+ = \gamma_- = m = 0` gives
+    :func:`binary_cross_entropy_with_logits`.
+
+    Args:
+        input: logits, any shape (typically ``(N, C)``), floating dtype.
+        target: ``input``'s shape, floating dtype: multi-hot labels or soft labels in
+            ``[0, 1]`` (not checked).
+        gamma_pos: :math:`\gamma_+ \ge 0`, the focusing exponent of the positives (the
+            paper's and timm's defaults differ: 0 here and in the paper, 1 in timm).
+        gamma_neg: :math:`\gamma_- \ge 0`, the focusing exponent of the negatives.
+        clip: the margin :math:`m` in ``[0, 1)``; 0 switches the shifting off.
+        reduction: ``"none"`` | ``"mean"`` (over every element) | ``"sum"`` (the paper's and
+            timm's original reduction; timm's ``"batchmean"`` is ``"sum"`` divided by ``N``).
+        where: optional bool mask, broadcastable to ``input``'s shape: only the ``True``
+            elements count (``"mean"`` divides by their number).
+
+    Returns:
+        ``input``'s shape for ``"none"`` (0 where masked), else a 0-dim tensor, of the promoted
+        dtype of ``input`` and ``target``.
+
+    Raises:
+        TypeError: non-floating ``input`` or ``target``, non-number config, a non-bool
+            ``where``.
+        ValueError: shapes that differ, a negative or non-finite ``gamma_pos``/``gamma_neg``,
+            ``clip`` outside ``[0, 1)``, bad ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[2.0, -1.0, -3.0]])
+        >>> funcloss.asymmetric_loss(x, torch.tensor([[1.0, 0.0, 0.0]]), reduction="none")
+        tensor([[0.1269, 0.0006, 0.0000]])
+
+    References:
+        Ridnik, Ben-Baruch, Zamir, Noy, Friedman, Protter and Zelnik-Manor, "Asymmetric Loss
+        For Multi-Label Classification", ICCV 2021; ``timm.loss.AsymmetricLossMultiLabel``.
+    """
+    fn = "asymmetric_loss"
+    check_tensor(fn, input=input, target=target)
+    check_floating(fn, input=input)
+    if not target.is_floating_point():
+        fail(
+            TypeError,
+            fn,
+            "target",
+            "have a floating-point dtype (multi-hot or soft labels)",
+            target.dtype,
+            "Pass `target.float()`; for class indices use focal_loss.",
+        )
+    check_same_shape(fn, input=input, target=target)
+    _asymmetric_config(gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, reduction=reduction)
+    dtype = promoted_dtype(input, target)
+    work = compute_dtype(dtype)
+    if where is not None:
+        check_where(fn, where, input.shape)
+        input, target = masked(where, input), masked(where, target)
+    shape = input.shape
+    # 1-d: under jacfwd a 0-dim tensor times a Python float has a float64 tangent (pytorch#90065)
+    input, target = input.to(work).reshape(-1), target.to(work).reshape(-1)
+    loss = _asymmetric_terms(input, target, float(gamma_pos), float(gamma_neg), float(clip))
+    return reduce(loss.view(shape), reduction, where=where).to(dtype)

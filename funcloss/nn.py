@@ -142,11 +142,13 @@ MSELoss = loss_module(_r.mse_loss, name="MSELoss")
 PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
+AsymmetricLoss = loss_module(_f.asymmetric_loss, name="AsymmetricLoss")
 FocalLoss = loss_module(_f.focal_loss, name="FocalLoss")
 Poly1CrossEntropyLoss = loss_module(_f.poly1_cross_entropy, name="Poly1CrossEntropyLoss")
 SigmoidFocalLoss = loss_module(_f.sigmoid_focal_loss, name="SigmoidFocalLoss")
 
 __all__ = [
+    "AsymmetricLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",

@@ -9,6 +9,22 @@ from torch import Tensor, nn
 from ._checks import Reduction
 from ._regression import KLReduction
 
+class AsymmetricLoss(nn.Module):
+    gamma_pos: float
+    gamma_neg: float
+    clip: float
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        gamma_pos: float = 0.0,
+        gamma_neg: float = 4.0,
+        clip: float = 0.05,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class BCELoss(nn.Module):
     weight: Tensor | None
     reduction: Reduction
@@ -363,6 +379,7 @@ class TripletMarginWithDistanceLoss(nn.Module):
     ) -> Tensor: ...
 
 __all__ = [
+    "AsymmetricLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",

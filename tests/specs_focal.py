@@ -212,3 +212,63 @@ SPECS += _softmax_specs(
     "epsilon",
     _EPSILONS,
 )
+
+
+# -- asymmetric_loss -------------------------------------------------------------------------
+
+
+def naive_asymmetric(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, reduction="mean"):
+    """Ridnik et al. 2021, eqs. (1)-(5): float64, probabilities from sigmoid."""
+    dtype = _result_dtype(x, y)
+    p = torch.sigmoid(x.double())
+    y = y.double()
+    shifted = (p - clip).clamp_min(0)
+    positive = -((1 - p) ** gamma_pos) * torch.log(p)
+    negative = -(shifted**gamma_neg) * torch.log(1 - shifted)
+    return _reduce(y * positive + (1 - y) * negative, reduction).to(dtype)
+
+
+def timm_asymmetric(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, reduction="mean", where=None):
+    """timm's AsymmetricLossMultiLabel (by path): its "none" is elementwise, its "mean" over
+    every element (it computes in float32, with log(clamp(p, 1e-8)))."""
+    module = load_file("timm", "loss/asymmetric_loss.py")
+    assert where is None
+    loss = module.AsymmetricLossMultiLabel(
+        gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=clip, reduction=reduction
+    )
+    return loss(x, y).to(x.dtype)
+
+
+@st.composite
+def _asymmetric_cases(draw: st.DrawFn) -> Case:
+    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    x = draw(logits(shape))
+    if draw(st.booleans()):
+        t = (draw(probabilities(shape)) > 0.5).double()
+    else:
+        t = draw(probabilities(shape))
+    gamma_pos, gamma_neg, clip = draw(
+        st.sampled_from(
+            [(0.0, 4.0, 0.05), (1.0, 4.0, 0.05), (0.0, 0.0, 0.0), (2.0, 3.0, 0.0), (0.5, 2.0, 0.2)]
+        )
+    )
+    if clip > 0:
+        # keep p off the margin p = clip, where p_m = max(p - clip, 0) has its kink
+        p = torch.sigmoid(x)
+        x = torch.where(
+            (p - clip).abs() < 0.02, torch.logit(torch.tensor(clip + 0.05, dtype=x.dtype)), x
+        )
+    return Case((x, t), {"gamma_pos": gamma_pos, "gamma_neg": gamma_neg, "clip": clip})
+
+
+SPECS.append(
+    LossSpec(
+        "asymmetric_loss",
+        funcloss.asymmetric_loss,
+        fnn.AsymmetricLoss,
+        _asymmetric_cases,
+        naive_asymmetric,
+        anchor=timm_asymmetric,
+        anchor_name="timm",
+    )
+)
