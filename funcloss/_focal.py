@@ -775,7 +775,9 @@ def asymmetric_loss(
     positive label below :math:`p = 10^{-8}` (logit :math:`\approx -18.4`) gets a zero
     gradient however wrong it is, and with ``disable_torch_grad_focal_loss`` its backward
     skips the focal weight's derivative that its forward contains (the gradient is not the
-    derivative of the value). :math:`\gamma_+ = \gamma_- = m = 0` gives
+    derivative of the value). For soft labels this is the paper's :math:`y L_+ + (1 - y) L_-`;
+    timm instead raises :math:`1 - p_t` to the mixed exponent :math:`\gamma_+ y + \gamma_- (1 -
+    y)` (the two agree on 0/1 labels). :math:`\gamma_+ = \gamma_- = m = 0` gives
     :func:`binary_cross_entropy_with_logits`.
 
     Args:

@@ -178,3 +178,79 @@ def test_poly1_matches_optax(epsilon) -> None:
     default = _quiet(optax.losses.poly_loss_cross_entropy, x.numpy(), q.numpy())
     ours = funcloss.poly1_cross_entropy(x, q, epsilon=2.0, reduction="none")
     assert_close(ours, torch.from_numpy(np.array(default)))  # optax's default epsilon is 2
+
+
+# -- asymmetric_loss -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("gamma_pos", "gamma_neg", "clip"), [(0.0, 4.0, 0.05), (1.0, 4.0, 0.05), (2.0, 1.0, 0.0)]
+)
+def test_asymmetric_matches_timm(gamma_pos, gamma_neg, clip) -> None:
+    # timm computes in float32 and clamps p at eps = 1e-8 before the log: compare at logits
+    # where the clamp is inactive, with float32 tolerances; its "sum" is the paper's reduction.
+    # Hard labels only: for soft labels timm mixes the two focal weights (exponent
+    # gamma+ y + gamma- (1 - y) on 1 - p_t), funcloss weights the paper's two terms by y, 1 - y
+    module = load_file("timm", "loss/asymmetric_loss.py")
+    x, _, hard = _inputs()
+    for t in (hard,):
+        for reduction in ("sum", "mean", "none"):
+            loss = module.AsymmetricLossMultiLabel(
+                gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=clip, reduction=reduction
+            )
+            theirs = _quiet(loss, x, t).double()
+            ours = funcloss.asymmetric_loss(
+                x, t, gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, reduction=reduction
+            )
+            # timm's float32 1 - sigmoid(x) cancels: its sums are good to ~1e-5 relative
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+        batchmean = module.AsymmetricLossMultiLabel(
+            gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=clip, reduction="batchmean"
+        )
+        ours = funcloss.asymmetric_loss(
+            x, t, gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, reduction="sum"
+        )
+        torch.testing.assert_close(
+            ours / len(x), _quiet(batchmean, x, t).double(), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_timm_asymmetric_kills_the_gradient_of_a_wrong_positive() -> None:
+    # a positive label at logit -30: p = 9e-14 < eps = 1e-8, timm's log(clamp(p, eps)) has a
+    # zero gradient there; the true slope (funcloss's) is about -1
+    module = load_file("timm", "loss/asymmetric_loss.py")
+    x = torch.tensor([[-30.0, 2.0]], requires_grad=True)
+    t = torch.tensor([[1.0, 0.0]])
+    loss = module.AsymmetricLossMultiLabel(gamma_neg=4.0, gamma_pos=0.0, clip=0.05, reduction="sum")
+    _quiet(loss, x, t).backward()
+    assert x.grad[0, 0] == 0
+    ours = x.detach().clone().requires_grad_()
+    funcloss.asymmetric_loss(ours, t, reduction="sum").backward()
+    assert ours.grad[0, 0] < -0.99
+
+
+def test_timm_asymmetric_detached_focal_weight_is_not_the_derivative() -> None:
+    # disable_torch_grad_focal_loss=True: timm's backward drops the focal weight's derivative
+    # that its forward value contains (gradient != finite differences of its own value)
+    module = load_file("timm", "loss/asymmetric_loss.py")
+    x = torch.tensor([[0.5, -0.3]], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    loss = module.AsymmetricLossMultiLabel(
+        gamma_neg=4.0, gamma_pos=1.0, clip=0.05, reduction="sum", disable_torch_grad_focal_loss=True
+    )
+    _quiet(loss, x, t).backward()
+    step = 1e-6
+    bumped = x.detach().clone()
+    bumped[0, 0] += step
+    lowered = x.detach().clone()
+    lowered[0, 0] -= step
+    numeric = (_quiet(loss, bumped, t) - _quiet(loss, lowered, t)) / (2 * step)
+    assert abs(x.grad[0, 0].item() - numeric.item()) > 1e-3
+    ours = x.detach().clone().requires_grad_()
+    value = funcloss.asymmetric_loss(ours, t, gamma_pos=1.0, reduction="sum")
+    value.backward()
+    numeric = (
+        funcloss.asymmetric_loss(bumped, t, gamma_pos=1.0, reduction="sum")
+        - funcloss.asymmetric_loss(lowered, t, gamma_pos=1.0, reduction="sum")
+    ) / (2 * step)
+    assert abs(ours.grad[0, 0].item() - numeric.item()) < 1e-6

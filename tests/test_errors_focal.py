@@ -99,3 +99,31 @@ def test_softmax_config(name, kwargs, pattern) -> None:
     module = SOFTMAX[name]
     with pytest.raises((TypeError, ValueError), match=rf"{module.__name__}: {pattern}"):
         module(**kwargs)
+
+
+# -- asymmetric_loss -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"gamma_pos": -1.0}, r"`gamma_pos` must be finite and non-negative, got -1.0"),
+        ({"gamma_neg": float("inf")}, r"`gamma_neg` must be finite and non-negative, got inf"),
+        ({"clip": 1.0}, r"`clip` must be in \[0, 1\), got 1.0"),
+        ({"clip": -0.1}, r"`clip` must be in \[0, 1\), got -0.1"),
+        ({"clip": None}, r"`clip` must be a real number, got NoneType"),
+        ({"reduction": "batchmean"}, r"`reduction` must be one of"),
+    ],
+)
+def test_asymmetric_config(kwargs, pattern) -> None:
+    with pytest.raises((TypeError, ValueError), match=rf"asymmetric_loss: {pattern}"):
+        funcloss.asymmetric_loss(X, X, **kwargs)
+    with pytest.raises((TypeError, ValueError), match=rf"AsymmetricLoss: {pattern}"):
+        fnn.AsymmetricLoss(**kwargs)
+
+
+def test_asymmetric_targets() -> None:
+    with pytest.raises(TypeError, match=r"asymmetric_loss: `target` must have a floating-point"):
+        funcloss.asymmetric_loss(X, torch.zeros(2, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"asymmetric_loss: `target` must have the same shape"):
+        funcloss.asymmetric_loss(X, torch.zeros(2, 1))

@@ -286,3 +286,41 @@ def test_focal_float32_tangents_keep_dtype() -> None:
         for fn, option in SOFTMAX_LOSSES.values():
             forward = jacfwd(lambda a, t=target, f=fn, o=option: f(a, t, **{o: 0.5}))(x)
             assert forward.dtype == torch.float32
+
+
+# -- asymmetric_loss -------------------------------------------------------------------------
+
+
+def test_asymmetric_at_zero_is_bce_with_logits() -> None:
+    x, t = _soft_and_hard((20, 6))
+    for reduction in ("none", "mean", "sum"):
+        expected = F.binary_cross_entropy_with_logits(x, t, reduction=reduction)
+        actual = funcloss.asymmetric_loss(
+            x, t, gamma_pos=0.0, gamma_neg=0.0, clip=0.0, reduction=reduction
+        )
+        assert_close(actual, expected, reduction)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("gamma_pos", "gamma_neg", "clip"), [(0.0, 4.0, 0.05), (1.0, 0.5, 0.0)])
+def test_asymmetric_saturated_logits_are_finite(dtype, gamma_pos, gamma_neg, clip) -> None:
+    x = torch.tensor(EDGE_LOGITS, dtype=dtype)
+    kwargs = {"gamma_pos": gamma_pos, "gamma_neg": gamma_neg, "clip": clip, "reduction": "sum"}
+    for target in (0.0, 1.0, 0.3):
+        t = torch.full_like(x, target)
+
+        def total(a, t=t):
+            return funcloss.asymmetric_loss(a, t, **kwargs)
+
+        for what, value in {
+            "value": total(x),
+            "grad": grad(total)(x),
+            "jacfwd": jacfwd(total)(x),
+            "hessian": hessian(total)(x),
+        }.items():
+            assert torch.isfinite(value).all(), f"{what}: {value}"
+    # a positive label at logit -30: the true slope, -(1 - p)^gamma+ (...) ~ -1 (timm: 0)
+    slope = grad(lambda a: funcloss.asymmetric_loss(a, torch.ones(1, dtype=dtype), **kwargs))(
+        torch.tensor([-30.0], dtype=dtype)
+    )
+    assert slope.item() < -0.99
