@@ -28,6 +28,7 @@ from ._fenchel_young import (
     sparsemax,
     sparsemax_loss,
 )
+from ._focal import asymmetric_loss, focal_loss, poly1_cross_entropy, sigmoid_focal_loss
 from ._function import custom_backward
 from ._image import total_variation
 from ._linear import linear_cross_entropy
@@ -80,6 +81,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "approx_ndcg_loss",
+    "asymmetric_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "binary_sparsemax_loss",
@@ -93,6 +95,7 @@ __all__ = [
     "custom_backward",
     "dice_loss",
     "distance_box_iou_loss",
+    "focal_loss",
     "focal_tversky_loss",
     "gaussian_nll_loss",
     "geman_mcclure_loss",
@@ -122,9 +125,11 @@ __all__ = [
     "pairwise_logistic_loss",
     "perceptron_loss",
     "poisson_nll_loss",
+    "poly1_cross_entropy",
     "quantile_loss",
     "ranking_softmax_loss",
     "set_value_checks",
+    "sigmoid_focal_loss",
     "smooth_l1_loss",
     "smooth_labels",
     "soft_margin_loss",

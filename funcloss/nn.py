@@ -16,6 +16,7 @@ from . import _box as _bx
 from . import _cross_entropy as _c
 from . import _embedding as _e
 from . import _fenchel_young as _fy
+from . import _focal as _f
 from . import _image as _im
 from . import _linear as _l
 from . import _logistic as _b
@@ -184,8 +185,14 @@ GeneralizedDiceLoss = loss_module(
 JaccardLoss = loss_module(_o.jaccard_loss, name="JaccardLoss", forward_args=("mask",))
 TverskyLoss = loss_module(_o.tversky_loss, name="TverskyLoss", forward_args=("mask",))
 
+AsymmetricLoss = loss_module(_f.asymmetric_loss, name="AsymmetricLoss")
+FocalLoss = loss_module(_f.focal_loss, name="FocalLoss")
+Poly1CrossEntropyLoss = loss_module(_f.poly1_cross_entropy, name="Poly1CrossEntropyLoss")
+SigmoidFocalLoss = loss_module(_f.sigmoid_focal_loss, name="SigmoidFocalLoss")
+
 __all__ = [
     "ApproxNDCGLoss",
+    "AsymmetricLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "BinarySparsemaxLoss",
@@ -198,6 +205,7 @@ __all__ = [
     "CrossEntropyLoss",
     "DiceLoss",
     "DistanceBoxIoULoss",
+    "FocalLoss",
     "FocalTverskyLoss",
     "GaussianNLLLoss",
     "GemanMcClureLoss",
@@ -225,8 +233,10 @@ __all__ = [
     "PairwiseLogisticLoss",
     "PerceptronLoss",
     "PoissonNLLLoss",
+    "Poly1CrossEntropyLoss",
     "QuantileLoss",
     "RankingSoftmaxLoss",
+    "SigmoidFocalLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "SparsemaxLoss",

@@ -24,6 +24,22 @@ class ApproxNDCGLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class AsymmetricLoss(nn.Module):
+    gamma_pos: float
+    gamma_neg: float
+    clip: float
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        gamma_pos: float = 0.0,
+        gamma_neg: float = 4.0,
+        clip: float = 0.05,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class BCELoss(nn.Module):
     weight: Tensor | None
     reduction: Reduction
@@ -181,6 +197,24 @@ class DistanceBoxIoULoss(nn.Module):
     def __call__(
         self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
     ) -> Tensor: ...
+
+class FocalLoss(nn.Module):
+    weight: Tensor | None
+    gamma: float
+    ignore_index: int
+    reduction: Reduction
+    label_smoothing: float
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        gamma: float = 2.0,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class FocalTverskyLoss(nn.Module):
     weight: Tensor | None
@@ -533,6 +567,24 @@ class PoissonNLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class Poly1CrossEntropyLoss(nn.Module):
+    weight: Tensor | None
+    epsilon: float
+    ignore_index: int
+    reduction: Reduction
+    label_smoothing: float
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        epsilon: float = 1.0,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class QuantileLoss(nn.Module):
     quantile: Scalar
     reduction: Reduction
@@ -544,6 +596,16 @@ class RankingSoftmaxLoss(nn.Module):
     weight: Tensor | None
     reduction: Reduction
     def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class SigmoidFocalLoss(nn.Module):
+    alpha: float
+    gamma: float
+    reduction: Reduction
+    def __init__(
+        self, alpha: float = 0.25, gamma: float = 2.0, reduction: Reduction = "none"
+    ) -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -685,6 +747,7 @@ class WelschLoss(nn.Module):
 
 __all__ = [
     "ApproxNDCGLoss",
+    "AsymmetricLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "BinarySparsemaxLoss",
@@ -697,6 +760,7 @@ __all__ = [
     "CrossEntropyLoss",
     "DiceLoss",
     "DistanceBoxIoULoss",
+    "FocalLoss",
     "FocalTverskyLoss",
     "GaussianNLLLoss",
     "GemanMcClureLoss",
@@ -724,8 +788,10 @@ __all__ = [
     "PairwiseLogisticLoss",
     "PerceptronLoss",
     "PoissonNLLLoss",
+    "Poly1CrossEntropyLoss",
     "QuantileLoss",
     "RankingSoftmaxLoss",
+    "SigmoidFocalLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
     "SparsemaxLoss",

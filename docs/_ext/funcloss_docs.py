@@ -45,6 +45,7 @@ FAMILIES = {
     "funcloss._ranking": ("ranking", "Ranking losses"),
     "funcloss._box": ("box", "Bounding-box losses (GIoU, DIoU, CIoU)"),
     "funcloss._image": ("image", "Image losses (total variation)"),
+    "funcloss._focal": ("focal", "Focal losses (sigmoid, softmax, poly-1, asymmetric)"),
 }
 # Public names that are not losses: documented on the authoring page.
 AUTHORING = ("custom_backward", "loss_module", "set_value_checks")
