@@ -131,7 +131,9 @@ def _sigmoid_focal_in_place_parts(input: Tensor, target: Tensor):
     return positive, z, w, e, log1p_e, torch.addcmul(log1p_e, w, z)
 
 
-def _in_place_modulating(w: Tensor, e: Tensor, log1p_e: Tensor, gamma: float) -> Tensor:
+def _in_place_modulating(
+    w: Tensor, e: Tensor, log1p_e: Tensor, gamma: float
+) -> tuple[Tensor, Tensor]:
     v = torch.addcmul(e, w, 1 - e).clamp_min_(torch.finfo(e.dtype).tiny)
     return v, torch.log(v).sub_(log1p_e).mul_(gamma).exp_()
 
