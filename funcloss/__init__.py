@@ -8,6 +8,10 @@ semantics, built from torch ops; :mod:`funcloss.nn` has the module forms.
 # ``import torch``. funcloss.testing (it needs the test extra) is not imported here.
 from . import nn as nn
 from ._checks import set_value_checks
+from ._contrastive import (
+    ntxent_loss,
+    supcon_loss,
+)
 from ._cross_entropy import cross_entropy, nll_loss
 from ._embedding import (
     cosine_embedding_loss,
@@ -61,10 +65,12 @@ __all__ = [
     "multilabel_margin_loss",
     "multilabel_soft_margin_loss",
     "nll_loss",
+    "ntxent_loss",
     "poisson_nll_loss",
     "set_value_checks",
     "smooth_l1_loss",
     "soft_margin_loss",
+    "supcon_loss",
     "tree_loss",
     "triplet_margin_loss",
     "triplet_margin_with_distance_loss",

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import _contrastive as _k
 from . import _cross_entropy as _c
 from . import _embedding as _e
 from . import _linear as _l
@@ -141,6 +142,10 @@ MSELoss = loss_module(_r.mse_loss, name="MSELoss")
 PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
+# metric and contrastive learning
+NTXentLoss = loss_module(_k.ntxent_loss, name="NTXentLoss")
+SupConLoss = loss_module(_k.supcon_loss, name="SupConLoss")
+
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
@@ -159,9 +164,11 @@ __all__ = [
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
     "NLLLoss",
+    "NTXentLoss",
     "PoissonNLLLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
+    "SupConLoss",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",

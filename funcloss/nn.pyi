@@ -223,6 +223,17 @@ class NLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class NTXentLoss(nn.Module):
+    temperature: float
+    reduction: Reduction
+    def __init__(self, temperature: float = 0.07, reduction: Reduction = "mean") -> None: ...
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class PoissonNLLLoss(nn.Module):
     log_input: bool
     full: bool
@@ -251,6 +262,17 @@ class SoftMarginLoss(nn.Module):
     def __init__(self, *, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class SupConLoss(nn.Module):
+    temperature: float
+    reduction: Reduction
+    def __init__(self, temperature: float = 0.1, reduction: Reduction = "mean") -> None: ...
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
 
 class TreeLoss(nn.Module):
     loss: Any
@@ -334,9 +356,11 @@ __all__ = [
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
     "NLLLoss",
+    "NTXentLoss",
     "PoissonNLLLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
+    "SupConLoss",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",

@@ -1,0 +1,283 @@
+"""Metric and contrastive learning losses on a batch of embeddings: supcon, ntxent.
+
+Each takes embeddings ``(N, D)`` and integer group labels ``(N,)``: two samples with the same
+label are a positive pair, two with different labels a negative pair, a sample is never paired
+with itself. All are plain torch compositions over the ``(N, N)`` similarity matrix, computed
+as a matrix product of unit vectors (never ``cdist``, which has no forward-mode rule), with no
+data-dependent Python control flow, so every torch.func transform and ``torch.compile`` works.
+
+Conventions shared by the family:
+
+- Unit vectors are ``x / sqrt(max(|x|^2, eps))`` with ``eps`` the dtype's machine epsilon
+  (optax's ``cosine_similarity``); a zero embedding becomes the zero vector, with finite
+  derivatives of every order. Vectors longer than 1 are first divided by their (detached)
+  largest coordinate, which changes nothing mathematically (the unit vector is invariant to
+  scale, to every order of derivative) and keeps the squared norm from overflowing.
+- ``"none"`` gives one loss per sample (as an anchor), shape ``(N,)``.
+- ``where`` (bool, broadcastable to ``(N,)``) removes samples from the batch: a masked sample is
+  neither an anchor nor anyone's positive or negative, its embedding is replaced by zeros
+  before any arithmetic (an inf or NaN there reaches nothing), and its gradient is exactly 0.
+  A masked batch equals the batch with the masked samples sliced out.
+- A batch with no positive pair (or, for the losses that contrast with negatives, no negative
+  pair) gives 0 with zero gradient, never NaN.
+- bf16/fp16 embeddings are computed in float32 and the result is returned in their dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    Reduction,
+    check_floating,
+    check_integer,
+    check_positive,
+    check_reduction,
+    check_tensor,
+    check_where,
+    checks_config,
+    fail,
+    shape_str,
+)
+from ._modes import follows_autocast
+from ._ops import softplus
+from ._reduction import masked, reduce
+from ._softmax_ce import compute_dtype
+
+# -- shared machinery ------------------------------------------------------------------------
+
+
+def _check_batch(fn: str, embeddings: Tensor, labels: Tensor, name: str = "embeddings") -> int:
+    """Embeddings ``(N, D)``, floating; labels ``(N,)``, integer. Returns N."""
+    check_tensor(fn, **{name: embeddings})
+    check_floating(fn, **{name: embeddings})
+    if embeddings.dim() != 2:
+        fail(ValueError, fn, name, "have shape (N, D)", shape_str(embeddings.shape))
+    check_integer(fn, labels=labels)
+    n = embeddings.shape[0]
+    if labels.shape != (n,):
+        fail(
+            ValueError,
+            fn,
+            "labels",
+            f"have shape ({n},), one group label per embedding",
+            shape_str(labels.shape),
+        )
+    return n
+
+
+def _unit(x: Tensor) -> Tensor:
+    """``x / sqrt(max(|x|^2, eps))`` along the last dim (optax's cosine normalisation).
+
+    Rows longer than 1 (in their largest coordinate) are first divided by that coordinate,
+    detached: the unit vector is 0-homogeneous, so every derivative is unchanged, and the
+    squared norm of a float32 vector near 3e38 does not overflow.
+    """
+    scale = x.detach().abs().amax(-1, keepdim=True).clamp_min(1.0)
+    y = x / scale
+    squared = (y * y).sum(-1, keepdim=True)
+    return y / squared.clamp_min(torch.finfo(x.dtype).eps).sqrt()
+
+
+def _included(where: Tensor | None, n: int, device: torch.device) -> Tensor:
+    """The ``(N,)`` bool of the samples that count."""
+    if where is None:
+        return torch.ones(n, dtype=torch.bool, device=device)
+    return where.expand(n)
+
+
+def _pairs(labels: Tensor, included: Tensor) -> tuple[Tensor, Tensor]:
+    """(positive, negative) ``(N, N)`` bool: same / different label, both samples included,
+    never a sample with itself."""
+    n = labels.shape[0]
+    both = included[:, None] & included[None, :]
+    same = labels[:, None] == labels[None, :]
+    not_self = ~torch.eye(n, dtype=torch.bool, device=labels.device)
+    return same & not_self & both, ~same & both
+
+
+def _prepare(
+    fn: str, embeddings: Tensor, labels: Tensor, where: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Checks ``where``; returns (unit vectors in the compute dtype, positive, negative,
+    included)."""
+    n = embeddings.shape[0]
+    if where is not None:
+        check_where(fn, where, (n,))
+        embeddings = masked(where[..., None], embeddings)
+    included = _included(where, n, embeddings.device)
+    positive, negative = _pairs(labels, included)
+    return _unit(embeddings.to(compute_dtype(embeddings.dtype))), positive, negative, included
+
+
+def _masked_logsumexp(values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Row-wise log-sum-exp of ``values`` over ``mask``, and whether the row has any entry.
+
+    A row with no entry gives 0 (not -inf) with zero gradient: its values are replaced by 0
+    before the reduction (the second ``where``), so no ``exp(-inf - -inf)`` reaches a gradient.
+    """
+    any_entry = mask.any(-1)
+    filled = torch.where(mask, values, float("-inf"))
+    filled = torch.where(any_entry[:, None], filled, 0.0)
+    return torch.where(any_entry, torch.logsumexp(filled, -1), 0.0), any_entry
+
+
+def _temperature_config(fn: str, default: float):
+    def check(*, temperature: float = default, reduction: str = "mean") -> None:
+        check_positive(fn, temperature=temperature)
+        check_reduction(fn, reduction)
+
+    return check
+
+
+# -- supcon_loss -----------------------------------------------------------------------------
+
+_SUPCON_CONFIG = _temperature_config("supcon_loss", 0.1)
+
+
+@follows_autocast("promoted")
+@checks_config(_SUPCON_CONFIG)
+def supcon_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    temperature: float = 0.1,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Supervised contrastive loss (SupCon, Khosla et al. 2020, :math:`\mathcal{L}^{sup}_{out}`).
+
+    Pulls every sample towards all the samples of its group and away from the others, on the
+    unit sphere: the supervised generalisation of SimCLR's NT-Xent.
+
+    .. math::
+        \ell_i = -\frac{1}{|P(i)|} \sum_{p \in P(i)}
+                 \log \frac{\exp(s_{ip} / \tau)}{\sum_{a \ne i} \exp(s_{ia} / \tau)},
+        \qquad s_{ij} = \frac{x_i \cdot x_j}{\|x_i\| \|x_j\|}
+
+    with :math:`P(i)` the other samples of :math:`i`'s group and the sum over every other
+    included sample :math:`a`.
+
+    ``"mean"`` averages over the anchors that have a positive and a negative (an anchor
+    without a positive is excluded: its loss is undefined, 0 in ``"none"``, never NaN; a batch
+    of one group has no negative pair and gives 0). pytorch-metric-learning's ``SupConLoss``
+    averages only the non-zero losses instead; funcloss does not, so that the value does not
+    jump when one anchor's loss reaches 0. Otherwise the values are PML's.
+
+    Args:
+        embeddings: shape ``(N, D)``, floating dtype (not necessarily normalised).
+        labels: group labels, shape ``(N,)``, integer dtype.
+        temperature: :math:`\tau`, positive.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples in the batch, broadcastable to ``(N,)``:
+            a masked sample is neither an anchor nor anyone's positive or negative.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 for an excluded or masked anchor), else a 0-dim
+        tensor, of ``embeddings``' dtype.
+
+    Raises:
+        TypeError: non-floating embeddings, non-integer labels, a non-bool ``where``.
+        ValueError: embeddings not ``(N, D)``, labels not ``(N,)``, ``temperature <= 0``, bad
+            ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+        >>> funcloss.supcon_loss(x, torch.tensor([0, 0, 1, 1]), reduction="none")
+        tensor([2.0001, 2.0003, 8.0003, 8.0005])
+
+    References:
+        P. Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020 (eq. 2);
+        pytorch-metric-learning's ``SupConLoss``.
+    """
+    fn = "supcon_loss"
+    _check_batch(fn, embeddings, labels)
+    _SUPCON_CONFIG(temperature=temperature, reduction=reduction)
+    dtype = embeddings.dtype
+    unit, positive, negative, _ = _prepare(fn, embeddings, labels, where)
+    similarity = unit @ unit.T / temperature
+    log_denominator, _ = _masked_logsumexp(similarity, positive | negative)
+    count = positive.sum(-1)
+    anchors = (count > 0) & negative.any(-1)
+    positive_mean = torch.where(positive, similarity, 0.0).sum(-1) / count.clamp_min(1)
+    loss = torch.where(anchors, log_denominator - positive_mean, 0.0)
+    return reduce(loss, reduction, where=anchors).to(dtype)
+
+
+# -- ntxent_loss -----------------------------------------------------------------------------
+
+_NTXENT_CONFIG = _temperature_config("ntxent_loss", 0.07)
+
+
+@follows_autocast("promoted")
+@checks_config(_NTXENT_CONFIG)
+def ntxent_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    temperature: float = 0.07,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Normalised temperature-scaled cross-entropy (NT-Xent, SimCLR), optax's semantics.
+
+    For self-supervised contrastive learning: each positive pair (two views of one image share a
+    label) is classified against the anchor's negatives.
+
+    .. math::
+        \ell_{ij} = -\log \frac{\exp(s_{ij} / \tau)}
+                    {\exp(s_{ij} / \tau) + \sum_{k \in N(i)} \exp(s_{ik} / \tau)}
+                  = \operatorname{softplus}\Big(\log \sum_{k \in N(i)} e^{s_{ik}/\tau}
+                    - s_{ij}/\tau\Big)
+
+    for every ordered positive pair :math:`(i, j)`, :math:`s` the cosine similarity and
+    :math:`N(i)` the samples of other groups (the other positives are not in the denominator,
+    as in optax and pytorch-metric-learning). A pair without negatives has loss 0.
+
+    ``"none"`` gives :math:`\ell_i = \sum_{j} \ell_{ij}`, the sum over anchor :math:`i`'s
+    positive pairs; ``"sum"`` the sum over all pairs; ``"mean"`` the mean over the positive
+    pairs, as ``optax.losses.ntxent`` and PML's ``NTXentLoss`` (every pair counts, also one with
+    loss 0). A batch with no positive pair gives 0 (optax: NaN, from 0 / 0; PML: 0). With
+    exactly one positive per anchor this is :func:`supcon_loss` at the same temperature.
+
+    Args:
+        embeddings: shape ``(N, D)``, floating dtype (not necessarily normalised).
+        labels: group labels, shape ``(N,)``, integer dtype.
+        temperature: :math:`\tau`, positive.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples in the batch, broadcastable to ``(N,)``:
+            a masked sample is neither an anchor nor anyone's positive or negative, and the
+            mean counts only the pairs of included samples.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 for a masked anchor or one without a positive), else
+        a 0-dim tensor, of ``embeddings``' dtype.
+
+    Raises:
+        TypeError: non-floating embeddings, non-integer labels, a non-bool ``where``.
+        ValueError: embeddings not ``(N, D)``, labels not ``(N,)``, ``temperature <= 0``, bad
+            ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+        >>> funcloss.ntxent_loss(x, torch.tensor([0, 0, 1, 1]), temperature=0.5)
+        tensor(1.5832)
+
+    References:
+        T. Chen et al., "A Simple Framework for Contrastive Learning of Visual
+        Representations", ICML 2020; ``optax.losses.ntxent``.
+    """
+    fn = "ntxent_loss"
+    _check_batch(fn, embeddings, labels)
+    _NTXENT_CONFIG(temperature=temperature, reduction=reduction)
+    dtype = embeddings.dtype
+    unit, positive, negative, _ = _prepare(fn, embeddings, labels, where)
+    similarity = unit @ unit.T / temperature
+    log_negatives, has_negative = _masked_logsumexp(similarity, negative)
+    counted = positive & has_negative[:, None]
+    # a pair without negatives: softplus(-inf) = 0, written as a where (no infinity anywhere)
+    pair = softplus(log_negatives[:, None] - similarity)
+    loss = torch.where(counted, pair, 0.0).sum(-1)
+    count = positive.sum(-1)
+    return reduce(loss, reduction, where=count > 0, mean_weight=count).to(dtype)
