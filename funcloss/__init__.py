@@ -9,6 +9,7 @@ semantics, built from torch ops; :mod:`funcloss.nn` has the module forms.
 from . import nn as nn
 from ._checks import set_value_checks
 from ._contrastive import (
+    info_nce_loss,
     ntxent_loss,
     supcon_loss,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "gaussian_nll_loss",
     "hinge_embedding_loss",
     "huber_loss",
+    "info_nce_loss",
     "kl_div",
     "l1_loss",
     "linear_cross_entropy",

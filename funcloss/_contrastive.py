@@ -72,10 +72,15 @@ def _unit(x: Tensor) -> Tensor:
 
     Rows longer than 1 (in their largest coordinate) are first divided by that coordinate,
     detached: the unit vector is 0-homogeneous, so every derivative is unchanged, and the
-    squared norm of a float32 vector near 3e38 does not overflow.
+    squared norm of a float32 vector near 3e38 does not overflow. A row with infinite
+    coordinates gets its limit, the direction of their signs (gradient 0 there).
     """
     scale = x.detach().abs().amax(-1, keepdim=True).clamp_min(1.0)
-    y = x / scale
+    # a row with an infinite coordinate: its limit direction, the signs of the infinities
+    infinite = scale.isinf()
+    y = torch.where(
+        infinite, torch.where(x.isinf(), x.sign(), 0.0), x / torch.where(infinite, 1.0, scale)
+    )
     squared = (y * y).sum(-1, keepdim=True)
     return y / squared.clamp_min(torch.finfo(x.dtype).eps).sqrt()
 
@@ -281,3 +286,147 @@ def ntxent_loss(
     loss = torch.where(counted, pair, 0.0).sum(-1)
     count = positive.sum(-1)
     return reduce(loss, reduction, where=count > 0, mean_weight=count).to(dtype)
+
+
+# -- info_nce_loss ---------------------------------------------------------------------------
+
+
+def _check_info_nce_config(
+    *, temperature: float = 0.1, symmetric: bool = False, reduction: str = "mean"
+) -> None:
+    fn = "info_nce_loss"
+    check_positive(fn, temperature=temperature)
+    if not isinstance(symmetric, bool):
+        fail(TypeError, fn, "symmetric", "be a bool", type(symmetric).__name__)
+    check_reduction(fn, reduction)
+
+
+def _check_info_nce(
+    fn: str, query: Tensor, positive_key: Tensor, negative_keys: Tensor | None, symmetric: bool
+) -> None:
+    check_tensor(fn, query=query, positive_key=positive_key)
+    check_floating(fn, query=query, positive_key=positive_key, negative_keys=negative_keys)
+    if query.dim() != 2:
+        fail(ValueError, fn, "query", "have shape (N, D)", shape_str(query.shape))
+    if positive_key.shape != query.shape:
+        fail(
+            ValueError,
+            fn,
+            "positive_key",
+            f"have the query's shape {shape_str(query.shape)}",
+            shape_str(positive_key.shape),
+        )
+    if negative_keys is None:
+        return
+    n, d = query.shape
+    if not (
+        (negative_keys.dim() == 2 and negative_keys.shape[1] == d)
+        or (
+            negative_keys.dim() == 3 and negative_keys.shape[0] == n and negative_keys.shape[2] == d
+        )
+    ):
+        fail(
+            ValueError,
+            fn,
+            "negative_keys",
+            f"have shape (M, {d}) (shared) or ({n}, M, {d}) (per query)",
+            shape_str(negative_keys.shape),
+        )
+    if symmetric:
+        fail(
+            ValueError,
+            fn,
+            "symmetric",
+            "be False when `negative_keys` are given (the symmetric loss is in-batch)",
+            symmetric,
+        )
+
+
+@follows_autocast("promoted")
+@checks_config(_check_info_nce_config)
+def info_nce_loss(
+    query: Tensor,
+    positive_key: Tensor,
+    negative_keys: Tensor | None = None,
+    temperature: float = 0.1,
+    symmetric: bool = False,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""InfoNCE: classify each query's own key among negatives, on the unit sphere.
+
+    For contrastive learning with paired views (CPC, MoCo, CLIP): query :math:`i`'s positive is
+    ``positive_key[i]``; its negatives are the other queries' keys (in-batch, when
+    ``negative_keys`` is ``None``) or the given negative keys.
+
+    .. math::
+        \ell_i = -\log \frac{\exp(q_i \cdot k_i / \tau)}
+                 {\exp(q_i \cdot k_i / \tau) + \sum_{n} \exp(q_i \cdot n / \tau)}
+
+    with every vector normalised to unit length (a zero vector stays zero). ``symmetric=True``
+    (in-batch only; CLIP's loss) averages this with the same loss of each key against the
+    queries: :math:`\tfrac12 (\ell_i^{q \to k} + \ell_i^{k \to q})`. ``"mean"`` averages over
+    the included queries (every query has a positive: no exclusion). A batch of one query with
+    in-batch negatives has no negative: loss 0.
+
+    Args:
+        query: shape ``(N, D)``, floating dtype.
+        positive_key: shape ``(N, D)``, the key paired with each query.
+        negative_keys: ``None`` (in-batch negatives), ``(M, D)`` shared by every query, or
+            ``(N, M, D)``, one set per query.
+        temperature: :math:`\tau`, positive.
+        symmetric: also classify each key among the queries (in-batch negatives only).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the pairs in the batch, broadcastable to ``(N,)``: a
+            masked pair is not a query, and (in-batch) its key is no one's negative; its query,
+            key and per-query negatives are not read. Shared negative keys are not masked.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of the promoted
+        dtype of the inputs.
+
+    Raises:
+        TypeError: non-floating inputs, a non-bool ``symmetric`` or ``where``.
+        ValueError: shapes as above, ``temperature <= 0``, ``symmetric`` with
+            ``negative_keys``, bad ``reduction``.
+
+    Examples:
+        >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> funcloss.info_nce_loss(q, q, temperature=0.5, reduction="none")
+        tensor([0.1269, 0.1269])
+
+    References:
+        A. van den Oord et al., "Representation Learning with Contrastive Predictive Coding",
+        2018; the ``info-nce-pytorch`` package's ``InfoNCE`` (the same signature).
+    """
+    fn = "info_nce_loss"
+    _check_info_nce(fn, query, positive_key, negative_keys, symmetric)
+    _check_info_nce_config(temperature=temperature, symmetric=symmetric, reduction=reduction)
+    n = query.shape[0]
+    dtype = torch.promote_types(query.dtype, positive_key.dtype)
+    if negative_keys is not None:
+        dtype = torch.promote_types(dtype, negative_keys.dtype)
+    if where is not None:
+        check_where(fn, where, (n,))
+        query, positive_key = (masked(where[..., None], x) for x in (query, positive_key))
+        if negative_keys is not None and negative_keys.dim() == 3:
+            negative_keys = masked(where[..., None, None], negative_keys)
+    included = _included(where, n, query.device)
+    compute = compute_dtype(dtype)
+    q, k = _unit(query.to(compute)), _unit(positive_key.to(compute))
+    positive = (q * k).sum(-1) / temperature
+    if negative_keys is None:
+        logits = q @ k.T / temperature
+        pairs = included[:, None] & included[None, :]
+        loss = _masked_logsumexp(logits, pairs)[0] - positive
+        if symmetric:
+            loss = (loss + _masked_logsumexp(logits.T, pairs)[0] - positive) / 2
+    else:
+        negatives = _unit(negative_keys.to(compute))
+        if negatives.dim() == 2:
+            negative = q @ negatives.T / temperature
+        else:
+            negative = (q[:, None, :] * negatives).sum(-1) / temperature
+        loss = softplus(torch.logsumexp(negative, -1) - positive)
+    return reduce(loss, reduction, where=where).to(dtype)

@@ -143,6 +143,7 @@ PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
 # metric and contrastive learning
+InfoNCELoss = loss_module(_k.info_nce_loss, name="InfoNCELoss", forward_args=("negative_keys",))
 NTXentLoss = loss_module(_k.ntxent_loss, name="NTXentLoss")
 SupConLoss = loss_module(_k.supcon_loss, name="SupConLoss")
 
@@ -155,6 +156,7 @@ __all__ = [
     "GaussianNLLLoss",
     "HingeEmbeddingLoss",
     "HuberLoss",
+    "InfoNCELoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",

@@ -114,6 +114,30 @@ class HuberLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class InfoNCELoss(nn.Module):
+    temperature: float
+    symmetric: bool
+    reduction: Reduction
+    def __init__(
+        self, temperature: float = 0.1, symmetric: bool = False, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(
+        self,
+        query: Tensor,
+        positive_key: Tensor,
+        negative_keys: Tensor | None = None,
+        *,
+        where: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        query: Tensor,
+        positive_key: Tensor,
+        negative_keys: Tensor | None = None,
+        *,
+        where: Tensor | None = None,
+    ) -> Tensor: ...
+
 class KLDivLoss(nn.Module):
     reduction: KLReduction
     log_target: bool
@@ -347,6 +371,7 @@ __all__ = [
     "GaussianNLLLoss",
     "HingeEmbeddingLoss",
     "HuberLoss",
+    "InfoNCELoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",

@@ -32,13 +32,20 @@ from .registry import Case, LossSpec
 def unit(x: Tensor) -> Tensor:
     """optax's cosine normalisation, row by row."""
     eps = torch.finfo(x.dtype).eps
+    if len(x) == 0:
+        return x
     return torch.stack([row / torch.sqrt(torch.clamp((row * row).sum(), min=eps)) for row in x])
+
+
+def _zero(like: Tensor) -> Tensor:
+    """0, connected to ``like``'s graph (a zero gradient rather than none)."""
+    return (like * 0).sum()
 
 
 def _reduce(losses: list[Tensor], count: int, reduction: str, like: Tensor) -> Tensor:
     """``"none"``: the stacked losses; ``"sum"``; ``"mean"``: the sum over ``count`` (0 when
     nothing counts)."""
-    stacked = torch.stack(losses) if losses else like.new_zeros((0,))
+    stacked = torch.stack(losses) if losses else (like * 0).sum(-1)
     if reduction == "none":
         return stacked
     total = stacked.sum()
@@ -61,7 +68,7 @@ def supcon_oracle(
         positives = [p for p in range(n) if p != i and y[p] == y[i]]
         has_negative = any(y[a] != y[i] for a in range(n))
         if not positives or not has_negative:
-            losses.append(embeddings.new_zeros(()))
+            losses.append(_zero(embeddings))
             continue
         logits = torch.stack([u[i].dot(u[a]) / temperature for a in range(n) if a != i])
         log_denominator = torch.logsumexp(logits, 0)
@@ -79,7 +86,7 @@ def ntxent_oracle(
     u, y, n = unit(embeddings), _groups(labels), len(labels)
     losses, pairs = [], 0
     for i in range(n):
-        total = embeddings.new_zeros(())
+        total = _zero(embeddings)
         for j in range(n):
             if j == i or y[j] != y[i]:
                 continue
@@ -91,15 +98,42 @@ def ntxent_oracle(
     return _reduce(losses, pairs, reduction, embeddings)
 
 
+def info_nce_oracle(
+    query: Tensor,
+    positive_key: Tensor,
+    negative_keys: Tensor | None = None,
+    temperature: float = 0.1,
+    symmetric: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    """van den Oord et al. 2018: -log(e^{q.k+} / (e^{q.k+} + sum_n e^{q.n})) of unit vectors;
+    symmetric: the mean of the query->key and key->query losses (CLIP)."""
+    q, k, n = unit(query), unit(positive_key), len(query)
+    losses = []
+    for i in range(n):
+        if negative_keys is None:
+            negatives = [k[j] for j in range(n) if j != i]
+        elif negative_keys.dim() == 2:
+            negatives = list(unit(negative_keys))
+        else:
+            negatives = list(unit(negative_keys[i]))
+        logits = torch.stack([q[i].dot(key) / temperature for key in [k[i], *negatives]])
+        loss = torch.logsumexp(logits, 0) - logits[0]
+        if symmetric:
+            others = [k[i].dot(q[j]) / temperature for j in range(n) if j != i]
+            logits = torch.stack([k[i].dot(q[i]) / temperature, *others])
+            loss = (loss + torch.logsumexp(logits, 0) - logits[0]) / 2
+        losses.append(loss)
+    return _reduce(losses, n, reduction, query)
+
+
 def sliced_where_oracle(oracle: Callable[..., Tensor], batched: int = 2):
     """The masked loss as the oracle on the kept samples: the first ``batched`` arguments are
     sliced along dim 0, ``"none"`` is scattered back (0 where masked)."""
 
     def where_oracle(case: Case, where: Tensor, reduction: str) -> Tensor:
         index = where.nonzero().squeeze(1)
-        args = [a.index_select(0, index) for a in case.args[:batched]] + list(
-            case.args[batched:]
-        )
+        args = [a.index_select(0, index) for a in case.args[:batched]] + list(case.args[batched:])
         value = oracle(*args, **case.kwargs, reduction=reduction)
         if reduction != "none":
             return value
@@ -146,8 +180,33 @@ def _temperature_cases(draw: st.DrawFn) -> Case:
     return Case((x, y), {"temperature": draw(st.floats(0.2, 1.0))})
 
 
+@st.composite
+def _info_nce_cases(draw: st.DrawFn, negatives: str = "in-batch") -> Case:
+    n, d = draw(st.integers(1, 4)), draw(st.integers(2, 3))
+    shapes = {"in-batch": None, "shared": (draw(st.integers(1, 3)), d), "per-query": None}
+    if negatives == "per-query":
+        shapes["per-query"] = (n, draw(st.integers(1, 3)), d)
+    tensors = [draw(floats((n, d), min_value=-2.0, max_value=2.0)) for _ in range(2)]
+    if shapes[negatives] is not None:
+        tensors.append(draw(floats(shapes[negatives], min_value=-2.0, max_value=2.0)))
+    assume(all(bool((t.norm(dim=-1) > 0.1).all()) for t in tensors))
+    kwargs = {"temperature": draw(st.floats(0.2, 1.0))}
+    if negatives == "in-batch":
+        kwargs["symmetric"] = draw(st.booleans())
+    return Case(tuple(tensors), kwargs)
+
+
+def _row_arg_mask(where: Tensor, position: int, case: Case) -> Tensor | None:
+    """``where`` on each pair's query, key and per-query negatives; shared negatives (2-D, read
+    by every query) are never only masked."""
+    arg = case.args[position]
+    if position == 2 and arg.dim() == 2:
+        return None
+    return where.reshape(where.shape + (1,) * (arg.dim() - 1)).expand(arg.shape)
+
+
 def _spec(
-    id: str, fn, module, cases, oracle, anchor_fn=None, anchor_name=None, **extra
+    id: str, fn, module, cases, oracle, anchor_fn=None, anchor_name=None, batched=2, **extra
 ) -> LossSpec:
     return LossSpec(
         id,
@@ -158,7 +217,7 @@ def _spec(
         per_sample_dims=None,
         anchor=anchor_fn,
         anchor_name=anchor_name,
-        where_oracle=sliced_where_oracle(oracle),
+        where_oracle=sliced_where_oracle(oracle, batched),
         **extra,
     )
 
@@ -181,5 +240,33 @@ SPECS = [
         ntxent_oracle,
         _pml("NTXentLoss", temperature=0.07),
         "pytorch-metric-learning",
+    ),
+    _spec(
+        "info_nce_loss",
+        funcloss.info_nce_loss,
+        fnn.InfoNCELoss,
+        _info_nce_cases,
+        info_nce_oracle,
+        wrt=(0, 1),
+        where_arg_mask=_row_arg_mask,
+    ),
+    _spec(
+        "info_nce_loss-shared",
+        funcloss.info_nce_loss,
+        fnn.InfoNCELoss,
+        lambda: _info_nce_cases("shared"),
+        info_nce_oracle,
+        wrt=(0, 1, 2),
+        where_arg_mask=_row_arg_mask,
+    ),
+    _spec(
+        "info_nce_loss-per-query",
+        funcloss.info_nce_loss,
+        fnn.InfoNCELoss,
+        lambda: _info_nce_cases("per-query"),
+        info_nce_oracle,
+        batched=3,
+        wrt=(0, 1, 2),
+        where_arg_mask=_row_arg_mask,
     ),
 ]
