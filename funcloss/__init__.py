@@ -9,6 +9,8 @@ semantics, built from torch ops; :mod:`funcloss.nn` has the module forms.
 from . import nn as nn
 from ._checks import set_value_checks
 from ._contrastive import (
+    arcface_loss,
+    cosface_loss,
     info_nce_loss,
     ntxent_loss,
     supcon_loss,
@@ -47,8 +49,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "arcface_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "cosface_loss",
     "cosine_embedding_loss",
     "cross_entropy",
     "ctc_loss",

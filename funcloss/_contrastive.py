@@ -1,4 +1,4 @@
-"""Metric and contrastive learning losses on a batch of embeddings: supcon, ntxent.
+"""Metric and contrastive learning losses: supcon, ntxent, info_nce, arcface, cosface.
 
 Each takes embeddings ``(N, D)`` and integer group labels ``(N,)``: two samples with the same
 label are a positive pair, two with different labels a negative pair, a sample is never paired
@@ -25,13 +25,18 @@ Conventions shared by the family:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from ._checks import (
     Reduction,
+    as_index,
+    check_class_indices,
     check_floating,
     check_integer,
+    check_number,
     check_positive,
     check_reduction,
     check_tensor,
@@ -430,3 +435,221 @@ def info_nce_loss(
             negative = (q[:, None, :] * negatives).sum(-1) / temperature
         loss = softplus(torch.logsumexp(negative, -1) - positive)
     return reduce(loss, reduction, where=where).to(dtype)
+
+
+# -- arcface_loss, cosface_loss --------------------------------------------------------------
+
+
+def _check_cosine_logits(fn: str, input: Tensor, target: Tensor) -> None:
+    """Cosine logits ``(N, C)``, class indices ``(N,)`` in range (eager)."""
+    check_tensor(fn, input=input)
+    check_floating(fn, input=input)
+    if input.dim() != 2 or input.shape[1] == 0:
+        fail(ValueError, fn, "input", "have shape (N, C) with C > 0", shape_str(input.shape))
+    check_integer(fn, target=target)
+    if target.shape != input.shape[:1]:
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have shape ({input.shape[0]},), one class index per row",
+            shape_str(target.shape),
+        )
+
+
+def _margin_softmax(
+    fn: str,
+    input: Tensor,
+    target: Tensor,
+    scale: float,
+    reduction: str,
+    where: Tensor | None,
+    target_logit,
+) -> Tensor:
+    """Cross-entropy of ``scale *`` the cosines with the target's cosine replaced by
+    ``target_logit(cosine)`` (shape ``(N,)``)."""
+    _check_cosine_logits(fn, input, target)
+    n, num_classes = input.shape
+    dtype = input.dtype
+    if where is not None:
+        check_where(fn, where, (n,))
+        input, target = masked(where[..., None], input), masked(where, target, 0)
+    check_class_indices(fn, target, num_classes)  # a masked row's index is 0 by now
+    target = as_index(target)
+    cosine = input.to(compute_dtype(dtype))
+    is_target = torch.arange(num_classes, device=cosine.device) == target[:, None]
+    target_cosine = cosine.gather(1, target[:, None]).squeeze(1)
+    modified = target_logit(target_cosine)
+    logits = torch.where(is_target, modified[:, None], cosine) * scale
+    loss = torch.logsumexp(logits, 1) - modified * scale
+    return reduce(loss, reduction, where=where).to(dtype)
+
+
+def _check_arcface_config(
+    *, margin: float = 0.5, scale: float = 64.0, easy_margin: bool = False, reduction: str = "mean"
+) -> None:
+    fn = "arcface_loss"
+    check_number(fn, margin=margin)
+    if not 0 <= margin < math.pi:
+        fail(ValueError, fn, "margin", "be an angle in [0, pi) (radians)", margin)
+    check_positive(fn, scale=scale)
+    if not isinstance(easy_margin, bool):
+        fail(TypeError, fn, "easy_margin", "be a bool", type(easy_margin).__name__)
+    check_reduction(fn, reduction)
+
+
+def _sine(cosine: Tensor) -> Tensor:
+    """``sqrt(1 - cos^2)``, 0 at ``|cos| >= 1`` with a zero derivative there (double where:
+    the square root's derivative is infinite at 0, and would give NaN through the unselected
+    branch of a single where)."""
+    squared = 1 - cosine * cosine
+    inside = squared > 0
+    return torch.where(inside, torch.where(inside, squared, 1.0).sqrt(), 0.0)
+
+
+@follows_autocast("float32")
+@checks_config(_check_arcface_config)
+def arcface_loss(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 0.5,
+    scale: float = 64.0,
+    *,
+    easy_margin: bool = False,
+    reduction: Reduction = "mean",
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""ArcFace (additive angular margin) loss on cosine logits (Deng et al. 2019).
+
+    For face recognition and other open-set classification: the angle to the true class's
+    weight must beat the others by ``margin``. The input is the cosine of each sample's
+    embedding with each class weight (normalise both and multiply: the weight matrix is yours,
+    where pytorch-metric-learning's ``ArcFaceLoss`` owns it).
+
+    .. math::
+        \ell_n = -\log rac{e^{s \phi(\cos	heta_{y_n})}}{e^{s \phi(\cos	heta_{y_n})}
+                 + \sum_{c 
+e y_n} e^{s \cos	heta_c}},
+        \qquad \phi = egin{cases} \cos(	heta + m) & 	heta + m \le \pi \
+                 \cos	heta - m \sin m & 	ext{otherwise} \end{cases}
+
+    :math:`\cos(	heta + m)` is computed as :math:`\cos	heta \cos m - \sin	heta \sin m` with
+    :math:`\sin	heta = \sqrt{1 - \cos^2	heta}` (insightface's form), and the square root's
+    derivative taken as 0 at :math:`|\cos	heta| = 1`: finite gradients there, where an
+    ``acos`` (pytorch-metric-learning's) gives NaN. The fallback for :math:`	heta + m > \pi`
+    keeps the logit decreasing in :math:`	heta` (insightface's ``th``/``mm``);
+    ``easy_margin=True`` applies the margin only where :math:`\cos	heta > 0` (else
+    :math:`\phi = \cos	heta`). Inputs are not clamped to :math:`[-1, 1]`. ``"mean"``
+    averages over the (included) samples.
+
+    Args:
+        input: cosines, shape ``(N, C)``, floating dtype, values in ``[-1, 1]``.
+        target: class indices, shape ``(N,)``, integer dtype, in ``[0, C)``.
+        margin: :math:`m`, the angular margin in radians (PML's ``margin`` is in degrees:
+            its default 28.6 is 0.5 here), in ``[0, pi)``.
+        scale: :math:`s`, positive.
+        easy_margin: the margin only for positive cosines.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples that count, broadcastable to ``(N,)``; a
+            masked sample's cosines and class index are not read.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of ``input``'s
+        dtype (float32 under autocast).
+
+    Raises:
+        TypeError: non-floating input, non-integer target, a non-bool ``easy_margin`` or
+            ``where``.
+        ValueError: input not ``(N, C)``, target not ``(N,)``, a margin outside ``[0, pi)``,
+            ``scale <= 0``, bad ``reduction``.
+        IndexError: a class index out of range (eager mode).
+
+    Examples:
+        >>> cosines = torch.tensor([[0.9, 0.1, -0.2], [1.0, 0.0, 0.0]])
+        >>> funcloss.arcface_loss(cosines, torch.tensor([0, 0]), scale=8.0, reduction="none")
+        tensor([0.3071, 0.1556])
+
+    References:
+        J. Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition",
+        CVPR 2019; insightface's ``ArcMarginProduct``; pytorch-metric-learning's
+        ``ArcFaceLoss``.
+    """
+    fn = "arcface_loss"
+    _check_arcface_config(margin=margin, scale=scale, easy_margin=easy_margin, reduction=reduction)
+    cos_m, sin_m = math.cos(margin), math.sin(margin)
+    threshold, fallback = math.cos(math.pi - margin), math.sin(math.pi - margin) * margin
+
+    def with_margin(cosine: Tensor) -> Tensor:
+        shifted = cosine * cos_m - _sine(cosine) * sin_m
+        if easy_margin:
+            return torch.where(cosine > 0, shifted, cosine)
+        return torch.where(cosine > threshold, shifted, cosine - fallback)
+
+    return _margin_softmax(fn, input, target, scale, reduction, where, with_margin)
+
+
+def _check_cosface_config(
+    *, margin: float = 0.35, scale: float = 64.0, reduction: str = "mean"
+) -> None:
+    fn = "cosface_loss"
+    check_number(fn, margin=margin)
+    check_positive(fn, scale=scale)
+    check_reduction(fn, reduction)
+
+
+@follows_autocast("float32")
+@checks_config(_check_cosface_config)
+def cosface_loss(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 0.35,
+    scale: float = 64.0,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""CosFace (large margin cosine) loss on cosine logits (Wang et al. 2018).
+
+        As :func:`arcface_loss`, with the margin subtracted from the target's cosine.
+
+        .. math::
+            \ell_n = -\log rac{e^{s (\cos	heta_{y_n} - m)}}{e^{s (\cos	heta_{y_n} - m)}
+                     + \sum_{c
+    e y_n} e^{s \cos	heta_c}}
+
+        ``"mean"`` averages over the (included) samples, as pytorch-metric-learning's
+        ``CosFaceLoss`` (which owns its weight matrix; here the cosines are the input).
+
+        Args:
+            input: cosines, shape ``(N, C)``, floating dtype.
+            target: class indices, shape ``(N,)``, integer dtype, in ``[0, C)``.
+            margin: :math:`m`, a real number.
+            scale: :math:`s`, positive.
+            reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+            where: optional bool mask of the samples that count, broadcastable to ``(N,)``; a
+                masked sample's cosines and class index are not read.
+
+        Returns:
+            Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of ``input``'s
+            dtype (float32 under autocast).
+
+        Raises:
+            TypeError: non-floating input, non-integer target, a non-bool ``where``.
+            ValueError: input not ``(N, C)``, target not ``(N,)``, ``scale <= 0``, bad
+                ``reduction``.
+            IndexError: a class index out of range (eager mode).
+
+        Examples:
+            >>> cosines = torch.tensor([[0.9, 0.1, -0.2], [1.0, 0.0, 0.0]])
+            >>> funcloss.cosface_loss(cosines, torch.tensor([0, 0]), scale=8.0, reduction="none")
+            tensor([0.0395, 0.0185])
+
+        References:
+            H. Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face Recognition", CVPR
+            2018; pytorch-metric-learning's ``CosFaceLoss``.
+    """
+    fn = "cosface_loss"
+    _check_cosface_config(margin=margin, scale=scale, reduction=reduction)
+    return _margin_softmax(
+        fn, input, target, scale, reduction, where, lambda cosine: cosine - margin
+    )

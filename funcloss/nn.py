@@ -143,14 +143,18 @@ PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
 # metric and contrastive learning
+ArcFaceLoss = loss_module(_k.arcface_loss, name="ArcFaceLoss")
+CosFaceLoss = loss_module(_k.cosface_loss, name="CosFaceLoss")
 InfoNCELoss = loss_module(_k.info_nce_loss, name="InfoNCELoss", forward_args=("negative_keys",))
 NTXentLoss = loss_module(_k.ntxent_loss, name="NTXentLoss")
 SupConLoss = loss_module(_k.supcon_loss, name="SupConLoss")
 
 __all__ = [
+    "ArcFaceLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",
+    "CosFaceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",

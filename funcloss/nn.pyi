@@ -9,6 +9,22 @@ from torch import Tensor, nn
 from ._checks import Reduction
 from ._regression import KLReduction
 
+class ArcFaceLoss(nn.Module):
+    margin: float
+    scale: float
+    easy_margin: bool
+    reduction: Reduction
+    def __init__(
+        self,
+        margin: float = 0.5,
+        scale: float = 64.0,
+        *,
+        easy_margin: bool = False,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class BCELoss(nn.Module):
     weight: Tensor | None
     reduction: Reduction
@@ -55,6 +71,16 @@ class CTCLoss(nn.Module):
         *,
         where: Tensor | None = None,
     ) -> Tensor: ...
+
+class CosFaceLoss(nn.Module):
+    margin: float
+    scale: float
+    reduction: Reduction
+    def __init__(
+        self, margin: float = 0.35, scale: float = 64.0, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class CosineEmbeddingLoss(nn.Module):
     margin: float
@@ -363,9 +389,11 @@ class TripletMarginWithDistanceLoss(nn.Module):
     ) -> Tensor: ...
 
 __all__ = [
+    "ArcFaceLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "CTCLoss",
+    "CosFaceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",

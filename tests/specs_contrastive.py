@@ -11,6 +11,7 @@ temperatures at 0.2 or more (so that a half-precision oracle does not overflow `
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
@@ -21,7 +22,7 @@ from torch import Tensor
 
 import funcloss
 import funcloss.nn as fnn
-from funcloss.testing import floats
+from funcloss.testing import class_targets, floats
 
 from .anchors import anchor
 from .registry import Case, LossSpec
@@ -127,6 +128,56 @@ def info_nce_oracle(
     return _reduce(losses, n, reduction, query)
 
 
+def _margin_cross_entropy(input: Tensor, target: Tensor, modified: Tensor, scale: float):
+    """Per row: -log softmax of ``scale *`` the cosines, the target's replaced by ``modified``."""
+    losses = []
+    for n in range(input.shape[0]):
+        y = int(target[n])
+        logits = [modified[n] if c == y else input[n, c] for c in range(input.shape[1])]
+        logits = torch.stack(logits) * scale
+        losses.append(torch.logsumexp(logits, 0) - logits[y])
+    return losses
+
+
+def arcface_oracle(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 0.5,
+    scale: float = 64.0,
+    *,
+    easy_margin: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    """Deng et al. 2019 through the angle (acos), PML's way: cos(theta + m) for
+    theta <= pi - m, else cos(theta) - m sin(m); easy_margin: the margin only for cos > 0."""
+    cosine = input.gather(1, target[:, None]).squeeze(1)
+    theta = torch.acos(cosine)
+    shifted = torch.cos(theta + margin)
+    if easy_margin:
+        modified = torch.where(cosine > 0, shifted, cosine)
+    else:
+        modified = torch.where(
+            theta <= math.pi - margin, shifted, cosine - margin * math.sin(margin)
+        )
+    return _reduce(
+        _margin_cross_entropy(input, target, modified, scale), len(input), reduction, input
+    )
+
+
+def cosface_oracle(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 0.35,
+    scale: float = 64.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """Wang et al. 2018: the target's cosine minus m, scaled, in a softmax cross-entropy."""
+    modified = input.gather(1, target[:, None]).squeeze(1) - margin
+    return _reduce(
+        _margin_cross_entropy(input, target, modified, scale), len(input), reduction, input
+    )
+
+
 def sliced_where_oracle(oracle: Callable[..., Tensor], batched: int = 2):
     """The masked loss as the oracle on the kept samples: the first ``batched`` arguments are
     sliced along dim 0, ``"none"`` is scattered back (0 where masked)."""
@@ -156,6 +207,26 @@ def _pml(name: str, **config: object) -> Callable[..., Tensor]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return getattr(losses, name)(**settings)(embeddings, labels)
+
+    return run
+
+
+def _pml_margin(name: str) -> Callable[..., Tensor]:
+    """PML's ``ArcFaceLoss`` / ``CosFaceLoss`` on given cosines: its weight matrix is bypassed
+    (``get_cosine`` returns the input), its margin and scaling are PML's own code. PML's
+    ArcFace margin is in degrees."""
+
+    def run(input: Tensor, target: Tensor, margin: float = 0.5, scale: float = 64.0, **kwargs):
+        losses = anchor("pytorch_metric_learning.losses")
+        num_classes = input.shape[1]
+        if name == "ArcFaceLoss":
+            loss = losses.ArcFaceLoss(num_classes, num_classes, math.degrees(margin), scale)
+        else:
+            loss = losses.CosFaceLoss(num_classes, num_classes, margin=margin, scale=scale)
+        loss.get_cosine = lambda embeddings: embeddings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return loss(input, target)
 
     return run
 
@@ -194,6 +265,20 @@ def _info_nce_cases(draw: st.DrawFn, negatives: str = "in-batch") -> Case:
     if negatives == "in-batch":
         kwargs["symmetric"] = draw(st.booleans())
     return Case(tuple(tensors), kwargs)
+
+
+@st.composite
+def _cosine_cases(draw: st.DrawFn, arcface: bool = True, easy_margin: bool = False) -> Case:
+    n, c = draw(st.integers(1, 4)), draw(st.integers(2, 4))
+    cosine = draw(floats((n, c), min_value=-0.95, max_value=0.95))
+    target = draw(class_targets((n,), c))
+    margin = draw(st.floats(0.05, 1.0))
+    kwargs = {"margin": margin, "scale": draw(st.floats(1.0, 30.0))}
+    if arcface:
+        kwargs["easy_margin"] = easy_margin
+        kink = 0.0 if easy_margin else math.cos(math.pi - margin)
+        assume(bool(((cosine.gather(1, target[:, None]) - kink).abs() > 1e-3).all()))
+    return Case((cosine, target), kwargs)
 
 
 def _row_arg_mask(where: Tensor, position: int, case: Case) -> Tensor | None:
@@ -268,5 +353,34 @@ SPECS = [
         batched=3,
         wrt=(0, 1, 2),
         where_arg_mask=_row_arg_mask,
+    ),
+    LossSpec(
+        "arcface_loss",
+        funcloss.arcface_loss,
+        fnn.ArcFaceLoss,
+        _cosine_cases,
+        arcface_oracle,
+        per_sample_dims=None,
+        anchor=_pml_margin("ArcFaceLoss"),
+        anchor_name="pytorch-metric-learning",
+    ),
+    LossSpec(
+        "arcface_loss-easy-margin",  # PML has no easy margin
+        funcloss.arcface_loss,
+        fnn.ArcFaceLoss,
+        lambda: _cosine_cases(easy_margin=True),
+        arcface_oracle,
+        per_sample_dims=None,
+        anchor_name=None,
+    ),
+    LossSpec(
+        "cosface_loss",
+        funcloss.cosface_loss,
+        fnn.CosFaceLoss,
+        lambda: _cosine_cases(arcface=False),
+        cosface_oracle,
+        per_sample_dims=None,
+        anchor=_pml_margin("CosFaceLoss"),
+        anchor_name="pytorch-metric-learning",
     ),
 ]
