@@ -194,8 +194,8 @@ def supcon_loss(
 
     Examples:
         >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
-        >>> funcloss.supcon_loss(x, torch.tensor([0, 0, 1, 1]), reduction="none")
-        tensor([2.0001, 2.0003, 8.0003, 8.0005])
+        >>> funcloss.supcon_loss(x, torch.tensor([0, 0, 1, 1]), 0.5, reduction="none")
+        tensor([0.2064, 0.5371, 1.6715, 0.2906])
 
     References:
         P. Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020 (eq. 2);
@@ -272,7 +272,7 @@ def ntxent_loss(
     Examples:
         >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
         >>> funcloss.ntxent_loss(x, torch.tensor([0, 0, 1, 1]), temperature=0.5)
-        tensor(1.5832)
+        tensor(0.6764)
 
     References:
         T. Chen et al., "A Simple Framework for Contrastive Learning of Visual
@@ -527,19 +527,18 @@ def arcface_loss(
     where pytorch-metric-learning's ``ArcFaceLoss`` owns it).
 
     .. math::
-        \ell_n = -\log rac{e^{s \phi(\cos	heta_{y_n})}}{e^{s \phi(\cos	heta_{y_n})}
-                 + \sum_{c 
-e y_n} e^{s \cos	heta_c}},
-        \qquad \phi = egin{cases} \cos(	heta + m) & 	heta + m \le \pi \
-                 \cos	heta - m \sin m & 	ext{otherwise} \end{cases}
+        \ell_n = -\log \frac{e^{s \phi(\cos\theta_{y_n})}}{e^{s \phi(\cos\theta_{y_n})}
+                 + \sum_{c \ne y_n} e^{s \cos\theta_c}},
+        \qquad \phi = \begin{cases} \cos(\theta + m) & \theta + m \le \pi \\
+                 \cos\theta - m \sin m & \text{otherwise} \end{cases}
 
-    :math:`\cos(	heta + m)` is computed as :math:`\cos	heta \cos m - \sin	heta \sin m` with
-    :math:`\sin	heta = \sqrt{1 - \cos^2	heta}` (insightface's form), and the square root's
-    derivative taken as 0 at :math:`|\cos	heta| = 1`: finite gradients there, where an
-    ``acos`` (pytorch-metric-learning's) gives NaN. The fallback for :math:`	heta + m > \pi`
-    keeps the logit decreasing in :math:`	heta` (insightface's ``th``/``mm``);
-    ``easy_margin=True`` applies the margin only where :math:`\cos	heta > 0` (else
-    :math:`\phi = \cos	heta`). Inputs are not clamped to :math:`[-1, 1]`. ``"mean"``
+    :math:`\cos(\theta + m)` is computed as :math:`\cos\theta \cos m - \sin\theta \sin m` with
+    :math:`\sin\theta = \sqrt{1 - \cos^2\theta}` (insightface's form), and the square root's
+    derivative taken as 0 at :math:`|\cos\theta| = 1`: finite gradients there, where an
+    ``acos`` (pytorch-metric-learning's) gives NaN. The fallback for :math:`\theta + m > \pi`
+    keeps the logit decreasing in :math:`\theta` (insightface's ``th``/``mm``);
+    ``easy_margin=True`` applies the margin only where :math:`\cos\theta > 0` (else
+    :math:`\phi = \cos\theta`). Inputs are not clamped to :math:`[-1, 1]`. ``"mean"``
     averages over the (included) samples.
 
     Args:
@@ -567,7 +566,7 @@ e y_n} e^{s \cos	heta_c}},
     Examples:
         >>> cosines = torch.tensor([[0.9, 0.1, -0.2], [1.0, 0.0, 0.0]])
         >>> funcloss.arcface_loss(cosines, torch.tensor([0, 0]), scale=8.0, reduction="none")
-        tensor([0.3071, 0.1556])
+        tensor([0.0230, 0.0018])
 
     References:
         J. Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition",
@@ -610,43 +609,42 @@ def cosface_loss(
 ) -> Tensor:
     r"""CosFace (large margin cosine) loss on cosine logits (Wang et al. 2018).
 
-        As :func:`arcface_loss`, with the margin subtracted from the target's cosine.
+    As :func:`arcface_loss`, with the margin subtracted from the target's cosine.
 
-        .. math::
-            \ell_n = -\log rac{e^{s (\cos	heta_{y_n} - m)}}{e^{s (\cos	heta_{y_n} - m)}
-                     + \sum_{c
-    e y_n} e^{s \cos	heta_c}}
+    .. math::
+        \ell_n = -\log \frac{e^{s (\cos\theta_{y_n} - m)}}{e^{s (\cos\theta_{y_n} - m)}
+                 + \sum_{c \ne y_n} e^{s \cos\theta_c}}
 
-        ``"mean"`` averages over the (included) samples, as pytorch-metric-learning's
-        ``CosFaceLoss`` (which owns its weight matrix; here the cosines are the input).
+    ``"mean"`` averages over the (included) samples, as pytorch-metric-learning's
+    ``CosFaceLoss`` (which owns its weight matrix; here the cosines are the input).
 
-        Args:
-            input: cosines, shape ``(N, C)``, floating dtype.
-            target: class indices, shape ``(N,)``, integer dtype, in ``[0, C)``.
-            margin: :math:`m`, a real number.
-            scale: :math:`s`, positive.
-            reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
-            where: optional bool mask of the samples that count, broadcastable to ``(N,)``; a
-                masked sample's cosines and class index are not read.
+    Args:
+        input: cosines, shape ``(N, C)``, floating dtype.
+        target: class indices, shape ``(N,)``, integer dtype, in ``[0, C)``.
+        margin: :math:`m`, a real number.
+        scale: :math:`s`, positive.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples that count, broadcastable to ``(N,)``; a
+            masked sample's cosines and class index are not read.
 
-        Returns:
-            Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of ``input``'s
-            dtype (float32 under autocast).
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of ``input``'s
+        dtype (float32 under autocast).
 
-        Raises:
-            TypeError: non-floating input, non-integer target, a non-bool ``where``.
-            ValueError: input not ``(N, C)``, target not ``(N,)``, ``scale <= 0``, bad
-                ``reduction``.
-            IndexError: a class index out of range (eager mode).
+    Raises:
+        TypeError: non-floating input, non-integer target, a non-bool ``where``.
+        ValueError: input not ``(N, C)``, target not ``(N,)``, ``scale <= 0``, bad
+            ``reduction``.
+        IndexError: a class index out of range (eager mode).
 
-        Examples:
-            >>> cosines = torch.tensor([[0.9, 0.1, -0.2], [1.0, 0.0, 0.0]])
-            >>> funcloss.cosface_loss(cosines, torch.tensor([0, 0]), scale=8.0, reduction="none")
-            tensor([0.0395, 0.0185])
+    Examples:
+        >>> cosines = torch.tensor([[0.9, 0.1, -0.2], [1.0, 0.0, 0.0]])
+        >>> funcloss.cosface_loss(cosines, torch.tensor([0, 0]), scale=8.0, reduction="none")
+        tensor([0.0294, 0.0110])
 
-        References:
-            H. Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face Recognition", CVPR
-            2018; pytorch-metric-learning's ``CosFaceLoss``.
+    References:
+        H. Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face Recognition", CVPR
+        2018; pytorch-metric-learning's ``CosFaceLoss``.
     """
     fn = "cosface_loss"
     _check_cosface_config(margin=margin, scale=scale, reduction=reduction)

@@ -113,7 +113,7 @@ def test_pml_fails_fullgraph_compile_funcloss_does_not(name: str) -> None:
     x, labels = _batch()
     loss = _pml_loss(name)
     torch._dynamo.reset()
-    with pytest.raises(Exception, match="data-dependent|data dependent"):
+    with pytest.raises(Exception, match=r"data-dependent|data dependent"):
         _quiet(torch.compile(lambda e: loss(e, labels), fullgraph=True, backend="eager"), x)
     torch._dynamo.reset()
     ours = torch.compile(

@@ -149,7 +149,8 @@ def test_forward_mode_keeps_float32(loss) -> None:
     for reduction in ("mean", "none"):
         jacobian = jacfwd(lambda e, reduction=reduction: loss(e, labels, reduction=reduction))(x)
         assert jacobian.dtype == torch.float32
-        assert_close(jacobian, jacrev(lambda e: loss(e, labels, reduction=reduction))(x), rtol=1e-4)
+        reverse = jacrev(lambda e, reduction=reduction: loss(e, labels, reduction=reduction))(x)
+        assert_close(jacobian, reverse, rtol=1e-4)
 
 
 # -- vmap, both forms ------------------------------------------------------------------------
@@ -169,7 +170,8 @@ def test_vmap_over_a_stack_of_batches(loss) -> None:
         assert_close(vmap(f)(x, labels), looped, "vmap")
         per_batch = vmap(grad(lambda e, y: f(e, y).sum()))(x, labels)
         assert_close(
-            per_batch, torch.stack([grad(lambda e: f(e, labels[b]).sum())(x[b]) for b in range(3)])
+            per_batch,
+            torch.stack([grad(lambda e, b=b: f(e, labels[b]).sum())(x[b]) for b in range(3)]),
         )
 
 
