@@ -11,6 +11,7 @@ temperatures at 0.2 or more (so that a half-precision oracle does not overflow `
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -39,8 +40,9 @@ def unit(x: Tensor) -> Tensor:
 
 
 def _zero(like: Tensor) -> Tensor:
-    """0, connected to ``like``'s graph (a zero gradient rather than none)."""
-    return (like * 0).sum()
+    """0, connected to ``like``'s graph (a zero gradient rather than none), also where
+    ``like`` holds a NaN (a loss no sample enters)."""
+    return torch.where(torch.tensor(False), like.sum(), 0.0)
 
 
 def _reduce(losses: list[Tensor], count: int, reduction: str, like: Tensor) -> Tensor:
@@ -109,6 +111,11 @@ def info_nce_oracle(
 ) -> Tensor:
     """van den Oord et al. 2018: -log(e^{q.k+} / (e^{q.k+} + sum_n e^{q.n})) of unit vectors;
     symmetric: the mean of the query->key and key->query losses (CLIP)."""
+    tensors = [t for t in (query, positive_key, negative_keys) if t is not None]
+    dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
+    query, positive_key = query.to(dtype), positive_key.to(dtype)
+    if negative_keys is not None:
+        negative_keys = negative_keys.to(dtype)
     q, k, n = unit(query), unit(positive_key), len(query)
     losses = []
     for i in range(n):
