@@ -121,3 +121,62 @@ def test_pml_fails_fullgraph_compile_funcloss_does_not(name: str) -> None:
     )(x)
     assert_close(ours, getattr(funcloss, name)(x, labels))
     assert torch.isfinite(jacfwd(lambda e: getattr(funcloss, name)(e, labels))(x)).all()
+
+
+# -- ArcFace / CosFace -----------------------------------------------------------------------
+
+
+def _pml_on_cosines(name: str, num_classes: int, margin: float, scale: float):
+    """PML's margin loss with its weight matrix bypassed: ``get_cosine`` returns the input, so
+    its own margin, scaling and cross-entropy run on given cosines (ArcFace's margin in
+    degrees)."""
+    losses = _pml()
+    if name == "arcface":
+        loss = losses.ArcFaceLoss(num_classes, num_classes, margin=np.degrees(margin), scale=scale)
+    else:
+        loss = losses.CosFaceLoss(num_classes, num_classes, margin=margin, scale=scale)
+    loss.get_cosine = lambda embeddings: embeddings
+    return loss
+
+
+def _cosines(n: int = 10, c: int = 5, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    cosine = torch.rand(n, c, generator=generator, dtype=f64) * 1.9 - 0.95
+    return cosine, torch.randint(0, c, (n,), generator=generator)
+
+
+@pytest.mark.parametrize("name", ["arcface", "cosface"])
+@pytest.mark.parametrize(("margin", "scale"), [(0.5, 64.0), (0.2, 30.0), (1.2, 8.0)])
+def test_margin_losses_match_pml_on_given_cosines(name: str, margin: float, scale: float) -> None:
+    cosine, target = _cosines()
+    cosine[0, target[0]] = -0.9  # theta + m > pi for the larger margins: the fallback branch
+    theirs = _quiet(_pml_on_cosines(name, 5, margin, scale), cosine, target)
+    ours = getattr(funcloss, f"{name}_loss")(cosine, target, margin, scale)
+    assert_close(ours, theirs)
+    grads = []
+    for fn in (
+        lambda x: _pml_on_cosines(name, 5, margin, scale)(x, target),
+        lambda x: getattr(funcloss, f"{name}_loss")(x, target, margin, scale),
+    ):
+        x = cosine.clone().requires_grad_()
+        grads.append(torch.autograd.grad(_quiet(fn, x), x)[0])
+    assert_close(grads[1], grads[0])
+
+
+def test_pml_arcface_gradient_is_not_finite_at_cos_one_funcloss_is() -> None:
+    cosine, target = _cosines()
+    cosine[0, target[0]] = 1.0  # a sample on its class centre
+    cosine[1, target[1]] = -1.0  # and one opposite it
+    x = cosine.clone().requires_grad_()
+    (theirs,) = torch.autograd.grad(_quiet(_pml_on_cosines("arcface", 5, 0.5, 64.0), x, target), x)
+    # acos' is -inf at 1 and at -1: NaN or inf, depending on the other factors
+    assert not torch.isfinite(theirs[0, target[0]])
+    assert not torch.isfinite(theirs[1, target[1]])
+    ours = [
+        transform(lambda z: funcloss.arcface_loss(z, target))(cosine)
+        for transform in (torch.func.grad, jacfwd)
+    ]
+    hessian = torch.func.hessian(lambda z: funcloss.arcface_loss(z, target))(cosine)
+    for value in (*ours, hessian):
+        assert torch.isfinite(value).all()
+    assert_close(ours[0], ours[1])

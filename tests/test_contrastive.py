@@ -202,3 +202,86 @@ def test_modules_hold_the_temperature() -> None:
         funcloss.ntxent_loss(x, labels, 0.2, "sum"),
     )
     assert "temperature=0.3" in repr(funcloss.nn.SupConLoss(0.3))
+
+
+# -- info_nce_loss ---------------------------------------------------------------------------
+
+
+def test_info_nce_in_batch_is_cross_entropy_over_the_keys() -> None:
+    q, k = _batch(5, 3, seed=4), _batch(5, 3, seed=5)
+    unit_q = q / q.norm(dim=-1, keepdim=True)
+    unit_k = k / k.norm(dim=-1, keepdim=True)
+    logits = unit_q @ unit_k.T / 0.3
+    target = torch.arange(5)
+    expected = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    assert_close(funcloss.info_nce_loss(q, k, temperature=0.3, reduction="none"), expected)
+    backward = torch.nn.functional.cross_entropy(logits.T, target, reduction="none")
+    assert_close(
+        funcloss.info_nce_loss(q, k, temperature=0.3, symmetric=True, reduction="none"),
+        (expected + backward) / 2,
+    )
+    # shared negatives = the same negatives given per query
+    negatives = _batch(4, 3, seed=6)
+    assert_close(
+        funcloss.info_nce_loss(q, k, negatives, reduction="none"),
+        funcloss.info_nce_loss(q, k, negatives.expand(5, 4, 3), reduction="none"),
+    )
+
+
+@pytest.mark.parametrize("negatives", [None, "shared", "per-query"])
+def test_info_nce_edges(negatives) -> None:
+    q, k = _batch(5, 3, seed=4), _batch(5, 3, seed=5)
+    extra = {None: (), "shared": (_batch(4, 3),), "per-query": (_batch(20, 3).reshape(5, 4, 3),)}
+    args = extra[negatives]
+    keys = torch.zeros(5, 3, dtype=f64)  # zero keys: cosines 0, finite derivatives
+    for query in (torch.zeros(5, 3, dtype=f64), q):
+        value, g, forward, h = _all_derivatives(
+            lambda e, _labels, **kw: funcloss.info_nce_loss(e, keys, *args, **kw), query, None
+        )
+        _assert_finite(value, g, forward, h)
+    where = torch.tensor([True, False, True, True, False])
+    bad_q = torch.where(where[:, None], q, math.nan)
+    bad_k = torch.where(where[:, None], k, math.inf)
+    if negatives == "per-query":
+        args = (torch.where(where[:, None, None], args[0], math.nan),)
+
+    def total(x):
+        return funcloss.info_nce_loss(x, bad_k, *args, where=where)
+
+    value, g, h = total(bad_q), grad(total)(bad_q), hessian(total)(bad_q)
+    _assert_finite(value, g, h)
+    assert (g[~where] == 0).all()
+    kept = where.nonzero().squeeze(1)
+    sliced = [a[kept] if a.dim() == 3 else a for a in args]
+    assert_close(value, funcloss.info_nce_loss(q[kept], k[kept], *sliced))
+
+
+# -- arcface_loss, cosface_loss --------------------------------------------------------------
+
+
+def test_zero_margins_are_scaled_cross_entropy() -> None:
+    cosine = torch.rand(6, 4, generator=torch.Generator().manual_seed(0), dtype=f64) * 2 - 1
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    expected = torch.nn.functional.cross_entropy(8.0 * cosine, target, reduction="none")
+    for fn in (funcloss.arcface_loss, funcloss.cosface_loss):
+        assert_close(fn(cosine, target, 0.0, 8.0, reduction="none"), expected)
+
+
+@pytest.mark.parametrize("easy_margin", [False, True])
+def test_arcface_at_cos_plus_minus_one_is_finite(easy_margin: bool) -> None:
+    cosine = torch.rand(4, 3, generator=torch.Generator().manual_seed(1), dtype=f64) * 2 - 1
+    target = torch.tensor([0, 1, 2, 0])
+    cosine[0, 0], cosine[1, 1], cosine[2, 0], cosine[3, 1] = 1.0, -1.0, 1.0, -1.0
+    for reduction in ("mean", "sum"):
+
+        def total(x, reduction=reduction):
+            return funcloss.arcface_loss(x, target, easy_margin=easy_margin, reduction=reduction)
+
+        value, g, forward = total(cosine), grad(total)(cosine), jacfwd(total)(cosine)
+        h = hessian(total)(cosine)
+        _assert_finite(value, g, forward, h)
+        assert_close(g, forward)
+    # at cos = 1 the margin gives cos(m): the value is the limit from inside
+    inside = cosine.clone()
+    inside[0, 0] = 1 - 1e-12
+    assert_close(funcloss.arcface_loss(inside, target), funcloss.arcface_loss(cosine, target))

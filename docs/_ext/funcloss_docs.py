@@ -36,6 +36,7 @@ FAMILIES = {
     "funcloss._sequence": ("sequence", "Sequence losses (CTC)"),
     "funcloss._linear": ("linear", "Linear cross-entropy (fused output layer)"),
     "funcloss._tree": ("tree", "Losses over pytrees"),
+    "funcloss._contrastive": ("contrastive", "Metric and contrastive learning"),
 }
 # Public names that are not losses: documented on the authoring page.
 AUTHORING = ("custom_backward", "loss_module", "set_value_checks")
