@@ -285,10 +285,11 @@ def ntxent_loss(
     unit, positive, negative, _ = _prepare(fn, embeddings, labels, where)
     similarity = unit @ unit.T / temperature
     log_negatives, has_negative = _masked_logsumexp(similarity, negative)
-    counted = positive & has_negative[:, None]
-    # a pair without negatives: softplus(-inf) = 0, written as a where (no infinity anywhere)
+    # an anchor without negatives: log 0 = -inf, and its pairs' softplus(-inf - s) = 0 with
+    # zero derivatives of every order (a NaN similarity still shows)
+    log_negatives = torch.where(has_negative, log_negatives, float("-inf"))
     pair = softplus(log_negatives[:, None] - similarity)
-    loss = torch.where(counted, pair, 0.0).sum(-1)
+    loss = torch.where(positive, pair, 0.0).sum(-1)
     count = positive.sum(-1)
     return reduce(loss, reduction, where=count > 0, mean_weight=count).to(dtype)
 
@@ -480,8 +481,13 @@ def _margin_softmax(
     is_target = torch.arange(num_classes, device=cosine.device) == target[:, None]
     target_cosine = cosine.gather(1, target[:, None]).squeeze(1)
     modified = target_logit(target_cosine)
-    logits = torch.where(is_target, modified[:, None], cosine) * scale
-    loss = torch.logsumexp(logits, 1) - modified * scale
+    # logits relative to the target's: the target's own is 0, also at an infinite target
+    # cosine (where logsumexp(logits) - target logit would be inf - inf)
+    relative = torch.where(is_target, 0.0, (cosine - modified[:, None]) * scale)
+    # cosines far outside [-1, 1] (float32 near 3e38) overflow the difference: clamped to the
+    # dtype's range, the loss stays finite (at +-inf the clamp's zero gradient is the limit's)
+    big = torch.finfo(relative.dtype).max
+    loss = torch.logsumexp(relative.clamp(-big, big), 1)
     return reduce(loss, reduction, where=where).to(dtype)
 
 
@@ -507,7 +513,7 @@ def _sine(cosine: Tensor) -> Tensor:
     return torch.where(inside, torch.where(inside, squared, 1.0).sqrt(), 0.0)
 
 
-@follows_autocast("float32")
+@follows_autocast("promoted")
 @checks_config(_check_arcface_config)
 def arcface_loss(
     input: Tensor,
@@ -554,7 +560,7 @@ def arcface_loss(
 
     Returns:
         Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of ``input``'s
-        dtype (float32 under autocast).
+        dtype.
 
     Raises:
         TypeError: non-floating input, non-integer target, a non-bool ``easy_margin`` or
@@ -596,7 +602,7 @@ def _check_cosface_config(
     check_reduction(fn, reduction)
 
 
-@follows_autocast("float32")
+@follows_autocast("promoted")
 @checks_config(_check_cosface_config)
 def cosface_loss(
     input: Tensor,
@@ -629,7 +635,7 @@ def cosface_loss(
 
     Returns:
         Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of ``input``'s
-        dtype (float32 under autocast).
+        dtype.
 
     Raises:
         TypeError: non-floating input, non-integer target, a non-bool ``where``.
