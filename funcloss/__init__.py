@@ -9,6 +9,13 @@ semantics, built from torch ops; :mod:`funcloss.nn` has the module forms.
 from . import nn as nn
 from ._box import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 from ._checks import set_value_checks
+from ._contrastive import (
+    arcface_loss,
+    cosface_loss,
+    info_nce_loss,
+    ntxent_loss,
+    supcon_loss,
+)
 from ._cross_entropy import cross_entropy, nll_loss
 from ._embedding import (
     cosine_embedding_loss,
@@ -81,6 +88,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "approx_ndcg_loss",
+    "arcface_loss",
     "asymmetric_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
@@ -88,6 +96,7 @@ __all__ = [
     "cauchy_loss",
     "charbonnier_loss",
     "complete_box_iou_loss",
+    "cosface_loss",
     "cosine_distance_loss",
     "cosine_embedding_loss",
     "cross_entropy",
@@ -105,6 +114,7 @@ __all__ = [
     "hinge_embedding_loss",
     "hinge_loss",
     "huber_loss",
+    "info_nce_loss",
     "jaccard_loss",
     "kl_div",
     "l1_loss",
@@ -121,6 +131,7 @@ __all__ = [
     "multilabel_margin_loss",
     "multilabel_soft_margin_loss",
     "nll_loss",
+    "ntxent_loss",
     "pairwise_hinge_loss",
     "pairwise_logistic_loss",
     "perceptron_loss",
@@ -135,6 +146,7 @@ __all__ = [
     "soft_margin_loss",
     "sparsemax",
     "sparsemax_loss",
+    "supcon_loss",
     "total_variation",
     "tree_loss",
     "triplet_margin_loss",

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _box as _bx
+from . import _contrastive as _ct
 from . import _cross_entropy as _c
 from . import _embedding as _e
 from . import _fenchel_young as _fy
@@ -190,8 +191,16 @@ FocalLoss = loss_module(_f.focal_loss, name="FocalLoss")
 Poly1CrossEntropyLoss = loss_module(_f.poly1_cross_entropy, name="Poly1CrossEntropyLoss")
 SigmoidFocalLoss = loss_module(_f.sigmoid_focal_loss, name="SigmoidFocalLoss")
 
+# metric and contrastive learning
+ArcFaceLoss = loss_module(_ct.arcface_loss, name="ArcFaceLoss")
+CosFaceLoss = loss_module(_ct.cosface_loss, name="CosFaceLoss")
+InfoNCELoss = loss_module(_ct.info_nce_loss, name="InfoNCELoss", forward_args=("negative_keys",))
+NTXentLoss = loss_module(_ct.ntxent_loss, name="NTXentLoss")
+SupConLoss = loss_module(_ct.supcon_loss, name="SupConLoss")
+
 __all__ = [
     "ApproxNDCGLoss",
+    "ArcFaceLoss",
     "AsymmetricLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
@@ -200,6 +209,7 @@ __all__ = [
     "CauchyLoss",
     "CharbonnierLoss",
     "CompleteBoxIoULoss",
+    "CosFaceLoss",
     "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
@@ -215,6 +225,7 @@ __all__ = [
     "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
+    "InfoNCELoss",
     "JaccardLoss",
     "KLDivLoss",
     "L1Loss",
@@ -229,6 +240,7 @@ __all__ = [
     "MulticlassHingeLoss",
     "MulticlassPerceptronLoss",
     "NLLLoss",
+    "NTXentLoss",
     "PairwiseHingeLoss",
     "PairwiseLogisticLoss",
     "PerceptronLoss",
@@ -240,6 +252,7 @@ __all__ = [
     "SmoothL1Loss",
     "SoftMarginLoss",
     "SparsemaxLoss",
+    "SupConLoss",
     "TotalVariation",
     "TreeLoss",
     "TripletMarginLoss",

@@ -24,6 +24,22 @@ class ApproxNDCGLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class ArcFaceLoss(nn.Module):
+    margin: float
+    scale: float
+    easy_margin: bool
+    reduction: Reduction
+    def __init__(
+        self,
+        margin: float = 0.5,
+        scale: float = 64.0,
+        *,
+        easy_margin: bool = False,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class AsymmetricLoss(nn.Module):
     gamma_pos: float
     gamma_neg: float
@@ -115,6 +131,16 @@ class CompleteBoxIoULoss(nn.Module):
     def __call__(
         self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
     ) -> Tensor: ...
+
+class CosFaceLoss(nn.Module):
+    margin: float
+    scale: float
+    reduction: Reduction
+    def __init__(
+        self, margin: float = 0.35, scale: float = 64.0, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class CosineDistanceLoss(nn.Module):
     dim: int
@@ -358,6 +384,30 @@ class HuberLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class InfoNCELoss(nn.Module):
+    temperature: float
+    symmetric: bool
+    reduction: Reduction
+    def __init__(
+        self, temperature: float = 0.1, symmetric: bool = False, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(
+        self,
+        query: Tensor,
+        positive_key: Tensor,
+        negative_keys: Tensor | None = None,
+        *,
+        where: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        query: Tensor,
+        positive_key: Tensor,
+        negative_keys: Tensor | None = None,
+        *,
+        where: Tensor | None = None,
+    ) -> Tensor: ...
+
 class JaccardLoss(nn.Module):
     weight: Tensor | None
     smooth: float
@@ -528,6 +578,17 @@ class NLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class NTXentLoss(nn.Module):
+    temperature: float
+    reduction: Reduction
+    def __init__(self, temperature: float = 0.07, reduction: Reduction = "mean") -> None: ...
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class PairwiseHingeLoss(nn.Module):
     margin: float
     weight: Tensor | None
@@ -627,6 +688,17 @@ class SparsemaxLoss(nn.Module):
     def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class SupConLoss(nn.Module):
+    temperature: float
+    reduction: Reduction
+    def __init__(self, temperature: float = 0.1, reduction: Reduction = "mean") -> None: ...
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
 
 class TotalVariation(nn.Module):
     reduction: Reduction
@@ -747,6 +819,7 @@ class WelschLoss(nn.Module):
 
 __all__ = [
     "ApproxNDCGLoss",
+    "ArcFaceLoss",
     "AsymmetricLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
@@ -755,6 +828,7 @@ __all__ = [
     "CauchyLoss",
     "CharbonnierLoss",
     "CompleteBoxIoULoss",
+    "CosFaceLoss",
     "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
@@ -770,6 +844,7 @@ __all__ = [
     "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
+    "InfoNCELoss",
     "JaccardLoss",
     "KLDivLoss",
     "L1Loss",
@@ -784,6 +859,7 @@ __all__ = [
     "MulticlassHingeLoss",
     "MulticlassPerceptronLoss",
     "NLLLoss",
+    "NTXentLoss",
     "PairwiseHingeLoss",
     "PairwiseLogisticLoss",
     "PerceptronLoss",
@@ -795,6 +871,7 @@ __all__ = [
     "SmoothL1Loss",
     "SoftMarginLoss",
     "SparsemaxLoss",
+    "SupConLoss",
     "TotalVariation",
     "TreeLoss",
     "TripletMarginLoss",

@@ -46,6 +46,7 @@ FAMILIES = {
     "funcloss._box": ("box", "Bounding-box losses (GIoU, DIoU, CIoU)"),
     "funcloss._image": ("image", "Image losses (total variation)"),
     "funcloss._focal": ("focal", "Focal losses (sigmoid, softmax, poly-1, asymmetric)"),
+    "funcloss._contrastive": ("contrastive", "Metric and contrastive learning"),
 }
 # Public names that are not losses: documented on the authoring page.
 AUTHORING = ("custom_backward", "loss_module", "set_value_checks")
