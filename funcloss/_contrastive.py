@@ -463,7 +463,7 @@ def _margin_softmax(
     input: Tensor,
     target: Tensor,
     scale: float,
-    reduction: str,
+    reduction: Reduction,
     where: Tensor | None,
     target_logit,
 ) -> Tensor:
