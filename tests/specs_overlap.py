@@ -128,8 +128,6 @@ def _monai(
     and conventions: smoothing ``s`` (Dice, Jaccard) or ``s / 2`` (Tversky, beside TP); the
     class-weighted mean over the weights; ignored pixels (which MONAI has no argument for)
     zeroed in the probabilities and the one-hot target MONAI is given."""
-    import warnings
-
     losses = anchor("monai.losses")
     options = {"include_background": include_background, "batch": batch, "reduction": "none"}
     if kind == "tversky":
@@ -158,13 +156,13 @@ def _monai(
             t = torch.where(keep, target.unsqueeze(1) == classes, False).to(p.dtype)
             p = torch.where(keep, p, 0.0)
         given = (p, t)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module = {
-            "tversky": losses.TverskyLoss,
-            "generalized": losses.GeneralizedDiceLoss,
-        }.get(kind, losses.DiceLoss)(**options)
-        out = module(*given)
+    # no warnings.catch_warnings() here: torch.compile cannot trace it (the transform table
+    # would show the adapter's failure, not MONAI's); callers silence MONAI's warnings
+    module = {
+        "tversky": losses.TverskyLoss,
+        "generalized": losses.GeneralizedDiceLoss,
+    }.get(kind, losses.DiceLoss)(**options)
+    out = module(*given)
     if kind == "generalized":
         out = out.reshape(()) if batch else out.reshape(-1)
         return out if reduction == "none" else out.sum() if reduction == "sum" else out.mean()

@@ -72,6 +72,7 @@ def test_dice_matches_monai(kwargs) -> None:
 
 
 @pytest.mark.parametrize("spec", ANCHORED, ids=repr)
+@pytest.mark.filterwarnings("ignore")  # MONAI's own warnings (the adapter cannot silence them)
 @settings(max_examples=4)
 @given(data=st.data())
 def test_spec_anchor_agrees(spec, data) -> None:
