@@ -171,18 +171,17 @@ def test_compile_vmap_grad(spec: LossSpec, data: st.DataObject) -> None:
 
 
 def _inductor_specs() -> list[LossSpec]:
-    """Every spec of torch's losses and of the families with hand-written rules (a
-    ``custom_backward``, which inductor traces away); one spec per family elsewhere (pure
-    compositions, which aot_eager's compile tests cover spec by spec): each inductor compile
-    costs seconds, and the suite runs on 2 cores."""
-    chosen, families = [], set()
+    """Every spec of torch's losses; beyond torch, one spec per function in the families with
+    hand-written rules (a ``custom_backward``, which inductor traces away) and one per family of
+    pure compositions (aot_eager's compile tests cover every spec): each inductor compile costs
+    seconds, and the suite runs on 2 cores."""
+    chosen, seen = [], set()
     for spec in SPECS:
         module = sys.modules.get(getattr(spec.fn, "__module__", ""))
         source = inspect.getsource(module) if module is not None else ""
-        if spec.anchor_name == "torch" or "custom_backward" in source:
-            chosen.append(spec)
-        elif spec.fn.__module__ not in families:
-            families.add(spec.fn.__module__)
+        key = spec.fn if "custom_backward" in source else spec.fn.__module__
+        if spec.anchor_name == "torch" or key not in seen:
+            seen.add(key)
             chosen.append(spec)
     return chosen
 
