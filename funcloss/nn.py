@@ -12,12 +12,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import _box as _bx
+from . import _contrastive as _ct
 from . import _cross_entropy as _c
 from . import _embedding as _e
+from . import _fenchel_young as _fy
+from . import _focal as _f
+from . import _image as _im
 from . import _linear as _l
 from . import _logistic as _b
 from . import _margin as _m
+from . import _overlap as _o
+from . import _ranking as _k
 from . import _regression as _r
+from . import _robust as _rb
 from . import _sequence as _s
 from . import _tree as _t
 from ._checks import Reduction, check_reduction, fail, shape_str
@@ -35,6 +43,14 @@ MultiLabelSoftMarginLoss = loss_module(
     _m.multilabel_soft_margin_loss, name="MultiLabelSoftMarginLoss"
 )
 MultiMarginLoss = loss_module(_m.multi_margin_loss, name="MultiMarginLoss")
+BinarySparsemaxLoss = loss_module(_fy.binary_sparsemax_loss, name="BinarySparsemaxLoss")
+HingeLoss = loss_module(_fy.hinge_loss, name="HingeLoss")
+MulticlassHingeLoss = loss_module(_fy.multiclass_hinge_loss, name="MulticlassHingeLoss")
+MulticlassPerceptronLoss = loss_module(
+    _fy.multiclass_perceptron_loss, name="MulticlassPerceptronLoss"
+)
+PerceptronLoss = loss_module(_fy.perceptron_loss, name="PerceptronLoss")
+SparsemaxLoss = loss_module(_fy.sparsemax_loss, name="SparsemaxLoss")
 
 
 class LinearCrossEntropyLoss(torch.nn.Module):
@@ -142,30 +158,107 @@ MSELoss = loss_module(_r.mse_loss, name="MSELoss")
 PoissonNLLLoss = loss_module(_r.poisson_nll_loss, name="PoissonNLLLoss")
 SmoothL1Loss = loss_module(_r.smooth_l1_loss, name="SmoothL1Loss")
 
+CauchyLoss = loss_module(_rb.cauchy_loss, name="CauchyLoss")
+CharbonnierLoss = loss_module(_rb.charbonnier_loss, name="CharbonnierLoss")
+CosineDistanceLoss = loss_module(_rb.cosine_distance_loss, name="CosineDistanceLoss")
+GemanMcClureLoss = loss_module(_rb.geman_mcclure_loss, name="GemanMcClureLoss")
+GeneralRobustLoss = loss_module(_rb.general_robust_loss, name="GeneralRobustLoss")
+LogCoshLoss = loss_module(_rb.log_cosh_loss, name="LogCoshLoss")
+QuantileLoss = loss_module(_rb.quantile_loss, name="QuantileLoss")
+WelschLoss = loss_module(_rb.welsch_loss, name="WelschLoss")
+ApproxNDCGLoss = loss_module(_k.approx_ndcg_loss, name="ApproxNDCGLoss")
+ListMLELoss = loss_module(_k.listmle_loss, name="ListMLELoss")
+PairwiseHingeLoss = loss_module(_k.pairwise_hinge_loss, name="PairwiseHingeLoss")
+PairwiseLogisticLoss = loss_module(_k.pairwise_logistic_loss, name="PairwiseLogisticLoss")
+RankingSoftmaxLoss = loss_module(_k.ranking_softmax_loss, name="RankingSoftmaxLoss")
+CompleteBoxIoULoss = loss_module(_bx.complete_box_iou_loss, name="CompleteBoxIoULoss")
+DistanceBoxIoULoss = loss_module(_bx.distance_box_iou_loss, name="DistanceBoxIoULoss")
+GeneralizedBoxIoULoss = loss_module(_bx.generalized_box_iou_loss, name="GeneralizedBoxIoULoss")
+
+TotalVariation = loss_module(_im.total_variation, name="TotalVariation")
+DiceLoss = loss_module(_o.dice_loss, name="DiceLoss", forward_args=("mask",))
+FocalTverskyLoss = loss_module(
+    _o.focal_tversky_loss, name="FocalTverskyLoss", forward_args=("mask",)
+)
+GeneralizedDiceLoss = loss_module(
+    _o.generalized_dice_loss, name="GeneralizedDiceLoss", forward_args=("mask",)
+)
+JaccardLoss = loss_module(_o.jaccard_loss, name="JaccardLoss", forward_args=("mask",))
+TverskyLoss = loss_module(_o.tversky_loss, name="TverskyLoss", forward_args=("mask",))
+
+AsymmetricLoss = loss_module(_f.asymmetric_loss, name="AsymmetricLoss")
+FocalLoss = loss_module(_f.focal_loss, name="FocalLoss")
+Poly1CrossEntropyLoss = loss_module(_f.poly1_cross_entropy, name="Poly1CrossEntropyLoss")
+SigmoidFocalLoss = loss_module(_f.sigmoid_focal_loss, name="SigmoidFocalLoss")
+
+# metric and contrastive learning
+ArcFaceLoss = loss_module(_ct.arcface_loss, name="ArcFaceLoss")
+CosFaceLoss = loss_module(_ct.cosface_loss, name="CosFaceLoss")
+InfoNCELoss = loss_module(_ct.info_nce_loss, name="InfoNCELoss", forward_args=("negative_keys",))
+NTXentLoss = loss_module(_ct.ntxent_loss, name="NTXentLoss")
+SupConLoss = loss_module(_ct.supcon_loss, name="SupConLoss")
+
 __all__ = [
+    "ApproxNDCGLoss",
+    "ArcFaceLoss",
+    "AsymmetricLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
+    "BinarySparsemaxLoss",
     "CTCLoss",
+    "CauchyLoss",
+    "CharbonnierLoss",
+    "CompleteBoxIoULoss",
+    "CosFaceLoss",
+    "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "DiceLoss",
+    "DistanceBoxIoULoss",
+    "FocalLoss",
+    "FocalTverskyLoss",
     "GaussianNLLLoss",
+    "GemanMcClureLoss",
+    "GeneralRobustLoss",
+    "GeneralizedBoxIoULoss",
+    "GeneralizedDiceLoss",
     "HingeEmbeddingLoss",
+    "HingeLoss",
     "HuberLoss",
+    "InfoNCELoss",
+    "JaccardLoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
+    "ListMLELoss",
+    "LogCoshLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
+    "MulticlassHingeLoss",
+    "MulticlassPerceptronLoss",
     "NLLLoss",
+    "NTXentLoss",
+    "PairwiseHingeLoss",
+    "PairwiseLogisticLoss",
+    "PerceptronLoss",
     "PoissonNLLLoss",
+    "Poly1CrossEntropyLoss",
+    "QuantileLoss",
+    "RankingSoftmaxLoss",
+    "SigmoidFocalLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
+    "SparsemaxLoss",
+    "SupConLoss",
+    "TotalVariation",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
+    "TverskyLoss",
+    "WelschLoss",
 ]
 
 

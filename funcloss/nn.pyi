@@ -8,6 +8,53 @@ from torch import Tensor, nn
 
 from ._checks import Reduction
 from ._regression import KLReduction
+from ._robust import Scalar
+
+class ApproxNDCGLoss(nn.Module):
+    temperature: float
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        temperature: float = 1.0,
+        weight: Tensor | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class ArcFaceLoss(nn.Module):
+    margin: float
+    scale: float
+    easy_margin: bool
+    reduction: Reduction
+    def __init__(
+        self,
+        margin: float = 0.5,
+        scale: float = 64.0,
+        *,
+        easy_margin: bool = False,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class AsymmetricLoss(nn.Module):
+    gamma_pos: float
+    gamma_neg: float
+    clip: float
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        gamma_pos: float = 0.0,
+        gamma_neg: float = 4.0,
+        clip: float = 0.05,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class BCELoss(nn.Module):
     weight: Tensor | None
@@ -27,6 +74,12 @@ class BCEWithLogitsLoss(nn.Module):
         reduction: Reduction = "mean",
         pos_weight: Tensor | None = None,
     ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class BinarySparsemaxLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -56,6 +109,49 @@ class CTCLoss(nn.Module):
         where: Tensor | None = None,
     ) -> Tensor: ...
 
+class CauchyLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class CharbonnierLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class CompleteBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class CosFaceLoss(nn.Module):
+    margin: float
+    scale: float
+    reduction: Reduction
+    def __init__(
+        self, margin: float = 0.35, scale: float = 64.0, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class CosineDistanceLoss(nn.Module):
+    dim: int
+    eps: float
+    reduction: Reduction
+    def __init__(
+        self, dim: int = -1, eps: float = 1e-08, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class CosineEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
@@ -83,6 +179,111 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class DiceLoss(nn.Module):
+    weight: Tensor | None
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+
+class DistanceBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class FocalLoss(nn.Module):
+    weight: Tensor | None
+    gamma: float
+    ignore_index: int
+    reduction: Reduction
+    label_smoothing: float
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        gamma: float = 2.0,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class FocalTverskyLoss(nn.Module):
+    weight: Tensor | None
+    alpha: float
+    beta: float
+    gamma: float
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        gamma: float = 0.75,
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+
 class GaussianNLLLoss(nn.Module):
     full: bool
     eps: float
@@ -97,10 +298,79 @@ class GaussianNLLLoss(nn.Module):
         self, input: Tensor, target: Tensor, var: Tensor | float, *, where: Tensor | None = None
     ) -> Tensor: ...
 
+class GemanMcClureLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class GeneralRobustLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(
+        self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, input: Tensor, target: Tensor, alpha: Scalar, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class GeneralizedBoxIoULoss(nn.Module):
+    reduction: Reduction
+    eps: float
+    def __init__(self, reduction: Reduction = "none", eps: float = 1e-07) -> None: ...
+    def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(
+        self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class GeneralizedDiceLoss(nn.Module):
+    weight_type: str
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        weight_type: str = "square",
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+
 class HingeEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
     def __init__(self, margin: float = 1.0, *, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class HingeLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -113,6 +383,66 @@ class HuberLoss(nn.Module):
     ) -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class InfoNCELoss(nn.Module):
+    temperature: float
+    symmetric: bool
+    reduction: Reduction
+    def __init__(
+        self, temperature: float = 0.1, symmetric: bool = False, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(
+        self,
+        query: Tensor,
+        positive_key: Tensor,
+        negative_keys: Tensor | None = None,
+        *,
+        where: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        query: Tensor,
+        positive_key: Tensor,
+        negative_keys: Tensor | None = None,
+        *,
+        where: Tensor | None = None,
+    ) -> Tensor: ...
+
+class JaccardLoss(nn.Module):
+    weight: Tensor | None
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
 
 class KLDivLoss(nn.Module):
     reduction: KLReduction
@@ -159,6 +489,18 @@ class LinearCrossEntropyLoss(nn.Module):
         softcap: float | None = None,
         chunk_size: int | None = None,
     ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class ListMLELoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, *, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class LogCoshLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -209,6 +551,19 @@ class MultiMarginLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class MulticlassHingeLoss(nn.Module):
+    margin: float
+    reduction: Reduction
+    def __init__(self, margin: float = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class MulticlassPerceptronLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class NLLLoss(nn.Module):
     weight: Tensor | None
     ignore_index: int
@@ -220,6 +575,40 @@ class NLLLoss(nn.Module):
         ignore_index: int = -100,
         reduction: Reduction = "mean",
     ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class NTXentLoss(nn.Module):
+    temperature: float
+    reduction: Reduction
+    def __init__(self, temperature: float = 0.07, reduction: Reduction = "mean") -> None: ...
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class PairwiseHingeLoss(nn.Module):
+    margin: float
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(
+        self, margin: float = 1.0, *, weight: Tensor | None = None, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class PairwiseLogisticLoss(nn.Module):
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class PerceptronLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -239,6 +628,48 @@ class PoissonNLLLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class Poly1CrossEntropyLoss(nn.Module):
+    weight: Tensor | None
+    epsilon: float
+    ignore_index: int
+    reduction: Reduction
+    label_smoothing: float
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        epsilon: float = 1.0,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class QuantileLoss(nn.Module):
+    quantile: Scalar
+    reduction: Reduction
+    def __init__(self, quantile: Scalar = 0.5, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class RankingSoftmaxLoss(nn.Module):
+    weight: Tensor | None
+    reduction: Reduction
+    def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class SigmoidFocalLoss(nn.Module):
+    alpha: float
+    gamma: float
+    reduction: Reduction
+    def __init__(
+        self, alpha: float = 0.25, gamma: float = 2.0, reduction: Reduction = "none"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class SmoothL1Loss(nn.Module):
     reduction: Reduction
     beta: float
@@ -251,6 +682,29 @@ class SoftMarginLoss(nn.Module):
     def __init__(self, *, reduction: Reduction = "mean") -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class SparsemaxLoss(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class SupConLoss(nn.Module):
+    temperature: float
+    reduction: Reduction
+    def __init__(self, temperature: float = 0.1, reduction: Reduction = "mean") -> None: ...
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class TotalVariation(nn.Module):
+    reduction: Reduction
+    def __init__(self, reduction: Reduction = "sum") -> None: ...
+    def forward(self, input: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class TreeLoss(nn.Module):
     loss: Any
@@ -316,28 +770,112 @@ class TripletMarginWithDistanceLoss(nn.Module):
         self, anchor: Tensor, positive: Tensor, negative: Tensor, *, where: Tensor | None = None
     ) -> Tensor: ...
 
+class TverskyLoss(nn.Module):
+    weight: Tensor | None
+    alpha: float
+    beta: float
+    smooth: float
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        smooth: float = 1.0,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+
+class WelschLoss(nn.Module):
+    scale: Scalar
+    reduction: Reduction
+    def __init__(self, scale: Scalar = 1.0, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 __all__ = [
+    "ApproxNDCGLoss",
+    "ArcFaceLoss",
+    "AsymmetricLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
+    "BinarySparsemaxLoss",
     "CTCLoss",
+    "CauchyLoss",
+    "CharbonnierLoss",
+    "CompleteBoxIoULoss",
+    "CosFaceLoss",
+    "CosineDistanceLoss",
     "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "DiceLoss",
+    "DistanceBoxIoULoss",
+    "FocalLoss",
+    "FocalTverskyLoss",
     "GaussianNLLLoss",
+    "GemanMcClureLoss",
+    "GeneralRobustLoss",
+    "GeneralizedBoxIoULoss",
+    "GeneralizedDiceLoss",
     "HingeEmbeddingLoss",
+    "HingeLoss",
     "HuberLoss",
+    "InfoNCELoss",
+    "JaccardLoss",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",
+    "ListMLELoss",
+    "LogCoshLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
+    "MulticlassHingeLoss",
+    "MulticlassPerceptronLoss",
     "NLLLoss",
+    "NTXentLoss",
+    "PairwiseHingeLoss",
+    "PairwiseLogisticLoss",
+    "PerceptronLoss",
     "PoissonNLLLoss",
+    "Poly1CrossEntropyLoss",
+    "QuantileLoss",
+    "RankingSoftmaxLoss",
+    "SigmoidFocalLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
+    "SparsemaxLoss",
+    "SupConLoss",
+    "TotalVariation",
     "TreeLoss",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
+    "TverskyLoss",
+    "WelschLoss",
 ]

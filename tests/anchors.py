@@ -26,6 +26,9 @@ from types import ModuleType
 
 import pytest
 
+# (package, relative path) -> the module load_file made of it
+_FILES: dict[tuple[str, str], ModuleType] = {}
+
 
 def _missing(name: str, error: Exception) -> None:
     if os.environ.get("CI"):
@@ -35,6 +38,9 @@ def _missing(name: str, error: Exception) -> None:
 
 def anchor(name: str) -> ModuleType:
     """``import name`` (warnings ignored); skip when missing locally, fail in CI."""
+    module = sys.modules.get(name)  # imported already: a plain lookup, which torch.compile traces
+    if module is not None:
+        return module
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -54,6 +60,9 @@ def _distribution_folder(package: str) -> Path:
 def load_file(package: str, relative: str) -> ModuleType:
     """The module ``package/relative`` (e.g. ``("timm", "loss/asymmetric_loss.py")``), loaded by
     path without importing ``package``; skip when missing locally, fail in CI."""
+    loaded = _FILES.get((package, relative))  # a plain lookup, which torch.compile traces
+    if loaded is not None:
+        return loaded
     try:
         root = _distribution_folder(package)
     except ImportError as error:
@@ -83,6 +92,7 @@ def load_file(package: str, relative: str) -> ModuleType:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         spec.loader.exec_module(module)
+    _FILES[(package, relative)] = module
     return module
 
 

@@ -61,9 +61,18 @@ class LossSpec:
         anchor: for a loss beyond torch, the library people take it from today, adapted to
             ``fn``'s call signature (importing it lazily, through ``tests/anchors.py``), or
             ``None``. The transform-support table measures it beside funcloss.
+        where_oracle: ``(case, where, reduction) -> value``: the oracle's answer under a mask
+            (``where`` of the unreduced loss's shape), for losses whose mask changes the loss of
+            the elements it keeps (batch losses, where a masked sample leaves the batch: no
+            longer anyone's positive or negative); ``None``: the oracle's unreduced loss with
+            the masked elements zeroed, summed, or ``masked_mean``-ed.
         anchor_name: the name of the table's other column: ``"torch"`` (the oracle is torch's
             own loss) or the anchor's library (``"monai"``); ``None`` for a loss beyond torch
             with no anchor in torch (the table shows funcloss's cells only).
+        gradient_of_value: the loss's gradient is the derivative of its value. ``False`` for a
+            loss whose gradient by definition treats a factor as a constant
+            (``complete_box_iou_loss``'s detached trade-off weight): finite differences of the
+            value (gradcheck, gradgradcheck) do not apply; its oracle detaches the same factor.
     """
 
     id: str
@@ -84,6 +93,8 @@ class LossSpec:
     )
     anchor: Callable[..., Tensor] | None = None
     anchor_name: str | None = "torch"
+    gradient_of_value: bool = True
+    where_oracle: Callable[[Case, Tensor, str], Tensor] | None = None
 
     def __repr__(self) -> str:
         return self.id

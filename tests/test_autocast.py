@@ -172,6 +172,6 @@ def test_float64_is_left_alone() -> None:
 def test_every_registry_loss_declares_its_autocast_policy() -> None:
     # test_api.py makes sure every public loss has a spec.
     names = sorted({spec.id.split("-")[0] for spec in SPECS})
-    assert len(names) == 22
+    assert {"cross_entropy", "ctc_loss", "mse_loss"} <= set(names)  # torch's 22 and the rest
     for name in names:
         assert getattr(funcloss, name).__autocast__ in ("float32", "promoted"), name

@@ -28,12 +28,19 @@ OPEN = {
         "(fixed on the small path by a clamp; the fused path would pay a pass over (N, C))",
         "linear_cross_entropy": "+inf in the hidden state: inf logits, inf - inf",
         "cosine_embedding_loss": "+inf coordinate: inf / inf in the cosine (torch: nan too)",
+        "cosine_distance_loss": "+inf coordinate: inf / inf in the cosine (optax: nan too)",
         "triplet_margin": "+inf coordinate: inf - inf in the distances",
         # (the oracle is unreliable here too: its log_softmax identity cancels 1e300 - 1e300)
         "ctc_loss": "+inf log-probability: sentinel -1e30 + inf revives unreachable states",
+        "generalized_box_iou_loss": "an infinite coordinate: an infinite box, inf / inf in the "
+        "area ratios (torchvision: nan too); limit 1 + (enclosing - own width) / enclosing",
+        "dice_loss-probabilities": "an infinite 'probability' (activation=None): inf / inf in "
+        "the overlap ratio, whose limit is finite",
     },
     "nan": {},
     "huge": {
+        "general_robust_loss-tensor-alpha": "alpha > 1 at residuals near 1e38: the value overflows "
+        "(rightly) and so does the gradient, which fits (needs a log-domain backward)",
         "cosine_embedding_loss": "squared norms overflow float32 at 3e38: nan, the truth <= 2",
         "triplet_margin": "squared distances overflow float32 at 3e38",
         "linear_cross_entropy": "logits overflow float32: inf - inf",

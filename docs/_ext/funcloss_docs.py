@@ -35,7 +35,18 @@ FAMILIES = {
     "funcloss._embedding": ("embedding", "Embedding and ranking losses"),
     "funcloss._sequence": ("sequence", "Sequence losses (CTC)"),
     "funcloss._linear": ("linear", "Linear cross-entropy (fused output layer)"),
+    "funcloss._overlap": ("overlap", "Segmentation overlap losses (Dice family)"),
     "funcloss._tree": ("tree", "Losses over pytrees"),
+    "funcloss._fenchel_young": (
+        "fenchel_young",
+        "Sparsemax, Fenchel-Young losses and multi-class hinges",
+    ),
+    "funcloss._robust": ("robust", "Robust regression losses"),
+    "funcloss._ranking": ("ranking", "Ranking losses"),
+    "funcloss._box": ("box", "Bounding-box losses (GIoU, DIoU, CIoU)"),
+    "funcloss._image": ("image", "Image losses (total variation)"),
+    "funcloss._focal": ("focal", "Focal losses (sigmoid, softmax, poly-1, asymmetric)"),
+    "funcloss._contrastive": ("contrastive", "Metric and contrastive learning"),
 }
 # Public names that are not losses: documented on the authoring page.
 AUTHORING = ("custom_backward", "loss_module", "set_value_checks")

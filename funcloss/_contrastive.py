@@ -1,0 +1,659 @@
+"""Metric and contrastive learning losses: supcon, ntxent, info_nce, arcface, cosface.
+
+Each takes embeddings ``(N, D)`` and integer group labels ``(N,)``: two samples with the same
+label are a positive pair, two with different labels a negative pair, a sample is never paired
+with itself. All are plain torch compositions over the ``(N, N)`` similarity matrix, computed
+as a matrix product of unit vectors (never ``cdist``, which has no forward-mode rule), with no
+data-dependent Python control flow, so every torch.func transform and ``torch.compile`` works.
+
+Conventions shared by the family:
+
+- Unit vectors are ``x / sqrt(max(|x|^2, eps))`` with ``eps`` the dtype's machine epsilon
+  (optax's ``cosine_similarity``); a zero embedding becomes the zero vector, with finite
+  derivatives of every order. Vectors longer than 1 are first divided by their (detached)
+  largest coordinate, which changes nothing mathematically (the unit vector is invariant to
+  scale, to every order of derivative) and keeps the squared norm from overflowing.
+- ``"none"`` gives one loss per sample (as an anchor), shape ``(N,)``.
+- ``where`` (bool, broadcastable to ``(N,)``) removes samples from the batch: a masked sample is
+  neither an anchor nor anyone's positive or negative, its embedding is replaced by zeros
+  before any arithmetic (an inf or NaN there reaches nothing), and its gradient is exactly 0.
+  A masked batch equals the batch with the masked samples sliced out.
+- A batch with no positive pair (or, for the losses that contrast with negatives, no negative
+  pair) gives 0 with zero gradient, never NaN.
+- bf16/fp16 embeddings are computed in float32 and the result is returned in their dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    Reduction,
+    as_index,
+    check_class_indices,
+    check_floating,
+    check_integer,
+    check_number,
+    check_positive,
+    check_reduction,
+    check_tensor,
+    check_where,
+    checks_config,
+    fail,
+    shape_str,
+)
+from ._modes import follows_autocast
+from ._ops import softplus
+from ._reduction import masked, reduce
+from ._softmax_ce import compute_dtype
+
+# -- shared machinery ------------------------------------------------------------------------
+
+
+def _check_batch(fn: str, embeddings: Tensor, labels: Tensor, name: str = "embeddings") -> int:
+    """Embeddings ``(N, D)``, floating; labels ``(N,)``, integer. Returns N."""
+    check_tensor(fn, **{name: embeddings})
+    check_floating(fn, **{name: embeddings})
+    if embeddings.dim() != 2:
+        fail(ValueError, fn, name, "have shape (N, D)", shape_str(embeddings.shape))
+    check_integer(fn, labels=labels)
+    n = embeddings.shape[0]
+    if labels.shape != (n,):
+        fail(
+            ValueError,
+            fn,
+            "labels",
+            f"have shape ({n},), one group label per embedding",
+            shape_str(labels.shape),
+        )
+    return n
+
+
+def _unit(x: Tensor) -> Tensor:
+    """``x / sqrt(max(|x|^2, eps))`` along the last dim (optax's cosine normalisation).
+
+    Rows longer than 1 (in their largest coordinate) are first divided by that coordinate,
+    detached: the unit vector is 0-homogeneous, so every derivative is unchanged, and the
+    squared norm of a float32 vector near 3e38 does not overflow. A row with infinite
+    coordinates gets its limit, the direction of their signs (gradient 0 there).
+    """
+    scale = x.detach().abs().amax(-1, keepdim=True).clamp_min(1.0)
+    # a row with an infinite coordinate: its limit direction, the signs of the infinities
+    infinite = scale.isinf()
+    y = torch.where(
+        infinite, torch.where(x.isinf(), x.sign(), 0.0), x / torch.where(infinite, 1.0, scale)
+    )
+    squared = (y * y).sum(-1, keepdim=True)
+    return y / squared.clamp_min(torch.finfo(x.dtype).eps).sqrt()
+
+
+def _included(where: Tensor | None, n: int, device: torch.device) -> Tensor:
+    """The ``(N,)`` bool of the samples that count."""
+    if where is None:
+        return torch.ones(n, dtype=torch.bool, device=device)
+    return where.expand(n)
+
+
+def _pairs(labels: Tensor, included: Tensor) -> tuple[Tensor, Tensor]:
+    """(positive, negative) ``(N, N)`` bool: same / different label, both samples included,
+    never a sample with itself."""
+    n = labels.shape[0]
+    both = included[:, None] & included[None, :]
+    same = labels[:, None] == labels[None, :]
+    not_self = ~torch.eye(n, dtype=torch.bool, device=labels.device)
+    return same & not_self & both, ~same & both
+
+
+def _prepare(
+    fn: str, embeddings: Tensor, labels: Tensor, where: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Checks ``where``; returns (unit vectors in the compute dtype, positive, negative,
+    included)."""
+    n = embeddings.shape[0]
+    if where is not None:
+        check_where(fn, where, (n,))
+        embeddings = masked(where[..., None], embeddings)
+    included = _included(where, n, embeddings.device)
+    positive, negative = _pairs(labels, included)
+    return _unit(embeddings.to(compute_dtype(embeddings.dtype))), positive, negative, included
+
+
+def _masked_logsumexp(values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Row-wise log-sum-exp of ``values`` over ``mask``, and whether the row has any entry.
+
+    A row with no entry gives 0 (not -inf) with zero gradient: its values are replaced by 0
+    before the reduction (the second ``where``), so no ``exp(-inf - -inf)`` reaches a gradient.
+    """
+    any_entry = mask.any(-1)
+    filled = torch.where(mask, values, float("-inf"))
+    filled = torch.where(any_entry[:, None], filled, 0.0)
+    return torch.where(any_entry, torch.logsumexp(filled, -1), 0.0), any_entry
+
+
+def _temperature_config(fn: str, default: float):
+    def check(*, temperature: float = default, reduction: str = "mean") -> None:
+        check_positive(fn, temperature=temperature)
+        check_reduction(fn, reduction)
+
+    return check
+
+
+# -- supcon_loss -----------------------------------------------------------------------------
+
+_SUPCON_CONFIG = _temperature_config("supcon_loss", 0.1)
+
+
+@follows_autocast("promoted")
+@checks_config(_SUPCON_CONFIG)
+def supcon_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    temperature: float = 0.1,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Supervised contrastive loss (SupCon, Khosla et al. 2020, :math:`\mathcal{L}^{sup}_{out}`).
+
+    Pulls every sample towards all the samples of its group and away from the others, on the
+    unit sphere: the supervised generalisation of SimCLR's NT-Xent.
+
+    .. math::
+        \ell_i = -\frac{1}{|P(i)|} \sum_{p \in P(i)}
+                 \log \frac{\exp(s_{ip} / \tau)}{\sum_{a \ne i} \exp(s_{ia} / \tau)},
+        \qquad s_{ij} = \frac{x_i \cdot x_j}{\|x_i\| \|x_j\|}
+
+    with :math:`P(i)` the other samples of :math:`i`'s group and the sum over every other
+    included sample :math:`a`.
+
+    ``"mean"`` averages over the anchors that have a positive and a negative (an anchor
+    without a positive is excluded: its loss is undefined, 0 in ``"none"``, never NaN; a batch
+    of one group has no negative pair and gives 0). pytorch-metric-learning's ``SupConLoss``
+    averages only the non-zero losses instead; funcloss does not, so that the value does not
+    jump when one anchor's loss reaches 0. Otherwise the values are PML's.
+
+    Args:
+        embeddings: shape ``(N, D)``, floating dtype (not necessarily normalised).
+        labels: group labels, shape ``(N,)``, integer dtype.
+        temperature: :math:`\tau`, positive.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples in the batch, broadcastable to ``(N,)``:
+            a masked sample is neither an anchor nor anyone's positive or negative.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 for an excluded or masked anchor), else a 0-dim
+        tensor, of ``embeddings``' dtype.
+
+    Raises:
+        TypeError: non-floating embeddings, non-integer labels, a non-bool ``where``.
+        ValueError: embeddings not ``(N, D)``, labels not ``(N,)``, ``temperature <= 0``, bad
+            ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+        >>> funcloss.supcon_loss(x, torch.tensor([0, 0, 1, 1]), 0.5, reduction="none")
+        tensor([0.2064, 0.5371, 1.6715, 0.2906])
+
+    References:
+        P. Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020 (eq. 2);
+        pytorch-metric-learning's ``SupConLoss``.
+    """
+    fn = "supcon_loss"
+    _check_batch(fn, embeddings, labels)
+    _SUPCON_CONFIG(temperature=temperature, reduction=reduction)
+    dtype = embeddings.dtype
+    unit, positive, negative, _ = _prepare(fn, embeddings, labels, where)
+    similarity = unit @ unit.T / temperature
+    log_denominator, _ = _masked_logsumexp(similarity, positive | negative)
+    count = positive.sum(-1)
+    anchors = (count > 0) & negative.any(-1)
+    positive_mean = torch.where(positive, similarity, 0.0).sum(-1) / count.clamp_min(1)
+    loss = torch.where(anchors, log_denominator - positive_mean, 0.0)
+    return reduce(loss, reduction, where=anchors).to(dtype)
+
+
+# -- ntxent_loss -----------------------------------------------------------------------------
+
+_NTXENT_CONFIG = _temperature_config("ntxent_loss", 0.07)
+
+
+@follows_autocast("promoted")
+@checks_config(_NTXENT_CONFIG)
+def ntxent_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    temperature: float = 0.07,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Normalised temperature-scaled cross-entropy (NT-Xent, SimCLR), optax's semantics.
+
+    For self-supervised contrastive learning: each positive pair (two views of one image share a
+    label) is classified against the anchor's negatives.
+
+    .. math::
+        \ell_{ij} = -\log \frac{\exp(s_{ij} / \tau)}
+                    {\exp(s_{ij} / \tau) + \sum_{k \in N(i)} \exp(s_{ik} / \tau)}
+                  = \operatorname{softplus}\Big(\log \sum_{k \in N(i)} e^{s_{ik}/\tau}
+                    - s_{ij}/\tau\Big)
+
+    for every ordered positive pair :math:`(i, j)`, :math:`s` the cosine similarity and
+    :math:`N(i)` the samples of other groups (the other positives are not in the denominator,
+    as in optax and pytorch-metric-learning). A pair without negatives has loss 0.
+
+    ``"none"`` gives :math:`\ell_i = \sum_{j} \ell_{ij}`, the sum over anchor :math:`i`'s
+    positive pairs; ``"sum"`` the sum over all pairs; ``"mean"`` the mean over the positive
+    pairs, as ``optax.losses.ntxent`` and PML's ``NTXentLoss`` (every pair counts, also one with
+    loss 0). A batch with no positive pair gives 0 (optax: NaN, from 0 / 0; PML: 0). With
+    exactly one positive per anchor this is :func:`supcon_loss` at the same temperature.
+
+    Args:
+        embeddings: shape ``(N, D)``, floating dtype (not necessarily normalised).
+        labels: group labels, shape ``(N,)``, integer dtype.
+        temperature: :math:`\tau`, positive.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples in the batch, broadcastable to ``(N,)``:
+            a masked sample is neither an anchor nor anyone's positive or negative, and the
+            mean counts only the pairs of included samples.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 for a masked anchor or one without a positive), else
+        a 0-dim tensor, of ``embeddings``' dtype.
+
+    Raises:
+        TypeError: non-floating embeddings, non-integer labels, a non-bool ``where``.
+        ValueError: embeddings not ``(N, D)``, labels not ``(N,)``, ``temperature <= 0``, bad
+            ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+        >>> funcloss.ntxent_loss(x, torch.tensor([0, 0, 1, 1]), temperature=0.5)
+        tensor(0.6764)
+
+    References:
+        T. Chen et al., "A Simple Framework for Contrastive Learning of Visual
+        Representations", ICML 2020; ``optax.losses.ntxent``.
+    """
+    fn = "ntxent_loss"
+    _check_batch(fn, embeddings, labels)
+    _NTXENT_CONFIG(temperature=temperature, reduction=reduction)
+    dtype = embeddings.dtype
+    unit, positive, negative, _ = _prepare(fn, embeddings, labels, where)
+    similarity = unit @ unit.T / temperature
+    log_negatives, has_negative = _masked_logsumexp(similarity, negative)
+    # an anchor without negatives: log 0 = -inf, and its pairs' softplus(-inf - s) = 0 with
+    # zero derivatives of every order (a NaN similarity still shows)
+    log_negatives = torch.where(has_negative, log_negatives, float("-inf"))
+    pair = softplus(log_negatives[:, None] - similarity)
+    loss = torch.where(positive, pair, 0.0).sum(-1)
+    count = positive.sum(-1)
+    return reduce(loss, reduction, where=count > 0, mean_weight=count).to(dtype)
+
+
+# -- info_nce_loss ---------------------------------------------------------------------------
+
+
+def _check_info_nce_config(
+    *, temperature: float = 0.1, symmetric: bool = False, reduction: str = "mean"
+) -> None:
+    fn = "info_nce_loss"
+    check_positive(fn, temperature=temperature)
+    if not isinstance(symmetric, bool):
+        fail(TypeError, fn, "symmetric", "be a bool", type(symmetric).__name__)
+    check_reduction(fn, reduction)
+
+
+def _check_info_nce(
+    fn: str, query: Tensor, positive_key: Tensor, negative_keys: Tensor | None, symmetric: bool
+) -> None:
+    check_tensor(fn, query=query, positive_key=positive_key)
+    check_floating(fn, query=query, positive_key=positive_key, negative_keys=negative_keys)
+    if query.dim() != 2:
+        fail(ValueError, fn, "query", "have shape (N, D)", shape_str(query.shape))
+    if positive_key.shape != query.shape:
+        fail(
+            ValueError,
+            fn,
+            "positive_key",
+            f"have the query's shape {shape_str(query.shape)}",
+            shape_str(positive_key.shape),
+        )
+    if negative_keys is None:
+        return
+    n, d = query.shape
+    if not (
+        (negative_keys.dim() == 2 and negative_keys.shape[1] == d)
+        or (
+            negative_keys.dim() == 3 and negative_keys.shape[0] == n and negative_keys.shape[2] == d
+        )
+    ):
+        fail(
+            ValueError,
+            fn,
+            "negative_keys",
+            f"have shape (M, {d}) (shared) or ({n}, M, {d}) (per query)",
+            shape_str(negative_keys.shape),
+        )
+    if symmetric:
+        fail(
+            ValueError,
+            fn,
+            "symmetric",
+            "be False when `negative_keys` are given (the symmetric loss is in-batch)",
+            symmetric,
+        )
+
+
+@follows_autocast("promoted")
+@checks_config(_check_info_nce_config)
+def info_nce_loss(
+    query: Tensor,
+    positive_key: Tensor,
+    negative_keys: Tensor | None = None,
+    temperature: float = 0.1,
+    symmetric: bool = False,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""InfoNCE: classify each query's own key among negatives, on the unit sphere.
+
+    For contrastive learning with paired views (CPC, MoCo, CLIP): query :math:`i`'s positive is
+    ``positive_key[i]``; its negatives are the other queries' keys (in-batch, when
+    ``negative_keys`` is ``None``) or the given negative keys.
+
+    .. math::
+        \ell_i = -\log \frac{\exp(q_i \cdot k_i / \tau)}
+                 {\exp(q_i \cdot k_i / \tau) + \sum_{n} \exp(q_i \cdot n / \tau)}
+
+    with every vector normalised to unit length (a zero vector stays zero). ``symmetric=True``
+    (in-batch only; CLIP's loss) averages this with the same loss of each key against the
+    queries: :math:`\tfrac12 (\ell_i^{q \to k} + \ell_i^{k \to q})`. ``"mean"`` averages over
+    the included queries (every query has a positive: no exclusion). A batch of one query with
+    in-batch negatives has no negative: loss 0.
+
+    Args:
+        query: shape ``(N, D)``, floating dtype.
+        positive_key: shape ``(N, D)``, the key paired with each query.
+        negative_keys: ``None`` (in-batch negatives), ``(M, D)`` shared by every query, or
+            ``(N, M, D)``, one set per query.
+        temperature: :math:`\tau`, positive.
+        symmetric: also classify each key among the queries (in-batch negatives only).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the pairs in the batch, broadcastable to ``(N,)``: a
+            masked pair is not a query, and (in-batch) its key is no one's negative; its query,
+            key and per-query negatives are not read. Shared negative keys are not masked.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of the promoted
+        dtype of the inputs.
+
+    Raises:
+        TypeError: non-floating inputs, a non-bool ``symmetric`` or ``where``.
+        ValueError: shapes as above, ``temperature <= 0``, ``symmetric`` with
+            ``negative_keys``, bad ``reduction``.
+
+    Examples:
+        >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> funcloss.info_nce_loss(q, q, temperature=0.5, reduction="none")
+        tensor([0.1269, 0.1269])
+
+    References:
+        A. van den Oord et al., "Representation Learning with Contrastive Predictive Coding",
+        2018; the ``info-nce-pytorch`` package's ``InfoNCE`` (the same signature).
+    """
+    fn = "info_nce_loss"
+    _check_info_nce(fn, query, positive_key, negative_keys, symmetric)
+    _check_info_nce_config(temperature=temperature, symmetric=symmetric, reduction=reduction)
+    n = query.shape[0]
+    dtype = torch.promote_types(query.dtype, positive_key.dtype)
+    if negative_keys is not None:
+        dtype = torch.promote_types(dtype, negative_keys.dtype)
+    if where is not None:
+        check_where(fn, where, (n,))
+        query, positive_key = (masked(where[..., None], x) for x in (query, positive_key))
+        if negative_keys is not None and negative_keys.dim() == 3:
+            negative_keys = masked(where[..., None, None], negative_keys)
+    included = _included(where, n, query.device)
+    compute = compute_dtype(dtype)
+    q, k = _unit(query.to(compute)), _unit(positive_key.to(compute))
+    positive = (q * k).sum(-1) / temperature
+    if negative_keys is None:
+        logits = q @ k.T / temperature
+        pairs = included[:, None] & included[None, :]
+        loss = _masked_logsumexp(logits, pairs)[0] - positive
+        if symmetric:
+            loss = (loss + _masked_logsumexp(logits.T, pairs)[0] - positive) / 2
+    else:
+        negatives = _unit(negative_keys.to(compute))
+        if negatives.dim() == 2:
+            negative = q @ negatives.T / temperature
+        else:
+            negative = (q[:, None, :] * negatives).sum(-1) / temperature
+        loss = softplus(torch.logsumexp(negative, -1) - positive)
+    return reduce(loss, reduction, where=where).to(dtype)
+
+
+# -- arcface_loss, cosface_loss --------------------------------------------------------------
+
+
+def _check_cosine_logits(fn: str, input: Tensor, target: Tensor) -> None:
+    """Cosine logits ``(N, C)``, class indices ``(N,)`` in range (eager)."""
+    check_tensor(fn, input=input)
+    check_floating(fn, input=input)
+    if input.dim() != 2 or input.shape[1] == 0:
+        fail(ValueError, fn, "input", "have shape (N, C) with C > 0", shape_str(input.shape))
+    check_integer(fn, target=target)
+    if target.shape != input.shape[:1]:
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have shape ({input.shape[0]},), one class index per row",
+            shape_str(target.shape),
+        )
+
+
+def _margin_softmax(
+    fn: str,
+    input: Tensor,
+    target: Tensor,
+    scale: float,
+    reduction: Reduction,
+    where: Tensor | None,
+    target_logit,
+) -> Tensor:
+    """Cross-entropy of ``scale *`` the cosines with the target's cosine replaced by
+    ``target_logit(cosine)`` (shape ``(N,)``)."""
+    _check_cosine_logits(fn, input, target)
+    n, num_classes = input.shape
+    dtype = input.dtype
+    if where is not None:
+        check_where(fn, where, (n,))
+        input, target = masked(where[..., None], input), masked(where, target, 0)
+    check_class_indices(fn, target, num_classes)  # a masked row's index is 0 by now
+    target = as_index(target)
+    cosine = input.to(compute_dtype(dtype))
+    is_target = torch.arange(num_classes, device=cosine.device) == target[:, None]
+    target_cosine = cosine.gather(1, target[:, None]).squeeze(1)
+    modified = target_logit(target_cosine)
+    # logits relative to the target's: the target's own is 0, also at an infinite target
+    # cosine (where logsumexp(logits) - target logit would be inf - inf)
+    relative = torch.where(is_target, 0.0, (cosine - modified[:, None]) * scale)
+    # cosines far outside [-1, 1] (float32 near 3e38) overflow the difference: clamped to the
+    # dtype's range, the loss stays finite (at +-inf the clamp's zero gradient is the limit's)
+    big = torch.finfo(relative.dtype).max
+    loss = torch.logsumexp(relative.clamp(-big, big), 1)
+    return reduce(loss, reduction, where=where).to(dtype)
+
+
+def _check_arcface_config(
+    *, margin: float = 0.5, scale: float = 64.0, easy_margin: bool = False, reduction: str = "mean"
+) -> None:
+    fn = "arcface_loss"
+    check_number(fn, margin=margin)
+    if not 0 <= margin < math.pi:
+        fail(ValueError, fn, "margin", "be an angle in [0, pi) (radians)", margin)
+    check_positive(fn, scale=scale)
+    if not isinstance(easy_margin, bool):
+        fail(TypeError, fn, "easy_margin", "be a bool", type(easy_margin).__name__)
+    check_reduction(fn, reduction)
+
+
+def _sine(cosine: Tensor) -> Tensor:
+    """``sqrt(1 - cos^2)``, 0 at ``|cos| >= 1`` with a zero derivative there (double where:
+    the square root's derivative is infinite at 0, and would give NaN through the unselected
+    branch of a single where)."""
+    squared = 1 - cosine * cosine
+    inside = squared > 0
+    return torch.where(inside, torch.where(inside, squared, 1.0).sqrt(), 0.0)
+
+
+@follows_autocast("promoted")
+@checks_config(_check_arcface_config)
+def arcface_loss(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 0.5,
+    scale: float = 64.0,
+    *,
+    easy_margin: bool = False,
+    reduction: Reduction = "mean",
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""ArcFace (additive angular margin) loss on cosine logits (Deng et al. 2019).
+
+    For face recognition and other open-set classification: the angle to the true class's
+    weight must beat the others by ``margin``. The input is the cosine of each sample's
+    embedding with each class weight (normalise both and multiply: the weight matrix is yours,
+    where pytorch-metric-learning's ``ArcFaceLoss`` owns it).
+
+    .. math::
+        \ell_n = -\log \frac{e^{s \phi(\cos\theta_{y_n})}}{e^{s \phi(\cos\theta_{y_n})}
+                 + \sum_{c \ne y_n} e^{s \cos\theta_c}},
+        \qquad \phi = \begin{cases} \cos(\theta + m) & \theta + m \le \pi \\
+                 \cos\theta - m \sin m & \text{otherwise} \end{cases}
+
+    :math:`\cos(\theta + m)` is computed as :math:`\cos\theta \cos m - \sin\theta \sin m` with
+    :math:`\sin\theta = \sqrt{1 - \cos^2\theta}` (insightface's form), and the square root's
+    derivative taken as 0 at :math:`|\cos\theta| = 1`: finite gradients there, where an
+    ``acos`` (pytorch-metric-learning's) gives NaN. The fallback for :math:`\theta + m > \pi`
+    keeps the logit decreasing in :math:`\theta` (insightface's ``th``/``mm``);
+    ``easy_margin=True`` applies the margin only where :math:`\cos\theta > 0` (else
+    :math:`\phi = \cos\theta`). Inputs are not clamped to :math:`[-1, 1]`. ``"mean"``
+    averages over the (included) samples.
+
+    Args:
+        input: cosines, shape ``(N, C)``, floating dtype, values in ``[-1, 1]``.
+        target: class indices, shape ``(N,)``, integer dtype, in ``[0, C)``.
+        margin: :math:`m`, the angular margin in radians (PML's ``margin`` is in degrees:
+            its default 28.6 is 0.5 here), in ``[0, pi)``.
+        scale: :math:`s`, positive.
+        easy_margin: the margin only for positive cosines.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples that count, broadcastable to ``(N,)``; a
+            masked sample's cosines and class index are not read.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of ``input``'s
+        dtype.
+
+    Raises:
+        TypeError: non-floating input, non-integer target, a non-bool ``easy_margin`` or
+            ``where``.
+        ValueError: input not ``(N, C)``, target not ``(N,)``, a margin outside ``[0, pi)``,
+            ``scale <= 0``, bad ``reduction``.
+        IndexError: a class index out of range (eager mode).
+
+    Examples:
+        >>> cosines = torch.tensor([[0.9, 0.1, -0.2], [1.0, 0.0, 0.0]])
+        >>> funcloss.arcface_loss(cosines, torch.tensor([0, 0]), scale=8.0, reduction="none")
+        tensor([0.0230, 0.0018])
+
+    References:
+        J. Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition",
+        CVPR 2019; insightface's ``ArcMarginProduct``; pytorch-metric-learning's
+        ``ArcFaceLoss``.
+    """
+    fn = "arcface_loss"
+    _check_arcface_config(margin=margin, scale=scale, easy_margin=easy_margin, reduction=reduction)
+    cos_m, sin_m = math.cos(margin), math.sin(margin)
+    threshold, fallback = math.cos(math.pi - margin), math.sin(math.pi - margin) * margin
+
+    def with_margin(cosine: Tensor) -> Tensor:
+        shifted = cosine * cos_m - _sine(cosine) * sin_m
+        if easy_margin:
+            return torch.where(cosine > 0, shifted, cosine)
+        return torch.where(cosine > threshold, shifted, cosine - fallback)
+
+    return _margin_softmax(fn, input, target, scale, reduction, where, with_margin)
+
+
+def _check_cosface_config(
+    *, margin: float = 0.35, scale: float = 64.0, reduction: str = "mean"
+) -> None:
+    fn = "cosface_loss"
+    check_number(fn, margin=margin)
+    check_positive(fn, scale=scale)
+    check_reduction(fn, reduction)
+
+
+@follows_autocast("promoted")
+@checks_config(_check_cosface_config)
+def cosface_loss(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 0.35,
+    scale: float = 64.0,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""CosFace (large margin cosine) loss on cosine logits (Wang et al. 2018).
+
+    As :func:`arcface_loss`, with the margin subtracted from the target's cosine.
+
+    .. math::
+        \ell_n = -\log \frac{e^{s (\cos\theta_{y_n} - m)}}{e^{s (\cos\theta_{y_n} - m)}
+                 + \sum_{c \ne y_n} e^{s \cos\theta_c}}
+
+    ``"mean"`` averages over the (included) samples, as pytorch-metric-learning's
+    ``CosFaceLoss`` (which owns its weight matrix; here the cosines are the input).
+
+    Args:
+        input: cosines, shape ``(N, C)``, floating dtype.
+        target: class indices, shape ``(N,)``, integer dtype, in ``[0, C)``.
+        margin: :math:`m`, a real number.
+        scale: :math:`s`, positive.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples that count, broadcastable to ``(N,)``; a
+            masked sample's cosines and class index are not read.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of ``input``'s
+        dtype.
+
+    Raises:
+        TypeError: non-floating input, non-integer target, a non-bool ``where``.
+        ValueError: input not ``(N, C)``, target not ``(N,)``, ``scale <= 0``, bad
+            ``reduction``.
+        IndexError: a class index out of range (eager mode).
+
+    Examples:
+        >>> cosines = torch.tensor([[0.9, 0.1, -0.2], [1.0, 0.0, 0.0]])
+        >>> funcloss.cosface_loss(cosines, torch.tensor([0, 0]), scale=8.0, reduction="none")
+        tensor([0.0294, 0.0110])
+
+    References:
+        H. Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face Recognition", CVPR
+        2018; pytorch-metric-learning's ``CosFaceLoss``.
+    """
+    fn = "cosface_loss"
+    _check_cosface_config(margin=margin, scale=scale, reduction=reduction)
+    return _margin_softmax(
+        fn, input, target, scale, reduction, where, lambda cosine: cosine - margin
+    )

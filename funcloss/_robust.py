@@ -1,0 +1,838 @@
+"""Robust regression losses: log-cosh, Barron's general robust loss and its named members
+(Charbonnier, Cauchy, Geman-McClure, Welsch), the quantile (pinball) loss and the cosine
+distance.
+
+Plain torch compositions, written so that nothing overflows and every derivative is finite and
+exact, including at a residual of 0 (no ``abs``: its derivative is 0 and its second
+derivative is lost there) and at the limits of Barron's family. log-cosh has a hand-written
+backward (``tanh``), for speed: the composition that keeps its value exact costs a dozen passes
+to differentiate.
+
+Masks (``where=``) replace the masked inputs by 0 (residual 0: every loss and derivative is
+finite there) before any arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    Reduction,
+    broadcast_shape,
+    check_floating,
+    check_number,
+    check_reduction,
+    check_tensor,
+    check_where,
+    checks_config,
+    fail,
+    in_place_safe,
+    plain_eager,
+    promoted_dtype,
+    shape_str,
+    value_checks_enabled,
+)
+from ._function import custom_backward
+from ._modes import follows_autocast, under_transform
+from ._reduction import masked, reduce
+from ._softmax_ce import compute_dtype
+
+# A config value that may be a Python number or a tensor (a learnt scale, several quantiles).
+# Not spelt with "Tensor": loss_module keeps a number as an attribute and a tensor as a buffer.
+Scalar = float | Tensor
+
+_LOG_2 = math.log(2.0)
+
+
+def _number(value: float, like: Tensor) -> float | Tensor:
+    """``value`` as a 0-dim tensor of ``like``'s dtype under a torch.func transform: there a
+    0-dim tensor times a Python float has a float64 tangent under ``jacfwd`` (pytorch#90065)."""
+    if under_transform():
+        return torch.full((), value, dtype=like.dtype, device=like.device)
+    return value
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def _check_pair(fn: str, input: Tensor, target: Tensor, where: Tensor | None) -> torch.Size:
+    """Floating ``input`` and ``target`` that broadcast together, and a mask that broadcasts
+    to their shape; returns the shape."""
+    check_tensor(fn, input=input, target=target)
+    check_floating(fn, input=input, target=target)
+    shape = broadcast_shape(fn, input=input, target=target)
+    check_where(fn, where, shape)
+    return shape
+
+
+def _check_scalar(fn: str, name: str, value: object, rule: str, low: float, high: float) -> None:
+    """A number or a floating tensor with values in the open interval ``(low, high)`` (``rule``
+    says so in words). A tensor's values are read in plain eager mode only (one read)."""
+    if isinstance(value, Tensor):
+        check_floating(fn, **{name: value})
+        if value_checks_enabled(value) and value.numel():
+            inside = (value > low) & (value < high)
+            if not bool(inside.all()):
+                first = float(value[~inside].flatten()[0])
+                raise ValueError(f"{fn}: `{name}` values must {rule}, got {first}.")
+        return
+    check_number(fn, **{name: value})  # type: ignore[arg-type]
+    if not low < value < high:  # type: ignore[operator]
+        fail(ValueError, fn, name, rule, value)
+
+
+def _check_scale(fn: str, scale: object) -> None:
+    _check_scalar(fn, "scale", scale, "be positive", 0.0, math.inf)
+
+
+def _residual(input: Tensor, target: Tensor, where: Tensor | None) -> Tensor:
+    """``input - target`` in the compute dtype (float32 for half precision), 0 where masked."""
+    dtype = compute_dtype(promoted_dtype(input, target))
+    input, target = masked(where, input), masked(where, target)
+    return input.to(dtype) - target.to(dtype)
+
+
+def _finish(loss: Tensor, reduction: str, where: Tensor | None, dtype: torch.dtype) -> Tensor:
+    return reduce(loss, reduction, where=where).to(dtype)  # type: ignore[arg-type]
+
+
+# -- log_cosh_loss -----------------------------------------------------------------------------
+
+# log cosh r = log1p(2 sinh(r/2)^2): exact to rounding, smooth through 0. Past |r| = 40 it is
+# |r| - log 2 to float64's resolution (the rest is 2e-35), so the residual is clamped there (no
+# overflow of sinh^2, even in float16's float32 compute) and the excess added back linearly.
+_LOG_COSH_LINEAR_ABOVE = 40.0
+
+
+def _log_cosh_forward(input: Tensor, target: Tensor) -> Tensor:
+    r = input - target
+    if in_place_safe(input, target):  # the Function's forward: fresh buffers, no graph
+        value = r.mul(0.5).clamp_(-_LOG_COSH_LINEAR_ABOVE / 2, _LOG_COSH_LINEAR_ABOVE / 2)
+        value.sinh_().square_().mul_(2).log1p_()
+        return value.add_(torch.nn.functional.softshrink(r, _LOG_COSH_LINEAR_ABOVE).abs_())
+    sinh = torch.sinh(r.clamp(-_LOG_COSH_LINEAR_ABOVE, _LOG_COSH_LINEAR_ABOVE) / 2)
+    near = torch.log1p(sinh * sinh * 2)
+    return near + torch.nn.functional.softshrink(r, _LOG_COSH_LINEAR_ABOVE).abs()
+
+
+_log_cosh_function = custom_backward(_log_cosh_forward)
+
+
+@_log_cosh_function.backward
+def _log_cosh_backward(grad: Tensor, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+    # d/dx log cosh(x - y) = tanh(x - y) = -d/dy
+    if in_place_safe(grad, input, target):
+        grad_input = torch.sub(input, target).tanh_().mul_(grad)
+    else:
+        grad_input = torch.tanh(input - target) * grad
+    if not target.requires_grad and plain_eager(target):
+        return grad_input, None
+    return grad_input, -grad_input
+
+
+@_log_cosh_function.jvp
+def _log_cosh_jvp(input_t: Tensor, target_t: Tensor, input: Tensor, target: Tensor) -> Tensor:
+    return torch.tanh(input - target) * (input_t - target_t)
+
+
+def _check_log_cosh_config(*, reduction: str = "mean") -> None:
+    check_reduction("log_cosh_loss", reduction)
+
+
+@follows_autocast("promoted")
+@checks_config(_check_log_cosh_config)
+def log_cosh_loss(
+    input: Tensor,
+    target: Tensor,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Log-cosh loss: quadratic for small residuals, linear (slope 1) for large ones.
+
+    A smooth Huber: :math:`\tfrac12 r^2` near 0, :math:`|r| - \log 2` far out, twice
+    differentiable everywhere (Huber's second derivative jumps).
+
+    .. math::
+        \ell(x, y) = \log\cosh(x - y), \qquad \ell' = \tanh(x - y), \qquad
+        \ell'' = 1 - \tanh^2(x - y)
+
+    computed as :math:`\operatorname{log1p}(2 \sinh^2(r/2))`, exact to rounding for tiny
+    residuals, and linearly past :math:`|r| = 40`: no overflow at any residual in any dtype
+    (``log(cosh(r))`` is ``inf`` from :math:`|r| \approx 89` in float32 and 12 in float16,
+    torchmetrics #3488). The gradient, :math:`\tanh r`, is hand-written; every derivative at
+    :math:`r = 0` is the true one (0, then 1). Half precision is computed in float32.
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: broadcastable with ``input``, floating dtype.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
+
+    Returns:
+        The broadcast shape of ``input`` and ``target`` for ``"none"`` (0 where masked), else
+        a 0-dim tensor, of their promoted dtype.
+
+    Raises:
+        TypeError: non-floating input or target, a non-bool ``where``.
+        ValueError: shapes that do not broadcast, bad ``reduction``.
+
+    Examples:
+        >>> funcloss.log_cosh_loss(torch.tensor([0.0, 1.0, 5.0]), torch.zeros(3), reduction="none")
+        tensor([0.0000, 0.4338, 4.3069])
+        >>> funcloss.log_cosh_loss(torch.tensor([700.0]), torch.zeros(1))  # log(cosh(700.)) = inf
+        tensor(699.3069)
+
+    References:
+        optax ``log_cosh``; Chen et al., "Log Hyperbolic Cosine Loss Improves Variational
+        Auto-Encoder" (2019).
+    """
+    fn = "log_cosh_loss"
+    _check_pair(fn, input, target, where)
+    _check_log_cosh_config(reduction=reduction)
+    dtype = promoted_dtype(input, target)
+    work = compute_dtype(dtype)
+    input, target = masked(where, input).to(work), masked(where, target).to(work)
+    if input.shape == target.shape:
+        loss = _log_cosh_function(input, target)
+    else:
+        loss = _log_cosh_forward(input, target)
+    return _finish(loss, reduction, where, dtype)
+
+
+# -- Barron's general robust loss and its named members ----------------------------------------
+#
+# With r = x - y and u = r / c (signed: no abs near 0, so the derivatives there are exact),
+# every member is written without overflow (u^2 overflows float32 from |u| = 2e19), without
+# cancellation, and with the limits of its derivatives at an infinite residual:
+#   sqrt(u^2 + 1) - 1 = u^2 / (hypot(u, 1) + 1) for |u| < 1, else |u| - 1 + 1 / (|u| (...))
+#   ell = 1/2 log1p((r / k)^2), k = c sqrt(b): log1p of the above for |r| < k, else
+#         log|r| - log k + 1/2 log1p((k / r)^2)
+#   rho = b / alpha * expm1(alpha ell),  b = |alpha - 2|   (Barron's eq. 1)
+# and at alpha = 0 the limit b ell exprel(alpha ell) (exprel(t) = expm1(t) / t) is the same
+# function, analytic in alpha: near t = alpha ell = 0 it is evaluated by its series, so that
+# its derivatives in alpha are exact too (autograd of expm1(t) / t cancels there). Each branch
+# is selected by a double ``where`` (the other branch sees a harmless value).
+
+
+def _sqrt1p_minus_one(u: Tensor) -> Tensor:
+    """``sqrt(u^2 + 1) - 1`` for ``|u| < 1`` (where the caller selects it): no cancellation."""
+    return u * u / (torch.hypot(u, u.new_ones(())) + 1)
+
+
+def _charbonnier_of(u: Tensor) -> Tensor:
+    """``sqrt(u^2 + 1) - 1`` everywhere, ``inf`` (slope 1) at ``u = inf``."""
+    small = u.abs() < 1
+    near = _sqrt1p_minus_one(torch.where(small, u, 0))
+    far_u = torch.where(small, 1, u).abs()
+    inverse = 1 / far_u
+    far = far_u - 1 + inverse / (torch.hypot(inverse, inverse.new_ones(())) + 1)
+    return torch.where(small, near, far)
+
+
+def _half_log1p_square(r: Tensor, k: float | Tensor) -> Tensor:
+    """``log1p((r / k)^2) / 2`` for ``k > 0``, without overflow, finite derivatives at
+    ``r = inf`` (their limit, 0)."""
+    small = r.abs() < k
+    near = torch.log1p(_sqrt1p_minus_one(torch.where(small, r, 0) / k))
+    far_r = torch.where(small, k, r).abs()
+    ratio = k / far_r
+    log_k = torch.log(k) if isinstance(k, Tensor) else _number(math.log(k), r)
+    far = torch.log(far_r) - log_k + torch.log1p(ratio * ratio) / 2
+    return torch.where(small, near, far)
+
+
+def _charbonnier(r: Tensor, c: Scalar) -> Tensor:
+    return _charbonnier_of(r / c)
+
+
+def _cauchy(r: Tensor, c: Scalar) -> Tensor:
+    return 2 * _half_log1p_square(r, c * _number(math.sqrt(2), r))
+
+
+def _geman_mcclure(r: Tensor, c: Scalar) -> Tensor:
+    # 2 u^2 / (u^2 + 4) = 2 w^2 / (w^2 + 1), w = u / 2; as 2 / (1 + 1 / w^2) for |w| >= 1
+    w = r / (c * 2)
+    small = w.abs() < 1
+    near_w, far_w = torch.where(small, w, 0), torch.where(small, 1, w)
+    inverse = 1 / far_w
+    return torch.where(
+        small, 2 * near_w * near_w / (near_w * near_w + 1), 2 / (inverse * inverse + 1)
+    )
+
+
+# exp(-u^2 / 2) is 0 in float64 from |u| = 39: the clamp changes nothing but the derivatives at
+# an infinite residual (0 * inf would be nan).
+_WELSCH_FLAT_ABOVE = 40.0
+
+
+def _welsch(r: Tensor, c: Scalar) -> Tensor:
+    u = (r / c).clamp(-_WELSCH_FLAT_ABOVE, _WELSCH_FLAT_ABOVE)
+    return -torch.expm1(u * u / -2)
+
+
+def _barron_number(r: Tensor, c: Scalar, alpha: float) -> Tensor:
+    """Barron's rho for a Python number ``alpha`` (the limits by name)."""
+    if alpha == 2:
+        u = r / c
+        return u * u / 2
+    if alpha == 0:
+        return _cauchy(r, c)
+    if alpha == -math.inf:
+        return _welsch(r, c)
+    b = abs(alpha - 2)
+    ell = _half_log1p_square(r, c * _number(math.sqrt(b), r))
+    return torch.expm1(ell * _number(alpha, r)) * _number(b / alpha, r)
+
+
+# Below |t| = |alpha ell| = this, exprel(t) is its series up to t^8 (truncation below 1e-9 in
+# float32, 1e-18 in float64); above it, expm1(t) / t, whose derivatives lose at most
+# eps / |t|^k to cancellation (2.4e-7 in float32; 4e-14 in float64 at the second derivative).
+_EXPREL_SERIES_BELOW = {torch.float64: 0.05}
+_EXPREL_SERIES_BELOW_DEFAULT = 0.5
+_EXPREL_COEFFICIENTS = [1 / math.factorial(k + 1) for k in range(9)]
+
+
+def _exprel_series(t: Tensor) -> Tensor:
+    coefficients: list[float] | tuple[Tensor, ...] = _EXPREL_COEFFICIENTS
+    if under_transform():  # tensors: a Python float would give float64 tangents (see _number)
+        coefficients = torch.tensor(coefficients, dtype=t.dtype, device=t.device).unbind()
+    value = t * coefficients[-1]
+    for c in coefficients[-2:0:-1]:
+        value = (value + c) * t
+    return value + 1
+
+
+def _barron_tensor(r: Tensor, c: Scalar, alpha: Tensor) -> Tensor:
+    """Barron's rho for a tensor ``alpha`` (broadcastable with ``r``), every branch selected
+    with a double ``where``: alpha = 2 and -inf by their limits, alpha near 0 by the series."""
+    is_two, is_welsch = alpha == 2, alpha == -math.inf
+    a = torch.where(is_two | is_welsch, 1, alpha)
+    b = (a - 2).abs()
+    ell = _half_log1p_square(r, c * torch.sqrt(b))
+    t = a * ell
+    small = t.abs() < _EXPREL_SERIES_BELOW.get(t.dtype, _EXPREL_SERIES_BELOW_DEFAULT)
+    near = b * ell * _exprel_series(torch.where(small, t, 0))
+    far = b / torch.where(small, 1, a) * torch.expm1(torch.where(small, 1, t))
+    general = torch.where(small, near, far)
+    u = torch.where(is_two, r, 0) / c
+    return torch.where(is_two, u * u / 2, torch.where(is_welsch, _welsch(r, c), general))
+
+
+def _check_alpha(fn: str, alpha: object) -> None:
+    if isinstance(alpha, Tensor):
+        check_floating(fn, alpha=alpha)
+        return
+    check_number(fn, alpha=alpha)  # type: ignore[arg-type]
+    if alpha == math.inf:
+        fail(ValueError, fn, "alpha", "be a real number or -inf (not +inf)", alpha)
+
+
+def _residual_and_scale(
+    fn: str,
+    input: Tensor,
+    target: Tensor,
+    scale: Scalar,
+    where: Tensor | None,
+    scale_name: str = "scale",
+    **more: object,
+) -> tuple[Tensor, Scalar, torch.dtype]:
+    """``input - target`` in the compute dtype (0 where masked), ``scale`` (a tensor in that
+    dtype, or the number; ``scale_name`` in errors), and the output dtype."""
+    tensors = {k: v for k, v in {scale_name: scale, **more}.items() if isinstance(v, Tensor)}
+    check_tensor(fn, input=input, target=target)
+    check_floating(fn, input=input, target=target)
+    shape = broadcast_shape(fn, input=input, target=target, **tensors)  # type: ignore[arg-type]
+    check_where(fn, where, shape)
+    dtype = promoted_dtype(input, target, *tensors.values())  # type: ignore[arg-type]
+    work = compute_dtype(dtype)
+    r = masked(where, input).to(work) - masked(where, target).to(work)
+    if isinstance(scale, Tensor):
+        return r, scale.to(work), dtype
+    return r, (1 if scale == 1 else _number(float(scale), r)), dtype  # type: ignore[arg-type]
+
+
+def _robust_config(fn: str) -> Callable[..., None]:
+    """The config check of a Barron loss: a positive ``scale``, a valid ``reduction``."""
+
+    def check(*, scale: Scalar = 1.0, reduction: str = "mean") -> None:
+        _check_scale(fn, scale)
+        check_reduction(fn, reduction)
+
+    return check
+
+
+_GENERAL_CONFIG = _robust_config("general_robust_loss")
+
+
+@follows_autocast("promoted")
+@checks_config(_GENERAL_CONFIG)
+def general_robust_loss(
+    input: Tensor,
+    target: Tensor,
+    alpha: Scalar,
+    scale: Scalar = 1.0,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Barron's general robust loss: one shape parameter :math:`\alpha` spans L2, Charbonnier
+    (pseudo-Huber), Cauchy, Geman-McClure and Welsch.
+
+    For regression with outliers, and for learning the robustness itself: ``alpha`` and
+    ``scale`` may be tensors that require grad (Barron's adaptive loss learns them; keep
+    :math:`\alpha` in a range such as :math:`(0.001, 1.999)` then, as Barron's code does).
+
+    .. math::
+        \rho(x, \alpha, c) = \frac{|\alpha - 2|}{\alpha}
+            \left(\left(\frac{(x/c)^2}{|\alpha - 2|} + 1\right)^{\alpha/2} - 1\right),
+        \qquad x = \text{input} - \text{target}
+
+    with its limits :math:`\tfrac12 (x/c)^2` at :math:`\alpha = 2`,
+    :math:`\log(\tfrac12 (x/c)^2 + 1)` at :math:`\alpha = 0` and
+    :math:`1 - \exp(-\tfrac12 (x/c)^2)` at :math:`\alpha = -\infty`, exact. Computed as
+    :math:`\frac{b}{\alpha} \operatorname{expm1}(\alpha \ell)` with :math:`b = |\alpha - 2|`,
+    :math:`\ell = \tfrac12 \operatorname{log1p}((x/c)^2 / b)` (itself without overflow), and
+    near :math:`\alpha = 0` by :math:`b\,\ell\,\operatorname{exprel}(\alpha\ell)` (a series):
+    accurate to rounding at :math:`\alpha = 10^{-7}` and :math:`2 \pm 10^{-7}`, with finite
+    value and derivatives (in ``input``, ``target``, ``alpha`` and ``scale``) at and near
+    every limit. The derivative in :math:`\alpha` at :math:`\alpha = 2` is genuinely
+    unbounded (it grows like :math:`\log(1/|\alpha - 2|)`); at :math:`\alpha = 2` exactly the
+    limit's (0) is returned.
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: broadcastable with ``input``, floating dtype.
+        alpha: the shape, a number in :math:`[-\infty, \infty)` or a floating tensor
+            broadcastable with the loss (one per channel, say); a tensor's values are not
+            checked (``+inf`` or NaN give NaN).
+        scale: :math:`c > 0`, a number or a floating tensor broadcastable with the loss (its
+            values checked in eager mode).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
+
+    Returns:
+        The broadcast shape of ``input``, ``target``, ``alpha`` and ``scale`` for ``"none"``
+        (0 where masked), else a 0-dim tensor, of their promoted dtype.
+
+    Raises:
+        TypeError: non-floating input, target or tensor config, a non-bool ``where``.
+        ValueError: shapes that do not broadcast, a non-positive ``scale``, ``alpha`` NaN or
+            ``+inf``, bad ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([0.0, 1.0, 10.0])
+        >>> funcloss.general_robust_loss(x, torch.zeros(3), 1.0, reduction="none")
+        tensor([0.0000, 0.4142, 9.0499])
+        >>> funcloss.general_robust_loss(x, torch.zeros(3), 2.0, reduction="none")
+        tensor([ 0.0000,  0.5000, 50.0000])
+
+    References:
+        J. T. Barron, "A General and Adaptive Robust Loss Function", CVPR 2019, eq. (1)-(3).
+    """
+    fn = "general_robust_loss"
+    _check_alpha(fn, alpha)
+    _GENERAL_CONFIG(scale=scale, reduction=reduction)
+    r, c, dtype = _residual_and_scale(fn, input, target, scale, where, alpha=alpha)
+    if isinstance(alpha, Tensor):
+        loss = _barron_tensor(r, c, alpha.to(r.dtype))
+    else:
+        loss = _barron_number(r, c, float(alpha))
+    return _finish(loss, reduction, where, dtype)
+
+
+def _named_robust(
+    fn: str,
+    rho: Callable[[Tensor, Scalar], Tensor],
+    input: Tensor,
+    target: Tensor,
+    scale: Scalar,
+    reduction: str,
+    where: Tensor | None,
+) -> Tensor:
+    _NAMED_CONFIGS[fn](scale=scale, reduction=reduction)
+    r, c, dtype = _residual_and_scale(fn, input, target, scale, where)
+    return _finish(rho(r, c), reduction, where, dtype)
+
+
+_NAMED_CONFIGS = {
+    fn: _robust_config(fn)
+    for fn in ("charbonnier_loss", "cauchy_loss", "geman_mcclure_loss", "welsch_loss")
+}
+
+
+@follows_autocast("promoted")
+@checks_config(_NAMED_CONFIGS["charbonnier_loss"])
+def charbonnier_loss(
+    input: Tensor,
+    target: Tensor,
+    scale: Scalar = 1.0,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Charbonnier (pseudo-Huber, L1-L2) loss: Barron's loss at :math:`\alpha = 1`.
+
+    Quadratic near 0, linear (slope :math:`1/c`) in the tails, smooth everywhere.
+
+    .. math::
+        \ell(x, y) = \sqrt{(r/c)^2 + 1} - 1, \qquad r = x - y
+
+    computed as :math:`u \cdot u / (\operatorname{hypot}(u, 1) + 1)`, :math:`u = r/c`: no
+    cancellation for small residuals, no overflow for large ones. kornia's
+    ``charbonnier_loss`` is this at :math:`c = 1`. Super-resolution papers (LapSRN, EDSR's
+    successors) call :math:`\sqrt{r^2 + \varepsilon^2}` "Charbonnier": that is
+    :math:`\varepsilon\,(\ell + 1)` at :math:`c = \varepsilon`, the same gradient up to
+    the factor :math:`\varepsilon`.
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: broadcastable with ``input``, floating dtype.
+        scale: :math:`c > 0`, a number or a floating tensor broadcastable with the loss (its
+            values checked in eager mode); kornia's losses have no scale (:math:`c = 1`).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` (kornia's default is ``"none"``).
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
+
+    Returns:
+        The broadcast shape of ``input``, ``target`` and ``scale`` for ``"none"`` (0 where
+        masked), else a 0-dim tensor, of their promoted dtype.
+
+    Raises:
+        TypeError: non-floating input, target or scale, a non-bool ``where``.
+        ValueError: shapes that do not broadcast, a non-positive ``scale``, bad ``reduction``.
+
+    Examples:
+        >>> funcloss.charbonnier_loss(torch.tensor([0.0, 1.0, 10.0]), torch.zeros(3),
+        ...                           reduction="none")
+        tensor([0.0000, 0.4142, 9.0499])
+
+    References:
+        P. Charbonnier et al., ICIP 1994; J. T. Barron, CVPR 2019; kornia
+        ``charbonnier_loss``.
+    """
+    return _named_robust("charbonnier_loss", _charbonnier, input, target, scale, reduction, where)
+
+
+@follows_autocast("promoted")
+@checks_config(_NAMED_CONFIGS["cauchy_loss"])
+def cauchy_loss(
+    input: Tensor,
+    target: Tensor,
+    scale: Scalar = 1.0,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Cauchy (Lorentzian) loss: Barron's loss at :math:`\alpha = 0`.
+
+    Logarithmic in the tails: large residuals count little, but never nothing.
+
+    .. math::
+        \ell(x, y) = \log\left(\tfrac12 (r/c)^2 + 1\right), \qquad r = x - y
+
+    computed without overflow (as :math:`2 \log \operatorname{hypot}(u/\sqrt2, 1)` through
+    ``log1p``, :math:`u = r/c`); kornia's ``cauchy_loss`` is this at :math:`c = 1`.
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: broadcastable with ``input``, floating dtype.
+        scale: :math:`c > 0`, a number or a floating tensor broadcastable with the loss (its
+            values checked in eager mode); kornia's losses have no scale (:math:`c = 1`).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` (kornia's default is ``"none"``).
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
+
+    Returns:
+        The broadcast shape of ``input``, ``target`` and ``scale`` for ``"none"`` (0 where
+        masked), else a 0-dim tensor, of their promoted dtype.
+
+    Raises:
+        TypeError: non-floating input, target or scale, a non-bool ``where``.
+        ValueError: shapes that do not broadcast, a non-positive ``scale``, bad ``reduction``.
+
+    Examples:
+        >>> funcloss.cauchy_loss(torch.tensor([0.0, 1.0, 10.0]), torch.zeros(3),
+        ...                      reduction="none")
+        tensor([0.0000, 0.4055, 3.9318])
+
+    References:
+        M. J. Black and P. Anandan, CVIU 1996; J. T. Barron, CVPR 2019; kornia
+        ``cauchy_loss``.
+    """
+    return _named_robust("cauchy_loss", _cauchy, input, target, scale, reduction, where)
+
+
+@follows_autocast("promoted")
+@checks_config(_NAMED_CONFIGS["geman_mcclure_loss"])
+def geman_mcclure_loss(
+    input: Tensor,
+    target: Tensor,
+    scale: Scalar = 1.0,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Geman-McClure loss: Barron's loss at :math:`\alpha = -2`.
+
+    Bounded (by 2): an outlier's influence vanishes as it grows.
+
+    .. math::
+        \ell(x, y) = \frac{2 (r/c)^2}{(r/c)^2 + 4}, \qquad r = x - y
+
+    computed as :math:`2 (w / \operatorname{hypot}(w, 1))^2`, :math:`w = r / 2c`: no
+    overflow. kornia's ``geman_mcclure_loss`` is this at :math:`c = 1` (the original Geman
+    and McClure form :math:`r^2 / (r^2 + \sigma^2)` is :math:`\ell / 2` at
+    :math:`c = \sigma / 2`).
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: broadcastable with ``input``, floating dtype.
+        scale: :math:`c > 0`, a number or a floating tensor broadcastable with the loss (its
+            values checked in eager mode); kornia's losses have no scale (:math:`c = 1`).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` (kornia's default is ``"none"``).
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
+
+    Returns:
+        The broadcast shape of ``input``, ``target`` and ``scale`` for ``"none"`` (0 where
+        masked), else a 0-dim tensor, of their promoted dtype.
+
+    Raises:
+        TypeError: non-floating input, target or scale, a non-bool ``where``.
+        ValueError: shapes that do not broadcast, a non-positive ``scale``, bad ``reduction``.
+
+    Examples:
+        >>> funcloss.geman_mcclure_loss(torch.tensor([0.0, 1.0, 10.0]), torch.zeros(3),
+        ...                             reduction="none")
+        tensor([0.0000, 0.4000, 1.9231])
+
+    References:
+        S. Geman and D. E. McClure, 1985; J. T. Barron, CVPR 2019; kornia
+        ``geman_mcclure_loss``.
+    """
+    return _named_robust(
+        "geman_mcclure_loss", _geman_mcclure, input, target, scale, reduction, where
+    )
+
+
+@follows_autocast("promoted")
+@checks_config(_NAMED_CONFIGS["welsch_loss"])
+def welsch_loss(
+    input: Tensor,
+    target: Tensor,
+    scale: Scalar = 1.0,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Welsch (Leclerc) loss: Barron's loss at :math:`\alpha = -\infty`.
+
+    Bounded (by 1), with a Gaussian-shaped influence: outliers stop counting altogether.
+
+    .. math::
+        \ell(x, y) = 1 - \exp\left(-\tfrac12 (r/c)^2\right), \qquad r = x - y
+
+    computed as :math:`-\operatorname{expm1}(-\tfrac12 u^2)` (exact for small residuals);
+    kornia's ``welsch_loss`` is this at :math:`c = 1`.
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: broadcastable with ``input``, floating dtype.
+        scale: :math:`c > 0`, a number or a floating tensor broadcastable with the loss (its
+            values checked in eager mode); kornia's losses have no scale (:math:`c = 1`).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` (kornia's default is ``"none"``).
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
+
+    Returns:
+        The broadcast shape of ``input``, ``target`` and ``scale`` for ``"none"`` (0 where
+        masked), else a 0-dim tensor, of their promoted dtype.
+
+    Raises:
+        TypeError: non-floating input, target or scale, a non-bool ``where``.
+        ValueError: shapes that do not broadcast, a non-positive ``scale``, bad ``reduction``.
+
+    Examples:
+        >>> funcloss.welsch_loss(torch.tensor([0.0, 1.0, 10.0]), torch.zeros(3),
+        ...                      reduction="none")
+        tensor([0.0000, 0.3935, 1.0000])
+
+    References:
+        J. E. Dennis and R. E. Welsch, 1978; J. T. Barron, CVPR 2019; kornia
+        ``welsch_loss``.
+    """
+    return _named_robust("welsch_loss", _welsch, input, target, scale, reduction, where)
+
+
+# -- quantile_loss -----------------------------------------------------------------------------
+
+
+def _check_quantile_config(*, quantile: Scalar = 0.5, reduction: str = "mean") -> None:
+    fn = "quantile_loss"
+    _check_scalar(fn, "quantile", quantile, "be in (0, 1)", 0.0, 1.0)
+    check_reduction(fn, reduction)
+
+
+@follows_autocast("promoted")
+@checks_config(_check_quantile_config)
+def quantile_loss(
+    input: Tensor,
+    target: Tensor,
+    quantile: Scalar = 0.5,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Quantile (pinball) loss: its minimiser is the ``quantile``-th conditional quantile.
+
+    For quantile regression and prediction intervals; ``quantile=0.5`` is half the L1 loss.
+    Several quantiles at once: a ``quantile`` tensor broadcasts against the residual (for
+    ``input`` of shape ``(N, K)``, one column per quantile, pass ``quantile`` of shape
+    ``(K,)``; the unreduced loss has the broadcast shape).
+
+    .. math::
+        \ell(x, y) = \max\bigl(q\, (y - x),\ (q - 1)(y - x)\bigr)
+                   = q\, (y - x) + \max(x - y, 0)
+
+    The gradient in ``input`` is :math:`-q` where :math:`y \ge x` (at the kink too: the
+    subgradient of sklearn's convention, ``y_true >= y_pred``), :math:`1 - q` elsewhere.
+
+    Args:
+        input: predictions, shape ``(*)``, floating dtype.
+        target: broadcastable with ``input``, floating dtype.
+        quantile: :math:`q \in (0, 1)`, a number or a floating tensor broadcastable with the
+            residual (its values checked in eager mode).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` (``"mean"`` averages over every
+            quantile too: sklearn's ``mean_pinball_loss`` for one quantile).
+        where: optional bool mask, broadcastable to the unreduced loss: only the ``True``
+            elements count (``"mean"`` divides by their number).
+
+    Returns:
+        The broadcast shape of ``input``, ``target`` and ``quantile`` for ``"none"`` (0 where
+        masked), else a 0-dim tensor, of their promoted dtype.
+
+    Raises:
+        TypeError: non-floating input, target or quantile, a non-bool ``where``.
+        ValueError: shapes that do not broadcast, ``quantile`` outside (0, 1), bad
+            ``reduction``.
+
+    Examples:
+        >>> y = torch.tensor([1.0, 1.0])
+        >>> funcloss.quantile_loss(torch.tensor([0.0, 3.0]), y, 0.9, reduction="none")
+        tensor([0.9000, 0.2000])
+        >>> funcloss.quantile_loss(torch.zeros(2, 1), y[:, None], torch.tensor([0.1, 0.9]),
+        ...                        reduction="none")
+        tensor([[0.1000, 0.9000],
+                [0.1000, 0.9000]])
+
+    References:
+        R. Koenker and G. Bassett, "Regression Quantiles", Econometrica 1978; scikit-learn
+        ``mean_pinball_loss``.
+    """
+    fn = "quantile_loss"
+    _check_quantile_config(quantile=quantile, reduction=reduction)
+    r, q, dtype = _residual_and_scale(fn, input, target, quantile, where, scale_name="quantile")
+    error = -r  # target - input
+    return _finish(error * q + torch.relu(r), reduction, where, dtype)
+
+
+# -- cosine_distance_loss ----------------------------------------------------------------------
+
+
+def _check_cosine_config(*, dim: int = -1, eps: float = 1e-8, reduction: str = "mean") -> None:
+    fn = "cosine_distance_loss"
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        fail(TypeError, fn, "dim", "be an int", type(dim).__name__)
+    _check_scalar(fn, "eps", eps, "be positive", 0.0, math.inf)
+    if isinstance(eps, Tensor):
+        fail(TypeError, fn, "eps", "be a real number", "Tensor")
+    check_reduction(fn, reduction)
+
+
+def _unit(x: Tensor, dim: int, eps: float) -> Tensor:
+    """``x / max(||x||, eps)`` along ``dim``: the clamp is on the squared norm, so the sqrt
+    never sees 0 and a zero vector has a finite gradient; the vector is first divided by its
+    largest magnitude (a zero vector by 1), so that the squared norm cannot overflow."""
+    largest = x.detach().abs().amax(dim, keepdim=True)
+    largest = torch.where(largest > 0, largest, 1)
+    scaled = x / largest
+    floor = eps / largest
+    return scaled / torch.sqrt((scaled * scaled).sum(dim, keepdim=True).clamp_min(floor * floor))
+
+
+@follows_autocast("promoted")
+@checks_config(_check_cosine_config)
+def cosine_distance_loss(
+    input: Tensor,
+    target: Tensor,
+    dim: int = -1,
+    eps: float = 1e-8,
+    reduction: Reduction = "mean",
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Cosine distance: one minus the cosine similarity of ``input`` and ``target`` vectors.
+
+    For embeddings and directions, where the length does not matter.
+
+    .. math::
+        \ell(x, y) = 1 - \frac{\langle x, y \rangle}{\max(\|x\|, \varepsilon)\,
+                     \max(\|y\|, \varepsilon)}
+
+    along ``dim``. A zero vector gives 1 with a finite (zero) gradient (optax's default
+    ``epsilon=0`` gives nan there). optax clamps the squared norms: its ``epsilon`` is
+    :math:`\varepsilon^2`.
+
+    Args:
+        input: vectors along ``dim``, shape ``(*, D, *)``, floating dtype.
+        target: broadcastable with ``input``, floating dtype.
+        dim: the vector dimension.
+        eps: :math:`\varepsilon > 0`, the smallest norm divided by.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask, broadcastable to the unreduced loss (the broadcast shape
+            without ``dim``): only the ``True`` vectors count (``"mean"`` divides by their
+            number); a masked vector's entries are not read.
+
+    Returns:
+        The broadcast shape without ``dim`` for ``"none"`` (0 where masked), else a 0-dim
+        tensor, of the promoted dtype.
+
+    Raises:
+        TypeError: non-floating input or target, a non-int ``dim``, a non-bool ``where``.
+        ValueError: shapes that do not broadcast, ``dim`` out of range, ``eps <= 0``, bad
+            ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+        >>> funcloss.cosine_distance_loss(x, torch.tensor([[1.0, 1.0]]), reduction="none")
+        tensor([0.2929, 1.0000])
+
+    References:
+        optax ``cosine_distance``.
+    """
+    fn = "cosine_distance_loss"
+    _check_cosine_config(dim=dim, eps=eps, reduction=reduction)
+    check_tensor(fn, input=input, target=target)
+    check_floating(fn, input=input, target=target)
+    shape = broadcast_shape(fn, input=input, target=target)
+    if not -len(shape) <= dim < max(len(shape), 1) or not shape:
+        fail(ValueError, fn, "dim", f"be a dimension of the inputs' shape {shape_str(shape)}", dim)
+    d = dim % len(shape)
+    loss_shape = shape[:d] + shape[d + 1 :]
+    check_where(fn, where, loss_shape)
+    if where is not None:
+        vectors = where.reshape((1,) * (len(loss_shape) - where.dim()) + where.shape)
+        vectors = vectors.unsqueeze(d)
+        input, target = masked(vectors, input), masked(vectors, target)
+    dtype = promoted_dtype(input, target)
+    work = compute_dtype(dtype)
+    x, y = input.to(work), target.to(work)
+    cosine = (_unit(x, d, eps) * _unit(y, d, eps)).sum(d)
+    return _finish(1 - cosine, reduction, where, dtype)
