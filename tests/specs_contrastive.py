@@ -155,7 +155,10 @@ def arcface_oracle(
     reduction: str = "mean",
 ) -> Tensor:
     """Deng et al. 2019 through the angle (acos), PML's way: cos(theta + m) for
-    theta <= pi - m, else cos(theta) - m sin(m); easy_margin: the margin only for cos > 0."""
+    theta <= pi - m, else cos(theta) - m sin(m); easy_margin: the margin only for cos > 0.
+    Computed in float64 whatever the input's dtype (acos near 1 loses float32's digits: the
+    float32 comparison would measure the oracle's error), returned in the input's dtype."""
+    dtype, input = input.dtype, input.double()
     cosine = input.gather(1, target[:, None]).squeeze(1)
     theta = torch.acos(cosine)
     shifted = torch.cos(theta + margin)
@@ -167,7 +170,7 @@ def arcface_oracle(
         )
     return _reduce(
         _margin_cross_entropy(input, target, modified, scale), len(input), reduction, input
-    )
+    ).to(dtype)
 
 
 def cosface_oracle(

@@ -39,7 +39,7 @@ OPEN = {
     },
     "nan": {},
     "huge": {
-        "general_robust_loss-tensor-alpha": "alpha > 1 at residuals near 1e38: the value overflows "
+        "general_robust_loss": "alpha > 1 at residuals near 1e38: the value overflows "
         "(rightly) and so does the gradient, which fits (needs a log-domain backward)",
         "cosine_embedding_loss": "squared norms overflow float32 at 3e38: nan, the truth <= 2",
         "triplet_margin": "squared distances overflow float32 at 3e38",
