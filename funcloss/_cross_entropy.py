@@ -23,14 +23,15 @@ from ._checks import (
     class_index_mask,
     fail,
     in_place_safe,
-    shape_str,
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
 from ._reduction import masked, reduce
 from ._softmax_ce import (
     Rows,
+    as_rows,
     class_rows,
+    class_shapes,
     compute_dtype,
     log_softmax_coefficients,
     probability_rows,
@@ -68,51 +69,6 @@ def _nll_loss_config(*, reduction: str = "mean", ignore_index: int = -100) -> No
 # -- shapes ------------------------------------------------------------------------------------
 
 
-def _class_shapes(fn: str, input: Tensor, target: Tensor) -> tuple[bool, tuple[int, ...]]:
-    """Validate ``input``/``target`` shapes; return (probability target?, shape of "none" loss).
-
-    ``input`` is ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; a class-index target has
-    ``input``'s shape without the class dimension, a probability target ``input``'s shape.
-    """
-    shape = tuple(input.shape)  # tuples: slicing a torch.Size costs more per call
-    if not shape:
-        fail(ValueError, fn, "input", "have shape (C,), (N, C) or (N, C, d1, ..., dK)", "()")
-    index_shape = shape[1:] if len(shape) == 1 else shape[:1] + shape[2:]
-    if isinstance(target, Tensor) and target.is_floating_point():
-        if target.shape != input.shape:
-            fail(
-                ValueError,
-                fn,
-                "target",
-                f"have shape {shape_str(input.shape)} (class probabilities) or "
-                f"{shape_str(index_shape)} (class indices, integer dtype) for input of shape "
-                f"{shape_str(input.shape)}",
-                f"{shape_str(target.shape)} ({target.dtype})",
-            )
-        return True, index_shape
-    check_integer(fn, target=target)
-    if target.shape != index_shape:
-        fail(
-            ValueError,
-            fn,
-            "target",
-            f"have shape {shape_str(index_shape)} (class indices) for input of shape "
-            f"{shape_str(input.shape)}",
-            shape_str(target.shape),
-            hint=f"For class probabilities pass a float target of shape {shape_str(input.shape)}.",
-        )
-    return False, index_shape
-
-
-def _rows(input: Tensor) -> Tensor:
-    """``(C,)``/``(N, C)``/``(N, C, d...)`` -> ``(M, C)`` with the class dimension last."""
-    if input.dim() == 1:
-        return input.unsqueeze(0)
-    if input.dim() == 2:
-        return input
-    return input.movedim(1, -1).reshape(-1, input.shape[1])
-
-
 def _row_weights(
     index: Tensor, weight: Tensor | None, ignored: Tensor | None, dtype: torch.dtype
 ) -> Tensor | None:
@@ -131,7 +87,7 @@ def _masks(
     allowed is not kept."""
     if not classes:
         return where.expand(loss_shape).reshape(-1), None
-    allowed = _rows(where.expand(input.shape))
+    allowed = as_rows(where.expand(input.shape))
     return allowed.any(1), allowed
 
 
@@ -341,7 +297,7 @@ def _cross_entropy(
     _cross_entropy_config(
         reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing
     )
-    probabilities, out_shape = _class_shapes(fn, input, target)
+    probabilities, out_shape = class_shapes(fn, input, target)
     check_class_weight(fn, weight, input)
     keep = allowed = None
     if where is not None:
@@ -360,7 +316,7 @@ def _cross_entropy(
         return _soft_cross_entropy(
             input, target, weight, label_smoothing, reduction, out_shape, keep, allowed
         )
-    rows = _rows(input)
+    rows = as_rows(input)
     flat_target = as_index(target if target.dim() == 1 else target.reshape(-1))
     if keep is not None:
         # a masked row is an ignored one (its target is not read), counted nowhere
@@ -434,7 +390,7 @@ def _soft_cross_entropy(
     """Class probabilities, in the promoted dtype of ``input`` and ``target`` (as torch)."""
     dtype = torch.promote_types(input.dtype, target.dtype)
     work = compute_dtype(dtype)
-    x, q = _rows(input).to(work).clamp(max=_LARGEST[work]), _rows(target).to(work)  # +inf
+    x, q = as_rows(input).to(work).clamp(max=_LARGEST[work]), as_rows(target).to(work)  # +inf
     ignored = None
     if allowed is not None:
         x = masked(allowed, x, -math.inf)
@@ -563,9 +519,9 @@ def nll_loss(
     check_floating(fn, input=input)
     _nll_loss_config(reduction=reduction, ignore_index=ignore_index)
     check_integer(fn, target=target)
-    _, out_shape = _class_shapes(fn, input, target)
+    _, out_shape = class_shapes(fn, input, target)
     check_class_weight(fn, weight, input)
-    rows = _rows(input)
+    rows = as_rows(input)
     flat_target = as_index(target.reshape(-1))
     keep = None
     if where is not None:

@@ -28,7 +28,6 @@ from ._checks import (
     check_floating,
     check_in_range,
     check_index,
-    check_integer,
     check_reduction,
     check_same_shape,
     check_tensor,
@@ -39,13 +38,20 @@ from ._checks import (
     in_place_safe,
     plain_eager,
     promoted_dtype,
-    shape_str,
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
 from ._ops import softplus, times
 from ._reduction import masked, reduce
-from ._softmax_ce import Rows, class_rows, compute_dtype, probability_rows, softmax_mask
+from ._softmax_ce import (
+    Rows,
+    as_rows,
+    class_rows,
+    class_shapes,
+    compute_dtype,
+    probability_rows,
+    softmax_mask,
+)
 
 # -- config ----------------------------------------------------------------------------------
 
@@ -390,47 +396,6 @@ def _class_rows_loss(
     return loss if rows.ignored is None else loss.masked_fill(rows.ignored, 0)
 
 
-def _class_shapes(fn: str, input: Tensor, target: Tensor) -> tuple[bool, tuple[int, ...]]:
-    """(probability target?, shape of the "none" loss), as cross_entropy's."""
-    shape = tuple(input.shape)
-    if not shape:
-        fail(ValueError, fn, "input", "have shape (C,), (N, C) or (N, C, d1, ..., dK)", "()")
-    index_shape = shape[1:] if len(shape) == 1 else shape[:1] + shape[2:]
-    if target.is_floating_point():
-        if target.shape != input.shape:
-            fail(
-                ValueError,
-                fn,
-                "target",
-                f"have shape {shape_str(input.shape)} (class probabilities) or "
-                f"{shape_str(index_shape)} (class indices, integer dtype) for input of shape "
-                f"{shape_str(input.shape)}",
-                f"{shape_str(target.shape)} ({target.dtype})",
-            )
-        return True, index_shape
-    check_integer(fn, target=target)
-    if target.shape != index_shape:
-        fail(
-            ValueError,
-            fn,
-            "target",
-            f"have shape {shape_str(index_shape)} (class indices) for input of shape "
-            f"{shape_str(input.shape)}",
-            shape_str(target.shape),
-            hint=f"For class probabilities pass a float target of shape {shape_str(input.shape)}.",
-        )
-    return False, index_shape
-
-
-def _as_rows(input: Tensor) -> Tensor:
-    """``(C,)``/``(N, C)``/``(N, C, d...)`` -> ``(M, C)`` with the class dimension last."""
-    if input.dim() == 1:
-        return input.unsqueeze(0)
-    if input.dim() == 2:
-        return input
-    return input.movedim(1, -1).reshape(-1, input.shape[1])
-
-
 def _softmax_loss(
     fn: str,
     terms: Callable[[Tensor], Tensor],
@@ -445,13 +410,13 @@ def _softmax_loss(
     """The softmax losses' common body: cross_entropy's targets, masks and weighted mean."""
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input)
-    probabilities, out_shape = _class_shapes(fn, input, target)
+    probabilities, out_shape = class_shapes(fn, input, target)
     check_class_weight(fn, weight, input)
     keep = allowed = None
     if where is not None:
         classes = softmax_mask(fn, where, out_shape, tuple(input.shape))
         if classes:
-            allowed = _as_rows(where.expand(input.shape))
+            allowed = as_rows(where.expand(input.shape))
             keep = allowed.any(1)
         else:
             keep = where.expand(out_shape).reshape(-1)
@@ -467,7 +432,7 @@ def _softmax_loss(
             )
         dtype = torch.promote_types(input.dtype, target.dtype)
         work = compute_dtype(dtype)
-        x, q = _as_rows(input).to(work), _as_rows(target).to(work)
+        x, q = as_rows(input).to(work), as_rows(target).to(work)
         ignored = None
         if allowed is not None:
             x = masked(allowed, x, -math.inf)
@@ -479,7 +444,7 @@ def _softmax_loss(
         loss = _class_rows_loss(torch.log_softmax(x, 1), rows, None, terms).to(dtype)
         row_mask = None if keep is None else keep.view(out_shape)
         return reduce(loss.reshape(out_shape), reduction, where=row_mask)
-    x = _as_rows(input)
+    x = as_rows(input)
     flat_target = as_index(target.reshape(-1))
     if keep is not None:
         flat_target = torch.where(keep, flat_target, ignore_index)  # not read, counted nowhere

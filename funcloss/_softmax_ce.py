@@ -33,9 +33,54 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import broadcast_pair, check_where, fail, shape_str
+from ._checks import broadcast_pair, check_integer, check_where, fail, shape_str
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def class_shapes(fn: str, input: Tensor, target: Tensor) -> tuple[bool, tuple[int, ...]]:
+    """Validate ``input``/``target`` shapes; return (probability target?, shape of "none" loss).
+
+    ``input`` is ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; a class-index target has
+    ``input``'s shape without the class dimension, a probability target ``input``'s shape.
+    """
+    shape = tuple(input.shape)  # tuples: slicing a torch.Size costs more per call
+    if not shape:
+        fail(ValueError, fn, "input", "have shape (C,), (N, C) or (N, C, d1, ..., dK)", "()")
+    index_shape = shape[1:] if len(shape) == 1 else shape[:1] + shape[2:]
+    if isinstance(target, Tensor) and target.is_floating_point():
+        if target.shape != input.shape:
+            fail(
+                ValueError,
+                fn,
+                "target",
+                f"have shape {shape_str(input.shape)} (class probabilities) or "
+                f"{shape_str(index_shape)} (class indices, integer dtype) for input of shape "
+                f"{shape_str(input.shape)}",
+                f"{shape_str(target.shape)} ({target.dtype})",
+            )
+        return True, index_shape
+    check_integer(fn, target=target)
+    if target.shape != index_shape:
+        fail(
+            ValueError,
+            fn,
+            "target",
+            f"have shape {shape_str(index_shape)} (class indices) for input of shape "
+            f"{shape_str(input.shape)}",
+            shape_str(target.shape),
+            hint=f"For class probabilities pass a float target of shape {shape_str(input.shape)}.",
+        )
+    return False, index_shape
+
+
+def as_rows(input: Tensor) -> Tensor:
+    """``(C,)``/``(N, C)``/``(N, C, d...)`` -> ``(M, C)`` with the class dimension last."""
+    if input.dim() == 1:
+        return input.unsqueeze(0)
+    if input.dim() == 2:
+        return input
+    return input.movedim(1, -1).reshape(-1, input.shape[1])
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

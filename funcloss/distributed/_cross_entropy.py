@@ -49,7 +49,7 @@ from .._checks import (
 from .._function import custom_backward
 from .._modes import follows_autocast
 from .._reduction import reduce
-from .._softmax_ce import compute_dtype
+from .._softmax_ce import as_rows, compute_dtype
 from ._collectives import Group, all_gather, group_info
 
 _FN = "vocab_parallel_cross_entropy"
@@ -287,15 +287,6 @@ def _index_error(bad: int, num_classes: int | str | None, ignore_index: int) -> 
 # -- the loss ----------------------------------------------------------------------------------
 
 
-def _rows(input: Tensor) -> Tensor:
-    """``(V_r,)``/``(N, V_r)``/``(N, V_r, d...)`` -> ``(M, V_r)``, the class dimension last."""
-    if input.dim() == 1:
-        return input.unsqueeze(0)
-    if input.dim() == 2:
-        return input
-    return input.movedim(1, -1).reshape(-1, input.shape[1])
-
-
 def _local_targets(target: Tensor, start: Tensor | int, local_size: int) -> tuple[Tensor, Tensor]:
     """The local class index (clamped into the shard) and whether the target is local."""
     local = target - start
@@ -399,7 +390,7 @@ def vocab_parallel_cross_entropy(
     out_shape = _check_shapes(input_shard, target, weight)
     check_where(_FN, where, out_shape)
     info = group_info(_FN, group)
-    rows = _rows(input_shard)
+    rows = as_rows(input_shard)
     targets = row_targets(target, where, out_shape, ignore_index, num_classes)
     dropped = targets.dropped
 
