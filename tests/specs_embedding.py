@@ -163,6 +163,11 @@ def _triplet_tensors(draw: st.DrawFn, unbatched: bool) -> tuple[Tensor, Tensor, 
 @st.composite
 def _triplet_cases(draw: st.DrawFn, unbatched: bool = False) -> Case:
     anchor, positive, negative = draw(_triplet_tensors(unbatched))
+    # coordinates of 1e-129 and the like: their p-th powers underflow, and gradcheck's finite
+    # differences (step 1e-6) disagree with the exact derivative there; flush them to 0
+    anchor, positive, negative = (
+        torch.where(t.abs() < 1e-100, 0.0, t) for t in (anchor, positive, negative)
+    )
     p = draw(st.sampled_from(NORM_ORDERS))
     eps = draw(st.sampled_from([1e-6, 0.0, 0.1]))
     margin, swap = draw(st.floats(0.1, 2.0)), draw(st.booleans())
