@@ -135,8 +135,11 @@ def _cosine_shared_cases(draw: st.DrawFn) -> Case:
 
 def _off_norm_kinks(difference: Tensor, p: float) -> None:
     """Keep a p-norm of ``difference`` (along the last dim) off its non-smooth points."""
-    if p < 2.0:
-        _off(difference)  # |.|^p at 0: a kink (p = 1) or an infinite second derivative
+    if p != 2.0 and p != float("inf"):
+        # |.|^p at 0: a kink (p = 1), an infinite second derivative (1 < p < 2), or a kinked
+        # second derivative (p = 3: 6|x|, where gradgradcheck's central differences are off by
+        # about step / norm^2), so every component stays off 0
+        _off(difference)
     elif p == float("inf"):
         top = difference.abs().topk(min(2, difference.shape[-1]), dim=-1).values
         if top.shape[-1] == 2:
@@ -163,11 +166,6 @@ def _triplet_tensors(draw: st.DrawFn, unbatched: bool) -> tuple[Tensor, Tensor, 
 @st.composite
 def _triplet_cases(draw: st.DrawFn, unbatched: bool = False) -> Case:
     anchor, positive, negative = draw(_triplet_tensors(unbatched))
-    # coordinates of 1e-129 and the like: their p-th powers underflow, and gradcheck's finite
-    # differences (step 1e-6) disagree with the exact derivative there; flush them to 0
-    anchor, positive, negative = (
-        torch.where(t.abs() < 1e-100, 0.0, t) for t in (anchor, positive, negative)
-    )
     p = draw(st.sampled_from(NORM_ORDERS))
     eps = draw(st.sampled_from([1e-6, 0.0, 0.1]))
     margin, swap = draw(st.floats(0.1, 2.0)), draw(st.booleans())
