@@ -17,6 +17,7 @@ from ._contrastive import (
     supcon_loss,
 )
 from ._cross_entropy import cross_entropy, nll_loss
+from ._divergence import generalized_kl_div, js_div
 from ._embedding import (
     cosine_embedding_loss,
     hinge_embedding_loss,
@@ -111,11 +112,13 @@ __all__ = [
     "general_robust_loss",
     "generalized_box_iou_loss",
     "generalized_dice_loss",
+    "generalized_kl_div",
     "hinge_embedding_loss",
     "hinge_loss",
     "huber_loss",
     "info_nce_loss",
     "jaccard_loss",
+    "js_div",
     "kl_div",
     "l1_loss",
     "linear_cross_entropy",

@@ -10,10 +10,16 @@ the masked elements of the loss and divides ``"mean"`` by what is included.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from ._checks import Reduction
+
+# The reductions of a divergence (kl_div, js_div, generalized_kl_div): torch's kl_div's.
+KLReduction = Literal["none", "batchmean", "mean", "sum"]
+KL_REDUCTIONS = ("none", "batchmean", "mean", "sum")
 
 
 def masked(where: Tensor | None, tensor: Tensor, fill: float = 0.0) -> Tensor:
@@ -72,3 +78,23 @@ def reduce(
         denominator = torch.where(where, mean_weight, 0.0).sum()
     denominator = denominator.to(loss.dtype)
     return total / torch.where(denominator == 0, 1.0, denominator)
+
+
+def reduce_batchmean(
+    loss: Tensor, reduction: str, input: Tensor, *, where: Tensor | None = None
+) -> Tensor:
+    """:func:`reduce`, and torch's kl_div's ``"batchmean"``: the sum divided by
+    ``input.size(0)`` (the sum for a 0-dim ``input``), the divergence per sample.
+
+    Under a mask, ``"batchmean"`` is the mean over the included elements times the elements per
+    row (``loss.numel() / input.size(0)``). The factors are Python ints, so a forward-mode
+    tangent keeps the loss's dtype (a 0-dim tensor times a Python float has a float64 tangent
+    under ``jacfwd`` on torch 2.13).
+    """
+    if reduction != "batchmean":
+        return reduce(loss, reduction, where=where)  # type: ignore[arg-type]
+    if input.dim() == 0:
+        return reduce(loss, "sum", where=where)
+    if where is not None:
+        return reduce(loss, "mean", where=where) * loss.numel() / input.shape[0]
+    return loss.sum() / input.shape[0]

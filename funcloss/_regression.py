@@ -19,7 +19,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,10 +45,9 @@ from ._checks import (
 )
 from ._modes import follows_autocast
 from ._ops import times
-from ._reduction import masked, reduce
+from ._reduction import KL_REDUCTIONS, KLReduction, masked, reduce, reduce_batchmean
 
-KLReduction = Literal["none", "batchmean", "mean", "sum"]
-_KL_REDUCTIONS = ("none", "batchmean", "mean", "sum")
+_KL_REDUCTIONS = KL_REDUCTIONS
 # torch 2.13's warning for kl_div(reduction="mean"), word for word.
 _KL_MEAN_WARNING = (
     "reduction: 'mean' divides the total loss by both the batch size and the support size."
@@ -832,10 +831,4 @@ def kl_div(
         loss = torch.exp(target) * gap
     else:
         loss = torch.xlogy(target, target) - times(target, input)
-    if reduction == "batchmean":
-        if where is not None and input.dim() > 0:
-            # the mean over included elements, times the elements per row
-            return reduce(loss, "mean", where=where) * (loss.numel() / input.shape[0])
-        total = reduce(loss, "sum", where=where)
-        return total / input.shape[0] if input.dim() > 0 else total
-    return reduce(loss, reduction, where=where)  # type: ignore[arg-type]
+    return reduce_batchmean(loss, reduction, input, where=where)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from . import _box as _bx
 from . import _contrastive as _ct
 from . import _cross_entropy as _c
+from . import _divergence as _dv
 from . import _embedding as _e
 from . import _fenchel_young as _fy
 from . import _focal as _f
@@ -175,6 +176,9 @@ CompleteBoxIoULoss = loss_module(_bx.complete_box_iou_loss, name="CompleteBoxIoU
 DistanceBoxIoULoss = loss_module(_bx.distance_box_iou_loss, name="DistanceBoxIoULoss")
 GeneralizedBoxIoULoss = loss_module(_bx.generalized_box_iou_loss, name="GeneralizedBoxIoULoss")
 
+GeneralizedKLDivLoss = loss_module(_dv.generalized_kl_div, name="GeneralizedKLDivLoss")
+JSDivLoss = loss_module(_dv.js_div, name="JSDivLoss")
+
 TotalVariation = loss_module(_im.total_variation, name="TotalVariation")
 DiceLoss = loss_module(_o.dice_loss, name="DiceLoss", forward_args=("mask",))
 FocalTverskyLoss = loss_module(
@@ -222,10 +226,12 @@ __all__ = [
     "GeneralRobustLoss",
     "GeneralizedBoxIoULoss",
     "GeneralizedDiceLoss",
+    "GeneralizedKLDivLoss",
     "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
     "InfoNCELoss",
+    "JSDivLoss",
     "JaccardLoss",
     "KLDivLoss",
     "L1Loss",

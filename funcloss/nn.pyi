@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import Reduction
-from ._regression import KLReduction
+from ._divergence import KLReduction
 from ._robust import Scalar
 
 class ApproxNDCGLoss(nn.Module):
@@ -361,6 +361,13 @@ class GeneralizedDiceLoss(nn.Module):
         mask: Tensor | None = None,
     ) -> Tensor: ...
 
+class GeneralizedKLDivLoss(nn.Module):
+    log_input: bool
+    reduction: KLReduction
+    def __init__(self, *, log_input: bool = True, reduction: KLReduction = "batchmean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class HingeEmbeddingLoss(nn.Module):
     margin: float
     reduction: Reduction
@@ -407,6 +414,15 @@ class InfoNCELoss(nn.Module):
         *,
         where: Tensor | None = None,
     ) -> Tensor: ...
+
+class JSDivLoss(nn.Module):
+    log_input: bool
+    reduction: KLReduction
+    def __init__(
+        self, *, log_input: bool = False, reduction: KLReduction = "batchmean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
 class JaccardLoss(nn.Module):
     weight: Tensor | None
@@ -841,10 +857,12 @@ __all__ = [
     "GeneralRobustLoss",
     "GeneralizedBoxIoULoss",
     "GeneralizedDiceLoss",
+    "GeneralizedKLDivLoss",
     "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
     "InfoNCELoss",
+    "JSDivLoss",
     "JaccardLoss",
     "KLDivLoss",
     "L1Loss",

@@ -136,7 +136,15 @@ def hasattr_init(cls: type, p: inspect.Parameter) -> bool:
 def generate() -> str:
     IMPORTS.clear()
     classes = [class_text(name, getattr(fnn, name)) for name in fnn.__all__]
-    imports = "".join(f"from .{m.lstrip('.')} import {n}\n" for m, n in sorted(IMPORTS))
+    # one import per name (kl_div and js_div share KLReduction: a second import of the same
+    # name is a redeclaration to pyright)
+    homes: dict[str, str] = {}
+    for m, n in sorted(IMPORTS):
+        homes.setdefault(n, m)
+    imports = "".join(
+        f"from .{m.lstrip('.')} import {n}\n"
+        for n, m in sorted(homes.items(), key=lambda i: i[::-1])
+    )
     names = ",\n".join(f'    "{name}"' for name in fnn.__all__)
     body = "\n\n".join(classes)
     text = HEADER + imports + "\n" + body + f"\n\n__all__ = [\n{names},\n]\n"
