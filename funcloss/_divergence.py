@@ -68,7 +68,8 @@ def _js_term(x: Tensor, total: Tensor, absent: Tensor) -> Tensor:
     """``x log(x / m)``, ``m = total / 2``: 0 where ``x = 0`` (``absent``), with both ``x`` and
     ``total`` replaced there by 1 inside the log (a double ``where``: the unselected branch is
     finite and so is its zero gradient)."""
-    ratio = torch.where(absent, 1, 2 * x) / torch.where(absent, 1, total)
+    # x / m, not 2 x / total: 2 x overflows for x past half the dtype's range
+    ratio = torch.where(absent, 1, x) / (torch.where(absent, 2, total) / 2)
     return torch.where(absent, 0, x * torch.log(ratio))
 
 
@@ -76,7 +77,7 @@ def _check_js_config(*, reduction: str = "batchmean", log_input: bool = False) -
     _check_config("js_div", reduction, log_input)
 
 
-@follows_autocast("float32")
+@follows_autocast("promoted")
 @checks_config(_check_js_config)
 def js_div(
     input: Tensor,
@@ -163,7 +164,7 @@ def _check_generalized_kl_config(*, reduction: str = "batchmean", log_input: boo
     _check_config("generalized_kl_div", reduction, log_input)
 
 
-@follows_autocast("float32")
+@follows_autocast("promoted")
 @checks_config(_check_generalized_kl_config)
 def generalized_kl_div(
     input: Tensor,
