@@ -167,3 +167,21 @@ def test_float32_agrees_with_float64_optax(name: str) -> None:
         truth = _np(_quiet(optax.losses.generalized_kl_divergence, log_q.numpy(), p.numpy()))
     ours = getattr(funcloss, name)(log_q.float(), p.float(), log_input=True, reduction="none")
     torch.testing.assert_close(ours.sum(-1).double(), truth, rtol=1e-5, atol=1e-6)
+
+
+def test_naive_torch_js_gradient_is_nan_where_a_probability_is_0() -> None:
+    """The composition people write in torch, 0.5 (xlogy(p, p / m) + xlogy(q, q / m)) (the
+    benchmark's contender): torch.xlogy's gradient is nan at x = 0 (0 / 0), in both arguments at
+    every entry where either probability is 0; funcloss's is finite there."""
+    q = torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64)
+    p = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+
+    def naive(q, p):
+        m = (p + q) / 2
+        return (0.5 * (torch.xlogy(p, p / m) + torch.xlogy(q, q / m))).sum()
+
+    for g in grad(naive, argnums=(0, 1))(q, p):
+        assert bool(g[[0, 2]].isnan().all()) and bool(g[1].isfinite()), g
+    ours = grad(lambda q, p: funcloss.js_div(q, p, reduction="sum"), argnums=(0, 1))(q, p)
+    assert all(bool(g.isfinite().all()) for g in ours), ours
+    assert_close(funcloss.js_div(q, p, reduction="sum"), naive(q, p))

@@ -42,6 +42,7 @@ FAMILIES = {
         "Sparsemax, Fenchel-Young losses and multi-class hinges",
     ),
     "funcloss._robust": ("robust", "Robust regression losses"),
+    "funcloss._divergence": ("divergence", "Divergences (Jensen-Shannon, generalized KL)"),
     "funcloss._ranking": ("ranking", "Ranking losses"),
     "funcloss._box": ("box", "Bounding-box losses (GIoU, DIoU, CIoU)"),
     "funcloss._image": ("image", "Image losses (total variation)"),
