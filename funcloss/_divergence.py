@@ -232,13 +232,13 @@ def generalized_kl_div(
     _check_generalized_kl_config(reduction=reduction, log_input=log_input)
     input, target, dtype = _prepare(fn, input, target, where)
     absent = _absent(target)
-    safe_target = torch.where(absent, 1, target)
+    # t (log t - log mu - 1) + mu, with log t and log mu replaced by 0 where t = 0: the term is
+    # then 0 * (-1) = 0 with derivatives -1 in t (the -t) and 0 in the input, finite also at a
+    # log-rate of -inf or a rate of 0 (no 0 * inf); no outer ``where`` is needed
+    log_target = torch.log(torch.where(absent, 1, target))
     if log_input:
-        # t (log t - x) - t + e^x; x replaced too where t = 0 (x = -inf: 0 * inf in backward)
-        log_ratio = torch.log(safe_target) - torch.where(absent, 0, input)
-        rate = torch.exp(input)
+        log_rate, rate = torch.where(absent, 0, input), torch.exp(input)
     else:
-        log_ratio = torch.log(safe_target) - torch.log(torch.where(absent, 1, input))
-        rate = input
-    loss = torch.where(absent, 0, target * log_ratio) - target + rate
+        log_rate, rate = torch.log(torch.where(absent, 1, input)), input
+    loss = target * (log_target - log_rate - 1) + rate
     return reduce_batchmean(loss, reduction, input, where=where).to(dtype)
