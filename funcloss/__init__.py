@@ -40,6 +40,7 @@ from ._function import custom_backward
 from ._image import total_variation
 from ._linear import linear_cross_entropy
 from ._logistic import binary_cross_entropy, binary_cross_entropy_with_logits
+from ._lovasz import lovasz_hinge_loss, lovasz_softmax_loss
 from ._margin import (
     multi_margin_loss,
     multilabel_margin_loss,
@@ -122,6 +123,8 @@ __all__ = [
     "listmle_loss",
     "log_cosh_loss",
     "loss_module",
+    "lovasz_hinge_loss",
+    "lovasz_softmax_loss",
     "make_fenchel_young_loss",
     "margin_ranking_loss",
     "mse_loss",
