@@ -53,6 +53,7 @@ from ._overlap import (
     focal_tversky_loss,
     generalized_dice_loss,
     jaccard_loss,
+    mcc_loss,
     tversky_loss,
 )
 from ._ranking import (
@@ -127,6 +128,7 @@ __all__ = [
     "lovasz_softmax_loss",
     "make_fenchel_young_loss",
     "margin_ranking_loss",
+    "mcc_loss",
     "mse_loss",
     "multi_margin_loss",
     "multiclass_hinge_loss",

@@ -187,6 +187,7 @@ GeneralizedDiceLoss = loss_module(
 JaccardLoss = loss_module(_o.jaccard_loss, name="JaccardLoss", forward_args=("mask",))
 LovaszHingeLoss = loss_module(_lz.lovasz_hinge_loss, name="LovaszHingeLoss")
 LovaszSoftmaxLoss = loss_module(_lz.lovasz_softmax_loss, name="LovaszSoftmaxLoss")
+MCCLoss = loss_module(_o.mcc_loss, name="MCCLoss", forward_args=("mask",))
 TverskyLoss = loss_module(_o.tversky_loss, name="TverskyLoss", forward_args=("mask",))
 
 AsymmetricLoss = loss_module(_f.asymmetric_loss, name="AsymmetricLoss")
@@ -237,6 +238,7 @@ __all__ = [
     "LogCoshLoss",
     "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
+    "MCCLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",

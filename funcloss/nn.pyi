@@ -534,6 +534,40 @@ class LovaszSoftmaxLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class MCCLoss(nn.Module):
+    weight: Tensor | None
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+
 class MSELoss(nn.Module):
     reduction: Reduction
     weight: Tensor | None
@@ -883,6 +917,7 @@ __all__ = [
     "LogCoshLoss",
     "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
+    "MCCLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",

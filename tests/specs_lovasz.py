@@ -41,7 +41,7 @@ def naive_lovasz(errors: torch.Tensor, foreground: list[bool]) -> torch.Tensor:
     values = errors.detach().tolist()
     order = sorted(range(len(foreground)), key=lambda i: -values[i])
     fg = {i for i, f in enumerate(foreground) if f}
-    total = errors.new_zeros(())
+    total = errors.sum() * 0  # connected to the input when nothing counts
     for k in range(len(order)):
         weight = _jaccard_loss(order[: k + 1], fg) - _jaccard_loss(order[:k], fg)
         total = total + errors[order[k]] * weight
@@ -98,11 +98,11 @@ def naive_lovasz_softmax(
             if classes == "present" and not any(fg):
                 continue
             if not fg:  # no counted pixel
-                terms.append(p.new_zeros(()))
+                terms.append(p.sum() * 0)
                 continue
             errors = torch.stack([1 - p[c, i] if f else p[c, i] for i, f in enumerate(fg)])
             terms.append(naive_lovasz(errors, fg))
-        losses.append(torch.stack(terms).mean() if terms else p_all.new_zeros(()))
+        losses.append(torch.stack(terms).mean() if terms else p.sum() * 0)
     out = _reduce(losses, reduction)
     return (out if per_image else out.reshape(())).to(input.dtype)
 

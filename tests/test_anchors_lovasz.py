@@ -113,8 +113,8 @@ def test_smp_crashes_on_float64() -> None:
 
 
 def test_smp_fails_vmap_per_sample_and_over_an_ensemble() -> None:
-    """smp's ``perm.data`` fails under ``vmap`` — per sample, and over an ensemble of stacked predictions with a shared target;
-    funcloss's equal the loops over the samples and members."""
+    """smp's ``perm.data`` fails under ``vmap``: per sample, and over an ensemble of stacked
+    predictions with a shared target; funcloss's equal the loops over samples and members."""
     smp = _smp()
     x, y = _binary()
     y = y.clamp_max(1)
