@@ -108,29 +108,39 @@ def _check_lovasz_softmax_config(
 # -- the Lovász extension --------------------------------------------------------------------
 
 
-def _lovasz_weights(foreground: Tensor, valid: Tensor, dtype: torch.dtype) -> Tensor:
+def _lovasz_weights(foreground: Tensor, valid: Tensor | None, dtype: torch.dtype) -> Tensor:
     """Algorithm 1 of Berman et al.: ``g_i = J_i - J_(i-1)`` along the last dimension, with
-    ``J_i = 1 - |F minus first i| / |F u first i|`` the Jaccard loss of the first ``i`` sorted
-    pixels (the integer counts are exact); ignored pixels (``valid`` False) enter no count."""
-    total = foreground.sum(-1, keepdim=True)
-    intersection = total - foreground.cumsum(-1)
-    union = total + (valid & ~foreground).cumsum(-1)
-    # union is 0 only before the first counted pixel of a class with no foreground: J = 0
-    empty = union == 0
-    jaccard = torch.where(
-        empty, 0.0, 1 - intersection.to(dtype) / torch.where(empty, 1, union).to(dtype)
-    )
+    ``J_i = |M| / |F u M|`` the Jaccard loss of the set ``M`` of the first ``i`` sorted (counted)
+    pixels: ``|F u M| = |F| + |M| - |F n M|`` from cumulative sums (exact integers in floating
+    point up to 2^24 pixels in float32). Ignored pixels (``valid`` False) enter no count."""
+    hits = foreground.to(dtype).cumsum(-1)  # |F n M|
+    if valid is None:
+        size = torch.arange(1, foreground.shape[-1] + 1, dtype=dtype, device=foreground.device)
+        jaccard = size / (hits[..., -1:] + size - hits)  # the union is >= |M| >= 1
+    else:
+        size = valid.to(dtype).cumsum(-1)
+        union = hits[..., -1:] + size - hits
+        # the union is 0 only before the first counted pixel of a class with no foreground
+        empty = union == 0
+        jaccard = torch.where(empty, 0.0, size / torch.where(empty, 1.0, union))
     previous = torch.cat([torch.zeros_like(jaccard[..., :1]), jaccard[..., :-1]], dim=-1)
     return jaccard - previous
 
 
-def _lovasz(errors: Tensor, foreground: Tensor, valid: Tensor) -> Tensor:
+def _lovasz(errors: Tensor, foreground: Tensor, valid: Tensor | None) -> Tensor:
     """The Lovász extension of the Jaccard loss at ``errors`` (``>= 0``), over the last
-    dimension; ``foreground`` and ``valid`` are bool, of ``errors``' shape."""
-    errors = torch.where(valid, errors, _IGNORED_ERROR)
+    dimension; ``foreground`` and ``valid`` (None: every pixel counts) are bool, of
+    ``errors``' shape."""
+    if valid is not None:
+        errors = torch.where(valid, errors, _IGNORED_ERROR)
     ordered, order = torch.sort(errors, dim=-1, descending=True, stable=True)
-    weights = _lovasz_weights(foreground.gather(-1, order), valid.gather(-1, order), errors.dtype)
-    return (ordered * weights).sum(-1)
+    weights = _lovasz_weights(
+        foreground.gather(-1, order),
+        None if valid is None else valid.gather(-1, order),
+        errors.dtype,
+    )
+    # the dot product of each row as a matmul: one pass, each way
+    return (ordered.unsqueeze(-2) @ weights.unsqueeze(-1)).reshape(ordered.shape[:-1])
 
 
 def _loss_shape(input: Tensor, per_image: bool) -> tuple[int, ...]:
@@ -154,14 +164,20 @@ def _rows(x: Tensor, per_image: bool) -> Tensor:
 
 
 def _check_binary_target(fn: str, target: Tensor, ignore_index: int | None) -> None:
-    """Eager-only: every label is 0, 1 or ``ignore_index`` (one host read on valid input)."""
+    """Eager-only: every label is 0, 1 or ``ignore_index`` (one host read on valid input):
+    integer labels by their range (IndexError, as class indices), floating ones exactly."""
     if target.is_complex():
         fail(
             TypeError, fn, "target", "hold binary labels (integer, bool or floating)", target.dtype
         )
-    if target.dtype == torch.bool or not value_checks_enabled(target) or target.numel() == 0:
+    if target.dtype == torch.bool:
         return
-    labels = as_index(target) if not target.is_floating_point() else target
+    if not target.is_floating_point():
+        check_class_indices(fn, as_index(target), 2, ignore_index)
+        return
+    if not value_checks_enabled(target) or target.numel() == 0:
+        return
+    labels = target
     good = (labels == 0) | (labels == 1)
     if ignore_index is not None:
         good |= labels == ignore_index
@@ -219,8 +235,9 @@ def lovasz_hinge_loss(
 
     Raises:
         TypeError: non-floating input, a complex target, a non-bool ``where``.
-        ValueError: a target of another shape, a label other than 0, 1 or ``ignore_index``
-            (eager mode), a bad ``reduction``.
+        ValueError: a target of another shape, a floating label other than 0, 1 or
+            ``ignore_index`` (eager mode), a bad ``reduction``.
+        IndexError: an integer label other than 0, 1 or ``ignore_index`` (eager mode).
 
     Examples:
         >>> x = torch.tensor([[2.0, -1.0, 0.5]])
@@ -253,9 +270,8 @@ def lovasz_hinge_loss(
     x = _rows(_masked_input(input, where, loss_shape), per_image).to(compute_dtype(dtype))
     labels = _rows(target, per_image)
     foreground = labels == 1
-    if ignore_index is None:
-        valid = torch.ones_like(foreground)
-    else:
+    valid = None
+    if ignore_index is not None:
         valid = labels != ignore_index
         foreground = foreground & valid
     errors = torch.relu(1 - torch.where(foreground, x, -x))
@@ -383,11 +399,12 @@ def lovasz_softmax_loss(
     if not isinstance(classes, str):
         ids = torch.tensor(list(classes), device=input.device)
         p = p.index_select(1, ids)
-    valid = torch.ones_like(labels, dtype=torch.bool)
+    foreground = labels == ids.reshape(-1, 1)  # (B, classes, P)
+    valid = None
     if ignore_index is not None:
         valid = labels != ignore_index
-    foreground = (labels == ids.reshape(-1, 1)) & valid  # (B, classes, P)
-    valid = valid.expand(foreground.shape)
+        foreground = foreground & valid
+        valid = valid.expand(foreground.shape)
     per_class = _lovasz(torch.where(foreground, 1 - p, p), foreground, valid)
     if classes == "present":
         present = foreground.any(-1).to(dtype)

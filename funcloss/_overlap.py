@@ -934,7 +934,8 @@ def mcc_loss(
         torch.where(degenerate, 1.0, target_spread)
     )
     mcc = torch.where(degenerate, 0.0, (m * tp - p * t) / root)
-    loss = torch.where(flat_target, 0.0, 1 - mcc)
+    # a constant target: 0, but a NaN prediction shows (never hidden)
+    loss = torch.where(flat_target, torch.where(p.isnan(), p, 0.0), 1 - mcc)
     return _reduce(loss, reduction, _class_weight(weight, include_background), where, dtype)
 
 
@@ -959,10 +960,11 @@ mcc_loss.__doc__ = (
     = 0` for *every* prediction, so MCC gives no signal (the family's empty-class
     0; unlike :func:`dice_loss`, a predicted but absent class is not pushed down: pool with
     ``batch=True`` to make it present); a constant prediction (:math:`P = 0` or :math:`M`,
-    reached only by saturation) against a non-constant target has loss 1, MCC's limit, with
-    zero gradient (double ``where``). smp's ``MCCLoss(eps=0)`` is this loss for one binary
-    channel of probabilities (``activation=None``) with ``batch=True``; its ``eps`` (``1e-5``)
-    is added to each of the four counts.
+    reached only by saturation; or :math:`P` outside :math:`[0, M]`, probabilities beyond
+    ``[0, 1]`` with ``activation=None``) against a non-constant target has loss 1, MCC's
+    limit, with zero gradient (double ``where``). smp's ``MCCLoss(eps=0)`` is this loss for
+    one binary channel of probabilities (``activation=None``) with ``batch=True``; its ``eps``
+    (``1e-5``) is added to each of the four counts.
 
     Args:
 {ARGS}

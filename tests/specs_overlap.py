@@ -149,8 +149,10 @@ def naive_mcc(
     fp = (k * p * (1 - t)).sum(dims)
     fn = (k * (1 - p) * t).sum(dims)
     tn = (k * (1 - p) * (1 - t)).sum(dims)
-    flat_target = (tp + fn == 0) | (tn + fp == 0)
-    flat = flat_target | (tp + fp == 0) | (tn + fn == 0)
+    # constant target: T or M - T is 0 (summed directly: tp + fn cancels for huge p);
+    # constant prediction: no positive mass P or M - P (below 0: "probabilities" beyond 1)
+    flat_target = ((k * t).sum(dims) == 0) | ((k * (1 - t)).sum(dims) == 0)
+    flat = flat_target | (tp + fp <= 0) | (tn + fn <= 0)
     product = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
     mcc = (tp * tn - fp * fn) / torch.sqrt(torch.where(flat, 1.0, product))
     loss = torch.where(flat_target, 0.0, 1 - torch.where(flat, 0.0, mcc))

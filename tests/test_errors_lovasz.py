@@ -21,8 +21,10 @@ def test_hinge_target() -> None:
         funcloss.lovasz_hinge_loss(X, Y[:, 0])
     bad = Y.clone()
     bad[0, 0, 0] = 2
-    with pytest.raises(ValueError, match=rf"{fn}: `target` must hold 0 or 1, got 2\."):
+    with pytest.raises(IndexError, match=rf"{fn}: `target` values must be in \[0, 2\), got 2\."):
         funcloss.lovasz_hinge_loss(X, bad)
+    with pytest.raises(ValueError, match=rf"{fn}: `target` must hold 0 or 1, got 2.0\."):
+        funcloss.lovasz_hinge_loss(X, bad.double())
     with pytest.raises(ValueError, match=r"must hold 0 or 1 or equal ignore_index=255, got 0.5\."):
         funcloss.lovasz_hinge_loss(X, bad.double().fill_(0.5), ignore_index=255)
     with pytest.raises(TypeError, match=rf"{fn}: `target` must hold binary labels"):
