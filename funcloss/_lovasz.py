@@ -274,7 +274,9 @@ def lovasz_hinge_loss(
     if ignore_index is not None:
         valid = labels != ignore_index
         foreground = foreground & valid
-    errors = torch.relu(1 - torch.where(foreground, x, -x))
+    # the signs 2 y - 1 as a product (a where of x and -x costs two passes more, each way)
+    signs = foreground.to(x.dtype) * 2 - 1
+    errors = torch.relu(1 - x * signs)
     loss = _lovasz(errors, foreground, valid).reshape(loss_shape)
     return reduce(loss, reduction, where=where).to(dtype)
 
