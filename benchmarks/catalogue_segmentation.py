@@ -1,4 +1,4 @@
-"""Segmentation overlap losses at N=8, C=4, 128x128 against MONAI, kornia and smp (by path).
+"""Segmentation losses at N=8, C=4, 128x128 against MONAI, kornia and smp (by path).
 
 Each anchor is adapted to funcloss's convention (tests/test_anchors_segmentation.py): MONAI's
 Dice with ``smooth_nr = smooth_dr = s`` and its Tversky with ``s / 2``; kornia's macro Dice and
@@ -132,6 +132,58 @@ def _contenders_generalized_dice() -> dict:
     return out
 
 
+def _make_binary(quick: bool, generator: torch.Generator):
+    n, side = (2, 8) if quick else (8, 128)
+    x = torch.randn(n, side, side, generator=generator)
+    y = torch.randint(0, 2, (n, side, side), generator=generator)
+    return (x, y), {}
+
+
+def _make_lovasz_softmax(quick: bool, generator: torch.Generator):
+    (x, y), _ = _make(quick, generator)
+    return (x, y), {}
+
+
+def _make_mcc_binary(quick: bool, generator: torch.Generator):
+    n, side = (2, 8) if quick else (8, 128)
+    p = torch.rand(n, 1, side, side, generator=generator)
+    y = (torch.rand(n, 1, side, side, generator=generator) < 0.3).float()
+    return (p, y), {}
+
+
+def _smp_lovasz():
+    if importlib.util.find_spec("segmentation_models_pytorch") is None:
+        return None
+    return _smp_module("lovasz")
+
+
+def _contenders_lovasz_hinge() -> dict:
+    out = {"funcloss": funcloss.lovasz_hinge_loss}
+    smp = _smp_lovasz()
+    if smp is not None:
+        out["smp"] = smp.LovaszLoss("binary", per_image=True)
+    return out
+
+
+def _contenders_lovasz_softmax() -> dict:
+    out = {"funcloss": funcloss.lovasz_softmax_loss}
+    smp = _smp_lovasz()
+    if smp is not None:
+        out["smp"] = smp.LovaszLoss("multiclass", per_image=False)
+    return out
+
+
+def _contenders_mcc() -> dict:
+    """One binary channel of probabilities pooled over the batch: smp's MCCLoss (eps=0, the
+    same loss; its default eps moves the value by about 1e-5)."""
+    out = {"funcloss": lambda p, y, **_: funcloss.mcc_loss(p, y, activation=None, batch=True)}
+    if importlib.util.find_spec("segmentation_models_pytorch") is not None:
+        smp = _smp_module("mcc")
+        if smp is not None:
+            out["smp"] = smp.MCCLoss(eps=0.0)
+    return out
+
+
 SIZE = "N=8, C=4, 128x128"
 BENCHES = [
     Bench("dice_loss", SIZE, _make, _contenders_dice()),
@@ -139,4 +191,7 @@ BENCHES = [
     Bench("tversky_loss", SIZE, _make, _contenders_tversky()),
     Bench("jaccard_loss", SIZE, _make, _contenders_jaccard_batch(), label="(batch)"),
     Bench("generalized_dice_loss", SIZE, _make, _contenders_generalized_dice()),
+    Bench("lovasz_hinge_loss", "N=8, 128x128", _make_binary, _contenders_lovasz_hinge()),
+    Bench("lovasz_softmax_loss", SIZE, _make_lovasz_softmax, _contenders_lovasz_softmax()),
+    Bench("mcc_loss", "N=8, C=1, 128x128", _make_mcc_binary, _contenders_mcc(), label="(binary)"),
 ]

@@ -41,6 +41,7 @@ from ._function import custom_backward
 from ._image import total_variation
 from ._linear import linear_cross_entropy
 from ._logistic import binary_cross_entropy, binary_cross_entropy_with_logits
+from ._lovasz import lovasz_hinge_loss, lovasz_softmax_loss
 from ._margin import (
     multi_margin_loss,
     multilabel_margin_loss,
@@ -53,6 +54,7 @@ from ._overlap import (
     focal_tversky_loss,
     generalized_dice_loss,
     jaccard_loss,
+    mcc_loss,
     tversky_loss,
 )
 from ._ranking import (
@@ -125,8 +127,11 @@ __all__ = [
     "listmle_loss",
     "log_cosh_loss",
     "loss_module",
+    "lovasz_hinge_loss",
+    "lovasz_softmax_loss",
     "make_fenchel_young_loss",
     "margin_ranking_loss",
+    "mcc_loss",
     "mse_loss",
     "multi_margin_loss",
     "multiclass_hinge_loss",

@@ -1,4 +1,4 @@
-"""Overlap losses for segmentation: dice, tversky, jaccard, focal_tversky, generalized_dice.
+"""Overlap losses for segmentation: dice, tversky, jaccard, focal_tversky, generalized_dice, mcc.
 
 Every loss here reads the same three soft counts per image ``n`` and class ``c`` (or per class,
 pooled over the batch, with ``batch=True``), sums over the pixels that count:
@@ -28,6 +28,8 @@ Conventions shared by the family, stated once:
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -859,3 +861,132 @@ def generalized_dice_loss(
     w = _class_weights(t, weight_type)
     loss = _ratio_loss(2 * (w * tp).sum(-1) + smooth, (w * (p + t)).sum(-1) + smooth)
     return reduce(loss, reduction, where=where).to(dtype)
+
+
+# -- mcc_loss --------------------------------------------------------------------------------
+
+
+def _check_mcc_config(
+    *,
+    activation: str | None = "softmax",
+    include_background: bool = True,
+    batch: bool = False,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> None:
+    _check_common("mcc_loss", reduction, 0.0, activation, ignore_index)
+
+
+def _pixel_count(
+    input: Tensor,
+    target: Tensor,
+    ignore_index: int | None,
+    mask: Tensor | None,
+    batch: bool,
+    dtype: torch.dtype,
+) -> Tensor | float:
+    """The number of pixels that count, ``M``: per image ``(N, 1)``, or pooled (``()``); a
+    Python number when every pixel counts."""
+    keep = mask
+    if ignore_index is not None and not target.is_floating_point():
+        kept = as_index(target) != ignore_index
+        keep = kept if keep is None else keep & kept
+    if keep is None:
+        return float(math.prod(input.shape[2:]) * (input.shape[0] if batch else 1))
+    count = keep.reshape(keep.shape[0], -1).sum(1).to(dtype)
+    return count.sum() if batch else count.unsqueeze(1)
+
+
+@follows_autocast("float32")
+@checks_config(_check_mcc_config)
+def mcc_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    *,
+    activation: str | None = "softmax",
+    include_background: bool = True,
+    batch: bool = False,
+    ignore_index: int | None = None,
+    reduction: Reduction = "mean",
+    where: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    fn = "mcc_loss"
+    _check_mcc_config(activation=activation, ignore_index=ignore_index, reduction=reduction)
+    _check_inputs(fn, input, target, ignore_index, mask)
+    check_class_weight(fn, weight, input)
+    if where is not None:
+        check_where(fn, where, _loss_shape(input, include_background, batch))
+    dtype = promoted_dtype(input, target, weight)
+    tp, p, t = _counts(
+        fn, input, target, activation, include_background, batch, ignore_index, mask, where
+    )
+    m = _pixel_count(input, target, ignore_index, mask, batch, tp.dtype)
+    # MCC = (TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) = (M TP - P T) /
+    # sqrt(P (M - P) T (M - T)): the numerator without TN's cancellation, the root in two
+    # factors (no overflow of the product of four counts)
+    target_spread = t * (m - t)
+    prediction_spread = p * (m - p)
+    flat_target = target_spread <= 0
+    degenerate = flat_target | (prediction_spread <= 0)
+    root = torch.sqrt(torch.where(degenerate, 1.0, prediction_spread)) * torch.sqrt(
+        torch.where(degenerate, 1.0, target_spread)
+    )
+    mcc = torch.where(degenerate, 0.0, (m * tp - p * t) / root)
+    # a constant target: 0, but a NaN prediction shows (never hidden)
+    loss = torch.where(flat_target, torch.where(p.isnan(), p, 0.0), 1 - mcc)
+    return _reduce(loss, reduction, _class_weight(weight, include_background), where, dtype)
+
+
+mcc_loss.__doc__ = (
+    _doc(
+        r"""Matthews correlation coefficient loss: one minus the soft MCC, per class.
+
+    For imbalanced segmentation where true negatives should count too (Dice ignores them):
+    MCC is the correlation between prediction and target, symmetric in the two classes of
+    each binary (class vs rest) problem. Per image ``n`` and class ``c``, with the soft counts
+    of :func:`dice_loss`, :math:`TN = \sum (1 - p)(1 - t)` and :math:`M` the pixels that
+    count:
+
+    .. math::
+        \ell_{n,c} = 1 - \frac{TP \cdot TN - FP \cdot FN}
+        {\sqrt{(TP + FP)(TP + FN)(TN + FP)(TN + FN)}}
+        = 1 - \frac{M\,TP - P\,T}{\sqrt{P (M - P)\, T (M - T)}}
+
+    in :math:`[0, 2]`. Where the denominator is 0, MCC is 0/0, and: a class whose target is
+    constant over the counted pixels (absent, :math:`T = 0`, as in an all-background image;
+    or filling them, :math:`T = M`) has loss 0 with zero gradient: there :math:`TP\,TN - FP\,FN
+    = 0` for *every* prediction, so MCC gives no signal (the family's empty-class
+    0; unlike :func:`dice_loss`, a predicted but absent class is not pushed down: pool with
+    ``batch=True`` to make it present); a constant prediction (:math:`P = 0` or :math:`M`,
+    reached only by saturation; or :math:`P` outside :math:`[0, M]`, probabilities beyond
+    ``[0, 1]`` with ``activation=None``) against a non-constant target has loss 1, MCC's
+    limit, with zero gradient (double ``where``). smp's ``MCCLoss(eps=0)`` is this loss for
+    one binary channel of probabilities (``activation=None``) with ``batch=True``; its ``eps``
+    (``1e-5``) is added to each of the four counts.
+
+    Args:
+{ARGS}
+
+    Returns:
+{RETURNS}
+
+    Raises:
+{RAISES}
+
+    Examples:
+        >>> logits = torch.tensor([[[2.0, -1.0, 0.5], [-1.0, 2.0, 0.0]]])  # (N=1, C=2, 3 px)
+        >>> funcloss.mcc_loss(logits, torch.tensor([[0, 1, 1]]), reduction="none")
+        tensor([[0.4157, 0.4157]])
+
+    References:
+        Matthews, "Comparison of the predicted and observed secondary structure of T4 phage
+        lysozyme", BBA 1975; Abhishek and Hamarneh, "Matthews correlation coefficient loss for
+        deep convolutional networks: application to skin lesion segmentation", ISBI 2021; smp
+        ``MCCLoss``.
+    """
+    )
+    .replace("        smooth: the smoothing ``s >= 0`` (see the formula).\n", "")
+    .replace(", or negative ``smooth``", "")
+)

@@ -22,6 +22,7 @@ from . import _focal as _f
 from . import _image as _im
 from . import _linear as _l
 from . import _logistic as _b
+from . import _lovasz as _lz
 from . import _margin as _m
 from . import _overlap as _o
 from . import _ranking as _k
@@ -188,6 +189,9 @@ GeneralizedDiceLoss = loss_module(
     _o.generalized_dice_loss, name="GeneralizedDiceLoss", forward_args=("mask",)
 )
 JaccardLoss = loss_module(_o.jaccard_loss, name="JaccardLoss", forward_args=("mask",))
+LovaszHingeLoss = loss_module(_lz.lovasz_hinge_loss, name="LovaszHingeLoss")
+LovaszSoftmaxLoss = loss_module(_lz.lovasz_softmax_loss, name="LovaszSoftmaxLoss")
+MCCLoss = loss_module(_o.mcc_loss, name="MCCLoss", forward_args=("mask",))
 TverskyLoss = loss_module(_o.tversky_loss, name="TverskyLoss", forward_args=("mask",))
 
 AsymmetricLoss = loss_module(_f.asymmetric_loss, name="AsymmetricLoss")
@@ -238,6 +242,9 @@ __all__ = [
     "LinearCrossEntropyLoss",
     "ListMLELoss",
     "LogCoshLoss",
+    "LovaszHingeLoss",
+    "LovaszSoftmaxLoss",
+    "MCCLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",

@@ -520,6 +520,70 @@ class LogCoshLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class LovaszHingeLoss(nn.Module):
+    per_image: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        per_image: bool = True,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class LovaszSoftmaxLoss(nn.Module):
+    classes: str | Sequence[int]
+    per_image: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        classes: str | Sequence[int] = "present",
+        per_image: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class MCCLoss(nn.Module):
+    weight: Tensor | None
+    activation: str | None
+    include_background: bool
+    batch: bool
+    ignore_index: int | None
+    reduction: Reduction
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        *,
+        activation: str | None = "softmax",
+        include_background: bool = True,
+        batch: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+    def __call__(
+        self,
+        input: Tensor,
+        target: Tensor,
+        *,
+        where: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor: ...
+
 class MSELoss(nn.Module):
     reduction: Reduction
     weight: Tensor | None
@@ -869,6 +933,9 @@ __all__ = [
     "LinearCrossEntropyLoss",
     "ListMLELoss",
     "LogCoshLoss",
+    "LovaszHingeLoss",
+    "LovaszSoftmaxLoss",
+    "MCCLoss",
     "MSELoss",
     "MarginRankingLoss",
     "MultiLabelMarginLoss",

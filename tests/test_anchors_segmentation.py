@@ -256,3 +256,36 @@ def test_ensemble_vmap_matches_the_anchors() -> None:
     ours = vmap(funcloss.dice_loss, in_dims=(0, None))(ensemble, y)
     theirs = torch.stack([monai_dice(e, y) for e in ensemble])
     torch.testing.assert_close(ours, theirs)
+
+
+def test_mcc_matches_smp_and_its_empty_target_conventions() -> None:
+    """smp's ``MCCLoss`` (binary, probabilities, counts pooled over the batch, ``eps`` added
+    to each count) with ``eps=0`` is ``mcc_loss(activation=None, batch=True)`` on one channel,
+    in value and gradient; its default ``eps=1e-5`` is within 1e-5. An all-background target
+    (MCC is 0/0): smp with ``eps=0`` gives NaN, with ``eps=1e-5`` about 1 and a gradient of
+    1e-5; funcloss gives 0 with zero gradient (the documented convention)."""
+    smp = load_file("segmentation_models_pytorch", "losses/mcc.py")
+    generator = torch.Generator().manual_seed(0)
+    p = torch.rand(3, 1, 5, 6, generator=generator, dtype=torch.float64)
+    t = (torch.rand(3, 1, 5, 6, generator=generator) < 0.4).double()
+
+    def ours(q, target):
+        return funcloss.mcc_loss(q, target, activation=None, batch=True)
+
+    exact: dict = {}
+    for theirs, tolerance in (
+        (smp.MCCLoss(eps=0.0), exact),
+        (smp.MCCLoss(), {"atol": 1e-5, "rtol": 0.0}),
+    ):
+        torch.testing.assert_close(ours(p, t), theirs(p, t), **tolerance)
+        torch.testing.assert_close(
+            grad(ours)(p, t), grad(lambda q, theirs=theirs: theirs(q, t))(p), **tolerance
+        )
+    background = torch.zeros_like(t)
+    assert torch.isnan(smp.MCCLoss(eps=0.0)(p, background))
+    assert torch.isnan(grad(lambda q: smp.MCCLoss(eps=0.0)(q, background))(p)).all()
+    smoothed = smp.MCCLoss()(p, background)
+    assert abs(float(smoothed) - 1) < 1e-2
+    assert 0 < float(grad(lambda q: smp.MCCLoss()(q, background))(p).abs().max()) < 1e-4
+    assert ours(p, background) == 0
+    assert (grad(ours)(p, background) == 0).all()

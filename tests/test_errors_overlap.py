@@ -8,12 +8,13 @@ import torch
 import funcloss
 import funcloss.nn as fnn
 
-NAMES = ["dice_loss", "tversky_loss", "jaccard_loss", "focal_tversky_loss"]
+NAMES = ["dice_loss", "tversky_loss", "jaccard_loss", "focal_tversky_loss", "mcc_loss"]
 MODULES = {
     "dice_loss": fnn.DiceLoss,
     "tversky_loss": fnn.TverskyLoss,
     "jaccard_loss": fnn.JaccardLoss,
     "focal_tversky_loss": fnn.FocalTverskyLoss,
+    "mcc_loss": fnn.MCCLoss,
 }
 X = torch.zeros(2, 3, 4, 4)
 Y = torch.zeros(2, 4, 4, dtype=torch.long)
@@ -111,3 +112,22 @@ def test_generalized_dice_weight_type() -> None:
         funcloss.generalized_dice_loss(X, Y + 3)
     with pytest.raises(ValueError, match=r"generalized_dice_loss: `where` must be broadcastable"):
         funcloss.generalized_dice_loss(X, Y, where=torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_mcc_bad_arguments() -> None:
+    with pytest.raises(ValueError, match=r"mcc_loss: `reduction` must be one of"):
+        funcloss.mcc_loss(X, Y, reduction="batchmean")
+    with pytest.raises(ValueError, match=r"MCCLoss.*`reduction` must be one of"):
+        fnn.MCCLoss(reduction="batchmean")
+    with pytest.raises(TypeError, match=r"MCCLoss.*`ignore_index` must be an int"):
+        fnn.MCCLoss(ignore_index=0.5)
+    with pytest.raises(ValueError, match=r"mcc_loss: `weight` must have shape \(3,\)"):
+        funcloss.mcc_loss(X, Y, torch.ones(2))
+    with pytest.raises(ValueError, match=r"mcc_loss: `mask` must have shape \(2, 4, 4\)"):
+        funcloss.mcc_loss(X, Y, mask=torch.ones(2, 1, 4, 4, dtype=torch.bool))
+    with pytest.raises(
+        ValueError, match=r"mcc_loss: `where` must be broadcastable to the unreduced loss shape"
+    ):
+        funcloss.mcc_loss(X, Y, include_background=False, where=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"mcc_loss: `ignore_index` must be None for probability"):
+        funcloss.mcc_loss(X, torch.zeros_like(X), ignore_index=0)

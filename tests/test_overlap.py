@@ -267,3 +267,100 @@ def test_generalized_dice_vmap_over_an_ensemble() -> None:
     torch.testing.assert_close(batched, torch.stack([grad(f)(e, y) for e in ensemble]))
     per_sample = vmap(lambda a, b: f(a.unsqueeze(0), b.unsqueeze(0)))(x, y)
     torch.testing.assert_close(per_sample, f(x, y, reduction="none"))
+
+
+# -- mcc_loss --------------------------------------------------------------------------------
+
+
+def test_mcc_on_hard_predictions_is_sklearns() -> None:
+    """One-hot predictions (activation=None): 1 - MCC per class equals 1 - scikit-learn's
+    ``matthews_corrcoef`` of the class-vs-rest labels."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    generator = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 3, (2, 5, 6), generator=generator)
+    guess = torch.where(torch.rand(y.shape, generator=generator) < 0.7, y, (y + 1) % 3)
+    p = torch.nn.functional.one_hot(guess, 3).movedim(-1, 1).double()
+    ours = funcloss.mcc_loss(p, y, activation=None, reduction="none")
+    for n in range(2):
+        for c in range(3):
+            expected = 1 - metrics.matthews_corrcoef(
+                (y[n] == c).flatten().numpy(), (guess[n] == c).flatten().numpy()
+            )
+            torch.testing.assert_close(ours[n, c].item(), float(expected))
+
+
+def test_mcc_is_symmetric_in_the_two_classes() -> None:
+    generator = torch.Generator().manual_seed(4)
+    p = torch.rand(2, 1, 4, 4, generator=generator, dtype=torch.float64)
+    t = (torch.rand(2, 1, 4, 4, generator=generator) < 0.4).double()
+    torch.testing.assert_close(
+        funcloss.mcc_loss(p, t, activation=None, reduction="none"),
+        funcloss.mcc_loss(1 - p, 1 - t, activation=None, reduction="none"),
+    )
+
+
+def test_mcc_constant_target_or_prediction_conventions() -> None:
+    """A class absent from the target or filling it (all-background image, all ignored):
+    loss 0 with zero gradient; a saturated constant prediction against a mixed target: loss 1
+    (MCC's limit) with zero gradient; finite reverse, forward and second derivatives."""
+    x, _ = _problem(n=1, c=3, h=2, w=2)
+    targets = {
+        "all-background": torch.zeros(1, 2, 2, dtype=torch.long),
+        "all-ignored": torch.full((1, 2, 2), -100),
+        "one-class-absent": torch.tensor([[[0, 1], [1, 0]]]),
+    }
+    for label, y in targets.items():
+        for batch in (False, True):
+
+            def per_term(t, y=y, batch=batch):
+                return funcloss.mcc_loss(t, y, batch=batch, ignore_index=-100, reduction="none")
+
+            flat = per_term(x).reshape(-1, 3)
+            present = torch.stack(
+                [((y == c).any()) & ((y != c) & (y != -100)).any() for c in range(3)]
+            )
+            assert (flat[:, ~present] == 0).all(), label
+            assert bool((flat[:, present] > 0).all()), label
+            for what, value in (
+                ("grad", jacrev(per_term)(x)),
+                ("jacfwd", jacfwd(per_term)(x)),
+                ("hessian", hessian(lambda t: per_term(t).sum())(x)),
+            ):
+                assert torch.isfinite(value).all(), (label, batch, what)
+                flat_value = value.reshape(-1, 3, *value.shape[-4:]) if what != "hessian" else None
+                if flat_value is not None:
+                    assert (flat_value[:, ~present] == 0).all(), (label, what)
+    # a constant prediction: class 1 saturated to 0 everywhere, against a mixed target
+    y = targets["one-class-absent"]
+    saturated = torch.tensor([[[0.0, 0.0], [0.0, 0.0]], [[-1e4, -1e4], [-1e4, -1e4]]])
+    saturated = torch.stack([saturated[0], saturated[1], saturated[0]]).unsqueeze(0).double()
+
+    def sigmoid_terms(t):
+        return funcloss.mcc_loss(t, y, activation="sigmoid", reduction="none")
+
+    assert sigmoid_terms(saturated)[0, 1] == 1
+    d = jacrev(sigmoid_terms)(saturated)
+    assert torch.isfinite(d).all() and (d[0, 1] == 0).all()
+    assert torch.isfinite(jacfwd(sigmoid_terms)(saturated)).all()
+
+
+def test_mcc_mask_is_ignore_index_and_vmap() -> None:
+    x, y = _problem(n=3)
+    ignored = torch.zeros_like(y, dtype=torch.bool)
+    ignored[:, 0] = True
+    torch.testing.assert_close(
+        funcloss.mcc_loss(x, y, mask=~ignored, reduction="none"),
+        funcloss.mcc_loss(x, y.masked_fill(ignored, 7), ignore_index=7, reduction="none"),
+    )
+    f = funcloss.mcc_loss
+    per_sample = vmap(grad(lambda a, b: f(a.unsqueeze(0), b.unsqueeze(0))))(x, y)
+    looped = torch.stack(
+        [grad(lambda a, i=i: f(a, y[i : i + 1]))(x[i : i + 1])[0] for i in range(3)]
+    )
+    torch.testing.assert_close(per_sample, looped)
+    ensemble = torch.randn(4, *x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(5))
+    for kwargs in ({}, {"batch": True, "ignore_index": 0}, {"activation": "sigmoid"}):
+        batched = vmap(lambda a, kw=kwargs: f(a, y, **kw))(ensemble)
+        torch.testing.assert_close(batched, torch.stack([f(e, y, **kwargs) for e in ensemble]))
+    tangent = jacfwd(lambda t: f(t, y))(x.float())
+    assert tangent.dtype == torch.float32

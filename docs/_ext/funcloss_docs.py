@@ -36,6 +36,7 @@ FAMILIES = {
     "funcloss._sequence": ("sequence", "Sequence losses (CTC)"),
     "funcloss._linear": ("linear", "Linear cross-entropy (fused output layer)"),
     "funcloss._overlap": ("overlap", "Segmentation overlap losses (Dice family)"),
+    "funcloss._lovasz": ("lovasz", "Lovász losses (hinge, softmax)"),
     "funcloss._tree": ("tree", "Losses over pytrees"),
     "funcloss._fenchel_young": (
         "fenchel_young",
