@@ -33,3 +33,19 @@ def _doctest_namespace(doctest_namespace: dict) -> None:
 
     doctest_namespace["torch"] = torch
     doctest_namespace["funcloss"] = funcloss
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Importing JAX costs 18-30 s of a loaded CI worker. Every test of a module that imports
+    # `jax64` from tests/anchors.py (the JAX cross-checks: optax, rax) joins the xdist group
+    # "jax", so under `--dist loadgroup` one worker imports JAX, not each. A new JAX anchor module
+    # joins by importing jax64, as it must to get JAX on CPU in float64.
+    for item in items:
+        module = getattr(item, "module", None)
+        if (
+            module is not None
+            and "jax64" in vars(module)
+            and not item.get_closest_marker("xdist_group")
+        ):
+            item.add_marker(pytest.mark.xdist_group("jax"))

@@ -97,7 +97,10 @@ def load_file(package: str, relative: str) -> ModuleType:
 
 
 def jax64() -> ModuleType:
-    """``jax`` on CPU with float64 enabled (optax's and rax's cross-checks run in float64)."""
+    """``jax`` on CPU with float64 enabled (optax's and rax's cross-checks run in float64).
+
+    A test module that imports this function runs in the xdist group "jax" (conftest.py), so
+    one worker of the parallel suite imports JAX, not each."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     jax = anchor("jax")
     jax.config.update("jax_enable_x64", True)
