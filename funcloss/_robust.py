@@ -324,6 +324,229 @@ def _barron_tensor(r: Tensor, c: Scalar, alpha: Tensor) -> Tensor:
     return torch.where(is_two, u * u / 2, torch.where(is_welsch, _welsch(r, c), general))
 
 
+# -- the fast path: a Function with a hand-written backward --------------------------------------
+#
+# For a Python-number scale (and alpha), equal shapes and no mask, the Barron losses go through
+# one custom_backward Function that also reduces: in plain eager mode its forward and backward
+# are a few in-place passes over fresh buffers, written directly for each member (no double
+# ``where``, no branch computed twice), and the backward of a mean or a sum multiplies by the
+# scalar gradient instead of expanding it. Traced or under a torch.func transform the forward is
+# the exact composition above and the backward the exact derivative below (double ``where``):
+# those are what compile(grad) and the second derivatives differentiate.
+#
+# Every member in terms of the residual r = x - y and the scale c (rho' is d rho / d r):
+#   charbonnier  rho = r q / c,  q = r / (hypot(r, c) + c)      rho' = r / (c hypot(r, c))
+#   cauchy       rho = 2 log1p(r q / k),  q = r / (hypot(r, k) + k), k = c sqrt 2
+#                                                               rho' = 1 / (c^2 / r + r / 2)
+#   geman        rho = 2 / (1 + 4 c^2 / r^2)    rho' = 16 c^2 / ((r + 4 c^2 / r) (r^2 + 4 c^2))
+#   welsch       rho = -expm1(-r^2 / 2c^2)      rho' = r / c^2 exp(-r^2 / 2c^2)
+#   barron       rho = b / alpha expm1(alpha log1p(r q / k)),  q as cauchy's, k = c sqrt b
+#                                               rho' = r / c^2 (hypot(r, k) / k)^(alpha - 2)
+# In q the residual is clamped to the finite range (inf / inf is nan; the clamp changes nothing
+# else: hypot(max, k) + k rounds to max), and the unclamped r multiplies it (rho(inf) = inf).
+# Each form is exact to rounding for tiny residuals (no cancellation) and free of overflow.
+
+
+def _fast_q(r: Tensor, k: float, value: float = 1.0) -> Tensor:
+    """``value * r / (hypot(r, k) + k)`` (``|r / (...)| <= 1``) for ``|r| <= inf``, a fresh
+    buffer."""
+    rc = r.clamp(-torch.finfo(r.dtype).max, torch.finfo(r.dtype).max)
+    h = torch.hypot(rc, r.new_full((), k)).add_(k)
+    if value == 1:
+        return rc.div_(h)
+    return torch.addcdiv(r.new_zeros(()), rc, h, value=value, out=rc)
+
+
+def _fast_rho(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, float]:
+    """``(t, f)`` with ``rho = f * t``, computed in place on the fresh residual ``r``."""
+    if kind == "charbonnier":
+        return _fast_q(r, c).mul_(r), 1 / c
+    if kind == "cauchy":
+        k = c * math.sqrt(2)
+        return _fast_q(r, k, 1 / k).mul_(r).log1p_(), 2.0
+    if kind == "geman":  # 1 / r^2 = inf at r = 0: 1 / inf = 0
+        s = r.reciprocal_()
+        return torch.addcmul(s.new_ones(()), s, s, value=4 * c * c, out=s).reciprocal_(), 2.0
+    if kind == "welsch":
+        return torch.addcmul(r.new_zeros(()), r, r, value=-0.5 / (c * c), out=r).expm1_(), -1.0
+    if kind == "l2":
+        return r.square_(), 0.5 / (c * c)
+    b = abs(alpha - 2)
+    k = c * math.sqrt(b)
+    return _fast_q(r, k, 1 / k).mul_(r).log1p_().mul_(alpha).expm1_(), b / alpha
+
+
+def _fast_slope(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, float]:
+    """``(t, f)`` with ``rho' = f * t``, computed in place on the fresh residual ``r``."""
+    if kind == "charbonnier":
+        r.clamp_(-torch.finfo(r.dtype).max, torch.finfo(r.dtype).max)
+        return r.div_(torch.hypot(r, r.new_full((), c))), 1 / c
+    if kind == "cauchy":  # 1 / (c^2 (1 / r + r / 2c^2)); r = 0 gives 1 / inf = 0
+        t = torch.reciprocal(r).add_(r, alpha=0.5 / (c * c))
+        return t.reciprocal_(), 1 / (c * c)
+    if kind == "geman":  # r = 0 and r = inf give 1 / inf = 0
+        four_c2 = 4 * c * c
+        s = torch.reciprocal(r)
+        s = torch.add(r, s, alpha=four_c2, out=s)
+        return s.mul_(torch.addcmul(r.new_full((), four_c2), r, r, out=r)).reciprocal_(), (
+            4 * four_c2
+        )
+    if kind == "l2":
+        return r, 1 / (c * c)
+    if kind == "welsch":  # |r| <= 40 c: exp(-800) is 0, so that inf * 0 is not nan
+        r.clamp_(-_WELSCH_FLAT_ABOVE * c, _WELSCH_FLAT_ABOVE * c)
+        t = torch.addcmul(r.new_zeros(()), r, r, value=-0.5 / (c * c))
+        return t.exp_().mul_(r), 1 / (c * c)
+    b = abs(alpha - 2)
+    k = c * math.sqrt(b)
+    r.clamp_(-torch.finfo(r.dtype).max, torch.finfo(r.dtype).max)  # r = inf: inf * 0 is nan
+    t = torch.hypot(r, r.new_full((), k))
+    factor = k ** (2 - alpha) / (c * c)
+    if not 1e-30 < factor < 1e30:  # keep the constant well inside float32's range
+        t.div_(k)
+        factor = 1 / (c * c)
+    return t.pow_(alpha - 2).mul_(r), factor
+
+
+def _exact_slope(r: Tensor, kind: str, c: float, alpha: float) -> Tensor:
+    """``rho'(r)``, differentiable with exact derivatives everywhere (also at 0 and +-inf):
+    each branch selected with a double ``where``."""
+    if kind == "welsch":
+        flat = _WELSCH_FLAT_ABOVE * c
+        rc = r.clamp(-flat, flat)
+        u = rc / _number(c, r)
+        return u * torch.exp(u * u * _number(-0.5, r)) / _number(c, r)
+    if kind == "l2":
+        return r / _number(c * c, r)
+    biggest = torch.finfo(r.dtype).max
+    if kind not in ("cauchy", "geman", "charbonnier"):
+        b = abs(alpha - 2)
+        rc = r.clamp(-biggest, biggest)
+        ell = _half_log1p_square(rc, _number(c * math.sqrt(b), r))
+        return rc * torch.exp(ell * _number(alpha - 2, r)) / _number(c * c, r)
+    scale = {"charbonnier": c, "cauchy": c, "geman": 2 * c}[kind]
+    w = r / _number(scale, r)
+    small = w.abs() < 1
+    near_w, far_w = torch.where(small, w, 0), torch.where(small, 1, w)
+    inverse = 1 / far_w
+    one = w.new_ones(())
+    if kind == "charbonnier":  # w / hypot(w, 1)
+        near = near_w / torch.hypot(near_w, one)
+        far = torch.sign(far_w) / torch.hypot(inverse, one)
+    elif kind == "cauchy":  # 2 w / (w^2 + 2)
+        near = near_w * 2 / (near_w * near_w + 2)
+        far = 2 / (far_w + inverse * 2)
+    else:  # d/dw of 2 w^2 / (w^2 + 1) = 4 w / (w^2 + 1)^2, times dw/dr = 1 / 2c
+        denominator = near_w * near_w + 1
+        near = near_w * 2 / (denominator * denominator)
+        square = inverse * inverse + 1
+        far = inverse * inverse * inverse * 2 / (square * square)
+    return torch.where(small, near, far) / _number(c, r)
+
+
+def _exact_rho(r: Tensor, kind: str, c: float, alpha: float) -> Tensor:
+    scale: Scalar = 1 if c == 1 else _number(c, r)
+    if kind == "barron":
+        return _barron_number(r, scale, alpha)
+    if kind == "l2":
+        return _barron_number(r, scale, 2.0)
+    return _EXACT_RHO[kind](r, scale)
+
+
+_EXACT_RHO: dict[str, Callable[[Tensor, Scalar], Tensor]] = {
+    "charbonnier": _charbonnier,
+    "cauchy": _cauchy,
+    "geman": _geman_mcclure,
+    "welsch": _welsch,
+}
+
+
+def _robust_forward(
+    input: Tensor, target: Tensor, kind: str, c: float, alpha: float, reduction: str
+) -> Tensor:
+    if in_place_safe(input, target):
+        t, factor = _fast_rho(torch.sub(input, target), kind, c, alpha)
+        if reduction == "none":
+            return t if factor == 1 else t.mul_(factor)
+        total = t.sum() if reduction == "sum" else t.mean()
+        return total if factor == 1 else total.mul_(factor)
+    return reduce(_exact_rho(input - target, kind, c, alpha), reduction)  # type: ignore[arg-type]
+
+
+_robust_function = custom_backward(_robust_forward)
+
+
+def _mean_factor(reduction: str, input: Tensor) -> float:
+    return 1 / max(input.numel(), 1) if reduction == "mean" else 1.0
+
+
+@_robust_function.backward
+def _robust_backward(
+    grad: Tensor,
+    input: Tensor,
+    target: Tensor,
+    kind: str,
+    c: float,
+    alpha: float,
+    reduction: str,
+) -> tuple[Tensor, Tensor | None]:
+    factor = _mean_factor(reduction, input)
+    if in_place_safe(grad, input, target):
+        t, f = _fast_slope(torch.sub(input, target), kind, c, alpha)
+        factor *= f
+        if reduction == "none":
+            grad_input = t.mul_(grad) if factor == 1 else t.mul_(grad).mul_(factor)
+        else:
+            grad_input = t.mul_(grad * factor)
+    else:
+        grad_input = _exact_slope(input - target, kind, c, alpha) * grad
+        if factor != 1:
+            grad_input = grad_input * _number(factor, grad_input)
+    if not target.requires_grad and plain_eager(target):
+        return grad_input, None
+    return grad_input, -grad_input
+
+
+@_robust_function.jvp
+def _robust_jvp(
+    input_t: Tensor,
+    target_t: Tensor,
+    input: Tensor,
+    target: Tensor,
+    kind: str,
+    c: float,
+    alpha: float,
+    reduction: str,
+) -> Tensor:
+    tangent = _exact_slope(input - target, kind, c, alpha) * (input_t - target_t)
+    return reduce(tangent, reduction)  # type: ignore[arg-type]
+
+
+def _fast_robust(
+    kind: str,
+    input: Tensor,
+    target: Tensor,
+    scale: Scalar,
+    alpha: float,
+    reduction: str,
+    dtype: torch.dtype,
+) -> Tensor:
+    """The loss through the Function (a number scale, equal shapes, no mask: checked)."""
+    work = compute_dtype(dtype)
+    c = float(scale)
+    return _robust_function(input.to(work), target.to(work), kind, c, alpha, reduction).to(dtype)
+
+
+def _fast_applies(input: Tensor, target: Tensor, where: Tensor | None, *config: object) -> bool:
+    """A mask, a tensor config or broadcasting inputs (whose gradients would need summing)
+    take the composition."""
+    return (
+        where is None
+        and input.shape == target.shape
+        and not any(isinstance(v, Tensor) for v in config)
+    )
+
+
 def _check_alpha(fn: str, alpha: object) -> None:
     if isinstance(alpha, Tensor):
         check_floating(fn, alpha=alpha)
@@ -333,28 +556,33 @@ def _check_alpha(fn: str, alpha: object) -> None:
         fail(ValueError, fn, "alpha", "be a real number or -inf (not +inf)", alpha)
 
 
-def _residual_and_scale(
+def _check_robust(
     fn: str,
     input: Tensor,
     target: Tensor,
-    scale: Scalar,
     where: Tensor | None,
-    scale_name: str = "scale",
-    **more: object,
-) -> tuple[Tensor, Scalar, torch.dtype]:
-    """``input - target`` in the compute dtype (0 where masked), ``scale`` (a tensor in that
-    dtype, or the number; ``scale_name`` in errors), and the output dtype."""
-    tensors = {k: v for k, v in {scale_name: scale, **more}.items() if isinstance(v, Tensor)}
+    **config: object,
+) -> torch.dtype:
+    """Floating ``input`` and ``target`` that broadcast with the tensor ``config`` values, a
+    mask that broadcasts to the loss; returns the output dtype."""
+    tensors = {k: v for k, v in config.items() if isinstance(v, Tensor)}
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target)
     shape = broadcast_shape(fn, input=input, target=target, **tensors)  # type: ignore[arg-type]
     check_where(fn, where, shape)
-    dtype = promoted_dtype(input, target, *tensors.values())  # type: ignore[arg-type]
+    return promoted_dtype(input, target, *tensors.values())  # type: ignore[arg-type]
+
+
+def _residual_and_scale(
+    input: Tensor, target: Tensor, scale: Scalar, where: Tensor | None, dtype: torch.dtype
+) -> tuple[Tensor, Scalar]:
+    """``input - target`` in the compute dtype of ``dtype`` (0 where masked) and ``scale`` (a
+    tensor in that dtype, or the number)."""
     work = compute_dtype(dtype)
     r = masked(where, input).to(work) - masked(where, target).to(work)
     if isinstance(scale, Tensor):
-        return r, scale.to(work), dtype
-    return r, (1 if scale == 1 else _number(float(scale), r)), dtype  # type: ignore[arg-type]
+        return r, scale.to(work)
+    return r, (1 if scale == 1 else _number(float(scale), r))
 
 
 def _robust_config(fn: str) -> Callable[..., None]:
@@ -439,12 +667,27 @@ def general_robust_loss(
     fn = "general_robust_loss"
     _check_alpha(fn, alpha)
     _GENERAL_CONFIG(scale=scale, reduction=reduction)
-    r, c, dtype = _residual_and_scale(fn, input, target, scale, where, alpha=alpha)
+    dtype = _check_robust(fn, input, target, where, scale=scale, alpha=alpha)
+    if _fast_applies(input, target, where, scale, alpha):
+        a = float(alpha)  # type: ignore[arg-type]
+        kind = _NAMED_ALPHAS.get(a, "barron")
+        return _fast_robust(kind, input, target, scale, a, reduction, dtype)
+    r, c = _residual_and_scale(input, target, scale, where, dtype)
     if isinstance(alpha, Tensor):
         loss = _barron_tensor(r, c, alpha.to(r.dtype))
     else:
         loss = _barron_number(r, c, float(alpha))
     return _finish(loss, reduction, where, dtype)
+
+
+# Barron's alpha of each member with a direct form (general_robust_loss with a number alpha)
+_NAMED_ALPHAS = {2.0: "l2", 1.0: "charbonnier", 0.0: "cauchy", -2.0: "geman", -math.inf: "welsch"}
+_KINDS = {
+    "charbonnier_loss": "charbonnier",
+    "cauchy_loss": "cauchy",
+    "geman_mcclure_loss": "geman",
+    "welsch_loss": "welsch",
+}
 
 
 def _named_robust(
@@ -457,7 +700,10 @@ def _named_robust(
     where: Tensor | None,
 ) -> Tensor:
     _NAMED_CONFIGS[fn](scale=scale, reduction=reduction)
-    r, c, dtype = _residual_and_scale(fn, input, target, scale, where)
+    dtype = _check_robust(fn, input, target, where, scale=scale)
+    if _fast_applies(input, target, where, scale):
+        return _fast_robust(_KINDS[fn], input, target, scale, 0.0, reduction, dtype)
+    r, c = _residual_and_scale(input, target, scale, where, dtype)
     return _finish(rho(r, c), reduction, where, dtype)
 
 
@@ -738,7 +984,8 @@ def quantile_loss(
     """
     fn = "quantile_loss"
     _check_quantile_config(quantile=quantile, reduction=reduction)
-    r, q, dtype = _residual_and_scale(fn, input, target, quantile, where, scale_name="quantile")
+    dtype = _check_robust(fn, input, target, where, quantile=quantile)
+    r, q = _residual_and_scale(input, target, quantile, where, dtype)
     error = -r  # target - input
     return _finish(error * q + torch.relu(r), reduction, where, dtype)
 
