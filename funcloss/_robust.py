@@ -373,7 +373,10 @@ def _fast_rho(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, flo
         return r.square_(), 0.5 / (c * c)
     b = abs(alpha - 2)
     k = c * math.sqrt(b)
-    return _fast_q(r, k, 1 / k).mul_(r).log1p_().mul_(alpha).expm1_(), b / alpha
+    ell = _fast_q(r, k, 1 / k).mul_(r).log1p_()
+    if alpha < 0 and k < 1 and bool(torch.isinf(ell).any()):  # see _may_overflow
+        ell.fill_(math.inf)
+    return ell.mul_(alpha).expm1_(), b / alpha
 
 
 def _fast_slope(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, float]:
@@ -461,15 +464,28 @@ _EXACT_RHO: dict[str, Callable[[Tensor, Scalar], Tensor]] = {
 }
 
 
+def _may_overflow(kind: str, c: float, alpha: float) -> bool:
+    """Whether the fast forward's ``r q / k`` (up to ``|r| / k``) may overflow where the loss
+    (its log) does not: for ``k < 1`` (below it ``|r| q / k <= |r|``), only the log forms.
+    Then an infinite result (one read of the reduced value; for ``alpha < 0``, whose loss is
+    bounded, a read of the log, marked infinite everywhere) sends the call to the exact
+    composition: eager mode only, so the data-dependent test costs nothing under a transform."""
+    if kind == "cauchy":
+        return c * math.sqrt(2) < 1
+    return kind == "barron" and c * math.sqrt(abs(alpha - 2)) < 1
+
+
 def _robust_forward(
     input: Tensor, target: Tensor, kind: str, c: float, alpha: float, reduction: str
 ) -> Tensor:
     if in_place_safe(input, target):
         t, factor = _fast_rho(torch.sub(input, target), kind, c, alpha)
-        if reduction == "none":
-            return t if factor == 1 else t.mul_(factor)
-        total = t.sum() if reduction == "sum" else t.mean()
-        return total if factor == 1 else total.mul_(factor)
+        out = t if reduction == "none" else t.sum() if reduction == "sum" else t.mean()
+        if factor != 1:
+            out.mul_(factor)
+        if not _may_overflow(kind, c, alpha) or not bool(torch.isinf(out).any()):
+            return out
+        # rare: (r / k)^2 overflowed on the way to a log that fits; the exact composition
     return reduce(_exact_rho(input - target, kind, c, alpha), reduction)  # type: ignore[arg-type]
 
 
@@ -1003,15 +1019,108 @@ def _check_cosine_config(*, dim: int = -1, eps: float = 1e-8, reduction: str = "
     check_reduction(fn, reduction)
 
 
-def _unit(x: Tensor, dim: int, eps: float) -> Tensor:
-    """``x / max(||x||, eps)`` along ``dim``: the clamp is on the squared norm, so the sqrt
-    never sees 0 and a zero vector has a finite gradient; the vector is first divided by its
-    largest magnitude (a zero vector by 1), so that the squared norm cannot overflow."""
+def _unit(x: Tensor, dim: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(u, a, m)``: the unit vector ``u = x / a`` with ``a = max(||x||, eps)``, and
+    ``m = ||x|| > eps`` (both kept along ``dim``). The clamp is on the squared norm, so the
+    sqrt never sees 0 and a zero vector has a finite gradient; the vector is first divided by
+    its largest magnitude (a zero vector by 1), so that the squared norm cannot overflow. A
+    vector with infinite coordinates has their signs, normalised, as its direction (the limit;
+    ``a`` is inf), instead of ``inf / inf``."""
     largest = x.detach().abs().amax(dim, keepdim=True)
     largest = torch.where(largest > 0, largest, 1)
-    scaled = x / largest
+    infinite = torch.isinf(largest)
+    finite_part = torch.where(infinite, 0, x) / largest
+    scaled = torch.where(infinite, torch.where(torch.isinf(x), torch.sign(x), 0), finite_part)
     floor = eps / largest
-    return scaled / torch.sqrt((scaled * scaled).sum(dim, keepdim=True).clamp_min(floor * floor))
+    square = (scaled * scaled).sum(dim, keepdim=True)
+    root = torch.sqrt(square.clamp_min(floor * floor))
+    return scaled / root, largest * root, square > floor * floor
+
+
+def _exact_cosine_slopes(x: Tensor, y: Tensor, d: int, eps: float) -> tuple[Tensor, Tensor]:
+    """d(1 - cos)/dx and d/dy, differentiable (the clamp's branch picked by ``where``)."""
+    ux, ax, mx = _unit(x, d, eps)
+    uy, ay, my = _unit(y, d, eps)
+    cosine = (ux * uy).sum(d, keepdim=True)
+    slope_x = (torch.where(mx, cosine * ux, 0) - uy) / ax
+    slope_y = (torch.where(my, cosine * uy, 0) - ux) / ay
+    return slope_x, slope_y
+
+
+# float32's squares underflow below 1e-19 (float64's below 1e-154): with eps above these bounds
+# every norm the unclamped eager path gets wrong is clamped to eps anyway
+_FAST_COSINE_EPS = {torch.float64: 1e-140}
+_FAST_COSINE_EPS_DEFAULT = 1e-15
+
+
+def _fast_cosine_parts(x: Tensor, y: Tensor, d: int, eps: float) -> tuple[Tensor, ...] | None:
+    """``(norm x, norm y, <x, y>, cos)`` along ``d`` in three reads, or ``None`` where a norm or
+    the product of the clamped norms is not finite, or ``eps`` is below the underflow bound
+    (eager mode only: the test reads the values)."""
+    if eps < _FAST_COSINE_EPS.get(x.dtype, _FAST_COSINE_EPS_DEFAULT):
+        return None
+    nx = torch.linalg.vector_norm(x, dim=d)
+    ny = torch.linalg.vector_norm(y, dim=d)
+    dot = torch.einsum("...i,...i->...", x.movedim(d, -1), y.movedim(d, -1))
+    product = nx.clamp_min(eps) * ny.clamp_min(eps)
+    if not bool((torch.isfinite(product) & torch.isfinite(dot)).all()):
+        return None
+    return nx, ny, dot, dot.div_(product)
+
+
+def _cosine_forward(input: Tensor, target: Tensor, d: int, eps: float, reduction: str) -> Tensor:
+    if in_place_safe(input, target):
+        parts = _fast_cosine_parts(input, target, d, eps)
+        if parts is not None:
+            return reduce(parts[3].neg_().add_(1), reduction)  # type: ignore[arg-type]
+    ux, _, _ = _unit(input, d, eps)
+    uy, _, _ = _unit(target, d, eps)
+    return reduce(1 - (ux * uy).sum(d), reduction)  # type: ignore[arg-type]
+
+
+_cosine_function = custom_backward(_cosine_forward)
+
+
+@_cosine_function.backward
+def _cosine_backward(
+    grad: Tensor, input: Tensor, target: Tensor, d: int, eps: float, reduction: str
+) -> tuple[Tensor, Tensor | None]:
+    rows = input.numel() // max(input.shape[d], 1)
+    factor = 1 / max(rows, 1) if reduction == "mean" else 1.0
+    want_target = target.requires_grad or not plain_eager(target)
+    if in_place_safe(grad, input, target):
+        parts = _fast_cosine_parts(input, target, d, eps)
+        if parts is not None:
+            nx, ny, _, cosine = parts
+            g = grad * factor if factor != 1 else grad
+            g = g.expand(cosine.shape)
+            a = (-g / (nx.clamp_min(eps) * ny.clamp_min(eps))).unsqueeze(d)
+            gc = g * cosine
+            bx = torch.where(nx > eps, gc / (nx * nx), 0).unsqueeze(d)
+            grad_input = torch.mul(input, bx).addcmul_(target, a)
+            if not want_target:
+                return grad_input, None
+            by = torch.where(ny > eps, gc / (ny * ny), 0).unsqueeze(d)
+            return grad_input, torch.mul(target, by).addcmul_(input, a)
+    slope_x, slope_y = _exact_cosine_slopes(input, target, d, eps)
+    g = grad if reduction == "none" else grad * _number(factor, grad)
+    g = g.unsqueeze(d) if reduction == "none" else g
+    return slope_x * g, (slope_y * g if want_target else None)
+
+
+@_cosine_function.jvp
+def _cosine_jvp(
+    input_t: Tensor,
+    target_t: Tensor,
+    input: Tensor,
+    target: Tensor,
+    d: int,
+    eps: float,
+    reduction: str,
+) -> Tensor:
+    slope_x, slope_y = _exact_cosine_slopes(input, target, d, eps)
+    tangent = (slope_x * input_t + slope_y * target_t).sum(d)
+    return reduce(tangent, reduction)  # type: ignore[arg-type]
 
 
 @follows_autocast("promoted")
@@ -1081,5 +1190,8 @@ def cosine_distance_loss(
     dtype = promoted_dtype(input, target)
     work = compute_dtype(dtype)
     x, y = input.to(work), target.to(work)
-    cosine = (_unit(x, d, eps) * _unit(y, d, eps)).sum(d)
-    return _finish(1 - cosine, reduction, where, dtype)
+    if where is None and x.shape == y.shape:
+        return _cosine_function(x, y, d, float(eps), reduction).to(dtype)
+    ux, _, _ = _unit(x, d, eps)
+    uy, _, _ = _unit(y, d, eps)
+    return _finish(1 - (ux * uy).sum(d), reduction, where, dtype)
