@@ -100,6 +100,11 @@ def _finish(loss: Tensor, reduction: str, where: Tensor | None, dtype: torch.dty
     return reduce(loss, reduction, where=where).to(dtype)  # type: ignore[arg-type]
 
 
+def _mean_factor(reduction: str, input: Tensor) -> float:
+    """What the gradient of a reduced loss is multiplied by: 1 / N for a mean."""
+    return 1 / max(input.numel(), 1) if reduction == "mean" else 1.0
+
+
 # -- log_cosh_loss -----------------------------------------------------------------------------
 
 # log cosh r = log1p(2 sinh(r/2)^2): exact to rounding, smooth through 0. Past |r| = 40 it is
@@ -108,35 +113,48 @@ def _finish(loss: Tensor, reduction: str, where: Tensor | None, dtype: torch.dty
 _LOG_COSH_LINEAR_ABOVE = 40.0
 
 
-def _log_cosh_forward(input: Tensor, target: Tensor) -> Tensor:
+def _log_cosh_values(input: Tensor, target: Tensor) -> Tensor:
     r = input - target
     if in_place_safe(input, target):  # the Function's forward: fresh buffers, no graph
-        value = r.mul(0.5).clamp_(-_LOG_COSH_LINEAR_ABOVE / 2, _LOG_COSH_LINEAR_ABOVE / 2)
-        value.sinh_().square_().mul_(2).log1p_()
+        half = r.mul(0.5).clamp_(-_LOG_COSH_LINEAR_ABOVE / 2, _LOG_COSH_LINEAR_ABOVE / 2)
+        sinh = half.sinh_()
+        value = torch.addcmul(sinh.new_zeros(()), sinh, sinh, value=2, out=sinh).log1p_()
         return value.add_(torch.nn.functional.softshrink(r, _LOG_COSH_LINEAR_ABOVE).abs_())
     sinh = torch.sinh(r.clamp(-_LOG_COSH_LINEAR_ABOVE, _LOG_COSH_LINEAR_ABOVE) / 2)
     near = torch.log1p(sinh * sinh * 2)
     return near + torch.nn.functional.softshrink(r, _LOG_COSH_LINEAR_ABOVE).abs()
 
 
+def _log_cosh_forward(input: Tensor, target: Tensor, reduction: str) -> Tensor:
+    return reduce(_log_cosh_values(input, target), reduction)  # type: ignore[arg-type]
+
+
 _log_cosh_function = custom_backward(_log_cosh_forward)
 
 
 @_log_cosh_function.backward
-def _log_cosh_backward(grad: Tensor, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
-    # d/dx log cosh(x - y) = tanh(x - y) = -d/dy
+def _log_cosh_backward(
+    grad: Tensor, input: Tensor, target: Tensor, reduction: str
+) -> tuple[Tensor, Tensor | None]:
+    # d/dx log cosh(x - y) = tanh(x - y) = -d/dy; a mean's 1 / N, a reduction's scalar grad
+    factor = _mean_factor(reduction, input)
     if in_place_safe(grad, input, target):
-        grad_input = torch.sub(input, target).tanh_().mul_(grad)
+        slope = torch.sub(input, target).tanh_()
+        grad_input = slope.mul_(grad if factor == 1 else grad * factor)
     else:
         grad_input = torch.tanh(input - target) * grad
+        if factor != 1:
+            grad_input = grad_input * _number(factor, grad_input)
     if not target.requires_grad and plain_eager(target):
         return grad_input, None
     return grad_input, -grad_input
 
 
 @_log_cosh_function.jvp
-def _log_cosh_jvp(input_t: Tensor, target_t: Tensor, input: Tensor, target: Tensor) -> Tensor:
-    return torch.tanh(input - target) * (input_t - target_t)
+def _log_cosh_jvp(
+    input_t: Tensor, target_t: Tensor, input: Tensor, target: Tensor, reduction: str
+) -> Tensor:
+    return reduce(torch.tanh(input - target) * (input_t - target_t), reduction)  # type: ignore[arg-type]
 
 
 def _check_log_cosh_config(*, reduction: str = "mean") -> None:
@@ -198,11 +216,9 @@ def log_cosh_loss(
     dtype = promoted_dtype(input, target)
     work = compute_dtype(dtype)
     input, target = masked(where, input).to(work), masked(where, target).to(work)
-    if input.shape == target.shape:
-        loss = _log_cosh_function(input, target)
-    else:
-        loss = _log_cosh_forward(input, target)
-    return _finish(loss, reduction, where, dtype)
+    if input.shape == target.shape and where is None:
+        return _log_cosh_function(input, target, reduction).to(dtype)
+    return _finish(_log_cosh_values(input, target), reduction, where, dtype)
 
 
 # -- Barron's general robust loss and its named members ----------------------------------------
@@ -357,8 +373,9 @@ def _fast_q(r: Tensor, k: float, value: float = 1.0) -> Tensor:
     return torch.addcdiv(r.new_zeros(()), rc, h, value=value, out=rc)
 
 
-def _fast_rho(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, float]:
-    """``(t, f)`` with ``rho = f * t``, computed in place on the fresh residual ``r``."""
+def _fast_rho(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, float] | None:
+    """``(t, f)`` with ``rho = f * t``, computed in place on the fresh residual ``r``; ``None``
+    where the log overflowed for a bounded Barron loss (see :func:`_may_overflow`)."""
     if kind == "charbonnier":
         return _fast_q(r, c).mul_(r), 1 / c
     if kind == "cauchy":
@@ -375,7 +392,7 @@ def _fast_rho(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, flo
     k = c * math.sqrt(b)
     ell = _fast_q(r, k, 1 / k).mul_(r).log1p_()
     if alpha < 0 and k < 1 and bool(torch.isinf(ell).any()):  # see _may_overflow
-        ell.fill_(math.inf)
+        return None
     return ell.mul_(alpha).expm1_(), b / alpha
 
 
@@ -400,10 +417,16 @@ def _fast_slope(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, f
         r.clamp_(-_WELSCH_FLAT_ABOVE * c, _WELSCH_FLAT_ABOVE * c)
         t = torch.addcmul(r.new_zeros(()), r, r, value=-0.5 / (c * c))
         return t.exp_().mul_(r), 1 / (c * c)
+    # r h^(alpha - 2), h = hypot(r, k), at r = inf: its limit, not inf * 0 = nan. For alpha < 1
+    # (limit 0) r is clamped after h; for 1 < alpha < 2 (limit inf) h is clamped
     b = abs(alpha - 2)
     k = c * math.sqrt(b)
-    r.clamp_(-torch.finfo(r.dtype).max, torch.finfo(r.dtype).max)  # r = inf: inf * 0 is nan
+    biggest = torch.finfo(r.dtype).max
     t = torch.hypot(r, r.new_full((), k))
+    if alpha < 1:
+        r.clamp_(-biggest, biggest)
+    elif alpha < 2:
+        t.clamp_max_(biggest)
     factor = k ** (2 - alpha) / (c * c)
     if not 1e-30 < factor < 1e30:  # keep the constant well inside float32's range
         t.div_(k)
@@ -423,10 +446,14 @@ def _exact_slope(r: Tensor, kind: str, c: float, alpha: float) -> Tensor:
         return r / _number(c * c, r)
     biggest = torch.finfo(r.dtype).max
     if kind not in ("cauchy", "geman", "charbonnier"):
-        b = abs(alpha - 2)
+        # r exp((alpha - 2) ell(r)) with its limit at r = inf (as _fast_slope's)
+        k = _number(c * math.sqrt(abs(alpha - 2)), r)
         rc = r.clamp(-biggest, biggest)
-        ell = _half_log1p_square(rc, _number(c * math.sqrt(b), r))
-        return rc * torch.exp(ell * _number(alpha - 2, r)) / _number(c * c, r)
+        if alpha < 1:
+            power = torch.exp(_half_log1p_square(r, k) * _number(alpha - 2, r))
+            return rc * power / _number(c * c, r)
+        power = torch.exp(_half_log1p_square(rc, k) * _number(alpha - 2, r))
+        return r * power / _number(c * c, r)
     scale = {"charbonnier": c, "cauchy": c, "geman": 2 * c}[kind]
     w = r / _number(scale, r)
     small = w.abs() < 1
@@ -468,8 +495,8 @@ def _may_overflow(kind: str, c: float, alpha: float) -> bool:
     """Whether the fast forward's ``r q / k`` (up to ``|r| / k``) may overflow where the loss
     (its log) does not: for ``k < 1`` (below it ``|r| q / k <= |r|``), only the log forms.
     Then an infinite result (one read of the reduced value; for ``alpha < 0``, whose loss is
-    bounded, a read of the log, marked infinite everywhere) sends the call to the exact
-    composition: eager mode only, so the data-dependent test costs nothing under a transform."""
+    bounded, of the log) sends the call to the exact composition: in eager mode on the CPU
+    with the value checks on (``set_value_checks``) only, else the composition directly."""
     if kind == "cauchy":
         return c * math.sqrt(2) < 1
     return kind == "barron" and c * math.sqrt(abs(alpha - 2)) < 1
@@ -478,22 +505,22 @@ def _may_overflow(kind: str, c: float, alpha: float) -> bool:
 def _robust_forward(
     input: Tensor, target: Tensor, kind: str, c: float, alpha: float, reduction: str
 ) -> Tensor:
-    if in_place_safe(input, target):
-        t, factor = _fast_rho(torch.sub(input, target), kind, c, alpha)
-        out = t if reduction == "none" else t.sum() if reduction == "sum" else t.mean()
-        if factor != 1:
-            out.mul_(factor)
-        if not _may_overflow(kind, c, alpha) or not bool(torch.isinf(out).any()):
-            return out
+    overflow = _may_overflow(kind, c, alpha)
+    if in_place_safe(input, target) and (not overflow or value_checks_enabled(input, target)):
+        fast = _fast_rho(torch.sub(input, target), kind, c, alpha)
+        if fast is not None:
+            t, factor = fast
+            out = t if reduction == "none" else t.sum() if reduction == "sum" else t.mean()
+            if factor != 1:
+                out.mul_(factor)
+            bounded = kind == "barron" and alpha < 0  # read in _fast_rho
+            if not overflow or bounded or not bool(torch.isinf(out).any()):
+                return out
         # rare: (r / k)^2 overflowed on the way to a log that fits; the exact composition
     return reduce(_exact_rho(input - target, kind, c, alpha), reduction)  # type: ignore[arg-type]
 
 
 _robust_function = custom_backward(_robust_forward)
-
-
-def _mean_factor(reduction: str, input: Tensor) -> float:
-    return 1 / max(input.numel(), 1) if reduction == "mean" else 1.0
 
 
 @_robust_function.backward
@@ -1033,8 +1060,11 @@ def _unit(x: Tensor, dim: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     scaled = torch.where(infinite, torch.where(torch.isinf(x), torch.sign(x), 0), finite_part)
     floor = eps / largest
     square = (scaled * scaled).sum(dim, keepdim=True)
-    root = torch.sqrt(square.clamp_min(floor * floor))
-    return scaled / root, largest * root, square > floor * floor
+    # sqrt(max(square, floor^2)), without squaring floor (it underflows float32 below 1e-19: a
+    # zero vector's root would be 0 and its direction 0 / 0); double where for sqrt at 0
+    above = square > floor * floor
+    root = torch.where(above, torch.sqrt(torch.where(above, square, 1)), floor)
+    return scaled / root, largest * root, above
 
 
 def _exact_cosine_slopes(x: Tensor, y: Tensor, d: int, eps: float) -> tuple[Tensor, Tensor]:
@@ -1058,6 +1088,8 @@ def _fast_cosine_parts(x: Tensor, y: Tensor, d: int, eps: float) -> tuple[Tensor
     the product of the clamped norms is not finite, or ``eps`` is below the underflow bound
     (eager mode only: the test reads the values)."""
     if eps < _FAST_COSINE_EPS.get(x.dtype, _FAST_COSINE_EPS_DEFAULT):
+        return None
+    if not value_checks_enabled(x, y):  # the one read below (on the CPU, value checks on)
         return None
     nx = torch.linalg.vector_norm(x, dim=d)
     ny = torch.linalg.vector_norm(y, dim=d)
