@@ -4,9 +4,12 @@ distance.
 
 Plain torch compositions, written so that nothing overflows and every derivative is finite and
 exact, including at a residual of 0 (no ``abs``: its derivative is 0 and its second
-derivative is lost there) and at the limits of Barron's family. log-cosh has a hand-written
-backward (``tanh``), for speed: the composition that keeps its value exact costs a dozen passes
-to differentiate.
+derivative is lost there) and at the limits of Barron's family. For speed, log-cosh, the
+Barron losses (a number scale and alpha, equal shapes, no mask) and the cosine distance (equal
+shapes, no mask) go through ``custom_backward`` Functions that also reduce: in eager mode a few
+in-place passes forward and a closed-form backward; traced or under a transform the exact
+composition, and an exact, differentiable backward (the compositions that keep every value and
+derivative exact cost a dozen passes or more to differentiate).
 
 Masks (``where=``) replace the masked inputs by 0 (residual 0: every loss and derivative is
 finite there) before any arithmetic.
