@@ -387,8 +387,9 @@ def _fast_rho(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, flo
     if kind == "geman":  # 1 / r^2 = inf at r = 0: 1 / inf = 0
         s = r.reciprocal_()
         return torch.addcmul(s.new_ones(()), s, s, value=4 * c * c, out=s).reciprocal_(), 2.0
-    if kind == "welsch":
-        return torch.addcmul(r.new_zeros(()), r, r, value=-0.5 / (c * c), out=r).expm1_(), -1.0
+    if kind == "welsch":  # -0 + (-0.5 r^2): -0 at r = 0, so that -expm1 is +0
+        minus_zero = r.new_full((), -0.0)
+        return torch.addcmul(minus_zero, r, r, value=-0.5 / (c * c), out=r).expm1_(), -1.0
     if kind == "l2":
         return r.square_(), 0.5 / (c * c)
     b = abs(alpha - 2)
