@@ -4,9 +4,12 @@ distance.
 
 Plain torch compositions, written so that nothing overflows and every derivative is finite and
 exact, including at a residual of 0 (no ``abs``: its derivative is 0 and its second
-derivative is lost there) and at the limits of Barron's family. log-cosh has a hand-written
-backward (``tanh``), for speed: the composition that keeps its value exact costs a dozen passes
-to differentiate.
+derivative is lost there) and at the limits of Barron's family. For speed, log-cosh, the
+Barron losses (a number scale and alpha, equal shapes, no mask) and the cosine distance (equal
+shapes, no mask) go through ``custom_backward`` Functions that also reduce: in eager mode a few
+in-place passes forward and a closed-form backward; traced or under a transform the exact
+composition, and an exact, differentiable backward (the compositions that keep every value and
+derivative exact cost a dozen passes or more to differentiate).
 
 Masks (``where=``) replace the masked inputs by 0 (residual 0: every loss and derivative is
 finite there) before any arithmetic.
@@ -100,6 +103,11 @@ def _finish(loss: Tensor, reduction: str, where: Tensor | None, dtype: torch.dty
     return reduce(loss, reduction, where=where).to(dtype)  # type: ignore[arg-type]
 
 
+def _mean_factor(reduction: str, input: Tensor) -> float:
+    """What the gradient of a reduced loss is multiplied by: 1 / N for a mean."""
+    return 1 / max(input.numel(), 1) if reduction == "mean" else 1.0
+
+
 # -- log_cosh_loss -----------------------------------------------------------------------------
 
 # log cosh r = log1p(2 sinh(r/2)^2): exact to rounding, smooth through 0. Past |r| = 40 it is
@@ -108,35 +116,48 @@ def _finish(loss: Tensor, reduction: str, where: Tensor | None, dtype: torch.dty
 _LOG_COSH_LINEAR_ABOVE = 40.0
 
 
-def _log_cosh_forward(input: Tensor, target: Tensor) -> Tensor:
+def _log_cosh_values(input: Tensor, target: Tensor) -> Tensor:
     r = input - target
     if in_place_safe(input, target):  # the Function's forward: fresh buffers, no graph
-        value = r.mul(0.5).clamp_(-_LOG_COSH_LINEAR_ABOVE / 2, _LOG_COSH_LINEAR_ABOVE / 2)
-        value.sinh_().square_().mul_(2).log1p_()
+        half = r.mul(0.5).clamp_(-_LOG_COSH_LINEAR_ABOVE / 2, _LOG_COSH_LINEAR_ABOVE / 2)
+        sinh = half.sinh_()
+        value = torch.addcmul(sinh.new_zeros(()), sinh, sinh, value=2, out=sinh).log1p_()
         return value.add_(torch.nn.functional.softshrink(r, _LOG_COSH_LINEAR_ABOVE).abs_())
     sinh = torch.sinh(r.clamp(-_LOG_COSH_LINEAR_ABOVE, _LOG_COSH_LINEAR_ABOVE) / 2)
     near = torch.log1p(sinh * sinh * 2)
     return near + torch.nn.functional.softshrink(r, _LOG_COSH_LINEAR_ABOVE).abs()
 
 
+def _log_cosh_forward(input: Tensor, target: Tensor, reduction: str) -> Tensor:
+    return reduce(_log_cosh_values(input, target), reduction)  # type: ignore[arg-type]
+
+
 _log_cosh_function = custom_backward(_log_cosh_forward)
 
 
 @_log_cosh_function.backward
-def _log_cosh_backward(grad: Tensor, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
-    # d/dx log cosh(x - y) = tanh(x - y) = -d/dy
+def _log_cosh_backward(
+    grad: Tensor, input: Tensor, target: Tensor, reduction: str
+) -> tuple[Tensor, Tensor | None]:
+    # d/dx log cosh(x - y) = tanh(x - y) = -d/dy; a mean's 1 / N, a reduction's scalar grad
+    factor = _mean_factor(reduction, input)
     if in_place_safe(grad, input, target):
-        grad_input = torch.sub(input, target).tanh_().mul_(grad)
+        slope = torch.sub(input, target).tanh_()
+        grad_input = slope.mul_(grad if factor == 1 else grad * factor)
     else:
         grad_input = torch.tanh(input - target) * grad
+        if factor != 1:
+            grad_input = grad_input * _number(factor, grad_input)
     if not target.requires_grad and plain_eager(target):
         return grad_input, None
     return grad_input, -grad_input
 
 
 @_log_cosh_function.jvp
-def _log_cosh_jvp(input_t: Tensor, target_t: Tensor, input: Tensor, target: Tensor) -> Tensor:
-    return torch.tanh(input - target) * (input_t - target_t)
+def _log_cosh_jvp(
+    input_t: Tensor, target_t: Tensor, input: Tensor, target: Tensor, reduction: str
+) -> Tensor:
+    return reduce(torch.tanh(input - target) * (input_t - target_t), reduction)  # type: ignore[arg-type]
 
 
 def _check_log_cosh_config(*, reduction: str = "mean") -> None:
@@ -198,11 +219,9 @@ def log_cosh_loss(
     dtype = promoted_dtype(input, target)
     work = compute_dtype(dtype)
     input, target = masked(where, input).to(work), masked(where, target).to(work)
-    if input.shape == target.shape:
-        loss = _log_cosh_function(input, target)
-    else:
-        loss = _log_cosh_forward(input, target)
-    return _finish(loss, reduction, where, dtype)
+    if input.shape == target.shape and where is None:
+        return _log_cosh_function(input, target, reduction).to(dtype)
+    return _finish(_log_cosh_values(input, target), reduction, where, dtype)
 
 
 # -- Barron's general robust loss and its named members ----------------------------------------
@@ -324,6 +343,257 @@ def _barron_tensor(r: Tensor, c: Scalar, alpha: Tensor) -> Tensor:
     return torch.where(is_two, u * u / 2, torch.where(is_welsch, _welsch(r, c), general))
 
 
+# -- the fast path: a Function with a hand-written backward --------------------------------------
+#
+# For a Python-number scale (and alpha), equal shapes and no mask, the Barron losses go through
+# one custom_backward Function that also reduces: in plain eager mode its forward and backward
+# are a few in-place passes over fresh buffers, written directly for each member (no double
+# ``where``, no branch computed twice), and the backward of a mean or a sum multiplies by the
+# scalar gradient instead of expanding it. Traced or under a torch.func transform the forward is
+# the exact composition above and the backward the exact derivative below (double ``where``):
+# those are what compile(grad) and the second derivatives differentiate.
+#
+# Every member in terms of the residual r = x - y and the scale c (rho' is d rho / d r):
+#   charbonnier  rho = r q / c,  q = r / (hypot(r, c) + c)      rho' = r / (c hypot(r, c))
+#   cauchy       rho = 2 log1p(r q / k),  q = r / (hypot(r, k) + k), k = c sqrt 2
+#                                                               rho' = 1 / (c^2 / r + r / 2)
+#   geman        rho = 2 / (1 + 4 c^2 / r^2)    rho' = 16 c^2 / ((r + 4 c^2 / r) (r^2 + 4 c^2))
+#   welsch       rho = -expm1(-r^2 / 2c^2)      rho' = r / c^2 exp(-r^2 / 2c^2)
+#   barron       rho = b / alpha expm1(alpha log1p(r q / k)),  q as cauchy's, k = c sqrt b
+#                                               rho' = r / c^2 (hypot(r, k) / k)^(alpha - 2)
+# In q the residual is clamped to the finite range (inf / inf is nan; the clamp changes nothing
+# else: hypot(max, k) + k rounds to max), and the unclamped r multiplies it (rho(inf) = inf).
+# Each form is exact to rounding for tiny residuals (no cancellation) and free of overflow.
+
+
+def _fast_q(r: Tensor, k: float, value: float = 1.0) -> Tensor:
+    """``value * r / (hypot(r, k) + k)`` (``|r / (...)| <= 1``) for ``|r| <= inf``, a fresh
+    buffer."""
+    rc = r.clamp(-torch.finfo(r.dtype).max, torch.finfo(r.dtype).max)
+    h = torch.hypot(rc, r.new_full((), k)).add_(k)
+    if value == 1:
+        return rc.div_(h)
+    return torch.addcdiv(r.new_zeros(()), rc, h, value=value, out=rc)
+
+
+def _fast_rho(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, float] | None:
+    """``(t, f)`` with ``rho = f * t``, computed in place on the fresh residual ``r``; ``None``
+    where the log overflowed for a bounded Barron loss (see :func:`_may_overflow`)."""
+    if kind == "charbonnier":
+        return _fast_q(r, c).mul_(r), 1 / c
+    if kind == "cauchy":
+        k = c * math.sqrt(2)
+        return _fast_q(r, k, 1 / k).mul_(r).log1p_(), 2.0
+    if kind == "geman":  # 1 / r^2 = inf at r = 0: 1 / inf = 0
+        s = r.reciprocal_()
+        return torch.addcmul(s.new_ones(()), s, s, value=4 * c * c, out=s).reciprocal_(), 2.0
+    if kind == "welsch":  # -0 + (-0.5 r^2): -0 at r = 0, so that -expm1 is +0
+        minus_zero = r.new_full((), -0.0)
+        return torch.addcmul(minus_zero, r, r, value=-0.5 / (c * c), out=r).expm1_(), -1.0
+    if kind == "l2":
+        return r.square_(), 0.5 / (c * c)
+    b = abs(alpha - 2)
+    k = c * math.sqrt(b)
+    ell = _fast_q(r, k, 1 / k).mul_(r).log1p_()
+    if alpha < 0 and k < 1 and bool(torch.isinf(ell).any()):  # see _may_overflow
+        return None
+    return ell.mul_(alpha).expm1_(), b / alpha
+
+
+def _fast_slope(r: Tensor, kind: str, c: float, alpha: float) -> tuple[Tensor, float]:
+    """``(t, f)`` with ``rho' = f * t``, computed in place on the fresh residual ``r``."""
+    if kind == "charbonnier":
+        r.clamp_(-torch.finfo(r.dtype).max, torch.finfo(r.dtype).max)
+        return r.div_(torch.hypot(r, r.new_full((), c))), 1 / c
+    if kind == "cauchy":  # 1 / (c^2 (1 / r + r / 2c^2)); r = 0 gives 1 / inf = 0
+        t = torch.reciprocal(r).add_(r, alpha=0.5 / (c * c))
+        return t.reciprocal_(), 1 / (c * c)
+    if kind == "geman":  # r = 0 and r = inf give 1 / inf = 0
+        four_c2 = 4 * c * c
+        s = torch.reciprocal(r)
+        s = torch.add(r, s, alpha=four_c2, out=s)
+        return s.mul_(torch.addcmul(r.new_full((), four_c2), r, r, out=r)).reciprocal_(), (
+            4 * four_c2
+        )
+    if kind == "l2":
+        return r, 1 / (c * c)
+    if kind == "welsch":  # |r| <= 40 c: exp(-800) is 0, so that inf * 0 is not nan
+        r.clamp_(-_WELSCH_FLAT_ABOVE * c, _WELSCH_FLAT_ABOVE * c)
+        t = torch.addcmul(r.new_zeros(()), r, r, value=-0.5 / (c * c))
+        return t.exp_().mul_(r), 1 / (c * c)
+    # r h^(alpha - 2), h = hypot(r, k), at r = inf: its limit, not inf * 0 = nan. For alpha < 1
+    # (limit 0) r is clamped after h; for 1 < alpha < 2 (limit inf) h is clamped
+    b = abs(alpha - 2)
+    k = c * math.sqrt(b)
+    biggest = torch.finfo(r.dtype).max
+    t = torch.hypot(r, r.new_full((), k))
+    if alpha < 1:
+        r.clamp_(-biggest, biggest)
+    elif alpha < 2:
+        t.clamp_max_(biggest)
+    factor = k ** (2 - alpha) / (c * c)
+    if not 1e-30 < factor < 1e30:  # keep the constant well inside float32's range
+        t.div_(k)
+        factor = 1 / (c * c)
+    return t.pow_(alpha - 2).mul_(r), factor
+
+
+def _exact_slope(r: Tensor, kind: str, c: float, alpha: float) -> Tensor:
+    """``rho'(r)``, differentiable with exact derivatives everywhere (also at 0 and +-inf):
+    each branch selected with a double ``where``."""
+    if kind == "welsch":
+        flat = _WELSCH_FLAT_ABOVE * c
+        rc = r.clamp(-flat, flat)
+        u = rc / _number(c, r)
+        return u * torch.exp(u * u * _number(-0.5, r)) / _number(c, r)
+    if kind == "l2":
+        return r / _number(c * c, r)
+    biggest = torch.finfo(r.dtype).max
+    if kind not in ("cauchy", "geman", "charbonnier"):
+        # r exp((alpha - 2) ell(r)) with its limit at r = inf (as _fast_slope's)
+        k = _number(c * math.sqrt(abs(alpha - 2)), r)
+        rc = r.clamp(-biggest, biggest)
+        if alpha < 1:
+            power = torch.exp(_half_log1p_square(r, k) * _number(alpha - 2, r))
+            return rc * power / _number(c * c, r)
+        power = torch.exp(_half_log1p_square(rc, k) * _number(alpha - 2, r))
+        return r * power / _number(c * c, r)
+    scale = {"charbonnier": c, "cauchy": c, "geman": 2 * c}[kind]
+    w = r / _number(scale, r)
+    small = w.abs() < 1
+    near_w, far_w = torch.where(small, w, 0), torch.where(small, 1, w)
+    inverse = 1 / far_w
+    one = w.new_ones(())
+    if kind == "charbonnier":  # w / hypot(w, 1)
+        near = near_w / torch.hypot(near_w, one)
+        far = torch.sign(far_w) / torch.hypot(inverse, one)
+    elif kind == "cauchy":  # 2 w / (w^2 + 2)
+        near = near_w * 2 / (near_w * near_w + 2)
+        far = 2 / (far_w + inverse * 2)
+    else:  # d/dw of 2 w^2 / (w^2 + 1) = 4 w / (w^2 + 1)^2, times dw/dr = 1 / 2c
+        denominator = near_w * near_w + 1
+        near = near_w * 2 / (denominator * denominator)
+        square = inverse * inverse + 1
+        far = inverse * inverse * inverse * 2 / (square * square)
+    return torch.where(small, near, far) / _number(c, r)
+
+
+def _exact_rho(r: Tensor, kind: str, c: float, alpha: float) -> Tensor:
+    scale: Scalar = 1 if c == 1 else _number(c, r)
+    if kind == "barron":
+        return _barron_number(r, scale, alpha)
+    if kind == "l2":
+        return _barron_number(r, scale, 2.0)
+    return _EXACT_RHO[kind](r, scale)
+
+
+_EXACT_RHO: dict[str, Callable[[Tensor, Scalar], Tensor]] = {
+    "charbonnier": _charbonnier,
+    "cauchy": _cauchy,
+    "geman": _geman_mcclure,
+    "welsch": _welsch,
+}
+
+
+def _may_overflow(kind: str, c: float, alpha: float) -> bool:
+    """Whether the fast forward's ``r q / k`` (up to ``|r| / k``) may overflow where the loss
+    (its log) does not: for ``k < 1`` (below it ``|r| q / k <= |r|``), only the log forms.
+    Then an infinite result (one read of the reduced value; for ``alpha < 0``, whose loss is
+    bounded, of the log) sends the call to the exact composition: in eager mode on the CPU
+    with the value checks on (``set_value_checks``) only, else the composition directly."""
+    if kind == "cauchy":
+        return c * math.sqrt(2) < 1
+    return kind == "barron" and c * math.sqrt(abs(alpha - 2)) < 1
+
+
+def _robust_forward(
+    input: Tensor, target: Tensor, kind: str, c: float, alpha: float, reduction: str
+) -> Tensor:
+    overflow = _may_overflow(kind, c, alpha)
+    if in_place_safe(input, target) and (not overflow or value_checks_enabled(input, target)):
+        fast = _fast_rho(torch.sub(input, target), kind, c, alpha)
+        if fast is not None:
+            t, factor = fast
+            out = t if reduction == "none" else t.sum() if reduction == "sum" else t.mean()
+            if factor != 1:
+                out.mul_(factor)
+            bounded = kind == "barron" and alpha < 0  # read in _fast_rho
+            if not overflow or bounded or not bool(torch.isinf(out).any()):
+                return out
+        # rare: (r / k)^2 overflowed on the way to a log that fits; the exact composition
+    return reduce(_exact_rho(input - target, kind, c, alpha), reduction)  # type: ignore[arg-type]
+
+
+_robust_function = custom_backward(_robust_forward)
+
+
+@_robust_function.backward
+def _robust_backward(
+    grad: Tensor,
+    input: Tensor,
+    target: Tensor,
+    kind: str,
+    c: float,
+    alpha: float,
+    reduction: str,
+) -> tuple[Tensor, Tensor | None]:
+    factor = _mean_factor(reduction, input)
+    if in_place_safe(grad, input, target):
+        t, f = _fast_slope(torch.sub(input, target), kind, c, alpha)
+        factor *= f
+        if reduction == "none":
+            grad_input = t.mul_(grad) if factor == 1 else t.mul_(grad).mul_(factor)
+        else:
+            grad_input = t.mul_(grad * factor)
+    else:
+        grad_input = _exact_slope(input - target, kind, c, alpha) * grad
+        if factor != 1:
+            grad_input = grad_input * _number(factor, grad_input)
+    if not target.requires_grad and plain_eager(target):
+        return grad_input, None
+    return grad_input, -grad_input
+
+
+@_robust_function.jvp
+def _robust_jvp(
+    input_t: Tensor,
+    target_t: Tensor,
+    input: Tensor,
+    target: Tensor,
+    kind: str,
+    c: float,
+    alpha: float,
+    reduction: str,
+) -> Tensor:
+    tangent = _exact_slope(input - target, kind, c, alpha) * (input_t - target_t)
+    return reduce(tangent, reduction)  # type: ignore[arg-type]
+
+
+def _fast_robust(
+    kind: str,
+    input: Tensor,
+    target: Tensor,
+    scale: Scalar,
+    alpha: float,
+    reduction: str,
+    dtype: torch.dtype,
+) -> Tensor:
+    """The loss through the Function (a number scale, equal shapes, no mask: checked)."""
+    work = compute_dtype(dtype)
+    c = float(scale)
+    return _robust_function(input.to(work), target.to(work), kind, c, alpha, reduction).to(dtype)
+
+
+def _fast_applies(input: Tensor, target: Tensor, where: Tensor | None, *config: object) -> bool:
+    """A mask, a tensor config or broadcasting inputs (whose gradients would need summing)
+    take the composition."""
+    return (
+        where is None
+        and input.shape == target.shape
+        and not any(isinstance(v, Tensor) for v in config)
+    )
+
+
 def _check_alpha(fn: str, alpha: object) -> None:
     if isinstance(alpha, Tensor):
         check_floating(fn, alpha=alpha)
@@ -333,28 +603,33 @@ def _check_alpha(fn: str, alpha: object) -> None:
         fail(ValueError, fn, "alpha", "be a real number or -inf (not +inf)", alpha)
 
 
-def _residual_and_scale(
+def _check_robust(
     fn: str,
     input: Tensor,
     target: Tensor,
-    scale: Scalar,
     where: Tensor | None,
-    scale_name: str = "scale",
-    **more: object,
-) -> tuple[Tensor, Scalar, torch.dtype]:
-    """``input - target`` in the compute dtype (0 where masked), ``scale`` (a tensor in that
-    dtype, or the number; ``scale_name`` in errors), and the output dtype."""
-    tensors = {k: v for k, v in {scale_name: scale, **more}.items() if isinstance(v, Tensor)}
+    **config: object,
+) -> torch.dtype:
+    """Floating ``input`` and ``target`` that broadcast with the tensor ``config`` values, a
+    mask that broadcasts to the loss; returns the output dtype."""
+    tensors = {k: v for k, v in config.items() if isinstance(v, Tensor)}
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target)
     shape = broadcast_shape(fn, input=input, target=target, **tensors)  # type: ignore[arg-type]
     check_where(fn, where, shape)
-    dtype = promoted_dtype(input, target, *tensors.values())  # type: ignore[arg-type]
+    return promoted_dtype(input, target, *tensors.values())  # type: ignore[arg-type]
+
+
+def _residual_and_scale(
+    input: Tensor, target: Tensor, scale: Scalar, where: Tensor | None, dtype: torch.dtype
+) -> tuple[Tensor, Scalar]:
+    """``input - target`` in the compute dtype of ``dtype`` (0 where masked) and ``scale`` (a
+    tensor in that dtype, or the number)."""
     work = compute_dtype(dtype)
     r = masked(where, input).to(work) - masked(where, target).to(work)
     if isinstance(scale, Tensor):
-        return r, scale.to(work), dtype
-    return r, (1 if scale == 1 else _number(float(scale), r)), dtype  # type: ignore[arg-type]
+        return r, scale.to(work)
+    return r, (1 if scale == 1 else _number(float(scale), r))
 
 
 def _robust_config(fn: str) -> Callable[..., None]:
@@ -439,12 +714,27 @@ def general_robust_loss(
     fn = "general_robust_loss"
     _check_alpha(fn, alpha)
     _GENERAL_CONFIG(scale=scale, reduction=reduction)
-    r, c, dtype = _residual_and_scale(fn, input, target, scale, where, alpha=alpha)
+    dtype = _check_robust(fn, input, target, where, scale=scale, alpha=alpha)
+    if _fast_applies(input, target, where, scale, alpha):
+        a = float(alpha)  # type: ignore[arg-type]
+        kind = _NAMED_ALPHAS.get(a, "barron")
+        return _fast_robust(kind, input, target, scale, a, reduction, dtype)
+    r, c = _residual_and_scale(input, target, scale, where, dtype)
     if isinstance(alpha, Tensor):
         loss = _barron_tensor(r, c, alpha.to(r.dtype))
     else:
         loss = _barron_number(r, c, float(alpha))
     return _finish(loss, reduction, where, dtype)
+
+
+# Barron's alpha of each member with a direct form (general_robust_loss with a number alpha)
+_NAMED_ALPHAS = {2.0: "l2", 1.0: "charbonnier", 0.0: "cauchy", -2.0: "geman", -math.inf: "welsch"}
+_KINDS = {
+    "charbonnier_loss": "charbonnier",
+    "cauchy_loss": "cauchy",
+    "geman_mcclure_loss": "geman",
+    "welsch_loss": "welsch",
+}
 
 
 def _named_robust(
@@ -457,7 +747,10 @@ def _named_robust(
     where: Tensor | None,
 ) -> Tensor:
     _NAMED_CONFIGS[fn](scale=scale, reduction=reduction)
-    r, c, dtype = _residual_and_scale(fn, input, target, scale, where)
+    dtype = _check_robust(fn, input, target, where, scale=scale)
+    if _fast_applies(input, target, where, scale):
+        return _fast_robust(_KINDS[fn], input, target, scale, 0.0, reduction, dtype)
+    r, c = _residual_and_scale(input, target, scale, where, dtype)
     return _finish(rho(r, c), reduction, where, dtype)
 
 
@@ -738,7 +1031,8 @@ def quantile_loss(
     """
     fn = "quantile_loss"
     _check_quantile_config(quantile=quantile, reduction=reduction)
-    r, q, dtype = _residual_and_scale(fn, input, target, quantile, where, scale_name="quantile")
+    dtype = _check_robust(fn, input, target, where, quantile=quantile)
+    r, q = _residual_and_scale(input, target, quantile, where, dtype)
     error = -r  # target - input
     return _finish(error * q + torch.relu(r), reduction, where, dtype)
 
@@ -756,15 +1050,113 @@ def _check_cosine_config(*, dim: int = -1, eps: float = 1e-8, reduction: str = "
     check_reduction(fn, reduction)
 
 
-def _unit(x: Tensor, dim: int, eps: float) -> Tensor:
-    """``x / max(||x||, eps)`` along ``dim``: the clamp is on the squared norm, so the sqrt
-    never sees 0 and a zero vector has a finite gradient; the vector is first divided by its
-    largest magnitude (a zero vector by 1), so that the squared norm cannot overflow."""
+def _unit(x: Tensor, dim: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(u, a, m)``: the unit vector ``u = x / a`` with ``a = max(||x||, eps)``, and
+    ``m = ||x|| > eps`` (both kept along ``dim``). The clamp is on the squared norm, so the
+    sqrt never sees 0 and a zero vector has a finite gradient; the vector is first divided by
+    its largest magnitude (a zero vector by 1), so that the squared norm cannot overflow. A
+    vector with infinite coordinates has their signs, normalised, as its direction (the limit;
+    ``a`` is inf), instead of ``inf / inf``."""
     largest = x.detach().abs().amax(dim, keepdim=True)
     largest = torch.where(largest > 0, largest, 1)
-    scaled = x / largest
+    infinite = torch.isinf(largest)
+    finite_part = torch.where(infinite, 0, x) / largest
+    scaled = torch.where(infinite, torch.where(torch.isinf(x), torch.sign(x), 0), finite_part)
     floor = eps / largest
-    return scaled / torch.sqrt((scaled * scaled).sum(dim, keepdim=True).clamp_min(floor * floor))
+    square = (scaled * scaled).sum(dim, keepdim=True)
+    # sqrt(max(square, floor^2)), without squaring floor (it underflows float32 below 1e-19: a
+    # zero vector's root would be 0 and its direction 0 / 0); double where for sqrt at 0
+    above = square > floor * floor
+    root = torch.where(above, torch.sqrt(torch.where(above, square, 1)), floor)
+    return scaled / root, largest * root, above
+
+
+def _exact_cosine_slopes(x: Tensor, y: Tensor, d: int, eps: float) -> tuple[Tensor, Tensor]:
+    """d(1 - cos)/dx and d/dy, differentiable (the clamp's branch picked by ``where``)."""
+    ux, ax, mx = _unit(x, d, eps)
+    uy, ay, my = _unit(y, d, eps)
+    cosine = (ux * uy).sum(d, keepdim=True)
+    slope_x = (torch.where(mx, cosine * ux, 0) - uy) / ax
+    slope_y = (torch.where(my, cosine * uy, 0) - ux) / ay
+    return slope_x, slope_y
+
+
+# float32's squares underflow below 1e-19 (float64's below 1e-154): with eps above these bounds
+# every norm the unclamped eager path gets wrong is clamped to eps anyway
+_FAST_COSINE_EPS = {torch.float64: 1e-140}
+_FAST_COSINE_EPS_DEFAULT = 1e-15
+
+
+def _fast_cosine_parts(x: Tensor, y: Tensor, d: int, eps: float) -> tuple[Tensor, ...] | None:
+    """``(norm x, norm y, <x, y>, cos)`` along ``d`` in three reads, or ``None`` where a norm or
+    the product of the clamped norms is not finite, or ``eps`` is below the underflow bound
+    (eager mode only: the test reads the values)."""
+    if eps < _FAST_COSINE_EPS.get(x.dtype, _FAST_COSINE_EPS_DEFAULT):
+        return None
+    if not value_checks_enabled(x, y):  # the one read below (on the CPU, value checks on)
+        return None
+    nx = torch.linalg.vector_norm(x, dim=d)
+    ny = torch.linalg.vector_norm(y, dim=d)
+    dot = torch.einsum("...i,...i->...", x.movedim(d, -1), y.movedim(d, -1))
+    product = nx.clamp_min(eps) * ny.clamp_min(eps)
+    if not bool((torch.isfinite(product) & torch.isfinite(dot)).all()):
+        return None
+    return nx, ny, dot, dot.div_(product)
+
+
+def _cosine_forward(input: Tensor, target: Tensor, d: int, eps: float, reduction: str) -> Tensor:
+    if in_place_safe(input, target):
+        parts = _fast_cosine_parts(input, target, d, eps)
+        if parts is not None:
+            return reduce(parts[3].neg_().add_(1), reduction)  # type: ignore[arg-type]
+    ux, _, _ = _unit(input, d, eps)
+    uy, _, _ = _unit(target, d, eps)
+    return reduce(1 - (ux * uy).sum(d), reduction)  # type: ignore[arg-type]
+
+
+_cosine_function = custom_backward(_cosine_forward)
+
+
+@_cosine_function.backward
+def _cosine_backward(
+    grad: Tensor, input: Tensor, target: Tensor, d: int, eps: float, reduction: str
+) -> tuple[Tensor, Tensor | None]:
+    rows = input.numel() // max(input.shape[d], 1)
+    factor = 1 / max(rows, 1) if reduction == "mean" else 1.0
+    want_target = target.requires_grad or not plain_eager(target)
+    if in_place_safe(grad, input, target):
+        parts = _fast_cosine_parts(input, target, d, eps)
+        if parts is not None:
+            nx, ny, _, cosine = parts
+            g = grad * factor if factor != 1 else grad
+            g = g.expand(cosine.shape)
+            a = (-g / (nx.clamp_min(eps) * ny.clamp_min(eps))).unsqueeze(d)
+            gc = g * cosine
+            bx = torch.where(nx > eps, gc / (nx * nx), 0).unsqueeze(d)
+            grad_input = torch.mul(input, bx).addcmul_(target, a)
+            if not want_target:
+                return grad_input, None
+            by = torch.where(ny > eps, gc / (ny * ny), 0).unsqueeze(d)
+            return grad_input, torch.mul(target, by).addcmul_(input, a)
+    slope_x, slope_y = _exact_cosine_slopes(input, target, d, eps)
+    g = grad if reduction == "none" else grad * _number(factor, grad)
+    g = g.unsqueeze(d) if reduction == "none" else g
+    return slope_x * g, (slope_y * g if want_target else None)
+
+
+@_cosine_function.jvp
+def _cosine_jvp(
+    input_t: Tensor,
+    target_t: Tensor,
+    input: Tensor,
+    target: Tensor,
+    d: int,
+    eps: float,
+    reduction: str,
+) -> Tensor:
+    slope_x, slope_y = _exact_cosine_slopes(input, target, d, eps)
+    tangent = (slope_x * input_t + slope_y * target_t).sum(d)
+    return reduce(tangent, reduction)  # type: ignore[arg-type]
 
 
 @follows_autocast("promoted")
@@ -834,5 +1226,8 @@ def cosine_distance_loss(
     dtype = promoted_dtype(input, target)
     work = compute_dtype(dtype)
     x, y = input.to(work), target.to(work)
-    cosine = (_unit(x, d, eps) * _unit(y, d, eps)).sum(d)
-    return _finish(1 - cosine, reduction, where, dtype)
+    if where is None and x.shape == y.shape:
+        return _cosine_function(x, y, d, float(eps), reduction).to(dtype)
+    ux, _, _ = _unit(x, d, eps)
+    uy, _, _ = _unit(y, d, eps)
+    return _finish(1 - (ux * uy).sum(d), reduction, where, dtype)

@@ -28,7 +28,6 @@ OPEN = {
         "(fixed on the small path by a clamp; the fused path would pay a pass over (N, C))",
         "linear_cross_entropy": "+inf in the hidden state: inf logits, inf - inf",
         "cosine_embedding_loss": "+inf coordinate: inf / inf in the cosine (torch: nan too)",
-        "cosine_distance_loss": "+inf coordinate: inf / inf in the cosine (optax: nan too)",
         "triplet_margin": "+inf coordinate: inf - inf in the distances",
         # (the oracle is unreliable here too: its log_softmax identity cancels 1e300 - 1e300)
         "ctc_loss": "+inf log-probability: sentinel -1e30 + inf revives unreachable states",

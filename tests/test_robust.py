@@ -354,3 +354,146 @@ def test_cosine_distance_dim_and_mask() -> None:
     poisoned = torch.where(where.unsqueeze(1), x, torch.nan)
     masked = funcloss.cosine_distance_loss(poisoned, y, 1, where=where)
     assert_close(masked, ours[where].mean())
+
+
+# -- the eager fast path (a custom_backward Function) against the composition -------------------
+#
+# A mask of all True takes the composition (the exact forms with double ``where``, autodiffed);
+# without it an equal-shape call takes the Function's in-place eager forms. They must agree, in
+# value and in the gradient of both arguments, on ordinary and edge residuals: in float32 with
+# the composition in float64 (its float32 gradient of Welsch loses exp(-u^2 / 2) below float32's
+# eps to ``expm1``'s backward, 1 + expm1; the fast form has it), and where the float64 truth is
+# beyond float32's range the fast value is an infinity of its sign.
+
+EDGE_RESIDUALS = [0.0, -0.0, 1e-30, -3e-5, 0.3, -1.0, 2.5, -40.0, 1e3, 1e20, -3e38, math.inf]
+FAST_CALLS = [
+    ("log_cosh_loss", ()),
+    ("charbonnier_loss", (1.0,)),
+    ("charbonnier_loss", (0.3,)),
+    ("cauchy_loss", (1.0,)),
+    ("cauchy_loss", (0.5,)),  # k = c sqrt 2 < 1: (r / k)^2 overflows at 3e38, the log does not
+    ("geman_mcclure_loss", (1.0,)),
+    ("geman_mcclure_loss", (2.5,)),
+    ("welsch_loss", (0.7,)),
+    ("general_robust_loss", (1.5,)),
+    ("general_robust_loss", (1.5, 0.5)),
+    ("general_robust_loss", (-0.01,)),  # bounded, and (r / k)^2 overflows: the exact form
+    ("general_robust_loss", (4.0, 2.0)),
+    ("general_robust_loss", (-6.0,)),
+    ("general_robust_loss", (0.5, 3.0)),
+    ("general_robust_loss", (2.0, 0.5)),
+    ("general_robust_loss", (1e-7,)),
+]
+
+
+def _value_and_grads(fn, x, y, extra, reduction, where):
+    x, y = x.clone().requires_grad_(), y.clone().requires_grad_()
+    value = fn(x, y, *extra, reduction=reduction, where=where)
+    gx, gy = torch.autograd.grad(value.sum(), (x, y))
+    return value.detach(), gx, gy
+
+
+def _agree(ours: torch.Tensor, truth: torch.Tensor, what: str) -> None:
+    # the composition's gradient at an infinite residual is nan for alpha > 0 (0 * inf): the
+    # fast path's limits there are test_fast_path_gradient_limits_at_infinity's
+    truth = torch.where(truth.isnan() & ~ours.isnan(), ours.double(), truth)
+    fits = truth.abs() <= torch.finfo(ours.dtype).max
+    rtol = 1e-6 if ours.dtype == torch.float64 else 1e-5
+    assert_close(ours[fits].double(), truth[fits], what, rtol=rtol)
+    beyond = ours[~fits]
+    assert bool((beyond.isinf() & (beyond.sign() == truth[~fits].sign())).all()), (what, ours)
+
+
+@pytest.mark.parametrize(("name", "extra"), FAST_CALLS, ids=[f"{c[0]}{c[1]}" for c in FAST_CALLS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_path_equals_the_composition(name: str, extra: tuple, dtype: torch.dtype) -> None:
+    fn = getattr(funcloss, name)
+    r = _t(EDGE_RESIDUALS, dtype)
+    noise = torch.randn(8, dtype=dtype) * 3
+    x = torch.cat([r, -r, noise + torch.randn(8, dtype=dtype)])
+    y = torch.cat([torch.zeros(2 * len(r), dtype=dtype), noise])
+    for reduction in ("none", "mean", "sum"):
+        if reduction != "none":  # no sums of values near float32's max (they may overflow)
+            x, y = x[x.abs() < 1e4], y[x.abs() < 1e4]
+        everything = torch.ones_like(x, dtype=torch.bool)
+        fast = _value_and_grads(fn, x, y, extra, reduction, None)
+        exact = _value_and_grads(fn, x.double(), y.double(), extra, reduction, everything)
+        for ours, truth, what in zip(fast, exact, ("value", "grad x", "grad y"), strict=True):
+            _agree(ours, truth, f"{name}{extra} {reduction} {what}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_path_gradient_limits_at_infinity(dtype: torch.dtype) -> None:
+    """d rho / dr at r = +-inf, the limit of r / c^2 (r^2 / (c^2 |alpha - 2|) + 1)^(alpha / 2 - 1)
+    (by hand): 0 for alpha < 1, 1 / c at alpha = 1, inf above; the finite ones under jacfwd too."""
+    x = torch.tensor([math.inf, -math.inf], dtype=dtype)
+    for alpha, c, limit in [
+        (0.5, 1.0, 0.0),
+        (-2.0, 1.0, 0.0),
+        (0.99, 2.0, 0.0),
+        (1.0, 2.0, 0.5),
+        (1.5, 1.0, math.inf),
+        (1.5, 0.5, math.inf),
+        (4.0, 1.0, math.inf),
+    ]:
+
+        def f(v, alpha=alpha, c=c):
+            return funcloss.general_robust_loss(v, torch.zeros_like(v), alpha, c, reduction="sum")
+
+        leaf = x.clone().requires_grad_()
+        (eager,) = torch.autograd.grad(f(leaf), leaf)
+        want = torch.tensor([limit, -limit], dtype=dtype)
+        assert_close(eager, want, f"alpha {alpha}")
+        if math.isfinite(limit):  # (an infinite slope times the other basis tangent's 0: nan)
+            assert_close(jacfwd(f)(x), want, f"jacfwd, alpha {alpha}")
+
+
+def test_fast_path_overflow_falls_back_to_the_exact_log() -> None:
+    """cauchy at c = 0.5 and Barron at alpha = -0.01: (r / k)^2 overflows float32 at 3e38
+    (k < 1) where the loss, a log, fits: the float64 truth."""
+    x = torch.tensor([3e38, 1.0])
+    truth = torch.log1p((x.double() / 0.5) ** 2 / 2)
+    assert_close(
+        funcloss.cauchy_loss(x, torch.zeros(2), 0.5, reduction="none").double(), truth, rtol=1e-6
+    )
+    ours = funcloss.general_robust_loss(x, torch.zeros(2), -0.01, reduction="none")
+    assert_close(ours.double(), barron_rho(x.double(), -0.01), rtol=1e-6)
+
+
+def test_cosine_distance_fast_path_equals_the_composition() -> None:
+    """Eager, equal shapes: three reads and a closed-form backward (float32), against the
+    composition in float64; huge vectors (whose norms overflow float32) and a tiny eps take
+    the composition."""
+    x, y = torch.randn(6, 5), torch.randn(6, 5)
+    x[1] = 0.0  # a zero vector: gradient -unit(y) / eps
+    x[2] = x[2] * 3e37  # its norm overflows float32
+    everything = torch.ones(6, dtype=torch.bool)
+    for eps in (1e-8, 1e-3, 1e-30):
+        for reduction in ("none", "mean", "sum"):
+            args = (-1, eps)
+            fast = _value_and_grads(funcloss.cosine_distance_loss, x, y, args, reduction, None)
+            exact = _value_and_grads(
+                funcloss.cosine_distance_loss, x.double(), y.double(), args, reduction, everything
+            )
+            for ours, truth, what in zip(fast, exact, ("value", "grad x", "grad y"), strict=True):
+                assert bool(ours.isfinite().all())
+                assert_close(ours.double(), truth, f"eps {eps} {reduction} {what}", rtol=1e-5)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_cosine_distance_infinite_coordinate_is_the_limit(sign: float) -> None:
+    """x with an infinite coordinate points along it: 1 - sign y_i / ||y||, gradient 0 in x
+    (the float64 limit at 1e300), the same under grad and jacfwd."""
+    y = _t([[1.0, 2.0, -2.0]])
+    x = _t([[sign * math.inf, 1.0, 5.0]])
+    want = 1 - sign * 1.0 / 3.0
+    assert_close(funcloss.cosine_distance_loss(x, y), _t(want))
+
+    def f(x):
+        return funcloss.cosine_distance_loss(x, y, reduction="sum")
+
+    for g in (grad(f)(x), jacfwd(f)(x), torch.autograd.grad(f(x.requires_grad_()), x)[0]):
+        assert_close(g, torch.zeros_like(x))
+    # two infinite coordinates: their signs, normalised
+    x2 = _t([[math.inf, -math.inf, 5.0]])
+    assert_close(funcloss.cosine_distance_loss(x2, y), _t(1 - (1.0 - 2.0) / (3 * 2**0.5)))
