@@ -352,9 +352,16 @@ def _log1m_exp(log_p: Tensor) -> Tensor:
 
 
 def _focal_terms(gamma: float) -> Callable[[Tensor], Tensor]:
+    # An integer gamma >= 1 takes (1 - p)^gamma = (-expm1(l))^gamma, a polynomial in 1 - p
+    # (exact without cancellation, every derivative finite at p = 1): one transcendental call
+    # per term instead of three (exp and expm1 of a short vector are costly on the CPU).
+    integer = gamma >= 1 and float(gamma).is_integer()
+
     def terms(log_p: Tensor) -> Tensor:
         if gamma == 0:
             return -log_p
+        if integer:
+            return -torch.expm1(log_p).neg().pow(int(gamma)) * log_p
         return -torch.exp(gamma * _log1m_exp(log_p)) * log_p
 
     return terms
