@@ -521,9 +521,10 @@ def focal_loss(
     :func:`cross_entropy`; ``"mean"`` is its weighted mean (class indices: divided by
     :math:`\sum_n w_{y_n}` over the rows not ignored; probabilities: by the number of rows).
     :math:`(1 - p)^\gamma = \exp(\gamma \log(1 - p))` with :math:`\log(1 - p)` from
-    :math:`\log p` (``log_softmax``) without cancellation, so a saturated correct class
-    (:math:`p = 1` to rounding) gives a finite value and finite derivatives of every order for
-    every :math:`\gamma \ge 0`; MONAI's ``(1 - p) ** gamma`` gives NaN gradients there for
+    :math:`\log p` (``log_softmax``) without cancellation (for an integer :math:`\gamma \ge 1`,
+    the polynomial :math:`(-\operatorname{expm1}(\log p))^\gamma`), so a saturated correct
+    class (:math:`p = 1` to rounding) gives a finite value and finite derivatives of every order
+    for every :math:`\gamma \ge 0`; MONAI's ``(1 - p) ** gamma`` gives NaN gradients there for
     :math:`\gamma < 1`.
 
     Kornia's ``focal_loss`` and MONAI's ``FocalLoss(use_softmax=True)`` compute the same terms
