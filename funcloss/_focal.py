@@ -707,6 +707,13 @@ def _asymmetric_terms(
         negative = softplus(input)  # -log(1 - p)
         if gamma_neg != 0:
             negative = negative * torch.exp(-gamma_neg * softplus(-input))
+    elif gamma_neg >= 1 and float(gamma_neg).is_integer():
+        # p_m^gamma- a polynomial in p_m = relu(p - m): exactly 0 below the margin (where
+        # -log(sigma(-x) + m) may be negative: no clamp needed), every derivative finite, and
+        # the term is finite (<= -log m), so a plain product with 1 - y: no where at all
+        p_m = torch.relu(torch.sigmoid(input) - clip)
+        negative = -torch.log(torch.sigmoid(-input) + clip) * p_m.pow(int(gamma_neg))
+        return times(target, positive) + (1 - target) * negative
     else:
         shifted = torch.sigmoid(input) - clip
         active = shifted > 0  # p_m = 0 below the margin: the term is exactly 0 there
@@ -744,7 +751,8 @@ def asymmetric_loss(
     with :math:`m` the ``clip`` margin. Computed from the logits: :math:`-\log p =
     \operatorname{softplus}(-x)`, :math:`(1 - p)^{\gamma_+} = e^{-\gamma_+
     \operatorname{softplus}(x)}`, :math:`1 - p_m = \sigma(-x) + m` (:math:`\ge m`, so its log
-    is finite), :math:`p_m^{\gamma_-}` in log space: the value and its derivatives are finite
+    is finite), :math:`p_m^{\gamma_-}` in log space (a polynomial in :math:`p_m` for an
+    integer :math:`\gamma_- \ge 1`): the value and its derivatives are finite
     at every finite logit, and the gradient of a positive label is the true one however
     negative its logit. timm's ``AsymmetricLossMultiLabel`` takes ``log(clamp(p, eps))``, so a
     positive label below :math:`p = 10^{-8}` (logit :math:`\approx -18.4`) gets a zero
