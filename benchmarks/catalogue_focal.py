@@ -77,10 +77,13 @@ if kornia is not None:
 try:
     import monai
 
+    # reduction="none" (the class dimension kept), summed here: MONAI's "sum" first averages
+    # over the spatial dimensions, and with none (N, C inputs) its `mean(dim=[])` averages over
+    # everything, so "sum" / N is the mean over N * C elements (tests/test_anchors_focal.py)
     _monai_loss = monai.losses.FocalLoss(
-        use_softmax=True, gamma=2.0, to_onehot_y=True, reduction="sum"
+        use_softmax=True, gamma=2.0, to_onehot_y=True, reduction="none"
     )
-    _contenders["monai"] = lambda x, y: _monai_loss(x, y[:, None]) / len(y)
+    _contenders["monai"] = lambda x, y: _monai_loss(x, y[:, None]).sum() / len(y)
 except ImportError:
     pass
 
@@ -107,3 +110,24 @@ if _timm_poly is not None:
     _contenders["timm"] = _timm_poly.PolyCrossEntropy(epsilon=1.0)
 _contenders["naive torch"] = _naive_poly1
 BENCHES.append(Bench("poly1_cross_entropy", "N=4096, C=1000", _classes, _contenders))
+
+# -- asymmetric_loss (reduction="mean") --------------------------------------------------------
+
+
+def _naive_asymmetric(x, t, gamma_pos=0.0, gamma_neg=4.0, clip=0.05):
+    # the paper's formula on probabilities (Ridnik et al. 2021, eq. 4), as people write it
+    p = torch.sigmoid(x)
+    p_m = (p - clip).clamp_min(0)
+    positive = t * (1 - p) ** gamma_pos * torch.log(p)
+    negative = (1 - t) * p_m**gamma_neg * torch.log(1 - p_m)
+    return -(positive + negative).mean()
+
+
+_contenders = {"funcloss": lambda x, t: funcloss.asymmetric_loss(x, t)}
+_timm_asl = _load("timm", "loss/asymmetric_loss.py")
+if _timm_asl is not None:
+    _contenders["timm"] = _timm_asl.AsymmetricLossMultiLabel(
+        gamma_neg=4.0, gamma_pos=0.0, clip=0.05, reduction="mean"
+    )
+_contenders["naive torch"] = _naive_asymmetric
+BENCHES.append(Bench("asymmetric_loss", "N=4096, C=1000", _multi_label, _contenders))

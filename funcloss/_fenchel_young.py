@@ -2,17 +2,18 @@
 Crammer–Singer hinge and the perceptron, the Fenchel–Young factory, label smoothing.
 
 Plain torch compositions: autograd through them gives the right derivatives (also forward mode
-and second order) and every transform rule. Classes are the last dimension, as in optax.
+and second order) and every transform rule; sparsemax and its loss also have a hand-written
+backward for large inputs. Classes are the last dimension, as in optax.
 
 sparsemax (Martins & Astudillo 2016) is the Euclidean projection of the scores onto the simplex,
 :math:`p = \\max(z - \\tau, 0)`; the threshold :math:`\\tau` comes from one descending sort and a
-cumulative sum, with no data-dependent control flow, so ``vmap``, ``jacfwd`` and
-``torch.compile`` trace it. The scores are first shifted by their (detached) row maximum: the
-projection does not change under a shift, and the shifted sums lose no precision to large
-scores. Autograd through ``relu(z - tau(z))`` gives the true Jacobian
-:math:`\\operatorname{diag}(s) - s s^\\top / |S|` (``s`` the support's indicator): the threshold
-is the mean over the top :math:`|S|` sorted scores minus a constant, and ``relu`` passes no
-gradient where :math:`z_j \\le \\tau`.
+cumulative sum of the detached scores, with no data-dependent control flow, so ``vmap``,
+``jacfwd`` and ``torch.compile`` trace it. The scores are first shifted by their (detached) row
+maximum: the projection does not change under a shift, and the shifted sums lose no precision
+to large scores. ``relu(z - tau~)``, with :math:`\\tilde\\tau = (\\sum_{j \\in S} z_j - 1) / |S|`
+over the support :math:`S` (a mask), has the true Jacobian
+:math:`\\operatorname{diag}(s) - s s^\\top / |S|` (``s`` the support's indicator): ``relu`` passes
+no gradient where :math:`z_j \\le \\tau`, and autograd never goes through the sort.
 
 Masks (``where=``) replace the masked inputs before any arithmetic: scores 0, class indices 0,
 ``±1`` targets 1, binary targets 0. A *class mask* (the scores' number of dimensions) removes
@@ -44,10 +45,12 @@ from ._checks import (
     check_where,
     checks_config,
     fail,
+    in_place_safe,
     promoted_dtype,
     shape_str,
     value_checks_enabled,
 )
+from ._function import custom_backward
 from ._modes import follows_autocast
 from ._ops import times
 from ._reduction import masked, reduce
@@ -57,37 +60,105 @@ _NEG_INF = float("-inf")
 
 
 # -- sparsemax -------------------------------------------------------------------------------
+#
+# The threshold tau comes from a descending sort of the *detached* scores: autograd never goes
+# through the sort or the cumulative sum (their backward costs time and memory). The
+# derivatives are the true ones all the same:
+#   - sparsemax's own: relu(z - tau~(z)) with tau~ = (sum_{j in S} z_j - 1) / |S|, S the support
+#     (a mask of the detached scores): tau~ equals tau and has tau's derivative 1_S / |S|;
+#   - the loss's: at the optimal tau, d/dtau (1/2 sum relu(z - tau)^2 + tau) = 1 - sum p = 0, so
+#     its gradient is sparsemax(z) - e_y with tau held fixed (the tracked tau~ is used where
+#     second derivatives are taken).
+# From _FUSED_FROM_NUMEL elements on, a hand-written backward (custom_backward) saves only the
+# scores and the rows' shift and threshold (no N x C intermediate) and recomputes the support.
+
+_POS_INF = float("inf")
+_FUSED_FROM_NUMEL = 2**16
 
 
-def _shifted(z: Tensor) -> tuple[Tensor, Tensor]:
-    """(scores shifted so that each row's largest is 0, rows that hold a finite or +inf score).
-
-    The shift is detached: sparsemax, its loss and the hinges do not change under a shift of a
-    row, so its derivative contributes exactly nothing. A row with ``+inf`` scores is its limit:
-    those scores become 0, every other ``-inf`` (sparsemax puts all the mass on them). A row of
-    ``-inf`` only becomes zeros (the caller decides what it gives).
-    """
-    top = z.detach().amax(-1, keepdim=True)
-    valid = top != _NEG_INF  # a NaN row stays NaN
-    infinite = top == float("inf")
-    finite_top = torch.where(valid & ~infinite, top, 0.0)
-    shifted = torch.where(valid, z - finite_top, 0.0)
-    limit = torch.where(z == float("inf"), 0.0, _NEG_INF)
-    return torch.where(infinite, limit, shifted), valid.squeeze(-1)
+def _shift(z: Tensor, top: Tensor) -> Tensor:
+    """``z - top`` (``top`` the row maximum, ``(..., 1)``) with the rows' limits: in a row with
+    ``+inf`` scores those become 0, every other score ``-inf`` (sparsemax puts all the mass on
+    them); a row of ``-inf`` only becomes zeros; a NaN row becomes zeros (its threshold is NaN,
+    so its probabilities are). The shift is detached: sparsemax, its loss and the hinges do
+    not change under a shift of a row, so its derivative contributes exactly nothing."""
+    return torch.nan_to_num(z - top, nan=0.0, posinf=_POS_INF, neginf=_NEG_INF)
 
 
-def _projection(z: Tensor) -> tuple[Tensor, Tensor]:
-    """(sparsemax ``p``, threshold ``tau`` ``(..., 1)``) of ``z`` (``(..., C)``, max 0, ``-inf``
-    allowed): ``tau`` solves ``sum relu(z - tau) = 1``."""
-    ordered = z.sort(-1, descending=True).values
+def _threshold(shifted: Tensor, top: Tensor) -> Tensor:
+    """The threshold ``tau`` ``(..., 1)`` of detached shifted scores: ``sum relu(z - tau) = 1``;
+    ``+inf`` in a row of ``-inf`` only (so that its probabilities are 0), NaN in a NaN row."""
+    ordered = shifted.sort(-1, descending=True).values
     cumulative = ordered.cumsum(-1)
-    rank = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype, device=z.device)
+    rank = torch.arange(1, shifted.shape[-1] + 1, dtype=shifted.dtype, device=shifted.device)
     # the support is the top k sorted scores with 1 + k z_(k) > sum_{j <= k} z_(j); tied scores
     # are both in or both out, and a -inf score is never in (-inf > -inf is false)
-    size = (1 + rank * ordered > cumulative).sum(-1, keepdim=True).clamp_min(1)
-    tau = (cumulative.gather(-1, size - 1) - 1) / size.to(z.dtype)
+    size = (torch.addcmul(rank.new_ones(()), rank, ordered) > cumulative).sum(-1, keepdim=True)
+    size = size.clamp_min(1)
+    tau = (cumulative.gather(-1, size - 1) - 1) / size.to(shifted.dtype)
+    tau = torch.where(top == _NEG_INF, _POS_INF, tau)
+    return torch.where(torch.isnan(top), top, tau)
+
+
+def _row_threshold(z: Tensor) -> tuple[Tensor, Tensor]:
+    """(row maximum, threshold), both ``(..., 1)`` and detached, of scores ``(..., C)``."""
+    z = z.detach()
+    top = z.amax(-1, keepdim=True)
+    return top, _threshold(_shift(z, top), top)
+
+
+def _tracked_threshold(shifted: Tensor, tau: Tensor) -> Tensor:
+    """``tau`` with its derivative: ``(sum_S z - 1) / |S|`` over the support ``S = {z > tau}``
+    (kept where ``tau`` is not finite: rows of ``-inf``, NaN rows)."""
+    support = shifted.detach() > tau
+    size = support.sum(-1, keepdim=True).clamp_min(1).to(shifted.dtype)
+    tracked = (torch.where(support, shifted, 0.0).sum(-1, keepdim=True) - 1) / size
+    return torch.where(torch.isfinite(tau), tracked, tau)
+
+
+def _sparsemax_forward(input: Tensor, top: Tensor, tau: Tensor) -> Tensor:
+    """``relu(z - tau)`` of the shifted scores (``top``, ``tau`` from :func:`_row_threshold`)."""
+    shifted = _shift(input, top)
+    if in_place_safe(input, top, tau):  # the Function's forward: fresh buffers, no graph
+        return shifted.sub_(tau).relu_()
     # relu, not clamp_min: no gradient at z_j = tau, which lies outside the support
-    return torch.relu(z - tau), tau
+    return torch.relu(shifted - _tracked_threshold(shifted, tau))
+
+
+def _support(input: Tensor, top: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
+    """(the support's indicator in ``input``'s dtype, its size ``(..., 1)``), without the
+    shift's limits: a row with an infinite maximum has an empty support (its probabilities do
+    not depend on the scores)."""
+    infinite = torch.isinf(top)
+    top = torch.where(infinite, 0.0, top)
+    tau = torch.where(infinite, _POS_INF, tau)
+    support = ((input - top) - tau > 0).to(input.dtype)
+    return support, support.sum(-1, keepdim=True).clamp_min(1)
+
+
+def _sparsemax_vjp(vector: Tensor, input: Tensor, top: Tensor, tau: Tensor) -> Tensor:
+    """``J v`` (the Jacobian is symmetric): ``s * (v - mean_S v)``."""
+    support, size = _support(input, top, tau)
+    product = vector * support
+    mean = product.sum(-1, keepdim=True) / size
+    if in_place_safe(vector, input, top, tau):
+        return product.sub_(support.mul_(mean))
+    return product - support * mean
+
+
+_sparsemax_function = custom_backward(_sparsemax_forward)
+
+
+@_sparsemax_function.backward
+def _sparsemax_backward(
+    grad: Tensor, input: Tensor, top: Tensor, tau: Tensor
+) -> tuple[Tensor, None, None]:
+    return _sparsemax_vjp(grad, input, top, tau), None, None
+
+
+@_sparsemax_function.jvp
+def _sparsemax_jvp(input_t: Tensor, top_t: Tensor, tau_t: Tensor, input: Tensor, top, tau):
+    return _sparsemax_vjp(input_t, input, top, tau)
 
 
 def _check_scores(fn: str, input: Tensor) -> None:
@@ -146,9 +217,11 @@ def sparsemax(input: Tensor, dim: int = -1) -> Tensor:
     if input.shape[dim] == 0:
         fail(ValueError, fn, "input", f"have classes along dim={dim}", shape_str(input.shape))
     z = input.movedim(dim, -1).to(compute_dtype(input.dtype))
-    shifted, valid = _shifted(z)
-    p, _ = _projection(shifted)
-    p = torch.where(valid.unsqueeze(-1), p, 0.0)
+    top, tau = _row_threshold(z)
+    if z.numel() >= _FUSED_FROM_NUMEL:
+        p = _sparsemax_function(z, top, tau)
+    else:
+        p = _sparsemax_forward(z, top, tau)
     return p.to(input.dtype).movedim(-1, dim)
 
 
@@ -192,6 +265,76 @@ def _class_rows(
         target = masked(keep, target, 0)
     check_class_indices(fn, target, input.shape[-1])
     return input, target, keep
+
+
+def _picked(input: Tensor, target: Tensor, top: Tensor) -> Tensor:
+    """The target's shifted score ``(..., 1)``, with its limit in a row with ``+inf`` scores
+    (0 at one of them, else ``-inf``); its derivative is 1 (also at a ``-inf`` score)."""
+    raw = input.gather(-1, target.unsqueeze(-1))
+    infinite = top == _POS_INF
+    limit = torch.where(raw == _POS_INF, 0.0, _NEG_INF)
+    return torch.where(infinite, limit, raw - torch.where(infinite, 0.0, top))
+
+
+def _sparsemax_loss_forward(input: Tensor, target: Tensor, top: Tensor, tau: Tensor) -> Tensor:
+    """Per row ``1/2 |p|^2 + tau - z_y + 1/2`` (0 in a row of ``-inf``), ``target``'s shape."""
+    picked = _picked(input, target, top)
+    shifted = _shift(input, top)
+    if in_place_safe(input, top, tau):  # the Function's forward: fresh buffers, no graph
+        p = shifted.sub_(tau).relu_()
+        half_square = torch.linalg.vecdot(p, p).unsqueeze(-1) / 2
+    else:
+        tau = _tracked_threshold(shifted, tau)
+        half_square = torch.relu(shifted - tau).square().sum(-1, keepdim=True) / 2
+    # keepdim until the end: a 0-dim tensor times a Python float has a float64 tangent
+    loss = half_square + tau - picked + 0.5
+    return torch.where(top == _NEG_INF, 0.0, loss).squeeze(-1)
+
+
+def _sparsemax_loss_slope(input: Tensor, target: Tensor, top: Tensor, tau: Tensor) -> Tensor:
+    """``sparsemax(z) - e_y`` (0 in a row with an infinite maximum: its loss does not depend on
+    the scores). Differentiable: ``tau`` tracked where a graph is built (hessian)."""
+    index = target.unsqueeze(-1)
+    infinite = torch.isinf(top)
+    if in_place_safe(input, top, tau):
+        # no shift limits needed: those rows are zeroed (probabilities clamped finite first)
+        top, tau = torch.where(infinite, 0.0, top), torch.where(infinite, 0.0, tau)
+        big = torch.finfo(input.dtype).max
+        p = torch.sub(input, top).sub_(tau).clamp_(0.0, big)
+        slope = p.scatter_add_(-1, index, p.new_full(index.shape, -1.0))
+        return slope.mul_(torch.where(infinite, 0.0, 1.0).to(input.dtype))
+    shifted = _shift(input, top)
+    p = torch.relu(shifted - _tracked_threshold(shifted, tau))
+    slope = p.scatter_add(-1, index, p.new_full(index.shape, -1.0))
+    return torch.where(infinite, 0.0, slope)
+
+
+_sparsemax_loss_function = custom_backward(_sparsemax_loss_forward)
+
+
+@_sparsemax_loss_function.backward
+def _sparsemax_loss_backward(
+    grad: Tensor, input: Tensor, target: Tensor, top: Tensor, tau: Tensor
+) -> tuple[Tensor, None, None, None]:
+    slope = _sparsemax_loss_slope(input, target, top, tau)
+    if in_place_safe(grad, slope):
+        return slope.mul_(grad.unsqueeze(-1)), None, None, None
+    return slope * grad.unsqueeze(-1), None, None, None
+
+
+@_sparsemax_loss_function.jvp
+def _sparsemax_loss_jvp(
+    input_t: Tensor,
+    target_t: Tensor | None,
+    top_t: Tensor,
+    tau_t: Tensor,
+    input: Tensor,
+    target: Tensor,
+    top: Tensor,
+    tau: Tensor,
+) -> Tensor:
+    slope = _sparsemax_loss_slope(input, target, top, tau)
+    return (slope * input_t).sum(-1)
 
 
 _SPARSEMAX_LOSS_CONFIG = partial(check_reduction, "sparsemax_loss")
@@ -250,12 +393,11 @@ def sparsemax_loss(
     input, target, keep = _class_rows(fn, input, target, where)
     _SPARSEMAX_LOSS_CONFIG(reduction=reduction)
     z = input.to(compute_dtype(input.dtype))
-    shifted, valid = _shifted(z)
-    p, tau = _projection(shifted)
-    picked = shifted.gather(-1, target.unsqueeze(-1))
-    # keepdim until the end: a 0-dim tensor times a Python float has a float64 tangent
-    loss = (p.square().sum(-1, keepdim=True) / 2 + tau - picked + 0.5).squeeze(-1)
-    loss = torch.where(valid, loss, 0.0)
+    top, tau = _row_threshold(z)
+    if z.numel() >= _FUSED_FROM_NUMEL:
+        loss = _sparsemax_loss_function(z, target, top, tau)
+    else:
+        loss = _sparsemax_loss_forward(z, target, top, tau)
     return reduce(loss, reduction, where=keep).to(input.dtype)
 
 

@@ -352,9 +352,16 @@ def _log1m_exp(log_p: Tensor) -> Tensor:
 
 
 def _focal_terms(gamma: float) -> Callable[[Tensor], Tensor]:
+    # An integer gamma >= 1 takes (1 - p)^gamma = (-expm1(l))^gamma, a polynomial in 1 - p
+    # (exact without cancellation, every derivative finite at p = 1): one transcendental call
+    # per term instead of three (exp and expm1 of a short vector are costly on the CPU).
+    integer = gamma >= 1 and float(gamma).is_integer()
+
     def terms(log_p: Tensor) -> Tensor:
         if gamma == 0:
             return -log_p
+        if integer:
+            return -torch.expm1(log_p).neg().pow(int(gamma)) * log_p
         return -torch.exp(gamma * _log1m_exp(log_p)) * log_p
 
     return terms
@@ -514,9 +521,10 @@ def focal_loss(
     :func:`cross_entropy`; ``"mean"`` is its weighted mean (class indices: divided by
     :math:`\sum_n w_{y_n}` over the rows not ignored; probabilities: by the number of rows).
     :math:`(1 - p)^\gamma = \exp(\gamma \log(1 - p))` with :math:`\log(1 - p)` from
-    :math:`\log p` (``log_softmax``) without cancellation, so a saturated correct class
-    (:math:`p = 1` to rounding) gives a finite value and finite derivatives of every order for
-    every :math:`\gamma \ge 0`; MONAI's ``(1 - p) ** gamma`` gives NaN gradients there for
+    :math:`\log p` (``log_softmax``) without cancellation (for an integer :math:`\gamma \ge 1`,
+    the polynomial :math:`(-\operatorname{expm1}(\log p))^\gamma`), so a saturated correct
+    class (:math:`p = 1` to rounding) gives a finite value and finite derivatives of every order
+    for every :math:`\gamma \ge 0`; MONAI's ``(1 - p) ** gamma`` gives NaN gradients there for
     :math:`\gamma < 1`.
 
     Kornia's ``focal_loss`` and MONAI's ``FocalLoss(use_softmax=True)`` compute the same terms
@@ -699,6 +707,13 @@ def _asymmetric_terms(
         negative = softplus(input)  # -log(1 - p)
         if gamma_neg != 0:
             negative = negative * torch.exp(-gamma_neg * softplus(-input))
+    elif gamma_neg >= 1 and float(gamma_neg).is_integer():
+        # p_m^gamma- a polynomial in p_m = relu(p - m): exactly 0 below the margin (where
+        # -log(sigma(-x) + m) may be negative: no clamp needed), every derivative finite, and
+        # the term is finite (<= -log m), so a plain product with 1 - y: no where at all
+        p_m = torch.relu(torch.sigmoid(input) - clip)
+        negative = -torch.log(torch.sigmoid(-input) + clip) * p_m.pow(int(gamma_neg))
+        return times(target, positive) + (1 - target) * negative
     else:
         shifted = torch.sigmoid(input) - clip
         active = shifted > 0  # p_m = 0 below the margin: the term is exactly 0 there
@@ -736,7 +751,8 @@ def asymmetric_loss(
     with :math:`m` the ``clip`` margin. Computed from the logits: :math:`-\log p =
     \operatorname{softplus}(-x)`, :math:`(1 - p)^{\gamma_+} = e^{-\gamma_+
     \operatorname{softplus}(x)}`, :math:`1 - p_m = \sigma(-x) + m` (:math:`\ge m`, so its log
-    is finite), :math:`p_m^{\gamma_-}` in log space: the value and its derivatives are finite
+    is finite), :math:`p_m^{\gamma_-}` in log space (a polynomial in :math:`p_m` for an
+    integer :math:`\gamma_- \ge 1`): the value and its derivatives are finite
     at every finite logit, and the gradient of a positive label is the true one however
     negative its logit. timm's ``AsymmetricLossMultiLabel`` takes ``log(clamp(p, eps))``, so a
     positive label below :math:`p = 10^{-8}` (logit :math:`\approx -18.4`) gets a zero

@@ -144,6 +144,19 @@ def test_focal_matches_monai(gamma) -> None:
     torch.testing.assert_close(ours, theirs.to(ours.dtype), rtol=1e-5, atol=1e-6)
 
 
+def test_monai_focal_sum_without_spatial_dims_is_a_mean() -> None:
+    # MONAI's reduction="sum" first averages over the spatial dimensions, `mean(dim=[2:])`; an
+    # (N, C) input has none, and torch's `mean(dim=[])` averages over every dimension, so its
+    # "sum" is the mean over the N * C elements (why benchmarks/catalogue_focal.py sums MONAI's
+    # "none" itself)
+    monai = anchor("monai")
+    x, y = _classes((16, 5))
+    summed = monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True, reduction="sum")
+    ours = funcloss.focal_loss(x, y, reduction="sum")
+    theirs = _quiet(summed, x, y[:, None]).to(ours.dtype)
+    torch.testing.assert_close(theirs, ours / x.numel(), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_monai_focal_nan_gradient_at_saturated_class(dtype) -> None:
     # gamma = 0.5, the target class at logit 100: (1 - p) ** gamma has an infinite slope at

@@ -181,6 +181,123 @@ def test_sparsemax_loss_float32_tangent_and_unbatched() -> None:
     assert hessian(lambda s: funcloss.sparsemax_loss(s, y))(z).dtype == torch.float32
 
 
+# -- the hand-written backward of sparsemax and sparsemax_loss (from 65536 elements on) -------
+
+
+@pytest.fixture
+def fused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call takes the custom_backward path (threshold lowered to reach it)."""
+    import funcloss._fenchel_young as fenchel_young
+
+    monkeypatch.setattr(fenchel_young, "_FUSED_FROM_NUMEL", 1)
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "sparsemax_loss"])
+def test_fused_sparsemax_passes_the_transform_matrix(fused: None, name: str) -> None:
+    from funcloss.testing import check_loss
+
+    from .specs_fenchel_young import naive_sparsemax_loss
+
+    # distinct scores, off the support's boundary (the Jacobian jumps there)
+    z = torch.tensor(
+        [[0.9, 0.1, 0.5, -2.0], [0.3, -0.4, 1.7, 0.0], [2.0, -1.0, 1.6, 1.5]], dtype=torch.float64
+    )
+    if name == "sparsemax":
+        report = check_loss(funcloss.sparsemax, naive_sparsemax, z, skip=("module",))
+    else:
+        y = torch.tensor([1, 2, 3])
+        report = check_loss(
+            funcloss.sparsemax_loss,
+            naive_sparsemax_loss,
+            z,
+            y,
+            kwargs={"reduction": "none"},
+            skip=("module", "compile_grad", "compile_vmap_grad"),
+        )
+    assert {"jacfwd", "hessian", "gradgradcheck", "vmap", "compile"} <= set(report.checked), report
+
+
+_EDGE_ROWS = [
+    [0.5, 0.5, 0.5, -2.0],  # ties
+    [0.5, 0.5, -INF, 0.1],  # a -inf score
+    [-INF, 1.0, -INF, -INF],  # one finite score
+    [INF, 0.0, INF, -INF],  # +inf scores share the mass
+    [-INF, -INF, -INF, -INF],  # no class possible
+]
+
+
+@pytest.mark.parametrize("target", [0, 1, 2])
+def test_fused_sparsemax_edges_equal_the_composition(
+    monkeypatch: pytest.MonkeyPatch, target: int
+) -> None:
+    """Ties and infinite scores: values, gradients, forward-mode and second derivatives of the
+    custom backward equal those of the composition (which the tests above pin)."""
+    import funcloss._fenchel_young as fenchel_young
+
+    z = torch.tensor(_EDGE_ROWS, dtype=torch.float64)
+    y = torch.full((len(z),), target)
+
+    def loss(s: torch.Tensor) -> torch.Tensor:
+        return funcloss.sparsemax_loss(s, y, reduction="sum")
+
+    def weighted(s: torch.Tensor) -> torch.Tensor:
+        return (funcloss.sparsemax(s) * torch.arange(4.0, dtype=s.dtype)).sum()
+
+    results = {}
+    for threshold in (2**16, 1):
+        monkeypatch.setattr(fenchel_young, "_FUSED_FROM_NUMEL", threshold)
+        x = z.clone().requires_grad_()
+        value = funcloss.sparsemax_loss(x, y, reduction="none")
+        value.sum().backward()
+        results[threshold] = [
+            value.detach(),
+            x.grad,
+            funcloss.sparsemax(z),
+            jacfwd(loss)(z),
+            hessian(loss)(z),
+            jacrev(weighted)(z),
+            jacfwd(weighted)(z),
+        ]
+    for ours, composed in zip(results[1], results[2**16], strict=True):
+        torch.testing.assert_close(ours, composed, rtol=0, atol=1e-15, equal_nan=False)
+    gradient = results[1][1]
+    assert torch.isfinite(gradient).all()
+    # off the infinite rows, the gradient is sparsemax - onehot
+    onehot = torch.nn.functional.one_hot(y, 4).to(z.dtype)
+    expected = funcloss.sparsemax(z) - onehot
+    torch.testing.assert_close(gradient[:3], expected[:3], rtol=0, atol=1e-15)
+
+
+def test_sparsemax_large_input_takes_the_custom_backward_and_agrees() -> None:
+    import funcloss._fenchel_young as fenchel_young
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(70, 1000, generator=g) * 3
+    y = torch.randint(1000, (70,), generator=g)
+    assert z.numel() >= fenchel_young._FUSED_FROM_NUMEL
+    x = z.clone().requires_grad_()
+    funcloss.sparsemax_loss(x, y, reduction="sum").backward()
+    expected = funcloss.sparsemax(z) - torch.nn.functional.one_hot(y, 1000).to(z.dtype)
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        funcloss.sparsemax_loss(z, y, reduction="none"), naive_sparsemax_loss_f32(z, y)
+    )
+    w = torch.randn(z.shape, generator=g)
+    x = z.clone().requires_grad_()
+    (funcloss.sparsemax(x) * w).sum().backward()
+    p = naive_sparsemax(z.double())
+    support = (p > 0).double()
+    size = support.sum(-1, keepdim=True)
+    want = support * (w.double() - (support * w.double()).sum(-1, keepdim=True) / size)
+    torch.testing.assert_close(x.grad, want.float(), rtol=1e-5, atol=1e-6)
+
+
+def naive_sparsemax_loss_f32(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    from .specs_fenchel_young import naive_sparsemax_loss
+
+    return naive_sparsemax_loss(z.double(), y, reduction="none").float()
+
+
 # -- binary_sparsemax_loss -------------------------------------------------------------------
 
 

@@ -252,7 +252,8 @@ def test_poly1_is_cross_entropy_plus_epsilon_times_one_minus_p_target() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("gamma", GAMMAS)
+# 1 and 3 besides: an integer gamma takes the polynomial (-expm1(log p))^gamma
+@pytest.mark.parametrize("gamma", [*GAMMAS, 1.0, 3.0])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_focal_saturated_correct_class_is_finite(dtype, gamma, label_smoothing) -> None:
     # p = 1 to rounding at the target class (MONAI: nan gradients for gamma < 1)
