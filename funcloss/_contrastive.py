@@ -670,13 +670,14 @@ def _distances(unit: Tensor) -> Tensor:
     No ``cdist`` (it has no forward-mode rule). The square root's derivative is infinite at 0:
     a distance of 0 (a sample with itself, coincident or zero embeddings) is taken through the
     double ``where``, with derivatives 0 there (the subgradient of the cone's tip), never NaN.
-    A squared distance that rounding makes negative is 0.
+    A squared distance that rounding makes negative is 0; a NaN stays NaN.
     """
     squared_norm = (unit * unit).sum(-1)
     squared = squared_norm[:, None] + squared_norm[None, :] - 2 * (unit @ unit.T)
     n = unit.shape[0]
     not_self = ~torch.eye(n, dtype=torch.bool, device=unit.device)
-    positive = (squared > 0) & not_self
+    # NaN stays NaN (``~(squared <= 0)``, not ``squared > 0``): a NaN input is never hidden
+    positive = ~(squared <= 0) & not_self
     return torch.where(positive, torch.where(positive, squared, 1.0).sqrt(), 0.0)
 
 
@@ -815,6 +816,9 @@ def _all_triplets(distance: Tensor, positive: Tensor, negative: Tensor, margin: 
     cumulative = torch.cat([torch.zeros_like(finite[:, :1]), finite.cumsum(-1)], -1)
     below = cumulative.gather(-1, count)
     terms = count.to(distance.dtype) * threshold - below
+    # a NaN distance sorts last and is below no threshold: shown, not hidden
+    last = sorted_keys[:, -1:]
+    terms = torch.where(last.isnan(), last, terms)
     return torch.where(positive, terms, 0.0), torch.where(positive, count, 0)
 
 

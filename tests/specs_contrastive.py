@@ -198,6 +198,10 @@ def _pairs_of(y: list[int], i: int) -> tuple[list[int], list[int]]:
     return [j for j in range(n) if j != i and y[j] == y[i]], [j for j in range(n) if y[j] != y[i]]
 
 
+def _value(t: Tensor) -> float:
+    return float(t.detach())
+
+
 def _nonzero_mean(terms: list[Tensor], like: Tensor) -> Tensor:
     """PML's AvgNonZeroReducer: the sum over the number of non-zero terms (0 when none)."""
     nonzero = sum(1 for t in terms if t > 0)
@@ -252,8 +256,8 @@ def batch_triplet_oracle(
             losses.append(_zero(embeddings))
             continue
         if mining == "hard":
-            hardest = max((_distance(u, a, p) for p in positives), key=float)
-            nearest = min((_distance(u, a, k) for k in negatives), key=float)
+            hardest = max((_distance(u, a, p) for p in positives), key=_value)
+            nearest = min((_distance(u, a, k) for k in negatives), key=_value)
             terms = [torch.relu(hardest - nearest + margin)]
         else:
             terms = [
@@ -324,7 +328,7 @@ def circle_oracle(
             s = u[i].dot(u[k])
             pushed.append(gamma * torch.relu(s.detach() + m) * (s - m))
         inner = torch.logsumexp(torch.stack(pulled), 0) + torch.logsumexp(torch.stack(pushed), 0)
-        losses.append(torch.nn.functional.softplus(inner))
+        losses.append(torch.logaddexp(inner, torch.zeros_like(inner)))  # log(1 + e^inner)
         count += 1
     return _reduce(losses, count, reduction, embeddings)
 
