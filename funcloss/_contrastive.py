@@ -421,20 +421,27 @@ def info_nce_loss(
             negative_keys = masked(where[..., None, None], negative_keys)
     included = _included(where, n, query.device)
     compute = compute_dtype(dtype)
-    q, k = _unit(query.to(compute)), _unit(positive_key.to(compute))
-    positive = (q * k).sum(-1) / temperature
+    # the temperature divides the (N, D) queries, not the (N, N) logits: one op fewer per
+    # logit, forward and backward
+    q, k = _unit(query.to(compute)) / temperature, _unit(positive_key.to(compute))
+    positive = (q * k).sum(-1)
     if negative_keys is None:
-        logits = q @ k.T / temperature
-        pairs = included[:, None] & included[None, :]
-        loss = _masked_logsumexp(logits, pairs)[0] - positive
-        if symmetric:
-            loss = (loss + _masked_logsumexp(logits.T, pairs)[0] - positive) / 2
+        logits = q @ k.T
+        if where is None:  # every pair counts: the plain log-sum-exp, no (N, N) masking
+            loss = torch.logsumexp(logits, -1) - positive
+            if symmetric:
+                loss = (loss + torch.logsumexp(logits, 0) - positive) / 2
+        else:
+            pairs = included[:, None] & included[None, :]
+            loss = _masked_logsumexp(logits, pairs)[0] - positive
+            if symmetric:
+                loss = (loss + _masked_logsumexp(logits.T, pairs)[0] - positive) / 2
     else:
         negatives = _unit(negative_keys.to(compute))
         if negatives.dim() == 2:
-            negative = q @ negatives.T / temperature
+            negative = q @ negatives.T
         else:
-            negative = (q[:, None, :] * negatives).sum(-1) / temperature
+            negative = (q[:, None, :] * negatives).sum(-1)
         loss = softplus(torch.logsumexp(negative, -1) - positive)
     return reduce(loss, reduction, where=where).to(dtype)
 
