@@ -15,8 +15,9 @@ import funcloss
 
 try:
     from pytorch_metric_learning import losses as pml
+    from pytorch_metric_learning import miners as pml_miners
 except ImportError:  # the anchor is optional here
-    pml = None
+    pml = pml_miners = None
 
 
 def _embeddings(quick: bool, generator: torch.Generator):
@@ -71,6 +72,30 @@ def _pml_margin(name: str):
     return run
 
 
+def _embedding_batch(**config):
+    def make(quick: bool, generator: torch.Generator):
+        x, labels = _embeddings(quick, generator)
+        return (x, labels), dict(config)
+
+    return make
+
+
+def _pml_pair(name: str):
+    """PML's pair or triplet loss configured by funcloss's keywords (``mining="hard"``: its
+    ``BatchHardMiner``)."""
+
+    def run(embeddings, labels, **config):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mining = config.pop("mining", "all")
+            loss = getattr(pml, name)(**config)
+            if mining == "all":
+                return loss(embeddings, labels)
+            return loss(embeddings, labels, pml_miners.BatchHardMiner()(embeddings, labels))
+
+    return run
+
+
 def _naive_info_nce(query, positive_key, temperature):
     """In-batch InfoNCE as usually written: cross-entropy of normalised logits."""
     q, k = F.normalize(query, dim=-1), F.normalize(positive_key, dim=-1)
@@ -115,5 +140,35 @@ BENCHES = [
         "N=512, C=1000",
         _cosines,
         _with_pml({"funcloss": funcloss.cosface_loss}, "CosFaceLoss", _pml_margin),
+    ),
+    Bench(
+        "contrastive_loss",
+        SIZE,
+        _embedding_batch(),
+        _with_pml({"funcloss": funcloss.contrastive_loss}, "ContrastiveLoss", _pml_pair),
+    ),
+    Bench(
+        "batch_triplet_loss",
+        SIZE,
+        _embedding_batch(),
+        _with_pml({"funcloss": funcloss.batch_triplet_loss}, "TripletMarginLoss", _pml_pair),
+    ),
+    Bench(
+        "batch_triplet_loss",
+        SIZE + ", mining=hard",
+        _embedding_batch(mining="hard"),
+        _with_pml({"funcloss": funcloss.batch_triplet_loss}, "TripletMarginLoss", _pml_pair),
+    ),
+    Bench(
+        "multi_similarity_loss",
+        SIZE,
+        _embedding_batch(),
+        _with_pml({"funcloss": funcloss.multi_similarity_loss}, "MultiSimilarityLoss", _pml_pair),
+    ),
+    Bench(
+        "circle_loss",
+        SIZE,
+        _embedding_batch(),
+        _with_pml({"funcloss": funcloss.circle_loss}, "CircleLoss", _pml_pair),
     ),
 ]

@@ -1,4 +1,5 @@
-"""Metric and contrastive learning losses: supcon, ntxent, info_nce, arcface, cosface.
+"""Metric and contrastive learning losses: supcon, ntxent, info_nce, arcface, cosface,
+contrastive, batch_triplet, multi_similarity, circle.
 
 Each takes embeddings ``(N, D)`` and integer group labels ``(N,)``: two samples with the same
 label are a positive pair, two with different labels a negative pair, a sample is never paired
@@ -420,20 +421,27 @@ def info_nce_loss(
             negative_keys = masked(where[..., None, None], negative_keys)
     included = _included(where, n, query.device)
     compute = compute_dtype(dtype)
-    q, k = _unit(query.to(compute)), _unit(positive_key.to(compute))
-    positive = (q * k).sum(-1) / temperature
+    # the temperature divides the (N, D) queries, not the (N, N) logits: one op fewer per
+    # logit, forward and backward
+    q, k = _unit(query.to(compute)) / temperature, _unit(positive_key.to(compute))
+    positive = (q * k).sum(-1)
     if negative_keys is None:
-        logits = q @ k.T / temperature
-        pairs = included[:, None] & included[None, :]
-        loss = _masked_logsumexp(logits, pairs)[0] - positive
-        if symmetric:
-            loss = (loss + _masked_logsumexp(logits.T, pairs)[0] - positive) / 2
+        logits = q @ k.T
+        if where is None:  # every pair counts: the plain log-sum-exp, no (N, N) masking
+            loss = torch.logsumexp(logits, -1) - positive
+            if symmetric:
+                loss = (loss + torch.logsumexp(logits, 0) - positive) / 2
+        else:
+            pairs = included[:, None] & included[None, :]
+            loss = _masked_logsumexp(logits, pairs)[0] - positive
+            if symmetric:
+                loss = (loss + _masked_logsumexp(logits.T, pairs)[0] - positive) / 2
     else:
         negatives = _unit(negative_keys.to(compute))
         if negatives.dim() == 2:
-            negative = q @ negatives.T / temperature
+            negative = q @ negatives.T
         else:
-            negative = (q[:, None, :] * negatives).sum(-1) / temperature
+            negative = (q[:, None, :] * negatives).sum(-1)
         loss = softplus(torch.logsumexp(negative, -1) - positive)
     return reduce(loss, reduction, where=where).to(dtype)
 
@@ -657,3 +665,426 @@ def cosface_loss(
     return _margin_softmax(
         fn, input, target, scale, reduction, where, lambda cosine: cosine - margin
     )
+
+
+# -- pair distances and the metric-learning losses -------------------------------------------
+
+
+def _distances(unit: Tensor) -> Tensor:
+    """Euclidean distances ``(N, N)`` between the rows of ``unit`` (PML's ``LpDistance`` on
+    normalised embeddings), from their Gram matrix: ``|u_i|^2 + |u_j|^2 - 2 u_i . u_j``.
+
+    No ``cdist`` (it has no forward-mode rule). The square root's derivative is infinite at 0:
+    a distance of 0 (a sample with itself, coincident or zero embeddings) is taken through the
+    double ``where``, with derivatives 0 there (the subgradient of the cone's tip), never NaN.
+    A squared distance that rounding makes negative is 0; a NaN stays NaN.
+    """
+    squared_norm = (unit * unit).sum(-1)
+    squared = squared_norm[:, None] + squared_norm[None, :] - 2 * (unit @ unit.T)
+    n = unit.shape[0]
+    not_self = ~torch.eye(n, dtype=torch.bool, device=unit.device)
+    # NaN stays NaN (``~(squared <= 0)``, not ``squared > 0``): a NaN input is never hidden
+    positive = ~(squared <= 0) & not_self
+    return torch.where(positive, torch.where(positive, squared, 1.0).sqrt(), 0.0)
+
+
+def _masked_extreme(values: Tensor, mask: Tensor, largest: bool) -> Tensor:
+    """Row-wise max (``largest``) or min of ``values`` over ``mask``; 0 with zero gradient for
+    a row with no entry (its values replaced before the reduction: no ``inf`` reaches it)."""
+    any_entry = mask.any(-1, keepdim=True)
+    fill = float("-inf") if largest else float("inf")
+    filled = torch.where(any_entry, torch.where(mask, values, fill), 0.0)
+    extreme = filled.amax(-1) if largest else filled.amin(-1)
+    return extreme
+
+
+# -- contrastive_loss ------------------------------------------------------------------------
+
+
+def _check_contrastive_config(
+    *, pos_margin: float = 0.0, neg_margin: float = 1.0, reduction: str = "mean"
+) -> None:
+    fn = "contrastive_loss"
+    check_number(fn, pos_margin=pos_margin, neg_margin=neg_margin)
+    check_reduction(fn, reduction)
+
+
+@follows_autocast("promoted")
+@checks_config(_check_contrastive_config)
+def contrastive_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    pos_margin: float = 0.0,
+    neg_margin: float = 1.0,
+    reduction: Reduction = "mean",
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Contrastive (pair margin) loss (Hadsell et al. 2006), pytorch-metric-learning's
+    ``ContrastiveLoss`` with its default ``LpDistance`` (Euclidean, normalised embeddings).
+
+    Pulls positive pairs within ``pos_margin`` of each other and pushes negative pairs at least
+    ``neg_margin`` apart, on the unit sphere (distances in ``[0, 2]``).
+
+    .. math::
+        \ell_i = \sum_{j \in P(i)} [d_{ij} - m_p]_+ + \sum_{j \in N(i)} [m_n - d_{ij}]_+,
+        \qquad d_{ij} = \Big\| \frac{x_i}{\|x_i\|} - \frac{x_j}{\|x_j\|} \Big\|_2
+
+    over the ordered pairs: :math:`P(i)` the other samples of :math:`i`'s group, :math:`N(i)`
+    the samples of other groups. The distance has derivative 0 at 0 (coincident or zero
+    embeddings), never NaN.
+
+    ``"mean"`` is PML's (``AvgNonZeroReducer`` on each part): the positive pairs' sum over the
+    number of positive pairs with a non-zero loss, plus the same for the negative pairs (a part
+    with no non-zero pair adds 0). This is the drop-in choice, and keeps the satisfied pairs
+    from diluting the gradient as training goes on; the price is a value that jumps when a
+    pair's loss reaches 0 (the count changes). ``"sum"`` sums :math:`\ell_i`. A batch with no
+    positive pair or no negative pair gives 0 with zero gradient (PML: the other part's
+    average).
+
+    Args:
+        embeddings: shape ``(N, D)``, floating dtype (not necessarily normalised).
+        labels: group labels, shape ``(N,)``, integer dtype.
+        pos_margin: :math:`m_p`, the distance below which a positive pair costs nothing.
+        neg_margin: :math:`m_n`, the distance above which a negative pair costs nothing.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples in the batch, broadcastable to ``(N,)``:
+            a masked sample is in no pair.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of
+        ``embeddings``' dtype.
+
+    Raises:
+        TypeError: non-floating embeddings, non-integer labels, a non-bool ``where``, a margin
+            that is not a real number.
+        ValueError: embeddings not ``(N, D)``, labels not ``(N,)``, bad ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+        >>> funcloss.contrastive_loss(x, torch.tensor([0, 0, 1, 1]), reduction="none")
+        tensor([0.6325, 0.7380, 1.5198, 1.4142])
+
+    References:
+        R. Hadsell, S. Chopra, Y. LeCun, "Dimensionality Reduction by Learning an Invariant
+        Mapping", CVPR 2006; pytorch-metric-learning's ``ContrastiveLoss``.
+    """
+    fn = "contrastive_loss"
+    _check_batch(fn, embeddings, labels)
+    _check_contrastive_config(pos_margin=pos_margin, neg_margin=neg_margin, reduction=reduction)
+    dtype = embeddings.dtype
+    unit, positive, negative, included = _prepare(fn, embeddings, labels, where)
+    distance = _distances(unit)
+    # a batch without a positive or without a negative pair: every pair out
+    both = positive.any() & negative.any()
+    positive, negative = positive & both, negative & both
+    pulled = torch.where(positive, torch.relu(distance - pos_margin), 0.0)
+    pushed = torch.where(negative, torch.relu(neg_margin - distance), 0.0)
+    pulled_loss, pushed_loss = pulled.sum(-1), pushed.sum(-1)
+    if reduction != "mean":
+        return reduce(pulled_loss + pushed_loss, reduction, where=included).to(dtype)
+    # PML's AvgNonZeroReducer on each part: divided by its number of non-zero pairs
+    loss = reduce(pulled_loss, "mean", where=included, mean_weight=(pulled > 0).sum(-1)) + reduce(
+        pushed_loss, "mean", where=included, mean_weight=(pushed > 0).sum(-1)
+    )
+    return loss.to(dtype)
+
+
+# -- batch_triplet_loss ----------------------------------------------------------------------
+
+_MINING = ("all", "hard")
+
+
+def _check_batch_triplet_config(
+    *, margin: float = 0.05, mining: str = "all", reduction: str = "mean"
+) -> None:
+    fn = "batch_triplet_loss"
+    check_number(fn, margin=margin)
+    if mining not in _MINING:
+        fail(ValueError, fn, "mining", "be 'all' or 'hard'", repr(mining))
+    check_reduction(fn, reduction)
+
+
+def _all_triplets(distance: Tensor, positive: Tensor, negative: Tensor, margin: float):
+    """Per (anchor, positive) pair: the sum over the anchor's negatives of
+    ``[d_ap - d_an + margin]_+``, and the number of its non-zero terms, each ``(N, N)``.
+
+    Not the ``(N, N, N)`` tensor of triplets: the anchor's negative distances are sorted (the
+    others sort last, as inf), and for the threshold ``t = d_ap + margin`` the terms are the
+    ``k`` negatives below ``t`` (``searchsorted``): ``k t - (their cumulative sum)``, in
+    ``O(N^2 log N)``. Every step is a sort, a gather or a cumulative sum, with the rules of every
+    transform; the count ``k`` is piecewise constant (no derivative).
+    """
+    keys = torch.where(negative, distance, float("inf"))
+    sorted_keys = keys.sort(-1).values
+    threshold = distance + margin
+    count = torch.searchsorted(sorted_keys.detach(), threshold.detach().contiguous())
+    finite = torch.where(sorted_keys.isinf(), 0.0, sorted_keys)
+    cumulative = torch.cat([torch.zeros_like(finite[:, :1]), finite.cumsum(-1)], -1)
+    below = cumulative.gather(-1, count)
+    terms = count.to(distance.dtype) * threshold - below
+    # a NaN distance sorts last and is below no threshold: shown, not hidden
+    last = sorted_keys[:, -1:]
+    terms = torch.where(last.isnan(), last, terms)
+    return torch.where(positive, terms, 0.0), torch.where(positive, count, 0)
+
+
+@follows_autocast("promoted")
+@checks_config(_check_batch_triplet_config)
+def batch_triplet_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    margin: float = 0.05,
+    mining: str = "all",
+    reduction: Reduction = "mean",
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Triplet margin loss over a batch's triplets (Schroff et al. 2015), pytorch-metric-
+    learning's ``TripletMarginLoss`` with its default ``LpDistance`` (Euclidean, normalised
+    embeddings).
+
+    Every anchor should be nearer to its positives than to its negatives by ``margin``.
+    ``mining="all"`` takes every valid triplet :math:`(a, p, n)` (:math:`p \ne a` of
+    :math:`a`'s group, :math:`n` of another: PML's ``triplets_per_anchor="all"``);
+    ``mining="hard"`` the batch-hard triplet of each anchor (Hermans et al. 2017: its farthest
+    positive and nearest negative; PML's ``BatchHardMiner``).
+
+    .. math::
+        \text{all:}\ \ \ell_a = \sum_{p \in P(a)} \sum_{n \in N(a)}
+            [d_{ap} - d_{an} + m]_+ \qquad
+        \text{hard:}\ \ \ell_a = \big[\max_{p \in P(a)} d_{ap} - \min_{n \in N(a)} d_{an}
+            + m\big]_+
+
+    with :math:`d` the Euclidean distance of the normalised embeddings (derivative 0 at 0,
+    never NaN). An anchor without a positive or a negative has no triplet (loss 0). ``"all"``
+    is computed without the ``(N, N, N)`` tensor (sorted negative distances, ``O(N^2 log N)``).
+    The max and min are masked reductions (ties share the gradient), never boolean indexing.
+
+    ``"mean"`` is PML's (``AvgNonZeroReducer``): the sum over the number of triplets with a
+    non-zero loss (0 when none). The drop-in choice, and the satisfied triplets (most of them,
+    late in training) do not dilute the gradient; the price is a value that jumps when a
+    triplet's loss reaches 0. ``"sum"`` sums every triplet.
+
+    Args:
+        embeddings: shape ``(N, D)``, floating dtype (not necessarily normalised).
+        labels: group labels, shape ``(N,)``, integer dtype.
+        margin: :math:`m`, a real number.
+        mining: ``"all"`` | ``"hard"``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples in the batch, broadcastable to ``(N,)``:
+            a masked sample is in no triplet.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (per anchor; 0 where masked), else a 0-dim tensor, of
+        ``embeddings``' dtype.
+
+    Raises:
+        TypeError: non-floating embeddings, non-integer labels, a non-bool ``where``, a margin
+            that is not a real number.
+        ValueError: embeddings not ``(N, D)``, labels not ``(N,)``, an unknown ``mining``, bad
+            ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+        >>> y = torch.tensor([0, 0, 1, 1])
+        >>> funcloss.batch_triplet_loss(x, y, margin=0.5, reduction="none")
+        tensor([0.0000, 0.2380, 1.5198, 0.0168])
+        >>> funcloss.batch_triplet_loss(x, y, margin=0.5, mining="hard", reduction="none")
+        tensor([0.0000, 0.2380, 1.0198, 0.0168])
+
+    References:
+        F. Schroff, D. Kalenichenko, J. Philbin, "FaceNet: A Unified Embedding for Face
+        Recognition and Clustering", CVPR 2015; A. Hermans, L. Beyer, B. Leibe, "In Defense of
+        the Triplet Loss for Person Re-Identification", 2017; pytorch-metric-learning's
+        ``TripletMarginLoss`` and ``BatchHardMiner``.
+    """
+    fn = "batch_triplet_loss"
+    _check_batch(fn, embeddings, labels)
+    _check_batch_triplet_config(margin=margin, mining=mining, reduction=reduction)
+    dtype = embeddings.dtype
+    unit, positive, negative, included = _prepare(fn, embeddings, labels, where)
+    distance = _distances(unit)
+    if mining == "all":
+        terms, counts = _all_triplets(distance, positive, negative, margin)
+        loss, nonzero = terms.sum(-1), counts.sum(-1)
+    else:
+        anchors = positive.any(-1) & negative.any(-1)
+        hardest = _masked_extreme(distance, positive, largest=True)
+        nearest = _masked_extreme(distance, negative, largest=False)
+        loss = torch.where(anchors, torch.relu(hardest - nearest + margin), 0.0)
+        nonzero = loss > 0
+    return reduce(loss, reduction, where=included, mean_weight=nonzero).to(dtype)
+
+
+# -- multi_similarity_loss -------------------------------------------------------------------
+
+
+def _check_multi_similarity_config(
+    *, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, reduction: str = "mean"
+) -> None:
+    fn = "multi_similarity_loss"
+    check_positive(fn, alpha=alpha, beta=beta)
+    check_number(fn, base=base)
+    check_reduction(fn, reduction)
+
+
+def _log_one_plus_sum_exp(values: Tensor, mask: Tensor) -> Tensor:
+    """Row-wise ``log(1 + sum_mask exp(values))``: 0 (zero gradient) for an empty row."""
+    log_sum, any_entry = _masked_logsumexp(values, mask)
+    return torch.where(any_entry, softplus(log_sum), 0.0)
+
+
+@follows_autocast("promoted")
+@checks_config(_check_multi_similarity_config)
+def multi_similarity_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    alpha: float = 2.0,
+    beta: float = 50.0,
+    base: float = 0.5,
+    reduction: Reduction = "mean",
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Multi-similarity loss (Wang et al. 2019), pytorch-metric-learning's
+    ``MultiSimilarityLoss`` (cosine similarity; without the paper's pair mining, as PML).
+
+    Weighs each pair by its own similarity and by its relation to the anchor's other pairs:
+    soft maxima of the positive pairs' dissimilarity and of the negative pairs' similarity,
+    both relative to ``base``.
+
+    .. math::
+        \ell_i = \frac{1}{\alpha} \log\Big(1 + \sum_{p \in P(i)} e^{-\alpha (s_{ip} - \lambda)}
+                 \Big) + \frac{1}{\beta} \log\Big(1 + \sum_{n \in N(i)}
+                 e^{\beta (s_{in} - \lambda)}\Big)
+
+    with :math:`s` the cosine similarity and :math:`\lambda` = ``base``; an empty sum's term is
+    0. ``"mean"`` averages over the (included) samples, as PML (its ``MeanReducer``: every
+    sample counts, an anchor without a positive by its negative term). A batch with no positive
+    pair or no negative pair gives 0 with zero gradient (PML: the other term's mean).
+
+    Args:
+        embeddings: shape ``(N, D)``, floating dtype (not necessarily normalised).
+        labels: group labels, shape ``(N,)``, integer dtype.
+        alpha: :math:`\alpha`, the positive pairs' scale, positive.
+        beta: :math:`\beta`, the negative pairs' scale, positive.
+        base: :math:`\lambda`, the similarity margin, a real number.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples in the batch, broadcastable to ``(N,)``:
+            a masked sample is neither an anchor nor in anyone's pairs.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 where masked), else a 0-dim tensor, of
+        ``embeddings``' dtype.
+
+    Raises:
+        TypeError: non-floating embeddings, non-integer labels, a non-bool ``where``.
+        ValueError: embeddings not ``(N, D)``, labels not ``(N,)``, ``alpha`` or ``beta`` not
+            positive, bad ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+        >>> funcloss.multi_similarity_loss(x, torch.tensor([0, 0, 1, 1]), reduction="none")
+        tensor([0.2187, 0.3189, 0.7568, 0.6566])
+
+    References:
+        X. Wang et al., "Multi-Similarity Loss with General Pair Weighting for Deep Metric
+        Learning", CVPR 2019 (eq. 9); pytorch-metric-learning's ``MultiSimilarityLoss``.
+    """
+    fn = "multi_similarity_loss"
+    _check_batch(fn, embeddings, labels)
+    _check_multi_similarity_config(alpha=alpha, beta=beta, base=base, reduction=reduction)
+    dtype = embeddings.dtype
+    unit, positive, negative, included = _prepare(fn, embeddings, labels, where)
+    similarity = unit @ unit.T
+    both = positive.any() & negative.any()
+    pulled = _log_one_plus_sum_exp(-alpha * (similarity - base), positive) / alpha
+    pushed = _log_one_plus_sum_exp(beta * (similarity - base), negative) / beta
+    loss = torch.where(both, pulled + pushed, 0.0)
+    return reduce(loss, reduction, where=included).to(dtype)
+
+
+# -- circle_loss -----------------------------------------------------------------------------
+
+
+def _check_circle_config(*, m: float = 0.4, gamma: float = 80.0, reduction: str = "mean") -> None:
+    fn = "circle_loss"
+    check_number(fn, m=m)
+    check_positive(fn, gamma=gamma)
+    check_reduction(fn, reduction)
+
+
+@follows_autocast("promoted")
+@checks_config(_check_circle_config)
+def circle_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    m: float = 0.4,
+    gamma: float = 80.0,
+    reduction: Reduction = "mean",
+    where: Tensor | None = None,
+) -> Tensor:
+    r"""Circle loss, pair-wise labels (Sun et al. 2020), pytorch-metric-learning's
+    ``CircleLoss`` (cosine similarity).
+
+    Each similarity is re-weighted by how far it is from its optimum, so that a pair far from
+    it gets a larger gradient; the decision boundary is a circle in the
+    :math:`(s_n, s_p)` plane.
+
+    .. math::
+        \ell_i = \operatorname{softplus}\Big(\log \sum_{n \in N(i)}
+                 e^{\gamma \alpha_n (s_{in} - \Delta_n)} + \log \sum_{p \in P(i)}
+                 e^{-\gamma \alpha_p (s_{ip} - \Delta_p)}\Big),
+        \quad \alpha_p = [1 + m - s_{ip}]_+,\ \alpha_n = [s_{in} + m]_+
+
+    with :math:`\Delta_p = 1 - m`, :math:`\Delta_n = m`, :math:`s` the cosine similarity. The
+    weights :math:`\alpha` are constants for the gradient (detached), as in the paper (§3.2)
+    and PML: the gradient is not the derivative of the value. An anchor without a positive or
+    a negative has loss 0. ``"mean"`` averages over the anchors with a positive and a negative
+    (PML's ``AvgNonZeroReducer`` gives the same: those anchors' losses are softplus values,
+    positive unless they underflow to 0).
+
+    Args:
+        embeddings: shape ``(N, D)``, floating dtype (not necessarily normalised).
+        labels: group labels, shape ``(N,)``, integer dtype.
+        m: the relaxation margin, a real number (the paper's 0.25 for faces, 0.4 for
+            fine-grained retrieval).
+        gamma: :math:`\gamma`, the scale, positive.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        where: optional bool mask of the samples in the batch, broadcastable to ``(N,)``:
+            a masked sample is neither an anchor nor in anyone's pairs.
+
+    Returns:
+        Shape ``(N,)`` for ``"none"`` (0 for a masked anchor or one without pairs), else a
+        0-dim tensor, of ``embeddings``' dtype.
+
+    Raises:
+        TypeError: non-floating embeddings, non-integer labels, a non-bool ``where``.
+        ValueError: embeddings not ``(N, D)``, labels not ``(N,)``, ``gamma <= 0``, bad
+            ``reduction``.
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+        >>> funcloss.circle_loss(x, torch.tensor([0, 0, 1, 1]), gamma=8.0, reduction="none")
+        tensor([0.3983, 1.1877, 8.3748, 7.4138])
+
+    References:
+        Y. Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity Optimization",
+        CVPR 2020 (eq. 6); pytorch-metric-learning's ``CircleLoss``.
+    """
+    fn = "circle_loss"
+    _check_batch(fn, embeddings, labels)
+    _check_circle_config(m=m, gamma=gamma, reduction=reduction)
+    dtype = embeddings.dtype
+    unit, positive, negative, _ = _prepare(fn, embeddings, labels, where)
+    similarity = unit @ unit.T
+    weight = similarity.detach()
+    positive_logits = -gamma * torch.relu(1 + m - weight) * (similarity - (1 - m))
+    negative_logits = gamma * torch.relu(weight + m) * (similarity - m)
+    anchors = positive.any(-1) & negative.any(-1)
+    log_positive, _ = _masked_logsumexp(positive_logits, positive)
+    log_negative, _ = _masked_logsumexp(negative_logits, negative)
+    loss = torch.where(anchors, softplus(log_positive + log_negative), 0.0)
+    return reduce(loss, reduction, where=anchors).to(dtype)

@@ -201,8 +201,12 @@ SigmoidFocalLoss = loss_module(_f.sigmoid_focal_loss, name="SigmoidFocalLoss")
 
 # metric and contrastive learning
 ArcFaceLoss = loss_module(_ct.arcface_loss, name="ArcFaceLoss")
+BatchTripletLoss = loss_module(_ct.batch_triplet_loss, name="BatchTripletLoss")
+CircleLoss = loss_module(_ct.circle_loss, name="CircleLoss")
+ContrastiveLoss = loss_module(_ct.contrastive_loss, name="ContrastiveLoss")
 CosFaceLoss = loss_module(_ct.cosface_loss, name="CosFaceLoss")
 InfoNCELoss = loss_module(_ct.info_nce_loss, name="InfoNCELoss", forward_args=("negative_keys",))
+MultiSimilarityLoss = loss_module(_ct.multi_similarity_loss, name="MultiSimilarityLoss")
 NTXentLoss = loss_module(_ct.ntxent_loss, name="NTXentLoss")
 SupConLoss = loss_module(_ct.supcon_loss, name="SupConLoss")
 
@@ -212,11 +216,14 @@ __all__ = [
     "AsymmetricLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
+    "BatchTripletLoss",
     "BinarySparsemaxLoss",
     "CTCLoss",
     "CauchyLoss",
     "CharbonnierLoss",
+    "CircleLoss",
     "CompleteBoxIoULoss",
+    "ContrastiveLoss",
     "CosFaceLoss",
     "CosineDistanceLoss",
     "CosineEmbeddingLoss",
@@ -250,6 +257,7 @@ __all__ = [
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
+    "MultiSimilarityLoss",
     "MulticlassHingeLoss",
     "MulticlassPerceptronLoss",
     "NLLLoss",

@@ -77,6 +77,20 @@ class BCEWithLogitsLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class BatchTripletLoss(nn.Module):
+    margin: float
+    mining: str
+    reduction: Reduction
+    def __init__(
+        self, *, margin: float = 0.05, mining: str = "all", reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class BinarySparsemaxLoss(nn.Module):
     reduction: Reduction
     def __init__(self, reduction: Reduction = "mean") -> None: ...
@@ -123,6 +137,20 @@ class CharbonnierLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class CircleLoss(nn.Module):
+    m: float
+    gamma: float
+    reduction: Reduction
+    def __init__(
+        self, *, m: float = 0.4, gamma: float = 80.0, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class CompleteBoxIoULoss(nn.Module):
     reduction: Reduction
     eps: float
@@ -130,6 +158,20 @@ class CompleteBoxIoULoss(nn.Module):
     def forward(self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(
         self, boxes1: Tensor, boxes2: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
+class ContrastiveLoss(nn.Module):
+    pos_margin: float
+    neg_margin: float
+    reduction: Reduction
+    def __init__(
+        self, *, pos_margin: float = 0.0, neg_margin: float = 1.0, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
     ) -> Tensor: ...
 
 class CosFaceLoss(nn.Module):
@@ -631,6 +673,26 @@ class MultiMarginLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
+class MultiSimilarityLoss(nn.Module):
+    alpha: float
+    beta: float
+    base: float
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        alpha: float = 2.0,
+        beta: float = 50.0,
+        base: float = 0.5,
+        reduction: Reduction = "mean",
+    ) -> None: ...
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
+    ) -> Tensor: ...
+
 class MulticlassHingeLoss(nn.Module):
     margin: float
     reduction: Reduction
@@ -903,11 +965,14 @@ __all__ = [
     "AsymmetricLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
+    "BatchTripletLoss",
     "BinarySparsemaxLoss",
     "CTCLoss",
     "CauchyLoss",
     "CharbonnierLoss",
+    "CircleLoss",
     "CompleteBoxIoULoss",
+    "ContrastiveLoss",
     "CosFaceLoss",
     "CosineDistanceLoss",
     "CosineEmbeddingLoss",
@@ -941,6 +1006,7 @@ __all__ = [
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
+    "MultiSimilarityLoss",
     "MulticlassHingeLoss",
     "MulticlassPerceptronLoss",
     "NLLLoss",

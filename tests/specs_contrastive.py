@@ -187,6 +187,152 @@ def cosface_oracle(
     )
 
 
+def _distance(u: Tensor, i: int, j: int) -> Tensor:
+    """The Euclidean distance of two unit vectors, from their difference."""
+    return torch.sqrt(((u[i] - u[j]) ** 2).sum())
+
+
+def _pairs_of(y: list[int], i: int) -> tuple[list[int], list[int]]:
+    """(positives, negatives) of anchor ``i``."""
+    n = len(y)
+    return [j for j in range(n) if j != i and y[j] == y[i]], [j for j in range(n) if y[j] != y[i]]
+
+
+def _value(t: Tensor) -> float:
+    return float(t.detach())
+
+
+def _nonzero_mean(terms: list[Tensor], like: Tensor) -> Tensor:
+    """PML's AvgNonZeroReducer: the sum over the number of non-zero terms (0 when none)."""
+    nonzero = sum(1 for t in terms if t > 0)
+    total = sum(terms, _zero(like))
+    return total / nonzero if nonzero else total * 0
+
+
+def contrastive_oracle(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    pos_margin: float = 0.0,
+    neg_margin: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """Hadsell et al. 2006 with PML's reduction: [d - m_p]_+ per positive pair, [m_n - d]_+ per
+    negative pair (ordered pairs, normalised embeddings); "mean": each part's sum over its
+    non-zero pairs, added; 0 for a batch without positive or negative pairs."""
+    u, y, n = unit(embeddings), _groups(labels), len(labels)
+    has_both = any(_pairs_of(y, i)[0] for i in range(n)) and any(
+        _pairs_of(y, i)[1] for i in range(n)
+    )
+    losses, pulled, pushed = [], [], []
+    for i in range(n):
+        positives, negatives = _pairs_of(y, i) if has_both else ([], [])
+        pull = [torch.relu(_distance(u, i, j) - pos_margin) for j in positives]
+        push = [torch.relu(neg_margin - _distance(u, i, j)) for j in negatives]
+        pulled += pull
+        pushed += push
+        losses.append(sum(pull + push, _zero(embeddings)))
+    if reduction == "mean":
+        return _nonzero_mean(pulled, embeddings) + _nonzero_mean(pushed, embeddings)
+    return _reduce(losses, n, reduction, embeddings)
+
+
+def batch_triplet_oracle(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    margin: float = 0.05,
+    mining: str = "all",
+    reduction: str = "mean",
+) -> Tensor:
+    """Schroff et al. 2015: [d_ap - d_an + m]_+ over every triplet ("all"), or over each
+    anchor's farthest positive and nearest negative ("hard", Hermans et al. 2017), with PML's
+    mean over the non-zero triplets."""
+    u, y, n = unit(embeddings), _groups(labels), len(labels)
+    losses, triplets = [], []
+    for a in range(n):
+        positives, negatives = _pairs_of(y, a)
+        if not positives or not negatives:
+            losses.append(_zero(embeddings))
+            continue
+        if mining == "hard":
+            hardest = max((_distance(u, a, p) for p in positives), key=_value)
+            nearest = min((_distance(u, a, k) for k in negatives), key=_value)
+            terms = [torch.relu(hardest - nearest + margin)]
+        else:
+            terms = [
+                torch.relu(_distance(u, a, p) - _distance(u, a, k) + margin)
+                for p in positives
+                for k in negatives
+            ]
+        triplets += terms
+        losses.append(sum(terms, _zero(embeddings)))
+    if reduction == "mean":
+        return _nonzero_mean(triplets, embeddings)
+    return _reduce(losses, n, reduction, embeddings)
+
+
+def multi_similarity_oracle(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    alpha: float = 2.0,
+    beta: float = 50.0,
+    base: float = 0.5,
+    reduction: str = "mean",
+) -> Tensor:
+    """Wang et al. 2019, eq. 9 (without mining, as PML): 1/a log(1 + sum_P e^{-a(s - l)}) +
+    1/b log(1 + sum_N e^{b(s - l)}) per sample, averaged over the samples; 0 for a batch
+    without positive or negative pairs."""
+    u, y, n = unit(embeddings), _groups(labels), len(labels)
+    has_both = any(_pairs_of(y, i)[0] for i in range(n)) and any(
+        _pairs_of(y, i)[1] for i in range(n)
+    )
+    losses = []
+    for i in range(n):
+        positives, negatives = _pairs_of(y, i)
+        loss = _zero(embeddings)
+        if has_both and positives:
+            logits = [-alpha * (u[i].dot(u[p]) - base) for p in positives]
+            loss = loss + torch.logsumexp(torch.stack([*logits, _zero(embeddings)]), 0) / alpha
+        if has_both and negatives:
+            logits = [beta * (u[i].dot(u[k]) - base) for k in negatives]
+            loss = loss + torch.logsumexp(torch.stack([*logits, _zero(embeddings)]), 0) / beta
+        losses.append(loss)
+    return _reduce(losses, n, reduction, embeddings)
+
+
+def circle_oracle(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    m: float = 0.4,
+    gamma: float = 80.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """Sun et al. 2020, eq. 6 (pair-wise labels), the weights alpha detached (the paper's
+    constants for the gradient): softplus(lse_N gamma a_n (s_n - m) + lse_P -gamma a_p (s_p -
+    1 + m)), averaged over the anchors with a positive and a negative."""
+    u, y, n = unit(embeddings), _groups(labels), len(labels)
+    losses, count = [], 0
+    for i in range(n):
+        positives, negatives = _pairs_of(y, i)
+        if not positives or not negatives:
+            losses.append(_zero(embeddings))
+            continue
+        pulled, pushed = [], []
+        for p in positives:
+            s = u[i].dot(u[p])
+            pulled.append(-gamma * torch.relu(1 + m - s.detach()) * (s - (1 - m)))
+        for k in negatives:
+            s = u[i].dot(u[k])
+            pushed.append(gamma * torch.relu(s.detach() + m) * (s - m))
+        inner = torch.logsumexp(torch.stack(pulled), 0) + torch.logsumexp(torch.stack(pushed), 0)
+        losses.append(torch.logaddexp(inner, torch.zeros_like(inner)))  # log(1 + e^inner)
+        count += 1
+    return _reduce(losses, count, reduction, embeddings)
+
+
 def sliced_where_oracle(oracle: Callable[..., Tensor], batched: int = 2):
     """The masked loss as the oracle on the kept samples: the first ``batched`` arguments are
     sliced along dim 0, ``"none"`` is scattered back (0 where masked)."""
@@ -238,6 +384,19 @@ def _pml_margin(name: str) -> Callable[..., Tensor]:
     return run
 
 
+def _pml_triplet(
+    embeddings: Tensor, labels: Tensor, margin: float = 0.05, mining: str = "all", **kwargs
+) -> Tensor:
+    """PML's ``TripletMarginLoss`` (all triplets), with its ``BatchHardMiner`` for
+    ``mining="hard"``."""
+    losses = anchor("pytorch_metric_learning.losses")
+    loss = losses.TripletMarginLoss(margin=margin)
+    if mining == "all":
+        return loss(embeddings, labels)
+    miners = anchor("pytorch_metric_learning.miners")
+    return loss(embeddings, labels, miners.BatchHardMiner()(embeddings, labels))
+
+
 # -- cases -----------------------------------------------------------------------------------
 
 
@@ -286,6 +445,73 @@ def _cosine_cases(draw: st.DrawFn, arcface: bool = True, easy_margin: bool = Fal
         kink = 0.0 if easy_margin else math.cos(math.pi - margin)
         assume(bool(((cosine.gather(1, target[:, None]) - kink).abs() > 1e-3).all()))
     return Case((cosine, target), kwargs)
+
+
+KINK = 1e-3  # how far every hinge's argument (and every distance) stays from its kink
+
+
+def _gaps(x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(distances, positive, negative) ``(N, N)`` of a drawn batch, for the kink filters."""
+    u = unit(x)
+    distance = (u[:, None, :] - u[None, :, :]).norm(dim=-1)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool)
+    return distance, same & ~eye, ~same
+
+
+def _clear(values: Tensor) -> bool:
+    return bool((values.abs() > KINK).all())
+
+
+@st.composite
+def _contrastive_cases(draw: st.DrawFn) -> Case:
+    x, y = draw(batches())
+    pos_margin, neg_margin = draw(st.floats(0.0, 0.5)), draw(st.floats(0.5, 1.8))
+    distance, positive, negative = _gaps(x, y)
+    assume(_clear(distance[positive | negative]))
+    assume(_clear(distance[positive] - pos_margin) and _clear(distance[negative] - neg_margin))
+    return Case((x, y), {"pos_margin": pos_margin, "neg_margin": neg_margin})
+
+
+@st.composite
+def _triplet_cases(draw: st.DrawFn, mining: str = "all") -> Case:
+    x, y = draw(batches())
+    margin = draw(st.floats(0.0, 0.5))
+    distance, positive, negative = _gaps(x, y)
+    assume(_clear(distance[positive | negative]))
+    # every triplet's hinge off its kink (d_ap - d_an + m, for all (a, p, n))
+    violation = distance[:, :, None] - distance[:, None, :] + margin
+    valid = positive[:, :, None] & negative[:, None, :]
+    assume(_clear(violation[valid]))
+    if mining == "hard":  # and no tie for an anchor's farthest positive or nearest negative
+        for mask in (positive, negative):
+            for row, keep in zip(distance, mask, strict=True):
+                values = row[keep].sort().values
+                assume(_clear(values[1:] - values[:-1]))
+    return Case((x, y), {"margin": margin, "mining": mining})
+
+
+@st.composite
+def _multi_similarity_cases(draw: st.DrawFn) -> Case:
+    x, y = draw(batches())
+    kwargs = {
+        "alpha": draw(st.floats(0.5, 4.0)),
+        "beta": draw(st.floats(1.0, 60.0)),
+        "base": draw(st.floats(0.0, 1.0)),
+    }
+    return Case((x, y), kwargs)
+
+
+@st.composite
+def _circle_cases(draw: st.DrawFn) -> Case:
+    x, y = draw(batches())
+    m, gamma = draw(st.floats(0.1, 0.5)), draw(st.floats(1.0, 80.0))
+    u = unit(x)
+    similarity = u @ u.T
+    negative = _gaps(x, y)[2]
+    # the detached weights' hinges off their kinks (s_n = -m; s_p = 1 + m is out of reach)
+    assume(_clear(similarity[negative] + m))
+    return Case((x, y), {"m": m, "gamma": gamma})
 
 
 def _row_arg_mask(where: Tensor, position: int, case: Case) -> Tensor | None:
@@ -389,5 +615,51 @@ SPECS = [
         per_sample_dims=None,
         anchor=_pml_margin("CosFaceLoss"),
         anchor_name="pytorch-metric-learning",
+    ),
+    _spec(
+        "contrastive_loss",
+        funcloss.contrastive_loss,
+        fnn.ContrastiveLoss,
+        _contrastive_cases,
+        contrastive_oracle,
+        _pml("ContrastiveLoss"),
+        "pytorch-metric-learning",
+    ),
+    _spec(
+        "batch_triplet_loss",
+        funcloss.batch_triplet_loss,
+        fnn.BatchTripletLoss,
+        _triplet_cases,
+        batch_triplet_oracle,
+        _pml_triplet,
+        "pytorch-metric-learning",
+    ),
+    _spec(
+        "batch_triplet_loss-hard",
+        funcloss.batch_triplet_loss,
+        fnn.BatchTripletLoss,
+        lambda: _triplet_cases("hard"),
+        batch_triplet_oracle,
+        _pml_triplet,
+        "pytorch-metric-learning",
+    ),
+    _spec(
+        "multi_similarity_loss",
+        funcloss.multi_similarity_loss,
+        fnn.MultiSimilarityLoss,
+        _multi_similarity_cases,
+        multi_similarity_oracle,
+        _pml("MultiSimilarityLoss"),
+        "pytorch-metric-learning",
+    ),
+    _spec(
+        "circle_loss",
+        funcloss.circle_loss,
+        fnn.CircleLoss,
+        _circle_cases,
+        circle_oracle,
+        _pml("CircleLoss"),
+        "pytorch-metric-learning",
+        gradient_of_value=False,  # the weights alpha are detached (the paper's constants)
     ),
 ]

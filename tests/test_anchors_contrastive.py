@@ -180,3 +180,118 @@ def test_pml_arcface_gradient_is_not_finite_at_cos_one_funcloss_is() -> None:
     for value in (*ours, hessian):
         assert torch.isfinite(value).all()
     assert_close(ours[0], ours[1])
+
+
+# -- pair and triplet losses (contrastive, triplet, multi-similarity, circle) ----------------
+
+
+def _pml_pair_loss(name: str, **config):
+    """PML's loss for funcloss's ``name``, configured as funcloss's ``config``; a callable of
+    ``(embeddings, labels)``."""
+    losses = _pml()
+    if name == "contrastive_loss":
+        return losses.ContrastiveLoss(**config)
+    if name == "batch_triplet_loss":
+        mining = config.pop("mining", "all")
+        loss = losses.TripletMarginLoss(**config)
+        if mining == "all":
+            return loss
+        miner = anchor("pytorch_metric_learning.miners").BatchHardMiner()
+        return lambda e, y: loss(e, y, miner(e, y))
+    if name == "multi_similarity_loss":
+        return losses.MultiSimilarityLoss(**config)
+    return losses.CircleLoss(**config)
+
+
+PAIR_CONFIGS = [
+    ("contrastive_loss", {}),
+    ("contrastive_loss", {"pos_margin": 0.3, "neg_margin": 1.2}),
+    ("batch_triplet_loss", {}),
+    ("batch_triplet_loss", {"margin": 0.5}),
+    ("batch_triplet_loss", {"margin": 0.2, "mining": "hard"}),
+    ("multi_similarity_loss", {}),
+    ("multi_similarity_loss", {"alpha": 1.0, "beta": 20.0, "base": 0.2}),
+    ("circle_loss", {}),
+    ("circle_loss", {"m": 0.25, "gamma": 32.0}),
+]
+PAIR_PARAMS = [
+    pytest.param(name, config, id=f"{name}-{i}") for i, (name, config) in enumerate(PAIR_CONFIGS)
+]
+
+
+@pytest.mark.parametrize(("name", "config"), PAIR_PARAMS)
+@pytest.mark.parametrize("seed", range(2))
+def test_pair_losses_match_pml_values_and_gradients(name: str, config: dict, seed: int) -> None:
+    # 16 samples of 4 groups: every anchor has a positive and a negative (the conventions
+    # where funcloss departs from PML, a batch without pairs, do not arise)
+    x, labels = _batch(16, 5, 4, seed=seed)
+    labels[:4] = torch.arange(4)
+    theirs_x = x.clone().requires_grad_()
+    theirs = _quiet(_pml_pair_loss(name, **config), theirs_x, labels)
+    ours_x = x.clone().requires_grad_()
+    ours = getattr(funcloss, name)(ours_x, labels, **config)
+    assert_close(ours, theirs)
+    (theirs_grad,) = torch.autograd.grad(theirs, theirs_x)
+    (ours_grad,) = torch.autograd.grad(ours, ours_x)
+    assert_close(ours_grad, theirs_grad)
+
+
+def test_pair_losses_match_pml_in_float32_at_the_benchmark_size() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 128, generator=generator)
+    labels = torch.randint(0, 128, (512,), generator=generator)
+    for name, config in PAIR_CONFIGS[::2]:
+        theirs = _quiet(_pml_pair_loss(name, **config), x, labels)
+        ours = getattr(funcloss, name)(x, labels, **config)
+        assert_close(ours, theirs, name, rtol=1e-4)
+
+
+PML_PAIR_DEFECTS = [
+    "contrastive_loss",
+    "batch_triplet_loss",
+    "multi_similarity_loss",
+    "circle_loss",
+]
+
+
+def _ensemble():
+    x, labels = _batch()
+    return torch.stack([x, x.flip(-1), -x]), labels
+
+
+@pytest.mark.parametrize("name", [*PML_PAIR_DEFECTS, "batch_triplet_loss-hard"])
+def test_pml_pair_losses_fail_vmap_and_compile_funcloss_does_not(name: str) -> None:
+    base, _, mining = name.partition("-")
+    config = {"mining": mining} if mining else {}
+    ensemble, labels = _ensemble()
+    loss = _pml_pair_loss(base, **config)
+    with pytest.raises(RuntimeError, match="vmap"):  # boolean indexing, data-dependent flow
+        _quiet(vmap(lambda e: loss(e, labels)), ensemble)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match=r"data-dependent|data dependent"):
+        _quiet(
+            torch.compile(lambda e: loss(e, labels), fullgraph=True, backend="eager"), ensemble[0]
+        )
+    torch._dynamo.reset()
+
+    def ours(e):
+        return getattr(funcloss, base)(e, labels, **config)
+
+    looped = torch.stack([ours(e) for e in ensemble])
+    assert_close(vmap(ours)(ensemble), looped)
+    compiled = torch.compile(ours, fullgraph=True, backend="eager")(ensemble[0])
+    torch._dynamo.reset()
+    assert_close(compiled, looped[0])
+
+
+@pytest.mark.parametrize("name", ["contrastive_loss", "batch_triplet_loss"])
+def test_pml_distance_losses_have_no_forward_mode_funcloss_does(name: str) -> None:
+    x, labels = _batch()
+    loss = _pml_pair_loss(name)
+    with pytest.raises(NotImplementedError, match="forward AD with _cdist_forward"):
+        _quiet(jacfwd(lambda e: loss(e, labels)), x)
+
+    def ours(e):
+        return getattr(funcloss, name)(e, labels)
+
+    assert_close(jacfwd(ours)(x), torch.func.jacrev(ours)(x))

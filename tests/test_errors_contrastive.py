@@ -15,6 +15,10 @@ LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
 BATCH = {
     "supcon_loss": (funcloss.supcon_loss, fnn.SupConLoss),
     "ntxent_loss": (funcloss.ntxent_loss, fnn.NTXentLoss),
+    "contrastive_loss": (funcloss.contrastive_loss, fnn.ContrastiveLoss),
+    "batch_triplet_loss": (funcloss.batch_triplet_loss, fnn.BatchTripletLoss),
+    "multi_similarity_loss": (funcloss.multi_similarity_loss, fnn.MultiSimilarityLoss),
+    "circle_loss": (funcloss.circle_loss, fnn.CircleLoss),
 }
 NAMES = sorted(BATCH)
 # name -> the config that must be positive.
@@ -79,6 +83,49 @@ def test_bad_where(name: str) -> None:
         fn(X, LABELS, where=torch.ones(6))
     with pytest.raises(ValueError, match=rf"^{name}: `where` must be broadcastable to .*\(6,\)"):
         fn(X, LABELS, where=torch.ones(6, 4, dtype=torch.bool))
+
+
+# name -> (the config that must be a real number, the config that must be positive)
+PAIR_CONFIG = {
+    "contrastive_loss": (["pos_margin", "neg_margin"], []),
+    "batch_triplet_loss": (["margin"], []),
+    "multi_similarity_loss": (["base"], ["alpha", "beta"]),
+    "circle_loss": (["m"], ["gamma"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAIR_CONFIG))
+def test_pair_loss_config(name: str) -> None:
+    fn, module = BATCH[name]
+    numbers, positives = PAIR_CONFIG[name]
+    for arg in numbers + positives:
+        with pytest.raises(TypeError, match=rf"^{name}: `{arg}` must be a real number, got str"):
+            fn(X, LABELS, **{arg: "0.5"})
+        with pytest.raises(TypeError, match=rf"^{module.__name__}: `{arg}` must be a real number"):
+            module(**{arg: torch.tensor(0.5)})  # at construction
+    for arg in positives:
+        for value in (0.0, -1.0):
+            with pytest.raises(ValueError, match=rf"^{name}: `{arg}` must be positive, got"):
+                fn(X, LABELS, **{arg: value})
+            with pytest.raises(ValueError, match=rf"^{module.__name__}: `{arg}` must be positive"):
+                module(**{arg: value})
+
+
+def test_triplet_mining() -> None:
+    with pytest.raises(
+        ValueError, match=r"^batch_triplet_loss: `mining` must be 'all' or 'hard', got 'semihard'\."
+    ):
+        funcloss.batch_triplet_loss(X, LABELS, mining="semihard")
+    with pytest.raises(ValueError, match=r"^BatchTripletLoss: `mining` must be 'all' or 'hard'"):
+        fnn.BatchTripletLoss(mining="batch-hard")
+
+
+def test_pair_loss_margins_are_keyword_only() -> None:
+    """``contrastive_loss(x, y, 0.5)``: the margins are keyword-only (PML's constructor order
+    is not funcloss's), so a positional margin is a TypeError rather than a silent mix-up."""
+    for name in PAIR_CONFIG:
+        with pytest.raises(TypeError, match="positional"):
+            BATCH[name][0](X, LABELS, 0.5)
 
 
 # -- info_nce_loss ---------------------------------------------------------------------------
