@@ -175,6 +175,8 @@ CompleteBoxIoULoss = loss_module(_bx.complete_box_iou_loss, name="CompleteBoxIoU
 DistanceBoxIoULoss = loss_module(_bx.distance_box_iou_loss, name="DistanceBoxIoULoss")
 GeneralizedBoxIoULoss = loss_module(_bx.generalized_box_iou_loss, name="GeneralizedBoxIoULoss")
 
+PSNRLoss = loss_module(_im.psnr_loss, name="PSNRLoss")
+SSIMLoss = loss_module(_im.ssim_loss, name="SSIMLoss")
 TotalVariation = loss_module(_im.total_variation, name="TotalVariation")
 DiceLoss = loss_module(_o.dice_loss, name="DiceLoss", forward_args=("mask",))
 FocalTverskyLoss = loss_module(
@@ -241,6 +243,7 @@ __all__ = [
     "MulticlassPerceptronLoss",
     "NLLLoss",
     "NTXentLoss",
+    "PSNRLoss",
     "PairwiseHingeLoss",
     "PairwiseLogisticLoss",
     "PerceptronLoss",
@@ -248,6 +251,7 @@ __all__ = [
     "Poly1CrossEntropyLoss",
     "QuantileLoss",
     "RankingSoftmaxLoss",
+    "SSIMLoss",
     "SigmoidFocalLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
