@@ -238,7 +238,8 @@ def test_ssim_vmap_per_sample_and_ensemble_float32_tangents() -> None:
         return funcloss.ssim_loss(a, b, window_size=5)
 
     per_sample = vmap(grad(f))(x, y)
-    torch.testing.assert_close(per_sample, torch.stack([grad(f)(a, b) for a, b in zip(x, y)]))
+    looped = torch.stack([grad(f)(a, b) for a, b in zip(x, y, strict=True)])
+    torch.testing.assert_close(per_sample, looped)
     ensemble = x[None] + 0.1 * torch.rand(
         3, 4, 3, 8, 8, generator=torch.Generator().manual_seed(11)
     )
