@@ -126,6 +126,7 @@ def ssim_oracle(
     taps = [math.exp(-((a - radius) ** 2) / (2 * sigma**2)) for a in range(window_size)]
     g = torch.tensor(taps, dtype=torch.float64) / sum(taps)
     w = g[:, None] * g[None, :]  # the circular-symmetric window, sums to 1
+    w = w.to(torch.promote_types(input.dtype, target.dtype))  # the images' dtype
     h, width = input.shape[-2:]
     if padding == "same":
         rows = torch.tensor(_reflected(h, radius))
