@@ -152,13 +152,19 @@ def _gaussian_window(window_size: int, sigma: float, dtype: torch.dtype) -> Tens
 
 def _blur(planes: Tensor, window: Tensor, same: bool) -> Tensor:
     """Each plane of ``planes`` ``(B, H, W)`` filtered with the separable window: reflect-padded
-    by the radius on every side for ``same``, unpadded (``H - 2r, W - 2r``) otherwise."""
+    by the radius on every side for ``same``, unpadded (``H - 2r, W - 2r``) otherwise. One
+    depthwise ``conv2d`` per direction, the planes as channels (several times faster on the CPU
+    than the planes as a batch of one channel)."""
     radius = window.numel() // 2
-    x = planes.unsqueeze(1)
+    count, height, width = planes.shape
+    if count == 0:  # conv2d takes no zero-channel input: nothing to filter
+        crop = 0 if same else 2 * radius
+        return planes[:, : height - crop, : width - crop]
+    x = planes.unsqueeze(0)
     if same and radius > 0:
         x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, window.view(1, 1, 1, -1))
-    return F.conv2d(x, window.view(1, 1, -1, 1)).squeeze(1)
+    x = F.conv2d(x, window.view(1, 1, 1, -1).expand(count, 1, 1, -1), groups=count)
+    return F.conv2d(x, window.view(1, 1, -1, 1).expand(count, 1, -1, 1), groups=count).squeeze(0)
 
 
 def _ssim_map(
@@ -171,10 +177,13 @@ def _ssim_map(
 ) -> Tensor:
     """The SSIM map of planes ``(P, H, W)``.
 
-    The moments are filtered from the images less a per-plane constant (the planes' mean,
-    detached): the variances and covariance do not change (the window sums to 1), but their
-    ``E[x^2] - E[x]^2`` no longer cancels the offset's square in float32."""
-    offset = ((input + target) / 2).mean((-2, -1), keepdim=True).detach()
+    The moments are filtered from the images less a per-plane constant (the smallest pixel of
+    the pair, detached): the variances and covariance do not change (the window sums to 1),
+    but their ``E[x^2] - E[x]^2`` no longer cancels an offset's square in float32 (images
+    around 1000 at ``data_range=1``); the images less it lie in ``[0, range]``, whose rounding
+    is that of ordinary images (a mean would move the zeros of a sparse image off 0)."""
+    offset = torch.minimum(input.amin((-2, -1), keepdim=True), target.amin((-2, -1), keepdim=True))
+    offset = offset.detach()
     x, y = input - offset, target - offset
     moments = _blur(torch.cat([x, y, x * x, y * y, x * y]), window, same)
     mean_x, mean_y, xx, yy, xy = moments.chunk(5)
@@ -410,6 +419,14 @@ def psnr_loss(
         images = where[..., None, None, None]
         # a masked image: MSE 1, where log10 and its derivatives are finite whatever eps
         input, target = masked(images, input, 1.0), masked(images, target)
-    error = ((input - target) ** 2).mean((-3, -2, -1))
-    loss = (10 / math.log(10)) * torch.log(error / data_range**2 + eps)
+    # MSE / L^2 = m u^2 with the images in units of s = max(|pixel|, L) per image (detached):
+    # m <= 4 and u = s / L >= 1, so log(m u^2 + eps) = 2 log u + log(m + eps / u^2) cannot
+    # overflow where squared errors of float32 pixels near 3e38 would
+    scale = torch.maximum(input.abs().amax((-3, -2, -1)), target.abs().amax((-3, -2, -1)))
+    scale = scale.clamp_min(data_range).detach()
+    unit = scale[..., None, None, None]
+    error = ((input / unit - target / unit) ** 2).mean((-3, -2, -1))
+    log_ratio = torch.log(scale) - math.log(data_range)  # s / L itself may overflow
+    floor = eps * (data_range / scale) ** 2
+    loss = (10 / math.log(10)) * (2 * log_ratio + torch.log(error + floor))
     return reduce(loss, reduction, where=where)

@@ -5,9 +5,12 @@ batch is a valid call) whose neighbouring pixels differ by at least ``TIE_MARGIN
 a kink where two neighbours are equal (pinned in test_image.py). The oracle writes the
 definition with ``torch.diff``; the anchor is kornia's ``total_variation``.
 
-ssim_loss: image pairs ``(N, H, W)`` or ``(N, C, H, W)`` in ``[0, 1]``, windows of 1, 3 and 5
+ssim_loss: image pairs ``(N, H, W)`` or ``(N, C, H, W)`` in ``[0, 1]``, windows of 3 and 5
 taps, both paddings; smooth everywhere (its denominators are at least ``c1 * c2``), so draws may
-be equal or constant. The oracle is Wang et al.'s definition written out: each pixel's window
+be equal or constant. A window of 1 tap (variances identically 0) is pinned in test_image.py:
+there float32's ``E[x^2] - E[x]^2`` gives gradients within ``eps_32 L^2 / c2`` (1e-4) of the
+exact ones, as kornia's and MONAI's, outside the registry's float32 tolerance. The oracle is
+Wang et al.'s definition written out: each pixel's window
 gathered from the reflect-padded plane (explicit indices, ``unfold``), the weighted mean, the
 centred weighted variances and covariance. The anchor is kornia's ``ssim_loss`` (its sigma 1.5,
 which the draws keep; sigma, ``k1`` and ``k2`` are varied in test_image.py).
@@ -88,7 +91,7 @@ def _plane_mask(where: Tensor, position: int, case: Case) -> Tensor:
 
 @st.composite
 def ssim_pairs(draw: st.DrawFn) -> Case:
-    window_size = draw(st.sampled_from([1, 3, 5]))
+    window_size = draw(st.sampled_from([3, 5]))
     padding = draw(st.sampled_from(["same", "valid"]))
     smallest = window_size // 2 + 1 if padding == "same" else window_size
     lead = draw(st.one_of(st.tuples(st.integers(1, 2)), st.tuples(*[st.integers(1, 2)] * 2)))
@@ -144,9 +147,8 @@ def ssim_oracle(
     var_y = (w * dy**2).sum((-2, -1))
     cov = (w * dx * dy).sum((-2, -1))
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    )
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    ssim = luminance * (2 * cov + c2) / (var_x + var_y + c2)
     loss = 1 - ssim
     if reduction == "none":
         return loss
