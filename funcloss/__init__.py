@@ -42,7 +42,7 @@ from ._fenchel_young import (
 )
 from ._focal import asymmetric_loss, focal_loss, poly1_cross_entropy, sigmoid_focal_loss
 from ._function import custom_backward
-from ._image import total_variation
+from ._image import psnr_loss, ssim_loss, total_variation
 from ._linear import linear_cross_entropy
 from ._logistic import binary_cross_entropy, binary_cross_entropy_with_logits
 from ._lovasz import lovasz_hinge_loss, lovasz_softmax_loss
@@ -153,6 +153,7 @@ __all__ = [
     "perceptron_loss",
     "poisson_nll_loss",
     "poly1_cross_entropy",
+    "psnr_loss",
     "quantile_loss",
     "ranking_softmax_loss",
     "set_value_checks",
@@ -162,6 +163,7 @@ __all__ = [
     "soft_margin_loss",
     "sparsemax",
     "sparsemax_loss",
+    "ssim_loss",
     "supcon_loss",
     "total_variation",
     "tree_loss",

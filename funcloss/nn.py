@@ -180,6 +180,8 @@ GeneralizedBoxIoULoss = loss_module(_bx.generalized_box_iou_loss, name="Generali
 GeneralizedKLDivLoss = loss_module(_dv.generalized_kl_div, name="GeneralizedKLDivLoss")
 JSDivLoss = loss_module(_dv.js_div, name="JSDivLoss")
 
+PSNRLoss = loss_module(_im.psnr_loss, name="PSNRLoss")
+SSIMLoss = loss_module(_im.ssim_loss, name="SSIMLoss")
 TotalVariation = loss_module(_im.total_variation, name="TotalVariation")
 DiceLoss = loss_module(_o.dice_loss, name="DiceLoss", forward_args=("mask",))
 FocalTverskyLoss = loss_module(
@@ -262,6 +264,7 @@ __all__ = [
     "MulticlassPerceptronLoss",
     "NLLLoss",
     "NTXentLoss",
+    "PSNRLoss",
     "PairwiseHingeLoss",
     "PairwiseLogisticLoss",
     "PerceptronLoss",
@@ -269,6 +272,7 @@ __all__ = [
     "Poly1CrossEntropyLoss",
     "QuantileLoss",
     "RankingSoftmaxLoss",
+    "SSIMLoss",
     "SigmoidFocalLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from ._checks import Reduction
 from ._divergence import KLReduction
+from ._image import Padding
 from ._robust import Scalar
 
 class ApproxNDCGLoss(nn.Module):
@@ -731,6 +732,16 @@ class NTXentLoss(nn.Module):
         self, embeddings: Tensor, labels: Tensor, *, where: Tensor | None = None
     ) -> Tensor: ...
 
+class PSNRLoss(nn.Module):
+    data_range: float
+    eps: float
+    reduction: Reduction
+    def __init__(
+        self, *, data_range: float = 1.0, eps: float = 1e-10, reduction: Reduction = "mean"
+    ) -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
 class PairwiseHingeLoss(nn.Module):
     margin: float
     weight: Tensor | None
@@ -799,6 +810,28 @@ class RankingSoftmaxLoss(nn.Module):
     weight: Tensor | None
     reduction: Reduction
     def __init__(self, *, weight: Tensor | None = None, reduction: Reduction = "mean") -> None: ...
+    def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+    def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
+
+class SSIMLoss(nn.Module):
+    window_size: int
+    sigma: float
+    data_range: float
+    k1: float
+    k2: float
+    padding: Padding
+    reduction: Reduction
+    def __init__(
+        self,
+        *,
+        window_size: int = 11,
+        sigma: float = 1.5,
+        data_range: float = 1.0,
+        k1: float = 0.01,
+        k2: float = 0.03,
+        padding: Padding = "same",
+        reduction: Reduction = "mean",
+    ) -> None: ...
     def forward(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
     def __call__(self, input: Tensor, target: Tensor, *, where: Tensor | None = None) -> Tensor: ...
 
@@ -1011,6 +1044,7 @@ __all__ = [
     "MulticlassPerceptronLoss",
     "NLLLoss",
     "NTXentLoss",
+    "PSNRLoss",
     "PairwiseHingeLoss",
     "PairwiseLogisticLoss",
     "PerceptronLoss",
@@ -1018,6 +1052,7 @@ __all__ = [
     "Poly1CrossEntropyLoss",
     "QuantileLoss",
     "RankingSoftmaxLoss",
+    "SSIMLoss",
     "SigmoidFocalLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",

@@ -28,6 +28,8 @@ OPEN = {
         "(fixed on the small path by a clamp; the fused path would pay a pass over (N, C))",
         "linear_cross_entropy": "+inf in the hidden state: inf logits, inf - inf",
         "cosine_embedding_loss": "+inf coordinate: inf / inf in the cosine (torch: nan too)",
+        "ssim_loss": "an infinite pixel: inf - inf in E[x^2] - E[x]^2 (kornia, MONAI: nan too); "
+        "limit 1 - SSIM = 1 at each window it enters",
         "triplet_margin": "+inf coordinate: inf - inf in the distances",
         # (the oracle is unreliable here too: its log_softmax identity cancels 1e300 - 1e300)
         "ctc_loss": "+inf log-probability: sentinel -1e30 + inf revives unreachable states",
@@ -42,6 +44,8 @@ OPEN = {
         "(rightly) and so does the gradient, which fits (needs a log-domain backward)",
         "cosine_embedding_loss": "squared norms overflow float32 at 3e38: nan, the truth <= 2",
         "triplet_margin": "squared distances overflow float32 at 3e38",
+        "ssim_loss": "squared pixels overflow float32 at 3e38 in the moments E[x^2], E[xy] "
+        "(kornia and MONAI: nan too); no per-plane rescale keeps ordinary windows beside them",
         "linear_cross_entropy": "logits overflow float32: inf - inf",
         "ctc_loss": "log-probabilities of 3e38: inf - inf in the recursion",
         "cross_entropy": "a log-probability below float32's range (logits of 3e38, -6e38 is -inf) "

@@ -46,7 +46,7 @@ FAMILIES = {
     "funcloss._divergence": ("divergence", "Divergences (Jensen-Shannon, generalized KL)"),
     "funcloss._ranking": ("ranking", "Ranking losses"),
     "funcloss._box": ("box", "Bounding-box losses (GIoU, DIoU, CIoU)"),
-    "funcloss._image": ("image", "Image losses (total variation)"),
+    "funcloss._image": ("image", "Image losses (total variation, SSIM, PSNR)"),
     "funcloss._focal": ("focal", "Focal losses (sigmoid, softmax, poly-1, asymmetric)"),
     "funcloss._contrastive": ("contrastive", "Metric and contrastive learning"),
 }
