@@ -37,6 +37,8 @@ OPEN = {
         "area ratios (torchvision: nan too); limit 1 + (enclosing - own width) / enclosing",
         "dice_loss-probabilities": "an infinite 'probability' (activation=None): inf / inf in "
         "the overlap ratio, whose limit is finite",
+        "mcc_loss-probabilities": "an infinite 'probability' (activation=None): inf - inf in "
+        "M TP - P T and the variance products, whose limit gradient is 0 (found by CI, open)",
     },
     "nan": {},
     "huge": {
