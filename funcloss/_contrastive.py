@@ -78,14 +78,15 @@ def _unit(x: Tensor) -> Tensor:
 
     Rows longer than 1 (in their largest coordinate) are first divided by that coordinate,
     detached: the unit vector is 0-homogeneous, so every derivative is unchanged, and the
-    squared norm of a float32 vector near 3e38 does not overflow. Infinite coordinates are
-    clamped to the dtype's largest value first, so a row holding them gets its limit, the
-    direction of their signs (its finite coordinates shrink to about 1e-38 of it; gradient 0 at
-    the infinite ones). Two ops on the ``(N, D)`` rows carry the gradient before the norm.
+    squared norm of a float32 vector near 3e38 does not overflow. A row with infinite
+    coordinates gets its limit, the direction of their signs (gradient 0 there).
     """
-    largest = torch.finfo(x.dtype).max
-    scale = x.detach().abs().amax(-1, keepdim=True).clamp(1.0, largest)
-    y = x.clamp(-largest, largest) / scale
+    scale = x.detach().abs().amax(-1, keepdim=True).clamp_min(1.0)
+    # a row with an infinite coordinate: its limit direction, the signs of the infinities
+    infinite = scale.isinf()
+    y = torch.where(
+        infinite, torch.where(x.isinf(), x.sign(), 0.0), x / torch.where(infinite, 1.0, scale)
+    )
     squared = (y * y).sum(-1, keepdim=True)
     return y / squared.clamp_min(torch.finfo(x.dtype).eps).sqrt()
 
