@@ -78,15 +78,14 @@ def _unit(x: Tensor) -> Tensor:
 
     Rows longer than 1 (in their largest coordinate) are first divided by that coordinate,
     detached: the unit vector is 0-homogeneous, so every derivative is unchanged, and the
-    squared norm of a float32 vector near 3e38 does not overflow. A row with infinite
-    coordinates gets its limit, the direction of their signs (gradient 0 there).
+    squared norm of a float32 vector near 3e38 does not overflow. Infinite coordinates are
+    clamped to the dtype's largest value first, so a row holding them gets its limit, the
+    direction of their signs (its finite coordinates shrink to about 1e-38 of it; gradient 0 at
+    the infinite ones). Two ops on the ``(N, D)`` rows carry the gradient before the norm.
     """
-    scale = x.detach().abs().amax(-1, keepdim=True).clamp_min(1.0)
-    # a row with an infinite coordinate: its limit direction, the signs of the infinities
-    infinite = scale.isinf()
-    y = torch.where(
-        infinite, torch.where(x.isinf(), x.sign(), 0.0), x / torch.where(infinite, 1.0, scale)
-    )
+    largest = torch.finfo(x.dtype).max
+    scale = x.detach().abs().amax(-1, keepdim=True).clamp(1.0, largest)
+    y = x.clamp(-largest, largest) / scale
     squared = (y * y).sum(-1, keepdim=True)
     return y / squared.clamp_min(torch.finfo(x.dtype).eps).sqrt()
 
@@ -688,14 +687,15 @@ def _distances(unit: Tensor) -> Tensor:
     return torch.where(positive, torch.where(positive, squared, 1.0).sqrt(), 0.0)
 
 
-def _masked_extreme(values: Tensor, mask: Tensor, largest: bool) -> Tensor:
-    """Row-wise max (``largest``) or min of ``values`` over ``mask``; 0 with zero gradient for
-    a row with no entry (its values replaced before the reduction: no ``inf`` reaches it)."""
-    any_entry = mask.any(-1, keepdim=True)
-    fill = float("-inf") if largest else float("inf")
-    filled = torch.where(any_entry, torch.where(mask, values, fill), 0.0)
-    extreme = filled.amax(-1) if largest else filled.amin(-1)
-    return extreme
+def _distances_to(unit: Tensor, index: Tensor) -> Tensor:
+    """Euclidean distances ``(N,)`` from each row of ``unit`` to row ``index[i]``, from their
+    difference: exact where the Gram form loses the relative precision ``eps / d^2`` of a
+    near-coincident pair. The square root is taken through the double ``where`` (derivative 0
+    at distance 0)."""
+    difference = unit - unit.index_select(0, index)
+    squared = (difference * difference).sum(-1)
+    positive = ~(squared <= 0)  # NaN stays NaN
+    return torch.where(positive, torch.where(positive, squared, 1.0).sqrt(), 0.0)
 
 
 # -- contrastive_loss ------------------------------------------------------------------------
@@ -859,7 +859,9 @@ def batch_triplet_loss(
     with :math:`d` the Euclidean distance of the normalised embeddings (derivative 0 at 0,
     never NaN). An anchor without a positive or a negative has no triplet (loss 0). ``"all"``
     is computed without the ``(N, N, N)`` tensor (sorted negative distances, ``O(N^2 log N)``).
-    The max and min are masked reductions (ties share the gradient), never boolean indexing.
+    The hard pair is chosen by a masked argmax or argmin (the first of ties), never boolean
+    indexing, and its distances are computed from the embeddings' differences (exact in
+    float32 for near-coincident pairs, where the Gram form loses precision).
 
     ``"mean"`` is PML's (``AvgNonZeroReducer``): the sum over the number of triplets with a
     non-zero loss (0 when none). The drop-in choice, and the satisfied triplets (most of them,
@@ -909,9 +911,13 @@ def batch_triplet_loss(
         terms, counts = _all_triplets(distance, positive, negative, margin)
         loss, nonzero = terms.sum(-1), counts.sum(-1)
     else:
+        # the Gram distances choose each anchor's pair (the first of ties, as the
+        # paper's argmax); the chosen distances are taken again from the differences
         anchors = positive.any(-1) & negative.any(-1)
-        hardest = _masked_extreme(distance, positive, largest=True)
-        nearest = _masked_extreme(distance, negative, largest=False)
+        chosen = distance.detach()
+        farthest = torch.where(positive, chosen, float("-inf")).argmax(-1)
+        closest = torch.where(negative, chosen, float("inf")).argmin(-1)
+        hardest, nearest = _distances_to(unit, farthest), _distances_to(unit, closest)
         loss = torch.where(anchors, torch.relu(hardest - nearest + margin), 0.0)
         nonzero = loss > 0
     return reduce(loss, reduction, where=included, mean_weight=nonzero).to(dtype)
