@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+from hypothesis.internal.conjecture import providers as _providers
 
 # "quick" for local runs, "ci" (thorough, derandomized) when CI is set; override with
 # HYPOTHESIS_PROFILE.
@@ -19,6 +20,14 @@ settings.register_profile("ci", max_examples=12, derandomize=True, **_COMMON)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "quick")
 )
+
+# Hypothesis also draws literals found in the project's own imported modules ("local
+# constants"). Which modules a worker has imported depends on the tests it ran before, and any
+# edit to funcloss changes the literals, so even derandomized draws moved between two CI runs
+# of one commit. Without them a test's draws depend only on the test.
+if not hasattr(_providers, "_get_local_constants"):  # pragma: no cover - a Hypothesis upgrade
+    raise RuntimeError("conftest.py: Hypothesis' local-constants hook moved; update the override")
+_providers._get_local_constants = lambda: _providers._local_constants
 
 # A batching rule missing anywhere in funcloss must fail, not fall back to the slow loop.
 torch._C._functorch._set_vmap_fallback_enabled(False)
