@@ -20,6 +20,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,11 +128,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--calls", type=int, default=1, help="calls per timed round")
     parser.add_argument("--only", nargs="*", default=None, help="loss names to run")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by this thread's CPU time (1 thread: robust to other load on the machine)",
+    )
     options = parser.parse_args()
+    if options.cpu_time:
+        options.threads = 1
+        PeakMemory.timer = staticmethod(time.thread_time)
     torch.set_num_threads(options.threads)
     rounds = options.rounds or (3 if options.quick else 20)
     meter = PeakMemory()
-    print(f"torch {torch.__version__}, {options.threads} threads, fp32, forward + backward")
+    clock = "CPU time" if options.cpu_time else "wall time"
+    print(
+        f"torch {torch.__version__}, {options.threads} threads ({clock}), fp32, forward + backward"
+    )
     print(f"{'loss':32s} {'size':22s} {'funcloss over':28s} {'time':>8s} {'memory':>8s}")
     for bench in load_benches():
         if options.only and bench.loss not in options.only:
