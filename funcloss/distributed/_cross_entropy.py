@@ -515,7 +515,7 @@ def loss_rows(
     smoothing = label_smoothing > 0
     constant_weight = None if weight is None else weight.detach()
     weight_sum: Tensor | None = None
-    total_classes: Tensor | int
+    total_classes: Tensor | int = 0 if num_classes is None else num_classes
     start: Tensor | int
     if vocab_start is None:
         start, total_classes, weight_sum = shard_constants(
@@ -566,7 +566,9 @@ def loss_rows(
     if smoothing:
         spread = label_smoothing / total_classes
         spread = spread if keep is None else spread * keep
-        total = total + spread * (total_classes if weight is None else weight_sum)
+        weight_total = total_classes if weight is None else weight_sum
+        assert weight_total is not None
+        total = total + spread * weight_total
         dot = dot + spread * lse_dot[:, :, 1].sum(0)
     loss = total * lse - dot
     if z_loss > 0:

@@ -18,6 +18,7 @@ ranks' terms: they raise. With respect to ``W_r`` and ``b_r`` every derivative i
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -247,6 +248,28 @@ class _Problem(NamedTuple):
     chunk_size: int
 
 
+def _chunk_stats(
+    logits: Tensor,
+    class_weight: Tensor | None,
+    found: list[Tensor],
+    index: Tensor | None,
+    selected: Tensor | None,
+    weight: Tensor | None,
+    lse: bool,
+    dot: bool,
+) -> Tensor:
+    """A chunk's statistics (as :func:`_stats_forward`'s), as a leaf (``found``) that the fused
+    pass differentiates the combined loss to."""
+    assert index is not None and selected is not None
+    columns = [torch.logsumexp(logits, 1)]
+    if dot:
+        columns.append(logits.sum(1) if class_weight is None else logits @ class_weight)
+    picked = logits.gather(1, index.unsqueeze(1)).squeeze(1)
+    columns.append(torch.where(selected, picked, 0))
+    found.append(torch.stack(columns, 1).requires_grad_())
+    return found[0]
+
+
 def _fused_pass(
     input: Tensor,
     linear_weight: Tensor,
@@ -304,28 +327,10 @@ def _fused_pass(
         chunk_dropped = None if dropped is None else dropped[rows]
         leaves: list[Tensor] = []
 
-        def stats(
-            index: Tensor | None,
-            selected: Tensor | None,
-            weight: Tensor | None,
-            lse: bool,
-            dot: bool,
-            z: Tensor = z,
-            leaves: list[Tensor] = leaves,
-        ) -> Tensor:
-            assert index is not None and selected is not None
-            columns = [torch.logsumexp(z, 1)]
-            if dot:
-                columns.append(z.sum(1) if cw is None else z @ cw)
-            picked = z.gather(1, index.unsqueeze(1)).squeeze(1)
-            columns.append(torch.where(selected, picked, 0))
-            leaves.append(torch.stack(columns, 1).requires_grad_())
-            return leaves[0]
-
         chunk_ignored = None if targets.ignored is None else targets.ignored[rows]
         with torch.enable_grad():
             loss, row_weight = loss_rows(
-                stats,
+                functools.partial(_chunk_stats, z, cw, leaves),
                 local_size,
                 input.dtype,
                 target[rows],
