@@ -16,9 +16,9 @@ derivative is local (funcloss.distributed._collectives), and the statistics' bac
 this rank's classes. The statistics function (:func:`custom_backward`) saves only its inputs
 and recomputes the softmax in backward, in one ``(M, V_r)`` buffer (in place in plain eager).
 
-Collectives: one all-gather when ``vocab_start`` is given; without it the shard sizes ride in
-the first all-gather with ``lse_r`` (their prefix sum is ``s_r``, a device tensor: no host
-read), and the target logits take a second.
+Collectives: one all-gather of the statistics; without ``vocab_start`` one of the shard sizes
+comes first (their prefix sum is ``s_r``, a device tensor: no host read), so that the target
+logit is picked in the same statistics call as ``lse_r`` (one gradient buffer in backward).
 """
 
 from __future__ import annotations
@@ -331,11 +331,10 @@ def vocab_parallel_cross_entropy(
     communication): :math:`(A_n + 2 \zeta w_{y_n} \mathrm{lse}_n)\,\mathrm{softmax}(z_n) - a_n`.
 
     Communication: one all-gather of ``(M, k)`` statistics (``k <= 6`` numbers per row, in
-    fp32 for bf16/fp16 logits) when ``vocab_start`` is given, two without it (the shard sizes
-    travel with the first; their prefix sum is the start, kept on the device); none in
+    fp32 for bf16/fp16 logits) when ``vocab_start`` is given, two without it (one number per
+    rank first, the shard sizes; their prefix sum is the start, kept on the device); none in
     backward; no host reads. Memory: nothing of size ``(M, V_r)`` is kept for backward but the
-    input, and the backward builds one ``(M, V_r)`` buffer (two without ``vocab_start``). The
-    logits are never modified.
+    input, and the backward builds one ``(M, V_r)`` buffer. The logits are never modified.
 
     Args:
         input_shard: this rank's logits, shape ``(V_r,)``, ``(N, V_r)`` or

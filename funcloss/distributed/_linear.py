@@ -4,8 +4,16 @@ over rows so that this rank's ``(N, V_r)`` logits never exist.
 Rank ``r`` holds ``W_r`` ``(V_r, H)`` (and ``b_r``); per chunk of rows the logits are ``z = s
 tanh(u / s)`` (or ``u``), ``u = h W_r^T + b_r``, and the statistics are those of
 funcloss.distributed._cross_entropy (``lse_r``, ``t_r``, ``d_r``), combined the same way. The
-backward recomputes each chunk's logits: ``d u = (g_lse softmax(z) + g_d w + g_t onehot) (1 -
-(z / s)^2)``, then ``dW_r += du^T h``, ``db_r += sum du``, ``dh = du W_r`` (this rank's part).
+gradient of a chunk is ``d u = (g_lse softmax(z) + g_d w + g_t onehot) (1 - (z / s)^2)``, then
+``dW_r += du^T h``, ``db_r += sum du``, ``dh = du W_r`` (this rank's part). Two paths:
+
+- the transform-safe one (``_LinearStats``): one all-gather for all rows; the backward
+  recomputes each chunk's logits (four matmuls per chunk in all);
+- plain eager mode with a scalar reduction (``_FusedLinear``, a training step): per chunk, the
+  logits, an all-gather of the chunk's statistics (the gradient needs each row's global
+  ``lse``), the loss, and ``d u`` in place in the logits' buffer (three matmuls per chunk, as
+  torch's ``h W_r^T`` then ``loss_parallel``); the backward scales the gradients by the
+  incoming one, or recomputes the first path when it builds a graph.
 
 The replicated ``input`` ``h``: its gradient is the sum of every rank's part, one all-reduce in
 backward (``input_grad="all_reduce"``) or this rank's part (``"partial"``, for a caller that
@@ -498,9 +506,12 @@ def vocab_parallel_linear_cross_entropy(
 
     Equals :func:`vocab_parallel_cross_entropy` on ``input @ linear_weight_shard.T +
     linear_bias_shard`` (soft-capped with ``softcap``), computed a chunk of rows at a time as
-    :func:`funcloss.linear_cross_entropy` does: the ``(N, V_r)`` logits never exist, the
-    backward recomputes each chunk. Same collectives in the forward (one all-gather with
-    ``vocab_start``, two without), plus one ``(N, H)`` all-reduce of ``input``'s gradient in
+    :func:`funcloss.linear_cross_entropy` does: the ``(N, V_r)`` logits never exist. In plain
+    eager mode with ``"mean"``/``"sum"`` and gradients needed, the gradients are computed
+    during the forward (three matmuls per chunk), with one all-gather of statistics per chunk
+    (each chunk needs its rows' global log-sum-exp); otherwise the backward recomputes each
+    chunk, after one all-gather for all rows. Without ``vocab_start``, one more all-gather (the
+    shard sizes) comes first. Plus one ``(N, H)`` all-reduce of ``input``'s gradient in
     backward with ``input_grad="all_reduce"``.
 
     .. math::
