@@ -2,10 +2,14 @@
 ``loss_parallel``, forward + backward, 2 CPU ranks (gloo), and funcloss.cross_entropy on the full
 logits in one process for scale.
 
-Memory is the peak of the bytes allocated during forward + backward above those live before it
-(the logits exist already; the logits' gradient counts), from the profiler's allocation events;
-time is the median over repeats, and the time ratio is the median of the per-repeat (paired)
-ratios.
+Every rank runs the contenders side by side (benchmarks/_paired.py: interleaved rounds, the
+order alternating, the same on both ranks so that their collectives meet); a ratio is the median
+over rounds of the per-round ratio to ``loss_parallel`` on that rank, and ``loss_parallel``
+against itself is the noise floor. Time is the rank's CPU time (its one compute thread,
+``time.thread_time``: on a shared machine wall time counts the other jobs; ``--wall`` for it).
+Peak memory is the rank's resident-set high-water mark during forward + backward above its
+resident set before (``VmHWM``; the inputs exist already, the gradients count). The CPU
+profiler's ``profile_memory`` events are incomplete on torch 2.13, so they cannot give a peak.
 
     PYTHONPATH=$PWD python benchmarks/vocab_parallel.py [--rows 4096 --classes 32000 --repeats 5]
     PYTHONPATH=$PWD python benchmarks/vocab_parallel.py --hidden 512   # the linear variant
@@ -16,10 +20,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -31,6 +36,9 @@ from funcloss.distributed import (
     vocab_parallel_cross_entropy,
     vocab_parallel_linear_cross_entropy,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paired import PeakMemory, Samples, interleaved, median_seconds, paired_ratio
 
 
 def _methods(
@@ -84,61 +92,38 @@ def _methods(
         )
         loss.backward()
 
+    def funcloss_linear_all_reduce() -> None:
+        h, w = features.detach().requires_grad_(), head.detach().requires_grad_()
+        loss = vocab_parallel_linear_cross_entropy(h, w, target, vocab_start=rank * size)
+        loss.backward()  # h.grad: one (N, H) all-reduce
+
     if hidden:
         return {
-            "linear: h @ W_r.T, then loss_parallel": torch_linear_loss_parallel,
-            "linear: funcloss vocab_parallel_linear_cross_entropy": funcloss_linear,
+            "h @ W_r.T, then loss_parallel": torch_linear_loss_parallel,
+            "the same (noise floor)": torch_linear_loss_parallel,
+            'funcloss linear, input_grad="partial"': funcloss_linear,
+            'funcloss linear, input_grad="all_reduce"': funcloss_linear_all_reduce,
         }
     return {
         "loss_parallel": torch_loss_parallel,
+        "loss_parallel (noise floor)": torch_loss_parallel,
         "funcloss": funcloss_vocab_parallel,
         "funcloss (default vocab_start)": funcloss_default_start,
         "funcloss.cross_entropy, full logits, 1 process": funcloss_one_process,
     }
 
 
-def peak_bytes(step: Callable[[], None]) -> int:
-    """The peak of the bytes allocated during ``step`` above those live before it, from the
-    profiler's allocation events (signed sizes, in time order)."""
-    from torch._C._profiler import _EventType
-
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
-        step()
-    allocations = []
-    stack = list(profiler.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        event = stack.pop()
-        if event.tag == _EventType.Allocation:
-            allocations.append((event.start_time_ns, event.extra_fields.alloc_size))
-        stack.extend(event.children)
-    current = peak = 0
-    for _, size in sorted(allocations):
-        current += size
-        peak = max(peak, current)
-    return peak
-
-
 def _rank(rank: int, world_size: int, store_path: str, args: argparse.Namespace, out: dict) -> None:
     torch.set_num_threads(1)
     store = dist.FileStore(store_path, world_size)
-    timeout = datetime.timedelta(seconds=600)
+    timeout = datetime.timedelta(seconds=1800)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=timeout)
     methods = _methods(rank, world_size, args.rows, args.classes, args.hidden)
-    for step in methods.values():  # warm up
-        step()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(args.repeats):
-        for name, step in methods.items():
-            dist.barrier()
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    memory = {}
-    for name, step in methods.items():
-        dist.barrier()
-        memory[name] = peak_bytes(step)
-    out[rank] = (times, memory)
+    meter = PeakMemory()
+    if not args.wall:
+        meter.timer = time.thread_time  # this rank's CPU seconds: a loaded machine's wait drops out
+    # Both ranks run the same contenders in the same (alternating) order: their collectives meet.
+    out[rank] = interleaved(methods, args.repeats, meter)
     dist.destroy_process_group()
 
 
@@ -150,26 +135,36 @@ def main() -> None:
     parser.add_argument(
         "--hidden", type=int, default=0, help="H > 0: the linear variant against h @ W_r.T"
     )
+    parser.add_argument(
+        "--wall", action="store_true", help="wall time instead of each rank's CPU time"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory, mp.Manager() as manager:
         out = manager.dict()
         store = os.path.join(directory, "store")
         mp.start_processes(_rank, args=(2, store, args, out), nprocs=2, start_method="spawn")
-        out = dict(out)
+        results: dict[int, Samples] = dict(out)
+    with open("/proc/loadavg") as load:
+        loadavg = " ".join(load.read().split()[:3])
     print(
-        f"N={args.rows}, V={args.classes}, 2 CPU ranks (gloo, 1 thread each), fp32, "
-        f"{args.repeats} repeats; per rank: median time, peak memory; ratios to loss_parallel"
+        f"N={args.rows}, V={args.classes}, H={args.hidden or '-'}, 2 CPU ranks (gloo, 1 thread "
+        f"each), fp32, {args.repeats} paired rounds, {'wall' if args.wall else 'CPU'} time; "
+        f"loadavg after: {loadavg}"
     )
-    base = next(iter(out[0][0]))
-    for name in out[0][0]:
-        for rank in (0, 1):
-            times, memory = out[rank]
-            ratios = [t / b for t, b in zip(times[name], times[base], strict=True)]
-            print(
-                f"  rank {rank} {name:<48} {statistics.median(times[name]) * 1e3:8.1f} ms "
-                f"{memory[name] / 2**20:8.1f} MiB   time x{statistics.median(ratios):.2f} "
-                f"memory x{memory[name] / memory[base]:.2f}"
-            )
+    print("| per rank (rank 0 / rank 1) | median time | time ratio | peak memory | memory ratio |")
+    print("|---|---|---|---|---|")
+    base = next(iter(results[0]))
+    for name in results[0]:
+        cells = []
+        for field in range(2):
+            per_rank = [paired_ratio(results[r], name, base, field) for r in (0, 1)]
+            cells.append(" / ".join(f"{v:.2f}" for v in per_rank))
+        seconds = " / ".join(f"{median_seconds(results[r], name):.2f} s" for r in (0, 1))
+        mib = " / ".join(
+            f"{sorted(m for _, m in results[r][name])[len(results[r][name]) // 2]:.0f} MiB"
+            for r in (0, 1)
+        )
+        print(f"| {name} | {seconds} | {cells[0]} | {mib} | {cells[1]} |")
 
 
 if __name__ == "__main__":

@@ -397,6 +397,17 @@ def linear_oracle(spec: dict[str, Any], softcap: float | None) -> dict[str, Tens
     return {"loss": loss.detach(), "input": grads[0], "linear_weight": grads[1], "bias": grads[2]}
 
 
+def linear_second_oracle(spec: dict[str, Any], softcap: float | None, rank: int) -> Tensor:
+    """``d/dW_r sum(d loss / dW_r)`` on the full layer, the other ranks' rows held fixed."""
+    data = linear_problem(spec)
+    w = data["linear_weight"].clone().requires_grad_()
+    data["input_leaf"] = data["input"]
+    loss = oracle(linear_logits(data, w, data["bias"], softcap), spec, data)
+    (gw,) = torch.autograd.grad(loss, w, create_graph=True)
+    (second,) = torch.autograd.grad(shard(spec, gw, rank, 0).sum(), w)
+    return shard(spec, second, rank, 0)
+
+
 def linear(
     rank: int,
     world_size: int,
@@ -464,6 +475,15 @@ def linear(
         loss = fn(x, w, b)
         (gx,) = torch.autograd.grad(loss, x, create_graph=True)
         return {"second": torch.autograd.grad(gx.sum(), x)}
+    if transform == "double_backward_weight":
+        loss = fn(x, w, b)
+        (gw,) = torch.autograd.grad(loss, w, create_graph=True)
+        return {"second": torch.autograd.grad(gw.sum(), w)[0]}
+    if transform == "twice":
+        loss = fn(x, w, b)
+        loss.backward(retain_graph=True)
+        loss.backward()
+        return {"input": x.grad, "linear_weight": w.grad, "bias": b.grad}
     calls = _collectives.calls[0]
     loss = fn(x, w, b)
     forward_calls = _collectives.calls[0] - calls

@@ -16,9 +16,9 @@ derivative is local (funcloss.distributed._collectives), and the statistics' bac
 this rank's classes. The statistics function (:func:`custom_backward`) saves only its inputs
 and recomputes the softmax in backward, in one ``(M, V_r)`` buffer (in place in plain eager).
 
-Collectives: one all-gather when ``vocab_start`` is given; without it the shard sizes ride in
-the first all-gather with ``lse_r`` (their prefix sum is ``s_r``, a device tensor: no host
-read), and the target logits take a second.
+Collectives: one all-gather of the statistics; without ``vocab_start`` one of the shard sizes
+comes first (their prefix sum is ``s_r``, a device tensor: no host read), so that the target
+logit is picked in the same statistics call as ``lse_r`` (one gradient buffer in backward).
 """
 
 from __future__ import annotations
@@ -331,11 +331,10 @@ def vocab_parallel_cross_entropy(
     communication): :math:`(A_n + 2 \zeta w_{y_n} \mathrm{lse}_n)\,\mathrm{softmax}(z_n) - a_n`.
 
     Communication: one all-gather of ``(M, k)`` statistics (``k <= 6`` numbers per row, in
-    fp32 for bf16/fp16 logits) when ``vocab_start`` is given, two without it (the shard sizes
-    travel with the first; their prefix sum is the start, kept on the device); none in
+    fp32 for bf16/fp16 logits) when ``vocab_start`` is given, two without it (one number per
+    rank first, the shard sizes; their prefix sum is the start, kept on the device); none in
     backward; no host reads. Memory: nothing of size ``(M, V_r)`` is kept for backward but the
-    input, and the backward builds one ``(M, V_r)`` buffer (two without ``vocab_start``). The
-    logits are never modified.
+    input, and the backward builds one ``(M, V_r)`` buffer. The logits are never modified.
 
     Args:
         input_shard: this rank's logits, shape ``(V_r,)``, ``(N, V_r)`` or
@@ -498,51 +497,58 @@ def loss_rows(
     dropped: Tensor | None,
     weight: Tensor | None,
     group: Group,
-    vocab_start: int | None,
-    num_classes: int | None,
+    vocab_start: int | Tensor | None,
+    num_classes: int | Tensor | None,
     label_smoothing: float,
     z_loss: float,
     ignore_index: int,
 ) -> tuple[Tensor, Tensor | None]:
     """The loss per row (``(M,)``, compute dtype, 0 on dropped rows) and each row's weight in
     the mean (``None``: all ones). ``stats_of(index, selected, weight, lse, dot)`` gives this
-    rank's statistics (:func:`_shard_stats` on the logits, or on a linear layer's)."""
+    rank's statistics (:func:`_shard_stats` on the logits, or on a linear layer's).
+    Collectives: one all-gather of the statistics, after one of the shard sizes when
+    ``vocab_start`` is ``None`` (the start is needed to pick the target logit, and picking it
+    in the same statistics call keeps one ``(M, V_r)`` gradient buffer in backward)."""
     dtype = compute_dtype(input_dtype)
     num_rows, device = target.shape[0], target.device
     smoothing = label_smoothing > 0
     constant_weight = None if weight is None else weight.detach()
-    # The columns that need no start: lse_r and d_r (differentiable), then the shard size and
-    # the local weight sum (constants).
+    weight_sum: Tensor | None = None
+    total_classes: Tensor | int = 0 if num_classes is None else num_classes
+    start: Tensor | int
+    if vocab_start is None:
+        start, total_classes, weight_sum = shard_constants(
+            local_size, constant_weight, smoothing, dtype, device, group
+        )
+        if num_classes is not None:
+            total_classes = num_classes
+        else:
+            _check_high(target, ignore_index, total_classes)
+    else:
+        start = vocab_start
+    # One all-gather of the statistics: lse_r and d_r (differentiable), t_r, then constants (the
+    # target's weight; with vocab_start given, the shard size and weight sum where needed).
     extra = []
-    if num_classes is None or vocab_start is None:
+    if vocab_start is not None and num_classes is None:
         extra.append(torch.full((num_rows,), local_size, dtype=dtype, device=device))
-    if smoothing and constant_weight is not None:
+    if vocab_start is not None and smoothing and constant_weight is not None:
         extra.append(constant_weight.to(dtype).sum().expand(num_rows))
+    index, selected = _local_targets(target, start, local_size)
+    stats = stats_of(index, selected, weight, True, smoothing)
+    target_columns = _target_weight_columns(constant_weight, index, selected, dtype)
+    gathered = all_gather(_cat([stats, *target_columns, *extra]), group)
+    used = stats.shape[1] + len(target_columns)
+    lse_dot = gathered[:, :, : 1 + smoothing]
+    target_stats = gathered[:, :, 1 + smoothing : used]
+    gathered_constants = gathered[:, :, used:]
     if vocab_start is not None:
-        index, selected = _local_targets(target, vocab_start, local_size)
-        stats = stats_of(index, selected, weight, True, smoothing)
-        target_columns = _target_weight_columns(constant_weight, index, selected, dtype)
-        gathered = all_gather(_cat([stats, *target_columns, *extra]), group)
-        gathered_start = gathered[:, :, : stats.shape[1] + len(target_columns)]
-        gathered_constants = gathered[:, :, stats.shape[1] + len(target_columns) :]
-        lse_dot = gathered_start[:, :, : 1 + smoothing]
-        target_stats = gathered_start[:, :, 1 + smoothing :]
-    else:
-        stats = stats_of(None, None, weight, True, smoothing)
-        first = all_gather(_cat([stats, *extra]), group)
-        lse_dot, gathered_constants = first[:, :, : stats.shape[1]], first[:, :, stats.shape[1] :]
-        sizes = gathered_constants[:, :1, 0].sum(1)  # (R,): 0 for a rank with no rows
-        start = (sizes.cumsum(0) - sizes)[group.rank].to(target.dtype)
-        index, selected = _local_targets(target, start, local_size)
-        picked = stats_of(index, selected, None, False, False)
-        target_columns = _target_weight_columns(constant_weight, index, selected, dtype)
-        target_stats = all_gather(_cat([picked, *target_columns]), group)
-    total_classes: Tensor | int
-    if num_classes is None:
-        total_classes = gathered_constants[:, :1, 0].sum()
-        _check_high(target, ignore_index, total_classes)
-    else:
-        total_classes = num_classes
+        if num_classes is None:
+            total_classes = gathered_constants[:, :1, 0].sum()
+            _check_high(target, ignore_index, total_classes)
+        else:
+            total_classes = num_classes
+        if smoothing and weight is not None:
+            weight_sum = gathered_constants[:, :1, -1].sum()
     # Every rank combines the same gathered numbers in the same order: the same bits.
     lse = torch.logsumexp(lse_dot[:, :, 0], 0)
     target_logit = target_stats[:, :, 0].sum(0)
@@ -559,8 +565,9 @@ def loss_rows(
     if smoothing:
         spread = label_smoothing / total_classes
         spread = spread if keep is None else spread * keep
-        weight_sum = total_classes if weight is None else gathered_constants[:, :1, -1].sum()
-        total = total + spread * weight_sum
+        weight_total = total_classes if weight is None else weight_sum
+        assert weight_total is not None
+        total = total + spread * weight_total
         dot = dot + spread * lse_dot[:, :, 1].sum(0)
     loss = total * lse - dot
     if z_loss > 0:
@@ -568,6 +575,27 @@ def loss_rows(
     if dropped is not None:
         loss = torch.where(dropped, 0.0, loss)
     return loss, row_weight
+
+
+def shard_constants(
+    local_size: int,
+    weight: Tensor | None,
+    smoothing: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    group: Group,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """This rank's start ``s_r``, the number of classes ``C`` and (with a class weight and label
+    smoothing) the global weight sum, from one all-gather of each rank's shard size (and weight
+    sum): device tensors, no host read."""
+    constants = [torch.full((), local_size, dtype=dtype, device=device)]
+    if smoothing and weight is not None:
+        constants.append(weight.to(dtype).sum())
+    gathered = all_gather(torch.stack(constants), group)  # (R, 1 or 2)
+    sizes = gathered[:, 0]
+    start = (sizes.cumsum(0) - sizes)[group.rank].to(torch.long)
+    weight_sum = gathered[:, 1].sum() if len(constants) > 1 else None
+    return start, sizes.sum(), weight_sum
 
 
 def _target_weight_columns(

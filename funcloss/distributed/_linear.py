@@ -4,8 +4,16 @@ over rows so that this rank's ``(N, V_r)`` logits never exist.
 Rank ``r`` holds ``W_r`` ``(V_r, H)`` (and ``b_r``); per chunk of rows the logits are ``z = s
 tanh(u / s)`` (or ``u``), ``u = h W_r^T + b_r``, and the statistics are those of
 funcloss.distributed._cross_entropy (``lse_r``, ``t_r``, ``d_r``), combined the same way. The
-backward recomputes each chunk's logits: ``d u = (g_lse softmax(z) + g_d w + g_t onehot) (1 -
-(z / s)^2)``, then ``dW_r += du^T h``, ``db_r += sum du``, ``dh = du W_r`` (this rank's part).
+gradient of a chunk is ``d u = (g_lse softmax(z) + g_d w + g_t onehot) (1 - (z / s)^2)``, then
+``dW_r += du^T h``, ``db_r += sum du``, ``dh = du W_r`` (this rank's part). Two paths:
+
+- the transform-safe one (``_LinearStats``): one all-gather for all rows; the backward
+  recomputes each chunk's logits (four matmuls per chunk in all);
+- plain eager mode with a scalar reduction (``_FusedLinear``, a training step): per chunk, the
+  logits, an all-gather of the chunk's statistics (the gradient needs each row's global
+  ``lse``), the loss, and ``d u`` in place in the logits' buffer (three matmuls per chunk, as
+  torch's ``h W_r^T`` then ``loss_parallel``); the backward scales the gradients by the
+  incoming one, or recomputes the first path when it builds a graph.
 
 The replicated ``input`` ``h``: its gradient is the sum of every rank's part, one all-reduce in
 backward (``input_grad="all_reduce"``) or this rank's part (``"partial"``, for a caller that
@@ -18,6 +26,7 @@ ranks' terms: they raise. With respect to ``W_r`` and ``b_r`` every derivative i
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -25,6 +34,7 @@ from torch import Tensor
 
 from .._checks import (
     Reduction,
+    _functorch,
     check_floating,
     check_index,
     check_positive,
@@ -32,12 +42,24 @@ from .._checks import (
     check_where,
     checks_config,
     fail,
+    plain_eager,
     shape_str,
 )
 from .._modes import follows_autocast
-from .._softmax_ce import compute_dtype
-from ._collectives import first_order_only, group_info, sum_gradients
-from ._cross_entropy import _check_config, _check_shapes, reduced_loss, row_targets
+from .._reduction import reduce
+from .._softmax_ce import compute_dtype, softmax_in_place
+from ._collectives import Group, first_order_only, group_info, sum_gradients
+from ._cross_entropy import (
+    RowTargets,
+    _check_config,
+    _check_high,
+    _check_shapes,
+    _local_targets,
+    loss_rows,
+    reduced_loss,
+    row_targets,
+    shard_constants,
+)
 
 _FN = "vocab_parallel_linear_cross_entropy"
 _CHUNK_BYTES = 64 * 2**20  # logits per chunk (compute dtype), as funcloss.linear_cross_entropy
@@ -216,6 +238,227 @@ def _linear_stats(*args: Any) -> Tensor:
     return function.apply(*args)
 
 
+# -- the eager training step: the gradients computed in the forward pass -----------------------
+
+
+class _Problem(NamedTuple):
+    """The non-tensor arguments of the fused step, passed as one."""
+
+    group: Group
+    vocab_start: int | None
+    num_classes: int | None
+    label_smoothing: float
+    z_loss: float
+    ignore_index: int
+    reduction: Reduction
+    out_shape: tuple[int, ...]
+    softcap: float | None
+    chunk_size: int
+
+
+def _chunk_stats(
+    logits: Tensor,
+    class_weight: Tensor | None,
+    found: list[Tensor],
+    index: Tensor | None,
+    selected: Tensor | None,
+    weight: Tensor | None,
+    lse: bool,
+    dot: bool,
+) -> Tensor:
+    """A chunk's statistics (as :func:`_stats_forward`'s), as a leaf (``found``) that the fused
+    pass differentiates the combined loss to."""
+    assert index is not None and selected is not None
+    columns = [torch.logsumexp(logits, 1)]
+    if dot:
+        columns.append(logits.sum(1) if class_weight is None else logits @ class_weight)
+    picked = logits.gather(1, index.unsqueeze(1)).squeeze(1)
+    columns.append(torch.where(selected, picked, 0))
+    found.append(torch.stack(columns, 1).requires_grad_())
+    return found[0]
+
+
+def _fused_pass(
+    input: Tensor,
+    linear_weight: Tensor,
+    bias: Tensor | None,
+    targets: RowTargets,
+    weight: Tensor | None,
+    where: Tensor | None,
+    problem: _Problem,
+    need: tuple[bool, bool, bool],
+) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+    """The reduced loss, its derivative in each (not dropped) row's loss (the same for all) and
+    the gradients of the sum of the row losses (input, weight, bias), in the compute dtype.
+
+    Per chunk: the logits in one reused buffer, their statistics, one all-gather of them (the
+    gradient needs the global ``lse`` of the chunk's rows: this is what saves the backward's
+    recomputing matmul), :func:`loss_rows`' combination and its derivative in the statistics
+    (autograd on the ``(rows, k)`` statistics only), then ``d u`` in place in the buffer and
+    the three gradient matmuls."""
+    dtype = compute_dtype(input.dtype)
+    h, w, b, cw = _compute(input, linear_weight, bias, weight, dtype=dtype)
+    target, dropped, group = targets.target, targets.dropped, problem.group
+    if dropped is not None:
+        h = h.masked_fill(dropped.unsqueeze(1), 0)  # padding must not reach dW via 0 * nan
+    num_rows, local_size = h.shape[0], w.shape[0]
+    smoothing = problem.label_smoothing > 0
+    start: Tensor | int | None = problem.vocab_start
+    num_classes: Tensor | int | None = problem.num_classes
+    if start is None:  # the sizes first, once: every chunk then picks its targets
+        constant_weight = None if cw is None else cw.detach()
+        start, total, _ = shard_constants(
+            local_size, constant_weight, False, dtype, h.device, group
+        )
+        if num_classes is None:
+            _check_high(target, problem.ignore_index, total)
+            num_classes = total
+    grad_input = torch.empty_like(h) if need[0] else None
+    grad_weight = torch.zeros_like(w) if need[1] else None
+    grad_bias = torch.zeros_like(b) if b is not None and need[2] else None
+    size = max(1, min(problem.chunk_size, num_rows))
+    buffer = torch.empty(size, local_size, dtype=dtype, device=h.device)
+    squashed_rows = size if problem.softcap is not None else 0
+    squash_buffer = torch.empty(squashed_rows, local_size, dtype=dtype, device=h.device)
+    losses, row_weights = [], []
+    for first, last in _chunks(num_rows, size):
+        rows = slice(first, last)
+        z = buffer[: last - first]
+        if b is None:
+            torch.mm(h[rows], w.T, out=z)
+        else:
+            torch.addmm(b, h[rows], w.T, out=z)
+        squashed = None
+        if problem.softcap is not None:
+            squashed = torch.div(z, problem.softcap, out=squash_buffer[: last - first]).tanh_()
+            torch.mul(squashed, problem.softcap, out=z)
+        chunk_dropped = None if dropped is None else dropped[rows]
+        leaves: list[Tensor] = []
+
+        chunk_ignored = None if targets.ignored is None else targets.ignored[rows]
+        with torch.enable_grad():
+            loss, row_weight = loss_rows(
+                functools.partial(_chunk_stats, z, cw, leaves),
+                local_size,
+                input.dtype,
+                target[rows],
+                chunk_ignored,
+                chunk_dropped,
+                cw,
+                group,
+                start,
+                num_classes,
+                problem.label_smoothing,
+                problem.z_loss,
+                problem.ignore_index,
+            )
+            (grad,) = torch.autograd.grad(loss.sum(), leaves)
+        losses.append(loss.detach())
+        if row_weight is not None:
+            row_weights.append(row_weight.detach())
+        # d loss / d u = g_lse softmax_r(z) + g_d w + g_t onehot(y - s_r), (1 - (z/s)^2) capped
+        index, selected = _local_targets(target[rows], start, local_size)
+        du, _ = softmax_in_place(z)
+        du.mul_(grad[:, :1])
+        if smoothing:
+            du.add_(grad[:, 1:2] if cw is None else grad[:, 1:2] * cw)
+        picked_grad = torch.where(selected, grad[:, -1], 0).unsqueeze(1)
+        du.scatter_add_(1, index.unsqueeze(1), picked_grad)
+        if chunk_dropped is not None:
+            du.masked_fill_(chunk_dropped.unsqueeze(1), 0)
+        if squashed is not None:
+            du.mul_(squashed.square_().neg_().add_(1))
+        if grad_input is not None:
+            torch.mm(du, w, out=grad_input[rows])
+        if grad_weight is not None:
+            grad_weight.addmm_(du.T, h[rows])
+        if grad_bias is not None:
+            grad_bias.add_(du.sum(0))
+    row_loss = torch.cat(losses).to(input.dtype).view(problem.out_shape)
+    mean_weight = None
+    if row_weights:
+        mean_weight = torch.cat(row_weights).to(row_loss.dtype).view(problem.out_shape)
+    with torch.enable_grad():
+        leaf = row_loss.requires_grad_()
+        value = reduce(leaf, problem.reduction, where=where, mean_weight=mean_weight)
+        (coefficient,) = torch.autograd.grad(value, leaf)
+    # The reduction's derivative is one number on every row that is not dropped (the dropped
+    # rows' gradients are 0): read at the first such row, on the device; 0 if there is none.
+    coefficient = coefficient.reshape(-1).to(dtype)
+    if dropped is None:
+        scale = coefficient[0]
+    else:
+        kept = ~dropped
+        first_kept = kept.to(torch.uint8).argmax(0, keepdim=True)
+        scale = torch.where(kept.any(), coefficient.gather(0, first_kept)[0], 0)
+    return value.detach(), scale, [grad_input, grad_weight, grad_bias]
+
+
+class _FusedLinear(torch.autograd.Function):
+    # Plain eager mode only (no torch.func transform, not compiling), so the classic
+    # ctx-in-forward style is fine, as funcloss._linear's fused step. The gradients computed in
+    # forward are consumed by the first backward that builds no graph (scaled in place); a
+    # double backward (create_graph=True) or a second backward recomputes the transform-safe
+    # path from the saved inputs (its collectives again, then autograd through it), so no
+    # derivative is taken through a stored intermediate.
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        input: Tensor,
+        linear_weight: Tensor,
+        bias: Tensor | None,
+        targets: RowTargets,
+        weight: Tensor | None,
+        where: Tensor | None,
+        problem: _Problem,
+        need: tuple[bool, bool, bool],
+        recompute: Any,
+    ) -> Tensor:
+        value, scale, grads = _fused_pass(
+            input, linear_weight, bias, targets, weight, where, problem, need
+        )
+        ctx.save_for_backward(input, linear_weight, bias)
+        ctx.scale, ctx.grads, ctx.recompute = scale, grads, recompute
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        input, linear_weight, bias = ctx.saved_tensors
+        like = (input, linear_weight, bias)
+        if torch.is_grad_enabled() or ctx.grads is None:
+            wanted = [t for t, n in zip(like, ctx.needs_input_grad[:3], strict=True) if n]
+            with torch.enable_grad():
+                loss = ctx.recompute(input, linear_weight, bias)
+            graph = torch.is_grad_enabled()
+            found = iter(torch.autograd.grad(loss, wanted, grad, create_graph=graph))
+            result = [next(found) if n else None for n in ctx.needs_input_grad[:3]]
+        else:
+            factor = ctx.scale * grad.to(ctx.scale.dtype)
+            if _functorch.is_legacy_batchedtensor(grad):  # vectorize=True jacobians
+                scaled = [None if g is None else g * factor for g in ctx.grads]
+            else:  # the usual case: scale in place, no copy
+                grads, ctx.grads = ctx.grads, None
+                scaled = [None if g is None else g.mul_(factor) for g in grads]
+            result = [
+                None if g is None or t is None else g.to(t.dtype)
+                for g, t in zip(scaled, like, strict=True)
+            ]
+        return (*result, None, None, None, None, None, None)
+
+
+def _use_fused(reduction: str, *tensors: Tensor | None) -> bool:
+    """A training step in plain eager mode: a scalar loss whose gradients will be needed."""
+    return (
+        reduction != "none"
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in tensors)
+        and plain_eager(*(t for t in tensors if t is not None))
+        # Forward-mode AD (a dual level is open) needs the transform-safe path's jvp.
+        and torch.autograd.forward_ad._current_level < 0
+    )
+
+
 def _check_linear_config(
     ignore_index: int = -100,
     reduction: str = "mean",
@@ -263,9 +506,12 @@ def vocab_parallel_linear_cross_entropy(
 
     Equals :func:`vocab_parallel_cross_entropy` on ``input @ linear_weight_shard.T +
     linear_bias_shard`` (soft-capped with ``softcap``), computed a chunk of rows at a time as
-    :func:`funcloss.linear_cross_entropy` does: the ``(N, V_r)`` logits never exist, the
-    backward recomputes each chunk. Same collectives in the forward (one all-gather with
-    ``vocab_start``, two without), plus one ``(N, H)`` all-reduce of ``input``'s gradient in
+    :func:`funcloss.linear_cross_entropy` does: the ``(N, V_r)`` logits never exist. In plain
+    eager mode with ``"mean"``/``"sum"`` and gradients needed, the gradients are computed
+    during the forward (three matmuls per chunk), with one all-gather of statistics per chunk
+    (each chunk needs its rows' global log-sum-exp); otherwise the backward recomputes each
+    chunk, after one all-gather for all rows. Without ``vocab_start``, one more all-gather (the
+    shard sizes) comes first. Plus one ``(N, H)`` all-reduce of ``input``'s gradient in
     backward with ``input_grad="all_reduce"``.
 
     .. math::
@@ -373,28 +619,56 @@ def vocab_parallel_linear_cross_entropy(
     dtype = compute_dtype(input.dtype)
     size = chunk_size or max(1, _CHUNK_BYTES // (max(1, local_size) * dtype.itemsize))
 
-    def stats(
-        index: Tensor | None, selected: Tensor | None, weight: Tensor | None, lse: bool, dot: bool
-    ) -> Tensor:
-        config = _Config(lse, dot, None if softcap is None else float(softcap), size)
-        return _linear_stats(
-            input, linear_weight_shard, linear_bias_shard, index, selected, dropped, weight, config
+    cap = None if softcap is None else float(softcap)
+
+    def loss_of(input: Tensor, linear_weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The transform-safe path: statistics that recompute each chunk in backward."""
+
+        def stats(
+            index: Tensor | None,
+            selected: Tensor | None,
+            weight: Tensor | None,
+            lse: bool,
+            dot: bool,
+        ) -> Tensor:
+            config = _Config(lse, dot, cap, size)
+            return _linear_stats(
+                input, linear_weight, bias, index, selected, dropped, weight, config
+            )
+
+        return reduced_loss(
+            stats,
+            local_size,
+            input.dtype,
+            targets,
+            weight,
+            info,
+            vocab_start,
+            num_classes,
+            label_smoothing,
+            z_loss,
+            ignore_index,
+            out_shape,
+            reduction,
+            where,
+            input.dtype,
         )
 
-    return reduced_loss(
-        stats,
-        local_size,
-        input.dtype,
-        targets,
-        weight,
-        info,
-        vocab_start,
-        num_classes,
-        label_smoothing,
-        z_loss,
-        ignore_index,
-        out_shape,
-        reduction,
-        where,
-        input.dtype,
-    )
+    tensors = (input, linear_weight_shard, linear_bias_shard)
+    if _use_fused(reduction, *tensors):
+        need = tuple(t is not None and t.requires_grad for t in tensors)
+        row_mask = None if where is None else where.expand(out_shape)
+        problem = _Problem(
+            info,
+            vocab_start,
+            num_classes,
+            float(label_smoothing),
+            float(z_loss),
+            ignore_index,
+            reduction,
+            out_shape,
+            cap,
+            size,
+        )
+        return _FusedLinear.apply(*tensors, targets, weight, row_mask, problem, need, loss_of)
+    return loss_of(*tensors)
