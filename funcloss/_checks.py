@@ -474,6 +474,24 @@ def promoted_dtype(*tensors: Tensor | None) -> torch.dtype:
     return torch.get_default_dtype() if dtype is None else dtype
 
 
+def gathered_index_mask(
+    target: Tensor, num_classes: int, ignore_index: int
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`class_index_mask` with ``gathered=True``, for a caller that knows the value checks
+    are enabled for ``target`` (non-empty): one reduction tells whether an entry may equal
+    ``ignore_index`` (``min`` below the classes, ``max`` above them, no read for a class)."""
+    if ignore_index < 0:
+        maybe_ignored = int(target.min()) < 0  # the one host read
+    elif ignore_index >= num_classes:
+        maybe_ignored = int(target.max()) >= num_classes
+    else:
+        maybe_ignored = True
+    if not maybe_ignored:
+        return target, None
+    ignored = target == ignore_index
+    return target.masked_fill(ignored, 0), ignored
+
+
 def class_index_mask(
     fn: str,
     target: Tensor,
@@ -505,16 +523,7 @@ def class_index_mask(
     if target.numel() == 0:
         return target, None
     if gathered:
-        if ignore_index < 0:
-            maybe_ignored = int(target.min()) < 0  # the one host read
-        elif ignore_index >= num_classes:
-            maybe_ignored = int(target.max()) >= num_classes
-        else:
-            maybe_ignored = True
-        if not maybe_ignored:
-            return target, None
-        ignored = target == ignore_index
-        return target.masked_fill(ignored, 0), ignored
+        return gathered_index_mask(target, num_classes, ignore_index)
     low, high = torch.stack(torch.aminmax(target)).tolist()  # the one host read
     if 0 <= low and high < num_classes:
         if not low <= ignore_index <= high:

@@ -8,7 +8,9 @@ import torch
 from torch import Tensor
 
 from ._checks import (
+    REDUCTIONS,
     Reduction,
+    _functorch,
     as_index,
     check_class_indices,
     check_class_weight,
@@ -22,7 +24,9 @@ from ._checks import (
     checks_config,
     class_index_mask,
     fail,
+    gathered_index_mask,
     in_place_safe,
+    value_reads_allowed,
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
@@ -104,6 +108,9 @@ def _masks(
 #   a small call's time is made of (an autograd.Function costs more per call than it saves
 #   there). Without label smoothing the target's log-probability is gathered rather than
 #   multiplied by a one-hot: a -inf logit elsewhere (a masked class) must not give 0 * -inf.
+#   A plain eager call (_fast) on moderate logits, whose log-probabilities are all finite, takes
+#   the product form sum(log_softmax(x) * coefficients) instead: no clamp, no gather, and three
+#   graph nodes, the cheapest backward of the small call.
 
 # Below this many logits, autograd through the composition beats the custom Function's overhead.
 _FUSED_MIN_ELEMENTS = 1 << 16
@@ -275,9 +282,111 @@ def cross_entropy(
         >>> funcloss.cross_entropy(logits, torch.tensor([0, 2]), where=allowed, reduction="none")
         tensor([0.1269, 0.0949])
     """
+    if _fast(input, target, weight, where, reduction, ignore_index, label_smoothing):
+        # every check holds already (see _fast): the small composition, with the one read
+        num_classes = input.shape[1]
+        # With label smoothing, or building autograd's graph, the read also tells whether the
+        # logits are moderate: their product form saves the clamp, the guards against 0 * -inf
+        # and, in backward, the clamp's and the gather's kernels, for two ops here; the plain
+        # forward without a graph costs less with the clamp and gather than with those two.
+        if label_smoothing > 0 or (input.requires_grad and torch.is_grad_enabled()):
+            index, ignored, moderate = _fast_read(input, target, num_classes, ignore_index)
+        else:
+            index, ignored = gathered_index_mask(target, num_classes, ignore_index)
+            moderate = False
+        try:
+            if moderate:
+                return _cross_entropy_moderate(
+                    input, index, ignored, weight, label_smoothing, reduction
+                )
+            return _cross_entropy_small(
+                input, index, ignored, weight, label_smoothing, reduction, input.shape[:1]
+            )
+        except (RuntimeError, IndexError):  # gather's own range check: the clear error
+            check_class_indices("cross_entropy", target, num_classes, ignore_index)
+            raise
     return _cross_entropy(
         input, target, weight, ignore_index, reduction, label_smoothing, None, where
     )
+
+
+def _fast_read(
+    input: Tensor, target: Tensor, num_classes: int, ignore_index: int
+) -> tuple[Tensor, Tensor | None, bool]:
+    """The fast path's one host read: class indices with ignored entries at 0 and the mask of
+    ignored entries (``None`` when none may be ignored: see :func:`gathered_index_mask`), and
+    whether the logits are moderate: the sum of their squares finite (so each is below
+    ``sqrt(finfo.max)`` in magnitude, about 1.8e19 in float32), so that every log-probability is
+    finite (no inf, no nan, no overflow in ``x - max``)."""
+    # inf or nan unless every logit is moderate; 0 * it (alpha=0) is then nan, else 0, so one
+    # number tells both the class index bound and whether the logits are moderate
+    size = torch.linalg.vector_norm(input.data)
+    if ignore_index < 0:
+        value = float(torch.add(target.min(), size, alpha=0))  # the one host read
+        maybe_ignored = not value >= 0
+    elif ignore_index >= num_classes:
+        value = float(torch.add(target.max(), size, alpha=0))
+        maybe_ignored = not value < num_classes
+    else:
+        value = float(size)
+        maybe_ignored = True
+    moderate = math.isfinite(value)
+    if not maybe_ignored:
+        return target, None, moderate
+    ignored = target == ignore_index
+    return target.masked_fill(ignored, 0), ignored, moderate
+
+
+def _fast(
+    input: object,
+    target: object,
+    weight: object,
+    where: object,
+    reduction: object,
+    ignore_index: object,
+    label_smoothing: object,
+) -> bool:
+    """A plain eager CPU call on small ``(N, C)`` float32/float64 logits (``N > 0``), int64
+    class indices of shape ``(N,)``, no mask, a class weight (if any) of shape ``(C,)`` and the
+    logits' dtype, and valid config: every check of :func:`_cross_entropy` holds already, and
+    the small path's value read may run (:func:`value_checks_enabled`).
+
+    Inlined for the small call, where the house checks cost about as much as the loss (64x10).
+    ``type(x) is Tensor`` excludes FakeTensors and other subclasses; every torch.func transform
+    and torch.compile take the general road."""
+    return (
+        where is None
+        and type(input) is Tensor
+        and type(target) is Tensor
+        and input.dtype in _FAST_DTYPES
+        and target.dtype is torch.int64
+        and input.dim() == 2
+        and target.dim() == 1
+        and 0 < target.shape[0] == input.shape[0]
+        and input.numel() < _FUSED_MIN_ELEMENTS
+        and input.is_cpu
+        and target.is_cpu
+        and (
+            weight is None
+            or (
+                type(weight) is Tensor
+                and weight.dtype == input.dtype
+                and weight.shape == input.shape[1:]
+            )
+        )
+        and reduction in REDUCTIONS
+        and type(ignore_index) is int
+        and type(label_smoothing) is float
+        and 0.0 <= label_smoothing <= 1.0
+        and value_reads_allowed()
+        and _functorch.peek_interpreter_stack() is None
+        and not torch.compiler.is_compiling()
+        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
+    )
+
+
+_FAST_DTYPES = (torch.float32, torch.float64)
+_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
 
 
 def _cross_entropy(
@@ -425,9 +534,16 @@ def _cross_entropy_small(
         input = input.masked_fill(ignored.unsqueeze(1), 0)
     # A +inf logit acts as the largest finite one: the float64 limit where it is finite (loss 0
     # and zero gradient with the target there; log 2 for two of them), no inf - inf = nan.
-    input = input.clamp(max=_LARGEST[input.dtype])
-    log_probs = torch.log_softmax(input, 1, torch.float32 if input.dtype in _HALF else None)
-    row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
+    dtype = input.dtype
+    input = input.clamp(max=_LARGEST[dtype])
+    if dtype in _HALF:
+        log_probs = torch.log_softmax(input, 1, torch.float32)
+    else:
+        log_probs = torch.log_softmax(input, 1)
+    if weight is None and ignored is None:
+        row_weights = None
+    else:
+        row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
     total: Tensor | int = 1  # the mean's denominator; an empty batch never comes here
     if reduction == "mean":
         if row_weights is None:
@@ -440,8 +556,10 @@ def _cross_entropy_small(
         picked = log_probs.gather(1, index.unsqueeze(1))  # (M, 1)
         if row_weights is None:  # no weight, nothing ignored: total is a number
             if reduction == "none":
-                return picked.view(out_shape).neg().to(input.dtype)
-            return (picked.sum() * (-1 / total)).to(input.dtype)
+                loss = picked.view(out_shape).neg()
+            else:
+                loss = picked.sum() * (-1 / total)
+            return loss if loss.dtype == dtype else loss.to(dtype)
         scale = row_weights.unsqueeze(1) * (-1 / total)
         if reduction == "mean" and ignored is not None:
             scale = scale.masked_fill(ignored.unsqueeze(1), 0)  # zero, even where 1 / total is not
@@ -464,7 +582,40 @@ def _cross_entropy_small(
         loss = products.sum(1)
     else:
         loss = products.sum(1).view(out_shape)
-    return loss if loss.dtype == input.dtype else loss.to(input.dtype)
+    return loss if loss.dtype == dtype else loss.to(dtype)
+
+
+def _cross_entropy_moderate(
+    input: Tensor,
+    index: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    label_smoothing: float,
+    reduction: Reduction,
+) -> Tensor:
+    """The fast path (:func:`_fast`) on moderate logits (:func:`_fast_read`), whose
+    log-probabilities are all finite: ``sum(log_softmax(x) * coefficients)``, the target weights,
+    the sign and the mean's denominator folded into one ``(N, C)`` array (no graph). Autograd
+    differentiates it with three graph nodes (log_softmax, mul, sum), and ignored rows need no
+    masking of their (finite) logits: a coefficient of 0 gives them exactly nothing. The same
+    values as :func:`_cross_entropy_small` up to float rounding (that path's clamp, gather and
+    guards against ``0 * -inf`` are for infinite log-probabilities, which cannot occur here)."""
+    log_probs = torch.log_softmax(input, 1)
+    row_weights = None
+    if weight is not None or ignored is not None:
+        row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
+    total: Tensor | int = 1  # the mean's denominator
+    if reduction == "mean":
+        total = input.shape[0] if row_weights is None else row_weights.sum()
+    coefficients = log_softmax_coefficients(
+        index, row_weights, ignored, weight, label_smoothing, log_probs, total, in_place=True
+    )
+    products = log_probs * coefficients
+    if reduction == "none":
+        return products.sum(1)
+    if reduction == "mean" and ignored is not None:
+        return products.sum() + 0.0 / total  # every row ignored: 0 / 0 = nan, as in torch
+    return products.sum()
 
 
 # -- nll_loss --------------------------------------------------------------------------------

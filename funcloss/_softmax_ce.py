@@ -373,6 +373,7 @@ def log_softmax_coefficients(
     label_smoothing: float,
     like: Tensor,
     total: Tensor | int = 1,
+    in_place: bool = False,
 ) -> Tensor:
     """``-a / total`` as an ``(M, C)`` array of ``like``'s dtype and device (class indices): the
     small path's ``loss = sum(log_softmax(z) * coefficients)``, which is ``(A lse - a . z) /
@@ -388,8 +389,13 @@ def log_softmax_coefficients(
         picked = row_weight.unsqueeze(1) * (label_smoothing - 1) / total
         if ignored is not None:
             picked = picked.masked_fill(ignored.unsqueeze(1), 0)
-    # out of place: the in-place scatter_ has no batching rule for a batched ``picked``
-    result = torch.zeros_like(like).scatter(1, index.unsqueeze(1), picked)
+    # out of place under transforms: the in-place scatter_ has no batching rule for a batched
+    # ``picked``
+    result = torch.zeros_like(like)
+    if in_place:
+        result = result.scatter_(1, index.unsqueeze(1), picked)
+    else:
+        result = result.scatter(1, index.unsqueeze(1), picked)
     if label_smoothing == 0:
         return result
     spread = -(label_smoothing / like.shape[1]) / total

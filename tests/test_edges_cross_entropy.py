@@ -418,3 +418,49 @@ def test_masked_class_of_weight_zero_with_smoothing_is_finite(
     torch.testing.assert_close(value.double(), truth, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(grad.double(), truth_grad, rtol=1e-6, atol=1e-6)
     assert (grad[:, 2] == 0).all()
+
+
+_FAST_LOGITS = {
+    "moderate": [[0.5, -1.0, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
+    "huge": [[2e19, -1.0, 0.0], [0.0, 0.3, -0.2], [1.0, -3e38, 3e38], [-2.0, 0.0, 4.0]],
+    "minus_inf": [[0.5, -INF, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
+    "plus_inf": [[INF, -1.0, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
+    "nan": [[NAN, -1.0, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
+}
+
+
+@pytest.mark.parametrize("logits", sorted(_FAST_LOGITS))
+@pytest.mark.parametrize(
+    "target, ignore_index", [([0, 2, 1, 2], -100), ([0, -100, 1, 2], -100), ([0, 3, 1, 2], 3)]
+)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize(
+    "label_smoothing, weighted, dtype",
+    [(0.0, False, torch.float32), (0.1, False, torch.float32), (0.0, True, torch.float64)],
+)
+def test_plain_eager_call_matches_the_general_path(
+    logits, target, ignore_index, reduction, label_smoothing, weighted, dtype
+) -> None:
+    # the plain eager call (_fast: moderate logits in product form, others clamped and gathered)
+    # gives the general path's values, gradients and second derivatives
+    x = torch.tensor(_FAST_LOGITS[logits], dtype=dtype)
+    y = torch.tensor(target)
+    kwargs = {
+        "weight": torch.tensor([0.5, 2.0, 1.0], dtype=dtype) if weighted else None,
+        "ignore_index": ignore_index,
+        "reduction": reduction,
+        "label_smoothing": label_smoothing,
+    }
+    results = []
+    for loss_fn in (funcloss.cross_entropy, lambda x, y, **kw: _ce(x, y, False, **kw)):
+        leaf = x.clone().requires_grad_()
+        loss = loss_fn(leaf, y, **kwargs)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf, create_graph=True)
+        (second,) = torch.autograd.grad((grad * torch.linspace(-1, 1, 12).view(4, 3)).sum(), leaf)
+        with torch.no_grad():
+            no_grad = loss_fn(x, y, **kwargs)
+        results.append((loss.detach(), grad.detach(), second, no_grad))
+    for fast, general in zip(*results, strict=True):
+        torch.testing.assert_close(fast, general, equal_nan=True)
+    if logits in ("moderate", "huge", "minus_inf"):  # torch is finite there
+        torch.testing.assert_close(results[0][0], F.cross_entropy(x, y, **kwargs))
