@@ -44,16 +44,21 @@ class PeakMemory:
 
     timer = staticmethod(time.perf_counter)
 
+    def trim(self) -> None:
+        """Collect garbage and return freed memory to the OS."""
+        gc.collect()
+        # What survives a collection is live (torch's, the anchors' modules): frozen, later
+        # collections skip it (each otherwise scans it all: ~0.3 s, 70 of the 107 CPU
+        # seconds of `catalogue.py --quick`). Garbage of later runs is still collected.
+        gc.freeze()
+        if self.libc is not None:
+            self.libc.malloc_trim(0)
+
     def run(self, fn: Callable[[], object], memory: bool = True) -> tuple[float, float]:
         """``(seconds, peak MiB)`` of one call of ``fn`` (MiB ``nan`` unless ``memory``)."""
         measure = memory and self.libc is not None
         if measure:
-            gc.collect()
-            # What survives a collection is live (torch's, the anchors' modules): frozen, later
-            # collections skip it (each otherwise scans it all: ~0.3 s, 70 of the 107 CPU
-            # seconds of `catalogue.py --quick`). Garbage of later runs is still collected.
-            gc.freeze()
-            self.libc.malloc_trim(0)  # type: ignore[union-attr]
+            self.trim()
             self._reset()
             before = self._status("VmRSS")
         start = self.timer()
@@ -69,10 +74,13 @@ def interleaved(
     rounds: int,
     meter: PeakMemory,
     memory: bool = True,
+    warmup: bool = True,
 ) -> Samples:
-    """Run every contender once per round (after one warm-up call each), alternating the order."""
-    for fn in contenders.values():
-        fn()
+    """Run every contender once per round (after one warm-up call each unless not ``warmup``:
+    the caller ran them already), alternating the order."""
+    if warmup:
+        for fn in contenders.values():
+            fn()
     samples: Samples = {key: [] for key in contenders}
     order = list(contenders)
     for round_ in range(rounds):

@@ -1,0 +1,57 @@
+"""benchmarks/sweep.py --quick runs every loss at every (tiny) shape in fp32 and bf16, writes its
+table and JSON, and funcloss agrees with torch in every cell it times (no timing checks: the
+numbers of a smoke run mean nothing)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch.nn.functional as F
+
+import funcloss
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import sweep  # noqa: E402
+
+
+def test_sweep_covers_every_loss_shared_with_torch() -> None:
+    shared = {name for name in funcloss.__all__ if callable(getattr(F, name, None))}
+    assert {case.loss for case in sweep.CASES} == shared
+    assert len(shared) == 22
+
+
+def test_sweep_quick(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode == 0, result.stderr
+    records = json.loads((tmp_path / "sweep.json").read_text())["cells"]
+    seen = {(r["label"], r["shape"], r["dtype"]): r for r in records}
+    expected = [
+        (case.label, shape.label, dtype)
+        for case, shape in sweep.cells(quick=True)
+        for dtype in ("float32", "bfloat16")
+    ]
+    assert sorted(seen) == sorted(expected)
+    table = (tmp_path / "table.md").read_text()
+    for (label, shape, dtype), r in seen.items():
+        assert f"| {label} | {shape} | {dtype} |" in table
+        if r["status"] == "skipped":  # only where torch has no CPU kernel for the dtype
+            assert r["reason"].startswith("torch: ") and "not implemented" in r["reason"], r
+            assert dtype == "bfloat16", r
+            continue
+        assert r["status"] == "ok", r  # funcloss's value and gradients agree with torch's
+        assert math.isfinite(r["time_ratio"]) and r["time_ratio"] > 0, r
+        assert r["funcloss_seconds"] > 0 and r["torch_seconds"] > 0, r
+    assert "cells over target" in (tmp_path / "sweep.md").read_text()
