@@ -326,8 +326,8 @@ def _cosine_jvp(input1_t: Tensor, input2_t: Tensor, input1: Tensor, input2: Tens
 
 class _EagerCosine(torch.autograd.Function):
     """The plain cosine of two same-shape inputs, eager only (``_eager_cosine``). Its ``ctx``
-    statistics are intermediates, which double backward cannot use: with ``create_graph`` (or a
-    second backward of a retained graph) the backward is the differentiable scaled one."""
+    statistics are intermediates, which double backward cannot use: with ``create_graph`` the
+    backward is the differentiable scaled one."""
 
     @staticmethod
     def forward(ctx: Any, input1: Tensor, input2: Tensor) -> Tensor:  # type: ignore[override]
@@ -342,8 +342,8 @@ class _EagerCosine(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         input1, input2 = ctx.saved_tensors
-        stats, ctx.stats = ctx.stats, None
-        if stats is None or torch.is_grad_enabled():
+        stats = ctx.stats  # (N,) each: kept, so a second backward gives the same bits
+        if torch.is_grad_enabled():
             return _cosine_gradients(grad, input1, input2)
         dot, squared1, squared2 = stats
         along = grad * (squared1 * squared2).rsqrt()
