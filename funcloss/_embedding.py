@@ -1,8 +1,8 @@
 """Embedding and ranking losses: margin_ranking, hinge_embedding, cosine_embedding, triplet.
 
-Each is a plain torch composition (no custom backward: autograd through these few ops is exact,
-as cheap as a hand-written rule, and has every transform rule). The hinges use ``clamp_min``,
-whose gradient at the kink is the one torch's own losses give there (the hinge counts as active).
+Each is a plain torch composition, but for the cosine, which has a hand-written backward (see
+``_cosine``) and an eager step. The hinges use ``clamp_min``, whose gradient at the kink is the
+one torch's own losses give there (the hinge counts as active).
 A mask (``where``) replaces the masked entries of the inputs before any arithmetic by fills at
 which each loss and all its derivatives are finite (nonzero embeddings for the cosine, distinct
 points for the triplet distances, whose norm is not differentiable at 0). The mask is checked
@@ -11,13 +11,16 @@ and applied in ``if where is not None`` blocks: nothing of it runs without one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._checks import (
     Reduction,
+    _functorch,
     broadcast_pair,
     broadcast_shape,
     check_floating,
@@ -32,7 +35,9 @@ from ._checks import (
     fail,
     promoted_dtype,
     shape_str,
+    value_reads_allowed,
 )
+from ._function import custom_backward
 from ._modes import follows_autocast
 from ._reduction import masked, reduce
 
@@ -227,15 +232,179 @@ def hinge_embedding_loss(
     return reduce(pushed + pulled, reduction, where=where)
 
 
+# -- rescaling -----------------------------------------------------------------------------
+#
+# The cosine and the triplet distances are homogeneous: cos(x1 / s1, x2 / s2) = cos(x1, x2) and
+# d(a / s, p / s) = d(a, p) / s. Each row (triplet) is divided by a power of two s near its
+# largest |coordinate| (at least 1), before squares and differences can overflow (at 3e38 in
+# float32, at 256 in float16). A power of two divides exactly: wherever the plain formula does
+# not overflow, the scaled one gives the same bits. An infinite coordinate reads as
+# _UNIT_BOUND times the dtype's largest power of two, every finite one of its row as itself:
+# the limit as that coordinate grows (torch: inf / inf = nan). The scale is a constant
+# (detached), so every derivative is the exact one of the unscaled formula.
+
+# Scaled coordinates are below 2 in size; an infinite one is clamped to this.
+_UNIT_BOUND = 4.0
+
+
+def _power_of_two(peak: Tensor) -> Tensor:
+    """``2^floor(log2 peak)`` within ``[1, largest power of two]`` (NaN stays NaN)."""
+    top = math.frexp(torch.finfo(peak.dtype).max)[1] - 1
+    return torch.exp2(torch.log2(peak).floor().clamp(0, top))
+
+
+def _peak(x: Tensor) -> Tensor:
+    """The largest |coordinate| of each row (last dim kept), detached: a constant scale."""
+    return x.detach().abs().amax(-1, keepdim=True)
+
+
+def _scaled(x: Tensor, scale: Tensor) -> Tensor:
+    return (x / scale).clamp(-_UNIT_BOUND, _UNIT_BOUND)
+
+
 # -- cosine_embedding_loss -------------------------------------------------------------------
 
 
-def _cosine_similarity(input1: Tensor, input2: Tensor) -> Tensor:
-    """torch's formula: ``x1 . x2 / sqrt((|x1|^2 + eps) (|x2|^2 + eps))`` along the last dim."""
-    dot = (input1 * input2).sum(-1)
-    squared1 = (input1 * input1).sum(-1) + _COSINE_EPS
-    squared2 = (input2 * input2).sum(-1) + _COSINE_EPS
+def _cosine_terms(input1: Tensor, input2: Tensor) -> tuple[Tensor, ...]:
+    """The rows scaled, their scales ``(..., 1)``, the dot product and the two squared norms
+    plus torch's epsilon, all in scaled units (``(...)``)."""
+    scale1, scale2 = _power_of_two(_peak(input1)), _power_of_two(_peak(input2))
+    unit1, unit2 = _scaled(input1, scale1), _scaled(input2, scale2)
+    dot = (unit1 * unit2).sum(-1)
+    # eps / s^2, divided twice: s * s overflows for the largest scales (eps / s^2 is then 0)
+    squared1 = (unit1 * unit1).sum(-1) + _COSINE_EPS / scale1.squeeze(-1) / scale1.squeeze(-1)
+    squared2 = (unit2 * unit2).sum(-1) + _COSINE_EPS / scale2.squeeze(-1) / scale2.squeeze(-1)
+    return unit1, unit2, scale1, scale2, dot, squared1, squared2
+
+
+def _scaled_cosine(input1: Tensor, input2: Tensor) -> Tensor:
+    """torch's formula ``x1 . x2 / sqrt((|x1|^2 + eps) (|x2|^2 + eps))`` along the last dim, on
+    rows of one shape scaled by powers of two (the epsilon scaled with them)."""
+    _, _, _, _, dot, squared1, squared2 = _cosine_terms(input1, input2)
     return dot / (squared1 * squared2).sqrt()
+
+
+# A custom backward: autograd of the composition replays its (N, D) products, whose backward
+# multiplies by stride-0 expanded gradients (slow kernels on the CPU); the analytic gradient is
+# two fused passes per input from the recomputed scaled rows. Only the inputs are saved, and
+# the backward is differentiable, so double backward is exact.
+_cosine = custom_backward(_scaled_cosine)
+
+
+def _cosine_gradients(
+    grad: Tensor | float, input1: Tensor, input2: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``grad`` times d cos / d input1 and d cos / d input2: with u = x / s, q = |u|^2 + eps /
+    s^2, r = (q1 q2)^(-1/2), d cos / d x1 = (r u2 - cos u1 / q1) / s1 (and symmetrically)."""
+    unit1, unit2, scale1, scale2, dot, squared1, squared2 = _cosine_terms(input1, input2)
+    inverse = (squared1 * squared2).rsqrt()
+    along = grad * inverse
+    across = along * dot  # grad * cos
+    along = along.unsqueeze(-1)
+    across1, across2 = (across / squared1).unsqueeze(-1), (across / squared2).unsqueeze(-1)
+    grad1 = (along * unit2 - across1 * unit1) / scale1
+    grad2 = (along * unit1 - across2 * unit2) / scale2
+    return grad1, grad2
+
+
+@_cosine.backward
+def _cosine_backward(grad: Tensor, input1: Tensor, input2: Tensor) -> tuple[Tensor, Tensor]:
+    return _cosine_gradients(grad, input1, input2)
+
+
+@_cosine.jvp
+def _cosine_jvp(input1_t: Tensor, input2_t: Tensor, input1: Tensor, input2: Tensor) -> Tensor:
+    grad1, grad2 = _cosine_gradients(1.0, input1, input2)
+    return (grad1 * input1_t).sum(-1) + (grad2 * input2_t).sum(-1)
+
+
+# -- the eager step: plain eager calls on coordinates where no scale is needed (every |x| at most
+# the largest float's fourth root over 2 sqrt(D), where (|x1|^2 |x2|^2) cannot overflow): the
+# scaled formula's bits are the plain one's, so the scales are skipped, one read of four
+# scalars decides; the (N,) statistics are kept for the backward (two passes per input).
+
+
+class _EagerCosine(torch.autograd.Function):
+    """The plain cosine of two same-shape inputs, eager only (``_eager_cosine``). Its ``ctx``
+    statistics are intermediates, which double backward cannot use: with ``create_graph`` the
+    backward is the differentiable scaled one."""
+
+    @staticmethod
+    def forward(ctx: Any, input1: Tensor, input2: Tensor) -> Tensor:  # type: ignore[override]
+        product = input1 * input2
+        dot = product.sum(-1)
+        squared1 = torch.mul(input1, input1, out=product).sum(-1).add_(_COSINE_EPS)
+        squared2 = torch.mul(input2, input2, out=product).sum(-1).add_(_COSINE_EPS)
+        ctx.save_for_backward(input1, input2)
+        ctx.stats = dot, squared1, squared2
+        return dot / (squared1 * squared2).sqrt()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        input1, input2 = ctx.saved_tensors
+        stats = ctx.stats  # (N,) each: kept, so a second backward gives the same bits
+        if torch.is_grad_enabled():
+            return _cosine_gradients(grad, input1, input2)
+        dot, squared1, squared2 = stats
+        along = grad * (squared1 * squared2).rsqrt()
+        across = along * dot  # grad * cos
+        along = along.unsqueeze(-1)
+        across1, across2 = (across / squared1).unsqueeze(-1), (across / squared2).unsqueeze(-1)
+        grad1 = torch.mul(input2, along).addcmul_(input1, across1, value=-1)
+        grad2 = torch.mul(input1, along).addcmul_(input2, across2, value=-1)
+        return grad1, grad2
+
+
+def _eager_cosine(input1: Tensor, input2: Tensor) -> bool:
+    """A plain eager CPU call on plain tensors (the conditions of ``_regression._fast``), value
+    reads allowed, and every coordinate small enough that no row needs a scale."""
+    if not (
+        type(input1) is Tensor
+        and type(input2) is Tensor
+        and input1.is_cpu
+        and input2.is_cpu
+        and value_reads_allowed()
+        and _functorch.peek_interpreter_stack() is None
+        and not torch.compiler.is_compiling()
+        and torch.autograd.forward_ad._current_level < 0
+        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
+        and not _functorch.is_legacy_batchedtensor(input1)
+        and not _functorch.is_legacy_batchedtensor(input2)
+    ):
+        return False
+    safe = torch.finfo(input1.dtype).max ** 0.25 / (2 * math.sqrt(input1.shape[-1]))
+    with torch.no_grad():
+        low1, high1 = torch.aminmax(input1)
+        low2, high2 = torch.aminmax(input2)
+        largest = torch.stack((high1, -low1, high2, -low2)).amax()
+    # one host read; a NaN fails the comparison: the scaled path, where it shows
+    return float(largest) <= safe
+
+
+_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
+
+
+def _cosine_similarity(input1: Tensor, input2: Tensor) -> Tensor:
+    """torch's cosine (see :func:`_scaled_cosine`) of two broadcastable ``(..., D)`` inputs."""
+    if (
+        input1.shape[-1] != input2.shape[-1]
+        or input1.shape[-1] == 0
+        or input1.numel() == 0
+        or input2.numel() == 0
+    ):
+        # torch's rule for a (., 1) operand broadcast along the coordinates: each squared norm
+        # over its own coordinates (not the broadcast ones); no coordinates (the dot is 0, the
+        # norms epsilon) or no rows: the plain formula
+        dot = (input1 * input2).sum(-1)
+        squared1 = (input1 * input1).sum(-1) + _COSINE_EPS
+        squared2 = (input2 * input2).sum(-1) + _COSINE_EPS
+        return dot / (squared1 * squared2).sqrt()
+    if input1.shape != input2.shape:
+        shape = torch.broadcast_shapes(input1.shape, input2.shape)
+        input1, input2 = input1.expand(shape), input2.expand(shape)
+    if _eager_cosine(input1, input2):
+        return _EagerCosine.apply(input1, input2)
+    return _cosine(input1, input2)
 
 
 @follows_autocast("float32")

@@ -27,7 +27,6 @@ OPEN = {
         "cross_entropy-fused": "+inf at the target class: inf - inf (torch: nan too); limit 0 "
         "(fixed on the small path by a clamp; the fused path would pay a pass over (N, C))",
         "linear_cross_entropy": "+inf in the hidden state: inf logits, inf - inf",
-        "cosine_embedding_loss": "+inf coordinate: inf / inf in the cosine (torch: nan too)",
         "ssim_loss": "an infinite pixel: inf - inf in E[x^2] - E[x]^2 (kornia, MONAI: nan too); "
         "limit 1 - SSIM = 1 at each window it enters",
         "triplet_margin": "+inf coordinate: inf - inf in the distances",
@@ -42,9 +41,8 @@ OPEN = {
     },
     "nan": {},
     "huge": {
-        "general_robust_loss": "alpha > 1 at residuals near 1e38: the value overflows "
-        "(rightly) and so does the gradient, which fits (needs a log-domain backward)",
-        "cosine_embedding_loss": "squared norms overflow float32 at 3e38: nan, the truth <= 2",
+        "general_robust_loss-tensor-alpha": "alpha > 1 at residuals near 1e38: the value "
+        "overflows (rightly) and so does the gradient, which fits (needs a log-domain backward)",
         "triplet_margin": "squared distances overflow float32 at 3e38",
         "ssim_loss": "squared pixels overflow float32 at 3e38 in the moments E[x^2], E[xy] "
         "(kornia and MONAI: nan too); no per-plane rescale keeps ordinary windows beside them",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -677,3 +678,71 @@ def test_soft_margin_masks_integer_and_broadcast_targets() -> None:
         funcloss.soft_margin_loss(poisoned, signs, where=where), poisoned
     )
     assert torch.isfinite(gradient).all() and (gradient[~where] == 0).all()
+
+
+def test_cosine_embedding_at_an_infinite_coordinate_is_the_limit() -> None:
+    # float64 limit: torch's own formula at 1e150 (1e300 overflows its squared norms); torch
+    # itself gives nan at inf (before: nan here too)
+    for target, margin in ((-1, 0.0), (1, 0.0), (-1, -0.5)):
+        y = torch.tensor([target])
+        x2 = torch.tensor([[0.5, -2.0, 1.0]], dtype=torch.float64, requires_grad=True)
+        x1 = torch.tensor([[math.inf, 0.3, 1.0]], dtype=torch.float64, requires_grad=True)
+        big = torch.tensor([[1e150, 0.3, 1.0]], dtype=torch.float64, requires_grad=True)
+        ours = funcloss.cosine_embedding_loss(x1, x2, y, margin, reduction="sum")
+        g1, g2 = torch.autograd.grad(ours, (x1, x2))
+        x2_ref = x2.detach().requires_grad_()
+        expected = F.cosine_embedding_loss(big, x2_ref, y, margin, reduction="sum")
+        e1, e2 = torch.autograd.grad(expected, (big, x2_ref))
+        assert_close(ours, expected)
+        assert_close(g1, e1)
+        assert_close(g2, e2)
+        other = x2.detach()
+
+        def summed(t: torch.Tensor, other=other, y=y, margin=margin) -> torch.Tensor:
+            return funcloss.cosine_embedding_loss(t, other, y, margin, reduction="sum")
+
+        forward = torch.func.jacfwd(summed)(x1.detach())
+        assert_close(forward, g1)
+
+
+def test_cosine_embedding_at_float32_max_is_finite() -> None:
+    # torch (and the plain formula in float32) overflow the squared norms: nan (before: nan)
+    x1 = torch.tensor([[3e38, -1e38, 2e38], [1.0, 2.0, 3.0]], requires_grad=True)
+    x2 = torch.tensor([[-2e38, 3e38, 1e38], [3e38, 3e38, 0.0]], requires_grad=True)
+    y = torch.tensor([1, -1])
+    ours = funcloss.cosine_embedding_loss(x1, x2, y, -1.0, reduction="none")
+    g1, g2 = torch.autograd.grad(ours.sum(), (x1, x2))
+    wide = [x.detach().double().requires_grad_() for x in (x1, x2)]
+    expected = F.cosine_embedding_loss(*wide, y, -1.0, reduction="none")
+    e1, e2 = torch.autograd.grad(expected.sum(), wide)
+    assert_close(ours.double(), expected, rtol=1e-5)
+    assert bool(g1.isfinite().all()) and bool(g2.isfinite().all())
+    # the gradients are tiny (1 / |x|): compare in units of the largest
+    assert_close(g1.double() * 3e38, e1 * 3e38, rtol=1e-4)
+    assert_close(g2.double() * 3e38, e2 * 3e38, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e30])
+def test_cosine_embedding_eager_and_scaled_paths_agree_bitwise(scale: float) -> None:
+    # the eager step (unscaled, small coordinates) and the scaled custom backward (transforms,
+    # or coordinates past the safe bound) divide by powers of two: the same bits
+    from torch.func import grad
+
+    g = torch.Generator().manual_seed(3)
+    x1, x2 = torch.randn(6, 5, generator=g) * scale, torch.randn(6, 5, generator=g)
+    y = torch.tensor([1, -1, 1, -1, 1, 1])
+
+    def loss(a: torch.Tensor) -> torch.Tensor:
+        return funcloss.cosine_embedding_loss(a, x2, y, 0.1, reduction="sum")
+
+    a = x1.clone().requires_grad_()
+    eager = loss(a)
+    (eager_grad,) = torch.autograd.grad(eager, a)
+    assert torch.equal(torch.func.vmap(loss)(x1.unsqueeze(0))[0], eager)
+    assert_close(grad(loss)(x1), eager_grad)
+    # double backward through the eager step takes the differentiable scaled backward
+    a = x1.double().requires_grad_()
+    b = x2.double()
+    assert torch.autograd.gradgradcheck(
+        lambda t: funcloss.cosine_embedding_loss(t, b, y, 0.1, reduction="sum"), (a,)
+    )
