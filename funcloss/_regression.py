@@ -213,7 +213,7 @@ def _divisor(reduction: str, input: Tensor) -> int:
 class _EagerStep(torch.autograd.Function):
     """The eager training step of mse, l1, poisson NLL (log-rates) and kl_div (probabilities).
 
-    The forward reduces with a fused reduction (``dot``, ``vector_norm``, ``sum``) and keeps at
+    The forward reduces with a fused reduction (blocked ``vector_norm``, ``sum``) and keeps at
     most one fresh tensor, the slope ``d loss / d input``; the backward scales that slope in
     place into the gradient: no new allocation, one pass. Torch's own step allocates a
     temporary in its forward and the gradient in its backward, so the peak is the same.
@@ -245,14 +245,32 @@ class _EagerStep(torch.autograd.Function):
         return None, slope.mul_(factor), None, None
 
 
+def _norm_sum(flat: Tensor, ord: int) -> Tensor:
+    """``sum |x|^ord`` (ord 1 or 2) of a flat tensor, accurate as torch's ``sum``: one fused
+    ``vector_norm`` per block of ``_BLOCK`` entries, then a sum of the partials. (A single
+    ``dot`` or ``vector_norm`` accumulates serially: 1.6e-4 and 4.7e-3 relative error at 8M
+    float32 entries, where ``sum`` has 4e-8.)"""
+    whole = flat.numel() // _BLOCK * _BLOCK
+    head = torch.linalg.vector_norm(flat[:whole].view(-1, _BLOCK), ord, dim=1)
+    tail = torch.linalg.vector_norm(flat[whole:], ord)
+    if ord == 2:
+        head, tail = head.square(), tail.square()
+    return head.sum() + tail
+
+
+# The block a fused norm accumulates serially: 4096 float32 entries keep the error at sum's 4e-8
+# (8M entries), at the speed of one vector_norm.
+_BLOCK = 4096
+
+
 def _mse_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
-    diff = (input - target).view(-1)
-    return torch.dot(diff, diff), diff.view(input.shape)
+    diff = input - target
+    return _norm_sum(diff.view(-1), 2), diff
 
 
 def _l1_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
     diff = input - target
-    return torch.linalg.vector_norm(diff, 1), diff.sign_()
+    return _norm_sum(diff.view(-1), 1), diff.sign_()
 
 
 def _poisson_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:

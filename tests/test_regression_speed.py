@@ -84,3 +84,22 @@ def test_eager_step_limits() -> None:
     probability = torch.tensor([0.0, 1.0])
     loss = funcloss.kl_div(torch.tensor([-torch.inf, 0.0]), probability, reduction="sum")
     assert loss.item() == 0.0
+
+
+@pytest.mark.parametrize("name", ["l1_loss", "mse_loss"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_eager_step_sums_as_accurately_as_torch(name: str, reduction: str) -> None:
+    """2M float32 entries (the sweep's 8192x1000 found 1.2e-3 relative error in l1_loss, a
+    serially accumulated vector_norm): within twice torch's own error of the float64 truth, and
+    within 1e-6 relative (plus an odd tail the blocks do not cover). Two ulps of the float32
+    result are the floor (torch's own result is 0.5 ulp off here, the blocked one 1.5)."""
+    generator = torch.Generator().manual_seed(0)
+    input = torch.randn(2049, 1001, generator=generator)
+    target = torch.randn(2049, 1001, generator=generator)
+    truth = getattr(F, name)(input.double(), target.double(), reduction=reduction)
+    ours = getattr(funcloss, name)(input.requires_grad_(), target, reduction=reduction)
+    theirs = getattr(F, name)(input.detach(), target, reduction=reduction)
+    error = (ours.double() - truth).abs() / truth
+    ulp = (torch.nextafter(theirs, torch.tensor(float("inf"))) - theirs).double() / truth
+    assert error <= max(2 * (theirs.double() - truth).abs() / truth, 2 * ulp), error
+    assert error <= 1e-6, error
