@@ -1,7 +1,7 @@
 """Time funcloss's regression losses against torch's, forward + backward, fp32 CPU (issue 15).
 
     PYTHONPATH=$PWD python benchmarks/regression_speed.py [--quick] [--repeats R] [--threads T]
-        [--losses mse_loss,huber_loss] [--shapes 64x10,8192x1000,4096x32000]
+        [--losses mse_loss,huber_loss] [--shapes 64x10,8192x1000,4096x32000] [--timer thread]
 
 Every contender of one round runs back to back (paired, interleaved rounds), so a slow phase of
 a shared machine hits both alike; a ratio is the median over rounds of funcloss's time (or peak
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,6 +117,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--losses", default=",".join(CASES))
     parser.add_argument("--shapes", default="64x10,8192x1000")
+    parser.add_argument(
+        "--timer",
+        choices=["wall", "thread"],
+        default="wall",
+        help="thread: this thread's CPU time (with --threads 1, steadier on a loaded machine)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     # a smoke run on one thread: no waiting for a second core that a busy machine lacks
@@ -127,7 +134,12 @@ def main() -> None:
         # 200 calls of a 64x10 loss take ~10 ms: long enough for the clock, short for noise
         repeats, small_calls = args.repeats or 15, 200
     memory = PeakMemory()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {repeats} rounds, fp32")
+    if args.timer == "thread":
+        memory.timer = staticmethod(time.thread_time)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {repeats} rounds, fp32, "
+        f"{args.timer} time"
+    )
     print(
         "| loss | shape | time ratio | mem ratio | funcloss ms | torch ms "
         "| funcloss MiB | torch MiB |"

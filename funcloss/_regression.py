@@ -8,9 +8,9 @@ would turn an infinity into ``nan``.
 
 The plain eager training call (no mask or weight, a scalar reduction, same-shape same-dtype
 float32/float64 CPU tensors, a target without gradient; ``_fast``) takes a shorter road for
-speed and memory (issue 15): ``_EagerStep`` (mse, l1, poisson NLL on log-rates, kl_div on
-probabilities: a fused reduction, one saved slope scaled in place into the gradient), or
-torch's fused kernels where funcloss's semantics are torch's (huber, smooth l1, small mse).
+speed and memory (issue 15): ``_EagerStep`` (mse, l1, huber, smooth l1, poisson NLL on
+log-rates, kl_div on probabilities: a fused reduction, one saved slope scaled in place into
+the gradient).
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ _KL_SCALAR = ("batchmean", "mean", "sum")
 
 
 def _mse_fast(input: Tensor, target: Tensor, reduction: str) -> Tensor:
-    return _EagerStep.apply("mse", input, target, _divisor(reduction, input))
+    return _EagerStep.apply("mse", input, target, _divisor(reduction, input), 0.0)
 
 
 def _divisor(reduction: str, input: Tensor) -> int:
@@ -211,7 +211,8 @@ def _divisor(reduction: str, input: Tensor) -> int:
 
 
 class _EagerStep(torch.autograd.Function):
-    """The eager training step of mse, l1, poisson NLL (log-rates) and kl_div (probabilities).
+    """The eager training step of mse, l1, huber and smooth l1 (``param``: delta, beta),
+    poisson NLL (log-rates) and kl_div (probabilities).
 
     The forward reduces with a fused reduction (blocked ``vector_norm``, ``sum``) and keeps at
     most one fresh tensor, the slope ``d loss / d input``; the backward scales that slope in
@@ -226,23 +227,25 @@ class _EagerStep(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, kind: str, input: Tensor, target: Tensor, divisor: int
+        ctx: Any, kind: str, input: Tensor, target: Tensor, divisor: int, param: float
     ) -> Tensor:
-        value, slope = _STEP_FORWARD[kind](input, target)
-        ctx.kind, ctx.divisor, ctx.slope = kind, divisor, slope
+        value, slope = _STEP_FORWARD[kind](input, target, param, divisor)
+        ctx.kind, ctx.divisor, ctx.param, ctx.slope = kind, divisor, param, slope
         ctx.save_for_backward(input, target)
-        return value if divisor == 1 else value / divisor
+        return value
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: Tensor
+    ) -> tuple[None, Tensor, None, None, None]:
         slope, ctx.slope = ctx.slope, None
         factor = grad if ctx.divisor == 1 else grad / ctx.divisor
         if slope is None or torch.is_grad_enabled():
             input, target = ctx.saved_tensors
-            return None, _STEP_GRAD[ctx.kind](input, target, factor), None, None
+            return None, _STEP_GRAD[ctx.kind](input, target, factor, ctx.param), None, None, None
         if ctx.kind == "mse":  # the slope is 2 (x - y): the 2 joins the scalar factor
             factor = factor * 2
-        return None, slope.mul_(factor), None, None
+        return None, slope.mul_(factor), None, None, None
 
 
 def _norm_sum(flat: Tensor, ord: int) -> Tensor:
@@ -258,50 +261,119 @@ def _norm_sum(flat: Tensor, ord: int) -> Tensor:
     return head.sum() + tail
 
 
+def _dot_sum(a: Tensor, b: Tensor) -> Tensor:
+    """``dot(a, b)`` of flat tensors, blocked as :func:`_norm_sum` is (a serial ``dot``
+    loses precision with length)."""
+    whole = a.numel() // _BLOCK * _BLOCK
+    head = torch.linalg.vecdot(a[:whole].view(-1, _BLOCK), b[:whole].view(-1, _BLOCK))
+    return head.sum() + torch.dot(a[whole:], b[whole:])
+
+
 # The block a fused norm accumulates serially: 4096 float32 entries keep the error at sum's 4e-8
 # (8M entries), at the speed of one vector_norm.
 _BLOCK = 4096
 
 
-def _mse_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+def _divided(value: Tensor, divisor: int) -> Tensor:
+    return value if divisor == 1 else value / divisor
+
+
+def _mse_step(
+    input: Tensor, target: Tensor, param: float, divisor: int
+) -> tuple[Tensor, Tensor | None]:
     diff = input - target
-    return _norm_sum(diff.view(-1), 2), diff
+    return _divided(_norm_sum(diff.view(-1), 2), divisor), diff
 
 
-def _l1_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+def _l1_step(
+    input: Tensor, target: Tensor, param: float, divisor: int
+) -> tuple[Tensor, Tensor | None]:
     diff = input - target
-    return _norm_sum(diff.view(-1), 1), diff.sign_()
+    return _divided(_norm_sum(diff.view(-1), 1), divisor), diff.sign_()
 
 
-def _poisson_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+def _poisson_step(
+    input: Tensor, target: Tensor, param: float, divisor: int
+) -> tuple[Tensor, Tensor | None]:
     rate = torch.exp(input)
     value = torch.addcmul(rate, target, input, value=-1).sum()
     if not bool(torch.isfinite(value)):  # a count of 0 at a log-rate of -inf adds 0, not nan
         value = (rate - times(target, input)).sum()
-    return value, rate.sub_(target)
+    return _divided(value, divisor), rate.sub_(target)
 
 
-def _kl_step(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+def _kl_step(
+    input: Tensor, target: Tensor, param: float, divisor: int
+) -> tuple[Tensor, Tensor | None]:
     loss = torch.xlogy(target, target).addcmul_(target, input, value=-1)
     value = loss.sum()
     if not bool(torch.isfinite(value)):  # a class of probability 0 adds 0, also at -inf
         value = (torch.xlogy(target, target) - times(target, input)).sum()
-    return value, None  # the slope, -target, costs the same pass in backward
+    return _divided(value, divisor), None  # the slope, -target, costs the same pass in backward
 
 
-_STEP_FORWARD: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]] = {
+# The Huber step works through its inputs in chunks of this many elements (1 MiB of float32):
+# each chunk's difference, clamp and dot stay in cache, so the only passes over memory are the
+# reads of the inputs and the write of the slope (a whole-tensor difference beside the slope
+# would add four passes and a tensor), and the Python loop is ~30 turns at 8192x1000.
+_HUBER_CHUNK = 2**18
+
+
+def _huber_step(
+    input: Tensor, target: Tensor, delta: float, divisor: int
+) -> tuple[Tensor, Tensor | None]:
+    """The Huber sum ``sum c (d - c / 2)`` (over ``divisor``: the mean, or 1) and its slope
+    ``c = clamp(d, +-delta)``, ``d = x - y`` (:func:`_huber`'s terms, summed by chunk)."""
+    size = input.numel()
+    if size <= _HUBER_CHUNK:  # few ops: at 64x10 each op costs about what the loss does
+        diff = input - target
+        slope = diff.clamp(-delta, delta)
+        terms = diff.sub_(slope, alpha=0.5).mul_(slope)
+        return (terms.sum() if divisor == 1 else terms.mean()), slope
+    inputs, targets = input.view(-1), target.view(-1)
+    slope = torch.empty_like(inputs)
+    scratch = torch.empty(_HUBER_CHUNK, dtype=input.dtype)
+    parts = []
+    for start in range(0, size, _HUBER_CHUNK):
+        stop = min(start + _HUBER_CHUNK, size)
+        diff, clamped = scratch[: stop - start], slope[start:stop]
+        torch.sub(inputs[start:stop], targets[start:stop], out=diff)
+        torch.clamp(diff, -delta, delta, out=clamped)
+        parts.append(_dot_sum(clamped, diff.sub_(clamped, alpha=0.5)))
+    return _divided(torch.stack(parts).sum(), divisor), slope.view(input.shape)
+
+
+def _smooth_l1_step(
+    input: Tensor, target: Tensor, beta: float, divisor: int
+) -> tuple[Tensor, Tensor | None]:
+    value, slope = _huber_step(input, target, beta, divisor)
+    if beta == 1:
+        return value, slope
+    return value / beta, slope.div_(beta)  # type: ignore[union-attr]
+
+
+_STEP_FORWARD: dict[str, Callable[[Tensor, Tensor, float, int], tuple[Tensor, Tensor | None]]] = {
     "mse": _mse_step,
     "l1": _l1_step,
+    "huber": _huber_step,
+    "smooth_l1": _smooth_l1_step,
     "poisson": _poisson_step,
     "kl": _kl_step,
 }
-# The gradient from the inputs and ``grad / divisor``, in differentiable ops (double backward
-# differentiates these).
-_STEP_GRAD: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    "mse": lambda input, target, factor: (input - target) * (2 * factor),
-    "l1": lambda input, target, factor: torch.sign(input - target) * factor,
-    "poisson": lambda input, target, factor: (torch.exp(input) - target) * factor,
-    "kl": lambda input, target, factor: target * -factor,
+# The gradient from the inputs, ``grad / divisor`` and the step's parameter, in differentiable
+# ops (double backward differentiates these; hardtanh's derivative is 0 at the switch points, as
+# the composition's), rounded as the in-place slope is (a second backward gives the same bits).
+_STEP_GRAD: dict[str, Callable[[Tensor, Tensor, Tensor, float], Tensor]] = {
+    "mse": lambda input, target, factor, _: (input - target) * (2 * factor),
+    "l1": lambda input, target, factor, _: torch.sign(input - target) * factor,
+    "huber": lambda input, target, factor, delta: (
+        F.hardtanh(input - target, -delta, delta) * factor
+    ),
+    "smooth_l1": lambda input, target, factor, beta: (
+        F.hardtanh(input - target, -beta, beta) / beta * factor
+    ),
+    "poisson": lambda input, target, factor, _: (torch.exp(input) - target) * factor,
+    "kl": lambda input, target, factor, _: target * -factor,
 }
 
 
@@ -362,7 +434,7 @@ def l1_loss(
     """
     fn = "l1_loss"
     if weight is None and _fast(input, target, where, reduction):
-        return _EagerStep.apply("l1", input, target, _divisor(reduction, input))
+        return _EagerStep.apply("l1", input, target, _divisor(reduction, input), 0.0)
     _check_real_or_complex(fn, input=input, target=target)
     _L1_CONFIG(reduction=reduction)
     check_where(fn, where, broadcast_shape(fn, input=input, target=target))
@@ -494,8 +566,7 @@ def huber_loss(
     fn = "huber_loss"
     _HUBER_CONFIG(reduction=reduction, delta=delta)
     if weight is None and _fast(input, target, where, reduction):
-        # every check holds already (see _fast); the composition, without the mask machinery
-        return reduce(_huber(input - target, delta), reduction)
+        return _EagerStep.apply("huber", input, target, _divisor(reduction, input), delta)
     _check_pair(fn, input, target, where, warn=True)
     _check_weight(fn, weight, input)
     input, target = _masked_pair(where, input, target)
@@ -549,8 +620,7 @@ def smooth_l1_loss(
     fn = "smooth_l1_loss"
     _SMOOTH_L1_CONFIG(reduction=reduction, beta=beta)
     if beta > 0 and _fast(input, target, where, reduction):
-        # every check holds already (see _fast); the composition, without the mask machinery
-        return reduce(_huber(input - target, beta) / beta, reduction)
+        return _EagerStep.apply("smooth_l1", input, target, _divisor(reduction, input), beta)
     _check_pair(fn, input, target, where, warn=True)
     input, target = _masked_pair(where, input, target)
     diff = input - target
@@ -630,7 +700,7 @@ def poisson_nll_loss(
     _POISSON_CONFIG(reduction=reduction, eps=eps)
     # the eager step reads one scalar (its finiteness fallback): only while reads are allowed
     if log_input and not full and value_reads_allowed() and _fast(input, target, where, reduction):
-        return _EagerStep.apply("poisson", input, target, _divisor(reduction, input))
+        return _EagerStep.apply("poisson", input, target, _divisor(reduction, input), 0.0)
     _check_pair(fn, input, target, where)
     # masked rates read 1 (log-rates 0) and counts 0: every term is finite there
     input, target = masked(where, input, 0.0 if log_input else 1.0), masked(where, target)
@@ -839,7 +909,7 @@ def kl_div(
         and value_reads_allowed()
         and _fast(input, target, where, reduction, _KL_SCALAR)
     ):
-        return _EagerStep.apply("kl", input, target, _divisor(reduction, input))
+        return _EagerStep.apply("kl", input, target, _divisor(reduction, input), 0.0)
     _check_pair(fn, input, target, where)
     input, target = _masked_pair(where, input, target)
     # a class of probability 0 adds nothing, also where input is -inf (0 * inf would be nan)

@@ -43,8 +43,8 @@ def _pair(name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor
     return input.requires_grad_(), target
 
 
-# 300x300 is above the size where mse leaves torch's kernel for the eager step.
-@pytest.mark.parametrize("shape", [(7, 5), (300, 300)])
+# 600x500 is above the Huber step's chunk (2**18 elements), and not a multiple of it.
+@pytest.mark.parametrize("shape", [(7, 5), (300, 300), (600, 500)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "batchmean"])
 @pytest.mark.parametrize("name", LOSSES)
 def test_eager_step_matches_torch(name: str, reduction: str, shape: tuple[int, ...]) -> None:
@@ -62,7 +62,9 @@ def test_eager_step_matches_torch(name: str, reduction: str, shape: tuple[int, .
     torch.testing.assert_close(input.grad, 2 * expected_grad)
 
 
-@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss", "poisson_nll_loss"])
+@pytest.mark.parametrize(
+    "name", ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss"]
+)
 def test_eager_step_double_backward_matches_torch(name: str) -> None:
     input, target = _pair(name, (300, 300))
     results = []
@@ -86,7 +88,7 @@ def test_eager_step_limits() -> None:
     assert loss.item() == 0.0
 
 
-@pytest.mark.parametrize("name", ["l1_loss", "mse_loss"])
+@pytest.mark.parametrize("name", ["l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_eager_step_sums_as_accurately_as_torch(name: str, reduction: str) -> None:
     """2M float32 entries (the sweep's 8192x1000 found 1.2e-3 relative error in l1_loss, a
@@ -103,3 +105,26 @@ def test_eager_step_sums_as_accurately_as_torch(name: str, reduction: str) -> No
     ulp = (torch.nextafter(theirs, torch.tensor(float("inf"))) - theirs).double() / truth
     assert error <= max(2 * (theirs.double() - truth).abs() / truth, 2 * ulp), error
     assert error <= 1e-6, error
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (600, 500)])
+@pytest.mark.parametrize(("name", "param"), [("huber_loss", "delta"), ("smooth_l1_loss", "beta")])
+def test_huber_step(name: str, param: str, shape: tuple[int, ...]) -> None:
+    """A plain call takes the eager step, with torch's values and gradients at a switch point
+    other than 1, in float32; a second backward of the retained graph (recomputed from the
+    inputs) gives the first one's bits; a mask takes the composition."""
+    generator = torch.Generator().manual_seed(1)
+    input = torch.randn(shape, generator=generator).mul_(2).requires_grad_()
+    target = torch.randn(shape, generator=generator)
+    ours, theirs = getattr(funcloss, name), getattr(F, name)
+    for reduction in ("mean", "sum"):
+        loss = ours(input, target, reduction=reduction, **{param: 0.7})
+        assert type(loss.grad_fn).__name__ == "_EagerStepBackward"
+        expected = theirs(input, target, reduction=reduction, **{param: 0.7})
+        torch.testing.assert_close(loss, expected)
+        (first,) = torch.autograd.grad(loss, input, retain_graph=True)
+        (second,) = torch.autograd.grad(loss, input)
+        torch.testing.assert_close(first, torch.autograd.grad(expected, input)[0])
+        assert torch.equal(first, second)
+    masked = ours(input, target, **{param: 0.7}, where=torch.ones(shape, dtype=torch.bool))
+    assert type(masked.grad_fn).__name__ != "_EagerStepBackward"
