@@ -116,6 +116,19 @@ def plain_eager(*tensors: Tensor) -> bool:
     return all(_holds_data(t) for t in tensors)
 
 
+def fused_training_step(reduction: str, *tensors: Tensor | None) -> bool:
+    """A training step in plain eager mode: a scalar loss whose gradients will be needed, so a
+    fused Function may compute them in its forward (``None`` entries are absent tensors)."""
+    return (
+        reduction != "none"
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in tensors)
+        and plain_eager(*(t for t in tensors if t is not None))
+        # Forward-mode AD (a dual level is open) needs the transform-safe path's jvp.
+        and torch.autograd.forward_ad._current_level < 0
+    )
+
+
 def value_checks_enabled(*tensors: Tensor) -> bool:
     """Whether value checks on ``tensors`` may read them: :func:`plain_eager`, every tensor on
     the CPU, and the :func:`set_value_checks` switch on. Pass the tensors to be read (so that

@@ -47,7 +47,7 @@ from ._checks import (
     checks_config,
     class_index_mask,
     fail,
-    plain_eager,
+    fused_training_step,
     shape_str,
 )
 from ._function import custom_backward
@@ -401,18 +401,6 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 for g, t in zip(scaled, like, strict=True)
             )
         return grad_input, grad_weight, None, None, grad_bias, None, None, None, None, None
-
-
-def _use_fused(reduction: str, *tensors: Tensor | None) -> bool:
-    """A training step in plain eager mode: a scalar loss whose gradients will be needed."""
-    return (
-        reduction != "none"
-        and torch.is_grad_enabled()
-        and any(t is not None and t.requires_grad for t in tensors)
-        and plain_eager(*(t for t in tensors if t is not None))
-        # Forward-mode AD (a dual level is open) needs the transform-safe path's jvp.
-        and torch.autograd.forward_ad._current_level < 0
-    )
 
 
 # -- the public function --------------------------------------------------------------------------
@@ -781,7 +769,10 @@ def linear_cross_entropy(
         if allowed is not None:  # an ignored row keeps every class: finite logits
             allowed = allowed | ignored.unsqueeze(1)
     config = Config(num_classes, float(label_smoothing), float(z_loss), softcap, size, dtype)
-    if _use_fused(reduction, rows, linear_weight, linear_bias) and not target.requires_grad:
+    if (
+        fused_training_step(reduction, rows, linear_weight, linear_bias)
+        and not target.requires_grad
+    ):
         need = tuple(t is not None and t.requires_grad for t in (rows, linear_weight, linear_bias))
         denominator = _denominator(
             reduction, row_weights, keep, flat_target.shape[0], dtype, input.device

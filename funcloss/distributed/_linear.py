@@ -42,7 +42,7 @@ from .._checks import (
     check_where,
     checks_config,
     fail,
-    plain_eager,
+    fused_training_step,
     shape_str,
 )
 from .._modes import follows_autocast
@@ -447,18 +447,6 @@ class _FusedLinear(torch.autograd.Function):
         return (*result, None, None, None, None, None, None)
 
 
-def _use_fused(reduction: str, *tensors: Tensor | None) -> bool:
-    """A training step in plain eager mode: a scalar loss whose gradients will be needed."""
-    return (
-        reduction != "none"
-        and torch.is_grad_enabled()
-        and any(t is not None and t.requires_grad for t in tensors)
-        and plain_eager(*(t for t in tensors if t is not None))
-        # Forward-mode AD (a dual level is open) needs the transform-safe path's jvp.
-        and torch.autograd.forward_ad._current_level < 0
-    )
-
-
 def _check_linear_config(
     ignore_index: int = -100,
     reduction: str = "mean",
@@ -655,7 +643,7 @@ def vocab_parallel_linear_cross_entropy(
         )
 
     tensors = (input, linear_weight_shard, linear_bias_shard)
-    if _use_fused(reduction, *tensors):
+    if fused_training_step(reduction, *tensors):
         need = tuple(t is not None and t.requires_grad for t in tensors)
         row_mask = None if where is None else where.expand(out_shape)
         problem = _Problem(
