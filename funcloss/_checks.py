@@ -116,6 +116,26 @@ def plain_eager(*tensors: Tensor) -> bool:
     return all(_holds_data(t) for t in tensors)
 
 
+def eager_mode(*tensors: Tensor) -> bool:
+    """The mode conditions of the plain-eager fast paths: no torch.func transform, not
+    compiling, no FakeTensorMode, no forward-AD dual level (its tangents need the transform-safe
+    jvp), and none of ``tensors`` batched by ``torch.autograd.functional``'s legacy vmap.
+
+    The tensors' own conditions stay with each caller: ``type(t) is Tensor`` (which excludes
+    FakeTensors and other subclasses, cheaper than :func:`plain_eager`'s test), CPU, dtype."""
+    if (
+        _functorch.peek_interpreter_stack() is not None
+        or torch.compiler.is_compiling()
+        or torch.autograd.forward_ad._current_level >= 0
+        or torch._C._get_dispatch_mode(_FAKE) is not None
+    ):
+        return False
+    for t in tensors:
+        if _functorch.is_legacy_batchedtensor(t):
+            return False
+    return True
+
+
 def fused_training_step(reduction: str, *tensors: Tensor | None) -> bool:
     """A training step in plain eager mode: a scalar loss whose gradients will be needed, so a
     fused Function may compute them in its forward (``None`` entries are absent tensors)."""

@@ -20,7 +20,6 @@ from torch import Tensor
 
 from ._checks import (
     Reduction,
-    _functorch,
     broadcast_pair,
     broadcast_shape,
     check_floating,
@@ -32,6 +31,7 @@ from ._checks import (
     check_tensor,
     check_where,
     checks_config,
+    eager_mode,
     fail,
     promoted_dtype,
     shape_str,
@@ -356,7 +356,7 @@ class _EagerCosine(torch.autograd.Function):
 
 
 def _eager_cosine(input1: Tensor, input2: Tensor) -> bool:
-    """A plain eager CPU call on plain tensors (the conditions of ``_regression._fast``), value
+    """A plain eager CPU call on plain tensors (:func:`eager_mode`), value
     reads allowed, and every coordinate small enough that no row needs a scale."""
     if not (
         type(input1) is Tensor
@@ -364,12 +364,7 @@ def _eager_cosine(input1: Tensor, input2: Tensor) -> bool:
         and input1.is_cpu
         and input2.is_cpu
         and value_reads_allowed()
-        and _functorch.peek_interpreter_stack() is None
-        and not torch.compiler.is_compiling()
-        and torch.autograd.forward_ad._current_level < 0
-        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
-        and not _functorch.is_legacy_batchedtensor(input1)
-        and not _functorch.is_legacy_batchedtensor(input2)
+        and eager_mode(input1, input2)
     ):
         return False
     safe = torch.finfo(input1.dtype).max ** 0.25 / (2 * math.sqrt(input1.shape[-1]))
@@ -379,9 +374,6 @@ def _eager_cosine(input1: Tensor, input2: Tensor) -> bool:
         largest = torch.stack((high1, -low1, high2, -low2)).amax()
     # one host read; a NaN fails the comparison: the scaled path, where it shows
     return float(largest) <= safe
-
-
-_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
 
 
 def _cosine_similarity(input1: Tensor, input2: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +39,11 @@ from ._checks import (
     check_same_shape,
     check_where,
     checks_config,
+    eager_mode,
     fail,
     promoted_dtype,
     shape_str,
+    value_reads_allowed,
 )
 from ._modes import follows_autocast
 from ._reduction import masked, reduce
@@ -341,6 +343,95 @@ def ssim_loss(
 # the default eps: the MSE's floor in units of data_range ** 2, PSNR capped at 100 dB
 _PSNR_EPS = 1e-10
 
+# 10 log10(u) = _DECIBEL ln(u)
+_DECIBEL = 10 / math.log(10)
+
+
+def _psnr_fast(input: Tensor, target: Tensor, floor: float) -> bool:
+    """A plain eager CPU call on contiguous float32/float64 images of one dtype, the target
+    taking no gradient, its one host read allowed (:class:`set_value_checks`), and an MSE
+    floor ``eps L^2`` that float arithmetic holds exactly enough: at least ``tiny / eps`` of
+    the dtype (so squares that underflow move the MSE by less than a rounding) and finite in
+    it. Then :class:`_EagerPsnr` may run unscaled."""
+    if not (
+        type(input) is Tensor
+        and type(target) is Tensor
+        and input.dtype in _FAST_DTYPES
+        and input.dtype == target.dtype
+        and input.is_cpu
+        and target.is_cpu
+        and not target.requires_grad
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and value_reads_allowed()
+        and eager_mode(input, target)
+    ):
+        return False
+    info = torch.finfo(input.dtype)
+    return info.tiny / info.eps <= floor <= info.max
+
+
+_FAST_DTYPES = (torch.float32, torch.float64)
+
+
+def _squared_norms(diff: Tensor) -> Tensor:
+    """``sum d^2`` over the last dimension of ``(B, M)`` differences, one fused ``vector_norm``
+    per block of ``_BLOCK`` entries (a single norm accumulates serially, which loses
+    precision with length; blocks keep it at ``sum``'s)."""
+    whole = diff.shape[-1] // _BLOCK * _BLOCK
+    head = torch.linalg.vector_norm(diff[:, :whole].unflatten(1, (-1, _BLOCK)), dim=-1)
+    tail = torch.linalg.vector_norm(diff[:, whole:], dim=-1)
+    return head.square().sum(-1) + tail.square()
+
+
+# 4096 float32 entries per serial accumulation keep the sum as accurate as torch's ``sum``.
+_BLOCK = 4096
+
+
+def _psnr_coefficients(diff: Tensor, floor: float, squares: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image of ``(B, M)`` differences whose squares sum to ``squares``: ``MSE + eps L^2``
+    and the slope's coefficient, ``d loss / d x = coefficient (x - y)`` with coefficient
+    ``20 / (ln 10 M (MSE + eps L^2))``."""
+    size = diff.shape[-1]
+    floored = squares / size + floor
+    return floored, (2 * _DECIBEL / size) / floored
+
+
+class _EagerPsnr(torch.autograd.Function):
+    """-PSNR per image in plain eager mode (``_psnr_fast``), unscaled: one difference, which
+    the forward keeps as the slope and the backward scales in place into the gradient. The
+    caller reads whether the result is finite (an inf or NaN pixel, squares that overflow):
+    if not, the scaled composition answers. With ``create_graph`` the backward recomputes with
+    differentiable ops; the ``(B,)`` coefficients are kept, so a second backward of a retained
+    graph gives the same bits."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, input: Tensor, target: Tensor, floor: float, log_range: float
+    ) -> Tensor:
+        diff = torch.sub(input, target)
+        flat = diff.view(-1, math.prod(input.shape[-3:]))
+        floored, coefficients = _psnr_coefficients(flat, floor, _squared_norms(flat))
+        ctx.save_for_backward(input, target)
+        ctx.floor, ctx.slope, ctx.coefficients = floor, diff, coefficients
+        return floored.log_().sub_(2 * log_range).mul_(_DECIBEL).view(input.shape[:-3])
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: Tensor
+    ) -> tuple[Tensor, None, None, None]:
+        slope, ctx.slope = ctx.slope, None
+        images = (*grad.shape, 1, 1, 1)
+        if slope is not None and not torch.is_grad_enabled():
+            return slope.mul_((ctx.coefficients * grad.reshape(-1)).view(images)), None, None, None
+        input, target = ctx.saved_tensors
+        diff = input - target
+        coefficients = ctx.coefficients
+        if torch.is_grad_enabled():  # create_graph: differentiable (a norm's is not at 0)
+            flat = diff.view(-1, math.prod(input.shape[-3:]))
+            coefficients = _psnr_coefficients(flat, ctx.floor, flat.square().sum(-1))[1]
+        return diff * (coefficients * grad.reshape(-1)).view(images), None, None, None
+
 
 def _check_psnr_config(
     *, data_range: float = 1.0, eps: float = _PSNR_EPS, reduction: str = "mean"
@@ -414,6 +505,12 @@ def psnr_loss(
     fn = "psnr_loss"
     _check_images(fn, input, target, 3, "(*, C, H, W)")
     _check_psnr_config(data_range=data_range, eps=eps, reduction=reduction)
+    floor = eps * data_range * data_range  # eps L^2, the MSE's floor
+    if where is None and _psnr_fast(input, target, floor):
+        loss = _EagerPsnr.apply(input, target, floor, math.log(data_range))
+        value = reduce(loss, reduction)
+        if math.isfinite(float((value if reduction != "none" else loss.sum()).detach())):
+            return value  # one host read; else an MSE is inf or nan: the scaled road
     if where is not None:
         check_where(fn, where, input.shape[:-3])
         images = where[..., None, None, None]

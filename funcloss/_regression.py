@@ -28,7 +28,6 @@ from torch import Tensor
 from ._checks import (
     REDUCTIONS,
     Reduction,
-    _functorch,
     broadcast_shape,
     check_floating,
     check_non_negative,
@@ -37,6 +36,7 @@ from ._checks import (
     check_tensor,
     check_where,
     checks_config,
+    eager_mode,
     fail,
     shape_str,
     value_checks_enabled,
@@ -165,9 +165,7 @@ def _fast(
     check the config first, or take only a valid one here).
 
     Inlined for the small-call path (``plain_eager`` and the house checks cost more than the
-    loss at 64x10). ``type(x) is Tensor`` excludes FakeTensors and other subclasses;
-    forward-mode AD (an open dual level), ``torch.autograd.functional``'s batched tensors and
-    every torch.func transform need the composition."""
+    loss at 64x10); :func:`eager_mode` holds the mode conditions."""
     return (
         where is None
         and reduction in scalar
@@ -181,15 +179,10 @@ def _fast(
         and not target.requires_grad  # type: ignore[attr-defined]
         and input.is_contiguous()  # type: ignore[attr-defined]
         and target.is_contiguous()  # type: ignore[attr-defined]
-        and _functorch.peek_interpreter_stack() is None
-        and not torch.compiler.is_compiling()
-        and torch.autograd.forward_ad._current_level < 0
-        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
-        and not _functorch.is_legacy_batchedtensor(input)
+        and eager_mode(input)
     )
 
 
-_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
 # bf16/fp16 reduce through the compositions (their float32 accumulation); dot and norm here
 # accumulate in the input's dtype.
 _FAST_DTYPES = (torch.float32, torch.float64)

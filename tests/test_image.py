@@ -9,6 +9,7 @@ values, the floor at identical images (value, zero gradient, the Hessian by hand
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -338,3 +339,54 @@ def test_psnr_vmap_per_image_equals_none() -> None:
     forward = jacfwd(funcloss.psnr_loss)(x, y)
     assert forward.dtype == torch.float32
     torch.testing.assert_close(forward, jacrev(funcloss.psnr_loss)(x, y))
+
+
+_close32 = torch.testing.assert_close
+
+
+def _psnr_backward_names(out: torch.Tensor) -> set[str]:
+    names, stack = set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None:
+            names.add(type(node).__name__)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+@pytest.mark.parametrize("shape", [(3, 8, 8), (4, 3, 16, 16), (2, 2, 3, 50, 50), (2, 3, 64, 64)])
+def test_psnr_eager_step_matches_the_composition(monkeypatch, dtype, shape) -> None:
+    # the plain eager call (_EagerPsnr: unscaled, blocked norms, slope scaled in place) against
+    # the scaled composition every transform uses: values, gradients, a second backward of a
+    # retained graph (bit for bit), double backward; the fallback at inf, nan and 3e38 pixels
+    x, y = _pair(shape, 16, dtype)
+    y = y * 0.9  # no pixel pair identical
+    configs = [{}, {"data_range": 255.0}, {"eps": 1e-3}, {"data_range": 2.0, "eps": 0.0}]
+    cases = [(x, y, config) for config in configs]
+    identical = (x, x, {})
+    huge = (x * 3e38 if dtype == torch.float32 else x * 1e308, -y, {})
+    with_nan = (x.clone().view(-1).index_fill_(0, torch.tensor([5]), math.nan).view(shape), y, {})
+    infinite = (x.clone().view(-1).index_fill_(0, torch.tensor([7]), math.inf).view(shape), y, {})
+    for a, b, config in [*cases, identical, huge, with_nan, infinite]:
+        for reduction in ("mean", "sum", "none"):
+            a = a.detach().requires_grad_()
+            out = funcloss.psnr_loss(a, b, reduction=reduction, **config)
+            (first,) = torch.autograd.grad(out.sum(), a, retain_graph=True)
+            (second,) = torch.autograd.grad(out.sum(), a, retain_graph=True)
+            (double,) = torch.autograd.grad(out.sum(), a, create_graph=True)
+            (hvp,) = torch.autograd.grad((double * a.detach()).sum(), a)
+            fast = config.get("eps", 1.0) > 0 and bool(torch.isfinite((a - b) ** 2).all())
+            assert ("_EagerPsnrBackward" in _psnr_backward_names(out)) == fast
+            assert torch.equal(first.view(torch.int8), second.view(torch.int8))  # NaNs too
+            with monkeypatch.context() as patch:
+                patch.setattr(funcloss._image, "_psnr_fast", lambda *args: False)
+                ref = funcloss.psnr_loss(a, b, reduction=reduction, **config)
+                (ref_grad,) = torch.autograd.grad(ref.sum(), a, create_graph=True)
+                (ref_hvp,) = torch.autograd.grad((ref_grad * a.detach()).sum(), a)
+            # float32: two roundings of one formula, a few ulps apart (torch's float32 defaults)
+            close = assert_close if dtype == f64 else partial(_close32, equal_nan=True)
+            close(out, ref)
+            close(first, ref_grad)
+            close(double, ref_grad)
+            close(hvp, ref_hvp)
