@@ -524,6 +524,6 @@ def psnr_loss(
     unit = scale[..., None, None, None]
     error = ((input / unit - target / unit) ** 2).mean((-3, -2, -1))
     log_ratio = torch.log(scale) - math.log(data_range)  # s / L itself may overflow
-    floor = eps * (data_range / scale) ** 2
-    loss = (10 / math.log(10)) * (2 * log_ratio + torch.log(error + floor))
+    scaled_floor = eps * (data_range / scale) ** 2
+    loss = _DECIBEL * (2 * log_ratio + torch.log(error + scaled_floor))
     return reduce(loss, reduction, where=where)
