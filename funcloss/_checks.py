@@ -377,7 +377,7 @@ def check_values_in(
     for arg, tensor in values.items():
         bad = ~((tensor >= low) & (tensor <= high))
         if bool(bad.any()):
-            first = float(tensor[bad].flatten()[0])
+            first = float(tensor.detach()[bad].flatten()[0])
             raise ValueError(f"{fn}: `{arg}` values must be in [{low}, {high}], got {first}.")
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._checks import (
     Reduction,
+    _functorch,
     check_broadcastable_to,
     check_floating,
     check_reduction,
@@ -20,6 +23,7 @@ from ._checks import (
     in_place_safe,
     plain_eager,
     promoted_dtype,
+    value_reads_allowed,
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
@@ -42,6 +46,148 @@ _LOGIT_FILL = 0.0
 # partial: no Python frame of its own on the small-call path).
 _BCE_CONFIG = partial(check_reduction, "binary_cross_entropy")
 _BCE_LOGITS_CONFIG = partial(check_reduction, "binary_cross_entropy_with_logits")
+
+
+# -- the eager training step -------------------------------------------------------------------
+#
+# The compositions below are what every transform differentiates. A plain eager call with a
+# scalar reduction (the training step: no mask or weight) takes a shorter road: one Function of
+# a handful of ops, whose backward scales a slope kept from the forward in place (at N=64, C=10
+# each op costs about what torch's whole fused loss does).
+
+
+def _fast(input: object, target: object, where: object, weight: object, reduction: str) -> bool:
+    """A plain eager CPU call, no mask or weight, ``reduction`` "mean" or "sum", on plain tensors
+    of one shape and one float32/float64 dtype whose target takes no gradient: the eager step
+    may run, and every argument check but the value checks holds already (the caller checks the
+    config first). Written out as ``_regression._fast`` is (the house checks cost more than the
+    loss at 64x10); forward-mode AD, FakeTensors, ``torch.autograd.functional``'s batched
+    tensors and every torch.func transform take the composition."""
+    return (
+        where is None
+        and weight is None
+        and reduction in _SCALAR
+        and type(input) is Tensor
+        and type(target) is Tensor
+        and input.dtype in _FAST_DTYPES  # type: ignore[attr-defined]
+        and input.dtype == target.dtype  # type: ignore[attr-defined]
+        and input.shape == target.shape  # type: ignore[attr-defined]
+        and input.is_cpu  # type: ignore[attr-defined]
+        and target.is_cpu  # type: ignore[attr-defined]
+        and not target.requires_grad  # type: ignore[attr-defined]
+        and input.numel() > 0  # type: ignore[attr-defined]
+        and _functorch.peek_interpreter_stack() is None
+        and not torch.compiler.is_compiling()
+        and torch.autograd.forward_ad._current_level < 0
+        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
+        and not _functorch.is_legacy_batchedtensor(input)
+    )
+
+
+_SCALAR = ("mean", "sum")
+_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
+_FAST_DTYPES = (torch.float32, torch.float64)
+# Up to this many elements (the per-call regime) the step keeps a slope tensor beside two log
+# buffers in its forward; above it the composition's Function (one buffer less) runs.
+_STEP_MAX_NUMEL = 2**16
+
+
+class _Fallback(Exception):
+    """Raised by an eager step's forward on values the composition must handle (out of range,
+    NaN, an infinite logit): the caller reruns the general path, which raises or computes."""
+
+
+class _BCEStep(torch.autograd.Function):
+    """The eager training step of binary_cross_entropy and binary_cross_entropy_with_logits
+    (``_fast``): the reduced loss in a few ops, and the slope ``d loss / d input`` kept for the
+    backward, which scales it in place (one op). The value checks cost one host read, which
+    the forward shares with its own finiteness test.
+
+    Eager only: the ``ctx`` slope is an intermediate, which transforms and double backward
+    cannot use. With ``create_graph`` (double backward) or a second backward of a retained
+    graph, the backward recomputes the gradient from the saved inputs with the general path's
+    differentiable expression."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, logits: bool, input: Tensor, target: Tensor, divisor: int, slope: bool
+    ) -> Tensor:
+        value, kept = (_logits_step if logits else _probability_step)(input, target, divisor, slope)
+        ctx.logits, ctx.divisor, ctx.slope = logits, divisor, kept
+        ctx.save_for_backward(input, target)
+        return value
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: Tensor
+    ) -> tuple[None, Tensor, None, None, None]:
+        slope, ctx.slope = ctx.slope, None
+        factor = grad if ctx.divisor == 1 else grad / ctx.divisor
+        if slope is None or torch.is_grad_enabled():
+            input, target = ctx.saved_tensors
+            if ctx.logits:
+                grad_input = (torch.sigmoid(input) - target) * factor
+            elif torch.is_grad_enabled():  # the general backward's expression, differentiated
+                grad_input = (
+                    factor * (input - target) / (input * (1 - input)).clamp_min(_BCE_GRAD_EPS)
+                )
+            else:  # a second backward: the slope's rounding (gradcheck's reentrancy test)
+                scale = ((1 - input) * input).clamp_min(_BCE_GRAD_EPS)
+                grad_input = (input - target) / scale * factor
+            return None, grad_input, None, None, None
+        return None, slope.mul_(factor), None, None, None
+
+
+def _probability_step(
+    input: Tensor, target: Tensor, divisor: int, slope: bool
+) -> tuple[Tensor, Tensor | None]:
+    """``-sum(b + y (a - b))`` over ``divisor``, ``a``, ``b`` the floored logs of ``x`` and
+    ``1 - x`` (``_binary_cross_entropy_forward``'s terms), and the slope
+    ``(x - y) / max(x (1 - x), eps)``. Without the clamp at 0 the logs of an input outside
+    ``[0, 1]`` or NaN are NaN: the one host read tests the value and the target's range."""
+    one_minus = torch.rsub(input, 1)
+    log_one_minus = torch.log(one_minus).clamp_min_(_BCE_LOG_FLOOR)
+    terms = torch.log(input).clamp_min_(_BCE_LOG_FLOOR).sub_(log_one_minus)
+    terms = log_one_minus.addcmul_(target, terms)
+    value = (terms.sum() if divisor == 1 else terms.mean()).neg_()
+    low, high = torch.aminmax(target)
+    checks = torch.stack((value, low, high)).tolist()
+    if not (math.isfinite(checks[0]) and checks[1] >= 0 and checks[2] <= 1):
+        raise _Fallback
+    if not slope:
+        return value, None
+    scale = one_minus.mul_(input).clamp_min_(_BCE_GRAD_EPS)
+    return value, torch.sub(input, target).div_(scale)
+
+
+def _logits_step(
+    input: Tensor, target: Tensor, divisor: int, slope: bool
+) -> tuple[Tensor, Tensor | None]:
+    """``sum((1 - y) softplus(x) + y softplus(-x))`` over ``divisor`` (``logistic_terms``'
+    two non-negative terms; ``softplus(x, beta=-1)`` is ``-softplus(-x)`` in one op), and the
+    slope ``sigmoid(x) - y``. An infinite logit makes a term ``0 * inf``: the one host read
+    finds the value not finite and the composition, which counts such a term 0, reruns."""
+    terms = softplus(input).mul_(torch.rsub(target, 1))
+    terms.addcmul_(target, softplus(input, -1.0), value=-1)
+    value = terms.sum() if divisor == 1 else terms.mean()
+    del terms  # the slope's buffer may take its place
+    if not math.isfinite(value.item()):
+        raise _Fallback
+    return value, (torch.sigmoid(input).sub_(target) if slope else None)
+
+
+def _step(logits: bool, input: Tensor, target: Tensor, reduction: str) -> Tensor | None:
+    """The eager step's loss, or ``None`` where the composition must run."""
+    try:
+        return _BCEStep.apply(
+            logits,
+            input,
+            target,
+            input.numel() if reduction == "mean" else 1,
+            input.requires_grad and torch.is_grad_enabled(),
+        )
+    except _Fallback:
+        return None
 
 
 # -- binary cross-entropy --------------------------------------------------------------------
@@ -154,6 +300,15 @@ def binary_cross_entropy(
         tensor(0.1643)
     """
     fn = "binary_cross_entropy"
+    _BCE_CONFIG(reduction=reduction)
+    if (
+        _fast(input, target, where, weight, reduction)
+        and input.numel() <= _STEP_MAX_NUMEL
+        and value_reads_allowed()
+    ):
+        loss = _step(False, input, target, reduction)
+        if loss is not None:
+            return loss
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target, weight=weight)
     _BCE_CONFIG(reduction=reduction)
@@ -223,6 +378,11 @@ def binary_cross_entropy_with_logits(
         tensor([0.1269, 0.3133])
     """
     fn = "binary_cross_entropy_with_logits"
+    _BCE_LOGITS_CONFIG(reduction=reduction)
+    if pos_weight is None and _fast(input, target, where, weight, reduction):
+        loss = _step(True, input, target, reduction)
+        if loss is not None:
+            return loss
     check_tensor(fn, input=input, target=target)
     check_floating(fn, input=input, target=target, weight=weight, pos_weight=pos_weight)
     _BCE_LOGITS_CONFIG(reduction=reduction)

@@ -14,15 +14,16 @@ from ._function import custom_backward
 _SOFTPLUS_LINEAR_ABOVE = 40.0
 
 
-def softplus(x: Tensor) -> Tensor:
-    """``log(1 + exp(x))`` without overflow, exact to the dtype's rounding everywhere.
+def softplus(x: Tensor, beta: float = 1.0) -> Tensor:
+    """``log(1 + exp(x))`` without overflow, exact to the dtype's rounding everywhere
+    (``beta=-1``: ``-softplus(-x)``, the same bits in one op).
 
     ``F.softplus`` with its linear cut-off moved from 20 to 40 (where the cut-off is exact in
     float64 too): one fused op forward and one backward (``logaddexp`` costs a dozen in
     backward), with exact first and second derivatives and batching rules for every transform
     (``F.logsigmoid`` warns under ``vmap(hessian)`` on torch 2.13).
     """
-    return F.softplus(x, threshold=_SOFTPLUS_LINEAR_ABOVE)
+    return F.softplus(x, beta, _SOFTPLUS_LINEAR_ABOVE)
 
 
 def times(coefficient: Tensor, value: Tensor) -> Tensor:
