@@ -11,7 +11,6 @@ from torch import Tensor
 
 from ._checks import (
     Reduction,
-    _functorch,
     check_broadcastable_to,
     check_floating,
     check_reduction,
@@ -20,6 +19,7 @@ from ._checks import (
     check_values_in,
     check_where,
     checks_config,
+    eager_mode,
     in_place_safe,
     plain_eager,
     promoted_dtype,
@@ -61,8 +61,7 @@ def _fast(input: object, target: object, where: object, weight: object, reductio
     of one shape and one float32/float64 dtype whose target takes no gradient: the eager step
     may run, and every argument check but the value checks holds already (the caller checks the
     config first). Written out as ``_regression._fast`` is (the house checks cost more than the
-    loss at 64x10); forward-mode AD, FakeTensors, ``torch.autograd.functional``'s batched
-    tensors and every torch.func transform take the composition."""
+    loss at 64x10); :func:`eager_mode` holds the mode conditions."""
     return (
         where is None
         and weight is None
@@ -76,16 +75,11 @@ def _fast(input: object, target: object, where: object, weight: object, reductio
         and target.is_cpu  # type: ignore[attr-defined]
         and not target.requires_grad  # type: ignore[attr-defined]
         and input.numel() > 0  # type: ignore[attr-defined]
-        and _functorch.peek_interpreter_stack() is None
-        and not torch.compiler.is_compiling()
-        and torch.autograd.forward_ad._current_level < 0
-        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
-        and not _functorch.is_legacy_batchedtensor(input)
+        and eager_mode(input)
     )
 
 
 _SCALAR = ("mean", "sum")
-_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
 _FAST_DTYPES = (torch.float32, torch.float64)
 # Up to this many elements (the per-call regime) the step keeps a slope tensor beside two log
 # buffers in its forward; above it the composition's Function (one buffer less) runs.
