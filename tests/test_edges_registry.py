@@ -24,8 +24,6 @@ from .registry import SPECS, Case, LossSpec, call, call_oracle
 # failure until fixed (not strict: a draw may miss the defect).
 OPEN = {
     "infinite": {
-        "cross_entropy-fused": "+inf at the target class: inf - inf (torch: nan too); limit 0 "
-        "(fixed on the small path by a clamp; the fused path would pay a pass over (N, C))",
         "linear_cross_entropy": "+inf in the hidden state: inf logits, inf - inf",
         "ssim_loss": "an infinite pixel: inf - inf in E[x^2] - E[x]^2 (kornia, MONAI: nan too); "
         "limit 1 - SSIM = 1 at each window it enters",
