@@ -437,6 +437,20 @@ def test_huge_logits_with_full_label_smoothing_give_no_nan(fused) -> None:
     assert grad.isfinite().all()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issue 14): eps / C * log_softmax where the log-probability is below float32's "
+    "range (-6e38 is -inf); the truth 3e37 fits, funcloss gives inf. The edge registry cannot "
+    "see it: it asks for a finite value only where the truth is below 1e30",
+)
+@pytest.mark.parametrize("fused", [False, True])
+def test_huge_logits_with_label_smoothing_fit_float32(fused) -> None:
+    x, y = torch.tensor([[3e38, -3e38, 0.0, 1.0]]), torch.tensor([0])
+    truth = F.cross_entropy(x.double(), y, label_smoothing=0.1, reduction="sum")
+    loss = _ce(x, y, fused, label_smoothing=0.1, reduction="sum")
+    torch.testing.assert_close(loss.double(), truth, rtol=1e-5, atol=0)
+
+
 def test_class_index_out_of_range_is_named_on_the_small_path() -> None:
     # gather's / nll_loss's own range check, reworded: the function and the argument are named
     x = torch.randn(4, 3)

@@ -46,9 +46,6 @@ OPEN = {
         "(kornia and MONAI: nan too); no per-plane rescale keeps ordinary windows beside them",
         "linear_cross_entropy": "logits overflow float32: inf - inf",
         "ctc_loss": "log-probabilities of 3e38: inf - inf in the recursion",
-        "cross_entropy": "a log-probability below float32's range (logits of 3e38, -6e38 is -inf) "
-        "under label smoothing: eps / C times it is finite, the log-softmax form is not "
-        "(the 0 * -inf of a zero weight is fixed: test_edges_cross_entropy.py)",
         "multilabel_margin_loss": "k (1 - x_j) + sum x_i of the sort-based hinge sum overflow "
         "with opposite signs at 3e38: inf - inf (found on w-lm2, open)",
     },
