@@ -394,6 +394,16 @@ def test_plus_inf_logit_on_the_fused_path_is_the_limit(reduction, weighted) -> N
         torch.testing.assert_close(per_row(x, y).double(), g1)
 
 
+def test_plus_inf_logit_on_the_fused_path_with_value_reads_off() -> None:
+    # no host read then: the logits are clamped instead of the rows found and recomputed
+    x, y = torch.tensor(_FUSED_INF[0]), torch.tensor(_FUSED_INF[1])
+    with funcloss.set_value_checks(False):
+        value, gradient = _value_and_grad(lambda t: _ce(t, y, True, reduction="none"), x)
+    limit, expected = _value_and_grad(F.cross_entropy, _limit(x, 1e300), y, reduction="none")
+    torch.testing.assert_close(value.double(), limit)
+    torch.testing.assert_close(gradient.double(), expected)
+
+
 def test_plus_inf_logit_under_a_class_mask_is_the_limit() -> None:
     # a class mask on a small input: autograd through the fused path's forward
     x, y = torch.tensor(_FUSED_INF[0]), torch.tensor(_FUSED_INF[1])
