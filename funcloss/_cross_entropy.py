@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -26,6 +27,7 @@ from ._checks import (
     fail,
     gathered_index_mask,
     in_place_safe,
+    plain_eager,
     value_reads_allowed,
 )
 from ._function import custom_backward
@@ -39,9 +41,9 @@ from ._softmax_ce import (
     compute_dtype,
     log_softmax_coefficients,
     probability_rows,
-    row_gradient,
     row_jvp,
     row_loss,
+    softmax_gradient,
     softmax_mask,
 )
 
@@ -132,13 +134,67 @@ def _cross_entropy_rows_forward(
     """Loss per row, ``(M,)``, for ``(M, C)`` logits and class indices (0 where ignored);
     ``allowed`` the class mask (removed logits already ``-inf``), or ``None``."""
     x, rows, class_weight = _class_rows(input, index, ignored, weight, allowed, label_smoothing)
-    size = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
-    losses = [
-        row_loss(x[start : start + size], rows.chunk(start, start + size), class_weight)
-        for start in range(0, max(1, x.shape[0]), size)
-    ]
-    loss = losses[0] if len(losses) == 1 else torch.cat(losses)
+
+    def row_losses(x: Tensor, rows: Rows) -> Tensor:
+        size = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
+        losses = [
+            row_loss(x[start : start + size], rows.chunk(start, start + size), class_weight)
+            for start in range(0, max(1, x.shape[0]), size)
+        ]
+        return losses[0] if len(losses) == 1 else torch.cat(losses)
+
+    loss = row_losses(x, rows)
+    if _reads(input):
+        loss = _patch_rows(
+            loss, loss.isnan(), x, rows, lambda x, rows: row_losses(_clamp(x, input.dtype), rows)
+        )
     return loss.to(input.dtype)
+
+
+# A +inf logit acts as the largest finite one of the input's dtype, as on the small path: the
+# float64 limit where it is finite (loss 0 and zero gradient with the target there; log 2 for
+# two of them), no inf - inf = nan. A clamp would cost a pass over (N, C) per forward and
+# backward, so plain eager mode on the CPU finds the rows instead: a +inf logit makes its row's
+# log-softmax and softmax NaN throughout, so one host read of an (M,) statistic (the loss, or
+# one column of the softmax) finds them, and only those rows are recomputed, clamped (a NaN
+# logit stays NaN there). Elsewhere (transforms, compiling, other devices, value reads off) the
+# logits are clamped, which a compiler fuses (in eager, the clamp costs about a quarter of the
+# forward's log-softmax).
+
+
+def _reads(input: Tensor) -> bool:
+    """Plain eager on the CPU, value reads switched on (:class:`set_value_checks`): the rows
+    with a +inf logit are found by a host read."""
+    return (
+        value_reads_allowed()
+        and input.is_cpu
+        and plain_eager(input)
+        and not _functorch.is_legacy_batchedtensor(input)
+    )
+
+
+def _clamp(x: Tensor, dtype: torch.dtype) -> Tensor:
+    return x.clamp(max=_LARGEST[dtype])
+
+
+def _patch_rows(
+    value: Tensor,
+    bad: Tensor,
+    x: Tensor,
+    rows: Rows,
+    recompute: Callable[[Tensor, Rows], Tensor],
+    in_place: bool = False,
+) -> Tensor:
+    """``value`` (``recompute(x, rows)``, row by row) with its ``bad`` rows recomputed by
+    ``recompute``, which clamps; nothing is done beyond one read of ``bad`` where no row is bad.
+    Under a graph every row is recomputed: the discarded NaN rows would poison the gradient."""
+    if not bool(bad.any()):
+        return value
+    if torch.is_grad_enabled():
+        return recompute(x, rows)
+    picks = bad.nonzero().squeeze(1)
+    fixed = recompute(x.index_select(0, picks), rows.take(picks))
+    return value.index_copy_(0, picks, fixed) if in_place else value.index_copy(0, picks, fixed)
 
 
 def _class_rows(
@@ -149,12 +205,14 @@ def _class_rows(
     allowed: Tensor | None,
     label_smoothing: float,
 ) -> tuple[Tensor, Rows, Tensor | None]:
-    """The logits and class weight in the compute dtype, and the rows' targets."""
+    """The logits and class weight in the compute dtype, and the rows' targets; the logits are
+    clamped at ``+inf`` unless :func:`_reads` (the caller then patches the rows with one)."""
     dtype = compute_dtype(input.dtype)
     class_weight = None if weight is None else weight.to(dtype)
     num_classes = input.shape[1]
     rows = class_rows(index, ignored, class_weight, label_smoothing, num_classes, dtype, allowed)
-    return input.to(dtype), rows, class_weight
+    x = input.to(dtype)
+    return (x if _reads(input) else _clamp(x, input.dtype)), rows, class_weight
 
 
 _cross_entropy_rows = custom_backward(_cross_entropy_rows_forward)
@@ -173,7 +231,13 @@ def _cross_entropy_rows_backward(
     # d/dx = grad * (A softmax(x) - a); ignored rows and removed classes give exactly zero.
     x, rows, class_weight = _class_rows(input, index, ignored, weight, allowed, label_smoothing)
     in_place = in_place_safe(grad)
-    gradient = row_gradient(x, rows, class_weight, grad.to(x.dtype), in_place=in_place)
+    softmax = torch.softmax(x, 1)  # exp(x - max) / sum: more exact than exp(x - lse)
+    if x.shape[1] > 0 and _reads(input):
+        bad = softmax[:, 0].isnan()
+        softmax = _patch_rows(
+            softmax, bad, x, rows, lambda x, _: torch.softmax(_clamp(x, input.dtype), 1), in_place
+        )
+    gradient = softmax_gradient(softmax, None, rows, class_weight, grad.to(x.dtype), 0, in_place)
     return gradient.to(input.dtype), None, None, None, None
 
 
@@ -192,7 +256,11 @@ def _cross_entropy_rows_jvp(
     label_smoothing: float,
 ) -> Tensor:
     x, rows, class_weight = _class_rows(input, index, ignored, weight, allowed, label_smoothing)
-    return row_jvp(x, input_t.to(x.dtype), rows, class_weight).to(input.dtype)
+    tangent = input_t.to(x.dtype)
+    result = row_jvp(x, tangent, rows, class_weight)
+    if _reads(input) and bool(result.isnan().any()):
+        result = row_jvp(_clamp(x, input.dtype), tangent, rows, class_weight)  # rare: all rows
+    return result.to(input.dtype)
 
 
 @follows_autocast("float32")

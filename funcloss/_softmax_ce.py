@@ -141,6 +141,10 @@ class Rows(NamedTuple):
     def chunk(self, start: int, stop: int) -> Rows:
         return Rows._make(None if t is None else t[start:stop] for t in self)
 
+    def take(self, picks: Tensor) -> Rows:
+        """The rows at the indices ``picks``."""
+        return Rows._make(None if t is None else t.index_select(0, picks) for t in self)
+
 
 def class_rows(
     index: Tensor,

@@ -244,7 +244,9 @@ def test_value_checks_read_one_value_per_call(host_reads: list[str], fn: str, fu
                 ours = classification._cross_entropy(
                     x, target, weight, ignore, reduction, 0.1, fused
                 )
-            assert len(host_reads) <= 1, (target, kwargs, host_reads)
+            # (the fused path reads once more, on the CPU only: whether a row holds a +inf logit;
+            # test_meta.py::test_at_most_one_host_read_per_call)
+            assert len(host_reads) <= 1 + fused, (target, kwargs, host_reads)
             if fn == "nll_loss":
                 expected = F.nll_loss(x, target, reduction=reduction, **kwargs)
             else:

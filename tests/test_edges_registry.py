@@ -24,8 +24,6 @@ from .registry import SPECS, Case, LossSpec, call, call_oracle
 # failure until fixed (not strict: a draw may miss the defect).
 OPEN = {
     "infinite": {
-        "cross_entropy-fused": "+inf at the target class: inf - inf (torch: nan too); limit 0 "
-        "(fixed on the small path by a clamp; the fused path would pay a pass over (N, C))",
         "linear_cross_entropy": "+inf in the hidden state: inf logits, inf - inf",
         "ssim_loss": "an infinite pixel: inf - inf in E[x^2] - E[x]^2 (kornia, MONAI: nan too); "
         "limit 1 - SSIM = 1 at each window it enters",
@@ -48,9 +46,6 @@ OPEN = {
         "(kornia and MONAI: nan too); no per-plane rescale keeps ordinary windows beside them",
         "linear_cross_entropy": "logits overflow float32: inf - inf",
         "ctc_loss": "log-probabilities of 3e38: inf - inf in the recursion",
-        "cross_entropy": "a log-probability below float32's range (logits of 3e38, -6e38 is -inf) "
-        "under label smoothing: eps / C times it is finite, the log-softmax form is not "
-        "(the 0 * -inf of a zero weight is fixed: test_edges_cross_entropy.py)",
         "multilabel_margin_loss": "k (1 - x_j) + sum x_i of the sort-based hinge sum overflow "
         "with opposite signs at 3e38: inf - inf (found on w-lm2, open)",
     },

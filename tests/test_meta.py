@@ -129,7 +129,9 @@ def test_at_most_one_host_read_per_call(spec: LossSpec, data: st.DataObject) -> 
     case, reduction = _draw(data, spec)
     with _count_host_reads() as reads:
         _call(spec, case, reduction)
-    assert len(reads) <= 1, reads
+    # cross_entropy's fused path reads once more, on the CPU only (never a device sync): whether
+    # a row holds a +inf logit, the rows it then recomputes clamped
+    assert len(reads) <= 1 + spec.id.startswith("cross_entropy-fused"), reads
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
