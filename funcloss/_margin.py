@@ -344,11 +344,11 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 class _HingeStep(torch.autograd.Function):
     """The eager training step of multi_margin (``param``: ``(p, margin)``) and
-    multilabel_margin (``param``: None).
+    multilabel_margin (``param``: the most labels in a row, each row's count).
 
-    The forward computes the per-sample losses, exactly as the composition does for
-    multi_margin, and the slope of their sum (``d / d input``, before the ``1 / C`` and the
-    reduction's factor) in one tensor; the backward scales that slope in place into the
+    :func:`_step` computes the per-sample losses (for multi_margin exactly as the composition
+    does) and the slope of their sum (``d / d input``, before the ``1 / C`` and the reduction's
+    factor) in one tensor; the forward reduces, the backward scales that slope in place into the
     gradient. Torch's own kernels allocate the gradient in their backward (and multilabel_margin
     saves an (N, C) mask besides), so the peak is not above theirs.
 
@@ -360,10 +360,15 @@ class _HingeStep(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, kind: str, input: Tensor, target: Tensor, reduction: str, param: Any
+        ctx: Any,
+        kind: str,
+        input: Tensor,
+        target: Tensor,
+        reduction: str,
+        param: Any,
+        rows: Tensor,
+        slope: Tensor | None,
     ) -> Tensor:
-        need_slope = input.requires_grad
-        rows, slope = _STEP_FORWARD[kind](input, target, param, need_slope)
         ctx.kind, ctx.reduction, ctx.param, ctx.slope = kind, reduction, param, slope
         ctx.save_for_backward(input, target)
         if reduction == "none":
@@ -373,7 +378,7 @@ class _HingeStep(torch.autograd.Function):
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad: Tensor
-    ) -> tuple[None, Tensor, None, None, None]:
+    ) -> tuple[Tensor | None, ...]:
         input, target = ctx.saved_tensors
         rows, num_classes = input.shape
         # the composition's factor: mean's backward g / N, then the per-sample 1 / C
@@ -383,10 +388,20 @@ class _HingeStep(torch.autograd.Function):
             factor = (grad / rows if ctx.reduction == "mean" else grad) / num_classes
         slope, ctx.slope = ctx.slope, None
         if torch.is_grad_enabled():
-            return None, _STEP_GRAD[ctx.kind](input, target, ctx.param, factor), None, None, None
-        if slope is None:
-            _, slope = _STEP_FORWARD[ctx.kind](input, target, ctx.param, True)
-        return None, _STEP_SCALE[ctx.kind](slope, target, ctx.param, factor), None, None, None
+            grad = _STEP_GRAD[ctx.kind](input, target, ctx.param, factor)
+        else:
+            if slope is None:
+                _, slope = _STEP_FORWARD[ctx.kind](input, target, ctx.param, True)
+            grad = _STEP_SCALE[ctx.kind](slope, target, ctx.param, factor)  # type: ignore[arg-type]
+        return None, grad, None, None, None, None, None
+
+
+def _step(kind: str, input: Tensor, target: Tensor, reduction: str, param: Any) -> Tensor:
+    """The eager step's value. The per-sample losses and the slope are computed before the
+    Function (on the detached scores: no graph): ops inside a Function's forward cost about
+    twice as much, which counts at 64x10."""
+    rows, slope = _STEP_FORWARD[kind](input.detach(), target, param, input.requires_grad)
+    return _HingeStep.apply(kind, input, target, reduction, param, rows, slope)
 
 
 def _multi_margin_forward(
@@ -432,8 +447,10 @@ def _multi_margin_scale(
         hinges.mul_(factor * 2)
     else:  # by blocks of rows: the mask stays small
         rows, num_classes = hinges.shape
-        step, zero = max(1, _SCRATCH // num_classes), factor.new_zeros(())
-        for start in range(0, rows, step):
+        step, zero = max(1, _SCRATCH // num_classes), _ZEROS[hinges.dtype]
+        if rows <= step:
+            torch.where(hinges <= 0, zero, factor, out=hinges)
+        for start in range(0, rows if rows > step else 0, step):
             part = hinges[start : start + step]
             part_factor = factor if factor.dim() == 0 else factor[start : start + step]
             torch.where(part <= 0, zero, part_factor, out=part)
@@ -512,7 +529,7 @@ def _multilabel_block(
     margins = torch.where(listed, 1 - scores.gather(-1, labels), float("-inf"))
     hinges = others.unsqueeze(1) + margins.unsqueeze(-1)
     active = hinges > 0
-    per_slot = torch.where(active, hinges, _ZERO.to(hinges.dtype), out=hinges).sum(-1)
+    per_slot = torch.where(active, hinges, _ZEROS[hinges.dtype], out=hinges).sum(-1)
     torch.sum(per_slot, -1, out=sums)
     sums.masked_fill_(others.isnan().any(-1) & listed[:, 0], float("nan"))
     if slope is not None:
@@ -524,7 +541,7 @@ def _multilabel_block(
 # heavier ones: measured at C = 1000, the direct way is the faster up to about this many labels.
 _DIRECT_LABELS = 16
 _SLOTS = torch.arange(_DIRECT_LABELS)
-_ZERO = torch.zeros(())
+_ZEROS = {dtype: torch.zeros((), dtype=dtype) for dtype in _FAST_DTYPES}
 
 
 def _multilabel_scale(
@@ -605,7 +622,7 @@ def multilabel_margin_loss(
     if _fast(input, target, where, reduction) and target.shape == input.shape:
         lists = _most_labels(fn, target, input.shape[1])
         if lists is not None and 0 < lists[0] <= _DIRECT_LABELS:
-            return _HingeStep.apply("multilabel", input, target, reduction, lists)
+            return _step("multilabel", input, target, reduction, lists)
         checked = lists is not None
     num_classes = _check_scores(fn, input)
     _MULTILABEL_MARGIN_CONFIG(reduction=reduction)  # config first, as torch reports it
@@ -711,7 +728,7 @@ def multi_margin_loss(
         and target.shape == input.shape[:1]
     ):
         index = target.unsqueeze(-1)  # range-checked by the gather
-        return _HingeStep.apply("multi_margin", input, index, reduction, (p, margin))
+        return _step("multi_margin", input, index, reduction, (p, margin))
     num_classes = _check_scores(fn, input)
     # config before the target, as torch reports them
     _check_multi_margin_config(reduction=reduction, p=p, margin=margin)
