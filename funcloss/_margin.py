@@ -494,7 +494,7 @@ def _multilabel_forward(
     rows, num_classes = input.shape
     sums = torch.empty(rows, dtype=input.dtype)
     slope = torch.empty_like(input) if need_slope else None
-    step = max(1, _SCRATCH // (most * num_classes))
+    step = max(1, _HINGE_BLOCK // (most * num_classes))
     for start in range(0, rows, step):
         block = slice(start, start + step)
         _multilabel_block(
@@ -541,6 +541,9 @@ def _multilabel_block(
 # heavier ones: measured at C = 1000, the direct way is the faster up to about this many labels.
 _DIRECT_LABELS = 16
 _SLOTS = torch.arange(_DIRECT_LABELS)
+# The (R, k, C) hinges of a block, in elements (4 MiB of float32): larger than the cache, but
+# each block costs about 25 small ops, and at 2**16 their overhead is half the time.
+_HINGE_BLOCK = 2**20
 _ZEROS = {dtype: torch.zeros((), dtype=dtype) for dtype in _FAST_DTYPES}
 
 
