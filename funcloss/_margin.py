@@ -13,17 +13,25 @@ and its derivatives are finite and no index is out of range: scores 0, ``±1`` t
 multi-hot targets 0, class indices 0, and label lists ``-1`` (no label: a row that adds 0).
 Masked class indices are not range-checked, so a masked row may hold anything. The mask is
 checked and applied in one ``if where is not None`` block: nothing of it runs without one.
+
+The plain eager call of multi_margin and multilabel_margin (``_fast``: no mask or weight, 2-d
+float32/float64 CPU scores, int64 targets) takes a shorter road for speed and memory (issue
+15): a Function whose forward computes the value and the gradient's slope in one go, and whose
+backward scales that slope in place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._checks import (
     Reduction,
+    _functorch,
     as_index,
     broadcast_shape,
     check_broadcastable_to,
@@ -260,6 +268,11 @@ def _after_threshold(values: Tensor, order: Tensor, num_classes: int) -> Tensor:
 
 def _multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
     """Per-row loss for ``(..., C)`` scores and int64 labels padded with -1."""
+    return _multilabel_hinge_sums(input, target) / input.shape[-1]
+
+
+def _multilabel_hinge_sums(input: Tensor, target: Tensor) -> Tensor:
+    """Per-row sum of the hinges (the loss times C)."""
     num_classes = input.shape[-1]
     listed, labels, is_label = _listed_labels(input, target)
     label_scores = input.gather(-1, labels)
@@ -270,7 +283,7 @@ def _multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
     total = _after_threshold(torch.cat([input, zeros], -1), order, num_classes)
     # no active hinge adds nothing, also for a label score of +inf (0 * -inf would be nan)
     hinges = torch.where(count > 0, count * (1 - label_scores), 0.0) + total
-    return torch.where(listed, hinges, 0.0).sum(-1) / num_classes
+    return torch.where(listed, hinges, 0.0).sum(-1)
 
 
 def _check_multilabel_targets(fn: str, target: Tensor, num_classes: int) -> None:
@@ -284,6 +297,284 @@ def _check_multilabel_targets(fn: str, target: Tensor, num_classes: int) -> None
             f"{fn}: `target` values must be in [0, {num_classes}) or -1 (end of the labels), "
             f"got {first}."
         )
+
+
+# -- the eager step of the multi-class hinges ------------------------------------------------
+#
+# The compositions below are what every transform differentiates. Autograd through them writes,
+# saves and reads again several (N, C) intermediates (multilabel_margin's sort keys, orders and
+# suffix sums; multi_margin's hinges and masks), where the floor is to read the scores and write
+# the gradient. A plain eager call takes `_HingeStep` instead.
+
+
+def _fast(input: object, target: object, where: object, reduction: str) -> bool:
+    """A plain eager CPU call, no mask, a valid ``reduction``, 2-d float32/float64 contiguous
+    scores with at least one row, and a contiguous int64 target: the eager step may run.
+
+    Inlined as ``_regression._fast`` is (the house checks cost more than the loss at 64x10):
+    ``type(x) is Tensor`` excludes FakeTensors and other subclasses; forward-mode AD (an open
+    dual level), ``torch.autograd.functional``'s batched tensors and every torch.func transform
+    need the composition. The callers check the rest of their arguments."""
+    return (
+        where is None
+        and reduction in _REDUCTIONS
+        and type(input) is Tensor
+        and type(target) is Tensor
+        and input.dtype in _FAST_DTYPES  # type: ignore[attr-defined]
+        and target.dtype == torch.int64  # type: ignore[attr-defined]
+        and input.dim() == 2  # type: ignore[attr-defined]
+        and input.shape[0] > 0  # type: ignore[attr-defined]
+        and input.shape[1] > 0  # type: ignore[attr-defined]
+        and input.is_cpu  # type: ignore[attr-defined]
+        and target.is_cpu  # type: ignore[attr-defined]
+        and input.is_contiguous()  # type: ignore[attr-defined]
+        and target.is_contiguous()  # type: ignore[attr-defined]
+        and _functorch.peek_interpreter_stack() is None
+        and not torch.compiler.is_compiling()
+        and torch.autograd.forward_ad._current_level < 0
+        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
+        and not _functorch.is_legacy_batchedtensor(input)
+    )
+
+
+_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
+_FAST_DTYPES = (torch.float32, torch.float64)  # half precision computes in float32: composition
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+class _HingeStep(torch.autograd.Function):
+    """The eager training step of multi_margin (``param``: ``(p, margin)``) and
+    multilabel_margin (``param``: the most labels in a row, each row's count).
+
+    :func:`_step` computes the per-sample losses (for multi_margin exactly as the composition
+    does) and the slope of their sum (``d / d input``, before the ``1 / C`` and the reduction's
+    factor) in one tensor; the forward reduces, the backward scales that slope in place into the
+    gradient. Torch's own kernels allocate the gradient in their backward (and multilabel_margin
+    saves an (N, C) mask besides), so the peak is not above theirs.
+
+    Eager only (``_fast``): the ``ctx`` slope is an intermediate, which transforms and double
+    backward cannot use. With ``create_graph`` (double backward) or a second backward of a
+    retained graph, the backward recomputes the gradient from the saved inputs (with
+    differentiable ops for ``create_graph``), rounded as the in-place path is.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        kind: str,
+        input: Tensor,
+        target: Tensor,
+        reduction: str,
+        param: Any,
+        rows: Tensor,
+        slope: Tensor | None,
+    ) -> Tensor:
+        ctx.kind, ctx.reduction, ctx.param, ctx.slope = kind, reduction, param, slope
+        ctx.save_for_backward(input, target)
+        if reduction == "none":
+            return rows
+        return rows.sum() if reduction == "sum" else rows.mean()
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        input, target = ctx.saved_tensors
+        rows, num_classes = input.shape
+        # the composition's factor: mean's backward g / N, then the per-sample 1 / C
+        if ctx.reduction == "none":
+            factor = (grad / num_classes).unsqueeze(-1)
+        else:
+            factor = (grad / rows if ctx.reduction == "mean" else grad) / num_classes
+        slope, ctx.slope = ctx.slope, None
+        if torch.is_grad_enabled():
+            grad = _STEP_GRAD[ctx.kind](input, target, ctx.param, factor)
+        else:
+            if slope is None:
+                _, slope = _STEP_FORWARD[ctx.kind](input, target, ctx.param, True)
+            grad = _STEP_SCALE[ctx.kind](slope, target, ctx.param, factor)  # type: ignore[arg-type]
+        return None, grad, None, None, None, None, None
+
+
+def _step(kind: str, input: Tensor, target: Tensor, reduction: str, param: Any) -> Tensor:
+    """The eager step's value. The per-sample losses and the slope are computed before the
+    Function (on the detached scores: no graph): ops inside a Function's forward cost about
+    twice as much, which counts at 64x10."""
+    rows, slope = _STEP_FORWARD[kind](input.detach(), target, param, input.requires_grad)
+    return _HingeStep.apply(kind, input, target, reduction, param, rows, slope)
+
+
+def _multi_margin_forward(
+    input: Tensor, index: Tensor, param: tuple[int, float], need_slope: bool
+) -> tuple[Tensor, Tensor | None]:
+    """multi_margin's per-sample losses (the composition's ops, in place) and its hinges, the
+    slope before the backward's scaling."""
+    p, margin = param
+    try:
+        target_scores = input.gather(1, index)
+    except RuntimeError:  # an index out of range: the house error (torch's, checks off)
+        check_class_indices("multi_margin_loss", index, input.shape[1])
+        raise
+    hinges = torch.add(input, margin - target_scores)
+    hinges.relu_().scatter_(1, index, 0.0)
+    rows = hinges.sum(-1) if p == 1 else _square_sums(hinges)
+    return rows / input.shape[1], hinges if need_slope else None
+
+
+def _square_sums(hinges: Tensor) -> Tensor:
+    """``(hinges * hinges).sum(-1)``, the squares written by blocks of rows into one scratch
+    buffer (no second (N, C) tensor beside the hinges; the same sums, row by row)."""
+    rows, num_classes = hinges.shape
+    step = max(1, _SCRATCH // num_classes)
+    if rows <= step:
+        return (hinges * hinges).sum(-1)
+    sums = torch.empty(rows, dtype=hinges.dtype)
+    scratch = torch.empty(step, num_classes, dtype=hinges.dtype)
+    for start in range(0, rows, step):
+        part = hinges[start : start + step]
+        squares = torch.mul(part, part, out=scratch[: part.shape[0]])
+        torch.sum(squares, -1, out=sums[start : start + step])
+    return sums
+
+
+def _multi_margin_scale(
+    hinges: Tensor, index: Tensor, param: tuple[int, float], factor: Tensor
+) -> Tensor:
+    """The gradient, in the hinges' buffer: autograd's of the composition, op for op (relu's
+    derivative 0 where a hinge is <= 0; the square's 2 h g; the target's slot minus the row's
+    sum)."""
+    if param[0] == 2:
+        hinges.mul_(factor * 2)
+    else:  # by blocks of rows: the mask stays small
+        rows, num_classes = hinges.shape
+        step, zero = max(1, _SCRATCH // num_classes), _ZEROS[hinges.dtype]
+        if rows <= step:
+            torch.where(hinges <= 0, zero, factor, out=hinges)
+        for start in range(0, rows if rows > step else 0, step):
+            part = hinges[start : start + step]
+            part_factor = factor if factor.dim() == 0 else factor[start : start + step]
+            torch.where(part <= 0, zero, part_factor, out=part)
+    return hinges.scatter_(1, index, hinges.sum(-1, keepdim=True).neg_())
+
+
+def _multi_margin_grad(
+    input: Tensor, index: Tensor, param: tuple[int, float], factor: Tensor
+) -> Tensor:
+    """:func:`_multi_margin_scale` in differentiable ops (double backward)."""
+    p, margin = param
+    hinges = torch.relu(margin - input.gather(1, index) + input).scatter(1, index, 0.0)
+    grad = torch.where(hinges <= 0, 0.0, factor) if p == 1 else hinges * (factor * 2)
+    return grad.scatter(1, index, -grad.sum(-1, keepdim=True))
+
+
+# The scratch block of the chunked passes, in elements: small enough to stay in cache.
+_SCRATCH = 2**16
+
+
+def _most_labels(fn: str, target: Tensor, num_classes: int) -> tuple[int, Tensor] | None:
+    """The most labels listed in a row and each row's count, the targets range-checked: the
+    call's one host read (``None``, and no read, with the value checks off)."""
+    if not value_checks_enabled(target):
+        return None
+    has_end, first_end = (target == -1).max(-1)
+    count = torch.where(has_end, first_end, num_classes)
+    most, low, high = torch.stack([count.max(), *torch.aminmax(target)]).tolist()
+    if low < -1 or high >= num_classes:
+        _check_multilabel_targets(fn, target, num_classes)
+    return most, count
+
+
+def _multilabel_forward(
+    input: Tensor, target: Tensor, param: tuple[int, Tensor], need_slope: bool
+) -> tuple[Tensor, Tensor | None]:
+    """multilabel_margin's per-sample losses and the slope of their sum (times C: integer
+    counts), by blocks of rows (:func:`_multilabel_block`); ``param``: the most labels listed
+    in a row, and each row's count."""
+    most, count = param
+    rows, num_classes = input.shape
+    sums = torch.empty(rows, dtype=input.dtype)
+    slope = torch.empty_like(input) if need_slope else None
+    step = max(1, _HINGE_BLOCK // (most * num_classes))
+    for start in range(0, rows, step):
+        block = slice(start, start + step)
+        _multilabel_block(
+            input[block],
+            target[block, :most],
+            count[block],
+            sums[block],
+            None if slope is None else slope[block],
+        )
+    return sums / num_classes, slope
+
+
+def _multilabel_block(
+    scores: Tensor, slots: Tensor, count: Tensor, sums: Tensor, slope: Tensor | None
+) -> None:
+    """Hinge sums (into ``sums``) and their slope (into ``slope``) of a block of rows whose
+    lists have at most ``k`` labels (``slots``: the first ``k`` of each row, ``count`` listed).
+
+    Every hinge is computed as torch computes it, ``z = (1 - x_j) + x_i`` for each slot ``j``
+    and each class ``i``, in ``(R, k, C)`` elements (in cache): ``k C`` operations a row, as
+    torch's loop, where the composition's sort costs ``C log C`` and several passes. Label
+    classes are set to ``-inf``, unlisted slots' ``1 - x_j`` to ``-inf``, and a hinge counts
+    where ``z > 0`` (torch's test): ``nan`` from ``inf - inf`` at an infinite score counts 0,
+    the composition's limits. A ``nan`` among a row's other scores makes its sum ``nan``, as in
+    the composition (torch's loop skips it)."""
+    most = slots.shape[-1]
+    listed = _SLOTS[:most] < count.unsqueeze(-1)
+    # unlisted slots name the row's first label (class 0 in a row without one): the scatter of
+    # -inf below writes only label classes
+    labels = torch.where(listed, slots, slots[:, :1]).clamp_min_(0)
+    others = scores.scatter(-1, labels, float("-inf"))
+    margins = torch.where(listed, 1 - scores.gather(-1, labels), float("-inf"))
+    hinges = others.unsqueeze(1) + margins.unsqueeze(-1)
+    active = hinges > 0
+    per_slot = torch.where(active, hinges, _ZEROS[hinges.dtype], out=hinges).sum(-1)
+    torch.sum(per_slot, -1, out=sums)
+    sums.masked_fill_(others.isnan().any(-1) & listed[:, 0], float("nan"))
+    if slope is not None:
+        torch.sum(active, 1, dtype=slope.dtype, out=slope)
+        slope.scatter_add_(-1, labels, active.sum(-1, dtype=slope.dtype).neg_())
+
+
+# The direct hinges cost k passes over a block, the composition's sort about log2(C) of its
+# heavier ones: measured at C = 1000, the direct way is the faster up to about this many labels.
+_DIRECT_LABELS = 16
+_SLOTS = torch.arange(_DIRECT_LABELS)
+# The (R, k, C) hinges of a block, in elements (4 MiB of float32): larger than the cache, but
+# each block costs about 25 small ops, and at 2**16 their overhead is half the time.
+_HINGE_BLOCK = 2**20
+_ZEROS = {dtype: torch.zeros((), dtype=dtype) for dtype in _FAST_DTYPES}
+
+
+def _multilabel_scale(
+    slope: Tensor, target: Tensor, param: tuple[int, Tensor], factor: Tensor
+) -> Tensor:
+    return slope.mul_(factor)
+
+
+def _multilabel_grad(
+    input: Tensor, target: Tensor, param: tuple[int, Tensor], factor: Tensor
+) -> Tensor:
+    """The gradient for double backward: the slope does not depend on the scores (the loss
+    is piecewise linear), so it is recomputed as a constant, times the differentiable factor."""
+    with torch.no_grad():
+        _, slope = _multilabel_forward(input.detach(), target, param, True)
+    return slope * factor  # type: ignore[operator]
+
+
+_STEP_FORWARD: dict[str, Callable[[Tensor, Tensor, Any, bool], tuple[Tensor, Tensor | None]]] = {
+    "multi_margin": _multi_margin_forward,
+    "multilabel": _multilabel_forward,
+}
+_STEP_SCALE: dict[str, Callable[[Tensor, Tensor, Any, Tensor], Tensor]] = {
+    "multi_margin": _multi_margin_scale,
+    "multilabel": _multilabel_scale,
+}
+_STEP_GRAD: dict[str, Callable[[Tensor, Tensor, Any, Tensor], Tensor]] = {
+    "multi_margin": _multi_margin_grad,
+    "multilabel": _multilabel_grad,
+}
 
 
 @follows_autocast("float32")
@@ -330,6 +621,12 @@ def multilabel_margin_loss(
         tensor(0.8500)
     """
     fn = "multilabel_margin_loss"
+    checked = False
+    if _fast(input, target, where, reduction) and target.shape == input.shape:
+        lists = _most_labels(fn, target, input.shape[1])
+        if lists is not None and 0 < lists[0] <= _DIRECT_LABELS:
+            return _step("multilabel", input, target, reduction, lists)
+        checked = lists is not None
     num_classes = _check_scores(fn, input)
     _MULTILABEL_MARGIN_CONFIG(reduction=reduction)  # config first, as torch reports it
     check_integer(fn, target=target)
@@ -357,7 +654,8 @@ def multilabel_margin_loss(
         rows = where.unsqueeze(-1) if batched else where
         # a masked sample lists no label: it adds 0, and reads no score
         input, target = masked(rows, input), masked(rows, target, -1)
-    _check_multilabel_targets(fn, target, num_classes)
+    if not checked:
+        _check_multilabel_targets(fn, target, num_classes)
     if input.dim() < 2:  # torch takes a 0-dim input (one class) with a target of one slot
         input, target = input.reshape(num_classes), target.reshape(num_classes)
     # half precision: thresholds x_j - 1 and sums in fp32 (a bf16 threshold rounds, and drops
@@ -424,6 +722,16 @@ def multi_margin_loss(
         tensor(0.1525)
     """
     fn = "multi_margin_loss"
+    if (
+        weight is None
+        and (p == 1 or p == 2)
+        and type(margin) in (float, int)
+        and margin == margin
+        and _fast(input, target, where, reduction)
+        and target.shape == input.shape[:1]
+    ):
+        index = target.unsqueeze(-1)  # range-checked by the gather
+        return _step("multi_margin", input, index, reduction, (p, margin))
     num_classes = _check_scores(fn, input)
     # config before the target, as torch reports them
     _check_multi_margin_config(reduction=reduction, p=p, margin=margin)
