@@ -31,7 +31,6 @@ from torch import Tensor
 
 from ._checks import (
     Reduction,
-    _functorch,
     as_index,
     broadcast_shape,
     check_broadcastable_to,
@@ -45,6 +44,7 @@ from ._checks import (
     check_tensor,
     check_where,
     checks_config,
+    eager_mode,
     fail,
     promoted_dtype,
     shape_str,
@@ -311,10 +311,9 @@ def _fast(input: object, target: object, where: object, reduction: str) -> bool:
     """A plain eager CPU call, no mask, a valid ``reduction``, 2-d float32/float64 contiguous
     scores with at least one row, and a contiguous int64 target: the eager step may run.
 
-    Inlined as ``_regression._fast`` is (the house checks cost more than the loss at 64x10):
-    ``type(x) is Tensor`` excludes FakeTensors and other subclasses; forward-mode AD (an open
-    dual level), ``torch.autograd.functional``'s batched tensors and every torch.func transform
-    need the composition. The callers check the rest of their arguments."""
+    Inlined as ``_regression._fast`` is (the house checks cost more than the loss at 64x10);
+    :func:`eager_mode` holds the mode conditions. The callers check the rest of their
+    arguments."""
     return (
         where is None
         and reduction in _REDUCTIONS
@@ -329,15 +328,10 @@ def _fast(input: object, target: object, where: object, reduction: str) -> bool:
         and target.is_cpu  # type: ignore[attr-defined]
         and input.is_contiguous()  # type: ignore[attr-defined]
         and target.is_contiguous()  # type: ignore[attr-defined]
-        and _functorch.peek_interpreter_stack() is None
-        and not torch.compiler.is_compiling()
-        and torch.autograd.forward_ad._current_level < 0
-        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
-        and not _functorch.is_legacy_batchedtensor(input)
+        and eager_mode(input)
     )
 
 
-_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
 _FAST_DTYPES = (torch.float32, torch.float64)  # half precision computes in float32: composition
 _REDUCTIONS = ("mean", "sum", "none")
 
