@@ -283,22 +283,23 @@ def cross_entropy(
         tensor([0.1269, 0.0949])
     """
     if _fast(input, target, weight, where, reduction, ignore_index, label_smoothing):
-        # every check holds already (see _fast): the small composition, with the one read
+        # every check holds already (see _fast): the small composition, after the one read
         num_classes = input.shape[1]
-        # With label smoothing, or building autograd's graph, the read also tells whether the
-        # logits are moderate: their product form saves the clamp, the guards against 0 * -inf
-        # and, in backward, the clamp's and the gather's kernels, for two ops here; the plain
-        # forward without a graph costs less with the clamp and gather than with those two.
-        if label_smoothing > 0 or (input.requires_grad and torch.is_grad_enabled()):
-            index, ignored, moderate = _fast_read(input, target, num_classes, ignore_index)
-        else:
-            index, ignored = gathered_index_mask(target, num_classes, ignore_index)
-            moderate = False
+        index, ignored = gathered_index_mask(target, num_classes, ignore_index)
         try:
-            if moderate:
-                return _cross_entropy_moderate(
+            # With label smoothing, or building autograd's graph, the product form first: it
+            # saves the clamp, the gather and the guards against 0 * -inf (and in backward the
+            # clamp's and the gather's kernels); a finite result tells that every
+            # log-probability is finite, where it is the general path's value. Otherwise (inf
+            # or nan logits, an overflow in x - max) it is dropped for the clamped path. The
+            # plain forward without label smoothing costs no more clamped and gathered.
+            if label_smoothing > 0 or (input.requires_grad and torch.is_grad_enabled()):
+                loss = _cross_entropy_moderate(
                     input, index, ignored, weight, label_smoothing, reduction
                 )
+                # the host read; .data: no graph node, no warning about reading a graph's value
+                if math.isfinite(loss.data.sum() if reduction == "none" else loss.data):
+                    return loss
             return _cross_entropy_small(
                 input, index, ignored, weight, label_smoothing, reduction, input.shape[:1]
             )
@@ -308,33 +309,6 @@ def cross_entropy(
     return _cross_entropy(
         input, target, weight, ignore_index, reduction, label_smoothing, None, where
     )
-
-
-def _fast_read(
-    input: Tensor, target: Tensor, num_classes: int, ignore_index: int
-) -> tuple[Tensor, Tensor | None, bool]:
-    """The fast path's one host read: class indices with ignored entries at 0 and the mask of
-    ignored entries (``None`` when none may be ignored: see :func:`gathered_index_mask`), and
-    whether the logits are moderate: the sum of their squares finite (so each is below
-    ``sqrt(finfo.max)`` in magnitude, about 1.8e19 in float32), so that every log-probability is
-    finite (no inf, no nan, no overflow in ``x - max``)."""
-    # inf or nan unless every logit is moderate; 0 * it (alpha=0) is then nan, else 0, so one
-    # number tells both the class index bound and whether the logits are moderate
-    size = torch.linalg.vector_norm(input.data)
-    if ignore_index < 0:
-        value = float(torch.add(target.min(), size, alpha=0))  # the one host read
-        maybe_ignored = not value >= 0
-    elif ignore_index >= num_classes:
-        value = float(torch.add(target.max(), size, alpha=0))
-        maybe_ignored = not value < num_classes
-    else:
-        value = float(size)
-        maybe_ignored = True
-    moderate = math.isfinite(value)
-    if not maybe_ignored:
-        return target, None, moderate
-    ignored = target == ignore_index
-    return target.masked_fill(ignored, 0), ignored, moderate
 
 
 def _fast(

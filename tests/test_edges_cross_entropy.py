@@ -423,6 +423,7 @@ def test_masked_class_of_weight_zero_with_smoothing_is_finite(
 _FAST_LOGITS = {
     "moderate": [[0.5, -1.0, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
     "huge": [[2e19, -1.0, 0.0], [0.0, 0.3, -0.2], [1.0, -3e38, 3e38], [-2.0, 0.0, 4.0]],
+    "large": [[2e19, -1.0, 0.0], [0.0, 0.3, -3e38], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
     "minus_inf": [[0.5, -INF, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
     "plus_inf": [[INF, -1.0, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
     "nan": [[NAN, -1.0, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
@@ -462,5 +463,37 @@ def test_plain_eager_call_matches_the_general_path(
         results.append((loss.detach(), grad.detach(), second, no_grad))
     for fast, general in zip(*results, strict=True):
         torch.testing.assert_close(fast, general, equal_nan=True)
-    if logits in ("moderate", "huge", "minus_inf"):  # torch is finite there
+    if logits in ("moderate", "huge", "large", "minus_inf"):  # torch is finite there
         torch.testing.assert_close(results[0][0], F.cross_entropy(x, y, **kwargs))
+
+
+def _graph(output: torch.Tensor) -> list[str]:
+    """The names of the autograd nodes behind ``output``, output first, one path."""
+    names, node = [], output.grad_fn
+    while node is not None:
+        names.append(type(node).__name__)
+        node = next((n for n, _ in node.next_functions if n is not None), None)
+    return names
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("logits", ["moderate", "large"])
+def test_plain_eager_call_builds_the_product_form_on_finite_log_probabilities(
+    logits, label_smoothing, reduction
+) -> None:
+    # every log-probability finite (also where the logits' sum of squares overflows): the
+    # small call's graph is sum(log_softmax(x) * coefficients), three nodes; with an infinite
+    # one it is clamped and gathered
+    x = torch.tensor(_FAST_LOGITS[logits]).requires_grad_()
+    y = torch.tensor([0, 2, 1, 2])
+    loss = funcloss.cross_entropy(x, y, reduction=reduction, label_smoothing=label_smoothing)
+    assert _graph(loss)[:3] == [
+        "SumBackward1" if reduction == "none" else "SumBackward0",
+        "MulBackward0",
+        "LogSoftmaxBackward0",
+    ]
+    inf = funcloss.cross_entropy(
+        torch.tensor(_FAST_LOGITS["plus_inf"]).requires_grad_(), y, reduction=reduction
+    )
+    assert "ClampBackward1" in _graph(inf)
