@@ -287,19 +287,24 @@ def cross_entropy(
         num_classes = input.shape[1]
         index, ignored = gathered_index_mask(target, num_classes, ignore_index)
         try:
-            # With label smoothing, or building autograd's graph, the product form first: it
-            # saves the clamp, the gather and the guards against 0 * -inf (and in backward the
-            # clamp's and the gather's kernels); a finite result tells that every
-            # log-probability is finite, where it is the general path's value. Otherwise (inf
-            # or nan logits, an overflow in x - max) it is dropped for the clamped path. The
-            # plain forward without label smoothing costs no more clamped and gathered.
+            # First a form that is right where every log-probability is finite, which its
+            # finite result tells (a non-finite log-probability shows in it: inf * a, 0 * inf
+            # and nan propagate); otherwise (inf or nan logits, an overflow in x - max) it is
+            # dropped for the clamped path. Building a graph, or with label smoothing, the
+            # product form: it saves the clamp, the gather and the guards against 0 * -inf
+            # (and in backward the clamp's and the gather's kernels). The plain forward gathers
+            # (no clamp): a -inf logit elsewhere, a masked class, leaves it finite.
             if label_smoothing > 0 or (input.requires_grad and torch.is_grad_enabled()):
                 loss = _cross_entropy_moderate(
                     input, index, ignored, weight, label_smoothing, reduction
                 )
-                # the host read; .data: no graph node, no warning about reading a graph's value
-                if math.isfinite(loss.data.sum() if reduction == "none" else loss.data):
-                    return loss
+            else:
+                loss = _cross_entropy_small(
+                    input, index, ignored, weight, 0.0, reduction, input.shape[:1], finite=True
+                )
+            # the host read; .data: no graph node, no warning about reading a graph's value
+            if math.isfinite(loss.data.sum() if reduction == "none" else loss.data):
+                return loss
             return _cross_entropy_small(
                 input, index, ignored, weight, label_smoothing, reduction, input.shape[:1]
             )
@@ -497,19 +502,24 @@ def _cross_entropy_small(
     reduction: Reduction,
     out_shape: tuple[int, ...],
     masked_mean: bool = False,
+    finite: bool = False,
 ) -> Tensor:
     """Small inputs: ``-sum(log_softmax(x) * a)``, with the mean's denominator folded into the
     target weights ``a``; without label smoothing, the target's log-probability alone (gathered:
     a ``-inf`` logit elsewhere, a masked class, gives no ``0 * -inf``). ``masked_mean``: a
-    ``where`` was given, so a mean over nothing is 0 (not torch's 0 / 0)."""
-    if ignored is not None:
-        # An ignored row gives exactly nothing, value and gradient, whatever it holds (padding
-        # rows may be nan or inf): masked before the log-softmax, so its row is finite.
-        input = input.masked_fill(ignored.unsqueeze(1), 0)
-    # A +inf logit acts as the largest finite one: the float64 limit where it is finite (loss 0
-    # and zero gradient with the target there; log 2 for two of them), no inf - inf = nan.
+    ``where`` was given, so a mean over nothing is 0 (not torch's 0 / 0). ``finite``: the
+    caller keeps only a finite result (else calls again without it), so no clamp and no masking
+    of ignored rows (an inf or nan logit where either matters leaves the result non-finite)."""
     dtype = input.dtype
-    input = input.clamp(max=_LARGEST[dtype])
+    if not finite:
+        if ignored is not None:
+            # An ignored row gives exactly nothing, value and gradient, whatever it holds
+            # (padding rows may be nan or inf): masked before the log-softmax, so it is finite.
+            input = input.masked_fill(ignored.unsqueeze(1), 0)
+        # A +inf logit acts as the largest finite one: the float64 limit where it is finite
+        # (loss 0 and zero gradient with the target there; log 2 for two of them), no
+        # inf - inf = nan.
+        input = input.clamp(max=_LARGEST[dtype])
     if dtype in _HALF:
         log_probs = torch.log_softmax(input, 1, torch.float32)
     else:
