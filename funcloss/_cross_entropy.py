@@ -108,9 +108,10 @@ def _masks(
 #   a small call's time is made of (an autograd.Function costs more per call than it saves
 #   there). Without label smoothing the target's log-probability is gathered rather than
 #   multiplied by a one-hot: a -inf logit elsewhere (a masked class) must not give 0 * -inf.
-#   A plain eager call (_fast) on moderate logits, whose log-probabilities are all finite, takes
-#   the product form sum(log_softmax(x) * coefficients) instead: no clamp, no gather, and three
-#   graph nodes, the cheapest backward of the small call.
+#   A plain eager call (_fast) building a graph or with label smoothing, whose log-probabilities
+#   are all finite (its one read tells), takes the product form
+#   sum(log_softmax(x) * coefficients) instead: no clamp, no gather, and three graph nodes, the
+#   cheapest backward of the small call.
 
 # Below this many logits, autograd through the composition beats the custom Function's overhead.
 _FUSED_MIN_ELEMENTS = 1 << 16
@@ -283,28 +284,23 @@ def cross_entropy(
         tensor([0.1269, 0.0949])
     """
     if _fast(input, target, weight, where, reduction, ignore_index, label_smoothing):
-        # every check holds already (see _fast): the small composition, after the one read
+        # every check holds already (see _fast): the small composition, with the one read
         num_classes = input.shape[1]
-        index, ignored = gathered_index_mask(target, num_classes, ignore_index)
         try:
-            # First a form that is right where every log-probability is finite, which its
-            # finite result tells (a non-finite log-probability shows in it: inf * a, 0 * inf
-            # and nan propagate); otherwise (inf or nan logits, an overflow in x - max) it is
-            # dropped for the clamped path. Building a graph, or with label smoothing, the
-            # product form: it saves the clamp, the gather and the guards against 0 * -inf
-            # (and in backward the clamp's and the gather's kernels). The plain forward gathers
-            # (no clamp): a -inf logit elsewhere, a masked class, leaves it finite.
+            # Building a graph, or with label smoothing, the read also tells whether every
+            # log-probability is finite: then the product form, which saves the clamp, the
+            # gather and the guards against 0 * -inf (and in backward the clamp's and the
+            # gather's kernels). The plain forward without them costs less clamped and gathered
+            # (no test to pay for).
             if label_smoothing > 0 or (input.requires_grad and torch.is_grad_enabled()):
-                loss = _cross_entropy_moderate(
-                    input, index, ignored, weight, label_smoothing, reduction
-                )
+                log_probs = torch.log_softmax(input, 1)
+                index, ignored, finite = _fast_read(log_probs, target, num_classes, ignore_index)
+                if finite:
+                    return _cross_entropy_moderate(
+                        log_probs, index, ignored, weight, label_smoothing, reduction
+                    )
             else:
-                loss = _cross_entropy_small(
-                    input, index, ignored, weight, 0.0, reduction, input.shape[:1], finite=True
-                )
-            # the host read; .data: no graph node, no warning about reading a graph's value
-            if math.isfinite(loss.data.sum() if reduction == "none" else loss.data):
-                return loss
+                index, ignored = gathered_index_mask(target, num_classes, ignore_index)
             return _cross_entropy_small(
                 input, index, ignored, weight, label_smoothing, reduction, input.shape[:1]
             )
@@ -314,6 +310,33 @@ def cross_entropy(
     return _cross_entropy(
         input, target, weight, ignore_index, reduction, label_smoothing, None, where
     )
+
+
+def _fast_read(
+    log_probs: Tensor, target: Tensor, num_classes: int, ignore_index: int
+) -> tuple[Tensor, Tensor | None, bool]:
+    """The fast path's one host read: class indices with ignored entries at 0 and the mask of
+    ignored entries (``None`` when none may be ignored: see :func:`gathered_index_mask`), and
+    whether every log-probability is finite (no inf or nan logit, no overflow in ``x - max``)."""
+    # The log-probabilities are <= 0 or nan: their sum is finite only if each is (an overflow
+    # of the sum only sends a finite case to the clamped path). 0 * it (alpha=0) is nan unless
+    # it is finite, else 0: one number tells both the class index bound and the finiteness.
+    # .data: no graph node for the test.
+    size = log_probs.data.sum()
+    if ignore_index < 0:
+        value = float(torch.add(target.min(), size, alpha=0))  # the one host read
+        maybe_ignored = not value >= 0
+    elif ignore_index >= num_classes:
+        value = float(torch.add(target.max(), size, alpha=0))
+        maybe_ignored = not value < num_classes
+    else:
+        value = float(size)
+        maybe_ignored = True
+    finite = math.isfinite(value)
+    if not maybe_ignored:
+        return target, None, finite
+    ignored = target == ignore_index
+    return target.masked_fill(ignored, 0), ignored, finite
 
 
 def _fast(
@@ -502,24 +525,19 @@ def _cross_entropy_small(
     reduction: Reduction,
     out_shape: tuple[int, ...],
     masked_mean: bool = False,
-    finite: bool = False,
 ) -> Tensor:
     """Small inputs: ``-sum(log_softmax(x) * a)``, with the mean's denominator folded into the
     target weights ``a``; without label smoothing, the target's log-probability alone (gathered:
     a ``-inf`` logit elsewhere, a masked class, gives no ``0 * -inf``). ``masked_mean``: a
-    ``where`` was given, so a mean over nothing is 0 (not torch's 0 / 0). ``finite``: the
-    caller keeps only a finite result (else calls again without it), so no clamp and no masking
-    of ignored rows (an inf or nan logit where either matters leaves the result non-finite)."""
+    ``where`` was given, so a mean over nothing is 0 (not torch's 0 / 0)."""
+    if ignored is not None:
+        # An ignored row gives exactly nothing, value and gradient, whatever it holds (padding
+        # rows may be nan or inf): masked before the log-softmax, so its row is finite.
+        input = input.masked_fill(ignored.unsqueeze(1), 0)
+    # A +inf logit acts as the largest finite one: the float64 limit where it is finite (loss 0
+    # and zero gradient with the target there; log 2 for two of them), no inf - inf = nan.
     dtype = input.dtype
-    if not finite:
-        if ignored is not None:
-            # An ignored row gives exactly nothing, value and gradient, whatever it holds
-            # (padding rows may be nan or inf): masked before the log-softmax, so it is finite.
-            input = input.masked_fill(ignored.unsqueeze(1), 0)
-        # A +inf logit acts as the largest finite one: the float64 limit where it is finite
-        # (loss 0 and zero gradient with the target there; log 2 for two of them), no
-        # inf - inf = nan.
-        input = input.clamp(max=_LARGEST[dtype])
+    input = input.clamp(max=_LARGEST[dtype])
     if dtype in _HALF:
         log_probs = torch.log_softmax(input, 1, torch.float32)
     else:
@@ -570,27 +588,26 @@ def _cross_entropy_small(
 
 
 def _cross_entropy_moderate(
-    input: Tensor,
+    log_probs: Tensor,
     index: Tensor,
     ignored: Tensor | None,
     weight: Tensor | None,
     label_smoothing: float,
     reduction: Reduction,
 ) -> Tensor:
-    """The fast path (:func:`_fast`) on moderate logits (:func:`_fast_read`), whose
-    log-probabilities are all finite: ``sum(log_softmax(x) * coefficients)``, the target weights,
-    the sign and the mean's denominator folded into one ``(N, C)`` array (no graph). Autograd
-    differentiates it with three graph nodes (log_softmax, mul, sum), and ignored rows need no
-    masking of their (finite) logits: a coefficient of 0 gives them exactly nothing. The same
-    values as :func:`_cross_entropy_small` up to float rounding (that path's clamp, gather and
-    guards against ``0 * -inf`` are for infinite log-probabilities, which cannot occur here)."""
-    log_probs = torch.log_softmax(input, 1)
+    """The fast path's (:func:`_fast`) product form on ``log_probs``, all finite
+    (:func:`_fast_read`): ``sum(log_probs * coefficients)``, the target weights, the sign and the
+    mean's denominator folded into one ``(N, C)`` array (no graph). Autograd differentiates it
+    with three graph nodes (log_softmax, mul, sum), and ignored rows need no masking of their
+    (finite) logits: a coefficient of 0 gives them exactly nothing. The same values as
+    :func:`_cross_entropy_small` up to float rounding (its clamp, gather and guards against
+    ``0 * -inf`` are for infinite log-probabilities, which cannot occur here)."""
     row_weights = None
     if weight is not None or ignored is not None:
         row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
     total: Tensor | int = 1  # the mean's denominator
     if reduction == "mean":
-        total = input.shape[0] if row_weights is None else row_weights.sum()
+        total = log_probs.shape[0] if row_weights is None else row_weights.sum()
     coefficients = log_softmax_coefficients(
         index, row_weights, ignored, weight, label_smoothing, log_probs, total, in_place=True
     )
