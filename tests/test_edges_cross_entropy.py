@@ -497,3 +497,31 @@ def test_plain_eager_call_builds_the_product_form_on_finite_log_probabilities(
         torch.tensor(_FAST_LOGITS["plus_inf"]).requires_grad_(), y, reduction=reduction
     )
     assert "ClampBackward1" in _graph(inf)
+
+
+class _CountReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts host reads (``item``, ``float``, ``int``, ``bool`` of a tensor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.reads += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("logits", sorted(_FAST_LOGITS))
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_plain_eager_call_reads_once(logits, label_smoothing, grad, reduction) -> None:
+    # the finiteness test of the product form shares the class-index read
+    x = torch.tensor(_FAST_LOGITS[logits]).requires_grad_(grad)
+    for target in ([0, 2, 1, 2], [0, -100, 1, 2]):
+        with _CountReads() as mode:
+            funcloss.cross_entropy(
+                x, torch.tensor(target), reduction=reduction, label_smoothing=label_smoothing
+            )
+        assert mode.reads == 1, (target, mode.reads)
