@@ -110,9 +110,10 @@ def _masks(
 #   a small call's time is made of (an autograd.Function costs more per call than it saves
 #   there). Without label smoothing the target's log-probability is gathered rather than
 #   multiplied by a one-hot: a -inf logit elsewhere (a masked class) must not give 0 * -inf.
-#   A plain eager call (_fast) on moderate logits, whose log-probabilities are all finite, takes
-#   the product form sum(log_softmax(x) * coefficients) instead: no clamp, no gather, and three
-#   graph nodes, the cheapest backward of the small call.
+#   A plain eager call (_fast) building a graph or with label smoothing, whose log-probabilities
+#   are all finite (its one read tells), takes the product form
+#   sum(log_softmax(x) * coefficients) instead: no clamp, no gather, and three graph nodes, the
+#   cheapest backward of the small call.
 
 # Below this many logits, autograd through the composition beats the custom Function's overhead.
 _FUSED_MIN_ELEMENTS = 1 << 16
@@ -353,20 +354,21 @@ def cross_entropy(
     if _fast(input, target, weight, where, reduction, ignore_index, label_smoothing):
         # every check holds already (see _fast): the small composition, with the one read
         num_classes = input.shape[1]
-        # With label smoothing, or building autograd's graph, the read also tells whether the
-        # logits are moderate: their product form saves the clamp, the guards against 0 * -inf
-        # and, in backward, the clamp's and the gather's kernels, for two ops here; the plain
-        # forward without a graph costs less with the clamp and gather than with those two.
-        if label_smoothing > 0 or (input.requires_grad and torch.is_grad_enabled()):
-            index, ignored, moderate = _fast_read(input, target, num_classes, ignore_index)
-        else:
-            index, ignored = gathered_index_mask(target, num_classes, ignore_index)
-            moderate = False
         try:
-            if moderate:
-                return _cross_entropy_moderate(
-                    input, index, ignored, weight, label_smoothing, reduction
-                )
+            # Building a graph, or with label smoothing, the read also tells whether every
+            # log-probability is finite: then the product form, which saves the clamp, the
+            # gather and the guards against 0 * -inf (and in backward the clamp's and the
+            # gather's kernels). The plain forward without them costs less clamped and gathered
+            # (no test to pay for).
+            if label_smoothing > 0 or (input.requires_grad and torch.is_grad_enabled()):
+                log_probs = torch.log_softmax(input, 1)
+                index, ignored, finite = _fast_read(log_probs, target, num_classes, ignore_index)
+                if finite:
+                    return _cross_entropy_moderate(
+                        log_probs, index, ignored, weight, label_smoothing, reduction
+                    )
+            else:
+                index, ignored = gathered_index_mask(target, num_classes, ignore_index)
             return _cross_entropy_small(
                 input, index, ignored, weight, label_smoothing, reduction, input.shape[:1]
             )
@@ -379,16 +381,16 @@ def cross_entropy(
 
 
 def _fast_read(
-    input: Tensor, target: Tensor, num_classes: int, ignore_index: int
+    log_probs: Tensor, target: Tensor, num_classes: int, ignore_index: int
 ) -> tuple[Tensor, Tensor | None, bool]:
     """The fast path's one host read: class indices with ignored entries at 0 and the mask of
     ignored entries (``None`` when none may be ignored: see :func:`gathered_index_mask`), and
-    whether the logits are moderate: the sum of their squares finite (so each is below
-    ``sqrt(finfo.max)`` in magnitude, about 1.8e19 in float32), so that every log-probability is
-    finite (no inf, no nan, no overflow in ``x - max``)."""
-    # inf or nan unless every logit is moderate; 0 * it (alpha=0) is then nan, else 0, so one
-    # number tells both the class index bound and whether the logits are moderate
-    size = torch.linalg.vector_norm(input.data)
+    whether every log-probability is finite (no inf or nan logit, no overflow in ``x - max``)."""
+    # The log-probabilities are <= 0 or nan: their sum is finite only if each is (an overflow
+    # of the sum only sends a finite case to the clamped path). 0 * it (alpha=0) is nan unless
+    # it is finite, else 0: one number tells both the class index bound and the finiteness.
+    # .data: no graph node for the test.
+    size = log_probs.data.sum()
     if ignore_index < 0:
         value = float(torch.add(target.min(), size, alpha=0))  # the one host read
         maybe_ignored = not value >= 0
@@ -398,11 +400,11 @@ def _fast_read(
     else:
         value = float(size)
         maybe_ignored = True
-    moderate = math.isfinite(value)
+    finite = math.isfinite(value)
     if not maybe_ignored:
-        return target, None, moderate
+        return target, None, finite
     ignored = target == ignore_index
-    return target.masked_fill(ignored, 0), ignored, moderate
+    return target.masked_fill(ignored, 0), ignored, finite
 
 
 def _fast(
@@ -654,27 +656,26 @@ def _cross_entropy_small(
 
 
 def _cross_entropy_moderate(
-    input: Tensor,
+    log_probs: Tensor,
     index: Tensor,
     ignored: Tensor | None,
     weight: Tensor | None,
     label_smoothing: float,
     reduction: Reduction,
 ) -> Tensor:
-    """The fast path (:func:`_fast`) on moderate logits (:func:`_fast_read`), whose
-    log-probabilities are all finite: ``sum(log_softmax(x) * coefficients)``, the target weights,
-    the sign and the mean's denominator folded into one ``(N, C)`` array (no graph). Autograd
-    differentiates it with three graph nodes (log_softmax, mul, sum), and ignored rows need no
-    masking of their (finite) logits: a coefficient of 0 gives them exactly nothing. The same
-    values as :func:`_cross_entropy_small` up to float rounding (that path's clamp, gather and
-    guards against ``0 * -inf`` are for infinite log-probabilities, which cannot occur here)."""
-    log_probs = torch.log_softmax(input, 1)
+    """The fast path's (:func:`_fast`) product form on ``log_probs``, all finite
+    (:func:`_fast_read`): ``sum(log_probs * coefficients)``, the target weights, the sign and the
+    mean's denominator folded into one ``(N, C)`` array (no graph). Autograd differentiates it
+    with three graph nodes (log_softmax, mul, sum), and ignored rows need no masking of their
+    (finite) logits: a coefficient of 0 gives them exactly nothing. The same values as
+    :func:`_cross_entropy_small` up to float rounding (its clamp, gather and guards against
+    ``0 * -inf`` are for infinite log-probabilities, which cannot occur here)."""
     row_weights = None
     if weight is not None or ignored is not None:
         row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
     total: Tensor | int = 1  # the mean's denominator
     if reduction == "mean":
-        total = input.shape[0] if row_weights is None else row_weights.sum()
+        total = log_probs.shape[0] if row_weights is None else row_weights.sum()
     coefficients = log_softmax_coefficients(
         index, row_weights, ignored, weight, label_smoothing, log_probs, total, in_place=True
     )

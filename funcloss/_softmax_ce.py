@@ -393,6 +393,12 @@ def log_softmax_coefficients(
         picked = row_weight.unsqueeze(1) * (label_smoothing - 1) / total
         if ignored is not None:
             picked = picked.masked_fill(ignored.unsqueeze(1), 0)
+    if in_place and label_smoothing != 0 and row_weight is None and isinstance(total, int):
+        # eager, no weight, nothing ignored: one number spread over every class, filled in
+        # (no addition pass)
+        smooth = -(label_smoothing / like.shape[1]) / total
+        result = torch.full_like(like, smooth)
+        return result.scatter_(1, index.unsqueeze(1), picked + smooth)
     # out of place under transforms: the in-place scatter_ has no batching rule for a batched
     # ``picked``
     result = torch.zeros_like(like)

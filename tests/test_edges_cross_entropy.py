@@ -515,6 +515,7 @@ def test_masked_class_of_weight_zero_with_smoothing_is_finite(
 _FAST_LOGITS = {
     "moderate": [[0.5, -1.0, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
     "huge": [[2e19, -1.0, 0.0], [0.0, 0.3, -0.2], [1.0, -3e38, 3e38], [-2.0, 0.0, 4.0]],
+    "large": [[2e19, -1.0, 0.0], [0.0, 0.3, -3e38], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
     "minus_inf": [[0.5, -INF, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
     "plus_inf": [[INF, -1.0, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
     "nan": [[NAN, -1.0, 2.0], [0.0, 0.3, -0.2], [1.0, 1.0, 1.0], [-2.0, 0.0, 4.0]],
@@ -554,5 +555,65 @@ def test_plain_eager_call_matches_the_general_path(
         results.append((loss.detach(), grad.detach(), second, no_grad))
     for fast, general in zip(*results, strict=True):
         torch.testing.assert_close(fast, general, equal_nan=True)
-    if logits in ("moderate", "huge", "minus_inf"):  # torch is finite there
+    if logits in ("moderate", "huge", "large", "minus_inf"):  # torch is finite there
         torch.testing.assert_close(results[0][0], F.cross_entropy(x, y, **kwargs))
+
+
+def _graph(output: torch.Tensor) -> list[str]:
+    """The names of the autograd nodes behind ``output``, output first, one path."""
+    names, node = [], output.grad_fn
+    while node is not None:
+        names.append(type(node).__name__)
+        node = next((n for n, _ in node.next_functions if n is not None), None)
+    return names
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("logits", ["moderate", "large"])
+def test_plain_eager_call_builds_the_product_form_on_finite_log_probabilities(
+    logits, label_smoothing, reduction
+) -> None:
+    # every log-probability finite (also where the logits' sum of squares overflows): the
+    # small call's graph is sum(log_softmax(x) * coefficients), three nodes; with an infinite
+    # one it is clamped and gathered
+    x = torch.tensor(_FAST_LOGITS[logits]).requires_grad_()
+    y = torch.tensor([0, 2, 1, 2])
+    loss = funcloss.cross_entropy(x, y, reduction=reduction, label_smoothing=label_smoothing)
+    assert _graph(loss)[:3] == [
+        "SumBackward1" if reduction == "none" else "SumBackward0",
+        "MulBackward0",
+        "LogSoftmaxBackward0",
+    ]
+    inf = funcloss.cross_entropy(
+        torch.tensor(_FAST_LOGITS["plus_inf"]).requires_grad_(), y, reduction=reduction
+    )
+    assert "ClampBackward1" in _graph(inf)
+
+
+class _CountReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts host reads (``item``, ``float``, ``int``, ``bool`` of a tensor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.reads += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("logits", sorted(_FAST_LOGITS))
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_plain_eager_call_reads_once(logits, label_smoothing, grad, reduction) -> None:
+    # the finiteness test of the product form shares the class-index read
+    x = torch.tensor(_FAST_LOGITS[logits]).requires_grad_(grad)
+    for target in ([0, 2, 1, 2], [0, -100, 1, 2]):
+        with _CountReads() as mode:
+            funcloss.cross_entropy(
+                x, torch.tensor(target), reduction=reduction, label_smoothing=label_smoothing
+            )
+        assert mode.reads == 1, (target, mode.reads)
