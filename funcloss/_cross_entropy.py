@@ -24,6 +24,7 @@ from ._checks import (
     check_where,
     checks_config,
     class_index_mask,
+    eager_mode,
     fail,
     gathered_index_mask,
     in_place_safe,
@@ -422,8 +423,7 @@ def _fast(
     the small path's value read may run (:func:`value_checks_enabled`).
 
     Inlined for the small call, where the house checks cost about as much as the loss (64x10).
-    ``type(x) is Tensor`` excludes FakeTensors and other subclasses; every torch.func transform
-    and torch.compile take the general road."""
+    :func:`eager_mode` holds the mode conditions."""
     return (
         where is None
         and type(input) is Tensor
@@ -449,14 +449,11 @@ def _fast(
         and type(label_smoothing) is float
         and 0.0 <= label_smoothing <= 1.0
         and value_reads_allowed()
-        and _functorch.peek_interpreter_stack() is None
-        and not torch.compiler.is_compiling()
-        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
+        and eager_mode(input, target)
     )
 
 
 _FAST_DTYPES = (torch.float32, torch.float64)
-_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
 
 
 def _cross_entropy(
