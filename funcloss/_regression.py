@@ -625,11 +625,7 @@ def smooth_l1_loss(
     """
     fn = "smooth_l1_loss"
     _SMOOTH_L1_CONFIG(reduction=reduction, beta=beta)
-    if (
-        beta > 0
-        and _fast(input, target, where, reduction)
-        and beta <= torch.finfo(input.dtype).max
-    ):
+    if beta > 0 and _fast(input, target, where, reduction) and beta <= torch.finfo(input.dtype).max:
         return _EagerStep.apply("smooth_l1", input, target, _divisor(reduction, input), beta)
     _check_pair(fn, input, target, where, warn=True)
     input, target = _masked_pair(where, input, target)
