@@ -585,16 +585,16 @@ def _scaled_triplet(
     unit_positive, unit_negative = norm(units[0], units[1]), norm(units[0], units[2])
     positive_distance, negative_distance = unit_positive * rows, unit_negative * rows
     gap = (unit_positive - unit_negative) * rows
-    if swap:
-        unit_swapped = norm(units[1], units[2])
-        swapped = unit_swapped * rows
-        negative_distance = torch.minimum(negative_distance, swapped)
-        gap = torch.maximum(gap, (unit_positive - unit_swapped) * rows)
-    plain = margin + positive_distance - negative_distance
     infinite = anchor.isinf() & positive.isfinite() & negative.isfinite()
     limit = _limit_gap(anchor, positive, negative, p, eps, infinite)
-    if swap:  # d(p, n) stays finite: the swapped gap grows without bound
-        limit = torch.maximum(limit, (unit_positive - unit_swapped) * rows)
+    if swap:
+        unit_swapped = norm(units[1], units[2])
+        negative_distance = torch.minimum(negative_distance, unit_swapped * rows)
+        swapped_gap = (unit_positive - unit_swapped) * rows
+        gap = torch.maximum(gap, swapped_gap)
+        # at an infinite anchor coordinate d(p, n) stays finite: the gap grows without bound
+        limit = torch.maximum(limit, swapped_gap)
+    plain = margin + positive_distance - negative_distance
     robust = margin + torch.where(infinite.any(-1), limit, gap)
     fits = positive_distance.isfinite() & negative_distance.isfinite()
     return torch.where(fits, plain, robust).clamp_min(0)
