@@ -524,6 +524,127 @@ def _check_triplet(
         check_where(fn, where, rows)
 
 
+def _limit_gap(
+    anchor: Tensor, positive: Tensor, negative: Tensor, p: float, eps: float, infinite: Tensor
+) -> Tensor:
+    """The limit of d(a, p) - d(a, n) as the ``infinite`` coordinates of the anchor grow (each
+    reads as sign times one M, M -> inf; positive and negative finite there). With x = a - p +
+    eps and y = a - n + eps, x - y = n - p, so d(x) - d(y) tends to the norm's directional
+    derivative at the sign pattern s (m of its entries nonzero) in the direction n - p: for
+    p > 1, s . (n - p) / m^(1 - 1/p); for p = 1 the finite coordinates add their |x| - |y|;
+    for p = inf, max over the pattern of s (eps - p), minus the same of n (one coordinate: s (n
+    - p) for every p). The infinite coordinates enter only through ``where``: their derivatives
+    are 0, the limit's."""
+    sign = torch.where(infinite, anchor.sign(), 0.0)
+    finite = torch.where(infinite, 0.0, anchor)
+    if p == math.inf:
+        lowest = torch.finfo(sign.dtype).min
+        positive_top = torch.where(infinite, sign * (eps - positive), lowest).amax(-1)
+        negative_top = torch.where(infinite, sign * (eps - negative), lowest).amax(-1)
+        return positive_top - negative_top
+    along = (sign * torch.where(infinite, negative - positive, 0.0)).sum(-1)
+    count = infinite.sum(-1).clamp_min(1).to(along.dtype)
+    gap = along / count ** (1 - 1 / p)
+    if p == 1:
+        across = (finite - positive + eps).abs() - (finite - negative + eps).abs()
+        gap = gap + torch.where(infinite, 0.0, across).sum(-1)
+    return gap
+
+
+def _scaled_triplet(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: float,
+    p: float,
+    eps: float,
+    swap: bool,
+) -> Tensor:
+    """The unreduced triplet hinge of torch's ``pairwise_distance``, on triplets scaled by one
+    power of two each (see "rescaling"): the plain formula where the distances fit (the same
+    bits, the scale being exact), the difference of the scaled norms where a distance
+    overflows, the limit (``_limit_gap``) where the anchor has infinite coordinates."""
+    peak = torch.maximum(torch.maximum(_peak(anchor), _peak(positive)), _peak(negative))
+    scale = _power_of_two(peak)
+    units = [x / scale for x in (anchor, positive, negative)]
+    shift = eps / scale
+
+    def norm(x1: Tensor, x2: Tensor) -> Tensor:
+        difference = (x1 - x2 + shift).clamp(-_UNIT_BOUND, _UNIT_BOUND)
+        return torch.linalg.vector_norm(difference, ord=p, dim=-1)
+
+    rows = scale.squeeze(-1)
+    unit_positive, unit_negative = norm(units[0], units[1]), norm(units[0], units[2])
+    positive_distance, negative_distance = unit_positive * rows, unit_negative * rows
+    gap = (unit_positive - unit_negative) * rows
+    infinite = anchor.isinf() & positive.isfinite() & negative.isfinite()
+    limit = _limit_gap(anchor, positive, negative, p, eps, infinite)
+    if swap:
+        unit_swapped = norm(units[1], units[2])
+        negative_distance = torch.minimum(negative_distance, unit_swapped * rows)
+        swapped_gap = (unit_positive - unit_swapped) * rows
+        gap = torch.maximum(gap, swapped_gap)
+        # at an infinite anchor coordinate d(p, n) stays finite: the gap grows without bound
+        limit = torch.maximum(limit, swapped_gap)
+    plain = margin + positive_distance - negative_distance
+    robust = margin + torch.where(infinite.any(-1), limit, gap)
+    fits = positive_distance.isfinite() & negative_distance.isfinite()
+    return torch.where(fits, plain, robust).clamp_min(0)
+
+
+def _plain_eager(*tensors: Tensor) -> bool:
+    """A plain eager call on plain tensors with values (the conditions of ``_regression._fast``,
+    no meta tensors): the plain formula may run and be checked afterwards with one host read."""
+    return (
+        not torch.compiler.is_compiling()  # first: dynamo cannot trace the rest
+        and all(
+            type(x) is Tensor and not x.is_meta and not _functorch.is_legacy_batchedtensor(x)
+            for x in tensors
+        )
+        and value_reads_allowed()
+        and _functorch.peek_interpreter_stack() is None
+        and torch.autograd.forward_ad._current_level < 0
+        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
+    )
+
+
+def _mask_triplet(
+    where: Tensor | None,
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    fill: float,
+    step: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Masked rows read the points ``fill``, ``fill + step`` and ``fill + 2 step``."""
+    if where is None:
+        return anchor, positive, negative
+    row = where.unsqueeze(-1)
+    return (
+        masked(row, anchor, fill),
+        masked(row, positive, fill + step),
+        masked(row, negative, fill + 2 * step),
+    )
+
+
+def _hinge(
+    distance: Distance,
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: float,
+    swap: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The unreduced triplet hinge and the two distances it subtracts."""
+    positive_distance = distance(anchor, positive)
+    negative_distance = distance(anchor, negative)
+    if swap:
+        # torch.minimum splits the gradient evenly at a tie, as torch's triplet losses do.
+        negative_distance = torch.minimum(negative_distance, distance(positive, negative))
+    loss = (margin + positive_distance - negative_distance).clamp_min(0)
+    return loss, positive_distance, negative_distance
+
+
 def _triplet(
     distance: Distance,
     anchor: Tensor,
@@ -536,19 +657,48 @@ def _triplet(
     fill: float,
     step: float,
 ) -> Tensor:
-    """The triplet hinge; masked rows read the points ``fill``, ``fill + step`` and
-    ``fill + 2 step`` (anchor, positive, negative)."""
-    if where is not None:
-        row = where.unsqueeze(-1)
-        anchor = masked(row, anchor, fill)
-        positive = masked(row, positive, fill + step)
-        negative = masked(row, negative, fill + 2 * step)
-    positive_distance = distance(anchor, positive)
-    negative_distance = distance(anchor, negative)
-    if swap:
-        # torch.minimum splits the gradient evenly at a tie, as torch's triplet losses do.
-        negative_distance = torch.minimum(negative_distance, distance(positive, negative))
-    loss = (margin + positive_distance - negative_distance).clamp_min(0)
+    """The triplet hinge of any distance; masked rows as ``_mask_triplet``."""
+    anchor, positive, negative = _mask_triplet(where, anchor, positive, negative, fill, step)
+    loss, _, _ = _hinge(distance, anchor, positive, negative, margin, swap)
+    return reduce(loss, reduction, where=where)
+
+
+def _pairwise_triplet(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: float,
+    p: float,
+    eps: float,
+    swap: bool,
+    reduction: Reduction,
+    where: Tensor | None,
+    fill: float,
+    step: float,
+) -> Tensor:
+    """The triplet hinge of torch's ``pairwise_distance``, right where distances overflow and at
+    infinite anchor coordinates (``_scaled_triplet``). A plain eager call runs the plain
+    formula and keeps it when every distance it subtracts fits (one host read)."""
+    anchor, positive, negative = _mask_triplet(where, anchor, positive, negative, fill, step)
+    empty = anchor.shape[-1] == 0 or positive.shape[-1] == 0 or negative.shape[-1] == 0
+    if empty or _plain_eager(anchor, positive, negative):
+
+        def distance(x1: Tensor, x2: Tensor) -> Tensor:
+            return _pairwise_distance(x1, x2, p, eps)
+
+        loss, positive_distance, negative_distance = _hinge(
+            distance, anchor, positive, negative, margin, swap
+        )
+        if empty or loss.numel() == 0:  # no coordinates or no triplets: nothing to scale
+            return reduce(loss, reduction, where=where)
+        with torch.no_grad():
+            largest = float(torch.maximum(positive_distance.amax(), negative_distance.amax()))
+        # the norm's backward divides by d^(p - 1) (computed in the dtype, where a half-
+        # precision forward accumulates in float32): it must fit too; a NaN fails the test
+        power = 1.0 if p == math.inf else max(p - 1, 1.0)
+        if largest <= torch.finfo(loss.dtype).max ** (1 / power):
+            return reduce(loss, reduction, where=where)
+    loss = _scaled_triplet(anchor, positive, negative, margin, p, eps, swap)
     return reduce(loss, reduction, where=where)
 
 
@@ -617,13 +767,12 @@ def triplet_margin_loss(
     _check_triplet(fn, anchor, positive, negative, where)
     _triplet_config(reduction=reduction, margin=margin, p=p, eps=eps)
 
-    def distance(x1: Tensor, x2: Tensor) -> Tensor:
-        return _pairwise_distance(x1, x2, p, eps)
-
     # Masked rows: the points 0, s, 2 s with s = 2 |eps| + 1, whose differences plus eps are
     # nowhere 0 (at least |eps| + 1 in size), where the p-norm and its derivatives are finite.
     step = 2 * abs(eps) + 1
-    return _triplet(distance, anchor, positive, negative, margin, swap, reduction, where, 0.0, step)
+    return _pairwise_triplet(
+        anchor, positive, negative, margin, p, eps, swap, reduction, where, 0.0, step
+    )
 
 
 @follows_autocast("promoted")
@@ -688,7 +837,12 @@ def triplet_margin_with_distance_loss(
     _triplet_distance_config(
         reduction=reduction, margin=margin, distance_function=distance_function
     )
-    distance = _pairwise_distance if distance_function is None else distance_function
     # Masked rows: distinct nonzero points (documented above), where the default distance, a
     # cosine distance or a squared distance are smooth.
-    return _triplet(distance, anchor, positive, negative, margin, swap, reduction, where, 1.0, 1.0)
+    if distance_function is None:
+        return _pairwise_triplet(
+            anchor, positive, negative, margin, 2.0, 1e-6, swap, reduction, where, 1.0, 1.0
+        )
+    return _triplet(
+        distance_function, anchor, positive, negative, margin, swap, reduction, where, 1.0, 1.0
+    )

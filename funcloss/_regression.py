@@ -503,6 +503,8 @@ def _huber(diff: Tensor, delta: float) -> Tensor:
     torch's derivatives, ``clamp(diff, ±delta)`` and, at the switch points, a second
     derivative of 0 (the linear branch).
     """
+    if delta > torch.finfo(diff.dtype).max:  # as torch: no clamp (hardtanh would refuse it)
+        delta = math.inf
     clamped = F.hardtanh(diff, -delta, delta)
     return clamped * (diff - 0.5 * clamped)
 
@@ -558,7 +560,11 @@ def huber_loss(
     """
     fn = "huber_loss"
     _HUBER_CONFIG(reduction=reduction, delta=delta)
-    if weight is None and _fast(input, target, where, reduction):
+    if (
+        weight is None
+        and _fast(input, target, where, reduction)
+        and delta <= torch.finfo(input.dtype).max
+    ):
         return _EagerStep.apply("huber", input, target, _divisor(reduction, input), delta)
     _check_pair(fn, input, target, where, warn=True)
     _check_weight(fn, weight, input)
@@ -612,12 +618,17 @@ def smooth_l1_loss(
     """
     fn = "smooth_l1_loss"
     _SMOOTH_L1_CONFIG(reduction=reduction, beta=beta)
-    if beta > 0 and _fast(input, target, where, reduction):
+    if beta > 0 and _fast(input, target, where, reduction) and beta <= torch.finfo(input.dtype).max:
         return _EagerStep.apply("smooth_l1", input, target, _divisor(reduction, input), beta)
     _check_pair(fn, input, target, where, warn=True)
     input, target = _masked_pair(where, input, target)
     diff = input - target
-    loss = diff.abs() if beta == 0 else _huber(diff, beta) / beta
+    if beta > torch.finfo(diff.dtype).max:
+        # beta beyond the dtype: every finite difference is inside, diff^2 / (2 beta) taken as
+        # diff (diff (0.5 / beta)), where diff^2 cannot overflow (torch: inf / inf = nan)
+        loss = diff * (diff * (0.5 / beta))
+    else:
+        loss = diff.abs() if beta == 0 else _huber(diff, beta) / beta
     return reduce(loss, reduction, where=where)
 
 

@@ -69,6 +69,10 @@ class LossSpec:
         anchor_name: the name of the table's other column: ``"torch"`` (the oracle is torch's
             own loss) or the anchor's library (``"monai"``); ``None`` for a loss beyond torch
             with no anchor in torch (the table shows funcloss's cells only).
+        limit: the float64 limit at an infinite input, with the oracle's call signature, for a
+            loss whose limit the oracle's ``±1e300``/``±1e150`` stand-ins cannot resolve (a
+            difference of two terms that both grow with the stand-in, rounded away at 1e150 and
+            inf - inf at 1e300); ``None``: the stand-ins decide (test_edges_registry.py).
         gradient_of_value: the loss's gradient is the derivative of its value. ``False`` for a
             loss whose gradient by definition treats a factor as a constant
             (``complete_box_iou_loss``'s detached trade-off weight): finite differences of the
@@ -95,6 +99,7 @@ class LossSpec:
     anchor_name: str | None = "torch"
     gradient_of_value: bool = True
     where_oracle: Callable[[Case, Tensor, str], Tensor] | None = None
+    limit: Callable[..., Tensor] | None = None
 
     def __repr__(self) -> str:
         return self.id

@@ -194,6 +194,81 @@ def _triplet_shared_anchor_cases(draw: st.DrawFn) -> Case:
     return Case((anchor, positive, negative), kwargs)
 
 
+def triplet_limit(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: float = 1.0,
+    p: float = 2.0,
+    eps: float = 1e-6,
+    swap: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    """F.triplet_margin_loss's float64 limit as the anchor's infinite coordinates grow, each
+    read as its sign times one M, M -> inf (positive and negative finite).
+
+    The stand-ins cannot give it: d(a, p) - d(a, n) tends to a finite gap while both distances
+    grow with M, so at 1e150 the gap is rounded away (the oracle answers about ``margin``) and
+    at 1e300 the squares overflow (inf - inf). Expanding d = ||x||_p with x_k = s_k M + c_k on
+    the m infinite coordinates K: d = m^(1/p) M + m^(1/p - 1) sum_K s_k c_k + (sum over the
+    other coordinates of |x_j|^p) / (p m^(1 - 1/p) M^(p - 1)) + o(1); with c = eps - p for
+    d(a, p) and eps - n for d(a, n), the gap tends to m^(1/p - 1) sum_K s_k (n_k - p_k) for
+    p > 1, the same plus the other coordinates' |x_j| - |y_j| for p = 1 (there d is exactly
+    linear in M), and max_K s_k (eps - p_k) - max_K s_k (eps - n_k) for p = inf. With ``swap``
+    d(p, n) stays finite, so the loss grows without bound. A row without infinite coordinates
+    is the oracle's. The gradient is this limit's (each term is the limit of the gradient)."""
+    if p < 1 or bool(~positive.isfinite().all() | ~negative.isfinite().all()):
+        raise NotImplementedError("the limit of an infinite anchor coordinate only, p >= 1")
+    anchor, positive, negative = torch.broadcast_tensors(anchor, positive, negative)
+    shape = anchor.shape[:-1]
+    rows = [r.reshape(-1, anchor.shape[-1]) for r in (anchor, positive, negative)]
+    losses = []
+    for a, q, n in zip(*rows, strict=True):
+        infinite = [k for k in range(a.shape[0]) if bool(a[k].detach().isinf())]
+        if not infinite:
+            losses.append(F.triplet_margin_loss(a, q, n, margin, p, eps, swap, reduction="none"))
+            continue
+        if swap:  # unbounded: no finite limit (the test compares none); 0 a keeps a graph
+            losses.append(torch.where(a.isinf(), 0.0, a).sum() * 0 + float("inf"))
+            continue
+        signs = {k: float(a[k].detach().sign()) for k in infinite}
+        if p == float("inf"):
+            gap = max(signs[k] * (eps - q[k]) for k in infinite) - max(
+                signs[k] * (eps - n[k]) for k in infinite
+            )
+        else:
+            m = len(infinite)
+            gap = sum(signs[k] * (n[k] - q[k]) for k in infinite) * m ** (1 / p - 1)
+            if p == 1:
+                for j in range(a.shape[0]):
+                    if j not in signs:
+                        gap = gap + (a[j] - q[j] + eps).abs() - (a[j] - n[j] + eps).abs()
+        # 0 a: the limit's derivative in a is 0 for p > 1, and autograd wants a graph
+        gap = gap + torch.where(a.isinf(), 0.0, a).sum() * 0
+        losses.append((margin + gap).clamp_min(0))
+    loss = torch.stack(losses).reshape(shape) if losses else anchor.new_zeros(shape)
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
+
+
+def triplet_distance_limit(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    *,
+    distance_function=None,
+    margin: float = 1.0,
+    swap: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    """:func:`triplet_limit` of the default distance (p = 2, eps = 1e-6); another distance's
+    limit is the stand-ins' to decide."""
+    if distance_function is not None:
+        raise NotImplementedError("the stand-ins decide a distance_function's limit")
+    return triplet_limit(anchor, positive, negative, margin, 2.0, 1e-6, swap, reduction)
+
+
 # Module-level distances, so that a module holding one pickles.
 def cosine_distance(x1: Tensor, x2: Tensor) -> Tensor:
     return 1 - F.cosine_similarity(x1, x2, dim=-1)
@@ -411,6 +486,7 @@ SPECS = [
         fnn.TripletMarginLoss,
         _triplet_cases,
         F.triplet_margin_loss,
+        limit=triplet_limit,
         wrt=(0, 1, 2),
         per_sample_dims=(0, 0, 0),
         torch_module=torch.nn.TripletMarginLoss,
@@ -422,6 +498,7 @@ SPECS = [
         fnn.TripletMarginLoss,
         _triplet_shared_anchor_cases,
         F.triplet_margin_loss,
+        limit=triplet_limit,
         wrt=(0, 1, 2),
         per_sample_dims=None,  # a (1, D) anchor against (D,) slices: torch refuses
         torch_module=torch.nn.TripletMarginLoss,
@@ -433,6 +510,7 @@ SPECS = [
         fnn.TripletMarginLoss,
         lambda: _triplet_cases(unbatched=True),
         F.triplet_margin_loss,
+        limit=triplet_limit,
         wrt=(0, 1, 2),
         per_sample_dims=None,
         where_arg_mask=_arg_mask_rows(1),
@@ -443,6 +521,7 @@ SPECS = [
         fnn.TripletMarginWithDistanceLoss,
         _triplet_distance_cases,
         F.triplet_margin_with_distance_loss,
+        limit=triplet_distance_limit,
         wrt=(0, 1, 2),
         per_sample_dims=(0, 0, 0),
         torch_module=torch.nn.TripletMarginWithDistanceLoss,

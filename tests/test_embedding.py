@@ -18,7 +18,7 @@ import funcloss.nn as fnn
 
 from .helpers import assert_close
 from .registry import Case, LossSpec
-from .specs_embedding import SPECS, cosine_distance, squared_euclidean
+from .specs_embedding import SPECS, cosine_distance, squared_euclidean, triplet_limit
 
 f64 = torch.float64
 
@@ -746,3 +746,69 @@ def test_cosine_embedding_eager_and_scaled_paths_agree_bitwise(scale: float) -> 
     assert torch.autograd.gradgradcheck(
         lambda t: funcloss.cosine_embedding_loss(t, b, y, 0.1, reduction="sum"), (a,)
     )
+
+
+@pytest.mark.parametrize("order", [1.0, 1.5, 2.0, 3.0, math.inf])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_triplet_infinite_anchor_coordinate_gives_the_limit(order: float, sign: float) -> None:
+    # An anchor coordinate at ±inf: d(a, p) - d(a, n) -> ±(n_k - p_k) (p > 1; p = 1 adds the
+    # other coordinates' |x_j| - |y_j|); torch gives nan (inf - inf), its 1e150 stand-in margin.
+    anchor, positive, negative = ANCHOR.clone(), POSITIVE, NEGATIVE
+    anchor[0, 0] = sign * math.inf
+    kwargs = {"margin": 1.5, "p": order, "eps": 1e-6}
+    gap = sign * (NEGATIVE[0, 0] - POSITIVE[0, 0])  # 2 sign
+    if order == 1.0:
+        row = (anchor[0, 1:] - POSITIVE[0, 1:] + 1e-6).abs() - (
+            anchor[0, 1:] - NEGATIVE[0, 1:] + 1e-6
+        ).abs()
+        gap = gap + row.sum()
+    first = (1.5 + gap).clamp_min(0)
+    args = [t.clone().requires_grad_() for t in (anchor, positive, negative)]
+    loss = funcloss.triplet_margin_loss(*args, **kwargs, reduction="none")
+    second = F.triplet_margin_loss(
+        ANCHOR[1:], POSITIVE[1:], NEGATIVE[1:], **kwargs, reduction="none"
+    )
+    assert_close(loss.detach(), torch.cat([first.reshape(1), second]), "value at the limit")
+    grads = torch.autograd.grad(loss.sum(), args)
+    limit = [t.clone().requires_grad_() for t in (anchor, positive, negative)]
+    expected = torch.autograd.grad(
+        triplet_limit(*limit, **kwargs, reduction="sum"), limit, allow_unused=True
+    )
+    for got, want, name in zip(grads, expected, "apn", strict=True):
+        assert bool(got.isfinite().all()), name
+        assert_close(got, torch.zeros_like(got) if want is None else want, f"d/d{name}")
+    forward = torch.func.jacfwd(
+        lambda a: funcloss.triplet_margin_loss(a, positive, negative, **kwargs, reduction="sum")
+    )(anchor)
+    assert_close(forward, grads[0], "jacfwd at the limit")
+    swapped = funcloss.triplet_margin_loss(anchor, positive, negative, **kwargs, swap=True)
+    assert swapped == math.inf  # d(p, n) stays finite: no finite limit
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_triplet_huge_triplets_do_not_overflow(dtype: torch.dtype) -> None:
+    # Triplets near the dtype's largest value: the squares overflow (torch: nan, inf - inf),
+    # the loss and its gradient fit; each triplet is rescaled by a power of two.
+    top = torch.finfo(dtype).max / 4
+    # the negatives as positives: every hinge active
+    triplet = [(t * top / 2).to(dtype) for t in (ANCHOR, NEGATIVE, POSITIVE)]
+    truth = [t.to(f64).requires_grad_() for t in triplet]
+    expected = F.triplet_margin_loss(*truth, margin=1.0, reduction="sum")
+    expected_grads = torch.autograd.grad(expected, truth)
+    for p in (1.0, 2.0, 3.0):
+        args = [t.clone().requires_grad_() for t in triplet]
+        loss = funcloss.triplet_margin_loss(*args, p=p, margin=1.0, reduction="sum")
+        reference = F.triplet_margin_loss(*truth, p=p, margin=1.0, reduction="sum")
+        assert bool(loss.isfinite()), (p, loss)
+        error = abs(float(loss.detach()) - float(reference.detach()))
+        assert error <= 1e-2 * abs(float(reference.detach())), (p, loss)
+        grads = torch.autograd.grad(loss, args)
+        assert all(bool(g.isfinite().all()) for g in grads), p
+    args = [t.clone().requires_grad_() for t in triplet]
+    grads = torch.autograd.grad(funcloss.triplet_margin_loss(*args, reduction="sum"), args)
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert bool((got.to(f64) - want).abs().max() <= 1e-2), (got, want)
+    batched = vmap(lambda a, q, n: funcloss.triplet_margin_loss(a, q, n, reduction="sum"))(
+        *(t.unsqueeze(0) for t in triplet)
+    )
+    assert bool(batched.isfinite().all()), batched

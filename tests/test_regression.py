@@ -581,3 +581,36 @@ def test_l1_loss_complex_subgradient_at_zero_and_under_vmap() -> None:
     batch = torch.stack([x, 2 * x])
     expected = torch.stack([F.l1_loss(row, zeros) for row in batch])
     assert_close(vmap(lambda row: funcloss.l1_loss(row, zeros))(batch), expected)
+
+
+@pytest.mark.parametrize("name", ["huber_loss", "smooth_l1_loss"])
+@pytest.mark.parametrize("switch", [1e39, 1e300, math.inf])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_switch_point_beyond_float32(name: str, switch: float, reduction: str) -> None:
+    # delta / beta above float32's largest value on float32 inputs: torch takes it (every
+    # difference is then inside, the quadratic branch); funcloss raised "value cannot be
+    # converted to type float without overflow" from the clamp.
+    key = "delta" if name == "huber_loss" else "beta"
+    x = torch.tensor([[1.0, -5.0, 0.25], [3e3, 0.0, -2.0]], requires_grad=True)
+    y = torch.tensor([[0.0, 1.0, 0.5], [-1e3, 0.0, 7.0]])
+    ours = getattr(funcloss, name)(x, y, reduction=reduction, **{key: switch})
+    theirs = getattr(F, name)(x, y, reduction=reduction, **{key: switch})
+    (g_ours,) = torch.autograd.grad(ours.sum(), x)
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
+    # smooth_l1 at beta = 1e39: diff^2 / (2 beta) is a float32 denormal (5e-40 at diff 1),
+    # which torch's float32 beta (inf) flushes to 0; within float32 rounding of 0 either way
+    assert_close(ours.detach(), theirs.detach(), "value")
+    assert_close(g_ours, g_theirs, "gradient")
+
+
+def test_smooth_l1_huge_beta_keeps_huge_differences_finite() -> None:
+    # beta = 1e39, diff = 2e38: the loss diff^2 / (2 beta) = 2e37 fits float32; torch squares
+    # first (inf / inf = nan). Listed in the README's differences.
+    x = torch.tensor([2e38, 1.0], requires_grad=True)
+    loss = funcloss.smooth_l1_loss(x, torch.zeros(2), beta=1e39, reduction="sum")
+    assert bool(F.smooth_l1_loss(x, torch.zeros(2), beta=1e39, reduction="sum").isnan())
+    (g,) = torch.autograd.grad(loss, x)
+    assert_close(
+        loss.detach().double(), torch.tensor(2e37 + 5e-40, dtype=torch.float64), "value", rtol=1e-6
+    )
+    assert_close(g.double(), torch.tensor([0.2, 1e-39], dtype=torch.float64), "gradient", rtol=1e-6)
