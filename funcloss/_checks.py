@@ -124,8 +124,8 @@ def eager_mode(*tensors: Tensor) -> bool:
     The tensors' own conditions stay with each caller: ``type(t) is Tensor`` (which excludes
     FakeTensors and other subclasses, cheaper than :func:`plain_eager`'s test), CPU, dtype."""
     if (
-        _functorch.peek_interpreter_stack() is not None
-        or torch.compiler.is_compiling()
+        torch.compiler.is_compiling()  # first: Dynamo folds it (the rest it cannot trace)
+        or _functorch.peek_interpreter_stack() is not None
         or torch.autograd.forward_ad._current_level >= 0
         or torch._C._get_dispatch_mode(_FAKE) is not None
     ):

@@ -593,18 +593,13 @@ def _scaled_triplet(
 
 
 def _plain_eager(*tensors: Tensor) -> bool:
-    """A plain eager call on plain tensors with values (the conditions of ``_regression._fast``,
-    no meta tensors): the plain formula may run and be checked afterwards with one host read."""
+    """A plain eager call on plain tensors with values (:func:`eager_mode`, no meta tensors):
+    the plain formula may run and be checked afterwards with one host read."""
     return (
         not torch.compiler.is_compiling()  # first: dynamo cannot trace the rest
-        and all(
-            type(x) is Tensor and not x.is_meta and not _functorch.is_legacy_batchedtensor(x)
-            for x in tensors
-        )
+        and all(type(x) is Tensor and not x.is_meta for x in tensors)
         and value_reads_allowed()
-        and _functorch.peek_interpreter_stack() is None
-        and torch.autograd.forward_ad._current_level < 0
-        and torch._C._get_dispatch_mode(_FAKE_MODE) is None
+        and eager_mode(*tensors)
     )
 
 
