@@ -464,7 +464,8 @@ def test_cosine_distance_fast_path_equals_the_composition() -> None:
     """Eager, equal shapes: three reads and a closed-form backward (float32), against the
     composition in float64; huge vectors (whose norms overflow float32) and a tiny eps take
     the composition."""
-    x, y = torch.randn(6, 5), torch.randn(6, 5)
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 5, generator=generator), torch.randn(6, 5, generator=generator)
     x[1] = 0.0  # a zero vector: gradient -unit(y) / eps
     x[2] = x[2] * 3e37  # its norm overflows float32
     everything = torch.ones(6, dtype=torch.bool)
@@ -477,7 +478,13 @@ def test_cosine_distance_fast_path_equals_the_composition() -> None:
             )
             for ours, truth, what in zip(fast, exact, ("value", "grad x", "grad y"), strict=True):
                 assert bool(ours.isfinite().all())
-                assert_close(ours.double(), truth, f"eps {eps} {reduction} {what}", rtol=1e-5)
+                # a float32 gradient entry is a difference of terms of its row's size: rounding
+                # leaves an absolute error of a few float32 ulps of the row's largest entry (a
+                # small entry cannot be relatively exact; unseeded draws found 2.9e-5 at 1.3e-3)
+                rows = truth.abs().amax(-1, keepdim=True) if truth.dim() == 2 else truth.abs()
+                bound = 1e-5 * truth.abs() + 8 * torch.finfo(torch.float32).eps * rows + 1e-9
+                error = (ours.double() - truth).abs()
+                assert bool((error <= bound).all()), (eps, reduction, what, (error / bound).max())
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
