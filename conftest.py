@@ -1,4 +1,5 @@
-"""Test-wide settings: Hypothesis profiles, the vmap fallback as an error, doctest names."""
+"""Test-wide settings: Hypothesis profiles, the vmap fallback as an error, torch's seed per test,
+doctest names."""
 
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ torch._C._functorch._set_vmap_fallback_enabled(False)
 # Under pytest-xdist (the README's command runs one worker per core) each worker gets one thread.
 _THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 torch.set_num_threads(max(1, min(_THREADS, torch.get_num_threads())))
+
+
+@pytest.fixture(autouse=True)
+def _torch_seed() -> None:
+    # Tests that draw with torch's global generator (torch.randn without a generator) get the
+    # same draws whatever ran before them in the worker: every test starts from one seed.
+    torch.manual_seed(0)
 
 
 @pytest.fixture(autouse=True)
