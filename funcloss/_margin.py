@@ -50,6 +50,7 @@ from ._checks import (
     shape_str,
     value_checks_enabled,
 )
+from ._function import SlopeRule, SlopeStep
 from ._modes import follows_autocast
 from ._ops import logistic_terms, softplus, times
 from ._reduction import masked, reduce
@@ -336,66 +337,65 @@ _FAST_DTYPES = (torch.float32, torch.float64)  # half precision computes in floa
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-class _HingeStep(torch.autograd.Function):
+class _HingeStep(SlopeStep):
     """The eager training step of multi_margin (``param``: ``(p, margin)``) and
     multilabel_margin (``param``: the most labels in a row, each row's count).
 
-    :func:`_step` computes the per-sample losses (for multi_margin exactly as the composition
+    The forward computes the per-sample losses (for multi_margin exactly as the composition
     does) and the slope of their sum (``d / d input``, before the ``1 / C`` and the reduction's
-    factor) in one tensor; the forward reduces, the backward scales that slope in place into the
-    gradient. Torch's own kernels allocate the gradient in their backward (and multilabel_margin
-    saves an (N, C) mask besides), so the peak is not above theirs.
-
-    Eager only (``_fast``): the ``ctx`` slope is an intermediate, which transforms and double
-    backward cannot use. With ``create_graph`` (double backward) or a second backward of a
-    retained graph, the backward recomputes the gradient from the saved inputs (with
-    differentiable ops for ``create_graph``), rounded as the in-place path is.
+    factor) in one tensor, and reduces; the backward scales that slope in place into the
+    gradient (:class:`SlopeStep`). Torch's own kernels allocate the gradient in their backward
+    (and multilabel_margin saves an (N, C) mask besides), so the peak is not above theirs.
     """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        kind: str,
-        input: Tensor,
-        target: Tensor,
-        reduction: str,
-        param: Any,
-        rows: Tensor,
-        slope: Tensor | None,
-    ) -> Tensor:
-        ctx.kind, ctx.reduction, ctx.param, ctx.slope = kind, reduction, param, slope
-        ctx.save_for_backward(input, target)
-        if reduction == "none":
-            return rows
-        return rows.sum() if reduction == "sum" else rows.mean()
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, grad: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        input, target = ctx.saved_tensors
-        rows, num_classes = input.shape
-        # the composition's factor: mean's backward g / N, then the per-sample 1 / C
-        if ctx.reduction == "none":
-            factor = (grad / num_classes).unsqueeze(-1)
-        else:
-            factor = (grad / rows if ctx.reduction == "mean" else grad) / num_classes
-        slope, ctx.slope = ctx.slope, None
-        if torch.is_grad_enabled():
-            grad = _STEP_GRAD[ctx.kind](input, target, ctx.param, factor)
-        else:
-            if slope is None:
-                _, slope = _STEP_FORWARD[ctx.kind](input, target, ctx.param, True)
-            grad = _STEP_SCALE[ctx.kind](slope, target, ctx.param, factor)  # type: ignore[arg-type]
-        return None, grad, None, None, None, None, None
 
 
 def _step(kind: str, input: Tensor, target: Tensor, reduction: str, param: Any) -> Tensor:
-    """The eager step's value. The per-sample losses and the slope are computed before the
-    Function (on the detached scores: no graph): ops inside a Function's forward cost about
-    twice as much, which counts at 64x10."""
-    rows, slope = _STEP_FORWARD[kind](input.detach(), target, param, input.requires_grad)
-    return _HingeStep.apply(kind, input, target, reduction, param, rows, slope)
+    """The eager step's value (``kind``: a key of ``_STEP_RULES``)."""
+    return _HingeStep.apply(_STEP_RULES[kind], input, target, (reduction, param))
+
+
+def _factor(grad: Tensor, reduction: str, shape: torch.Size) -> Tensor:
+    """The composition's factor of the slope: mean's backward g / N, then the per-sample 1 / C."""
+    rows, num_classes = shape
+    if reduction == "none":
+        return (grad / num_classes).unsqueeze(-1)
+    return (grad / rows if reduction == "mean" else grad) / num_classes
+
+
+def _hinge_rule(
+    forward: Callable[[Tensor, Tensor, Any, bool], tuple[Tensor, Tensor | None]],
+    scale: Callable[[Tensor, Tensor, Any, Tensor], Tensor],
+    differentiable: Callable[[Tensor, Tensor, Any, Tensor], Tensor],
+) -> SlopeRule:
+    """The :class:`SlopeRule` of a hinge from its per-sample ``forward``, its in-place
+    ``scale`` of the slope and its ``differentiable`` gradient (double backward), each
+    ``(tensor, target, param, ...)``; ``config`` is ``(reduction, param)``, and the step keeps
+    the target for ``scale``."""
+
+    def step(
+        input: Tensor, target: Tensor, config: tuple[str, Any]
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        reduction, param = config
+        rows, slope = forward(input, target, param, input.requires_grad)
+        if reduction != "none":
+            rows = rows.sum() if reduction == "sum" else rows.mean()
+        return rows, slope, target
+
+    def scale_slope(slope: Tensor, grad: Tensor, config: tuple[str, Any], target: Tensor) -> Tensor:
+        reduction, param = config
+        return scale(slope, target, param, _factor(grad, reduction, slope.shape))
+
+    def gradient(
+        input: Tensor, target: Tensor, grad: Tensor, config: tuple[str, Any], kept: Tensor
+    ) -> Tensor:
+        reduction, param = config
+        factor = _factor(grad, reduction, input.shape)
+        if torch.is_grad_enabled():
+            return differentiable(input, target, param, factor)
+        _, slope = forward(input, target, param, True)  # a second backward: the same rounding
+        return scale(slope, target, param, factor)  # type: ignore[arg-type]
+
+    return SlopeRule(step, scale_slope, gradient)
 
 
 def _multi_margin_forward(
@@ -557,17 +557,9 @@ def _multilabel_grad(
     return slope * factor  # type: ignore[operator]
 
 
-_STEP_FORWARD: dict[str, Callable[[Tensor, Tensor, Any, bool], tuple[Tensor, Tensor | None]]] = {
-    "multi_margin": _multi_margin_forward,
-    "multilabel": _multilabel_forward,
-}
-_STEP_SCALE: dict[str, Callable[[Tensor, Tensor, Any, Tensor], Tensor]] = {
-    "multi_margin": _multi_margin_scale,
-    "multilabel": _multilabel_scale,
-}
-_STEP_GRAD: dict[str, Callable[[Tensor, Tensor, Any, Tensor], Tensor]] = {
-    "multi_margin": _multi_margin_grad,
-    "multilabel": _multilabel_grad,
+_STEP_RULES = {
+    "multi_margin": _hinge_rule(_multi_margin_forward, _multi_margin_scale, _multi_margin_grad),
+    "multilabel": _hinge_rule(_multilabel_forward, _multilabel_scale, _multilabel_grad),
 }
 
 

@@ -19,7 +19,6 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +42,7 @@ from ._checks import (
     value_reads_allowed,
     warn_target_size,
 )
+from ._function import SlopeRule, SlopeStep
 from ._modes import follows_autocast
 from ._ops import times
 from ._reduction import KL_REDUCTIONS, KLReduction, masked, reduce, reduce_batchmean
@@ -192,7 +192,7 @@ _KL_SCALAR = ("batchmean", "mean", "sum")
 
 
 def _mse_fast(input: Tensor, target: Tensor, reduction: str) -> Tensor:
-    return _EagerStep.apply("mse", input, target, _divisor(reduction, input), 0.0)
+    return _EagerStep.apply(_MSE_RULE, input, target, (_divisor(reduction, input), 0.0))
 
 
 def _divisor(reduction: str, input: Tensor) -> int:
@@ -203,42 +203,16 @@ def _divisor(reduction: str, input: Tensor) -> int:
     return 1
 
 
-class _EagerStep(torch.autograd.Function):
-    """The eager training step of mse, l1, huber and smooth l1 (``param``: delta, beta),
-    poisson NLL (log-rates) and kl_div (probabilities).
+class _EagerStep(SlopeStep):
+    """The eager training step of mse, l1, huber and smooth l1 (``config``: the reduction's
+    divisor and delta or beta), poisson NLL (log-rates) and kl_div (probabilities).
 
     The forward reduces with a fused reduction (blocked ``vector_norm``, ``sum``) and keeps at
-    most one fresh tensor, the slope ``d loss / d input``; the backward scales that slope in
-    place into the gradient: no new allocation, one pass. Torch's own step allocates a
-    temporary in its forward and the gradient in its backward, so the peak is the same.
-
-    Eager only (``_fast``): the ``ctx`` slope is an intermediate, which transforms and double
-    backward cannot use. With ``create_graph`` (double backward) or a second backward of a
-    retained graph, the backward recomputes the slope from the saved inputs with
-    differentiable ops instead.
+    most one fresh tensor, the slope ``d loss / d input``, which the backward scales in place
+    into the gradient (:class:`SlopeStep`): no new allocation, one pass. Torch's own step
+    allocates a temporary in its forward and the gradient in its backward, so the peak is the
+    same.
     """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, kind: str, input: Tensor, target: Tensor, divisor: int, param: float
-    ) -> Tensor:
-        value, slope = _STEP_FORWARD[kind](input, target, param, divisor)
-        ctx.kind, ctx.divisor, ctx.param, ctx.slope = kind, divisor, param, slope
-        ctx.save_for_backward(input, target)
-        return value
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, grad: Tensor
-    ) -> tuple[None, Tensor, None, None, None]:
-        slope, ctx.slope = ctx.slope, None
-        factor = grad if ctx.divisor == 1 else grad / ctx.divisor
-        if slope is None or torch.is_grad_enabled():
-            input, target = ctx.saved_tensors
-            return None, _STEP_GRAD[ctx.kind](input, target, factor, ctx.param), None, None, None
-        if ctx.kind == "mse":  # the slope is 2 (x - y): the 2 joins the scalar factor
-            factor = factor * 2
-        return None, slope.mul_(factor), None, None, None
 
 
 def _norm_sum(flat: Tensor, ord: int) -> Tensor:
@@ -266,43 +240,42 @@ def _dot_sum(a: Tensor, b: Tensor) -> Tensor:
 # (8M entries), at the speed of one vector_norm.
 _BLOCK = 4096
 
+# An eager step's forward: the value, the slope (or None), nothing kept.
+_Step = tuple[Tensor, Tensor | None, None]
+
 
 def _divided(value: Tensor, divisor: int) -> Tensor:
     return value if divisor == 1 else value / divisor
 
 
-def _mse_step(
-    input: Tensor, target: Tensor, param: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
+def _mse_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    divisor = config[0]
     diff = input - target
-    return _divided(_norm_sum(diff.view(-1), 2), divisor), diff
+    return _divided(_norm_sum(diff.view(-1), 2), divisor), diff, None
 
 
-def _l1_step(
-    input: Tensor, target: Tensor, param: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
+def _l1_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    divisor = config[0]
     diff = input - target
-    return _divided(_norm_sum(diff.view(-1), 1), divisor), diff.sign_()
+    return _divided(_norm_sum(diff.view(-1), 1), divisor), diff.sign_(), None
 
 
-def _poisson_step(
-    input: Tensor, target: Tensor, param: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
+def _poisson_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    divisor = config[0]
     rate = torch.exp(input)
     value = torch.addcmul(rate, target, input, value=-1).sum()
     if not bool(torch.isfinite(value)):  # a count of 0 at a log-rate of -inf adds 0, not nan
         value = (rate - times(target, input)).sum()
-    return _divided(value, divisor), rate.sub_(target)
+    return _divided(value, divisor), rate.sub_(target), None
 
 
-def _kl_step(
-    input: Tensor, target: Tensor, param: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
+def _kl_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    divisor = config[0]
     loss = torch.xlogy(target, target).addcmul_(target, input, value=-1)
     value = loss.sum()
     if not bool(torch.isfinite(value)):  # a class of probability 0 adds 0, also at -inf
         value = (torch.xlogy(target, target) - times(target, input)).sum()
-    return _divided(value, divisor), None  # the slope, -target, costs the same pass in backward
+    return _divided(value, divisor), None, None  # the slope, -target: the same pass in backward
 
 
 # The Huber step works through its inputs in chunks of this many elements (1 MiB of float32):
@@ -312,17 +285,16 @@ def _kl_step(
 _HUBER_CHUNK = 2**18
 
 
-def _huber_step(
-    input: Tensor, target: Tensor, delta: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
+def _huber_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
     """The Huber sum ``sum c (d - c / 2)`` (over ``divisor``: the mean, or 1) and its slope
     ``c = clamp(d, +-delta)``, ``d = x - y`` (:func:`_huber`'s terms, summed by chunk)."""
+    divisor, delta = config
     size = input.numel()
     if size <= _HUBER_CHUNK:  # few ops: at 64x10 each op costs about what the loss does
         diff = input - target
         slope = diff.clamp(-delta, delta)
         terms = diff.sub_(slope, alpha=0.5).mul_(slope)
-        return (terms.sum() if divisor == 1 else terms.mean()), slope
+        return (terms.sum() if divisor == 1 else terms.mean()), slope, None
     inputs, targets = input.view(-1), target.view(-1)
     slope = torch.empty_like(inputs)
     scratch = torch.empty(_HUBER_CHUNK, dtype=input.dtype)
@@ -333,41 +305,77 @@ def _huber_step(
         torch.sub(inputs[start:stop], targets[start:stop], out=diff)
         torch.clamp(diff, -delta, delta, out=clamped)
         parts.append(_dot_sum(clamped, diff.sub_(clamped, alpha=0.5)))
-    return _divided(torch.stack(parts).sum(), divisor), slope.view(input.shape)
+    return _divided(torch.stack(parts).sum(), divisor), slope.view(input.shape), None
 
 
-def _smooth_l1_step(
-    input: Tensor, target: Tensor, beta: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
-    value, slope = _huber_step(input, target, beta, divisor)
+def _smooth_l1_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    value, slope, _ = _huber_step(input, target, config)
+    beta = config[1]
     if beta == 1:
-        return value, slope
-    return value / beta, slope.div_(beta)  # type: ignore[union-attr]
+        return value, slope, None
+    return value / beta, slope.div_(beta), None  # type: ignore[union-attr]
 
 
-_STEP_FORWARD: dict[str, Callable[[Tensor, Tensor, float, int], tuple[Tensor, Tensor | None]]] = {
-    "mse": _mse_step,
-    "l1": _l1_step,
-    "huber": _huber_step,
-    "smooth_l1": _smooth_l1_step,
-    "poisson": _poisson_step,
-    "kl": _kl_step,
-}
-# The gradient from the inputs, ``grad / divisor`` and the step's parameter, in differentiable
+def _factor(grad: Tensor, config: tuple[int, float]) -> Tensor:
+    return grad if config[0] == 1 else grad / config[0]
+
+
+def _scale(slope: Tensor, grad: Tensor, config: tuple[int, float], kept: None) -> Tensor:
+    return slope.mul_(_factor(grad, config))
+
+
+def _mse_scale(slope: Tensor, grad: Tensor, config: tuple[int, float], kept: None) -> Tensor:
+    return slope.mul_(_factor(grad, config) * 2)  # the slope is 2 (x - y): the 2 joins the factor
+
+
+def _recomputed(
+    expression: Callable[[Tensor, Tensor, Tensor, float], Tensor],
+) -> Callable[[Tensor, Tensor, Tensor, tuple[int, float], None], Tensor]:
+    """A rule's ``gradient``: ``expression(input, target, grad / divisor, param)``."""
+
+    def gradient(
+        input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, float], kept: None
+    ) -> Tensor:
+        return expression(input, target, _factor(grad, config), config[1])
+
+    return gradient
+
+
+# The gradients from the inputs, ``grad / divisor`` and the step's parameter, in differentiable
 # ops (double backward differentiates these; hardtanh's derivative is 0 at the switch points, as
 # the composition's), rounded as the in-place slope is (a second backward gives the same bits).
-_STEP_GRAD: dict[str, Callable[[Tensor, Tensor, Tensor, float], Tensor]] = {
-    "mse": lambda input, target, factor, _: (input - target) * (2 * factor),
-    "l1": lambda input, target, factor, _: torch.sign(input - target) * factor,
-    "huber": lambda input, target, factor, delta: (
-        F.hardtanh(input - target, -delta, delta) * factor
+_MSE_RULE = SlopeRule(
+    _mse_step,
+    _mse_scale,
+    _recomputed(lambda input, target, factor, _: (input - target) * (2 * factor)),
+)
+_L1_RULE = SlopeRule(
+    _l1_step,
+    _scale,
+    _recomputed(lambda input, target, factor, _: torch.sign(input - target) * factor),
+)
+_HUBER_RULE = SlopeRule(
+    _huber_step,
+    _scale,
+    _recomputed(
+        lambda input, target, factor, delta: F.hardtanh(input - target, -delta, delta) * factor
     ),
-    "smooth_l1": lambda input, target, factor, beta: (
-        F.hardtanh(input - target, -beta, beta) / beta * factor
+)
+_SMOOTH_L1_RULE = SlopeRule(
+    _smooth_l1_step,
+    _scale,
+    _recomputed(
+        lambda input, target, factor, beta: F.hardtanh(input - target, -beta, beta) / beta * factor
     ),
-    "poisson": lambda input, target, factor, _: (torch.exp(input) - target) * factor,
-    "kl": lambda input, target, factor, _: target * -factor,
-}
+)
+_POISSON_RULE = SlopeRule(
+    _poisson_step,
+    _scale,
+    _recomputed(lambda input, target, factor, _: (torch.exp(input) - target) * factor),
+)
+_KL_RULE = SlopeRule(
+    _kl_step, _scale, _recomputed(lambda input, target, factor, _: target * -factor)
+)
 
 
 # -- l1 / mse ----------------------------------------------------------------------------------
@@ -427,7 +435,7 @@ def l1_loss(
     """
     fn = "l1_loss"
     if weight is None and _fast(input, target, where, reduction):
-        return _EagerStep.apply("l1", input, target, _divisor(reduction, input), 0.0)
+        return _EagerStep.apply(_L1_RULE, input, target, (_divisor(reduction, input), 0.0))
     _check_real_or_complex(fn, input=input, target=target)
     _L1_CONFIG(reduction=reduction)
     check_where(fn, where, broadcast_shape(fn, input=input, target=target))
@@ -565,7 +573,7 @@ def huber_loss(
         and _fast(input, target, where, reduction)
         and delta <= torch.finfo(input.dtype).max
     ):
-        return _EagerStep.apply("huber", input, target, _divisor(reduction, input), delta)
+        return _EagerStep.apply(_HUBER_RULE, input, target, (_divisor(reduction, input), delta))
     _check_pair(fn, input, target, where, warn=True)
     _check_weight(fn, weight, input)
     input, target = _masked_pair(where, input, target)
@@ -619,7 +627,7 @@ def smooth_l1_loss(
     fn = "smooth_l1_loss"
     _SMOOTH_L1_CONFIG(reduction=reduction, beta=beta)
     if beta > 0 and _fast(input, target, where, reduction) and beta <= torch.finfo(input.dtype).max:
-        return _EagerStep.apply("smooth_l1", input, target, _divisor(reduction, input), beta)
+        return _EagerStep.apply(_SMOOTH_L1_RULE, input, target, (_divisor(reduction, input), beta))
     _check_pair(fn, input, target, where, warn=True)
     input, target = _masked_pair(where, input, target)
     diff = input - target
@@ -704,7 +712,7 @@ def poisson_nll_loss(
     _POISSON_CONFIG(reduction=reduction, eps=eps)
     # the eager step reads one scalar (its finiteness fallback): only while reads are allowed
     if log_input and not full and value_reads_allowed() and _fast(input, target, where, reduction):
-        return _EagerStep.apply("poisson", input, target, _divisor(reduction, input), 0.0)
+        return _EagerStep.apply(_POISSON_RULE, input, target, (_divisor(reduction, input), 0.0))
     _check_pair(fn, input, target, where)
     # masked rates read 1 (log-rates 0) and counts 0: every term is finite there
     input, target = masked(where, input, 0.0 if log_input else 1.0), masked(where, target)
@@ -913,7 +921,7 @@ def kl_div(
         and value_reads_allowed()
         and _fast(input, target, where, reduction, _KL_SCALAR)
     ):
-        return _EagerStep.apply("kl", input, target, _divisor(reduction, input), 0.0)
+        return _EagerStep.apply(_KL_RULE, input, target, (_divisor(reduction, input), 0.0))
     _check_pair(fn, input, target, where)
     input, target = _masked_pair(where, input, target)
     # a class of probability 0 adds nothing, also where input is -inf (0 * inf would be nan)
