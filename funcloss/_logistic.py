@@ -26,7 +26,7 @@ from ._checks import (
 )
 from ._function import SlopeRule, SlopeStep, custom_backward
 from ._modes import follows_autocast
-from ._ops import logistic_terms, softplus, times
+from ._ops import logistic_step_terms, logistic_terms, softplus, times
 from ._reduction import masked, reduce
 from ._softmax_ce import compute_dtype
 
@@ -154,8 +154,7 @@ def _logits_step(
     slope ``sigmoid(x) - y``. An infinite logit makes a term ``0 * inf``: the one host read
     finds the value not finite and the composition, which counts such a term 0, reruns."""
     divisor, slope = config
-    terms = softplus(input).mul_(torch.rsub(target, 1))
-    terms.addcmul_(target, softplus(input, -1.0), value=-1)
+    terms = logistic_step_terms(input, target)
     value = terms.sum() if divisor == 1 else terms.mean()
     del terms  # the slope's buffer may take its place
     if not math.isfinite(value.item()):

@@ -10,7 +10,7 @@ The plain eager training call (no mask or weight, a scalar reduction, same-shape
 float32/float64 CPU tensors, a target without gradient; ``_fast``) takes a shorter road for
 speed and memory (issue 15): ``_EagerStep`` (mse, l1, huber, smooth l1, poisson NLL on
 log-rates, kl_div on probabilities: a fused reduction, one saved slope scaled in place into
-the gradient).
+the gradient; poisson and kl_div take bf16 too, computed in float32 by chunks).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -158,6 +158,7 @@ def _fast(
     where: object,
     reduction: str,
     scalar: tuple[str, ...] = ("mean", "sum"),
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
 ) -> bool:
     """A plain eager CPU call, no mask, a scalar ``reduction`` among ``scalar``, on plain tensors
     of one shape and one float32/float64 dtype, contiguous, whose target takes no gradient: the
@@ -171,7 +172,7 @@ def _fast(
         and reduction in scalar
         and type(input) is Tensor
         and type(target) is Tensor
-        and input.dtype in _FAST_DTYPES  # type: ignore[attr-defined]
+        and input.dtype in dtypes  # type: ignore[attr-defined]
         and input.dtype == target.dtype  # type: ignore[attr-defined]
         and input.shape == target.shape  # type: ignore[attr-defined]
         and input.is_cpu  # type: ignore[attr-defined]
@@ -183,9 +184,11 @@ def _fast(
     )
 
 
-# bf16/fp16 reduce through the compositions (their float32 accumulation); dot and norm here
-# accumulate in the input's dtype.
-_FAST_DTYPES = (torch.float32, torch.float64)
+# The steps of mse, l1, huber and smooth l1 reduce by dot and norm, which accumulate in the
+# input's dtype: bf16 and fp16 take the compositions (their float32 accumulation). Poisson's and
+# kl_div's steps take bf16 too, computed in float32 (fp16 keeps the composition, whose fp16 e^x
+# overflows from x = 11.1 as torch's does, where float32's would not).
+_SUM_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 
 _KL_SCALAR = ("batchmean", "mean", "sum")
@@ -261,7 +264,9 @@ def _l1_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
 
 
 def _poisson_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
-    divisor = config[0]
+    divisor, dtype = config[0], input.dtype
+    if dtype in _HALF_DTYPES:
+        return _half_poisson_step(input, target, divisor)
     rate = torch.exp(input)
     value = torch.addcmul(rate, target, input, value=-1).sum()
     if not bool(torch.isfinite(value)):  # a count of 0 at a log-rate of -inf adds 0, not nan
@@ -269,13 +274,78 @@ def _poisson_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _
     return _divided(value, divisor), rate.sub_(target), None
 
 
+def _half_poisson_step(input: Tensor, target: Tensor, divisor: int) -> _Step:
+    """:func:`_poisson_step` of bf16 tensors, by chunks of ``_HUBER_CHUNK`` entries in
+    float32 (as :func:`_half_kl_sum`). No slope: a bf16 one would round the gradient twice, so
+    the backward computes it from the inputs (:func:`_poisson_gradient`), rounded once."""
+    inputs, targets = input.view(-1), target.view(-1)
+    parts = [
+        torch.addcmul(torch.exp(x), y, x, value=-1).sum()
+        for x, y, _ in _float_chunks(inputs, targets)
+    ]
+    value = _total(parts)
+    if not bool(torch.isfinite(value)):  # a count of 0 at a log-rate of -inf adds 0, not nan
+        value = _total(
+            [(torch.exp(x) - times(y, x)).sum() for x, y, _ in _float_chunks(inputs, targets)]
+        )
+    return _divided(value, divisor).to(input.dtype), None, None
+
+
+def _poisson_gradient(
+    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, float], kept: None
+) -> Tensor:
+    """``(e^x - y) grad / divisor``; for bf16 in float32, rounded once (by chunks, in cache,
+    unless ``create_graph`` differentiates it)."""
+    factor = _factor(grad, config)
+    if input.dtype not in _HALF_DTYPES:
+        return (torch.exp(input) - target) * factor
+    if torch.is_grad_enabled():
+        return ((torch.exp(input.float()) - target.float()) * factor).to(input.dtype)
+    result = torch.empty_like(input).view(-1)
+    for x, y, start in _float_chunks(input.view(-1), target.view(-1)):
+        result[start : start + _HUBER_CHUNK] = torch.exp(x).sub_(y).mul_(factor)
+    return result.view(input.shape)
+
+
+def _float_chunks(input: Tensor, target: Tensor) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """Chunks of ``_HUBER_CHUNK`` entries of flat ``input`` and ``target``, in float32, and
+    where each starts: small enough to stay in cache."""
+    for start in range(0, input.numel(), _HUBER_CHUNK):
+        stop = start + _HUBER_CHUNK
+        yield input[start:stop].float(), target[start:stop].float(), start
+
+
+def _total(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+
+
 def _kl_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
-    divisor = config[0]
-    loss = torch.xlogy(target, target).addcmul_(target, input, value=-1)
-    value = loss.sum()
+    divisor, dtype = config[0], input.dtype
+    if dtype in _HALF_DTYPES:
+        value = _half_kl_sum(input.view(-1), target.view(-1))
+    else:
+        value = torch.xlogy(target, target).addcmul_(target, input, value=-1).sum()
     if not bool(torch.isfinite(value)):  # a class of probability 0 adds 0, also at -inf
+        work = torch.float32 if dtype in _HALF_DTYPES else dtype
+        input, target = input.to(work), target.to(work)
         value = (torch.xlogy(target, target) - times(target, input)).sum()
-    return _divided(value, divisor), None, None  # the slope, -target: the same pass in backward
+    # the slope, -target: the same pass in backward
+    return _divided(value, divisor).to(dtype), None, None
+
+
+_HALF_DTYPES = (torch.bfloat16,)  # the steps' dtype computed in float32
+
+
+def _half_kl_sum(input: Tensor, target: Tensor) -> Tensor:
+    """kl_div's sum of flat bf16 tensors, its terms in float32 (one rounding, of the
+    result: in the input's dtype two roundings a term give twice torch's error), by chunks of
+    ``_HUBER_CHUNK`` entries, so the float32 copies stay in cache and take no memory."""
+    return _total(
+        [
+            torch.xlogy(y, y).addcmul_(y, x, value=-1).sum()
+            for x, y, _ in _float_chunks(input, target)
+        ]
+    )
 
 
 # The Huber step works through its inputs in chunks of this many elements (1 MiB of float32):
@@ -317,6 +387,10 @@ def _smooth_l1_step(input: Tensor, target: Tensor, config: tuple[int, float]) ->
 
 
 def _factor(grad: Tensor, config: tuple[int, float]) -> Tensor:
+    """``grad / divisor``; in float32 for a bf16 grad (a bf16 tensor times a 0-dim float32 one
+    computes in float32: the gradient is rounded once)."""
+    if grad.dtype in _HALF_DTYPES:
+        grad = grad.float()
     return grad if config[0] == 1 else grad / config[0]
 
 
@@ -371,7 +445,7 @@ _SMOOTH_L1_RULE = SlopeRule(
 _POISSON_RULE = SlopeRule(
     _poisson_step,
     _scale,
-    _recomputed(lambda input, target, factor, _: (torch.exp(input) - target) * factor),
+    _poisson_gradient,
 )
 _KL_RULE = SlopeRule(
     _kl_step, _scale, _recomputed(lambda input, target, factor, _: target * -factor)
@@ -711,7 +785,12 @@ def poisson_nll_loss(
     fn = "poisson_nll_loss"
     _POISSON_CONFIG(reduction=reduction, eps=eps)
     # the eager step reads one scalar (its finiteness fallback): only while reads are allowed
-    if log_input and not full and value_reads_allowed() and _fast(input, target, where, reduction):
+    if (
+        log_input
+        and not full
+        and value_reads_allowed()
+        and _fast(input, target, where, reduction, dtypes=_SUM_DTYPES)
+    ):
         return _EagerStep.apply(_POISSON_RULE, input, target, (_divisor(reduction, input), 0.0))
     _check_pair(fn, input, target, where)
     # masked rates read 1 (log-rates 0) and counts 0: every term is finite there
@@ -919,7 +998,7 @@ def kl_div(
     if (
         not log_target
         and value_reads_allowed()
-        and _fast(input, target, where, reduction, _KL_SCALAR)
+        and _fast(input, target, where, reduction, _KL_SCALAR, _SUM_DTYPES)
     ):
         return _EagerStep.apply(_KL_RULE, input, target, (_divisor(reduction, input), 0.0))
     _check_pair(fn, input, target, where)
