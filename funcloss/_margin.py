@@ -55,7 +55,15 @@ from ._checks import (
 )
 from ._function import SlopeRule, SlopeStep
 from ._modes import follows_autocast
-from ._ops import logistic_step_terms, logistic_terms, softplus, times
+from ._ops import (
+    FLOAT_CHUNK,
+    chunk_total,
+    float_chunks,
+    logistic_step_terms,
+    logistic_terms,
+    softplus,
+    times,
+)
 from ._reduction import masked, reduce
 from ._softmax_ce import compute_dtype
 
@@ -82,7 +90,8 @@ def _check_multi_margin_config(*, reduction: str = "mean", p: int = 1, margin: f
 # The plain eager call with a scalar reduction takes `_SoftMarginStep` (soft_margin and
 # multilabel_soft_margin): a handful of in-place ops in the forward, which keeps the slope, and
 # one in the backward (:class:`SlopeStep`), where autograd through the composition writes and
-# reads several intermediates. bf16 and fp16 compute in fp32, the gradient rounded once.
+# reads several intermediates. multilabel_soft_margin computes bf16 and fp16 in fp32 chunks,
+# the gradient rounded once.
 
 
 def _pair_fast(input: object, target: object, where: object, reduction: str) -> bool:
@@ -120,76 +129,70 @@ _PAIR_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 class _SoftMarginStep(SlopeStep):
     """The eager training step of soft_margin and multilabel_soft_margin (``config``: the
-    reduction's divisor and the input's dtype): the loss in the compute dtype, and the slope
-    ``d loss / d input`` (soft_margin: its negative), which the backward scales in place."""
-
-
-def _working(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor, bool]:
-    """``input`` and ``target`` in the compute dtype, and whether ``input``'s is a fresh copy
-    (bf16 and fp16: the step may then work in it)."""
-    work = compute_dtype(input.dtype)
-    if work == input.dtype:
-        return input, target, False
-    return input.to(work), target.to(work), True
+    reduction's divisor): the loss, and the slope ``d loss / d input`` (soft_margin: its
+    negative), which the backward scales in place."""
 
 
 def _divided(value: Tensor, divisor: int) -> Tensor:
     return value if divisor == 1 else value / divisor
 
 
-def _soft_margin_step(
-    input: Tensor, target: Tensor, config: tuple[int, torch.dtype]
-) -> tuple[Tensor, Tensor, None]:
+def _soft_margin_step(input: Tensor, target: Tensor, divisor: int) -> tuple[Tensor, Tensor, None]:
     """``sum softplus(-y x)`` over the divisor, and ``y sigmoid(-y x)``: minus the slope (the
-    scale negates the factor, a sign no rounding sees)."""
-    x, y, fresh = _working(input, target)
-    z = x.mul_(y).neg_() if fresh else torch.mul(y, x).neg_()  # -y x, as the composition's
+    scale negates the factor, a sign no rounding sees). float32/float64 only."""
+    z = torch.mul(target, input).neg_()  # -y x, as the composition's
     terms = softplus(z)
-    value = _divided(terms.sum(), config[0])
+    value = _divided(terms.sum(), divisor)
     del terms
-    return value.to(input.dtype), z.sigmoid_().mul_(y), None
+    return value, z.sigmoid_().mul_(target), None
 
 
-def _soft_margin_scale(
-    slope: Tensor, grad: Tensor, config: tuple[int, torch.dtype], kept: None
-) -> Tensor:
-    return slope.mul_(_divided(grad.to(slope.dtype), config[0]).neg_()).to(config[1])
+def _soft_margin_scale(slope: Tensor, grad: Tensor, divisor: int, kept: None) -> Tensor:
+    return slope.mul_(_divided(grad, divisor).neg_())
 
 
 def _soft_margin_gradient(
-    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, torch.dtype], kept: None
+    input: Tensor, target: Tensor, grad: Tensor, divisor: int, kept: None
 ) -> Tensor:
-    x, y, _ = _working(input, target)
-    slope = torch.sigmoid(-(y * x)) * y
-    return (slope * -_divided(grad.to(slope.dtype), config[0])).to(config[1])
+    return torch.sigmoid(-(target * input)) * target * -_divided(grad, divisor)
 
 
 def _multilabel_soft_margin_step(
-    input: Tensor, target: Tensor, config: tuple[int, torch.dtype]
-) -> tuple[Tensor, Tensor, None]:
+    input: Tensor, target: Tensor, divisor: int
+) -> tuple[Tensor, Tensor | None, None]:
     """``logistic_terms``' sum over the divisor (the number of elements for "mean", of classes
     for "sum"), and the slope ``sigmoid(x) - y``. The caller reads whether the value is finite
-    (an infinite logit makes a term ``0 * inf``) and else reruns the composition."""
-    x, y, fresh = _working(input, target)
-    terms = logistic_step_terms(x, y)
-    value = _divided(terms.sum(), config[0])
+    (an infinite logit makes a term ``0 * inf``) and else reruns the composition.
+
+    bf16/fp16 by float32 chunks and without a slope (a half-precision one would round the
+    gradient twice, a float32 one take more memory than torch): the backward computes the
+    gradient from the inputs, rounded once."""
+    if input.dtype in _HALF_DTYPES:
+        chunks = float_chunks(input.reshape(-1), target.reshape(-1))
+        parts = [logistic_step_terms(x, y).sum() for x, y, _ in chunks]
+        return _divided(chunk_total(parts), divisor).to(input.dtype), None, None
+    terms = logistic_step_terms(input, target)
+    value = _divided(terms.sum(), divisor)
     del terms  # the slope's buffer may take its place
-    slope = x.sigmoid_() if fresh else torch.sigmoid(x)
-    return value.to(input.dtype), slope.sub_(y), None
+    return value, torch.sigmoid(input).sub_(target), None
 
 
-def _multilabel_soft_margin_scale(
-    slope: Tensor, grad: Tensor, config: tuple[int, torch.dtype], kept: None
-) -> Tensor:
-    return slope.mul_(_divided(grad.to(slope.dtype), config[0])).to(config[1])
+def _multilabel_soft_margin_scale(slope: Tensor, grad: Tensor, divisor: int, kept: None) -> Tensor:
+    return slope.mul_(_divided(grad, divisor))
 
 
 def _multilabel_soft_margin_gradient(
-    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, torch.dtype], kept: None
+    input: Tensor, target: Tensor, grad: Tensor, divisor: int, kept: None
 ) -> Tensor:
-    x, y, _ = _working(input, target)
-    slope = torch.sigmoid(x) - y
-    return (slope * _divided(grad.to(slope.dtype), config[0])).to(config[1])
+    if input.dtype not in _HALF_DTYPES:
+        return (torch.sigmoid(input) - target) * _divided(grad, divisor)
+    factor = _divided(grad.float(), divisor)
+    if torch.is_grad_enabled():  # create_graph: differentiable, the same roundings
+        return ((torch.sigmoid(input.float()) - target.float()) * factor).to(input.dtype)
+    result = torch.empty(input.numel(), dtype=input.dtype)
+    for x, y, start in float_chunks(input.reshape(-1), target.reshape(-1)):
+        result[start : start + FLOAT_CHUNK] = torch.sigmoid(x).sub_(y).mul_(factor)
+    return result.view(input.shape)
 
 
 _SOFT_MARGIN_RULE = SlopeRule(_soft_margin_step, _soft_margin_scale, _soft_margin_gradient)
@@ -247,7 +250,7 @@ def soft_margin_loss(
             terms = softplus(-target * input)
             return terms.sum() if reduction == "sum" else terms.mean()
         divisor = input.numel() if reduction == "mean" else 1
-        return _SoftMarginStep.apply(_SOFT_MARGIN_RULE, input, target, (divisor, input.dtype))
+        return _SoftMarginStep.apply(_SOFT_MARGIN_RULE, input, target, divisor)
     check_tensor(fn, input=input)
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)
@@ -331,8 +334,7 @@ def multilabel_soft_margin_loss(
         and value_reads_allowed()
     ):
         divisor = input.numel() if reduction == "mean" else input.shape[-1]
-        config = (divisor, input.dtype)
-        loss = _SoftMarginStep.apply(_MULTILABEL_SOFT_MARGIN_RULE, input, target, config)
+        loss = _SoftMarginStep.apply(_MULTILABEL_SOFT_MARGIN_RULE, input, target, divisor)
         if math.isfinite(loss.item()):
             return loss
     check_tensor(fn, input=input)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,7 @@ from ._checks import (
 )
 from ._function import SlopeRule, SlopeStep
 from ._modes import follows_autocast
-from ._ops import times
+from ._ops import FLOAT_CHUNK, chunk_total, float_chunks, times
 from ._reduction import KL_REDUCTIONS, KLReduction, masked, reduce, reduce_batchmean
 
 _KL_REDUCTIONS = KL_REDUCTIONS
@@ -275,18 +275,18 @@ def _poisson_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _
 
 
 def _half_poisson_step(input: Tensor, target: Tensor, divisor: int) -> _Step:
-    """:func:`_poisson_step` of bf16 tensors, by chunks of ``_HUBER_CHUNK`` entries in
+    """:func:`_poisson_step` of bf16 tensors, by chunks of ``FLOAT_CHUNK`` entries in
     float32 (as :func:`_half_kl_sum`). No slope: a bf16 one would round the gradient twice, so
     the backward computes it from the inputs (:func:`_poisson_gradient`), rounded once."""
     inputs, targets = input.view(-1), target.view(-1)
     parts = [
         torch.addcmul(torch.exp(x), y, x, value=-1).sum()
-        for x, y, _ in _float_chunks(inputs, targets)
+        for x, y, _ in float_chunks(inputs, targets)
     ]
-    value = _total(parts)
+    value = chunk_total(parts)
     if not bool(torch.isfinite(value)):  # a count of 0 at a log-rate of -inf adds 0, not nan
-        value = _total(
-            [(torch.exp(x) - times(y, x)).sum() for x, y, _ in _float_chunks(inputs, targets)]
+        value = chunk_total(
+            [(torch.exp(x) - times(y, x)).sum() for x, y, _ in float_chunks(inputs, targets)]
         )
     return _divided(value, divisor).to(input.dtype), None, None
 
@@ -302,21 +302,9 @@ def _poisson_gradient(
     if torch.is_grad_enabled():
         return ((torch.exp(input.float()) - target.float()) * factor).to(input.dtype)
     result = torch.empty_like(input).view(-1)
-    for x, y, start in _float_chunks(input.view(-1), target.view(-1)):
-        result[start : start + _HUBER_CHUNK] = torch.exp(x).sub_(y).mul_(factor)
+    for x, y, start in float_chunks(input.view(-1), target.view(-1)):
+        result[start : start + FLOAT_CHUNK] = torch.exp(x).sub_(y).mul_(factor)
     return result.view(input.shape)
-
-
-def _float_chunks(input: Tensor, target: Tensor) -> Iterator[tuple[Tensor, Tensor, int]]:
-    """Chunks of ``_HUBER_CHUNK`` entries of flat ``input`` and ``target``, in float32, and
-    where each starts: small enough to stay in cache."""
-    for start in range(0, input.numel(), _HUBER_CHUNK):
-        stop = start + _HUBER_CHUNK
-        yield input[start:stop].float(), target[start:stop].float(), start
-
-
-def _total(parts: list[Tensor]) -> Tensor:
-    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
 def _kl_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
@@ -339,11 +327,11 @@ _HALF_DTYPES = (torch.bfloat16,)  # the steps' dtype computed in float32
 def _half_kl_sum(input: Tensor, target: Tensor) -> Tensor:
     """kl_div's sum of flat bf16 tensors, its terms in float32 (one rounding, of the
     result: in the input's dtype two roundings a term give twice torch's error), by chunks of
-    ``_HUBER_CHUNK`` entries, so the float32 copies stay in cache and take no memory."""
-    return _total(
+    ``FLOAT_CHUNK`` entries, so the float32 copies stay in cache and take no memory."""
+    return chunk_total(
         [
             torch.xlogy(y, y).addcmul_(y, x, value=-1).sum()
-            for x, y, _ in _float_chunks(input, target)
+            for x, y, _ in float_chunks(input, target)
         ]
     )
 
