@@ -32,6 +32,7 @@ from ._checks import (
     check_where,
     checks_config,
     eager_mode,
+    eager_pair,
     fail,
     promoted_dtype,
     shape_str,
@@ -180,21 +181,16 @@ def margin_ranking_loss(
 
 def _hinge_embedding_fast(input: object, target: object, where: object, reduction: str) -> bool:
     """A plain eager CPU call, no mask, ``reduction`` "mean" or "sum", on plain tensors of one
-    shape and one floating dtype whose target takes no gradient. Inlined as
-    ``_regression._fast`` is; :func:`eager_mode` holds the mode conditions."""
+    shape and one floating dtype whose target takes no gradient (:func:`eager_pair` tests the
+    tensors and the mode)."""
     return (
         where is None
         and (reduction == "mean" or reduction == "sum")
-        and type(input) is Tensor
-        and type(target) is Tensor
-        and input.dtype.is_floating_point  # type: ignore[attr-defined]
-        and input.dtype == target.dtype  # type: ignore[attr-defined]
-        and input.shape == target.shape  # type: ignore[attr-defined]
-        and input.is_cpu  # type: ignore[attr-defined]
-        and target.is_cpu  # type: ignore[attr-defined]
-        and not target.requires_grad  # type: ignore[attr-defined]
-        and eager_mode(input)
+        and eager_pair(input, target, _FLOATS)
     )
+
+
+_FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 # The step from this many elements: below it the Function's fixed Python cost (a forward and a

@@ -18,7 +18,7 @@ from ._checks import (
     check_values_in,
     check_where,
     checks_config,
-    eager_mode,
+    eager_pair,
     in_place_safe,
     plain_eager,
     promoted_dtype,
@@ -59,22 +59,13 @@ def _fast(input: object, target: object, where: object, weight: object, reductio
     """A plain eager CPU call, no mask or weight, ``reduction`` "mean" or "sum", on plain tensors
     of one shape and one float32/float64 dtype whose target takes no gradient: the eager step
     may run, and every argument check but the value checks holds already (the caller checks the
-    config first). Written out as ``_regression._fast`` is (the house checks cost more than the
-    loss at 64x10); :func:`eager_mode` holds the mode conditions."""
+    config first). The house checks cost more than the loss at 64x10: :func:`eager_pair` tests
+    the tensors and the mode."""
     return (
         where is None
         and weight is None
         and reduction in _SCALAR
-        and type(input) is Tensor
-        and type(target) is Tensor
-        and input.dtype in _FAST_DTYPES  # type: ignore[attr-defined]
-        and input.dtype == target.dtype  # type: ignore[attr-defined]
-        and input.shape == target.shape  # type: ignore[attr-defined]
-        and input.is_cpu  # type: ignore[attr-defined]
-        and target.is_cpu  # type: ignore[attr-defined]
-        and not target.requires_grad  # type: ignore[attr-defined]
-        and input.numel() > 0  # type: ignore[attr-defined]
-        and eager_mode(input)
+        and eager_pair(input, target, _FAST_DTYPES)
     )
 
 

@@ -47,6 +47,7 @@ from ._checks import (
     check_where,
     checks_config,
     eager_mode,
+    eager_pair,
     fail,
     promoted_dtype,
     shape_str,
@@ -97,23 +98,9 @@ def _check_multi_margin_config(*, reduction: str = "mean", p: int = 1, margin: f
 def _pair_fast(input: object, target: object, where: object, reduction: str) -> bool:
     """A plain eager CPU call, no mask, ``reduction`` "mean" or "sum", on plain tensors of one
     shape and one floating dtype (at least one element) whose target takes no gradient: the
-    soft margin steps may run (the callers check the config first).
-
-    Inlined as ``_regression._fast`` is; :func:`eager_mode` holds the mode conditions."""
-    return (
-        where is None
-        and reduction in _SCALAR
-        and type(input) is Tensor
-        and type(target) is Tensor
-        and input.dtype in _PAIR_DTYPES  # type: ignore[attr-defined]
-        and input.dtype == target.dtype  # type: ignore[attr-defined]
-        and input.shape == target.shape  # type: ignore[attr-defined]
-        and input.is_cpu  # type: ignore[attr-defined]
-        and target.is_cpu  # type: ignore[attr-defined]
-        and not target.requires_grad  # type: ignore[attr-defined]
-        and input.numel() > 0  # type: ignore[attr-defined]
-        and eager_mode(input)
-    )
+    soft margin steps may run (the callers check the config first; :func:`eager_pair` the
+    tensors and the mode)."""
+    return where is None and reduction in _SCALAR and eager_pair(input, target, _PAIR_DTYPES)
 
 
 _SCALAR = ("mean", "sum")

@@ -211,6 +211,12 @@ def test_small_calls_and_masks_take_the_composition() -> None:
         ]
         for loss in others:
             assert type(loss.grad_fn).__name__ != _STEPS[name]
+    small = torch.rand(64, 10, dtype=torch.bfloat16).requires_grad_()
+    counts = torch.poisson(torch.full((64, 10), 2.0)).bfloat16()  # bf16 below 2**16 elements
+    assert (
+        type(funcloss.poisson_nll_loss(small, counts).grad_fn).__name__
+        != (_STEPS["poisson_nll_loss"])
+    )
     with funcloss.set_value_checks(False):  # multilabel_soft_margin's step reads its value
         loss = funcloss.multilabel_soft_margin_loss(big, signs.clamp_min(0))
         assert type(loss.grad_fn).__name__ != _STEPS["multilabel_soft_margin_loss"]
