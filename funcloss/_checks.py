@@ -136,6 +136,24 @@ def eager_mode(*tensors: Tensor) -> bool:
     return True
 
 
+def eager_pair(input: object, target: object, dtypes: tuple[torch.dtype, ...]) -> bool:
+    """The tensor conditions of an elementwise eager step, with :func:`eager_mode`'s: plain CPU
+    tensors of one shape (at least one element) and one dtype among ``dtypes``, the target
+    taking no gradient. The caller tests its own config (mask, weight, reduction) first."""
+    return (
+        type(input) is Tensor
+        and type(target) is Tensor
+        and input.dtype in dtypes  # type: ignore[attr-defined]
+        and input.dtype == target.dtype  # type: ignore[attr-defined]
+        and input.shape == target.shape  # type: ignore[attr-defined]
+        and input.is_cpu  # type: ignore[attr-defined]
+        and target.is_cpu  # type: ignore[attr-defined]
+        and not target.requires_grad  # type: ignore[attr-defined]
+        and input.numel() > 0  # type: ignore[attr-defined]
+        and eager_mode(input)  # type: ignore[arg-type]
+    )
+
+
 def fused_training_step(reduction: str, *tensors: Tensor | None) -> bool:
     """A training step in plain eager mode: a scalar loss whose gradients will be needed, so a
     fused Function may compute them in its forward (``None`` entries are absent tensors)."""

@@ -32,12 +32,13 @@ from ._checks import (
     check_where,
     checks_config,
     eager_mode,
+    eager_pair,
     fail,
     promoted_dtype,
     shape_str,
     value_reads_allowed,
 )
-from ._function import custom_backward
+from ._function import SlopeRule, SlopeStep, custom_backward
 from ._modes import follows_autocast
 from ._reduction import masked, reduce
 
@@ -170,6 +171,72 @@ def margin_ranking_loss(
 
 
 # -- hinge_embedding_loss --------------------------------------------------------------------
+#
+# The plain eager call with a scalar reduction takes `_HingeEmbeddingStep`: the composition's
+# terms in a few in-place ops and a slope of -1, 0 and 1, which the backward scales in place
+# (:class:`SlopeStep`), where autograd of the composition keeps masks and writes the gradient in
+# several passes. It computes in the input's dtype, as the composition does: the terms are the
+# composition's, and so are the value and the gradient, bit for bit.
+
+
+def _hinge_embedding_fast(input: object, target: object, where: object, reduction: str) -> bool:
+    """A plain eager CPU call, no mask, ``reduction`` "mean" or "sum", on plain tensors of one
+    shape and one floating dtype whose target takes no gradient (:func:`eager_pair` tests the
+    tensors and the mode)."""
+    return (
+        where is None
+        and (reduction == "mean" or reduction == "sum")
+        and eager_pair(input, target, _FLOATS)
+    )
+
+
+_FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+# The step from this many elements: below it the Function's fixed Python cost (a forward and a
+# backward in Python) outweighs the passes it saves (at 64x10 the composition is the faster).
+_HINGE_EMBEDDING_STEP_FROM = 2**16
+
+
+class _HingeEmbeddingStep(SlopeStep):
+    """The eager training step of hinge_embedding_loss (``config``: the reduction's divisor and
+    the margin)."""
+
+
+def _hinge_embedding_step(
+    input: Tensor, target: Tensor, config: tuple[int, float]
+) -> tuple[Tensor, Tensor, None]:
+    """The composition's terms ``[y != 1] max(0, margin - x) + [y != -1] x`` and their slope
+    ``[y != -1] - [y != 1] [margin - x >= 0]`` (clamp_min's derivative is 1 at the kink)."""
+    divisor, margin = config
+    pushed = torch.rsub(input, margin)
+    positive = target == 1
+    pull = target != -1
+    active = torch.ge(pushed, 0).logical_and_(positive.logical_not())
+    slope = pull.to(input.dtype).sub_(active.to(input.dtype))
+    terms = pushed.clamp_min_(0).masked_fill_(positive, 0.0)
+    terms.add_(torch.where(pull, input, 0.0))
+    return (terms.sum() if divisor == 1 else terms.mean()), slope, None
+
+
+def _hinge_embedding_scale(
+    slope: Tensor, grad: Tensor, config: tuple[int, float], kept: None
+) -> Tensor:
+    return slope.mul_(grad if config[0] == 1 else grad / config[0])
+
+
+def _hinge_embedding_gradient(
+    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, float], kept: None
+) -> Tensor:
+    divisor, margin = config
+    active = (target != 1) & (margin - input >= 0)
+    slope = (target != -1).to(input.dtype) - active.to(input.dtype)
+    return slope * (grad if divisor == 1 else grad / divisor)
+
+
+_HINGE_EMBEDDING_RULE = SlopeRule(
+    _hinge_embedding_step, _hinge_embedding_scale, _hinge_embedding_gradient
+)
 
 
 @follows_autocast("float32")
@@ -218,6 +285,17 @@ def hinge_embedding_loss(
         tensor([0.3000, 0.7000, 0.0000])
     """
     fn = "hinge_embedding_loss"
+    # a real margin (the config check runs after the argument checks, as torch reports them)
+    if (
+        type(margin) in (float, int)
+        and margin == margin
+        and _hinge_embedding_fast(input, target, where, reduction)
+    ):
+        if input.numel() < _HINGE_EMBEDDING_STEP_FROM:  # every check holds: the composition
+            loss = _hinge_embedding(input, target, margin)
+            return loss.sum() if reduction == "sum" else loss.mean()
+        config = (input.numel() if reduction == "mean" else 1, margin)
+        return _HingeEmbeddingStep.apply(_HINGE_EMBEDDING_RULE, input, target, config)
     check_tensor(fn, input=input)
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)
@@ -227,9 +305,13 @@ def hinge_embedding_loss(
     if where is not None:  # the target is only compared, so only the input needs a fill
         check_where(fn, where, shape)
         input = masked(where, input)
+    return reduce(_hinge_embedding(input, target, margin), reduction, where=where)
+
+
+def _hinge_embedding(input: Tensor, target: Tensor, margin: float) -> Tensor:
     pushed = torch.where(target != 1, (margin - input).clamp_min(0), 0.0)
     pulled = torch.where(target != -1, input, 0.0)
-    return reduce(pushed + pulled, reduction, where=where)
+    return pushed + pulled
 
 
 # -- rescaling -----------------------------------------------------------------------------

@@ -11,6 +11,10 @@
 - two classes: the one with a ``jvp`` (forward mode: ``jacfwd``, ``hessian``, ``func.jvp``) is
   used only while not compiling, because a Function with a custom jvp breaks
   ``torch.compile(fullgraph=True)``.
+
+:class:`SlopeStep` is the other Function here, for plain eager calls only: the eager training
+step that keeps the slope ``d loss / d input`` from its forward and scales it in place into the
+gradient (each family supplies a :class:`SlopeRule`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, ParamSpec, cast
+from typing import Any, Generic, NamedTuple, ParamSpec, cast
 
 import optree
 import torch
@@ -462,3 +466,62 @@ def custom_backward(forward: Callable[P, Tensor]) -> CustomBackwardLoss[P]:
                 [0., 2.]])
     """
     return CustomBackwardLoss(forward)
+
+
+# -- the eager slope step ----------------------------------------------------------------------
+
+
+class SlopeRule(NamedTuple):
+    """One loss's eager step for :class:`SlopeStep`; ``config`` is the call's non-tensor
+    arguments (any object, passed to every rule), ``kept`` what ``forward`` keeps besides the
+    slope (or ``None``).
+
+    - ``forward(input, target, config) -> (value, slope, kept)``: the loss and the slope
+      ``d loss / d input`` before the backward's factor (``None`` where none is kept: the
+      backward then calls ``gradient``). It may raise to refuse the values (the caller then
+      runs the composition).
+    - ``scale(slope, grad, config, kept) -> gradient``: the gradient written into the slope's
+      own buffer (in place, once).
+    - ``gradient(input, target, grad, config, kept) -> gradient``: the same from the saved
+      inputs, in differentiable ops under ``create_graph``, rounded as ``scale`` is otherwise (a
+      second backward of a retained graph gives the first one's bits).
+    """
+
+    forward: Callable[[Tensor, Tensor, Any], tuple[Tensor, Tensor | None, Any]]
+    scale: Callable[[Tensor, Tensor, Any, Any], Tensor]
+    gradient: Callable[[Tensor, Tensor, Tensor, Any, Any], Tensor]
+
+
+class SlopeStep(torch.autograd.Function):
+    """The eager training step: ``SlopeStep.apply(rule, input, target, config)``.
+
+    The forward runs ``rule.forward`` and keeps the slope on ``ctx`` (not in
+    ``saved_tensors``: no version counter check, so the backward may write into it); the first
+    backward scales it in place into the gradient (no new allocation, one pass) and drops it.
+    With ``create_graph`` (double backward) or a second backward of a retained graph, it
+    recomputes the gradient from the saved inputs (``rule.gradient``). ``target`` takes no
+    gradient.
+
+    Eager only (the callers' gates ask :func:`funcloss._checks.eager_mode`): the ``ctx`` slope
+    is an intermediate, which transforms cannot use (docs/design.md §3). A family subclasses it
+    with only a docstring, for a ``grad_fn`` of its own name.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, rule: SlopeRule, input: Tensor, target: Tensor, config: Any
+    ) -> Tensor:
+        value, ctx.slope, ctx.kept = rule.forward(input, target, config)
+        ctx.rule, ctx.config = rule, config
+        ctx.save_for_backward(input, target)
+        return value
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: Tensor
+    ) -> tuple[None, Tensor, None, None]:
+        slope, ctx.slope = ctx.slope, None
+        if slope is None or torch.is_grad_enabled():
+            input, target = ctx.saved_tensors
+            return None, ctx.rule.gradient(input, target, grad, ctx.config, ctx.kept), None, None
+        return None, ctx.rule.scale(slope, grad, ctx.config, ctx.kept), None, None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ from ._checks import (
     shape_str,
     value_reads_allowed,
 )
+from ._function import SlopeRule, SlopeStep
 from ._modes import follows_autocast
 from ._reduction import masked, reduce
 from ._softmax_ce import compute_dtype
@@ -397,40 +398,47 @@ def _psnr_coefficients(diff: Tensor, floor: float, squares: Tensor) -> tuple[Ten
     return floored, (2 * _DECIBEL / size) / floored
 
 
-class _EagerPsnr(torch.autograd.Function):
-    """-PSNR per image in plain eager mode (``_psnr_fast``), unscaled: one difference, which
-    the forward keeps as the slope and the backward scales in place into the gradient. The
-    caller reads whether the result is finite (an inf or NaN pixel, squares that overflow):
-    if not, the scaled composition answers. With ``create_graph`` the backward recomputes with
-    differentiable ops; the ``(B,)`` coefficients are kept, so a second backward of a retained
-    graph gives the same bits."""
+class _EagerPsnr(SlopeStep):
+    """-PSNR per image in plain eager mode (``_psnr_fast``; ``config``: the MSE's floor and
+    ``log(data_range)``), unscaled: one difference, which the forward keeps as the slope and
+    the backward scales in place into the gradient (:class:`SlopeStep`). The caller reads
+    whether the result is finite (an inf or NaN pixel, squares that overflow): if not, the
+    scaled composition answers. The ``(B,)`` coefficients are kept, so a second backward of a
+    retained graph gives the same bits."""
 
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, input: Tensor, target: Tensor, floor: float, log_range: float
-    ) -> Tensor:
-        diff = torch.sub(input, target)
+
+def _psnr_step(
+    input: Tensor, target: Tensor, config: tuple[float, float]
+) -> tuple[Tensor, Tensor, Tensor]:
+    floor, log_range = config
+    diff = torch.sub(input, target)
+    flat = diff.view(-1, math.prod(input.shape[-3:]))
+    floored, coefficients = _psnr_coefficients(flat, floor, _squared_norms(flat))
+    value = floored.log_().sub_(2 * log_range).mul_(_DECIBEL).view(input.shape[:-3])
+    return value, diff, coefficients
+
+
+def _psnr_factor(coefficients: Tensor, grad: Tensor) -> Tensor:
+    return (coefficients * grad.reshape(-1)).view(*grad.shape, 1, 1, 1)
+
+
+def _psnr_scale(
+    slope: Tensor, grad: Tensor, config: tuple[float, float], coefficients: Tensor
+) -> Tensor:
+    return slope.mul_(_psnr_factor(coefficients, grad))
+
+
+def _psnr_gradient(
+    input: Tensor, target: Tensor, grad: Tensor, config: tuple[float, float], coefficients: Tensor
+) -> Tensor:
+    diff = input - target
+    if torch.is_grad_enabled():  # create_graph: differentiable (a norm's is not at 0)
         flat = diff.view(-1, math.prod(input.shape[-3:]))
-        floored, coefficients = _psnr_coefficients(flat, floor, _squared_norms(flat))
-        ctx.save_for_backward(input, target)
-        ctx.floor, ctx.slope, ctx.coefficients = floor, diff, coefficients
-        return floored.log_().sub_(2 * log_range).mul_(_DECIBEL).view(input.shape[:-3])
+        coefficients = _psnr_coefficients(flat, config[0], flat.square().sum(-1))[1]
+    return diff * _psnr_factor(coefficients, grad)
 
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, grad: Tensor
-    ) -> tuple[Tensor, None, None, None]:
-        slope, ctx.slope = ctx.slope, None
-        images = (*grad.shape, 1, 1, 1)
-        if slope is not None and not torch.is_grad_enabled():
-            return slope.mul_((ctx.coefficients * grad.reshape(-1)).view(images)), None, None, None
-        input, target = ctx.saved_tensors
-        diff = input - target
-        coefficients = ctx.coefficients
-        if torch.is_grad_enabled():  # create_graph: differentiable (a norm's is not at 0)
-            flat = diff.view(-1, math.prod(input.shape[-3:]))
-            coefficients = _psnr_coefficients(flat, ctx.floor, flat.square().sum(-1))[1]
-        return diff * (coefficients * grad.reshape(-1)).view(images), None, None, None
+
+_PSNR_RULE = SlopeRule(_psnr_step, _psnr_scale, _psnr_gradient)
 
 
 def _check_psnr_config(
@@ -507,7 +515,7 @@ def psnr_loss(
     _check_psnr_config(data_range=data_range, eps=eps, reduction=reduction)
     floor = eps * data_range * data_range  # eps L^2, the MSE's floor
     if where is None and _psnr_fast(input, target, floor):
-        loss = _EagerPsnr.apply(input, target, floor, math.log(data_range))
+        loss = _EagerPsnr.apply(_PSNR_RULE, input, target, (floor, math.log(data_range)))
         value = reduce(loss, reduction)
         if math.isfinite(float((value if reduction != "none" else loss.sum()).detach())):
             return value  # one host read; else an MSE is inf or nan: the scaled road

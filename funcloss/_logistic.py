@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,15 +18,15 @@ from ._checks import (
     check_values_in,
     check_where,
     checks_config,
-    eager_mode,
+    eager_pair,
     in_place_safe,
     plain_eager,
     promoted_dtype,
     value_reads_allowed,
 )
-from ._function import custom_backward
+from ._function import SlopeRule, SlopeStep, custom_backward
 from ._modes import follows_autocast
-from ._ops import logistic_terms, softplus, times
+from ._ops import logistic_step_terms, logistic_terms, softplus, times
 from ._reduction import masked, reduce
 from ._softmax_ce import compute_dtype
 
@@ -60,22 +59,13 @@ def _fast(input: object, target: object, where: object, weight: object, reductio
     """A plain eager CPU call, no mask or weight, ``reduction`` "mean" or "sum", on plain tensors
     of one shape and one float32/float64 dtype whose target takes no gradient: the eager step
     may run, and every argument check but the value checks holds already (the caller checks the
-    config first). Written out as ``_regression._fast`` is (the house checks cost more than the
-    loss at 64x10); :func:`eager_mode` holds the mode conditions."""
+    config first). The house checks cost more than the loss at 64x10: :func:`eager_pair` tests
+    the tensors and the mode."""
     return (
         where is None
         and weight is None
         and reduction in _SCALAR
-        and type(input) is Tensor
-        and type(target) is Tensor
-        and input.dtype in _FAST_DTYPES  # type: ignore[attr-defined]
-        and input.dtype == target.dtype  # type: ignore[attr-defined]
-        and input.shape == target.shape  # type: ignore[attr-defined]
-        and input.is_cpu  # type: ignore[attr-defined]
-        and target.is_cpu  # type: ignore[attr-defined]
-        and not target.requires_grad  # type: ignore[attr-defined]
-        and input.numel() > 0  # type: ignore[attr-defined]
-        and eager_mode(input)
+        and eager_pair(input, target, _FAST_DTYPES)
     )
 
 
@@ -91,54 +81,47 @@ class _Fallback(Exception):
     NaN, an infinite logit): the caller reruns the general path, which raises or computes."""
 
 
-class _BCEStep(torch.autograd.Function):
+class _BCEStep(SlopeStep):
     """The eager training step of binary_cross_entropy and binary_cross_entropy_with_logits
-    (``_fast``): the reduced loss in a few ops, and the slope ``d loss / d input`` kept for the
-    backward, which scales it in place (one op). The value checks cost one host read, which
-    the forward shares with its own finiteness test.
+    (``_fast``; ``config``: the reduction's divisor and whether to keep a slope): the reduced
+    loss in a few ops, and the slope ``d loss / d input``, which the backward scales in place
+    (one op, :class:`SlopeStep`). The value checks cost one host read, which the forward shares
+    with its own finiteness test."""
 
-    Eager only: the ``ctx`` slope is an intermediate, which transforms and double backward
-    cannot use. With ``create_graph`` (double backward) or a second backward of a retained
-    graph, the backward recomputes the gradient from the saved inputs with the general path's
-    differentiable expression."""
 
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, logits: bool, input: Tensor, target: Tensor, divisor: int, slope: bool
-    ) -> Tensor:
-        value, kept = (_logits_step if logits else _probability_step)(input, target, divisor, slope)
-        ctx.logits, ctx.divisor, ctx.slope = logits, divisor, kept
-        ctx.save_for_backward(input, target)
-        return value
+def _factor(grad: Tensor, config: tuple[int, bool]) -> Tensor:
+    return grad if config[0] == 1 else grad / config[0]
 
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, grad: Tensor
-    ) -> tuple[None, Tensor, None, None, None]:
-        slope, ctx.slope = ctx.slope, None
-        factor = grad if ctx.divisor == 1 else grad / ctx.divisor
-        if slope is None or torch.is_grad_enabled():
-            input, target = ctx.saved_tensors
-            if ctx.logits:
-                grad_input = (torch.sigmoid(input) - target) * factor
-            elif torch.is_grad_enabled():  # the general backward's expression, differentiated
-                grad_input = (
-                    factor * (input - target) / (input * (1 - input)).clamp_min(_BCE_GRAD_EPS)
-                )
-            else:  # a second backward: the slope's rounding (gradcheck's reentrancy test)
-                scale = ((1 - input) * input).clamp_min(_BCE_GRAD_EPS)
-                grad_input = (input - target) / scale * factor
-            return None, grad_input, None, None, None
-        return None, slope.mul_(factor), None, None, None
+
+def _scale(slope: Tensor, grad: Tensor, config: tuple[int, bool], kept: None) -> Tensor:
+    return slope.mul_(_factor(grad, config))
+
+
+def _probability_gradient(
+    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, bool], kept: None
+) -> Tensor:
+    factor = _factor(grad, config)
+    if torch.is_grad_enabled():  # the general backward's expression, differentiated
+        return factor * (input - target) / (input * (1 - input)).clamp_min(_BCE_GRAD_EPS)
+    # a second backward: the slope's rounding (gradcheck's reentrancy test)
+    scale = ((1 - input) * input).clamp_min(_BCE_GRAD_EPS)
+    return (input - target) / scale * factor
+
+
+def _logits_gradient(
+    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, bool], kept: None
+) -> Tensor:
+    return (torch.sigmoid(input) - target) * _factor(grad, config)
 
 
 def _probability_step(
-    input: Tensor, target: Tensor, divisor: int, slope: bool
-) -> tuple[Tensor, Tensor | None]:
+    input: Tensor, target: Tensor, config: tuple[int, bool]
+) -> tuple[Tensor, Tensor | None, None]:
     """``-sum(b + y (a - b))`` over ``divisor``, ``a``, ``b`` the floored logs of ``x`` and
     ``1 - x`` (``_binary_cross_entropy_forward``'s terms), and the slope
     ``(x - y) / max(x (1 - x), eps)``. Without the clamp at 0 the logs of an input outside
     ``[0, 1]`` or NaN are NaN: the one host read tests the value and the target's range."""
+    divisor, slope = config
     one_minus = torch.rsub(input, 1)
     log_one_minus = torch.log(one_minus).clamp_min_(_BCE_LOG_FLOOR)
     terms = torch.log(input).clamp_min_(_BCE_LOG_FLOOR).sub_(log_one_minus)
@@ -149,36 +132,42 @@ def _probability_step(
     if not (math.isfinite(checks[0]) and checks[1] >= 0 and checks[2] <= 1):
         raise _Fallback
     if not slope:
-        return value, None
+        return value, None, None
     scale = one_minus.mul_(input).clamp_min_(_BCE_GRAD_EPS)
-    return value, torch.sub(input, target).div_(scale)
+    return value, torch.sub(input, target).div_(scale), None
 
 
 def _logits_step(
-    input: Tensor, target: Tensor, divisor: int, slope: bool
-) -> tuple[Tensor, Tensor | None]:
+    input: Tensor, target: Tensor, config: tuple[int, bool]
+) -> tuple[Tensor, Tensor | None, None]:
     """``sum((1 - y) softplus(x) + y softplus(-x))`` over ``divisor`` (``logistic_terms``'
     two non-negative terms; ``softplus(x, beta=-1)`` is ``-softplus(-x)`` in one op), and the
     slope ``sigmoid(x) - y``. An infinite logit makes a term ``0 * inf``: the one host read
     finds the value not finite and the composition, which counts such a term 0, reruns."""
-    terms = softplus(input).mul_(torch.rsub(target, 1))
-    terms.addcmul_(target, softplus(input, -1.0), value=-1)
+    divisor, slope = config
+    terms = logistic_step_terms(input, target)
     value = terms.sum() if divisor == 1 else terms.mean()
     del terms  # the slope's buffer may take its place
     if not math.isfinite(value.item()):
         raise _Fallback
-    return value, (torch.sigmoid(input).sub_(target) if slope else None)
+    return value, (torch.sigmoid(input).sub_(target) if slope else None), None
+
+
+_PROBABILITY_RULE = SlopeRule(_probability_step, _scale, _probability_gradient)
+_LOGITS_RULE = SlopeRule(_logits_step, _scale, _logits_gradient)
 
 
 def _step(logits: bool, input: Tensor, target: Tensor, reduction: str) -> Tensor | None:
     """The eager step's loss, or ``None`` where the composition must run."""
     try:
         return _BCEStep.apply(
-            logits,
+            _LOGITS_RULE if logits else _PROBABILITY_RULE,
             input,
             target,
-            input.numel() if reduction == "mean" else 1,
-            input.requires_grad and torch.is_grad_enabled(),
+            (
+                input.numel() if reduction == "mean" else 1,
+                input.requires_grad and torch.is_grad_enabled(),
+            ),
         )
     except _Fallback:
         return None

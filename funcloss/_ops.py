@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -78,6 +80,33 @@ def _logistic_terms_target_slope(input: Tensor, target: Tensor) -> Tensor:
 def _logistic_terms_jvp(input_t: Tensor, target_t: Tensor, input: Tensor, target: Tensor) -> Tensor:
     slope = torch.sigmoid(input) - target
     return slope * input_t + _logistic_terms_target_slope(input, target) * target_t
+
+
+def logistic_step_terms(input: Tensor, target: Tensor) -> Tensor:
+    """``(1 - y) softplus(x) + y softplus(-x)`` in one fresh buffer, in place: for an eager
+    step's forward (no graph). ``softplus(x, beta=-1)`` is ``-softplus(-x)`` in one op. An
+    infinite logit makes a term ``0 * inf = nan``: the caller tests the sum and reruns the
+    composition (:func:`logistic_terms`), which counts such a term 0."""
+    terms = softplus(input).mul_(torch.rsub(target, 1))
+    return terms.addcmul_(target, softplus(input, -1.0), value=-1)
+
+
+# The chunk of the half-precision steps, in elements (1 MiB of float32): its float32 copies stay
+# in cache, and the Python loop is ~30 turns at 8192x1000.
+FLOAT_CHUNK = 2**18
+
+
+def float_chunks(input: Tensor, target: Tensor) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """Chunks of ``FLOAT_CHUNK`` entries of flat ``input`` and ``target``, in float32, and where
+    each starts: a bf16 step computes in float32 without a float32 copy of its inputs."""
+    for start in range(0, input.numel(), FLOAT_CHUNK):
+        stop = start + FLOAT_CHUNK
+        yield input[start:stop].float(), target[start:stop].float(), start
+
+
+def chunk_total(parts: list[Tensor]) -> Tensor:
+    """The sum of the chunks' sums."""
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
 # Below this many elements the Function's fixed Python cost per call outweighs the passes and

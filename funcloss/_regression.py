@@ -10,7 +10,7 @@ The plain eager training call (no mask or weight, a scalar reduction, same-shape
 float32/float64 CPU tensors, a target without gradient; ``_fast``) takes a shorter road for
 speed and memory (issue 15): ``_EagerStep`` (mse, l1, huber, smooth l1, poisson NLL on
 log-rates, kl_div on probabilities: a fused reduction, one saved slope scaled in place into
-the gradient).
+the gradient; poisson and kl_div take bf16 too, computed in float32 by chunks).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,15 +35,16 @@ from ._checks import (
     check_tensor,
     check_where,
     checks_config,
-    eager_mode,
+    eager_pair,
     fail,
     shape_str,
     value_checks_enabled,
     value_reads_allowed,
     warn_target_size,
 )
+from ._function import SlopeRule, SlopeStep
 from ._modes import follows_autocast
-from ._ops import times
+from ._ops import FLOAT_CHUNK, chunk_total, float_chunks, times
 from ._reduction import KL_REDUCTIONS, KLReduction, masked, reduce, reduce_batchmean
 
 _KL_REDUCTIONS = KL_REDUCTIONS
@@ -158,41 +158,36 @@ def _fast(
     where: object,
     reduction: str,
     scalar: tuple[str, ...] = ("mean", "sum"),
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
 ) -> bool:
     """A plain eager CPU call, no mask, a scalar ``reduction`` among ``scalar``, on plain tensors
-    of one shape and one float32/float64 dtype, contiguous, whose target takes no gradient: the
-    eager step may run, and every argument check of the composition holds already (the callers
-    check the config first, or take only a valid one here).
+    of one shape (at least one element) and one dtype among ``dtypes``, contiguous, whose target
+    takes no gradient: the eager step may run, and every argument check of the composition holds
+    already (the callers check the config first, or take only a valid one here).
 
-    Inlined for the small-call path (``plain_eager`` and the house checks cost more than the
-    loss at 64x10); :func:`eager_mode` holds the mode conditions."""
+    The house checks cost more than the loss at 64x10: :func:`eager_pair` tests the tensors and
+    the mode."""
     return (
         where is None
         and reduction in scalar
-        and type(input) is Tensor
-        and type(target) is Tensor
-        and input.dtype in _FAST_DTYPES  # type: ignore[attr-defined]
-        and input.dtype == target.dtype  # type: ignore[attr-defined]
-        and input.shape == target.shape  # type: ignore[attr-defined]
-        and input.is_cpu  # type: ignore[attr-defined]
-        and target.is_cpu  # type: ignore[attr-defined]
-        and not target.requires_grad  # type: ignore[attr-defined]
+        and eager_pair(input, target, dtypes)
         and input.is_contiguous()  # type: ignore[attr-defined]
         and target.is_contiguous()  # type: ignore[attr-defined]
-        and eager_mode(input)
     )
 
 
-# bf16/fp16 reduce through the compositions (their float32 accumulation); dot and norm here
-# accumulate in the input's dtype.
-_FAST_DTYPES = (torch.float32, torch.float64)
+# The steps of mse, l1, huber and smooth l1 reduce by dot and norm, which accumulate in the
+# input's dtype: bf16 and fp16 take the compositions (their float32 accumulation). Poisson's and
+# kl_div's steps take bf16 too, computed in float32 (fp16 keeps the composition, whose fp16 e^x
+# overflows from x = 11.1 as torch's does, where float32's would not).
+_SUM_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 
 _KL_SCALAR = ("batchmean", "mean", "sum")
 
 
 def _mse_fast(input: Tensor, target: Tensor, reduction: str) -> Tensor:
-    return _EagerStep.apply("mse", input, target, _divisor(reduction, input), 0.0)
+    return _EagerStep.apply(_MSE_RULE, input, target, (_divisor(reduction, input), 0.0))
 
 
 def _divisor(reduction: str, input: Tensor) -> int:
@@ -203,42 +198,16 @@ def _divisor(reduction: str, input: Tensor) -> int:
     return 1
 
 
-class _EagerStep(torch.autograd.Function):
-    """The eager training step of mse, l1, huber and smooth l1 (``param``: delta, beta),
-    poisson NLL (log-rates) and kl_div (probabilities).
+class _EagerStep(SlopeStep):
+    """The eager training step of mse, l1, huber and smooth l1 (``config``: the reduction's
+    divisor and delta or beta), poisson NLL (log-rates) and kl_div (probabilities).
 
     The forward reduces with a fused reduction (blocked ``vector_norm``, ``sum``) and keeps at
-    most one fresh tensor, the slope ``d loss / d input``; the backward scales that slope in
-    place into the gradient: no new allocation, one pass. Torch's own step allocates a
-    temporary in its forward and the gradient in its backward, so the peak is the same.
-
-    Eager only (``_fast``): the ``ctx`` slope is an intermediate, which transforms and double
-    backward cannot use. With ``create_graph`` (double backward) or a second backward of a
-    retained graph, the backward recomputes the slope from the saved inputs with
-    differentiable ops instead.
+    most one fresh tensor, the slope ``d loss / d input``, which the backward scales in place
+    into the gradient (:class:`SlopeStep`): no new allocation, one pass. Torch's own step
+    allocates a temporary in its forward and the gradient in its backward, so the peak is the
+    same.
     """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, kind: str, input: Tensor, target: Tensor, divisor: int, param: float
-    ) -> Tensor:
-        value, slope = _STEP_FORWARD[kind](input, target, param, divisor)
-        ctx.kind, ctx.divisor, ctx.param, ctx.slope = kind, divisor, param, slope
-        ctx.save_for_backward(input, target)
-        return value
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, grad: Tensor
-    ) -> tuple[None, Tensor, None, None, None]:
-        slope, ctx.slope = ctx.slope, None
-        factor = grad if ctx.divisor == 1 else grad / ctx.divisor
-        if slope is None or torch.is_grad_enabled():
-            input, target = ctx.saved_tensors
-            return None, _STEP_GRAD[ctx.kind](input, target, factor, ctx.param), None, None, None
-        if ctx.kind == "mse":  # the slope is 2 (x - y): the 2 joins the scalar factor
-            factor = factor * 2
-        return None, slope.mul_(factor), None, None, None
 
 
 def _norm_sum(flat: Tensor, ord: int) -> Tensor:
@@ -266,43 +235,100 @@ def _dot_sum(a: Tensor, b: Tensor) -> Tensor:
 # (8M entries), at the speed of one vector_norm.
 _BLOCK = 4096
 
+# An eager step's forward: the value, the slope (or None), nothing kept.
+_Step = tuple[Tensor, Tensor | None, None]
+
 
 def _divided(value: Tensor, divisor: int) -> Tensor:
     return value if divisor == 1 else value / divisor
 
 
-def _mse_step(
-    input: Tensor, target: Tensor, param: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
+def _mse_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    divisor = config[0]
     diff = input - target
-    return _divided(_norm_sum(diff.view(-1), 2), divisor), diff
+    return _divided(_norm_sum(diff.view(-1), 2), divisor), diff, None
 
 
-def _l1_step(
-    input: Tensor, target: Tensor, param: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
+def _l1_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    divisor = config[0]
     diff = input - target
-    return _divided(_norm_sum(diff.view(-1), 1), divisor), diff.sign_()
+    return _divided(_norm_sum(diff.view(-1), 1), divisor), diff.sign_(), None
 
 
-def _poisson_step(
-    input: Tensor, target: Tensor, param: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
+def _poisson_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    divisor, dtype = config[0], input.dtype
+    if dtype in _HALF_DTYPES:
+        return _half_poisson_step(input, target, divisor)
     rate = torch.exp(input)
     value = torch.addcmul(rate, target, input, value=-1).sum()
     if not bool(torch.isfinite(value)):  # a count of 0 at a log-rate of -inf adds 0, not nan
         value = (rate - times(target, input)).sum()
-    return _divided(value, divisor), rate.sub_(target)
+    return _divided(value, divisor), rate.sub_(target), None
 
 
-def _kl_step(
-    input: Tensor, target: Tensor, param: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
-    loss = torch.xlogy(target, target).addcmul_(target, input, value=-1)
-    value = loss.sum()
+def _half_poisson_step(input: Tensor, target: Tensor, divisor: int) -> _Step:
+    """:func:`_poisson_step` of bf16 tensors, by chunks of ``FLOAT_CHUNK`` entries in
+    float32 (as :func:`_half_kl_sum`). No slope: a bf16 one would round the gradient twice, so
+    the backward computes it from the inputs (:func:`_poisson_gradient`), rounded once."""
+    inputs, targets = input.view(-1), target.view(-1)
+    parts = [
+        torch.addcmul(torch.exp(x), y, x, value=-1).sum()
+        for x, y, _ in float_chunks(inputs, targets)
+    ]
+    value = chunk_total(parts)
+    if not bool(torch.isfinite(value)):  # a count of 0 at a log-rate of -inf adds 0, not nan
+        value = chunk_total(
+            [(torch.exp(x) - times(y, x)).sum() for x, y, _ in float_chunks(inputs, targets)]
+        )
+    return _divided(value, divisor).to(input.dtype), None, None
+
+
+def _poisson_gradient(
+    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, float], kept: None
+) -> Tensor:
+    """``(e^x - y) grad / divisor``; for bf16 in float32, rounded once (by chunks, in cache,
+    unless ``create_graph`` differentiates it)."""
+    factor = _factor(grad, config)
+    if input.dtype not in _HALF_DTYPES:
+        return (torch.exp(input) - target) * factor
+    if torch.is_grad_enabled():
+        return ((torch.exp(input.float()) - target.float()) * factor).to(input.dtype)
+    result = torch.empty_like(input).view(-1)
+    for x, y, start in float_chunks(input.view(-1), target.view(-1)):
+        result[start : start + FLOAT_CHUNK] = torch.exp(x).sub_(y).mul_(factor)
+    return result.view(input.shape)
+
+
+def _kl_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    divisor, dtype = config[0], input.dtype
+    if dtype in _HALF_DTYPES:
+        value = _half_kl_sum(input.view(-1), target.view(-1))
+    else:
+        value = torch.xlogy(target, target).addcmul_(target, input, value=-1).sum()
     if not bool(torch.isfinite(value)):  # a class of probability 0 adds 0, also at -inf
+        work = torch.float32 if dtype in _HALF_DTYPES else dtype
+        input, target = input.to(work), target.to(work)
         value = (torch.xlogy(target, target) - times(target, input)).sum()
-    return _divided(value, divisor), None  # the slope, -target, costs the same pass in backward
+    # the slope, -target: the same pass in backward
+    return _divided(value, divisor).to(dtype), None, None
+
+
+_HALF_DTYPES = (torch.bfloat16,)  # the steps' dtype computed in float32
+# bf16 poisson takes its step from this many elements: below it the float32 conversions and the
+# backward's recomputation cost more than the composition (2.37x torch at 64x10, against 1.76x).
+_HALF_POISSON_FROM = 2**16
+
+
+def _half_kl_sum(input: Tensor, target: Tensor) -> Tensor:
+    """kl_div's sum of flat bf16 tensors, its terms in float32 (one rounding, of the
+    result: in the input's dtype two roundings a term give twice torch's error), by chunks of
+    ``FLOAT_CHUNK`` entries, so the float32 copies stay in cache and take no memory."""
+    return chunk_total(
+        [
+            torch.xlogy(y, y).addcmul_(y, x, value=-1).sum()
+            for x, y, _ in float_chunks(input, target)
+        ]
+    )
 
 
 # The Huber step works through its inputs in chunks of this many elements (1 MiB of float32):
@@ -312,17 +338,16 @@ def _kl_step(
 _HUBER_CHUNK = 2**18
 
 
-def _huber_step(
-    input: Tensor, target: Tensor, delta: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
+def _huber_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
     """The Huber sum ``sum c (d - c / 2)`` (over ``divisor``: the mean, or 1) and its slope
     ``c = clamp(d, +-delta)``, ``d = x - y`` (:func:`_huber`'s terms, summed by chunk)."""
+    divisor, delta = config
     size = input.numel()
     if size <= _HUBER_CHUNK:  # few ops: at 64x10 each op costs about what the loss does
         diff = input - target
         slope = diff.clamp(-delta, delta)
         terms = diff.sub_(slope, alpha=0.5).mul_(slope)
-        return (terms.sum() if divisor == 1 else terms.mean()), slope
+        return (terms.sum() if divisor == 1 else terms.mean()), slope, None
     inputs, targets = input.view(-1), target.view(-1)
     slope = torch.empty_like(inputs)
     scratch = torch.empty(_HUBER_CHUNK, dtype=input.dtype)
@@ -333,41 +358,81 @@ def _huber_step(
         torch.sub(inputs[start:stop], targets[start:stop], out=diff)
         torch.clamp(diff, -delta, delta, out=clamped)
         parts.append(_dot_sum(clamped, diff.sub_(clamped, alpha=0.5)))
-    return _divided(torch.stack(parts).sum(), divisor), slope.view(input.shape)
+    return _divided(torch.stack(parts).sum(), divisor), slope.view(input.shape), None
 
 
-def _smooth_l1_step(
-    input: Tensor, target: Tensor, beta: float, divisor: int
-) -> tuple[Tensor, Tensor | None]:
-    value, slope = _huber_step(input, target, beta, divisor)
+def _smooth_l1_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    value, slope, _ = _huber_step(input, target, config)
+    beta = config[1]
     if beta == 1:
-        return value, slope
-    return value / beta, slope.div_(beta)  # type: ignore[union-attr]
+        return value, slope, None
+    return value / beta, slope.div_(beta), None  # type: ignore[union-attr]
 
 
-_STEP_FORWARD: dict[str, Callable[[Tensor, Tensor, float, int], tuple[Tensor, Tensor | None]]] = {
-    "mse": _mse_step,
-    "l1": _l1_step,
-    "huber": _huber_step,
-    "smooth_l1": _smooth_l1_step,
-    "poisson": _poisson_step,
-    "kl": _kl_step,
-}
-# The gradient from the inputs, ``grad / divisor`` and the step's parameter, in differentiable
+def _factor(grad: Tensor, config: tuple[int, float]) -> Tensor:
+    """``grad / divisor``; in float32 for a bf16 grad (a bf16 tensor times a 0-dim float32 one
+    computes in float32: the gradient is rounded once)."""
+    if grad.dtype in _HALF_DTYPES:
+        grad = grad.float()
+    return grad if config[0] == 1 else grad / config[0]
+
+
+def _scale(slope: Tensor, grad: Tensor, config: tuple[int, float], kept: None) -> Tensor:
+    return slope.mul_(_factor(grad, config))
+
+
+def _mse_scale(slope: Tensor, grad: Tensor, config: tuple[int, float], kept: None) -> Tensor:
+    return slope.mul_(_factor(grad, config) * 2)  # the slope is 2 (x - y): the 2 joins the factor
+
+
+def _recomputed(
+    expression: Callable[[Tensor, Tensor, Tensor, float], Tensor],
+) -> Callable[[Tensor, Tensor, Tensor, tuple[int, float], None], Tensor]:
+    """A rule's ``gradient``: ``expression(input, target, grad / divisor, param)``."""
+
+    def gradient(
+        input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, float], kept: None
+    ) -> Tensor:
+        return expression(input, target, _factor(grad, config), config[1])
+
+    return gradient
+
+
+# The gradients from the inputs, ``grad / divisor`` and the step's parameter, in differentiable
 # ops (double backward differentiates these; hardtanh's derivative is 0 at the switch points, as
 # the composition's), rounded as the in-place slope is (a second backward gives the same bits).
-_STEP_GRAD: dict[str, Callable[[Tensor, Tensor, Tensor, float], Tensor]] = {
-    "mse": lambda input, target, factor, _: (input - target) * (2 * factor),
-    "l1": lambda input, target, factor, _: torch.sign(input - target) * factor,
-    "huber": lambda input, target, factor, delta: (
-        F.hardtanh(input - target, -delta, delta) * factor
+_MSE_RULE = SlopeRule(
+    _mse_step,
+    _mse_scale,
+    _recomputed(lambda input, target, factor, _: (input - target) * (2 * factor)),
+)
+_L1_RULE = SlopeRule(
+    _l1_step,
+    _scale,
+    _recomputed(lambda input, target, factor, _: torch.sign(input - target) * factor),
+)
+_HUBER_RULE = SlopeRule(
+    _huber_step,
+    _scale,
+    _recomputed(
+        lambda input, target, factor, delta: F.hardtanh(input - target, -delta, delta) * factor
     ),
-    "smooth_l1": lambda input, target, factor, beta: (
-        F.hardtanh(input - target, -beta, beta) / beta * factor
+)
+_SMOOTH_L1_RULE = SlopeRule(
+    _smooth_l1_step,
+    _scale,
+    _recomputed(
+        lambda input, target, factor, beta: F.hardtanh(input - target, -beta, beta) / beta * factor
     ),
-    "poisson": lambda input, target, factor, _: (torch.exp(input) - target) * factor,
-    "kl": lambda input, target, factor, _: target * -factor,
-}
+)
+_POISSON_RULE = SlopeRule(
+    _poisson_step,
+    _scale,
+    _poisson_gradient,
+)
+_KL_RULE = SlopeRule(
+    _kl_step, _scale, _recomputed(lambda input, target, factor, _: target * -factor)
+)
 
 
 # -- l1 / mse ----------------------------------------------------------------------------------
@@ -427,7 +492,7 @@ def l1_loss(
     """
     fn = "l1_loss"
     if weight is None and _fast(input, target, where, reduction):
-        return _EagerStep.apply("l1", input, target, _divisor(reduction, input), 0.0)
+        return _EagerStep.apply(_L1_RULE, input, target, (_divisor(reduction, input), 0.0))
     _check_real_or_complex(fn, input=input, target=target)
     _L1_CONFIG(reduction=reduction)
     check_where(fn, where, broadcast_shape(fn, input=input, target=target))
@@ -565,7 +630,7 @@ def huber_loss(
         and _fast(input, target, where, reduction)
         and delta <= torch.finfo(input.dtype).max
     ):
-        return _EagerStep.apply("huber", input, target, _divisor(reduction, input), delta)
+        return _EagerStep.apply(_HUBER_RULE, input, target, (_divisor(reduction, input), delta))
     _check_pair(fn, input, target, where, warn=True)
     _check_weight(fn, weight, input)
     input, target = _masked_pair(where, input, target)
@@ -619,7 +684,7 @@ def smooth_l1_loss(
     fn = "smooth_l1_loss"
     _SMOOTH_L1_CONFIG(reduction=reduction, beta=beta)
     if beta > 0 and _fast(input, target, where, reduction) and beta <= torch.finfo(input.dtype).max:
-        return _EagerStep.apply("smooth_l1", input, target, _divisor(reduction, input), beta)
+        return _EagerStep.apply(_SMOOTH_L1_RULE, input, target, (_divisor(reduction, input), beta))
     _check_pair(fn, input, target, where, warn=True)
     input, target = _masked_pair(where, input, target)
     diff = input - target
@@ -703,8 +768,14 @@ def poisson_nll_loss(
     fn = "poisson_nll_loss"
     _POISSON_CONFIG(reduction=reduction, eps=eps)
     # the eager step reads one scalar (its finiteness fallback): only while reads are allowed
-    if log_input and not full and value_reads_allowed() and _fast(input, target, where, reduction):
-        return _EagerStep.apply("poisson", input, target, _divisor(reduction, input), 0.0)
+    if (
+        log_input
+        and not full
+        and value_reads_allowed()
+        and _fast(input, target, where, reduction, dtypes=_SUM_DTYPES)
+        and (input.dtype not in _HALF_DTYPES or input.numel() >= _HALF_POISSON_FROM)
+    ):
+        return _EagerStep.apply(_POISSON_RULE, input, target, (_divisor(reduction, input), 0.0))
     _check_pair(fn, input, target, where)
     # masked rates read 1 (log-rates 0) and counts 0: every term is finite there
     input, target = masked(where, input, 0.0 if log_input else 1.0), masked(where, target)
@@ -911,9 +982,9 @@ def kl_div(
     if (
         not log_target
         and value_reads_allowed()
-        and _fast(input, target, where, reduction, _KL_SCALAR)
+        and _fast(input, target, where, reduction, _KL_SCALAR, _SUM_DTYPES)
     ):
-        return _EagerStep.apply("kl", input, target, _divisor(reduction, input), 0.0)
+        return _EagerStep.apply(_KL_RULE, input, target, (_divisor(reduction, input), 0.0))
     _check_pair(fn, input, target, where)
     input, target = _masked_pair(where, input, target)
     # a class of probability 0 adds nothing, also where input is -inf (0 * inf would be nan)
