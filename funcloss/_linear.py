@@ -213,9 +213,12 @@ def _split(t: Tensor | None, dtype: torch.dtype) -> tuple[Tensor | None, Tensor 
     return t.masked_fill(infinite, 0), torch.where(infinite, t.sign(), 0)
 
 
-def _times_infinity(m: Tensor) -> Tensor:
-    """``m T`` as ``T -> inf``: ``+-inf``, exactly 0 where ``m`` is 0 (NaN stays NaN)."""
-    return torch.where(m == 0, 0, m * math.inf)
+def _times_infinity(m: Tensor, size: Tensor) -> Tensor:
+    """``m T`` as ``T -> inf``: ``+-inf``, and 0 where ``m`` is 0 up to the float64 rounding of
+    a sum of terms of total size ``size`` (the gradient's sum over classes is exactly 0, so
+    ``G`` times a column of equal infinities is 0, not a rounding error times inf)."""
+    tolerance = size * (64 * torch.finfo(m.dtype).eps)
+    return torch.where(m.abs() <= tolerance, 0, m * math.inf)
 
 
 def _add(first: Tensor, second: Tensor | None) -> Tensor:
@@ -274,6 +277,7 @@ def _limit_pass(
     scale = scale.to(dtype)
     losses, input_parts, target_parts = [], [], []
     grad_weight = [torch.zeros_like(w[0]), torch.zeros_like(w[0])]  # the finite part, T's
+    weight_size = torch.zeros(linear_weight.shape[1], dtype=dtype, device=input.device)
     grad_bias = torch.zeros(linear_weight.shape[0], dtype=dtype, device=input.device)
     for start, stop in _chunks(input.shape[0], config.chunk_size):
         h_f, h_s = h[0][start:stop], h[1][start:stop]
@@ -293,19 +297,27 @@ def _limit_pass(
         if need[3]:
             eps = config.label_smoothing
             target_parts.append(target_gradient(z, rows, class_weight, eps, chunk_scale))
+        # each row's size: its gradient's entries are A p - a, rounded in float64
+        size = g.abs().amax(1, keepdim=True) + (rows.total * chunk_scale).abs().unsqueeze(1)
+        size = size.reshape(stop - start, per_row).amax(1)
         g = g.reshape(stop - start, linear_weight.shape[0])
         if squashed is not None:
             g = g * (1 - squashed * squashed).reshape(g.shape)
         if need[0]:
-            input_parts.append(g @ w[0] + _times_infinity(g @ w[1]))
+            in_size = size.unsqueeze(1) * w[1].abs().sum(0)
+            input_parts.append(g @ w[0] + _times_infinity(g @ w[1], in_size))
         if need[1]:
-            grad_weight = [grad_weight[0] + g.T @ h_f, grad_weight[1] + g.T @ h_s]
+            grad_weight[0] = grad_weight[0] + g.T @ h_f
+            grad_weight[1] = grad_weight[1] + g.T @ h_s
+            weight_size = weight_size + size @ h_s.abs()
         grad_bias = grad_bias + g.sum(0)
     work = config.dtype
     return (
         torch.cat(losses).to(work),
         torch.cat(input_parts).to(work) if need[0] else None,
-        (grad_weight[0] + _times_infinity(grad_weight[1])).to(work) if need[1] else None,
+        (grad_weight[0] + _times_infinity(grad_weight[1], weight_size)).to(work)
+        if need[1]
+        else None,
         grad_bias.to(work) if need[2] and bias is not None else None,
         torch.cat(target_parts).to(work) if need[3] else None,
     )
@@ -388,8 +400,9 @@ def _linear_cross_entropy_rows_backward(
     assert grad_weight is not None
     grad_input: Tensor | None = torch.cat(input_parts)
     grad_target = torch.cat(target_parts) if target_parts else None
-    if reads and not _all_finite(grad_input, grad_bias, grad_target):
-        # grad_weight is finite unless a loss is not (or it overflows): not read
+    # grad_weight = G^T h is finite unless G (then grad_input too) or h is not (or it
+    # overflows): not read
+    if reads and not _all_finite(grad_input, grad_bias, grad_target, x.input):
         need = (True, True, linear_bias is not None, grad_target is not None)
         _, grad_input, grad_weight, grad_bias, grad_target = _limit_pass(
             input, linear_weight, target, ignored, linear_bias, weight, allowed, scale, config, need
@@ -541,8 +554,9 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         scale = (1 / denominator).to(config.dtype).expand(num_rows)
         reads = _reads(input, linear_weight, bias)
         loss, *grads = _fused_pass(x, target, ignored, allowed, scale, config, need, not reads)
-        # grad_weight and grad_bias are finite unless a loss is not (or they overflow): not read
-        if reads and not _all_finite(loss, grads[0]):
+        # grad_weight = G^T h and grad_bias are finite unless a loss or h is not (or they
+        # overflow): not read
+        if reads and not _all_finite(loss, grads[0], x.input if need[1] else None):
             loss, *grads, _ = _limit_pass(
                 input,
                 linear_weight,
