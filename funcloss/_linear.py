@@ -151,6 +151,16 @@ def _remove_classes(z: Tensor, rows: Rows) -> Tensor:
     return z if rows.allowed is None else torch.where(rows.allowed, z, -math.inf)
 
 
+def _stand_in(x: _Inputs, clamp: bool) -> _Inputs:
+    """``x`` with ``clamp``: each ``+-inf`` of the input a finite stand-in ``+-2^64`` (float32;
+    ``2^512`` in float64, the compute dtypes), so that its logits order the classes as the limit does, and ``0 W``
+    is 0, not ``inf * 0``."""
+    if not clamp:
+        return x
+    big = 2.0 ** (64 if x.input.dtype == torch.float32 else 512)
+    return x._replace(input=torch.nan_to_num(x.input, nan=math.nan, posinf=big, neginf=-big))
+
+
 def _chunk_logits(
     h: Tensor, linear_weight: Tensor, bias: Tensor | None, config: Config, clamp: bool
 ) -> tuple[Tensor, Tensor | None]:
@@ -342,6 +352,7 @@ def _linear_cross_entropy_rows(
     x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
     per_row = linear_weight.shape[0] // config.num_classes
     reads = _reads(input, linear_weight, linear_bias)
+    x = _stand_in(x, not reads)
     losses = []
     for start, stop in _chunks(input.shape[0], config.chunk_size):
         z, _ = _chunk_logits(x.input[start:stop], x.linear_weight, x.bias, config, not reads)
@@ -375,6 +386,7 @@ def _linear_cross_entropy_rows_backward(
     per_row = linear_weight.shape[0] // config.num_classes
     scale = grad.to(config.dtype)
     reads = _reads(grad, input, linear_weight, linear_bias)
+    x = _stand_in(x, not reads)
     input_parts: list[Tensor] = []
     target_parts: list[Tensor] = []
     grad_weight: Tensor | None = None
@@ -438,7 +450,7 @@ def _linear_cross_entropy_rows_jvp(
     config: Config,
 ) -> Tensor:
     # d loss = (d loss / dz) . dz  with  dz = (dh W^T + h dW^T + db) (1 - (z / softcap)^2).
-    x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
+    x = _stand_in(_Inputs.of(input, linear_weight, linear_bias, weight, config.dtype), True)
     dx = _Inputs.of(input_t, linear_weight_t, linear_bias_t, None, config.dtype)
     per_row = linear_weight.shape[0] // config.num_classes
     result = []
@@ -477,7 +489,8 @@ def _fused_pass(
     """Per-row loss and ``scale``-weighted gradients (input, weight, bias) in the compute dtype,
     in place in one reused ``(chunk, D C)`` buffer (two with a softcap): no page faults after the
     first chunk, whatever the chunk size. ``clamp``: a ``+inf`` logit acts as the largest finite
-    one."""
+    one, and an infinite input entry a finite stand-in (:func:`_stand_in`)."""
+    x = _stand_in(x, clamp)
     num_rows, outputs = x.input.shape[0], x.linear_weight.shape[0]
     per_row = outputs // config.num_classes
     dtype, device = config.dtype, x.input.device
