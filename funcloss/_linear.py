@@ -153,8 +153,8 @@ def _remove_classes(z: Tensor, rows: Rows) -> Tensor:
 
 def _stand_in(x: _Inputs, clamp: bool) -> _Inputs:
     """``x`` with ``clamp``: each ``+-inf`` of the input a finite stand-in ``+-2^64`` (float32;
-    ``2^512`` in float64, the compute dtypes), so that its logits order the classes as the limit does, and ``0 W``
-    is 0, not ``inf * 0``."""
+    ``2^512`` in float64, the compute dtypes), so that its logits order the classes as the limit
+    does, and ``0 W`` is 0, not ``inf * 0``."""
     if not clamp:
         return x
     big = 2.0 ** (64 if x.input.dtype == torch.float32 else 512)
@@ -410,16 +410,17 @@ def _linear_cross_entropy_rows_backward(
         if linear_bias is not None:
             grad_bias = g.sum(0) if grad_bias is None else grad_bias + g.sum(0)
     assert grad_weight is not None
-    grad_input: Tensor | None = torch.cat(input_parts)
+    grad_input = torch.cat(input_parts)
     grad_target = torch.cat(target_parts) if target_parts else None
     # grad_weight = G^T h is finite unless G (then grad_input too) or h is not (or it
     # overflows): not read
     if reads and not _all_finite(grad_input, grad_bias, grad_target, x.input):
         need = (True, True, linear_bias is not None, grad_target is not None)
-        _, grad_input, grad_weight, grad_bias, grad_target = _limit_pass(
+        _, limit_input, limit_weight, grad_bias, grad_target = _limit_pass(
             input, linear_weight, target, ignored, linear_bias, weight, allowed, scale, config, need
         )
-        assert grad_input is not None and grad_weight is not None
+        assert limit_input is not None and limit_weight is not None
+        grad_input, grad_weight = limit_input, limit_weight
     return (
         grad_input.to(input.dtype),
         grad_weight.to(linear_weight.dtype),
@@ -850,6 +851,21 @@ def linear_cross_entropy(
     ``linear_weight`` once (permuted), and probability targets with K dimensions are permuted
     once (a copy of the target, which is ``(N, D C)`` itself).
 
+    At the edges: an infinite entry of ``input``, ``linear_weight`` or ``linear_bias`` (logits
+    ``inf``, ``inf * 0``, ``inf - inf``), or finite ones so large that the logits overflow
+    (``1e20`` in float32), gives the float64 limit, value and gradients, wherever it is finite
+    (read each ``inf`` as a stand-in ``T -> inf``; the softmax concentrates on the classes whose
+    logits grow fastest, and their finite parts decide between them). The value is ``+inf``
+    where the target lies outside them (the limit), with finite gradients in ``input`` and
+    ``linear_bias``; a gradient term ``m T`` is ``+-inf``, or 0 where ``m`` is 0. A NaN input
+    stays NaN. This holds in plain eager mode on the CPU (value checks on): one extra host read
+    tells whether every loss (and gradient) is finite, and only then is the call recomputed in
+    float64. Elsewhere (torch.func transforms, ``torch.compile``, other devices, value checks
+    off) nothing is read: an infinite ``input`` entry acts as a large finite stand-in
+    (``2^64`` in float32) and a ``+inf`` logit as the largest finite one, so the result is
+    finite and the limit where one class leads each row (two classes growing alike are
+    resolved only in eager mode; an infinite ``linear_weight`` entry times 0 is NaN there).
+
     Args:
         input: features, shape ``(N, H)`` or ``(H,)``, floating dtype.
         linear_weight: the output layer's weight, shape ``(C, H)`` or ``(C, d1, ..., dK, H)``
@@ -891,11 +907,12 @@ def linear_cross_entropy(
             shared by every row, ``(N, C, d1, ..., dK)``, ``(C,)`` unbatched) removes the
             ``False`` classes from each softmax, as if their logits were ``-inf``: zero
             probability, zero gradient through them (an inf/NaN *logit* there is harmless; a
-            non-finite row of ``linear_weight`` still reaches ``input``'s gradient through the
-            matmul), label smoothing spread over the classes left, probability mass on a
-            removed class dropped, ``+inf`` for a class index on a removed class (the true
-            value); a row with no class left counts as masked. A ``(C,)`` mask for batched
-            input is refused (it would read as a row mask when ``N == C``): pass ``(1, C)``.
+            NaN row of ``linear_weight`` still reaches ``input``'s gradient through the
+            matmul, an infinite one only outside eager mode), label smoothing spread over the
+            classes left, probability mass on a removed class dropped, ``+inf`` for a class
+            index on a removed class (the true value); a row with no class left counts as
+            masked. A ``(C,)`` mask for batched input is refused (it would read as a row mask
+            when ``N == C``): pass ``(1, C)``.
 
     Returns:
         Shape ``(N, d1, ..., dK)`` (``(N,)``; ``()`` for an unbatched input) for ``"none"``

@@ -731,7 +731,7 @@ def _limit_oracle(x, w, y, b, reduction, **kwargs):
             )
         )
     (v1, g1, _), (v2, g2, _) = results
-    outputs = [(v1.detach().sum(), v2.detach().sum())] + list(zip(g1, g2, strict=True))
+    outputs = [(v1.detach().sum(), v2.detach().sum()), *zip(g1, g2, strict=True)]
     return [(a, torch.isclose(a, c, rtol=1e-6, atol=1e-30) & a.isfinite()) for a, c in outputs]
 
 
