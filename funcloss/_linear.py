@@ -213,8 +213,9 @@ def _all_finite(*tensors: Tensor | None) -> bool:
     finite call to the recomputation, which gives the same)."""
     total: Tensor | None = None
     for t in tensors:
-        if t is not None:
-            total = t.sum() if total is None else torch.add(total, t.sum(), alpha=0)
+        if t is not None:  # detached: under create_graph the gradients carry a graph
+            part = t.detach().sum()
+            total = part if total is None else torch.add(total, part, alpha=0)
     return total is None or math.isfinite(float(total))
 
 
