@@ -46,9 +46,11 @@ from ._checks import (
     check_tensor,
     checks_config,
     class_index_mask,
+    eager_mode,
     fail,
     fused_training_step,
     shape_str,
+    value_checks_enabled,
 )
 from ._function import custom_backward
 from ._modes import follows_autocast
@@ -149,16 +151,192 @@ def _remove_classes(z: Tensor, rows: Rows) -> Tensor:
     return z if rows.allowed is None else torch.where(rows.allowed, z, -math.inf)
 
 
+def _stand_in(x: _Inputs, clamp: bool) -> _Inputs:
+    """``x`` with ``clamp``: each ``+-inf`` of the input a finite stand-in ``+-2^64`` (float32;
+    ``2^512`` in float64, the compute dtypes), so that its logits order the classes as the limit
+    does, and ``0 W`` is 0, not ``inf * 0``."""
+    if not clamp:
+        return x
+    big = 2.0 ** (64 if x.input.dtype == torch.float32 else 512)
+    return x._replace(input=torch.nan_to_num(x.input, nan=math.nan, posinf=big, neginf=-big))
+
+
 def _chunk_logits(
-    h: Tensor, linear_weight: Tensor, bias: Tensor | None, config: Config
+    h: Tensor, linear_weight: Tensor, bias: Tensor | None, config: Config, clamp: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """A chunk's logits as ``(rows D, C)`` and, with a softcap, ``tanh(u / softcap)``."""
+    """A chunk's logits as ``(rows D, C)`` and, with a softcap, ``tanh(u / softcap)``;
+    ``clamp``: a ``+inf`` logit (without a softcap) acts as the largest finite one."""
     u = h @ linear_weight.T if bias is None else torch.addmm(bias, h, linear_weight.T)
     squashed = None
     if config.softcap is not None:
         squashed = torch.tanh(u / config.softcap)
         u = config.softcap * squashed
+    elif clamp:
+        u = u.clamp(max=torch.finfo(u.dtype).max)
     return u.reshape(-1, config.num_classes), squashed
+
+
+# -- infinite and huge inputs ------------------------------------------------------------------
+#
+# An infinite entry of input, linear_weight or linear_bias makes the logits u = h W^T + b
+# infinite or NaN (inf * 0, inf - inf), and huge finite ones (1e20) overflow them in float32;
+# the true value is the float64 limit (each inf a stand-in T -> infinity, as the oracle's 1e300
+# and 1e150). Split every tensor into its finite part and the signs of its infinite entries,
+# h = h_f + T h_s and so on: then u = r + T d + T^2 e with r = h_f W_f^T + b_f,
+# d = h_s W_f^T + h_f W_s^T + b_s and e = h_s W_s^T, all finite, computed in float64 (which
+# holds the products of huge float32 values exactly). As T grows, a row's softmax concentrates on
+# the classes S of the largest (e, d) (lexicographic), where the logits differ by r only: the
+# loss is the cross-entropy of the logits r on S (-inf elsewhere; +inf, the limit, for a target
+# outside S), its gradient in u is finite, and a gradient term m T (the weight's or the input's
+# through an infinite factor) is +-inf, or 0 where m is exactly 0 (the softmax's tail is
+# exponentially small in T). With a softcap, the logits are s tanh(u / s): +-s where (e, d) is
+# positive / negative, with a zero derivative there.
+#
+# Plain eager mode on the CPU (value reads on) computes as usual, reads back once whether every
+# loss and gradient is finite, and only where one is not recomputes the call this way (a NaN
+# input stays NaN). Elsewhere (transforms, compiling, other devices, value reads off) nothing is
+# read: a +inf logit is clamped to the largest finite one (as cross_entropy does), finite where
+# one infinite logit leads its row, an inf * 0 stays NaN.
+
+_HUGE = 1e300  # the stand-in for T in lse = T^2 E + T D + ...: the z-loss's lse^2 overflows
+
+
+def _reads(*tensors: Tensor | None) -> bool:
+    """Plain eager on the CPU, value reads on: non-finite results are found by one host read."""
+    present = [t for t in tensors if t is not None]
+    return value_checks_enabled(*present) and eager_mode(*present)
+
+
+def _all_finite(*tensors: Tensor | None) -> bool:
+    """Whether every entry of ``tensors`` is finite: the one host read, of a sum (``alpha=0``
+    adds a sum's NaN or inf as NaN and a finite one as 0; a sum that overflows only sends a
+    finite call to the recomputation, which gives the same)."""
+    total: Tensor | None = None
+    for t in tensors:
+        if t is not None:  # detached: under create_graph the gradients carry a graph
+            part = t.detach().sum()
+            total = part if total is None else torch.add(total, part, alpha=0)
+    return total is None or math.isfinite(float(total))
+
+
+def _split(t: Tensor | None, dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
+    """``t`` in ``dtype`` as its finite part (inf at 0; a NaN stays) and the signs of its
+    infinite entries."""
+    if t is None:
+        return None, None
+    t = t.to(dtype)
+    infinite = t.isinf()
+    return t.masked_fill(infinite, 0), torch.where(infinite, t.sign(), 0)
+
+
+def _times_infinity(m: Tensor, size: Tensor) -> Tensor:
+    """``m T`` as ``T -> inf``: ``+-inf``, and 0 where ``m`` is 0 up to the float64 rounding of
+    a sum of terms of total size ``size`` (the gradient's sum over classes is exactly 0, so
+    ``G`` times a column of equal infinities is 0, not a rounding error times inf)."""
+    tolerance = size * (64 * torch.finfo(m.dtype).eps)
+    return torch.where(m.abs() <= tolerance, 0, m * math.inf)
+
+
+def _add(first: Tensor, second: Tensor | None) -> Tensor:
+    return first if second is None else first + second
+
+
+def _limit_logits(
+    h: tuple[Tensor, Tensor],
+    w: tuple[Tensor, Tensor],
+    b: tuple[Tensor | None, Tensor | None],
+    rows: Rows,
+    config: Config,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """A chunk's limit logits ``(rows D, C)`` (see above), ``tanh(u / softcap)`` with a softcap,
+    and the row's shift, the ``T^2 E + T D`` that the logits lost (``+-_HUGE`` or 0)."""
+    (h_f, h_s), (w_f, w_s) = h, w
+    shape = (-1, config.num_classes)
+    r = _add(h_f @ w_f.T, b[0]).reshape(shape)
+    d = _add(h_s @ w_f.T + h_f @ w_s.T, b[1]).reshape(shape)
+    e = (h_s @ w_s.T).reshape(shape)
+    nan = (r + d + e).isnan()  # a NaN input stays NaN in its logits
+    if rows.allowed is not None:  # a removed class is -inf whatever T
+        e = torch.where(rows.allowed, e, -math.inf)
+    if config.softcap is not None:
+        lead = torch.where(e == 0, d, e)  # its sign is u's as T -> inf
+        u = torch.where(lead > 0, math.inf, torch.where(lead < 0, -math.inf, r))
+        squashed = torch.tanh(torch.where(nan, math.nan, u) / config.softcap)
+        return config.softcap * squashed, squashed, torch.zeros_like(r[:, 0])
+    top_e = e.amax(1, keepdim=True)
+    top_d = torch.where(e == top_e, d, -math.inf).amax(1, keepdim=True)
+    z = torch.where((e == top_e) & (d == top_d), r, -math.inf)  # r on S, -inf elsewhere
+    lead = torch.where(top_e == 0, top_d, top_e).squeeze(1)
+    return torch.where(nan, math.nan, z), None, lead.sign() * _HUGE
+
+
+def _limit_pass(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    ignored: Tensor | None,
+    bias: Tensor | None,
+    weight: Tensor | None,
+    allowed: Tensor | None,
+    scale: Tensor,
+    config: Config,
+    need: tuple[bool, bool, bool, bool],
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """Per-row loss and ``scale``-weighted gradients (input, weight, bias, target; ``need``
+    says which) at the float64 limit (see above), in the compute dtype."""
+    dtype = torch.promote_types(config.dtype, torch.float64)
+    exact = config._replace(dtype=dtype)
+    h, w, b = _split(input, dtype), _split(linear_weight, dtype), _split(bias, dtype)
+    assert h[0] is not None and h[1] is not None and w[0] is not None and w[1] is not None
+    class_weight = None if weight is None else weight.to(dtype)
+    per_row = linear_weight.shape[0] // config.num_classes
+    scale = scale.to(dtype)
+    losses, input_parts, target_parts = [], [], []
+    grad_weight = [torch.zeros_like(w[0]), torch.zeros_like(w[0])]  # the finite part, T's
+    weight_size = torch.zeros(linear_weight.shape[1], dtype=dtype, device=input.device)
+    grad_bias = torch.zeros(linear_weight.shape[0], dtype=dtype, device=input.device)
+    for start, stop in _chunks(input.shape[0], config.chunk_size):
+        h_f, h_s = h[0][start:stop], h[1][start:stop]
+        rows = _chunk_rows(target, ignored, class_weight, allowed, exact, start, stop, per_row)
+        z, squashed, shift = _limit_logits((h_f, h_s), (w[0], w[1]), b, rows, config)
+        z = _remove_classes(z, rows)
+        loss = row_loss(z, rows, class_weight)
+        lse = None
+        if config.z_loss > 0:
+            lse = torch.logsumexp(z, 1) + shift
+            penalty = config.z_loss * rows.row_weight * lse * lse
+            loss = loss + torch.where(rows.row_weight == 0, 0, penalty)
+        losses.append(loss)
+        chunk_scale = scale[start * per_row : stop * per_row]
+        softmax = torch.softmax(z, 1)
+        g = softmax_gradient(softmax, lse, rows, class_weight, chunk_scale, config.z_loss)
+        if need[3]:
+            eps = config.label_smoothing
+            target_parts.append(target_gradient(z, rows, class_weight, eps, chunk_scale))
+        # each row's size: its gradient's entries are A p - a, rounded in float64
+        size = g.abs().amax(1, keepdim=True) + (rows.total * chunk_scale).abs().unsqueeze(1)
+        size = size.reshape(stop - start, per_row).amax(1)
+        g = g.reshape(stop - start, linear_weight.shape[0])
+        if squashed is not None:
+            g = g * (1 - squashed * squashed).reshape(g.shape)
+        if need[0]:
+            in_size = size.unsqueeze(1) * w[1].abs().sum(0)
+            input_parts.append(g @ w[0] + _times_infinity(g @ w[1], in_size))
+        if need[1]:
+            grad_weight[0] = grad_weight[0] + g.T @ h_f
+            grad_weight[1] = grad_weight[1] + g.T @ h_s
+            weight_size = weight_size + size @ h_s.abs()
+        grad_bias = grad_bias + g.sum(0)
+    work = config.dtype
+    return (
+        torch.cat(losses).to(work),
+        torch.cat(input_parts).to(work) if need[0] else None,
+        (grad_weight[0] + _times_infinity(grad_weight[1], weight_size)).to(work)
+        if need[1]
+        else None,
+        grad_bias.to(work) if need[2] and bias is not None else None,
+        torch.cat(target_parts).to(work) if need[3] else None,
+    )
 
 
 # -- the transform-safe path: saves only inputs, recomputes chunk logits in backward ------------
@@ -179,12 +357,21 @@ def _linear_cross_entropy_rows(
     ``allowed`` the ``(N D, C)`` class mask, or ``None``."""
     x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
     per_row = linear_weight.shape[0] // config.num_classes
+    reads = _reads(input, linear_weight, linear_bias)
+    x = _stand_in(x, not reads)
     losses = []
     for start, stop in _chunks(input.shape[0], config.chunk_size):
-        z, _ = _chunk_logits(x.input[start:stop], x.linear_weight, x.bias, config)
+        z, _ = _chunk_logits(x.input[start:stop], x.linear_weight, x.bias, config, not reads)
         rows = _chunk_rows(target, ignored, x.weight, allowed, config, start, stop, per_row)
         losses.append(row_loss(_remove_classes(z, rows), rows, x.weight, config.z_loss))
-    return torch.cat(losses).to(input.dtype)
+    loss = torch.cat(losses)
+    if reads and not _all_finite(loss):
+        ones = torch.ones_like(loss)
+        need = (False, False, False, False)
+        loss, *_ = _limit_pass(
+            input, linear_weight, target, ignored, linear_bias, weight, allowed, ones, config, need
+        )
+    return loss.to(input.dtype)
 
 
 @_linear_cross_entropy_rows.backward
@@ -204,6 +391,8 @@ def _linear_cross_entropy_rows_backward(
     x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
     per_row = linear_weight.shape[0] // config.num_classes
     scale = grad.to(config.dtype)
+    reads = _reads(grad, input, linear_weight, linear_bias)
+    x = _stand_in(x, not reads)
     input_parts: list[Tensor] = []
     target_parts: list[Tensor] = []
     grad_weight: Tensor | None = None
@@ -212,7 +401,7 @@ def _linear_cross_entropy_rows_backward(
         h = x.input[start:stop]
         rows = _chunk_rows(target, ignored, x.weight, allowed, config, start, stop, per_row)
         chunk_scale = scale[start * per_row : stop * per_row]
-        z, squashed = _chunk_logits(h, x.linear_weight, x.bias, config)
+        z, squashed = _chunk_logits(h, x.linear_weight, x.bias, config, not reads)
         z = _remove_classes(z, rows)
         g = row_gradient(z, rows, x.weight, chunk_scale, config.z_loss)  # 0 at removed classes
         if target.is_floating_point():
@@ -227,11 +416,21 @@ def _linear_cross_entropy_rows_backward(
         if linear_bias is not None:
             grad_bias = g.sum(0) if grad_bias is None else grad_bias + g.sum(0)
     assert grad_weight is not None
-    grad_target = torch.cat(target_parts).to(target.dtype) if target_parts else None
+    grad_input = torch.cat(input_parts)
+    grad_target = torch.cat(target_parts) if target_parts else None
+    # grad_weight = G^T h is finite unless G (then grad_input too) or h is not (or it
+    # overflows): not read
+    if reads and not _all_finite(grad_input, grad_bias, grad_target, x.input):
+        need = (True, True, linear_bias is not None, grad_target is not None)
+        _, limit_input, limit_weight, grad_bias, grad_target = _limit_pass(
+            input, linear_weight, target, ignored, linear_bias, weight, allowed, scale, config, need
+        )
+        assert limit_input is not None and limit_weight is not None
+        grad_input, grad_weight = limit_input, limit_weight
     return (
-        torch.cat(input_parts).to(input.dtype),
+        grad_input.to(input.dtype),
         grad_weight.to(linear_weight.dtype),
-        grad_target,
+        None if grad_target is None else grad_target.to(target.dtype),
         None,
         None if grad_bias is None or linear_bias is None else grad_bias.to(linear_bias.dtype),
         None,
@@ -258,13 +457,13 @@ def _linear_cross_entropy_rows_jvp(
     config: Config,
 ) -> Tensor:
     # d loss = (d loss / dz) . dz  with  dz = (dh W^T + h dW^T + db) (1 - (z / softcap)^2).
-    x = _Inputs.of(input, linear_weight, linear_bias, weight, config.dtype)
+    x = _stand_in(_Inputs.of(input, linear_weight, linear_bias, weight, config.dtype), True)
     dx = _Inputs.of(input_t, linear_weight_t, linear_bias_t, None, config.dtype)
     per_row = linear_weight.shape[0] // config.num_classes
     result = []
     for start, stop in _chunks(input.shape[0], config.chunk_size):
         h = x.input[start:stop]
-        z, squashed = _chunk_logits(h, x.linear_weight, x.bias, config)
+        z, squashed = _chunk_logits(h, x.linear_weight, x.bias, config, True)
         du = dx.input[start:stop] @ x.linear_weight.T + h @ dx.linear_weight.T
         if dx.bias is not None:
             du = du + dx.bias
@@ -292,10 +491,13 @@ def _fused_pass(
     scale: Tensor,
     config: Config,
     need: tuple[bool, bool, bool],
+    clamp: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Per-row loss and ``scale``-weighted gradients (input, weight, bias) in the compute dtype,
     in place in one reused ``(chunk, D C)`` buffer (two with a softcap): no page faults after the
-    first chunk, whatever the chunk size."""
+    first chunk, whatever the chunk size. ``clamp``: a ``+inf`` logit acts as the largest finite
+    one, and an infinite input entry a finite stand-in (:func:`_stand_in`)."""
+    x = _stand_in(x, clamp)
     num_rows, outputs = x.input.shape[0], x.linear_weight.shape[0]
     per_row = outputs // config.num_classes
     dtype, device = config.dtype, x.input.device
@@ -320,6 +522,8 @@ def _fused_pass(
         if config.softcap is not None:
             squashed = torch.div(u, config.softcap, out=squash_buffer[: stop - start]).tanh_()
             torch.mul(squashed, config.softcap, out=u)
+        elif clamp:
+            u.clamp_(max=torch.finfo(dtype).max)
         z = u.view(-1, config.num_classes)
         rows = _chunk_rows(target, ignored, x.weight, allowed, config, start, stop, per_row)
         if rows.allowed is not None:
@@ -368,7 +572,23 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         x = _Inputs.of(input, linear_weight, bias, weight, config.dtype)
         num_rows = target.shape[0]
         scale = (1 / denominator).to(config.dtype).expand(num_rows)
-        loss, *grads = _fused_pass(x, target, ignored, allowed, scale, config, need)
+        reads = _reads(input, linear_weight, bias)
+        loss, *grads = _fused_pass(x, target, ignored, allowed, scale, config, need, not reads)
+        # grad_weight = G^T h and grad_bias are finite unless a loss or h is not (or they
+        # overflow): not read
+        if reads and not _all_finite(loss, grads[0], x.input if need[1] else None):
+            loss, *grads, _ = _limit_pass(
+                input,
+                linear_weight,
+                target,
+                ignored,
+                bias,
+                weight,
+                allowed,
+                scale,
+                config,
+                (*need, False),
+            )
         ctx.save_for_backward(input, linear_weight, target, ignored, bias, weight, allowed)
         ctx.scale, ctx.grads, ctx.config = scale, grads, config
         return (loss.sum() / denominator).to(input.dtype)
@@ -637,6 +857,21 @@ def linear_cross_entropy(
     ``linear_weight`` once (permuted), and probability targets with K dimensions are permuted
     once (a copy of the target, which is ``(N, D C)`` itself).
 
+    At the edges: an infinite entry of ``input``, ``linear_weight`` or ``linear_bias`` (logits
+    ``inf``, ``inf * 0``, ``inf - inf``), or finite ones so large that the logits overflow
+    (``1e20`` in float32), gives the float64 limit, value and gradients, wherever it is finite
+    (read each ``inf`` as a stand-in ``T -> inf``; the softmax concentrates on the classes whose
+    logits grow fastest, and their finite parts decide between them). The value is ``+inf``
+    where the target lies outside them (the limit), with finite gradients in ``input`` and
+    ``linear_bias``; a gradient term ``m T`` is ``+-inf``, or 0 where ``m`` is 0. A NaN input
+    stays NaN. This holds in plain eager mode on the CPU (value checks on): one extra host read
+    tells whether every loss (and gradient) is finite, and only then is the call recomputed in
+    float64. Elsewhere (torch.func transforms, ``torch.compile``, other devices, value checks
+    off) nothing is read: an infinite ``input`` entry acts as a large finite stand-in
+    (``2^64`` in float32) and a ``+inf`` logit as the largest finite one, so the result is
+    finite and the limit where one class leads each row (two classes growing alike are
+    resolved only in eager mode; an infinite ``linear_weight`` entry times 0 is NaN there).
+
     Args:
         input: features, shape ``(N, H)`` or ``(H,)``, floating dtype.
         linear_weight: the output layer's weight, shape ``(C, H)`` or ``(C, d1, ..., dK, H)``
@@ -678,11 +913,12 @@ def linear_cross_entropy(
             shared by every row, ``(N, C, d1, ..., dK)``, ``(C,)`` unbatched) removes the
             ``False`` classes from each softmax, as if their logits were ``-inf``: zero
             probability, zero gradient through them (an inf/NaN *logit* there is harmless; a
-            non-finite row of ``linear_weight`` still reaches ``input``'s gradient through the
-            matmul), label smoothing spread over the classes left, probability mass on a
-            removed class dropped, ``+inf`` for a class index on a removed class (the true
-            value); a row with no class left counts as masked. A ``(C,)`` mask for batched
-            input is refused (it would read as a row mask when ``N == C``): pass ``(1, C)``.
+            NaN row of ``linear_weight`` still reaches ``input``'s gradient through the
+            matmul, an infinite one only outside eager mode), label smoothing spread over the
+            classes left, probability mass on a removed class dropped, ``+inf`` for a class
+            index on a removed class (the true value); a row with no class left counts as
+            masked. A ``(C,)`` mask for batched input is refused (it would read as a row mask
+            when ``N == C``): pass ``(1, C)``.
 
     Returns:
         Shape ``(N, d1, ..., dK)`` (``(N,)``; ``()`` for an unbatched input) for ``"none"``

@@ -24,7 +24,6 @@ from .registry import SPECS, Case, LossSpec, call, call_oracle
 # failure until fixed (not strict: a draw may miss the defect).
 OPEN = {
     "infinite": {
-        "linear_cross_entropy": "+inf in the hidden state: inf logits, inf - inf",
         "ssim_loss": "an infinite pixel: inf - inf in E[x^2] - E[x]^2 (kornia, MONAI: nan too); "
         "limit 1 - SSIM = 1 at each window it enters",
         "triplet_margin_with_distance_loss": "a distance_function that is nan at an infinite "
@@ -50,7 +49,6 @@ OPEN = {
         "that overflows float32 at 3e38 (the squared Euclidean: inf - inf): nothing to rescale",
         "ssim_loss": "squared pixels overflow float32 at 3e38 in the moments E[x^2], E[xy] "
         "(kornia and MONAI: nan too); no per-plane rescale keeps ordinary windows beside them",
-        "linear_cross_entropy": "logits overflow float32: inf - inf",
         "ctc_loss": "log-probabilities of 3e38: inf - inf in the recursion",
         "multilabel_margin_loss": "k (1 - x_j) + sum x_i of the sort-based hinge sum overflow "
         "with opposite signs at 3e38: inf - inf (found on w-lm2, open)",

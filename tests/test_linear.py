@@ -708,3 +708,149 @@ def test_row_mask_poisoned_rows_both_paths_and_module() -> None:
         module.linear.weight.copy_(w)
     assert_close(module(poisoned, bad_target, where=rows), expected, "module forward")
     assert module(x, target, where=torch.zeros(5, dtype=torch.bool)) == 0
+
+
+# -- infinite and huge inputs ------------------------------------------------------------------
+
+
+def _limit_oracle(x, w, y, b, reduction, **kwargs):
+    """The float64 limit with each ``+-inf`` a stand-in ``+-T``, at ``T = 1e6`` and ``1e7``:
+    value and gradients (input, weight, bias), and where both stand-ins agree and are finite
+    (there the limit is). Moderate stand-ins, unlike the registry's 1e300 and 1e150: two
+    logits that grow alike (two infinite biases, a column of -inf weights) still differ by
+    their finite parts in float64."""
+    results = []
+    for big in (1e6, 1e7):
+        stand = [
+            None if t is None else torch.where(t.isinf(), t.sign() * big, t).double()
+            for t in (x, w, b)
+        ]
+        results.append(
+            _value_and_grads(
+                naive_linear_cross_entropy, stand[0], stand[1], y, stand[2], reduction, **kwargs
+            )
+        )
+    (v1, g1, _), (v2, g2, _) = results
+    outputs = [(v1.detach().sum(), v2.detach().sum()), *zip(g1, g2, strict=True)]
+    return [(a, torch.isclose(a, c, rtol=1e-6, atol=1e-30) & a.isfinite()) for a, c in outputs]
+
+
+def _infinite_case(seed: int, where: str):
+    """A small problem with one or two infinite entries in ``where`` (input, weight or bias),
+    and a zero beside them (``inf * 0``), equal infinities (ties) and options drawn."""
+    generator = torch.Generator().manual_seed(seed)
+    x, w, b, y = _problem(n=3, h=3, v=4, seed=seed)
+    if seed % 2:
+        x[0, 0] = w[0, 0] = 0.0
+    draws = torch.rand(5, generator=generator)
+    kwargs = {"chunk_size": 1 + seed % 3}
+    if draws[0] < 0.3:
+        kwargs["label_smoothing"] = 0.2
+    if draws[1] < 0.3:
+        kwargs["z_loss"] = 0.1
+    if draws[2] < 0.3:
+        kwargs["softcap"] = 3.0
+    if draws[3] < 0.3:
+        kwargs["weight"] = torch.rand(4, generator=generator, dtype=torch.float64) + 0.1
+    if draws[4] < 0.3:
+        y = torch.softmax(3 * torch.randn(3, 4, generator=generator, dtype=torch.float64), 1)
+    tensor = {"input": x, "weight": w, "bias": b}[where]
+    flat = tensor.view(-1)
+    picks = torch.randint(0, flat.numel(), (1 + seed % 2,), generator=generator)
+    signs = torch.randint(0, 2, picks.shape, generator=generator) * 2 - 1
+    flat[picks] = signs.double() * torch.inf
+    if where == "weight" and seed % 4 == 3:
+        w[:, 1] = -torch.inf  # a column of equal infinities: the limit gradient there is 0
+    if where == "bias" and seed % 4 == 2:
+        b[:2] = torch.inf  # two logits growing alike: their finite parts decide
+    return x, w, b, y, kwargs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", ["sum", "mean", "none"])
+@pytest.mark.parametrize("where", ["input", "weight", "bias"])
+def test_infinite_entries_give_the_float64_limit(where: str, reduction: str, dtype) -> None:
+    """An infinite hidden state, weight or bias: the value and all three gradients are the
+    float64 limit wherever it is finite (the eager fused path for "sum"/"mean", the
+    recomputing one for "none"); before, inf logits gave NaN throughout."""
+    compared = 0
+    for seed in range(24):
+        x, w, b, y, kwargs = _infinite_case(seed, where)
+        expected = _limit_oracle(x, w, y, b, reduction, **kwargs)
+        cast = [t.to(dtype) for t in (x, w, b)]
+        kwargs = {k: v.to(dtype) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        target = y.to(dtype) if y.is_floating_point() else y
+        value, grads, _ = _value_and_grads(
+            funcloss.linear_cross_entropy, cast[0], cast[1], target, cast[2], reduction, **kwargs
+        )
+        ours = [value.detach().sum(), *grads]
+        rtol = 1e-5 if dtype == torch.float32 else 1e-7
+        for name, result, (limit, exists) in zip(
+            ("value", "input", "weight", "bias"), ours, expected, strict=True
+        ):
+            scale = limit[exists].abs().max().clamp_min(1.0) if bool(exists.any()) else 1.0
+            close = torch.isclose(result.double(), limit, rtol=rtol, atol=rtol * float(scale))
+            assert bool(close[exists].all()), (seed, name, kwargs, result, limit)
+            compared += int(exists.sum())
+    assert compared > 300  # the limit is finite in most places
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_huge_inputs_are_the_float32_rounding_of_the_exact_value(reduction: str) -> None:
+    """Hidden states and weights of 1e20: the float32 logits overflow (before: inf - inf, NaN);
+    the answer is the float64 value of the same inputs, rounded. Two equal rows of the weight
+    tie two huge logits (loss log 2 where the target is one of them)."""
+    x, w, b, y = _problem(n=4, h=3, v=5, dtype=torch.float32, seed=3)
+    x, w = x * 1e20, w * 1e20
+    w[0] = w[1] = torch.tensor([5e20, 0.0, 0.0])
+    x[0] = torch.tensor([1e20, 0.0, 0.0])
+    y = (x.double() @ w.double().T).argmax(1)  # the leading class: a finite loss
+    assert int(y[0]) in (0, 1)
+    finite_values = 0
+    for kwargs in ({}, {"label_smoothing": 0.1}, {"softcap": 5.0}, {"chunk_size": 1}):
+        truth, truth_grads, _ = _value_and_grads(
+            naive_linear_cross_entropy, x.double(), w.double(), y, b.double(), reduction, **kwargs
+        )
+        value, grads, _ = _value_and_grads(
+            funcloss.linear_cross_entropy, x, w, y, b, reduction, **kwargs
+        )
+        fits = truth.abs() < 1e30  # label smoothing: about 1e40, inf in float32
+        assert bool((value.isfinite() == fits).all()), (value, truth)
+        assert_close(value[fits].double(), truth[fits], rtol=1e-6)
+        finite_values += int(fits.sum())
+        for ours, exact in zip(grads, truth_grads, strict=True):
+            assert_close(ours.double(), exact, rtol=1e-5)
+    assert finite_values >= 3
+
+
+def test_nan_inputs_stay_nan_on_the_limit_path() -> None:
+    """The limit recomputation hides no NaN: a NaN in the input, the weight or the bias (with an
+    infinite entry elsewhere) still makes the value NaN."""
+    x, w, b, y = _problem(dtype=torch.float32)
+    for tensor in ("x", "w", "b"):
+        parts = {"x": x.clone(), "w": w.clone(), "b": b.clone()}
+        parts[tensor].view(-1)[1] = torch.nan
+        parts["x"][2, 0] = torch.inf
+        for reduction in ("sum", "none"):
+            value, _, _ = _value_and_grads(
+                funcloss.linear_cross_entropy, parts["x"], parts["w"], y, parts["b"], reduction
+            )
+            assert bool(value.isnan().any()), (tensor, reduction, value)
+
+
+def test_infinite_input_under_transforms_is_finite() -> None:
+    """Under torch.func transforms nothing is read: an infinite hidden state is a finite
+    stand-in and a +inf logit the largest finite one, so the value and gradients are finite
+    (before: inf * 0 = NaN at a zero weight) and, where one class leads, the limit."""
+    x, w, b, y = _problem(n=3, h=3, v=4, seed=1)
+    w[:, 0] = torch.tensor([0.0, 1.5, -1.0, 0.5])  # class 1 leads as x[0, 0] -> +inf
+    x[0, 0], y[0] = torch.inf, 1
+    (limit, _), (limit_input, _) = _limit_oracle(x, w, y, b, "sum")[:2]
+
+    def loss(x, w):
+        return funcloss.linear_cross_entropy(x, w, y, linear_bias=b, reduction="sum")
+
+    assert_close(vmap(loss, in_dims=(0, None))(x[None], w)[0], limit)
+    assert_close(grad(loss)(x, w), limit_input)
+    assert_close(jacfwd(loss)(x, w), limit_input)
+    assert bool(jacrev(loss, argnums=1)(x, w).isfinite().all())  # finite, not the limit
