@@ -387,11 +387,11 @@ def _fast_read(
     """The fast path's one host read: class indices with ignored entries at 0 and the mask of
     ignored entries (``None`` when none may be ignored: see :func:`gathered_index_mask`), and
     whether every log-probability is finite (no inf or nan logit, no overflow in ``x - max``)."""
-    # The log-probabilities are <= 0 or nan: their sum is finite only if each is (an overflow
-    # of the sum only sends a finite case to the clamped path). 0 * it (alpha=0) is nan unless
-    # it is finite, else 0: one number tells both the class index bound and the finiteness.
+    # The log-probabilities are <= 0 or nan: their minimum (nan if any is nan) is finite only if
+    # each is, and a min costs less than a sum. 0 * it (alpha=0) is nan unless it is finite,
+    # else 0: one number tells both the class index bound and the finiteness.
     # .data: no graph node for the test.
-    size = log_probs.data.sum()
+    size = log_probs.data.min()
     if ignore_index < 0:
         value = float(torch.add(target.min(), size, alpha=0))  # the one host read
         maybe_ignored = not value >= 0
@@ -667,15 +667,20 @@ def _cross_entropy_moderate(
     (finite) logits: a coefficient of 0 gives them exactly nothing. The same values as
     :func:`_cross_entropy_small` up to float rounding (its clamp, gather and guards against
     ``0 * -inf`` are for infinite log-probabilities, which cannot occur here)."""
-    row_weights = None
-    if weight is not None or ignored is not None:
-        row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
-    total: Tensor | int = 1  # the mean's denominator
-    if reduction == "mean":
-        total = log_probs.shape[0] if row_weights is None else row_weights.sum()
-    coefficients = log_softmax_coefficients(
-        index, row_weights, ignored, weight, label_smoothing, log_probs, total, in_place=True
-    )
+    if weight is None and ignored is None and label_smoothing == 0:
+        # the plain call: -1 / total at the target, scattered into zeros
+        picked = -1 / log_probs.shape[0] if reduction == "mean" else -1.0
+        coefficients = torch.zeros_like(log_probs).scatter_(1, index.unsqueeze(1), picked)
+    else:
+        row_weights = None
+        if weight is not None or ignored is not None:
+            row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
+        total: Tensor | int = 1  # the mean's denominator
+        if reduction == "mean":
+            total = log_probs.shape[0] if row_weights is None else row_weights.sum()
+        coefficients = log_softmax_coefficients(
+            index, row_weights, ignored, weight, label_smoothing, log_probs, total, in_place=True
+        )
     products = log_probs * coefficients
     if reduction == "none":
         return products.sum(1)
