@@ -376,6 +376,10 @@ def cross_entropy(
         except (RuntimeError, IndexError):  # gather's own range check: the clear error
             check_class_indices("cross_entropy", target, num_classes, ignore_index)
             raise
+    if _soft_fast(input, target, weight, where, reduction, ignore_index, label_smoothing):
+        loss = _soft_cross_entropy_eager(input, target, weight, label_smoothing, reduction)
+        if loss is not None:
+            return loss
     return _cross_entropy(
         input, target, weight, ignore_index, reduction, label_smoothing, None, where
     )
@@ -387,11 +391,11 @@ def _fast_read(
     """The fast path's one host read: class indices with ignored entries at 0 and the mask of
     ignored entries (``None`` when none may be ignored: see :func:`gathered_index_mask`), and
     whether every log-probability is finite (no inf or nan logit, no overflow in ``x - max``)."""
-    # The log-probabilities are <= 0 or nan: their sum is finite only if each is (an overflow
-    # of the sum only sends a finite case to the clamped path). 0 * it (alpha=0) is nan unless
-    # it is finite, else 0: one number tells both the class index bound and the finiteness.
+    # The log-probabilities are <= 0 or nan: their minimum (nan if any is nan) is finite only if
+    # each is, and a min costs less than a sum. 0 * it (alpha=0) is nan unless it is finite,
+    # else 0: one number tells both the class index bound and the finiteness.
     # .data: no graph node for the test.
-    size = log_probs.data.sum()
+    size = log_probs.data.min()
     if ignore_index < 0:
         value = float(torch.add(target.min(), size, alpha=0))  # the one host read
         maybe_ignored = not value >= 0
@@ -406,6 +410,83 @@ def _fast_read(
         return target, None, finite
     ignored = target == ignore_index
     return target.masked_fill(ignored, 0), ignored, finite
+
+
+def _soft_fast(
+    input: object,
+    target: object,
+    weight: object,
+    where: object,
+    reduction: object,
+    ignore_index: object,
+    label_smoothing: object,
+) -> bool:
+    """A plain eager CPU call with class probabilities: float32/float64 logits ``(N, C)`` or
+    ``(N, C, d1, ..., dK)`` (none empty), a target of their shape and dtype, no mask, a class
+    weight (if any) of shape ``(C,)`` and their dtype, valid config (``ignore_index`` negative):
+    every check of :func:`_cross_entropy` holds already. :func:`eager_mode` holds the mode
+    conditions."""
+    return (
+        where is None
+        and type(input) is Tensor
+        and type(target) is Tensor
+        and input.dtype in _FAST_DTYPES
+        and target.dtype == input.dtype
+        and input.dim() >= 2
+        and target.shape == input.shape
+        and input.numel() > 0
+        and input.is_cpu
+        and target.is_cpu
+        and (
+            weight is None
+            or (
+                type(weight) is Tensor
+                and weight.dtype == input.dtype
+                and weight.shape == input.shape[1:2]
+            )
+        )
+        and reduction in REDUCTIONS
+        and type(ignore_index) is int
+        and ignore_index < 0
+        and type(label_smoothing) is float
+        and 0.0 <= label_smoothing <= 1.0
+        and value_reads_allowed()
+        and eager_mode(input, target)
+    )
+
+
+def _soft_cross_entropy_eager(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    label_smoothing: float,
+    reduction: Reduction,
+) -> Tensor | None:
+    """Class probabilities on a call :func:`_soft_fast` admits: ``-sum(a * log_softmax(x), 1)``
+    over the class dimension in place (no rows reshape, no clamps), torch's own graph
+    (log_softmax, mul, sum, neg, mean). Its one read, of the reduced loss, tells whether the
+    result is finite; if not (a ``+inf`` logit, a ``-inf`` log-probability under a zero target
+    weight: ``0 * -inf``), ``None``: the general path, whose clamps give the limit. Where it is
+    finite, torch's arithmetic: ``"mean"`` is the sum over every element divided by the number
+    of rows (the general path sums each row first: the same up to rounding), ``"none"`` the
+    general path's, bitwise for ``(N, C)`` logits (whose rows are the logits themselves)."""
+    num_classes = input.shape[1]
+    coefficients = target
+    if label_smoothing > 0:
+        coefficients = coefficients * (1 - label_smoothing) + label_smoothing / num_classes
+    if weight is not None:
+        coefficients = coefficients * weight.view((num_classes,) + (1,) * (input.dim() - 2))
+    products = coefficients * torch.log_softmax(input, 1)
+    if reduction == "none":
+        loss = -products.sum(1)
+        total = loss.detach().sum()
+    else:
+        # one sum over everything, as torch (a sum over the class dimension of K-dim logits
+        # strides through memory)
+        loss = -products.sum()
+        loss = loss / (input.numel() // num_classes) if reduction == "mean" else loss
+        total = loss.detach()
+    return loss if math.isfinite(float(total)) else None  # the one read
 
 
 def _fast(
@@ -667,15 +748,20 @@ def _cross_entropy_moderate(
     (finite) logits: a coefficient of 0 gives them exactly nothing. The same values as
     :func:`_cross_entropy_small` up to float rounding (its clamp, gather and guards against
     ``0 * -inf`` are for infinite log-probabilities, which cannot occur here)."""
-    row_weights = None
-    if weight is not None or ignored is not None:
-        row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
-    total: Tensor | int = 1  # the mean's denominator
-    if reduction == "mean":
-        total = log_probs.shape[0] if row_weights is None else row_weights.sum()
-    coefficients = log_softmax_coefficients(
-        index, row_weights, ignored, weight, label_smoothing, log_probs, total, in_place=True
-    )
+    if weight is None and ignored is None and label_smoothing == 0:
+        # the plain call: -1 / total at the target, scattered into zeros
+        picked = -1 / log_probs.shape[0] if reduction == "mean" else -1.0
+        coefficients = torch.zeros_like(log_probs).scatter_(1, index.unsqueeze(1), picked)
+    else:
+        row_weights = None
+        if weight is not None or ignored is not None:
+            row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
+        total: Tensor | int = 1  # the mean's denominator
+        if reduction == "mean":
+            total = log_probs.shape[0] if row_weights is None else row_weights.sum()
+        coefficients = log_softmax_coefficients(
+            index, row_weights, ignored, weight, label_smoothing, log_probs, total, in_place=True
+        )
     products = log_probs * coefficients
     if reduction == "none":
         return products.sum(1)
@@ -731,6 +817,8 @@ def nll_loss(
         >>> funcloss.nll_loss(log_probs, torch.tensor([0, 1]), reduction="none")
         tensor([0.1000, 0.4000])
     """
+    if _nll_fast(input, target, weight, where, reduction, ignore_index):
+        return _nll_loss_eager(input, target, weight, ignore_index, reduction)
     fn = "nll_loss"
     check_tensor(fn, input=input)
     check_floating(fn, input=input)
@@ -751,6 +839,19 @@ def nll_loss(
     except RuntimeError:  # gather's own range check (gathered=True): the clear IndexError
         check_class_indices(fn, flat_target, rows.shape[1], ignore_index)
         raise
+    loss = _nll_reduce(picked, index, ignored, weight, reduction, keep)
+    return loss.reshape(out_shape) if reduction == "none" else loss
+
+
+def _nll_reduce(
+    picked: Tensor,
+    index: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    reduction: Reduction,
+    keep: Tensor | None = None,
+) -> Tensor:
+    """nll_loss from the gathered ``(M, 1)`` log-probabilities (``(M,)`` for ``"none"``)."""
     # pow(1) is the identity, but its backward, 1 * x^0, depends on the input: the gradient is
     # connected to it, so a double backward gives zeros (as torch), not "does not require grad".
     loss = -picked.squeeze(1).pow(1)
@@ -763,5 +864,67 @@ def nll_loss(
     if weight is not None and row_weights is not None:  # a class weight gives row weights
         loss = loss * row_weights
     if reduction == "none":
-        return loss.reshape(out_shape)
+        return loss
     return reduce(loss, reduction, where=keep, mean_weight=row_weights)
+
+
+def _nll_fast(
+    input: object,
+    target: object,
+    weight: object,
+    where: object,
+    reduction: object,
+    ignore_index: object,
+) -> bool:
+    """A plain eager CPU call on ``(N, C)`` floating log-probabilities (``N > 0``), int64 class
+    indices of shape ``(N,)``, no mask, a class weight (if any) of shape ``(C,)`` and the input's
+    dtype, and valid config: every check of :func:`nll_loss` holds already, and its one value read
+    may run. Written out as :func:`_fast` is (the house checks cost more than the loss at 64x10);
+    :func:`eager_mode` holds the mode conditions."""
+    return (
+        where is None
+        and type(input) is Tensor
+        and type(target) is Tensor
+        and input.dtype in _NLL_FAST_DTYPES
+        and target.dtype is torch.int64
+        and input.dim() == 2
+        and target.dim() == 1
+        and 0 < target.shape[0] == input.shape[0]
+        and input.is_cpu
+        and target.is_cpu
+        and (
+            weight is None
+            or (
+                type(weight) is Tensor
+                and weight.dtype == input.dtype
+                and weight.shape == input.shape[1:]
+            )
+        )
+        and reduction in REDUCTIONS
+        and type(ignore_index) is int
+        and value_reads_allowed()
+        and eager_mode(input, target)
+    )
+
+
+_NLL_FAST_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def _nll_loss_eager(
+    input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, reduction: Reduction
+) -> Tensor:
+    """:func:`nll_loss`'s composition, op for op (the same values and gradients, bitwise), on a
+    call :func:`_nll_fast` admits: no checks left to run but the class-index read, and without a
+    class weight or an ignored row, no squeeze: ``mean(-x[n, y_n])`` from the ``(N, 1)``
+    gathered column, four graph nodes (gather, pow, neg, mean)."""
+    num_classes = input.shape[1]
+    index, ignored = gathered_index_mask(target, num_classes, ignore_index)  # the one read
+    try:
+        picked = input.gather(1, index.unsqueeze(1))
+    except RuntimeError:  # gather's own range check: the clear IndexError
+        check_class_indices("nll_loss", target, num_classes, ignore_index)
+        raise
+    if weight is None and ignored is None and reduction != "none":
+        loss = -picked.pow(1)  # pow(1): see _nll_reduce (a double backward gives zeros)
+        return loss.mean() if reduction == "mean" else loss.sum()
+    return _nll_reduce(picked, index, ignored, weight, reduction)

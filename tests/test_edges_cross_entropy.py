@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.func import jacfwd, jacrev, vmap
 
 import funcloss
+import funcloss._cross_entropy as ce_module
 from funcloss._cross_entropy import _cross_entropy
 
 INF, NAN = float("inf"), float("nan")
@@ -617,3 +618,112 @@ def test_plain_eager_call_reads_once(logits, label_smoothing, grad, reduction) -
                 x, torch.tensor(target), reduction=reduction, label_smoothing=label_smoothing
             )
         assert mode.reads == 1, (target, mode.reads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("target", [[0, 2, 1, 2], [0, -100, 1, 2], [-100] * 4])
+def test_nll_loss_eager_step_is_the_composition_bitwise(
+    dtype, reduction, weighted, target, monkeypatch
+) -> None:
+    # the plain eager call (_nll_fast) runs the composition's arithmetic op for op: the same
+    # bits in value, gradient and (zero) second derivative; an ignored row's nan never shows
+    x = torch.tensor(
+        [[-0.5, -1.5, -2.0], [NAN, -0.1, -3.0], [-1.0, -0.7, -1.2], [-2.5, -0.3, -1.9]],
+        dtype=dtype,
+    )
+    if -100 not in target:
+        x[1, 0] = -0.25
+    y = torch.tensor(target)
+    weight = torch.tensor([0.5, 2.0, 1.0], dtype=dtype) if weighted else None
+    results = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(ce_module, "_nll_fast", lambda *args: False)
+        leaf = x.clone().requires_grad_()
+        loss = funcloss.nll_loss(leaf, y, weight, reduction=reduction)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf, create_graph=True)
+        (second,) = torch.autograd.grad(grad.sum(), leaf)
+        results.append((loss.detach(), grad.detach(), second))
+    for fast, general in zip(*results, strict=True):
+        assert torch.equal(fast, general) or (fast.isnan().all() and general.isnan().all())
+    assert (results[0][2] == 0).all()
+    expected = F.nll_loss(
+        x.float(), y, None if weight is None else weight.float(), reduction=reduction
+    )
+    torch.testing.assert_close(results[0][0].float(), expected, equal_nan=True, **_tolerance(dtype))
+
+
+def _tolerance(dtype: torch.dtype) -> dict[str, float]:
+    return {"atol": 1e-2, "rtol": 1e-2} if dtype == torch.bfloat16 else {}
+
+
+def test_nll_loss_eager_step_graph() -> None:
+    # no class weight, nothing ignored, a scalar reduction: four graph nodes, no squeeze
+    x = torch.randn(8, 5).log_softmax(1).requires_grad_()
+    loss = funcloss.nll_loss(x, torch.randint(0, 5, (8,)))
+    assert _graph(loss) == [
+        "MeanBackward0",
+        "NegBackward0",
+        "PowBackward0",
+        "GatherBackward0",
+        "AccumulateGrad",
+    ]
+    with pytest.raises(IndexError, match="nll_loss"):
+        funcloss.nll_loss(x, torch.tensor([0, 1, 2, 3, 4, 5, 0, 1]))
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("shape", [(6, 4), (3, 4, 2, 5)])
+@pytest.mark.parametrize("logits", ["moderate", "plus_inf", "minus_inf"])
+def test_probability_target_eager_step_matches_the_general_path(
+    logits, shape, label_smoothing, weighted, reduction, monkeypatch
+) -> None:
+    # the plain eager call with class probabilities (_soft_fast): torch's graph where the loss
+    # is finite, the general path (its clamps: the limit) where not; values and gradients (of
+    # logits and target) as the general path's, bitwise for (N, C) "none"
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64)
+    q = torch.randn(shape, dtype=torch.float64).softmax(1)
+    if logits == "plus_inf":
+        x[0, 1] = INF
+    if logits == "minus_inf":  # a masked class with zero probability: no 0 * -inf
+        x[1, 2], q[1, 2] = -INF, 0.0
+    kwargs = {
+        "weight": torch.tensor([0.5, 2.0, 1.0, 0.0], dtype=torch.float64) if weighted else None,
+        "reduction": reduction,
+        "label_smoothing": label_smoothing,
+    }
+    results = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(ce_module, "_soft_fast", lambda *args: False)
+        leaf, target = x.clone().requires_grad_(), q.clone().requires_grad_()
+        loss = funcloss.cross_entropy(leaf, target, **kwargs)
+        grads = torch.autograd.grad(loss.sum(), (leaf, target))
+        results.append((loss.detach(), *grads))
+    for fast, general in zip(*results, strict=True):
+        assert not fast.isnan().any()
+        if len(shape) == 2 and reduction == "none":
+            assert torch.equal(fast, general)
+        else:
+            torch.testing.assert_close(fast, general, rtol=1e-14, atol=1e-14)
+    if logits == "moderate":
+        torch.testing.assert_close(results[0][0], F.cross_entropy(x, q, **kwargs))
+
+
+def test_probability_target_eager_step_graph() -> None:
+    # torch's own graph: no clamp of the logits, no rows reshape of K-dim logits
+    x = torch.randn(2, 3, 4, 5).requires_grad_()
+    loss = funcloss.cross_entropy(x, torch.randn(2, 3, 4, 5).softmax(1))
+    assert _graph(loss) == [
+        "DivBackward0",
+        "NegBackward0",
+        "SumBackward0",
+        "MulBackward0",
+        "LogSoftmaxBackward0",
+        "AccumulateGrad",
+    ]
