@@ -46,14 +46,27 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _lattice(
-    log_probs: Tensor, targets: Tensor, target_lengths: Tensor, blank: int
-) -> tuple[Tensor, Tensor, Tensor]:
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    blank: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The extended labels and what the recursions read from them.
 
     Returns ``labels`` ``(N, L)`` (positions past a target's end hold the blank), ``skip``
-    ``(N, L)`` (0 where state s may be entered from s - 2, log 0 elsewhere) and ``emissions``
-    ``(T, N, L)``, the log-probability of each state's label at each frame (a -inf
-    log-probability counts as log 0).
+    ``(N, L)`` (0 where state s may be entered from s - 2, log 0 elsewhere), ``emissions``
+    ``(T, N, L)`` and their ``offset`` ``(N,)``: emissions[t, n, s] is the log-probability of
+    state s's label at frame t less a per-frame shift m[t, n] (their largest value on a
+    complete path), and log 0 where no complete path is at state s at frame t; ``offset`` is
+    sum_t m[t, n], so log p = (log p of the emissions) + offset.
+
+    Why: every path picks one state per frame, so a per-frame shift changes log p by the
+    shift and the state posteriors not at all, and with it the recursions stay in range for
+    log-probabilities up to float32's largest (no inf - inf); and a state on no complete path
+    gets no weight even where its log-probability is +inf or huge (which would otherwise lift
+    the log-0 sentinel back to life). The shift is a constant to the derivatives (detached):
+    the results are exact for any shift. A -inf log-probability counts as log 0.
     """
     n, s = targets.shape
     inside = torch.arange(s, device=targets.device) < target_lengths.unsqueeze(1)
@@ -64,8 +77,42 @@ def _lattice(
     two_back = torch.nn.functional.pad(labels, (2, 0), value=blank)[:, :-2]
     allowed = (labels != blank) & (labels != two_back)
     skip = torch.where(allowed, 0.0, _LOG_ZERO).to(log_probs.dtype)
+    on_path = _on_path(allowed, input_lengths, target_lengths, log_probs.shape[0])
     emissions = log_probs.gather(2, labels.unsqueeze(0).expand(log_probs.shape[0], -1, -1))
-    return labels, skip, emissions.clamp_min(_LOG_ZERO)
+    reached = torch.where(on_path, emissions.detach(), -math.inf)
+    shift = reached.amax(2, keepdim=True)
+    # no complete path at that frame (past the input, an impossible alignment, all log 0): no
+    # shift; a +inf on a path: the largest finite one (the loss is -inf, as it should be)
+    shift = torch.where(shift > -math.inf, shift, 0.0).clamp_max(torch.finfo(shift.dtype).max)
+    emissions = torch.where(on_path, (emissions - shift).clamp_min(_LOG_ZERO), _LOG_ZERO)
+    return labels, skip, emissions, shift.sum((0, 2))
+
+
+def _on_path(
+    allowed: Tensor, input_lengths: Tensor, target_lengths: Tensor, num_frames: int
+) -> Tensor:
+    """``(T, N, L)``: whether some complete path of the lattice is at state s at frame t.
+
+    From the start, state s is first reachable at frame first(s) - 1, where first(s) counts
+    the states a shortest path to s visits: first(0) = first(1) = 1, and each later state adds
+    one, except a label entered from two back (``allowed``). To the end, state s needs
+    last(s) frames (its own included): 1 at the two end states 2S and 2S - 1, and each earlier
+    state adds one, except a label that may jump to the label after it. Both with staying
+    allowed, so s is on a path at frame t iff first(s) <= t + 1 and last(s) <= T_n - t.
+    """
+    num_states = allowed.shape[1]
+    states = torch.arange(num_states, device=allowed.device)
+    step = torch.where(states == 0, 0, (~allowed).long())
+    first = 1 + step.cumsum(1)
+    ahead = torch.nn.functional.pad(allowed, (0, 2))[:, 2:]  # s -> s + 2 allowed
+    rest = (~ahead).long().cumsum(1)  # rest[s] - rest[s - 1] = 1 - ahead[s]
+    stop = (2 * target_lengths - 2).unsqueeze(1)  # the last state before the end states
+    before = torch.nn.functional.pad(rest, (1, 0))[:, :-1]
+    last = 1 + rest.gather(1, stop.clamp_min(0)) - before
+    last = torch.where(states > stop, 1, last)
+    frames = torch.arange(num_frames, device=allowed.device).view(-1, 1, 1)
+    inside = states < 2 * target_lengths.unsqueeze(1) + 1
+    return inside & (first <= frames + 1) & (last <= input_lengths.view(1, -1, 1) - frames)
 
 
 def _logaddexp3(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
@@ -145,7 +192,7 @@ def _occupancy(
     """``labels`` ``(N, L)`` and the state posteriors ``(T, N, L)``:
     gamma_t(s) = exp(alpha_t(s) + beta_t(s) - log p), 0 past a sample's last frame and where
     p = 0 (an impossible alignment)."""
-    labels, skip, emissions = _lattice(log_probs, targets, target_lengths, blank)
+    labels, skip, emissions, _ = _lattice(log_probs, targets, input_lengths, target_lengths, blank)
     alphas = torch.stack(list(_alphas(emissions, skip, input_lengths)))
     log_p = _log_likelihood(alphas[-1], target_lengths)
     betas = torch.stack(_betas(emissions, skip, input_lengths, target_lengths))
@@ -176,9 +223,9 @@ def _ctc_nll(
     log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int
 ) -> Tensor:
     """-log p(target_n | log_probs) ``(N,)`` for ``(T, N, C)`` log_probs and padded targets."""
-    _, skip, emissions = _lattice(log_probs, targets, target_lengths, blank)
+    _, skip, emissions, offset = _lattice(log_probs, targets, input_lengths, target_lengths, blank)
     log_p = _log_likelihood(_last(_alphas(emissions, skip, input_lengths)), target_lengths)
-    return torch.where(log_p <= _IMPOSSIBLE, float("inf"), -log_p)  # a NaN stays NaN
+    return torch.where(log_p <= _IMPOSSIBLE, float("inf"), -(log_p + offset))  # NaN stays NaN
 
 
 @_ctc_nll.backward

@@ -421,7 +421,7 @@ def test_huge_log_probabilities_in_float32(seed: int) -> None:
     x = torch.randn(log_probs.shape, generator=generator, dtype=torch.float64)
     x = (x / x.abs().amax() * 3e38).float()
     value, gradient = _value_and_grad(funcloss.ctc_loss, x, args)
-    truth, truth_gradient = _value_and_grad(naive_ctc, x.double(), args)
+    truth, _ = _value_and_grad(naive_ctc, x.double(), args)
     assert not bool(value.isnan().any()), (value, truth)
     assert bool(gradient.isfinite().all()), gradient
     fits = truth.abs() < 1e30
