@@ -19,7 +19,7 @@ from torch.func import grad, jacfwd, jvp, vmap
 
 import funcloss
 import funcloss.nn as fnn
-from funcloss._sequence import _ctc_nll
+from funcloss._sequence import _alpha_beta, _ctc_nll, _EagerCTC
 
 from .helpers import assert_close
 from .specs_sequence import ctc_problems, frames_needed, naive_ctc, torch_ctc
@@ -293,6 +293,48 @@ def test_custom_backward_matches_autograd_through_forward() -> None:
     (autograd,) = torch.autograd.grad((_ctc_nll._forward(x, *args) * weights).sum(), x)
     assert not autograd.isnan().any()
     assert_close(custom, autograd)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eager_step_matches_the_composition(dtype: torch.dtype) -> None:
+    """The eager one-loop alpha-beta step (forward and reversed lattices as one batch) gives the
+    transform path's value and gradient, impossible and empty samples included, and the same
+    bits on every call; a retained second backward and double backward agree too."""
+    log_probs = LOGITS.log_softmax(-1).to(dtype)
+    lengths = torch.tensor([3, 4, 5])  # sample 0 cannot fit its target
+    weights = torch.tensor([0.5, 1.0, 2.0], dtype=dtype)
+    args = (TARGETS, lengths, TARGET_LENGTHS, 0)
+    x = log_probs.detach().requires_grad_()
+    eager = _EagerCTC.apply(x, *args)
+    (eager_grad,) = torch.autograd.grad((eager * weights).sum(), x, retain_graph=True)
+    (again,) = torch.autograd.grad((eager * weights).sum(), x)
+    composed = _ctc_nll(x, *args)
+    (composed_grad,) = torch.autograd.grad((composed * weights).sum(), x)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert_close(eager, composed, "value", rtol=rtol)
+    assert_close(eager_grad, composed_grad, "gradient", rtol=rtol)
+    assert torch.equal(again, eager_grad)
+    repeat = _EagerCTC.apply(x, *args)
+    assert torch.equal(repeat, eager)
+    (first,) = torch.autograd.grad(
+        (_EagerCTC.apply(x, *args) * weights).sum(), x, create_graph=True
+    )
+    (second,) = torch.autograd.grad(first.pow(2).sum(), x)
+    (first_c,) = torch.autograd.grad((_ctc_nll(x, *args) * weights).sum(), x, create_graph=True)
+    (second_c,) = torch.autograd.grad(first_c.pow(2).sum(), x)
+    assert_close(second, second_c, "double backward", rtol=rtol)
+
+
+def test_ctc_loss_takes_the_eager_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from funcloss import _sequence
+
+    calls = []
+    monkeypatch.setattr(_sequence, "_alpha_beta", lambda *a: calls.append(a) or _alpha_beta(*a))
+    x = LOGITS.log_softmax(-1).requires_grad_()
+    funcloss.ctc_loss(x, *ARGS).backward()
+    assert len(calls) == 1 and calls[0][-1]  # one loop, the gradient formed in it
+    vmap(grad(lambda y: funcloss.ctc_loss(y.unsqueeze(1), TARGETS[:1], [6], [3])))(x[:, :1])
+    assert len(calls) == 1  # transforms take the composition
 
 
 def test_jvp_is_directional_derivative() -> None:
