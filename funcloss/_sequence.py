@@ -381,12 +381,15 @@ def _alpha_beta(
     # inside the flipped index (outside: past the last frame, or past the target's states,
     # where the sentinels cancel)
     log_gamma.masked_fill_(outside, -math.inf)
-    log_gamma.sub_(log_gamma.logsumexp(2, keepdim=True))
-    # exp is slow at subnormal results and at sentinels: those (below the smallest normal
-    # number), the frames past the last and impossible samples become -inf, exact zeros
+    log_gamma.sub_(log_gamma.amax(2, keepdim=True))
+    # exp is slow at subnormal results, sentinels and -inf (and so is logsumexp over them):
+    # exp of the terms at least the smallest normal number, then those below it, the frames
+    # past the last and impossible samples zeroed, then each frame divided by its sum (at
+    # least 1, the largest term's: 0 where all are zeroed)
     tiny = math.log(torch.finfo(log_gamma.dtype).tiny)
-    log_gamma.masked_fill_(outside | (log_gamma < tiny) | ~possible.view(1, -1, 1), -math.inf)
-    occupancy = log_gamma.exp_().neg_()
+    dropped = outside | (log_gamma < tiny) | ~possible.view(1, -1, 1)
+    occupancy = log_gamma.clamp_min_(tiny).exp_().masked_fill_(dropped, 0.0)
+    occupancy.div_(occupancy.sum(2, keepdim=True).clamp_min_(1.0)).neg_()
     index = labels.unsqueeze(0).expand_as(occupancy)
     slope = torch.zeros_like(log_probs).scatter_add_(2, index, occupancy)
     return nll, slope.masked_fill_(broken.view(1, -1, 1), math.nan)
