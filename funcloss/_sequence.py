@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import collections
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,6 +17,7 @@ from ._checks import (
     check_reduction,
     check_where,
     checks_config,
+    eager_mode,
     fail,
     shape_str,
     value_checks_enabled,
@@ -34,6 +35,8 @@ _LOG_ZERO = -1e30
 # the smallest log-probability).
 _IMPOSSIBLE = _LOG_ZERO / 2
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+# The eager step rescales its alphas every this many frames.
+_RESCALE = 4
 
 
 # -- the lattice -------------------------------------------------------------------------------
@@ -46,14 +49,27 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _lattice(
-    log_probs: Tensor, targets: Tensor, target_lengths: Tensor, blank: int
-) -> tuple[Tensor, Tensor, Tensor]:
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    blank: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The extended labels and what the recursions read from them.
 
     Returns ``labels`` ``(N, L)`` (positions past a target's end hold the blank), ``skip``
-    ``(N, L)`` (0 where state s may be entered from s - 2, log 0 elsewhere) and ``emissions``
-    ``(T, N, L)``, the log-probability of each state's label at each frame (a -inf
-    log-probability counts as log 0).
+    ``(N, L)`` (0 where state s may be entered from s - 2, log 0 elsewhere), ``emissions``
+    ``(T, N, L)`` and their ``offset`` ``(N,)``: emissions[t, n, s] is the log-probability of
+    state s's label at frame t less a per-frame shift m[t, n] (their largest value on a
+    complete path), and log 0 where no complete path is at state s at frame t; ``offset`` is
+    sum_t m[t, n], so log p = (log p of the emissions) + offset.
+
+    Why: every path picks one state per frame, so a per-frame shift changes log p by the
+    shift and the state posteriors not at all, and with it the recursions stay in range for
+    log-probabilities up to float32's largest (no inf - inf); and a state on no complete path
+    gets no weight even where its log-probability is +inf or huge (which would otherwise lift
+    the log-0 sentinel back to life). The shift is a constant to the derivatives (detached):
+    the results are exact for any shift. A -inf log-probability counts as log 0.
     """
     n, s = targets.shape
     inside = torch.arange(s, device=targets.device) < target_lengths.unsqueeze(1)
@@ -64,8 +80,43 @@ def _lattice(
     two_back = torch.nn.functional.pad(labels, (2, 0), value=blank)[:, :-2]
     allowed = (labels != blank) & (labels != two_back)
     skip = torch.where(allowed, 0.0, _LOG_ZERO).to(log_probs.dtype)
+    on_path = _on_path(allowed, input_lengths, target_lengths, log_probs.shape[0])
     emissions = log_probs.gather(2, labels.unsqueeze(0).expand(log_probs.shape[0], -1, -1))
-    return labels, skip, emissions.clamp_min(_LOG_ZERO)
+    reached = torch.where(on_path, emissions.detach(), -math.inf)
+    shift = reached.amax(2, keepdim=True)
+    # no complete path at that frame (past the input, an impossible alignment, all log 0): no
+    # shift; a +inf on a path: the largest finite one (the loss is -inf, as it should be)
+    shift = torch.where(shift > -math.inf, shift, 0.0)
+    finite = shift.clamp_max(torch.finfo(shift.dtype).max)
+    emissions = torch.where(on_path, (emissions - finite).clamp(_LOG_ZERO, 0.0), _LOG_ZERO)
+    return labels, skip, emissions, shift.sum((0, 2))
+
+
+def _on_path(
+    allowed: Tensor, input_lengths: Tensor, target_lengths: Tensor, num_frames: int
+) -> Tensor:
+    """``(T, N, L)``: whether some complete path of the lattice is at state s at frame t.
+
+    From the start, state s is first reachable at frame first(s) - 1, where first(s) counts
+    the states a shortest path to s visits: first(0) = first(1) = 1, and each later state adds
+    one, except a label entered from two back (``allowed``). To the end, state s needs
+    last(s) frames (its own included): 1 at the two end states 2S and 2S - 1, and each earlier
+    state adds one, except a label that may jump to the label after it. Both with staying
+    allowed, so s is on a path at frame t iff first(s) <= t + 1 and last(s) <= T_n - t.
+    """
+    num_states = allowed.shape[1]
+    states = torch.arange(num_states, device=allowed.device)
+    step = torch.where(states == 0, 0, (~allowed).long())
+    first = 1 + step.cumsum(1)
+    ahead = torch.nn.functional.pad(allowed, (0, 2))[:, 2:]  # s -> s + 2 allowed
+    rest = (~ahead).long().cumsum(1)  # rest[s] - rest[s - 1] = 1 - ahead[s]
+    stop = (2 * target_lengths - 2).unsqueeze(1)  # the last state before the end states
+    before = torch.nn.functional.pad(rest, (1, 0))[:, :-1]
+    last = 1 + rest.gather(1, stop.clamp_min(0)) - before
+    last = torch.where(states > stop, 1, last)
+    frames = torch.arange(num_frames, device=allowed.device).view(-1, 1, 1)
+    inside = states < 2 * target_lengths.unsqueeze(1) + 1
+    return inside & (first <= frames + 1) & (last <= input_lengths.view(1, -1, 1) - frames)
 
 
 def _logaddexp3(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
@@ -73,12 +124,18 @@ def _logaddexp3(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
     return torch.logaddexp(torch.logaddexp(a, b), c)
 
 
-def _alphas(emissions: Tensor, skip: Tensor, input_lengths: Tensor) -> Iterator[Tensor]:
-    """Forward variables alpha_t ``(N, L)`` for t = 0..T-1: log P(frames 0..t end in state s).
+def _alphas(
+    emissions: Tensor, skip: Tensor, input_lengths: Tensor
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Forward variables alpha_t ``(N, L)`` for t = 0..T-1: log P(frames 0..t end in state s),
+    each less its largest value ``(N, 1)``, yielded with it.
 
     alpha_t(s) = lse(alpha_{t-1}(s), alpha_{t-1}(s-1), alpha_{t-1}(s-2) if allowed) + y_t(l'_s),
     starting from a virtual alpha_{-1} that is 0 at s = 0. A sample's alpha stays fixed after its
-    last frame, so the last one yielded is alpha_{T_n - 1} for every sample.
+    last frame, so the last one yielded is alpha_{T_n - 1} for every sample (its largest value 0
+    from then on). Kept at most 0, the values stay small, and so do their rounding errors (at
+    T = 200 in float32 the unscaled ones reach a few hundred, and their ulps show in the
+    gradient); the scale is a constant to the derivatives (detached): exact for any.
     """
     num_frames, n, num_states = emissions.shape
     # alpha is kept with two log-0 states in front, so that s-1 and s-2 are views.
@@ -90,12 +147,10 @@ def _alphas(emissions: Tensor, skip: Tensor, input_lengths: Tensor) -> Iterator[
     for t in range(num_frames):
         step = _logaddexp3(alpha[:, 2:], alpha[:, 1:-1], alpha[:, :-2] + skip) + emissions[t]
         kept = torch.where(used[t], step, alpha[:, 2:])
+        top = kept.detach().amax(1, keepdim=True)
+        kept = kept - top
         alpha = torch.cat([edge, kept], 1)
-        yield kept
-
-
-def _last(items: Iterator[Tensor]) -> Tensor:
-    return collections.deque(items, maxlen=1)[0]  # each item dropped as the next arrives
+        yield kept, top
 
 
 def _end_states(target_lengths: Tensor, num_states: int) -> Tensor:
@@ -114,11 +169,12 @@ def _log_likelihood(alpha: Tensor, target_lengths: Tensor) -> Tensor:
 def _betas(
     emissions: Tensor, skip: Tensor, input_lengths: Tensor, target_lengths: Tensor
 ) -> list[Tensor]:
-    """Backward variables beta_t ``(N, L)``: log P(frames t+1..T_n-1 | state s at frame t).
+    """Backward variables beta_t ``(N, L)``: log P(frames t+1..T_n-1 | state s at frame t),
+    each less its largest value (as the alphas).
 
     beta_t(s) = lse over s' in {s, s+1, s+2 if allowed} of y_{t+1}(l'_{s'}) + beta_{t+1}(s'),
     and 0 at the two end states for t >= T_n - 1 (so alpha_t + beta_t sums the paths through
-    state s at frame t).
+    state s at frame t, up to a constant per frame).
     """
     num_frames, n, num_states = emissions.shape
     final = torch.where(_end_states(target_lengths, num_states), 0.0, _LOG_ZERO)
@@ -134,7 +190,7 @@ def _betas(
     for t in range(num_frames - 2, -1, -1):
         x = torch.cat([beta, edge], 1) + ahead[t + 1]
         step = _logaddexp3(x[:, :-2], x[:, 1:-1], x[:, 2:] + skip_ahead)
-        beta = torch.where(last[t], final, step)
+        beta = torch.where(last[t], final, step - step.detach().amax(1, keepdim=True))
         betas.append(beta)
     return betas[::-1]
 
@@ -144,15 +200,19 @@ def _occupancy(
 ) -> tuple[Tensor, Tensor]:
     """``labels`` ``(N, L)`` and the state posteriors ``(T, N, L)``:
     gamma_t(s) = exp(alpha_t(s) + beta_t(s) - log p), 0 past a sample's last frame and where
-    p = 0 (an impossible alignment)."""
-    labels, skip, emissions = _lattice(log_probs, targets, target_lengths, blank)
-    alphas = torch.stack(list(_alphas(emissions, skip, input_lengths)))
-    log_p = _log_likelihood(alphas[-1], target_lengths)
+    p = 0 (an impossible alignment). Every path is in one state per frame, so gamma_t sums to 1
+    over the states: it is the softmax of alpha_t + beta_t over them (scaled as they are)."""
+    labels, skip, emissions, _ = _lattice(log_probs, targets, input_lengths, target_lengths, blank)
+    alphas, tops = (
+        torch.stack(items) for items in zip(*_alphas(emissions, skip, input_lengths), strict=True)
+    )
+    log_p = _log_likelihood(alphas[-1], target_lengths) + tops.sum((0, 2))
     betas = torch.stack(_betas(emissions, skip, input_lengths, target_lengths))
     possible = log_p > _IMPOSSIBLE
     frames = torch.arange(log_probs.shape[0], device=log_probs.device)
     keep = ((frames.unsqueeze(1) < input_lengths) & possible).unsqueeze(2)
-    log_gamma = alphas + betas - log_p.unsqueeze(1)
+    log_gamma = alphas + betas
+    log_gamma = log_gamma - log_gamma.logsumexp(2, keepdim=True)
     # torch's exp is ~10x slower on inputs whose result is subnormal or 0 (most states here:
     # sentinels) than at -inf: such terms (each below the smallest normal number) and the
     # states not kept become -inf, in place on the temporary, and exp makes them exact zeros.
@@ -176,9 +236,13 @@ def _ctc_nll(
     log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int
 ) -> Tensor:
     """-log p(target_n | log_probs) ``(N,)`` for ``(T, N, C)`` log_probs and padded targets."""
-    _, skip, emissions = _lattice(log_probs, targets, target_lengths, blank)
-    log_p = _log_likelihood(_last(_alphas(emissions, skip, input_lengths)), target_lengths)
-    return torch.where(log_p <= _IMPOSSIBLE, float("inf"), -log_p)  # a NaN stays NaN
+    _, skip, emissions, offset = _lattice(log_probs, targets, input_lengths, target_lengths, blank)
+    scale = torch.zeros_like(offset)
+    for step in _alphas(emissions, skip, input_lengths):
+        alpha, top = step
+        scale = scale + top.squeeze(1)
+    log_p = _log_likelihood(alpha, target_lengths) + scale  # (of the shifted emissions)
+    return torch.where(log_p <= _IMPOSSIBLE, float("inf"), -(log_p + offset))  # NaN stays NaN
 
 
 @_ctc_nll.backward
@@ -214,6 +278,158 @@ def _ctc_nll_jvp(
     labels, occupancy = _occupancy(log_probs, targets, input_lengths, target_lengths, blank)
     index = labels.unsqueeze(0).expand_as(occupancy)
     return -(occupancy * log_probs_t.gather(2, index)).sum((0, 2))
+
+
+# -- the eager training step ------------------------------------------------------------------
+#
+# In plain eager mode a call spends its time in the frame loops: per frame a handful of ops on
+# small (N, L) tensors, three loops per training step (alpha in the forward, alpha again and
+# beta in the backward). The eager step runs one loop: beta is the alpha of the time- and
+# label-reversed lattice (frame T_n - 1 - t, state L_n - 1 - s), so the forward and the
+# reversed problems go through the same recursion as one batch of 2N, four in-place ops per
+# frame into a preallocated buffer, and no freezing past a sample's last frame (its alpha is read
+# there). The gradient is formed in the forward (when log_probs requires grad) and scaled in
+# the backward. The transform path above keeps the exact composition.
+
+
+def _flip(
+    num_frames: int, num_states: int, input_lengths: Tensor, target_lengths: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The flat ``(T, N, L)`` index of frame T_n - 1 - t, state L_n - 1 - s (into a contiguous
+    ``(T, N, L)`` tensor), and where that lies outside the sample's frames or states."""
+    n = input_lengths.shape[0]
+    frames = input_lengths.view(1, -1, 1) - 1 - torch.arange(num_frames).view(-1, 1, 1)
+    states = 2 * target_lengths.view(1, -1, 1) - torch.arange(num_states).view(1, 1, -1)
+    index = frames.clamp_min(0) * (n * num_states) + states.clamp_min(0)
+    index += torch.arange(0, n * num_states, num_states).view(1, -1, 1)
+    return index, (frames < 0) | (states < 0)
+
+
+def _alpha_beta(
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    blank: int,
+    gradient: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """-log p ``(N,)`` and, with ``gradient``, d(-log p_n)/d log_probs ``(T, N, C)``."""
+    num_frames, n, _ = log_probs.shape
+    labels, skip, emissions, offset = _lattice(
+        log_probs, targets, input_lengths, target_lengths, blank
+    )
+    num_states = labels.shape[1]
+    if gradient:
+        flip, outside = _flip(num_frames, num_states, input_lengths, target_lengths)
+        # entering reversed state s from s - 2 is the original jump L_n - 1 - s -> L_n + 1 - s
+        states = 2 * target_lengths.unsqueeze(1) + 2 - torch.arange(num_states)
+        jump = skip.gather(1, states.clamp(0, num_states - 1))
+        jump.masked_fill_((states < 0) | (states >= num_states), _LOG_ZERO)
+        skip = torch.cat([skip, jump])
+        flipped = emissions.reshape(-1).take(flip).masked_fill_(outside, _LOG_ZERO)
+        lattice = torch.cat([emissions, flipped], 1)
+    else:
+        lattice = emissions
+    # Each frame's alpha is one flat buffer: the rows one after another, each with two log-0
+    # states in front, so that s - 1 and s - 2 are the flat neighbours and every operand is
+    # contiguous (logaddexp is several times slower on strided views). The padding states
+    # get a log-0 emission and stay about log 0. The frames' views are made once (indexing
+    # in the loop costs more than the arithmetic).
+    rows, width = lattice.shape[1], num_states + 2
+    # A NaN would spread through the padding into the next row: the loop reads log 0 there,
+    # and the sample's results become NaN after it.
+    broken = emissions.isnan().any(0).any(1)
+    lattice = lattice.nan_to_num(nan=_LOG_ZERO)
+    lattice = torch.nn.functional.pad(lattice, (2, 0), value=_LOG_ZERO).reshape(num_frames, -1)
+    skip = torch.nn.functional.pad(skip, (2, 0), value=_LOG_ZERO).reshape(-1)
+    alpha = lattice.new_full((num_frames + 1, rows * width + 2), _LOG_ZERO)
+    alpha[0, 4::width] = 0.0  # a virtual frame -1 in the first state
+    stay, one_back, two_back = (
+        alpha[:, 2:].unbind(0),
+        alpha[:, 1:-1].unbind(0),
+        alpha[:, :-2].unbind(0),
+    )
+    jumped = torch.empty_like(skip)
+    # every _RESCALE frames each row less its largest value (for small rounding errors, as in
+    # _alphas), kept in tops
+    tops = lattice.new_zeros((num_frames + 1, rows, 1))
+    for t, emission in enumerate(lattice.unbind(0)):
+        now = stay[t + 1]
+        torch.logaddexp(stay[t], one_back[t], out=now)
+        torch.logaddexp(now, torch.add(two_back[t], skip, out=jumped), out=now)
+        now.add_(emission)
+        if t % _RESCALE == _RESCALE - 1:
+            by_row = now.view(rows, width)
+            by_row.sub_(torch.amax(by_row, 1, keepdim=True, out=tops[t + 1]))
+    alphas = alpha[:, 2:].view(num_frames + 1, rows, width)[:, :, 2:]
+    # each sample's alpha at its last frame (frame -1: the start, for an empty input)
+    index = input_lengths.view(1, -1, 1)
+    scale = tops[:, :n].cumsum(0).gather(0, index).view(n)
+    log_p = _log_likelihood(
+        alphas[:, :n].gather(0, index.expand(1, n, num_states))[0], target_lengths
+    )
+    log_p += scale
+    possible = log_p > _IMPOSSIBLE
+    nll = torch.where(possible, -(log_p + offset), math.inf).masked_fill_(broken, math.nan)
+    if not gradient:
+        return nll, None
+    betas = alphas[1:, n:].reshape(-1).take(flip)
+    # alpha_t(s) + beta_t(s) = alphas + (betas - emissions): the reversed alpha includes frame
+    # t's emission, once too often
+    log_gamma = betas.add_(alphas[1:, :n]).sub_(emissions)
+    # the posteriors: per frame a softmax over the states (as in _occupancy), of the states
+    # inside the flipped index (outside: past the last frame, or past the target's states,
+    # where the sentinels cancel)
+    log_gamma.masked_fill_(outside, -math.inf)
+    log_gamma.sub_(log_gamma.amax(2, keepdim=True))
+    # exp is slow at subnormal results, sentinels and -inf (and so is logsumexp over them):
+    # exp of the terms at least the smallest normal number, then those below it, the frames
+    # past the last and impossible samples zeroed, then each frame divided by its sum (at
+    # least 1, the largest term's: 0 where all are zeroed)
+    tiny = math.log(torch.finfo(log_gamma.dtype).tiny)
+    dropped = outside | (log_gamma < tiny) | ~possible.view(1, -1, 1)
+    occupancy = log_gamma.clamp_min_(tiny).exp_().masked_fill_(dropped, 0.0)
+    occupancy.div_(occupancy.sum(2, keepdim=True).clamp_min_(1.0)).neg_()
+    index = labels.unsqueeze(0).expand_as(occupancy)
+    slope = torch.zeros_like(log_probs).scatter_add_(2, index, occupancy)
+    return nll, slope.masked_fill_(broken.view(1, -1, 1), math.nan)
+
+
+class _EagerCTC(torch.autograd.Function):
+    """The eager training step of :func:`_ctc_nll` (``_eager_step``). The gradient it keeps in
+    ``ctx`` is an intermediate, which double backward cannot use: with ``create_graph`` the
+    backward is the differentiable one of :func:`_ctc_nll`."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        log_probs: Tensor,
+        targets: Tensor,
+        input_lengths: Tensor,
+        target_lengths: Tensor,
+        blank: int,
+    ) -> Tensor:
+        nll, slope = _alpha_beta(
+            log_probs, targets, input_lengths, target_lengths, blank, ctx.needs_input_grad[0]
+        )
+        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths)
+        ctx.blank, ctx.slope = blank, slope
+        return nll
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: Tensor
+    ) -> tuple[Tensor, None, None, None, None]:
+        if ctx.slope is None or torch.is_grad_enabled():
+            result = _ctc_nll_backward(grad, *ctx.saved_tensors, ctx.blank)[0]
+        else:
+            result = ctx.slope * grad.view(1, -1, 1)
+        return result, None, None, None, None
+
+
+def _eager_step(*tensors: Tensor) -> bool:
+    """Plain tensors in plain eager mode (:func:`eager_mode`)."""
+    return all(type(t) is Tensor for t in tensors) and eager_mode(*tensors)
 
 
 # -- argument handling -----------------------------------------------------------------------
@@ -529,7 +745,11 @@ def ctc_loss(
             target_lengths = masked(sample, target_lengths, 0)
     dtype = log_probs.dtype
     compute = torch.float32 if dtype in _HALF_DTYPES else dtype
-    loss = _ctc_nll(log_probs.to(compute), targets, input_lengths, target_lengths, blank)
+    nll_args = (log_probs.to(compute), targets, input_lengths, target_lengths, blank)
+    if _eager_step(*nll_args[:4]):
+        loss = _EagerCTC.apply(*nll_args)
+    else:
+        loss = _ctc_nll(*nll_args)
     loss = torch.where(_has_nan(log_probs, input_lengths), float("nan"), loss)
     if zero_infinity:
         loss = torch.where(loss == float("inf"), 0.0, loss)

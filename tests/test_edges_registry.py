@@ -28,8 +28,6 @@ OPEN = {
         "limit 1 - SSIM = 1 at each window it enters",
         "triplet_margin_with_distance_loss": "a distance_function that is nan at an infinite "
         "coordinate (F.cosine_similarity: inf / inf): nothing funcloss can rescale",
-        # (the oracle is unreliable here too: its log_softmax identity cancels 1e300 - 1e300)
-        "ctc_loss": "+inf log-probability: sentinel -1e30 + inf revives unreachable states",
         "generalized_box_iou_loss": "an infinite coordinate: an infinite box, inf / inf in the "
         "area ratios (torchvision: nan too); limit 1 + (enclosing - own width) / enclosing",
         "dice_loss-probabilities": "an infinite 'probability' (activation=None): inf / inf in "
@@ -49,7 +47,6 @@ OPEN = {
         "that overflows float32 at 3e38 (the squared Euclidean: inf - inf): nothing to rescale",
         "ssim_loss": "squared pixels overflow float32 at 3e38 in the moments E[x^2], E[xy] "
         "(kornia and MONAI: nan too); no per-plane rescale keeps ordinary windows beside them",
-        "ctc_loss": "log-probabilities of 3e38: inf - inf in the recursion",
         "multilabel_margin_loss": "k (1 - x_j) + sum x_i of the sort-based hinge sum overflow "
         "with opposite signs at 3e38: inf - inf (found on w-lm2, open)",
     },

@@ -13,14 +13,16 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import grad, jvp, vmap
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.func import grad, jacfwd, jvp, vmap
 
 import funcloss
 import funcloss.nn as fnn
-from funcloss._sequence import _ctc_nll
+from funcloss._sequence import _alpha_beta, _ctc_nll, _EagerCTC
 
 from .helpers import assert_close
-from .specs_sequence import frames_needed, torch_ctc
+from .specs_sequence import ctc_problems, frames_needed, naive_ctc, torch_ctc
 
 INF = float("inf")
 
@@ -293,6 +295,48 @@ def test_custom_backward_matches_autograd_through_forward() -> None:
     assert_close(custom, autograd)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eager_step_matches_the_composition(dtype: torch.dtype) -> None:
+    """The eager one-loop alpha-beta step (forward and reversed lattices as one batch) gives the
+    transform path's value and gradient, impossible and empty samples included, and the same
+    bits on every call; a retained second backward and double backward agree too."""
+    log_probs = LOGITS.log_softmax(-1).to(dtype)
+    lengths = torch.tensor([3, 4, 5])  # sample 0 cannot fit its target
+    weights = torch.tensor([0.5, 1.0, 2.0], dtype=dtype)
+    args = (TARGETS, lengths, TARGET_LENGTHS, 0)
+    x = log_probs.detach().requires_grad_()
+    eager = _EagerCTC.apply(x, *args)
+    (eager_grad,) = torch.autograd.grad((eager * weights).sum(), x, retain_graph=True)
+    (again,) = torch.autograd.grad((eager * weights).sum(), x)
+    composed = _ctc_nll(x, *args)
+    (composed_grad,) = torch.autograd.grad((composed * weights).sum(), x)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert_close(eager, composed, "value", rtol=rtol)
+    assert_close(eager_grad, composed_grad, "gradient", rtol=rtol)
+    assert torch.equal(again, eager_grad)
+    repeat = _EagerCTC.apply(x, *args)
+    assert torch.equal(repeat, eager)
+    (first,) = torch.autograd.grad(
+        (_EagerCTC.apply(x, *args) * weights).sum(), x, create_graph=True
+    )
+    (second,) = torch.autograd.grad(first.pow(2).sum(), x)
+    (first_c,) = torch.autograd.grad((_ctc_nll(x, *args) * weights).sum(), x, create_graph=True)
+    (second_c,) = torch.autograd.grad(first_c.pow(2).sum(), x)
+    assert_close(second, second_c, "double backward", rtol=rtol)
+
+
+def test_ctc_loss_takes_the_eager_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from funcloss import _sequence
+
+    calls = []
+    monkeypatch.setattr(_sequence, "_alpha_beta", lambda *a: calls.append(a) or _alpha_beta(*a))
+    x = LOGITS.log_softmax(-1).requires_grad_()
+    funcloss.ctc_loss(x, *ARGS).backward()
+    assert len(calls) == 1 and calls[0][-1]  # one loop, the gradient formed in it
+    vmap(grad(lambda y: funcloss.ctc_loss(y.unsqueeze(1), TARGETS[:1], [6], [3])))(x[:, :1])
+    assert len(calls) == 1  # transforms take the composition
+
+
 def test_jvp_is_directional_derivative() -> None:
     log_probs = LOGITS.log_softmax(-1)
     tangent = torch.randn_like(log_probs)
@@ -339,3 +383,97 @@ def test_nan_log_probability_shows_in_the_loss() -> None:
     padding[3, 0, 0] = math.nan  # past sample 0's 3 frames
     loss = funcloss.ctc_loss(padding, targets, *lengths, reduction="none")
     assert_close(loss, torch_ctc(log_probs, targets, *lengths, reduction="none"))
+
+
+# -- the edges: infinite and huge log-probabilities (issue 14) -------------------------------
+
+
+@pytest.mark.parametrize("layout", ["padded", "concatenated", "unbatched", "int_lengths"])
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_naive_oracle_matches_torch(layout: str, data: st.DataObject) -> None:
+    """The edge suite's float64 oracle at huge log-probabilities, checked where torch's kernel
+    is exact: values and gradients agree."""
+    case = data.draw(ctc_problems(layout))
+    for reduction in ("none", "sum", "mean"):
+        values, gradients = [], []
+        for oracle in (naive_ctc, torch_ctc):
+            x = case.args[0].detach().requires_grad_()
+            value = oracle(x, *case.args[1:], **case.kwargs, reduction=reduction)
+            (gradient,) = torch.autograd.grad(value.sum(), x)
+            values.append(value)
+            gradients.append(gradient)
+        assert_close(values[0], values[1], f"value, {reduction}")
+        assert_close(gradients[0], gradients[1], f"gradient, {reduction}")
+
+
+def _edge_problem() -> tuple[torch.Tensor, tuple]:
+    """T=5, N=3, C=4: a repeated label, a target that fills the frames exactly (every state
+    is off some frame's paths), an input shorter than T."""
+    log_probs = _problem(seed=3, frames=5, batch=3, classes=4)[0].log_softmax(-1)
+    targets = torch.tensor([[1, 1, 2], [3, 2, 1], [2, 3, 0]])
+    return log_probs, (targets, torch.tensor([5, 3, 4]), torch.tensor([2, 3, 1]))
+
+
+def _value_and_grad(fn, x: torch.Tensor, args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_()
+    value = fn(x, *args, reduction="none")
+    (gradient,) = torch.autograd.grad(value.sum(), x)
+    return value.detach(), gradient
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_an_infinite_log_probability_gives_the_float64_limit(sign: float) -> None:
+    """Every entry in turn set to ±inf: where the float64 truth (the naive recursion at the
+    stand-ins ±1e300 and ±1e150) agrees and is finite, funcloss gives it, value and gradient,
+    by grad and by jacfwd. A +inf on no complete path (a state not reachable yet at that frame,
+    or from which the end cannot be reached in time) leaves the loss as it is."""
+    log_probs, args = _edge_problem()
+    checked = 0
+    for index in range(log_probs.numel()):
+        limits = []
+        for big in (1e300, 1e150):
+            x = log_probs.clone()
+            x.view(-1)[index] = sign * big
+            limits.append(_value_and_grad(naive_ctc, x, args))
+        (v1, g1), (v2, g2) = limits
+        if not (
+            torch.allclose(v1, v2, rtol=1e-9)
+            and torch.allclose(g1, g2, rtol=1e-9, atol=1e-30)
+            and bool(v1.isfinite().all() and g1.isfinite().all())
+        ):
+            continue
+        x = log_probs.clone()
+        x.view(-1)[index] = sign * INF
+        value, gradient = _value_and_grad(funcloss.ctc_loss, x, args)
+        assert_close(value, v1, f"value, entry {index}")
+        assert_close(gradient, g1, f"gradient, entry {index}")
+        forward = jacfwd(lambda y: funcloss.ctc_loss(y, *args, reduction="sum"))(x)
+        assert_close(forward, gradient, f"jacfwd, entry {index}")
+        checked += 1
+    assert checked > log_probs.numel() // 3  # most entries have a limit
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_huge_log_probabilities_in_float32(seed: int) -> None:
+    """log-probabilities scaled to ±3e38 (float32's range): never NaN, finite gradients (the
+    truth's, -occupancy, lies in [-1, 0]), the float64 truth where it fits."""
+    log_probs, args = _edge_problem()
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(log_probs.shape, generator=generator, dtype=torch.float64)
+    x = (x / x.abs().amax() * 3e38).float()
+    value, gradient = _value_and_grad(funcloss.ctc_loss, x, args)
+    truth, _ = _value_and_grad(naive_ctc, x.double(), args)
+    assert not bool(value.isnan().any()), (value, truth)
+    assert bool(gradient.isfinite().all()), gradient
+    fits = truth.abs() < 1e30
+    assert_close(value[fits].double(), truth[fits], "value where the truth fits", rtol=1e-5)
+    # huge entries only where no path reads them: the ordinary loss, exactly
+    off = log_probs.clone().float()
+    off[4, 1] = 3e38  # past the input length
+    off[0, 0, 2] = 3e38  # label 2 is the fifth state of (b 1 b 1 b 2 b): no path at frame 0
+    off[0, 2, 1] = -3e38  # a class no target of sample 2 uses
+    value, gradient = _value_and_grad(funcloss.ctc_loss, off, args)
+    expected, expected_gradient = _value_and_grad(naive_ctc, off.double(), args)
+    assert_close(value.double(), expected, "value, huge entries off every path", rtol=1e-5)
+    assert_close(gradient.double(), expected_gradient, "gradient", rtol=1e-4)
