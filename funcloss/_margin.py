@@ -817,10 +817,11 @@ def multi_margin_loss(
     hinges = _multi_margin_hinges(scores, index, margin, scale)
     if p == 2:
         hinges = hinges * hinges
-    loss = hinges.sum(-1) / (num_classes * scale**p)
-    if weight is not None:
+    loss = hinges.sum(-1)
+    if weight is not None:  # before the unscaling: a weight below 1 may bring the loss in range
         class_weight = weight.to(scores.dtype).expand(rows, num_classes).gather(-1, index)
         loss = loss * class_weight.squeeze(-1)
+    loss = loss / (num_classes * scale**p)
     if target.dim() != 1:
         loss = loss.reshape(target.shape)
     return reduce(loss, reduction, where=where)

@@ -52,8 +52,6 @@ OPEN = {
         "(kornia and MONAI: nan too); no per-plane rescale keeps ordinary windows beside them",
         "linear_cross_entropy": "logits overflow float32: inf - inf",
         "ctc_loss": "log-probabilities of 3e38: inf - inf in the recursion",
-        "multilabel_margin_loss": "k (1 - x_j) + sum x_i of the sort-based hinge sum overflow "
-        "with opposite signs at 3e38: inf - inf (found on w-lm2, open)",
     },
 }
 
