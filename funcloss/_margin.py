@@ -253,11 +253,12 @@ def _hinge_scale(num_classes: int, p: int = 1) -> float:
 # For each listed label j (x_j = the score of class y_j) and each class i that is not a label,
 # the hinge max(0, 1 - x_j + x_i) is active exactly when x_i > x_j - 1. Instead of building the
 # (C, C) table of pairs (torch's loop is O(C^2) time; a table would also be O(C^2) memory), sort
-# the non-label scores together with the thresholds t_j = x_j - 1. The scores after t_j in sorted
-# order are the active ones; suffix sums give their count k_j and sum s_j, and
-#     sum_i max(0, 1 - x_j + x_i) = k_j (1 - x_j) + s_j.
-# A stable sort with the scores first puts a score equal to t_j before it: counted inactive, as
-# torch counts a hinge only when it is > 0. Label classes get the key -inf, so they come first
+# the non-label scores together with the thresholds t_j = x_j - 1, in descending order. The
+# scores before t_j in sorted order are the active ones; prefix sums give their count k_j and
+# sum s_j, and
+#     sum_i max(0, 1 - x_j + x_i) = k_j + (s_j - k_j x_j).
+# A stable sort with the thresholds first puts a score equal to t_j after it: counted inactive,
+# as torch counts a hinge only when it is > 0. Label classes get the key -inf, so they come last
 # and are never counted. Everything is a differentiable gather/cumsum/scatter of the scores.
 
 
@@ -270,10 +271,11 @@ def _listed_labels(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tenso
     return listed, labels, counts > 0
 
 
-def _after_threshold(values: Tensor, order: Tensor, num_classes: int) -> Tensor:
-    """For each threshold slot, the sum of ``values`` over the entries sorted after it."""
-    suffix = values.gather(-1, order).flip(-1).cumsum(-1).flip(-1)
-    return torch.zeros_like(suffix).scatter(-1, order, suffix)[..., num_classes:]
+def _above_threshold(values: Tensor, order: Tensor, num_classes: int) -> Tensor:
+    """For each threshold slot (the first ``num_classes``), the sum of ``values`` over the
+    entries sorted before it in descending ``order`` (a threshold's own value is 0)."""
+    prefix = values.gather(-1, order).cumsum(-1)
+    return torch.zeros_like(prefix).scatter(-1, order, prefix)[..., :num_classes]
 
 
 def _multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
@@ -282,15 +284,21 @@ def _multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
 
 
 def _multilabel_hinge_sums(input: Tensor, target: Tensor) -> Tensor:
-    """Per-row sum of the hinges (the loss times C)."""
+    """Per-row sum of the hinges (the loss times C), in float64: the suffix sums of scores near
+    float32's max neither overflow nor round away what ``k x_j`` cancels (the sum is then
+    within an ulp or two of the exact one). The order is sorted in the scores' own dtype (half
+    precision in float32), exactly, as the thresholds are (:func:`_thresholds`)."""
     num_classes = input.shape[-1]
     listed, labels, is_label = _listed_labels(input, target)
+    scores = input.detach().to(compute_dtype(input.dtype))
+    thresholds = _thresholds(scores.gather(-1, labels))
+    keys = torch.cat([thresholds, scores.masked_fill(is_label, float("-inf"))], -1)
+    order = keys.argsort(dim=-1, descending=True, stable=True)
+    input = input.to(torch.float64)
     label_scores = input.gather(-1, labels)
-    keys = torch.cat([input.masked_fill(is_label, float("-inf")), _thresholds(label_scores)], -1)
-    order = keys.argsort(dim=-1, stable=True)
     zeros = torch.zeros_like(input)
-    count = _after_threshold(torch.cat([torch.ones_like(input), zeros], -1), order, num_classes)
-    total = _after_threshold(torch.cat([input, zeros], -1), order, num_classes)
+    count = _above_threshold(torch.cat([zeros, torch.ones_like(input)], -1), order, num_classes)
+    total = _above_threshold(torch.cat([zeros, input], -1), order, num_classes)
     # sum_i (1 + x_i - x_j) = k + (s - k x_j): the 1s are added last, after the scores cancel
     # (at scores of 3e38, 1 - x_j rounds to -x_j even in float64); no active hinge adds
     # nothing, also for a label score of +inf (0 * inf would be nan)
@@ -710,11 +718,9 @@ def multilabel_margin_loss(
         _check_multilabel_targets(fn, target, num_classes)
     if input.dim() < 2:  # torch takes a 0-dim input (one class) with a target of one slot
         input, target = input.reshape(num_classes), target.reshape(num_classes)
-    # in float64: the suffix sums of scores near float32's max neither overflow nor round away
-    # what k x_j cancels (the sum is then within an ulp or two of the float64 truth); half
-    # precision's thresholds x_j - 1 are not rounded either (a bf16 threshold drops or adds
-    # hinges). The result in the input's dtype, as torch's.
-    loss = _multilabel_margin(input.to(torch.float64), target)
+    # sums in float64, half precision's thresholds x_j - 1 in float32 (a bf16 threshold rounds,
+    # and drops or adds hinges); the result in the input's dtype, as torch's
+    loss = _multilabel_margin(input, target)
     return reduce(loss, reduction, where=where).to(input.dtype)
 
 
