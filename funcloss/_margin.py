@@ -368,16 +368,26 @@ def _check_scores(fn: str, input: Tensor) -> int:
     return input.shape[-1] if input.dim() > 0 else 1
 
 
+def _hinge_scale(num_classes: int, p: int = 1) -> float:
+    """A power of two ``s`` to scale the scores by before the hinges (exactly: the hinges and
+    their sums are ``s`` times the unscaled ones, rounded alike) so that nothing overflows on
+    the way to a loss that fits: a hinge ``x_i - x_j + 1`` of two scores near float32's max is
+    up to twice its max, and a sum of hinges (of squares for ``p = 2``) ending below ``C`` times
+    the max, divided by ``C``, fits. ``s^p C <= 1`` and ``s^p <= 1/2``."""
+    return 2.0 ** -math.ceil(max(1.0, math.log2(num_classes)) / p)
+
+
 # -- multilabel_margin_loss ------------------------------------------------------------------
 #
 # For each listed label j (x_j = the score of class y_j) and each class i that is not a label,
 # the hinge max(0, 1 - x_j + x_i) is active exactly when x_i > x_j - 1. Instead of building the
 # (C, C) table of pairs (torch's loop is O(C^2) time; a table would also be O(C^2) memory), sort
-# the non-label scores together with the thresholds t_j = x_j - 1. The scores after t_j in sorted
-# order are the active ones; suffix sums give their count k_j and sum s_j, and
-#     sum_i max(0, 1 - x_j + x_i) = k_j (1 - x_j) + s_j.
-# A stable sort with the scores first puts a score equal to t_j before it: counted inactive, as
-# torch counts a hinge only when it is > 0. Label classes get the key -inf, so they come first
+# the non-label scores together with the thresholds t_j = x_j - 1, in descending order. The
+# scores before t_j in sorted order are the active ones; prefix sums give their count k_j and
+# sum s_j, and
+#     sum_i max(0, 1 - x_j + x_i) = k_j + (s_j - k_j x_j).
+# A stable sort with the thresholds first puts a score equal to t_j after it: counted inactive,
+# as torch counts a hinge only when it is > 0. Label classes get the key -inf, so they come last
 # and are never counted. Everything is a differentiable gather/cumsum/scatter of the scores.
 
 
@@ -390,10 +400,11 @@ def _listed_labels(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tenso
     return listed, labels, counts > 0
 
 
-def _after_threshold(values: Tensor, order: Tensor, num_classes: int) -> Tensor:
-    """For each threshold slot, the sum of ``values`` over the entries sorted after it."""
-    suffix = values.gather(-1, order).flip(-1).cumsum(-1).flip(-1)
-    return torch.zeros_like(suffix).scatter(-1, order, suffix)[..., num_classes:]
+def _above_threshold(values: Tensor, order: Tensor, num_classes: int) -> Tensor:
+    """For each threshold slot (the first ``num_classes``), the sum of ``values`` over the
+    entries sorted before it in descending ``order`` (a threshold's own value is 0)."""
+    prefix = values.gather(-1, order).cumsum(-1)
+    return torch.zeros_like(prefix).scatter(-1, order, prefix)[..., :num_classes]
 
 
 def _multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
@@ -402,18 +413,44 @@ def _multilabel_margin(input: Tensor, target: Tensor) -> Tensor:
 
 
 def _multilabel_hinge_sums(input: Tensor, target: Tensor) -> Tensor:
-    """Per-row sum of the hinges (the loss times C)."""
+    """Per-row sum of the hinges (the loss times C), in float64: the suffix sums of scores near
+    float32's max neither overflow nor round away what ``k x_j`` cancels (the sum is then
+    within an ulp or two of the exact one). The order is sorted in the scores' own dtype (half
+    precision in float32), exactly, as the thresholds are (:func:`_thresholds`)."""
     num_classes = input.shape[-1]
     listed, labels, is_label = _listed_labels(input, target)
+    scores = input.detach().to(compute_dtype(input.dtype))
+    thresholds = _thresholds(scores.gather(-1, labels))
+    keys = torch.cat([thresholds, scores.masked_fill(is_label, float("-inf"))], -1)
+    order = keys.argsort(dim=-1, descending=True, stable=True)
+    input = input.to(torch.float64)
     label_scores = input.gather(-1, labels)
-    keys = torch.cat([input.masked_fill(is_label, float("-inf")), label_scores - 1], -1)
-    order = keys.argsort(dim=-1, stable=True)
     zeros = torch.zeros_like(input)
-    count = _after_threshold(torch.cat([torch.ones_like(input), zeros], -1), order, num_classes)
-    total = _after_threshold(torch.cat([input, zeros], -1), order, num_classes)
-    # no active hinge adds nothing, also for a label score of +inf (0 * -inf would be nan)
-    hinges = torch.where(count > 0, count * (1 - label_scores), 0.0) + total
+    count = _above_threshold(torch.cat([zeros, torch.ones_like(input)], -1), order, num_classes)
+    total = _above_threshold(torch.cat([zeros, input], -1), order, num_classes)
+    # sum_i (1 + x_i - x_j) = k + (s - k x_j): the 1s are added last, after the scores cancel
+    # (at scores of 3e38, 1 - x_j rounds to -x_j even in float64); no active hinge adds
+    # nothing, also for a label score of +inf (0 * inf would be nan)
+    hinges = torch.where(count > 0, count + (total - count * label_scores), 0.0)
     return torch.where(listed, hinges, 0.0).sum(-1)
+
+
+def _thresholds(label_scores: Tensor) -> Tensor:
+    """The thresholds ``x_j - 1`` rounded down (no gradient: they only decide which hinges are
+    active). A score ``x_i`` of the same dtype is then above the threshold exactly when
+    ``1 - x_j + x_i > 0``: where ``x_j - 1`` is not a float, the next float above the rounded
+    down one is above the exact threshold, and a score equal to a rounded down one is below
+    it. (Rounded to nearest, the 1 rounds away at ``|x_j| >= 2^24`` in float32 and a score
+    equal to ``x_j``, whose hinge is 1, would count 0.) The rounding error by TwoSum; an
+    infinite ``x_j`` keeps ``x_j - 1``."""
+    scores = label_scores.detach()
+    thresholds = scores - 1
+    back = thresholds - scores
+    error = (scores - (thresholds - back)) + (-1 - back)  # exact: x_j - 1 - thresholds
+    rounded_up = error < 0
+    return torch.where(
+        rounded_up, torch.nextafter(thresholds, scores.new_tensor(-math.inf)), thresholds
+    )
 
 
 def _check_multilabel_targets(fn: str, target: Tensor, num_classes: int) -> None:
@@ -533,15 +570,17 @@ def _multi_margin_forward(
     """multi_margin's per-sample losses (the composition's ops, in place) and its hinges, the
     slope before the backward's scaling."""
     p, margin = param
+    scale = _hinge_scale(input.shape[1], p)
+    hinges = torch.mul(input, scale)
     try:
-        target_scores = input.gather(1, index)
+        target_scores = hinges.gather(1, index)
     except RuntimeError:  # an index out of range: the house error (torch's, checks off)
         check_class_indices("multi_margin_loss", index, input.shape[1])
         raise
-    hinges = torch.add(input, margin - target_scores)
+    hinges.sub_(target_scores).add_(margin * scale)
     hinges.relu_().scatter_(1, index, 0.0)
     rows = hinges.sum(-1) if p == 1 else _square_sums(hinges)
-    return rows / input.shape[1], hinges if need_slope else None
+    return rows / (input.shape[1] * scale**p), hinges if need_slope else None
 
 
 def _square_sums(hinges: Tensor) -> Tensor:
@@ -563,11 +602,11 @@ def _square_sums(hinges: Tensor) -> Tensor:
 def _multi_margin_scale(
     hinges: Tensor, index: Tensor, param: tuple[int, float], factor: Tensor
 ) -> Tensor:
-    """The gradient, in the hinges' buffer: autograd's of the composition, op for op (relu's
-    derivative 0 where a hinge is <= 0; the square's 2 h g; the target's slot minus the row's
-    sum)."""
+    """The gradient, in the hinges' buffer (scaled by :func:`_hinge_scale`): autograd's of the
+    composition, op for op (relu's derivative 0 where a hinge is <= 0; the square's 2 h g; the
+    target's slot minus the row's sum)."""
     if param[0] == 2:
-        hinges.mul_(factor * 2)
+        hinges.mul_(factor * (2 / _hinge_scale(hinges.shape[1], 2)))
     else:  # by blocks of rows: the mask stays small
         rows, num_classes = hinges.shape
         step, zero = max(1, _SCRATCH // num_classes), _ZEROS[hinges.dtype]
@@ -580,13 +619,26 @@ def _multi_margin_scale(
     return hinges.scatter_(1, index, hinges.sum(-1, keepdim=True).neg_())
 
 
+def _multi_margin_hinges(scores: Tensor, index: Tensor, margin: float, scale: float) -> Tensor:
+    """The hinges ``relu(x_i - x_y + margin)`` of ``(N, C)`` scores, scaled by ``scale``
+    (:func:`_hinge_scale`). The difference first: ``margin - x_y`` would round the margin away
+    at scores of 3e38. The target's own slot (``x_y - x_y``: nan at an infinite ``x_y``) is set
+    to 0 before any square, so no nan reaches a derivative: an infinite target score gives the
+    limit 0."""
+    scaled = scores * scale
+    return torch.relu(scaled - scaled.gather(-1, index) + margin * scale).scatter(-1, index, 0.0)
+
+
 def _multi_margin_grad(
     input: Tensor, index: Tensor, param: tuple[int, float], factor: Tensor
 ) -> Tensor:
     """:func:`_multi_margin_scale` in differentiable ops (double backward)."""
     p, margin = param
-    hinges = torch.relu(margin - input.gather(1, index) + input).scatter(1, index, 0.0)
-    grad = torch.where(hinges <= 0, 0.0, factor) if p == 1 else hinges * (factor * 2)
+    hinges = _multi_margin_hinges(input, index, margin, _hinge_scale(input.shape[1], p))
+    if p == 1:
+        grad = torch.where(hinges <= 0, 0.0, factor)
+    else:
+        grad = hinges * (factor * (2 / _hinge_scale(input.shape[1], 2)))
     return grad.scatter(1, index, -grad.sum(-1, keepdim=True))
 
 
@@ -618,6 +670,7 @@ def _multilabel_forward(
     sums = torch.empty(rows, dtype=input.dtype)
     slope = torch.empty_like(input) if need_slope else None
     step = max(1, _HINGE_BLOCK // (most * num_classes))
+    scale = _hinge_scale(num_classes)
     for start in range(0, rows, step):
         block = slice(start, start + step)
         _multilabel_block(
@@ -626,32 +679,44 @@ def _multilabel_forward(
             count[block],
             sums[block],
             None if slope is None else slope[block],
+            scale,
         )
-    return sums / num_classes, slope
+    return sums / (num_classes * scale), slope
 
 
 def _multilabel_block(
-    scores: Tensor, slots: Tensor, count: Tensor, sums: Tensor, slope: Tensor | None
+    scores: Tensor,
+    slots: Tensor,
+    count: Tensor,
+    sums: Tensor,
+    slope: Tensor | None,
+    scale: float,
 ) -> None:
     """Hinge sums (into ``sums``) and their slope (into ``slope``) of a block of rows whose
-    lists have at most ``k`` labels (``slots``: the first ``k`` of each row, ``count`` listed).
+    lists have at most ``k`` labels (``slots``: the first ``k`` of each row, ``count`` listed),
+    the hinges and sums scaled by ``scale`` (:func:`_hinge_scale`).
 
-    Every hinge is computed as torch computes it, ``z = (1 - x_j) + x_i`` for each slot ``j``
-    and each class ``i``, in ``(R, k, C)`` elements (in cache): ``k C`` operations a row, as
-    torch's loop, where the composition's sort costs ``C log C`` and several passes. Label
-    classes are set to ``-inf``, unlisted slots' ``1 - x_j`` to ``-inf``, and a hinge counts
-    where ``z > 0`` (torch's test): ``nan`` from ``inf - inf`` at an infinite score counts 0,
-    the composition's limits. A ``nan`` among a row's other scores makes its sum ``nan``, as in
-    the composition (torch's loop skips it)."""
+    Every hinge is computed directly, ``z = (x_i - x_j) + 1`` for each slot ``j`` and each
+    class ``i`` (the difference first: torch's ``(1 - x_j) + x_i`` rounds the 1 away at scores
+    of 3e38), in ``(R, k, C)`` elements (in cache): ``k C`` operations a row, as torch's loop,
+    where the composition's sort costs ``C log C`` and several passes. Label classes are set
+    to ``-inf``, unlisted slots' ``x_j`` to ``+inf``, and a hinge counts where
+    ``x_i`` is above the rounded down threshold ``x_j - 1`` (:func:`_thresholds`: exactly
+    where ``z > 0``, torch's test, as the composition's sort decides): an infinite score
+    against an equal one counts 0, the composition's limits. A ``nan`` among a row's other
+    scores makes its sum ``nan``, as in the composition (torch's loop skips it)."""
     most = slots.shape[-1]
     listed = _SLOTS[:most] < count.unsqueeze(-1)
     # unlisted slots name the row's first label (class 0 in a row without one): the scatter of
     # -inf below writes only label classes
     labels = torch.where(listed, slots, slots[:, :1]).clamp_min_(0)
     others = scores.scatter(-1, labels, float("-inf"))
-    margins = torch.where(listed, 1 - scores.gather(-1, labels), float("-inf"))
-    hinges = others.unsqueeze(1) + margins.unsqueeze(-1)
-    active = hinges > 0
+    label_scores = torch.where(listed, scores.gather(-1, labels), float("inf"))
+    # active exactly where 1 - x_j + x_i > 0, as the composition decides; the value with the
+    # difference first, then the 1, scaled (1 - x_j rounds the 1 away at scores of 3e38)
+    active = others.unsqueeze(1) > _thresholds(label_scores).unsqueeze(-1)
+    others, label_scores = others * scale, label_scores * scale
+    hinges = (others.unsqueeze(1) - label_scores.unsqueeze(-1)).add_(scale)
     per_slot = torch.where(active, hinges, _ZEROS[hinges.dtype], out=hinges).sum(-1)
     torch.sum(per_slot, -1, out=sums)
     sums.masked_fill_(others.isnan().any(-1) & listed[:, 0], float("nan"))
@@ -773,9 +838,9 @@ def multilabel_margin_loss(
         _check_multilabel_targets(fn, target, num_classes)
     if input.dim() < 2:  # torch takes a 0-dim input (one class) with a target of one slot
         input, target = input.reshape(num_classes), target.reshape(num_classes)
-    # half precision: thresholds x_j - 1 and sums in fp32 (a bf16 threshold rounds, and drops
-    # or adds hinges); the result in the input's dtype, as torch's
-    loss = _multilabel_margin(input.to(compute_dtype(input.dtype)), target)
+    # sums in float64, half precision's thresholds x_j - 1 in float32 (a bf16 threshold rounds,
+    # and drops or adds hinges); the result in the input's dtype, as torch's
+    loss = _multilabel_margin(input, target)
     return reduce(loss, reduction, where=where).to(input.dtype)
 
 
@@ -874,15 +939,15 @@ def multi_margin_loss(
     if weight is not None and weight.dtype != input.dtype:
         scores = scores.to(promoted_dtype(input, weight))
     index = (target if target.dim() == 1 else target.reshape(rows)).long().unsqueeze(-1)
-    # The target's own slot (margin - x_y + x_y: nan at an infinite x_y) is set to 0 before the
-    # square, so no nan reaches a derivative: an infinite target score gives the limit 0.
-    hinges = torch.relu(margin - scores.gather(-1, index) + scores).scatter(-1, index, 0.0)
+    scale = _hinge_scale(num_classes, p)
+    hinges = _multi_margin_hinges(scores, index, margin, scale)
     if p == 2:
         hinges = hinges * hinges
-    loss = hinges.sum(-1) / num_classes
-    if weight is not None:
+    loss = hinges.sum(-1)
+    if weight is not None:  # before the unscaling: a weight below 1 may bring the loss in range
         class_weight = weight.to(scores.dtype).expand(rows, num_classes).gather(-1, index)
         loss = loss * class_weight.squeeze(-1)
+    loss = loss / (num_classes * scale**p)
     if target.dim() != 1:
         loss = loss.reshape(target.shape)
     return reduce(loss, reduction, where=where)

@@ -9,6 +9,7 @@ and ``_embedding.py``.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -286,6 +287,94 @@ def test_bce_checks_input_and_target_in_one_host_read(monkeypatch) -> None:
     with _CountReads() as mode:
         funcloss.binary_cross_entropy(x, y)
     assert mode.reads + len(tolist_calls) == 1
+
+
+def _exact_margin_truth(name, scores, target, p=1, weight=None):
+    """The hinge losses (``"none"``) and the gradient of their sum in exact rational arithmetic
+    from the float32 scores, each rounded once to float64 (``inf`` beyond float64's range does
+    not occur: |hinge| <= 7e38)."""
+    rows, classes = scores.shape
+    values, grads = [], [[Fraction(0)] * classes for _ in range(rows)]
+    for n in range(rows):
+        x = [Fraction(v) for v in scores[n].double().tolist()]
+        if name == "multilabel_margin_loss":
+            labels = []
+            for j in target[n].tolist():
+                if j == -1:
+                    break
+                labels.append(j)
+            pairs = [(j, i) for j in labels for i in range(classes) if i not in labels]
+            factor, margin, power = Fraction(1, classes), 1, 1
+        else:
+            y = int(target[n])
+            pairs = [(y, i) for i in range(classes) if i != y]
+            w = 1 if weight is None else Fraction(float(weight[y]))
+            factor, margin, power = w / classes, 1, p
+        total = Fraction(0)
+        for j, i in pairs:
+            z = margin - x[j] + x[i]
+            if z > 0:
+                total += z**power
+                slope = factor * power * z ** (power - 1)
+                grads[n][i] += slope
+                grads[n][j] -= slope
+        values.append(float(total * factor))
+    return torch.tensor(values, dtype=torch.float64), torch.tensor(
+        [[float(g) for g in row] for row in grads], dtype=torch.float64
+    )
+
+
+HUGE = 3e38
+
+
+def _huge_scores(rows: int, classes: int) -> torch.Tensor:
+    """Rows of ±3e38, one ulp off it, small scores and 0: hinges of 1 between two equal huge
+    scores (torch's 1 - x_j + x_i rounds the 1 away), of 6e38 (overflows float32 before the
+    1 / C) and of a huge score against a small one."""
+    generator = torch.Generator().manual_seed(14)
+    pool = torch.tensor([HUGE, -HUGE, 0.0, 0.5, -1.0, 1e30], dtype=torch.float32)
+    pool = torch.cat([pool, pool[:2].nextafter(torch.tensor(0.0))])
+    return pool[torch.randint(len(pool), (rows, classes), generator=generator)]
+
+
+@pytest.mark.parametrize("path", ["step", "composition"])
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("multilabel_margin_loss", {}),
+        ("multi_margin_loss", {"p": 1}),
+        ("multi_margin_loss", {"p": 2}),
+        ("multi_margin_loss", {"p": 1, "weight": torch.tensor([0.5, 2.0, 1.0, 0.25, 3.0])}),
+        ("multi_margin_loss", {"p": 2, "weight": torch.tensor([0.5, 2.0, 1.0, 0.25, 3.0])}),
+    ],
+    ids=["multilabel", "multi-p1", "multi-p2", "multi-p1-weight", "multi-p2-weight"],
+)
+def test_margin_losses_at_scores_near_the_float32_max(name, kwargs, path) -> None:
+    """Value and gradient are the exact ones rounded to float32 (to float32's tolerance), inf
+    only where the exact value is above float32's max: no nan (was nan from inf - inf in the
+    sort's k (1 - x_j) + sum x_i), no hinge of 1 rounded away, no overflow before the 1 / C."""
+    rows, classes = 400, 5
+    scores = _huge_scores(rows, classes)
+    generator = torch.Generator().manual_seed(15)
+    if name == "multilabel_margin_loss":
+        target = torch.randint(-1, classes, (rows, classes), generator=generator)
+    else:
+        target = torch.randint(0, classes, (rows,), generator=generator)
+    value64, grad64 = _exact_margin_truth(name, scores, target, **kwargs)
+    fits = value64.abs() <= torch.finfo(torch.float32).max
+    assert bool(fits.any()) and not bool(fits.all())
+    mask = {"where": torch.ones(rows, dtype=torch.bool)} if path == "composition" else {}
+    x = scores.clone().requires_grad_()
+    value = getattr(funcloss, name)(x, target, reduction="none", **kwargs, **mask)
+    (grad,) = torch.autograd.grad(value.sum(), x)
+    assert not bool(value.isnan().any()) and not bool(grad.isnan().any())
+    torch.testing.assert_close(value[fits], value64[fits].float())
+    assert bool((value[~fits] == INF).all())
+    gfits = grad64.abs() <= torch.finfo(torch.float32).max
+    if kwargs.get("p") == 2:  # the gradient 2 h / C of a row whose value (h^2 / C) overflows
+        gfits = gfits & fits.unsqueeze(-1)  # may overflow on the way: not compared
+    torch.testing.assert_close(grad[gfits], grad64[gfits].float())
+    assert bool(grad[grad64.abs() > torch.finfo(torch.float32).max].isinf().all())
 
 
 # -- what funcloss gets right where torch does not: keep it ----------------------------------
