@@ -428,8 +428,13 @@ class _EagerCTC(torch.autograd.Function):
 
 
 def _eager_step(*tensors: Tensor) -> bool:
-    """Plain tensors in plain eager mode (:func:`eager_mode`)."""
-    return all(type(t) is Tensor for t in tensors) and eager_mode(*tensors)
+    """Plain tensors in plain eager mode (:func:`eager_mode`) whose lengths the value checks
+    have read (the step indexes frames by them: unchecked lengths take the composition)."""
+    return (
+        all(type(t) is Tensor for t in tensors)
+        and eager_mode(*tensors)
+        and value_checks_enabled(*tensors[1:])
+    )
 
 
 # -- argument handling -----------------------------------------------------------------------
