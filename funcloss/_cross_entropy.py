@@ -748,6 +748,7 @@ def _cross_entropy_moderate(
     (finite) logits: a coefficient of 0 gives them exactly nothing. The same values as
     :func:`_cross_entropy_small` up to float rounding (its clamp, gather and guards against
     ``0 * -inf`` are for infinite log-probabilities, which cannot occur here)."""
+    total: Tensor | int = 1  # the mean's denominator
     if weight is None and ignored is None and label_smoothing == 0:
         # the plain call: -1 / total at the target, scattered into zeros
         picked = -1 / log_probs.shape[0] if reduction == "mean" else -1.0
@@ -756,7 +757,6 @@ def _cross_entropy_moderate(
         row_weights = None
         if weight is not None or ignored is not None:
             row_weights = _row_weights(index, weight, ignored, log_probs.dtype)
-        total: Tensor | int = 1  # the mean's denominator
         if reduction == "mean":
             total = log_probs.shape[0] if row_weights is None else row_weights.sum()
         coefficients = log_softmax_coefficients(

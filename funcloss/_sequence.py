@@ -237,9 +237,11 @@ def _ctc_nll(
 ) -> Tensor:
     """-log p(target_n | log_probs) ``(N,)`` for ``(T, N, C)`` log_probs and padded targets."""
     _, skip, emissions, offset = _lattice(log_probs, targets, input_lengths, target_lengths, blank)
-    scale = torch.zeros_like(offset)
-    for step in _alphas(emissions, skip, input_lengths):
-        alpha, top = step
+    steps = _alphas(emissions, skip, input_lengths)
+    alpha, top = next(steps)  # frame 0 (log_probs is checked non-empty)
+    scale = top.squeeze(1)
+    for step in steps:
+        alpha, top = step  # the last alpha stays: each sample's at its last frame
         scale = scale + top.squeeze(1)
     log_p = _log_likelihood(alpha, target_lengths) + scale  # (of the shifted emissions)
     return torch.where(log_p <= _IMPOSSIBLE, float("inf"), -(log_p + offset))  # NaN stays NaN
@@ -319,8 +321,9 @@ def _alpha_beta(
         log_probs, targets, input_lengths, target_lengths, blank
     )
     num_states = labels.shape[1]
-    if gradient:
-        flip, outside = _flip(num_frames, num_states, input_lengths, target_lengths)
+    flipping = _flip(num_frames, num_states, input_lengths, target_lengths) if gradient else None
+    if flipping is not None:
+        flip, outside = flipping
         # entering reversed state s from s - 2 is the original jump L_n - 1 - s -> L_n + 1 - s
         states = 2 * target_lengths.unsqueeze(1) + 2 - torch.arange(num_states)
         jump = skip.gather(1, states.clamp(0, num_states - 1))
@@ -371,8 +374,9 @@ def _alpha_beta(
     log_p += scale
     possible = log_p > _IMPOSSIBLE
     nll = torch.where(possible, -(log_p + offset), math.inf).masked_fill_(broken, math.nan)
-    if not gradient:
+    if flipping is None:
         return nll, None
+    flip, outside = flipping
     betas = alphas[1:, n:].reshape(-1).take(flip)
     # alpha_t(s) + beta_t(s) = alphas + (betas - emissions): the reversed alpha includes frame
     # t's emission, once too often
