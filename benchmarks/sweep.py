@@ -13,7 +13,8 @@ issue's grid, in fp32 and bf16, one cell:
    fit in the memory available now (the cell is then skipped, with the reason printed);
 2. runs one forward + backward of each and checks that funcloss's value and gradients agree with
    torch's (largest difference at most ``TOLERANCE[dtype]`` times the largest magnitude of
-   torch's; else the cell is marked ``differs``); a dtype torch has no CPU kernel for is skipped;
+   torch's; else the cell is marked ``differs``, and both are measured against torch's op in
+   float64 to say which is off); a dtype torch has no CPU kernel for is skipped;
 3. times forward + backward of both, paired and interleaved (benchmarks/_paired.py: median over
    rounds of the per-round ratio funcloss / torch), with the peak extra memory of large cells.
 
@@ -396,6 +397,23 @@ def _step(fn: Callable[..., torch.Tensor], args: tuple, kwargs: dict, leaves: li
     return run
 
 
+def _arbiter(args: tuple, kwargs: dict, case: Case, results: dict[str, list]) -> dict:
+    """Where the two differ, each one's distance from torch's op run in float64 on the same
+    inputs (``{"funcloss_error": ..., "torch_error": ...}``, as ``_difference`` measures), or
+    ``{}`` where torch has no float64 kernel for it: which of the two is off."""
+    args64, kwargs64 = _cast((args, kwargs), torch.float64)
+    leaves = [args64[i].detach().requires_grad_() for i in case.wrt]
+    args64 = tuple(leaves[case.wrt.index(i)] if i in case.wrt else a for i, a in enumerate(args64))
+    try:
+        truth = _run_once(case.contenders()["torch"], args64, kwargs64, leaves)
+    except (RuntimeError, NotImplementedError):
+        return {}
+    return {
+        f"{name}_error": max(_difference(a, b) for a, b in zip(results[name], truth, strict=True))
+        for name in ("funcloss", "torch")
+    }
+
+
 def _loadavg() -> str:
     try:
         with open("/proc/loadavg") as loadavg:
@@ -449,9 +467,11 @@ def measure(
     difference = max(
         _difference(a, b) for a, b in zip(results["funcloss"], results["torch"], strict=True)
     )
-    results.clear()
     record["difference"] = difference
     record["status"] = "ok" if difference <= TOLERANCE[dtype] else "differs"
+    if record["status"] == "differs":
+        record.update(_arbiter(args, kwargs, case, results))
+    results.clear()
     calls = 1 if large else (2 if quick else 20)
     rounds = rounds if large else rounds * 2
     steps = {name: _step(fn, args, kwargs, leaves, calls) for name, fn in contenders.items()}
@@ -490,6 +510,11 @@ def _ratio(value: float | None, bold: bool = False) -> str:
 
 
 def _check(record: dict) -> str:
+    if record["status"] == "differs" and "torch_error" in record:
+        return (
+            f"differs ({record['difference']:.0e}; from float64: funcloss "
+            f"{record['funcloss_error']:.0e}, torch {record['torch_error']:.0e})"
+        )
     if record["status"] in ("ok", "differs"):
         return f"{record['status']} ({record['difference']:.0e})"
     return f"{record['status']}: {record['reason']}"
@@ -571,7 +596,9 @@ def summary(records: list[dict], meta: dict) -> str:
         f"{meta['calls']} calls per small one); load average {meta['load_start']} at the start, "
         f"{meta['load_end']} at the end; {meta['minutes']:.0f} minutes, {meta['date']}.",
         "",
-        f"{len(overs)} of {len(timed)} timed cells over target; {len(differs)} differ; "
+        f"{len(overs)} of {len(timed)} timed cells over target; {len(differs)} differ "
+        f"({sum(r.get('funcloss_error', math.inf) < r.get('torch_error', 0) for r in differs)} "
+        "where funcloss is the closer to float64); "
         f"{len(skipped)} skipped. Noise floor (torch against itself): "
         + ", ".join(f"{r['dtype']} {r['shape']} {r['time_ratio']:.2f}x" for r in noise)
         + ".",

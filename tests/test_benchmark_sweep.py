@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 
 import funcloss
@@ -55,3 +56,20 @@ def test_sweep_quick(tmp_path: Path) -> None:
         assert math.isfinite(r["time_ratio"]) and r["time_ratio"] > 0, r
         assert r["funcloss_seconds"] > 0 and r["torch_seconds"] > 0, r
     assert "cells over target" in (tmp_path / "sweep.md").read_text()
+
+
+def test_arbiter_says_which_contender_is_off() -> None:
+    """Where funcloss and torch differ, the float64 run of torch's op decides: a result made
+    wrong on purpose is the far one, torch's float32 result the near one."""
+    case = next(c for c in sweep.CASES if c.loss == "mse_loss" and not c.variant)
+    args, kwargs = sweep._cast(
+        case.make({"n": 64, "c": 10}, torch.Generator().manual_seed(0)), torch.float32
+    )
+    leaves = [args[i].requires_grad_() for i in case.wrt]
+    exact = sweep._run_once(F.mse_loss, args, kwargs, leaves)
+    wrong = [exact[0] * (1 + 1e-3), exact[1]]
+    errors = sweep._arbiter(args, kwargs, case, {"funcloss": wrong, "torch": exact})
+    assert 0.9e-3 < errors["funcloss_error"] < 1.1e-3, errors
+    assert errors["torch_error"] < 1e-6, errors
+    record = {"status": "differs", "difference": 1e-3, **errors}
+    assert "from float64: funcloss 1e-03" in sweep._check(record)
