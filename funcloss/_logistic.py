@@ -124,12 +124,11 @@ def _probability_step(
     divisor, slope = config
     one_minus = torch.rsub(input, 1)
     log_one_minus = torch.log(one_minus).clamp_min_(_BCE_LOG_FLOOR)
-    terms = torch.log(input).clamp_min_(_BCE_LOG_FLOOR).sub_(log_one_minus)
-    terms = log_one_minus.addcmul_(target, terms)
+    # b + y (a - b) in one op (lerp: exactly a at y = 1, b at y = 0)
+    terms = torch.lerp(log_one_minus, torch.log(input).clamp_min_(_BCE_LOG_FLOOR), target)
     value = (terms.sum() if divisor == 1 else terms.mean()).neg_()
     low, high = torch.aminmax(target)
-    checks = torch.stack((value, low, high)).tolist()
-    if not (math.isfinite(checks[0]) and checks[1] >= 0 and checks[2] <= 1):
+    if not (math.isfinite(value.item()) and low.item() >= 0 and high.item() <= 1):
         raise _Fallback
     if not slope:
         return value, None, None
@@ -160,7 +159,7 @@ _LOGITS_RULE = SlopeRule(_logits_step, _scale, _logits_gradient)
 def _step(logits: bool, input: Tensor, target: Tensor, reduction: str) -> Tensor | None:
     """The eager step's loss, or ``None`` where the composition must run."""
     try:
-        return _BCEStep.apply(
+        return _BCEStep.run(
             _LOGITS_RULE if logits else _PROBABILITY_RULE,
             input,
             target,
