@@ -155,7 +155,8 @@ def _probability_step(
     terms = torch.lerp(log_one_minus, torch.log(input).clamp_min_(_BCE_LOG_FLOOR), target)
     value = (terms.sum() if divisor == 1 else terms.mean()).neg_()
     low, high = torch.aminmax(target)
-    if not (math.isfinite(value.item()) and low.item() >= 0 and high.item() <= 1):
+    checks = torch.stack((value, low, high)).tolist()  # one host read (tests/test_meta.py)
+    if not (math.isfinite(checks[0]) and checks[1] >= 0 and checks[2] <= 1):
         raise _Fallback
     if not slope:
         return value, None, None

@@ -122,7 +122,8 @@ def test_bf16_steps(monkeypatch, logits, reduction, shape) -> None:
     generator = torch.Generator().manual_seed(5)
     if logits:
         x = torch.randn(shape, generator=generator) * 4
-        loss_fn, reference = funcloss.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits
+        loss_fn = funcloss.binary_cross_entropy_with_logits
+        reference = F.binary_cross_entropy_with_logits
     else:
         x = torch.rand(shape, generator=generator) * 0.98 + 0.01
         loss_fn, reference = funcloss.binary_cross_entropy, F.binary_cross_entropy
