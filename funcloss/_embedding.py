@@ -295,7 +295,7 @@ def hinge_embedding_loss(
             loss = _hinge_embedding(input, target, margin)
             return loss.sum() if reduction == "sum" else loss.mean()
         config = (input.numel() if reduction == "mean" else 1, margin)
-        return _HingeEmbeddingStep.apply(_HINGE_EMBEDDING_RULE, input, target, config)
+        return _HingeEmbeddingStep.run(_HINGE_EMBEDDING_RULE, input, target, config)
     check_tensor(fn, input=input)
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,7 +27,15 @@ from ._checks import (
 )
 from ._function import SlopeRule, SlopeStep, custom_backward
 from ._modes import follows_autocast
-from ._ops import logistic_step_terms, logistic_terms, softplus, times
+from ._ops import (
+    FLOAT_CHUNK,
+    chunk_total,
+    float_chunks,
+    logistic_step_terms,
+    logistic_terms,
+    softplus,
+    times,
+)
 from ._reduction import masked, reduce
 from ._softmax_ce import compute_dtype
 
@@ -57,7 +66,7 @@ _BCE_LOGITS_CONFIG = partial(check_reduction, "binary_cross_entropy_with_logits"
 
 def _fast(input: object, target: object, where: object, weight: object, reduction: str) -> bool:
     """A plain eager CPU call, no mask or weight, ``reduction`` "mean" or "sum", on plain tensors
-    of one shape and one float32/float64 dtype whose target takes no gradient: the eager step
+    of one shape and one float32/float64/bf16 dtype whose target takes no gradient: the eager step
     may run, and every argument check but the value checks holds already (the caller checks the
     config first). The house checks cost more than the loss at 64x10: :func:`eager_pair` tests
     the tensors and the mode."""
@@ -70,7 +79,10 @@ def _fast(input: object, target: object, where: object, weight: object, reductio
 
 
 _SCALAR = ("mean", "sum")
-_FAST_DTYPES = (torch.float32, torch.float64)
+# bf16 is computed in float32: binary_cross_entropy's step at the per-call sizes only, the
+# logits step by chunks above them
+_HALF_DTYPES = (torch.bfloat16,)
+_FAST_DTYPES = (torch.float32, torch.float64, *_HALF_DTYPES)
 # Up to this many elements (the per-call regime) the step keeps a slope tensor beside two log
 # buffers in its forward; above it the composition's Function (one buffer less) runs.
 _STEP_MAX_NUMEL = 2**16
@@ -98,8 +110,11 @@ def _scale(slope: Tensor, grad: Tensor, config: tuple[int, bool], kept: None) ->
 
 
 def _probability_gradient(
-    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, bool], kept: None
+    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, bool], kept: Any
 ) -> Tensor:
+    if input.dtype in _HALF_DTYPES:  # in float32, rounded once, as the bf16 step's scale
+        grad = _probability_gradient(input.float(), target.float(), grad.float(), config, None)
+        return grad.to(input.dtype)
     factor = _factor(grad, config)
     if torch.is_grad_enabled():  # the general backward's expression, differentiated
         return factor * (input - target) / (input * (1 - input)).clamp_min(_BCE_GRAD_EPS)
@@ -109,26 +124,38 @@ def _probability_gradient(
 
 
 def _logits_gradient(
-    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, bool], kept: None
+    input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, bool], kept: Any
 ) -> Tensor:
-    return (torch.sigmoid(input) - target) * _factor(grad, config)
+    if input.dtype not in _HALF_DTYPES:
+        return (torch.sigmoid(input) - target) * _factor(grad, config)
+    # bf16: in float32, rounded once (by chunks, in cache, unless create_graph differentiates it)
+    factor = _factor(grad.float(), config)
+    if torch.is_grad_enabled():
+        return ((torch.sigmoid(input.float()) - target.float()) * factor).to(input.dtype)
+    result = torch.empty(input.numel(), dtype=input.dtype)
+    for x, y, start in float_chunks(input.reshape(-1), target.reshape(-1)):
+        result[start : start + FLOAT_CHUNK] = torch.sigmoid(x).sub_(y).mul_(factor)
+    return result.view(input.shape)
 
 
 def _probability_step(
     input: Tensor, target: Tensor, config: tuple[int, bool]
-) -> tuple[Tensor, Tensor | None, None]:
+) -> tuple[Tensor, Tensor | None, Any]:
     """``-sum(b + y (a - b))`` over ``divisor``, ``a``, ``b`` the floored logs of ``x`` and
     ``1 - x`` (``_binary_cross_entropy_forward``'s terms), and the slope
     ``(x - y) / max(x (1 - x), eps)``. Without the clamp at 0 the logs of an input outside
     ``[0, 1]`` or NaN are NaN: the one host read tests the value and the target's range."""
+    if input.dtype in _HALF_DTYPES:  # bf16 (per-call sizes only): the float32 step, rounded once
+        value, slope_, _ = _probability_step(input.float(), target.float(), config)
+        return value.to(input.dtype), slope_, input.dtype
     divisor, slope = config
     one_minus = torch.rsub(input, 1)
     log_one_minus = torch.log(one_minus).clamp_min_(_BCE_LOG_FLOOR)
-    terms = torch.log(input).clamp_min_(_BCE_LOG_FLOOR).sub_(log_one_minus)
-    terms = log_one_minus.addcmul_(target, terms)
+    # b + y (a - b) in one op (lerp: exactly a at y = 1, b at y = 0)
+    terms = torch.lerp(log_one_minus, torch.log(input).clamp_min_(_BCE_LOG_FLOOR), target)
     value = (terms.sum() if divisor == 1 else terms.mean()).neg_()
     low, high = torch.aminmax(target)
-    checks = torch.stack((value, low, high)).tolist()
+    checks = torch.stack((value, low, high)).tolist()  # one host read (tests/test_meta.py)
     if not (math.isfinite(checks[0]) and checks[1] >= 0 and checks[2] <= 1):
         raise _Fallback
     if not slope:
@@ -139,12 +166,26 @@ def _probability_step(
 
 def _logits_step(
     input: Tensor, target: Tensor, config: tuple[int, bool]
-) -> tuple[Tensor, Tensor | None, None]:
+) -> tuple[Tensor, Tensor | None, Any]:
     """``sum((1 - y) softplus(x) + y softplus(-x))`` over ``divisor`` (``logistic_terms``'
     two non-negative terms; ``softplus(x, beta=-1)`` is ``-softplus(-x)`` in one op), and the
     slope ``sigmoid(x) - y``. An infinite logit makes a term ``0 * inf``: the one host read
     finds the value not finite and the composition, which counts such a term 0, reruns."""
     divisor, slope = config
+    if input.dtype in _HALF_DTYPES and input.numel() <= _STEP_MAX_NUMEL:
+        # bf16 in the per-call regime: the float32 step, its slope kept in float32 and the
+        # gradient rounded once by the scale (kept: the dtype to round to)
+        value, slope_, _ = _logits_step(input.float(), target.float(), config)
+        return value.to(input.dtype), slope_, input.dtype
+    if input.dtype in _HALF_DTYPES:
+        # bf16: the terms in float32 by chunks (in cache), rounded once; no slope (a bf16 one
+        # would round the gradient twice, a float32 one take more memory than torch): the
+        # backward computes the gradient from the inputs (_logits_gradient)
+        chunks = float_chunks(input.reshape(-1), target.reshape(-1))
+        total = chunk_total([logistic_step_terms(x, y).sum() for x, y, _ in chunks])
+        if not math.isfinite(total.item()):
+            raise _Fallback
+        return (total if divisor == 1 else total / divisor).to(input.dtype), None, None
     terms = logistic_step_terms(input, target)
     value = terms.sum() if divisor == 1 else terms.mean()
     del terms  # the slope's buffer may take its place
@@ -153,14 +194,22 @@ def _logits_step(
     return value, (torch.sigmoid(input).sub_(target) if slope else None), None
 
 
-_PROBABILITY_RULE = SlopeRule(_probability_step, _scale, _probability_gradient)
-_LOGITS_RULE = SlopeRule(_logits_step, _scale, _logits_gradient)
+def _rounded_scale(slope: Tensor, grad: Tensor, config: tuple[int, bool], kept: Any) -> Tensor:
+    """:func:`_scale`; a float32 slope of a bf16 step (``kept``: bf16) takes the float32
+    factor and is rounded once, as :func:`_logits_gradient` rounds."""
+    if kept is None:
+        return slope.mul_(_factor(grad, config))
+    return slope.mul_(_factor(grad.float(), config)).to(kept)
+
+
+_PROBABILITY_RULE = SlopeRule(_probability_step, _rounded_scale, _probability_gradient)
+_LOGITS_RULE = SlopeRule(_logits_step, _rounded_scale, _logits_gradient)
 
 
 def _step(logits: bool, input: Tensor, target: Tensor, reduction: str) -> Tensor | None:
     """The eager step's loss, or ``None`` where the composition must run."""
     try:
-        return _BCEStep.apply(
+        return _BCEStep.run(
             _LOGITS_RULE if logits else _PROBABILITY_RULE,
             input,
             target,

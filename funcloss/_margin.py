@@ -237,7 +237,7 @@ def soft_margin_loss(
             terms = softplus(-target * input)
             return terms.sum() if reduction == "sum" else terms.mean()
         divisor = input.numel() if reduction == "mean" else 1
-        return _SoftMarginStep.apply(_SOFT_MARGIN_RULE, input, target, divisor)
+        return _SoftMarginStep.run(_SOFT_MARGIN_RULE, input, target, divisor)
     check_tensor(fn, input=input)
     check_floating(fn, input=input)
     check_label_dtype(fn, target=target)
@@ -321,7 +321,7 @@ def multilabel_soft_margin_loss(
         and value_reads_allowed()
     ):
         divisor = input.numel() if reduction == "mean" else input.shape[-1]
-        loss = _SoftMarginStep.apply(_MULTILABEL_SOFT_MARGIN_RULE, input, target, divisor)
+        loss = _SoftMarginStep.run(_MULTILABEL_SOFT_MARGIN_RULE, input, target, divisor)
         if math.isfinite(loss.item()):
             return loss
     check_tensor(fn, input=input)

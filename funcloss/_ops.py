@@ -83,12 +83,14 @@ def _logistic_terms_jvp(input_t: Tensor, target_t: Tensor, input: Tensor, target
 
 
 def logistic_step_terms(input: Tensor, target: Tensor) -> Tensor:
-    """``(1 - y) softplus(x) + y softplus(-x)`` in one fresh buffer, in place: for an eager
-    step's forward (no graph). ``softplus(x, beta=-1)`` is ``-softplus(-x)`` in one op. An
+    """``(1 - y) softplus(x) + y softplus(-x)`` in three fresh buffers: for an eager step's
+    forward (no graph). ``softplus(x, beta=-1)`` is ``-softplus(-x)`` in one op. An
     infinite logit makes a term ``0 * inf = nan``: the caller tests the sum and reruns the
     composition (:func:`logistic_terms`), which counts such a term 0."""
-    terms = softplus(input).mul_(torch.rsub(target, 1))
-    return terms.addcmul_(target, softplus(input, -1.0), value=-1)
+    # lerp(softplus(x), softplus(-x), y): exactly one term at y = 0 or 1, and for other targets
+    # a sum of two non-negative terms in either of lerp's branches (``softplus(-x) - softplus(x)``
+    # is ``-x``): no cancellation. Four ops (the product form takes five).
+    return torch.lerp(softplus(input), softplus(input, -1.0).neg_(), target)
 
 
 # The chunk of the half-precision steps, in elements (1 MiB of float32): its float32 copies stay

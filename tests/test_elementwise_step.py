@@ -220,3 +220,56 @@ def test_small_calls_and_masks_take_the_composition() -> None:
     with funcloss.set_value_checks(False):  # multilabel_soft_margin's step reads its value
         loss = funcloss.multilabel_soft_margin_loss(big, signs.clamp_min(0))
         assert type(loss.grad_fn).__name__ != _STEPS["multilabel_soft_margin_loss"]
+
+
+def test_run_is_apply_without_its_python_layer() -> None:
+    """``SlopeStep.run`` (the C apply) gives ``apply``'s value, gradient and node, and unwraps a
+    tensor escaped from a finished transform as ``apply`` does."""
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
+    results = []
+    for call in (_regression._EagerStep.apply, _regression._EagerStep.run):
+        leaf = x.clone().requires_grad_()
+        loss = call(_regression._MSE_RULE, leaf, y, (40, 0.0))
+        loss.backward()
+        results.append((loss.detach(), leaf.grad, type(loss.grad_fn).__name__))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert results[0][2] == results[1][2] == "_EagerStepBackward"
+    escaped = []
+    torch.func.grad(lambda t: escaped.append(t) or t.sum())(x)  # a dead wrapper after grad
+    value = _regression._EagerStep.run(_regression._MSE_RULE, escaped[0], y, (40, 0.0))
+    assert torch.equal(value, _regression._EagerStep.apply(_regression._MSE_RULE, x, y, (40, 0.0)))
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (64, 64), (64, 65), (600, 500)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_mse_step_matches_the_general_path(monkeypatch, shape, dtype, reduction) -> None:
+    """mse's step (one dot up to 4096 elements, 64x64; blocked norms above, 64x65) against the
+    composition: value and gradient close, taken exactly where expected, the same bits from a
+    second backward of the retained graph and from create_graph, and deterministic."""
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(shape, generator=generator, dtype=dtype)
+    y = torch.randn(shape, generator=generator, dtype=dtype)
+
+    def run():
+        leaf = x.clone().requires_grad_()
+        loss = funcloss.mse_loss(leaf, y, reduction=reduction)
+        (first,) = torch.autograd.grad(loss, leaf, retain_graph=True)
+        (again,) = torch.autograd.grad(loss, leaf)
+        graph = funcloss.mse_loss(leaf, y, reduction=reduction)
+        (created,) = torch.autograd.grad(graph, leaf, create_graph=True)
+        (second,) = torch.autograd.grad(created.sum(), leaf)
+        return loss.detach(), first, again, created.detach(), second, type(loss.grad_fn).__name__
+
+    fast = run()
+    assert fast[-1] == "_EagerStepBackward"
+    assert torch.equal(fast[1], fast[2]) and torch.equal(fast[1], fast[3])
+    repeated = run()
+    assert all(torch.equal(a, b) for a, b in zip(fast[:-1], repeated[:-1], strict=True))
+    with monkeypatch.context() as patch:
+        patch.setattr(_regression, "_fast", lambda *args, **kwargs: False)
+        general = run()
+    assert general[-1] != "_EagerStepBackward"
+    for got, want in zip(fast[:-1], general[:-1], strict=True):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(fast[0], F.mse_loss(x, y, reduction=reduction))

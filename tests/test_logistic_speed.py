@@ -61,7 +61,7 @@ def _general(monkeypatch, loss_fn, x, y, reduction):
 )
 @pytest.mark.parametrize("target", sorted(_TARGETS))
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_plain_eager_call_matches_the_general_path(
     monkeypatch, logits, values, target, reduction, dtype
 ) -> None:
@@ -69,13 +69,20 @@ def test_plain_eager_call_matches_the_general_path(
     loss_fn = funcloss.binary_cross_entropy_with_logits if logits else funcloss.binary_cross_entropy
     x = torch.tensor(table[values], dtype=dtype)
     y = torch.tensor(_TARGETS[target], dtype=dtype)
-    fast, general = _run(loss_fn, x, y, reduction), _general(monkeypatch, loss_fn, x, y, reduction)
+    # bf16: the step computes in float32 and rounds once, where binary_cross_entropy's general
+    # path rounds each bf16 op (its second derivative at x = 0.01 is half the float64 one): the
+    # general path of the float32 inputs, to bf16's resolution
+    wide = torch.float32 if dtype == torch.bfloat16 else dtype
+    fast = _run(loss_fn, x, y, reduction)
+    general = _general(monkeypatch, loss_fn, x.to(wide), y.to(wide), reduction)
     if isinstance(general, str):  # the same error, raised by the general path's checks
-        assert fast == general
+        assert fast == general.replace("float32", "bfloat16")
         return
     assert "BCEStep" not in type(general[-1]).__name__
+    tolerance = {"rtol": 2**-7, "atol": 1e-5} if dtype == torch.bfloat16 else {}  # an ulp
     for got, want in zip(fast[:-1], general[:-1], strict=True):
-        torch.testing.assert_close(got, want, equal_nan=True)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.to(wide), want, equal_nan=True, **tolerance)
     # the step ran wherever inputs and loss are finite and valid (an infinity, a NaN or a value
     # out of range takes the composition)
     valid = logits or (values in ("moderate", "at_bounds") and target != "above_one")
@@ -101,3 +108,60 @@ def test_the_step_skips_masks_weights_and_unreduced_calls() -> None:
             assert "BCEStep" not in type(loss.grad_fn).__name__
     with funcloss.set_value_checks(False):  # the probability step reads values
         assert "BCEStep" not in type(funcloss.binary_cross_entropy(x, y).grad_fn).__name__
+
+
+@pytest.mark.parametrize("shape", [(64, 10), (300, 300), (600, 500)])
+@pytest.mark.parametrize("logits", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_bf16_steps(monkeypatch, logits, reduction, shape) -> None:
+    """bf16 takes the steps, computed in float32 (the per-call sizes keep a float32 slope, the
+    logits step by chunks above them: 600x500 is two chunks; binary_cross_entropy's step stops
+    at 2**16 elements): the general path's values and gradients to bf16's resolution, a retained
+    graph backed twice gives the same bits, and value and gradient are at least as accurate as
+    torch's (float64 of the same bf16 inputs)."""
+    generator = torch.Generator().manual_seed(5)
+    if logits:
+        x = torch.randn(shape, generator=generator) * 4
+        loss_fn = funcloss.binary_cross_entropy_with_logits
+        reference = F.binary_cross_entropy_with_logits
+    else:
+        x = torch.rand(shape, generator=generator) * 0.98 + 0.01
+        loss_fn, reference = funcloss.binary_cross_entropy, F.binary_cross_entropy
+    y = torch.rand(shape, generator=generator)
+    y[0, :3] = torch.tensor([0.0, 1.0, 0.5])
+    x, y = x.bfloat16(), y.bfloat16()
+    stepped = logits or x.numel() <= 2**16
+    leaf = x.clone().requires_grad_()
+    loss = loss_fn(leaf, y, reduction=reduction)
+    assert ("BCEStep" in type(loss.grad_fn).__name__) == stepped
+    assert loss.dtype == torch.bfloat16
+    (first,) = torch.autograd.grad(loss, leaf, retain_graph=True)
+    (again,) = torch.autograd.grad(loss, leaf)
+    assert first.dtype == torch.bfloat16 and torch.equal(first, again)
+    if stepped:  # create_graph rounds as the slope does
+        loss = loss_fn(leaf, y, reduction=reduction)
+        (graph,) = torch.autograd.grad(loss, leaf, create_graph=True)
+        assert torch.equal(graph.detach(), first)
+    with monkeypatch.context() as patch:
+        patch.setattr(_logistic, "_fast", lambda *args: False)
+        general = loss_fn(leaf, y, reduction=reduction)
+    assert "BCEStep" not in type(general.grad_fn).__name__
+    torch.testing.assert_close(loss.detach(), general.detach())
+    torch.testing.assert_close(first, torch.autograd.grad(general, leaf)[0])
+
+    def value_and_grad(fn, x):
+        leaf = x.clone().requires_grad_()
+        value = fn(leaf, y.to(x.dtype), reduction=reduction)
+        value.backward()
+        return value.detach().double(), leaf.grad.double()
+
+    if not stepped:  # the composition rounds each bf16 op
+        return
+    truth = value_and_grad(reference, x.double())
+    for got, want in zip(value_and_grad(loss_fn, x), truth, strict=True):
+        theirs = value_and_grad(reference, x)[0 if got.dim() == 0 else 1]
+        error, torch_error = (got - want).norm() / want.norm(), (theirs - want).norm() / want.norm()
+        assert error <= torch_error or error <= torch.finfo(torch.bfloat16).eps / 2, (
+            error,
+            torch_error,
+        )
