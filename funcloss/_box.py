@@ -29,6 +29,7 @@ import math
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import (
@@ -103,7 +104,12 @@ def _prepare(
     scale = torch.where(scale == 0, 1.0, scale)
     unit = scale.unsqueeze(-1)
     far = _far(boxes1.dtype)
-    return (boxes1 / unit).clamp(-far, far), (boxes2 / unit).clamp(-far, far), eps / scale**2
+    # hardtanh, not clamp: one pass each way (clamp's backward costs twice)
+    return (
+        F.hardtanh(boxes1 / unit, -far, far),
+        F.hardtanh(boxes2 / unit, -far, far),
+        eps / scale**2,
+    )
 
 
 def _finite_magnitude(boxes: Tensor) -> Tensor:
@@ -115,7 +121,7 @@ def _far(dtype: torch.dtype) -> float:
     """Where an infinite coordinate goes, in the pair's units (its finite coordinates are in
     [-1, 1]): ``1 / eps`` units out, each ratio of the losses is its limit up to the dtype's
     rounding (the terms that an infinite coordinate leaves are ``O(1 / far)``); the limit's
-    derivative in that coordinate is 0, and ``clamp``'s is. Areas and squared distances of two
+    derivative in that coordinate is 0, and ``hardtanh``'s is. Areas and squared distances of two
     such coordinates, ``4 far**2``, stay in range (float16: ``sqrt(max) / 4``)."""
     info = torch.finfo(dtype)
     return min(1 / info.eps, math.sqrt(info.max) / 4)

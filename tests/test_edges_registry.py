@@ -28,12 +28,6 @@ OPEN = {
         "limit 1 - SSIM = 1 at each window it enters",
         "triplet_margin_with_distance_loss": "a distance_function that is nan at an infinite "
         "coordinate (F.cosine_similarity: inf / inf): nothing funcloss can rescale",
-        "generalized_box_iou_loss": "an infinite coordinate: an infinite box, inf / inf in the "
-        "area ratios (torchvision: nan too); limit 1 + (enclosing - own width) / enclosing",
-        "dice_loss-probabilities": "an infinite 'probability' (activation=None): inf / inf in "
-        "the overlap ratio, whose limit is finite",
-        "mcc_loss-probabilities": "an infinite 'probability' (activation=None): inf - inf in "
-        "M TP - P T and the variance products, whose limit gradient is 0 (found by CI, open)",
     },
     "nan": {},
     "huge": {
