@@ -29,6 +29,7 @@ import math
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import (
@@ -91,16 +92,39 @@ def _prepare(
     The losses are invariant under that scaling (with ``eps`` scaled alike), so the scale is a
     constant for differentiation (``detach``: its exact derivative contribution is 0); it keeps
     areas and squared distances in range, where float32 boxes of ``1e20`` or half-precision
-    boxes in pixels would overflow to ``inf / inf``."""
+    boxes in pixels would overflow to ``inf / inf``. The scale is the pair's largest *finite*
+    ``|coordinate|``; an infinite one becomes ``±far`` units (:func:`_far`), so the losses
+    give their limits there (torchvision: ``inf / inf``, NaN)."""
     _check_boxes(fn, boxes1, boxes2)
     if where is not None:
         check_where(fn, where, boxes1.shape[:-1])
         pairs = where.unsqueeze(-1)
         boxes1, boxes2 = masked(pairs, boxes1), masked(pairs, boxes2)
-    scale = torch.maximum(boxes1.abs().amax(-1), boxes2.abs().amax(-1)).detach()
+    scale = torch.maximum(_finite_magnitude(boxes1), _finite_magnitude(boxes2)).detach()
     scale = torch.where(scale == 0, 1.0, scale)
     unit = scale.unsqueeze(-1)
-    return boxes1 / unit, boxes2 / unit, eps / scale**2
+    far = _far(boxes1.dtype)
+    # hardtanh, not clamp: one pass each way (clamp's backward costs twice)
+    return (
+        F.hardtanh(boxes1 / unit, -far, far),
+        F.hardtanh(boxes2 / unit, -far, far),
+        eps / scale**2,
+    )
+
+
+def _finite_magnitude(boxes: Tensor) -> Tensor:
+    """The largest finite ``|coordinate|`` of each box (NaN where one is NaN)."""
+    return torch.nan_to_num(boxes.abs(), nan=math.nan, posinf=0.0).amax(-1)
+
+
+def _far(dtype: torch.dtype) -> float:
+    """Where an infinite coordinate goes, in the pair's units (its finite coordinates are in
+    [-1, 1]): ``1 / eps`` units out, each ratio of the losses is its limit up to the dtype's
+    rounding (the terms that an infinite coordinate leaves are ``O(1 / far)``); the limit's
+    derivative in that coordinate is 0, and ``hardtanh``'s is. Areas and squared distances of two
+    such coordinates, ``4 far**2``, stay in range (float16: ``sqrt(max) / 4``)."""
+    info = torch.finfo(dtype)
+    return min(1 / info.eps, math.sqrt(info.max) / 4)
 
 
 # -- the geometry ----------------------------------------------------------------------------

@@ -881,7 +881,11 @@ def triplet_margin_with_distance_loss(
             broadcastable with it; a ``distance_function`` decides for itself.
         negative: likewise.
         distance_function: ``d(x1, x2) -> distances``, non-negative, one per embedding pair;
-            default :func:`torch.pairwise_distance` semantics (``p=2``, ``eps=1e-6``).
+            default :func:`torch.pairwise_distance` semantics (``p=2``, ``eps=1e-6``), rescaled
+            as :func:`triplet_margin_loss` where a distance would overflow. A given function's
+            arithmetic is its own: where it is NaN (``F.cosine_similarity`` at an infinite
+            coordinate) or overflows (a squared distance at ``3e38`` in float32), so is the
+            loss, as torch's; funcloss cannot rescale a function it does not know.
         margin: the required gap, must be positive.
         swap: use the distance swap.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.

@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import (
@@ -619,14 +620,28 @@ def _multi_margin_scale(
     return hinges.scatter_(1, index, hinges.sum(-1, keepdim=True).neg_())
 
 
-def _multi_margin_hinges(scores: Tensor, index: Tensor, margin: float, scale: float) -> Tensor:
+def _multi_margin_hinges(
+    scores: Tensor, index: Tensor, margin: float, scale: float, p: int = 1
+) -> Tensor:
     """The hinges ``relu(x_i - x_y + margin)`` of ``(N, C)`` scores, scaled by ``scale``
     (:func:`_hinge_scale`). The difference first: ``margin - x_y`` would round the margin away
     at scores of 3e38. The target's own slot (``x_y - x_y``: nan at an infinite ``x_y``) is set
     to 0 before any square, so no nan reaches a derivative: an infinite target score gives the
-    limit 0."""
+    limit 0.
+
+    For ``p = 2`` the hinges are ``hardtanh``-ed into ``[0, finfo.max]`` instead (one pass
+    each way, as fast as relu's; clamp's backward costs twice): the square of an infinite
+    hinge (a row with an infinite score) is inf all the same, and its derivative in the
+    directions that do not move it is 0, where ``2 inf * 0`` is nan (forward mode: ``jacfwd``,
+    ``jvp``); where it moves, hardtanh's slope is 0 (the derivative is unbounded; the eager
+    step's is ``±inf``). At the kink both slopes are 0, as torch's."""
     scaled = scores * scale
-    return torch.relu(scaled - scaled.gather(-1, index) + margin * scale).scatter(-1, index, 0.0)
+    hinges = scaled - scaled.gather(-1, index) + margin * scale
+    if p == 2:
+        hinges = F.hardtanh(hinges, 0.0, torch.finfo(hinges.dtype).max)
+    else:
+        hinges = torch.relu(hinges)
+    return hinges.scatter(-1, index, 0.0)
 
 
 def _multi_margin_grad(
@@ -634,7 +649,7 @@ def _multi_margin_grad(
 ) -> Tensor:
     """:func:`_multi_margin_scale` in differentiable ops (double backward)."""
     p, margin = param
-    hinges = _multi_margin_hinges(input, index, margin, _hinge_scale(input.shape[1], p))
+    hinges = _multi_margin_hinges(input, index, margin, _hinge_scale(input.shape[1], p), p)
     if p == 1:
         grad = torch.where(hinges <= 0, 0.0, factor)
     else:
@@ -940,7 +955,7 @@ def multi_margin_loss(
         scores = scores.to(promoted_dtype(input, weight))
     index = (target if target.dim() == 1 else target.reshape(rows)).long().unsqueeze(-1)
     scale = _hinge_scale(num_classes, p)
-    hinges = _multi_margin_hinges(scores, index, margin, scale)
+    hinges = _multi_margin_hinges(scores, index, margin, scale, p)
     if p == 2:
         hinges = hinges * hinges
     loss = hinges.sum(-1)

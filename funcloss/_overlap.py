@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import (
@@ -47,9 +48,11 @@ from ._checks import (
     check_tensor,
     check_where,
     checks_config,
+    eager_mode,
     fail,
     promoted_dtype,
     shape_str,
+    value_reads_allowed,
 )
 from ._modes import follows_autocast
 from ._reduction import reduce
@@ -226,6 +229,16 @@ def _read_mask(
     return full.reshape(full.shape + (1,) * (input.dim() - 2))
 
 
+def _at_infinity(p: Tensor) -> Tensor:
+    """An infinite "probability" at ``±far``, beside which every other entry of its sums rounds
+    away: each ratio of counts is then its limit as that entry grows, and the derivatives are
+    the limit's (hardtanh's slope is 0 at the infinite entry; inf there gives inf / inf, and
+    0 * inf in the backward). The sums of up to ``numel`` such entries, and ``M TP``, stay
+    below the dtype's max. NaN passes through. hardtanh: clamp's backward costs twice."""
+    far = torch.finfo(p.dtype).max / (4 * max(p.numel(), 1))
+    return F.hardtanh(p, -far, far)
+
+
 def _counts(
     fn: str,
     input: Tensor,
@@ -237,7 +250,36 @@ def _counts(
     mask: Tensor | None,
     where: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(TP, P, T) per (n, c) (per c with ``batch``), in the compute dtype."""
+    """(TP, P, T) per (n, c) (per c with ``batch``), in the compute dtype.
+
+    Given probabilities (``activation=None``) may be infinite (:func:`_at_infinity`). In a
+    plain eager CPU call with value reads allowed, the sums ``P`` tell (one host read, of the
+    small ``(N, C)`` tensor's sum; a NaN fails it too): only then are the counts recomputed
+    at infinity. Elsewhere (transforms, compiling) they always are: a pass each way."""
+    args = (fn, input, target, activation, include_background, batch, ignore_index, mask, where)
+    if activation is not None:
+        return _soft_counts(*args, False)
+    read = type(input) is Tensor and input.is_cpu and value_reads_allowed() and eager_mode(input)
+    counts = _soft_counts(*args, not read)
+    if read and not math.isfinite(counts[1].sum().item()):  # 3x cheaper than isfinite().all()
+        return _soft_counts(*args, True)
+    return counts
+
+
+def _soft_counts(
+    fn: str,
+    input: Tensor,
+    target: Tensor,
+    activation: str | None,
+    include_background: bool,
+    batch: bool,
+    ignore_index: int | None,
+    mask: Tensor | None,
+    where: Tensor | None,
+    at_infinity: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_counts`, with given probabilities taken to ``±far`` where infinite if
+    ``at_infinity``."""
     num_classes = input.shape[1]
     dtype = compute_dtype(promoted_dtype(input, target))
     keep = mask
@@ -273,6 +315,8 @@ def _counts(
         # given probabilities are not bounded by 1: float32 sums of huge ones would overflow
         p = x.double() if x.dtype == torch.float32 else x
         dtype = p.dtype
+        if at_infinity:
+            p = _at_infinity(p)
     if keep is not None:
         p = torch.where(keep.unsqueeze(1), p, 0.0)
     if target.is_floating_point():

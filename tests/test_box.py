@@ -186,6 +186,42 @@ def test_mask_removes_a_pair_holding_nan(name) -> None:
     assert bool(torch.isfinite(x.grad).all()) and bool((x.grad[1] == 0).all())
 
 
+# Boxes with infinite coordinates (each still has x1 <= x2, y1 <= y2) against finite ones.
+INFINITE_BOXES = [
+    [0.0, 0.0, math.inf, 2.0],
+    [-math.inf, -1.0, 3.0, 0.5],
+    [0.5, 0.0, 2.0, math.inf],
+    [-math.inf, 0.0, math.inf, 1.0],
+]
+
+
+@pytest.mark.parametrize("dtype", [f64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", NAMES)
+def test_an_infinite_coordinate_gives_the_limit(name, dtype) -> None:
+    """The float64 limit (the oracle with inf replaced by 1e150; 1e300 overflows DIoU's squared
+    diagonal), value and gradient, also in forward mode (was NaN: inf / inf after scaling)."""
+    fn = getattr(funcloss, name)
+    b1 = torch.tensor(INFINITE_BOXES, dtype=dtype)
+    b2 = torch.tensor(
+        [[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 4.0], [2.0, -1.0, 5.0, 0.5]],
+        dtype=dtype,
+    )
+    stand_in = b1.double().nan_to_num(posinf=1e150, neginf=-1e150).requires_grad_()
+    truth = ORACLES[name](stand_in, b2.double(), reduction="sum")
+    (truth_grad,) = torch.autograd.grad(truth, stand_in)
+    x = b1.clone().requires_grad_()
+    value = fn(x, b2, "sum")
+    (gradient,) = torch.autograd.grad(value, x)
+    # float32: torch's float32 tolerances (its rounding of the finite coordinates' terms)
+    close = assert_close if dtype == f64 else torch.testing.assert_close
+    close(value, truth.detach().to(dtype))
+    close(gradient, truth_grad.to(dtype))
+    close(jacfwd(lambda t: fn(t, b2, "sum"))(b1), gradient)
+    nan = b1.clone()
+    nan[0, 1] = math.nan
+    assert fn(nan, b2)[0].isnan()  # a NaN beside an infinite coordinate still shows
+
+
 def test_modules() -> None:
     b1, b2 = torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 1.0, 3.0, 4.0]])
     modules = [fnn.GeneralizedBoxIoULoss, fnn.DistanceBoxIoULoss, fnn.CompleteBoxIoULoss]

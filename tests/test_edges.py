@@ -132,6 +132,46 @@ def test_multi_margin_at_an_infinite_target_score_gives_the_limit(scores, p) -> 
     torch.testing.assert_close(forward(x.detach()), grad)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weight"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_multi_margin_p2_in_a_row_with_an_infinite_score(dtype, weighted) -> None:
+    """p=2 on the composition (jacfwd, vmap(grad), jacrev, a class weight): an infinite
+    non-target score; the scores of the row that it does not move get the float64 limit of
+    their derivatives, forward mode too (was nan: 2 inf * 0 in the square's tangent). (Row 0's
+    weight is 0: its stand-ins disagree, 0 * inf at 1e300, so its limit is not compared.)"""
+    scores = [[0.5, INF, 0.3, -0.2], [0.2, 0.9, -INF, 0.1], [0.1, 0.4, 0.3, 0.2]]
+    target = torch.tensor([0, 1, 3])
+    weight = torch.tensor([0.0, 1.5, 0.5, 2.0], dtype=dtype) if weighted else None
+    expected = []
+    for big in (1e300, 1e150):
+        x64 = _finite_copy(scores, big).requires_grad_()
+        w64 = None if weight is None else weight.double()
+        v = F.multi_margin_loss(x64, target, p=2, weight=w64, reduction="sum")
+        expected.append(torch.autograd.grad(v, x64)[0])
+    known = torch.isclose(*expected) & expected[0].isfinite()
+    assert int(known.sum()) >= 8  # every score but those of the infinite hinge's row 0 pair
+    x = torch.tensor(scores, dtype=dtype)
+
+    def f(t):
+        return funcloss.multi_margin_loss(t, target, p=2, weight=weight, reduction="sum")
+
+    def per_row(t, y):
+        w = weight
+        return funcloss.multi_margin_loss(t[None], y[None], p=2, weight=w, reduction="sum")
+
+    leaf = x.clone().requires_grad_()
+    (eager,) = torch.autograd.grad(f(leaf), leaf)
+    for what, got in (
+        ("grad", eager),
+        ("jacrev", torch.func.jacrev(f)(x)),
+        ("jacfwd", jacfwd(f)(x)),
+        ("vmap(grad)", vmap(torch.func.grad(per_row))(x, target)),
+    ):
+        torch.testing.assert_close(got[known].double(), expected[0][known], msg=what)
+    if not weighted:  # the infinite hinge's own pair: unbounded, of the right sign
+        assert eager[0, 1] == INF and eager[0, 0] == -INF
+
+
 def test_kl_div_limit_under_vmap_and_jacfwd() -> None:
     x = torch.tensor([[0.0, -INF], [-1.0, -INF]])
     p = torch.tensor([[1.0, 0.0], [1.0, 0.0]])

@@ -13,7 +13,7 @@ from torch.func import grad, hessian, jacfwd, jacrev, vmap
 import funcloss
 
 from . import registry as _registry  # noqa: F401  (loads every spec module first)
-from .specs_overlap import naive_tversky
+from .specs_overlap import naive_dice, naive_jaccard, naive_mcc, naive_tversky
 
 LOSSES = {
     "dice_loss": funcloss.dice_loss,
@@ -190,6 +190,40 @@ def test_infinite_logits_give_the_limit() -> None:
     expected = naive_tversky(limit, y)
     torch.testing.assert_close(funcloss.dice_loss(x, y), expected)
     assert torch.isfinite(grad(lambda t: funcloss.dice_loss(t, y))(x)).all()
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize(
+    "name, oracle",
+    [("dice_loss", naive_dice), ("jaccard_loss", naive_jaccard), ("mcc_loss", naive_mcc)],
+)
+def test_an_infinite_probability_gives_the_float64_limit(name: str, oracle, sign: float) -> None:
+    """activation=None: an infinite "probability" gives the float64 limit (the oracle at
+    1e300 and 1e150, which agree), value and gradient (was inf / inf in dice's ratio; a NaN
+    gradient, 0 * inf, in mcc's variance products, whose limit gradient is 0)."""
+    fn = getattr(funcloss, name)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 4, dtype=torch.float64) * 0.9 + 0.05
+    y = torch.rand(2, 3, 4, dtype=torch.float64)
+    limits = []
+    for value in (1e300, 1e150, math.inf):
+        z = x.clone()
+        z[0, 1, 2] = sign * value
+        z.requires_grad_()
+        f = oracle if value < math.inf else fn
+        loss = f(z, y, activation=None, reduction="sum")
+        limits.append((loss.detach(), torch.autograd.grad(loss, z)[0]))
+    (v1, g1), (v2, g2), (ours, gradient) = limits
+    torch.testing.assert_close(v1, v2)
+    torch.testing.assert_close(g1, g2)
+    torch.testing.assert_close(ours, v1)
+    torch.testing.assert_close(gradient, g1)
+    at_inf = x.clone()
+    at_inf[0, 1, 2] = sign * math.inf
+    forward = jacfwd(lambda t: fn(t, y, activation=None, reduction="sum"))(at_inf)
+    torch.testing.assert_close(forward, gradient)
+    at_inf[1, 0, 0] = math.nan
+    assert fn(at_inf, y, activation=None, reduction="none")[1, 0].isnan()
 
 
 @pytest.mark.parametrize("name", LOSSES)
