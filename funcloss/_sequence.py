@@ -332,6 +332,7 @@ def _alpha_beta(
     )
     num_states = labels.shape[1]
     first = torch.zeros(n, dtype=torch.long)  # the start state of each row
+    flipped = None
     if gradient:
         flipped, jump, start = _reversed_lattice(emissions, skip, input_lengths, target_lengths)
         skip = torch.cat([skip, jump])
@@ -344,7 +345,7 @@ def _alpha_beta(
     rows, width = first.shape[0], num_states + 2
     lattice = emissions.new_full((num_frames, rows, width), _LOG_ZERO)
     lattice[:, :n, 2:] = emissions
-    if gradient:
+    if flipped is not None:
         lattice[:, n:, 2:] = flipped
     # A NaN would spread through the padding into the next row: the loop reads log 0 there,
     # and the sample's results become NaN after it. The emissions lie in [log 0, 0], so a
