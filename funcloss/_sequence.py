@@ -294,17 +294,27 @@ def _ctc_nll_jvp(
 # the backward. The transform path above keeps the exact composition.
 
 
-def _flip(
-    num_frames: int, num_states: int, input_lengths: Tensor, target_lengths: Tensor
-) -> tuple[Tensor, Tensor]:
-    """The flat ``(T, N, L)`` index of frame T_n - 1 - t, state L_n - 1 - s (into a contiguous
-    ``(T, N, L)`` tensor), and where that lies outside the sample's frames or states."""
-    n = input_lengths.shape[0]
-    frames = input_lengths.view(1, -1, 1) - 1 - torch.arange(num_frames).view(-1, 1, 1)
-    states = 2 * target_lengths.view(1, -1, 1) - torch.arange(num_states).view(1, 1, -1)
-    index = frames.clamp_min(0) * (n * num_states) + states.clamp_min(0)
-    index += torch.arange(0, n * num_states, num_states).view(1, -1, 1)
-    return index, (frames < 0) | (states < 0)
+def _reversed_lattice(
+    emissions: Tensor, skip: Tensor, input_lengths: Tensor, target_lengths: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The time- and label-reversed lattice as one flip of the whole ``(T, N, L)`` tensor
+    (frame T - 1 - t, state L - 1 - s), its jumps, and each row's start state ``(N,)``.
+
+    A sample with T_n < T frames or L_n < L states sits right-aligned in it: its reversed
+    problem starts at state L - 1 - 2 S_n (its final blank) after T - T_n padding frames, which
+    hold the start (a log-1 emission there, log 0 elsewhere), so its alpha there is that of the
+    virtual start. Entering reversed state r from r - 2 is the original jump L - 1 - r ->
+    L + 1 - r: ``skip`` flipped, two states on.
+    """
+    num_frames, _, num_states = emissions.shape
+    flipped = emissions.flip((0, 2))
+    start = num_states - 1 - 2 * target_lengths
+    frames = torch.arange(num_frames).view(-1, 1, 1)
+    waiting = frames < (num_frames - input_lengths).view(1, -1, 1)
+    at_start = torch.arange(num_states) == start.unsqueeze(1)
+    flipped.masked_fill_(waiting & at_start, 0.0)
+    jump = torch.nn.functional.pad(skip.flip(1), (2, 0), value=_LOG_ZERO)[:, :num_states]
+    return flipped, jump, start
 
 
 def _alpha_beta(
@@ -321,32 +331,32 @@ def _alpha_beta(
         log_probs, targets, input_lengths, target_lengths, blank
     )
     num_states = labels.shape[1]
-    flipping = _flip(num_frames, num_states, input_lengths, target_lengths) if gradient else None
-    if flipping is not None:
-        flip, outside = flipping
-        # entering reversed state s from s - 2 is the original jump L_n - 1 - s -> L_n + 1 - s
-        states = 2 * target_lengths.unsqueeze(1) + 2 - torch.arange(num_states)
-        jump = skip.gather(1, states.clamp(0, num_states - 1))
-        jump.masked_fill_((states < 0) | (states >= num_states), _LOG_ZERO)
+    first = torch.zeros(n, dtype=torch.long)  # the start state of each row
+    flipped = None
+    if gradient:
+        flipped, jump, start = _reversed_lattice(emissions, skip, input_lengths, target_lengths)
         skip = torch.cat([skip, jump])
-        flipped = emissions.reshape(-1).take(flip).masked_fill_(outside, _LOG_ZERO)
-        lattice = torch.cat([emissions, flipped], 1)
-    else:
-        lattice = emissions
+        first = torch.cat([first, start])
     # Each frame's alpha is one flat buffer: the rows one after another, each with two log-0
     # states in front, so that s - 1 and s - 2 are the flat neighbours and every operand is
     # contiguous (logaddexp is several times slower on strided views). The padding states
     # get a log-0 emission and stay about log 0. The frames' views are made once (indexing
     # in the loop costs more than the arithmetic).
-    rows, width = lattice.shape[1], num_states + 2
+    rows, width = first.shape[0], num_states + 2
+    lattice = emissions.new_full((num_frames, rows, width), _LOG_ZERO)
+    lattice[:, :n, 2:] = emissions
+    if flipped is not None:
+        lattice[:, n:, 2:] = flipped
     # A NaN would spread through the padding into the next row: the loop reads log 0 there,
-    # and the sample's results become NaN after it.
-    broken = emissions.isnan().any(0).any(1)
-    lattice = lattice.nan_to_num(nan=_LOG_ZERO)
-    lattice = torch.nn.functional.pad(lattice, (2, 0), value=_LOG_ZERO).reshape(num_frames, -1)
+    # and the sample's results become NaN after it. The emissions lie in [log 0, 0], so a
+    # sample's sum is NaN exactly where one of them is (no host read: one per call, the value
+    # checks').
+    broken = emissions.sum(2).sum(0).isnan()
+    lattice = lattice.nan_to_num_(nan=_LOG_ZERO).view(num_frames, -1)
     skip = torch.nn.functional.pad(skip, (2, 0), value=_LOG_ZERO).reshape(-1)
     alpha = lattice.new_full((num_frames + 1, rows * width + 2), _LOG_ZERO)
-    alpha[0, 4::width] = 0.0  # a virtual frame -1 in the first state
+    # a virtual frame -1 in each row's start state
+    alpha[0, 2:].view(rows, width)[:, 2:].scatter_(1, first.unsqueeze(1), 0.0)
     stay, one_back, two_back = (
         alpha[:, 2:].unbind(0),
         alpha[:, 1:-1].unbind(0),
@@ -374,29 +384,36 @@ def _alpha_beta(
     log_p += scale
     possible = log_p > _IMPOSSIBLE
     nll = torch.where(possible, -(log_p + offset), math.inf).masked_fill_(broken, math.nan)
-    if flipping is None:
+    if not gradient:
         return nll, None
-    flip, outside = flipping
-    betas = alphas[1:, n:].reshape(-1).take(flip)
-    # alpha_t(s) + beta_t(s) = alphas + (betas - emissions): the reversed alpha includes frame
-    # t's emission, once too often
-    log_gamma = betas.add_(alphas[1:, :n]).sub_(emissions)
-    # the posteriors: per frame a softmax over the states (as in _occupancy), of the states
-    # inside the flipped index (outside: past the last frame, or past the target's states,
-    # where the sentinels cancel)
-    log_gamma.masked_fill_(outside, -math.inf)
+    # the reversed alpha at frame T - 1 - t, state L - 1 - s is beta_t(s) plus frame t's
+    # emission (once too often): alpha_t(s) + beta_t(s) = alphas + (betas - emissions)
+    log_gamma = alphas[1:, n:].flip((0, 2)).add_(alphas[1:, :n]).sub_(emissions)
+    # the posteriors: per frame a softmax over the states (as in _occupancy). States past a
+    # target's end are log 0 in both (sentinels cancel to log 0); frames past a sample's last
+    # are zeroed below.
     log_gamma.sub_(log_gamma.amax(2, keepdim=True))
-    # exp is slow at subnormal results, sentinels and -inf (and so is logsumexp over them):
-    # exp of the terms at least the smallest normal number, then those below it, the frames
-    # past the last and impossible samples zeroed, then each frame divided by its sum (at
-    # least 1, the largest term's: 0 where all are zeroed)
-    tiny = math.log(torch.finfo(log_gamma.dtype).tiny)
-    dropped = outside | (log_gamma < tiny) | ~possible.view(1, -1, 1)
-    occupancy = log_gamma.clamp_min_(tiny).exp_().masked_fill_(dropped, 0.0)
+    # torch's exp is ~10-40x slower where its result is subnormal or 0 (and at sentinels and
+    # -inf) than at normal results: exp of the terms at least _EXP_FLOOR, those below it,
+    # the frames past the last and impossible samples zeroed, then each frame divided by its
+    # sum (at least 1, the largest term's: 0 where all are zeroed)
+    floor = _exp_floor(log_gamma.dtype)
+    frames = torch.arange(num_frames).view(-1, 1, 1)
+    past = (frames >= input_lengths.view(1, -1, 1)) | ~possible.view(1, -1, 1)
+    dropped = (log_gamma < floor) | past
+    occupancy = log_gamma.clamp_min_(floor).exp_().masked_fill_(dropped, 0.0)
     occupancy.div_(occupancy.sum(2, keepdim=True).clamp_min_(1.0)).neg_()
     index = labels.unsqueeze(0).expand_as(occupancy)
     slope = torch.zeros_like(log_probs).scatter_add_(2, index, occupancy)
     return nll, slope.masked_fill_(broken.view(1, -1, 1), math.nan)
+
+
+def _exp_floor(dtype: torch.dtype) -> float:
+    """The log of the smallest posterior the eager step keeps: e^floor a normal number with a
+    margin (exp at the smallest normal's log rounds to a subnormal, the slow path); below it a
+    posterior is 0 (it is under float's smallest normal times e, invisible next to the
+    largest, 1, in the frame's sum)."""
+    return math.log(torch.finfo(dtype).tiny) + 1.0
 
 
 class _EagerCTC(torch.autograd.Function):

@@ -325,6 +325,44 @@ def test_eager_step_matches_the_composition(dtype: torch.dtype) -> None:
     assert_close(second, second_c, "double backward", rtol=rtol)
 
 
+@settings(max_examples=40, deadline=None)
+@given(case=ctc_problems("padded"))
+def test_eager_step_matches_the_composition_on_random_problems(case) -> None:
+    """The reversed lattice (one flip, each sample right-aligned: its reversed start waits
+    through the padding frames at its final blank) gives the composition's value and gradient
+    at every mix of input lengths (0 to T), target lengths (0 to S) and blanks; the forward
+    without the reversed half gives the same value."""
+    log_probs, targets, input_lengths, target_lengths = case.args
+    args = (targets, input_lengths, target_lengths, case.kwargs["blank"])
+    weights = torch.linspace(0.5, 2.0, log_probs.shape[1], dtype=log_probs.dtype)
+    x = log_probs.detach().requires_grad_()
+    eager = _EagerCTC.apply(x, *args)
+    (eager_grad,) = torch.autograd.grad((eager * weights).sum(), x)
+    composed = _ctc_nll(x, *args)
+    (composed_grad,) = torch.autograd.grad((composed * weights).sum(), x)
+    assert_close(eager, composed, "value", rtol=1e-12)
+    assert_close(eager_grad, composed_grad, "gradient", rtol=1e-12)
+    value, slope = _alpha_beta(log_probs, *args, False)
+    assert slope is None
+    assert_close(value, composed, "value without the gradient", rtol=1e-12)
+
+
+def test_eager_step_nan_stays_in_its_sample() -> None:
+    """A NaN in one sample's lattice makes that sample's value and gradient NaN and leaves the
+    others' bits as they are (the flat buffer joins the rows: the NaN is kept out of it)."""
+    log_probs = LOGITS.log_softmax(-1)
+    args = (TARGETS, INPUT_LENGTHS, TARGET_LENGTHS, 0)
+    clean_value, clean_slope = _alpha_beta(log_probs, *args, True)
+    bad = log_probs.clone()
+    bad[1, 1, 0] = math.nan  # sample 1's blank at frame 1: read by its lattice
+    value, slope = _alpha_beta(bad, *args, True)
+    assert slope is not None and clean_slope is not None
+    assert bool(value[1].isnan()) and bool(slope[:, 1].isnan().all())
+    keep = [0, 2]
+    assert torch.equal(value[keep], clean_value[keep])
+    assert torch.equal(slope[:, keep], clean_slope[:, keep])
+
+
 def test_ctc_loss_takes_the_eager_step(monkeypatch: pytest.MonkeyPatch) -> None:
     from funcloss import _sequence
 
