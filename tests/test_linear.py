@@ -877,6 +877,8 @@ def test_infinite_weight_times_zero_input_without_reads_is_the_limit(dtype, redu
     (v1, g1, _), (v2, g2, _) = limits
     assert_close(v1, v2)
     assert bool(v1.isfinite().all())
+    assert_close(g1[1], g2[1])  # the weight's and bias's gradients: limits too
+    assert_close(g1[2], g2[2])
     eager = _value_and_grads(funcloss.linear_cross_entropy, x, w, y, b, reduction)
     with funcloss.set_value_checks(False):
         unread = _value_and_grads(funcloss.linear_cross_entropy, x, w, y, b, reduction)
