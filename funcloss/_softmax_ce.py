@@ -242,7 +242,8 @@ def scaled_log_softmax(z: Tensor, log_probs: Tensor, scale: float) -> Tensor:
     weight): the true loss, not ``inf``. Elsewhere the scaling is exact (but for subnormal
     log-probabilities), so ``(a (scale log_probs)) / scale`` has the bits of ``a log_probs``."""
     lse = torch.logsumexp(z, 1, keepdim=True)
-    return torch.where(log_probs == -math.inf, z * scale - lse * scale, log_probs * scale)
+    beyond = torch.add(z * scale, lse, alpha=-scale)  # scale z - scale lse: finite
+    return torch.where(log_probs == -math.inf, beyond, log_probs * scale)
 
 
 def _spreads(rows: Rows) -> bool:
