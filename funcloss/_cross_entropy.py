@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TypeGuard
 
 import torch
 from torch import Tensor
@@ -44,6 +45,7 @@ from ._softmax_ce import (
     probability_rows,
     row_jvp,
     row_loss,
+    scaled_log_softmax,
     softmax_gradient,
     softmax_mask,
 )
@@ -137,18 +139,25 @@ def _cross_entropy_rows_forward(
     ``allowed`` the class mask (removed logits already ``-inf``), or ``None``."""
     x, rows, class_weight = _class_rows(input, index, ignored, weight, allowed, label_smoothing)
 
-    def row_losses(x: Tensor, rows: Rows) -> Tensor:
+    def row_losses(x: Tensor, rows: Rows, beyond_range: bool) -> Tensor:
         size = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
         losses = [
-            row_loss(x[start : start + size], rows.chunk(start, start + size), class_weight)
-            for start in range(0, max(1, x.shape[0]), size)
+            row_loss(x[i : i + size], rows.chunk(i, i + size), class_weight, 0.0, beyond_range)
+            for i in range(0, max(1, x.shape[0]), size)
         ]
         return losses[0] if len(losses) == 1 else torch.cat(losses)
 
-    loss = row_losses(x, rows)
-    if _reads(input):
+    reads = _reads(input)
+    loss = row_losses(x, rows, not reads)
+    if reads:
+        # the read finds the rows with a +inf logit (nan) and those whose log-probabilities
+        # are below the dtype's range (inf, where the true loss may fit: see row_loss)
         loss = _patch_rows(
-            loss, loss.isnan(), x, rows, lambda x, rows: row_losses(_clamp(x, input.dtype), rows)
+            loss,
+            ~loss.isfinite(),
+            x,
+            rows,
+            lambda x, rows: row_losses(_clamp(x, input.dtype), rows, True),
         )
     return loss.to(input.dtype)
 
@@ -422,36 +431,20 @@ def _soft_fast(
     label_smoothing: object,
 ) -> bool:
     """A plain eager CPU call with class probabilities: float32/float64 logits ``(N, C)`` or
-    ``(N, C, d1, ..., dK)`` (none empty), a target of their shape and dtype, no mask, a class
-    weight (if any) of shape ``(C,)`` and their dtype, valid config (``ignore_index`` negative):
-    every check of :func:`_cross_entropy` holds already. :func:`eager_mode` holds the mode
-    conditions."""
+    ``(N, C, d1, ..., dK)`` (none empty), a target of their shape and dtype, ``ignore_index``
+    negative, a valid ``label_smoothing`` and :func:`_eager_call`'s conditions: every check of
+    :func:`_cross_entropy` holds already."""
     return (
-        where is None
-        and type(input) is Tensor
+        type(input) is Tensor
         and type(target) is Tensor
-        and input.dtype in _FAST_DTYPES
         and target.dtype == input.dtype
         and input.dim() >= 2
         and target.shape == input.shape
         and input.numel() > 0
-        and input.is_cpu
-        and target.is_cpu
-        and (
-            weight is None
-            or (
-                type(weight) is Tensor
-                and weight.dtype == input.dtype
-                and weight.shape == input.shape[1:2]
-            )
-        )
-        and reduction in REDUCTIONS
         and type(ignore_index) is int
         and ignore_index < 0
-        and type(label_smoothing) is float
-        and 0.0 <= label_smoothing <= 1.0
-        and value_reads_allowed()
-        and eager_mode(input, target)
+        and _smoothing(label_smoothing)
+        and _eager_call(input, target, weight, where, reduction, ignore_index, _FAST_DTYPES)
     )
 
 
@@ -499,22 +492,57 @@ def _fast(
     label_smoothing: object,
 ) -> bool:
     """A plain eager CPU call on small ``(N, C)`` float32/float64 logits (``N > 0``), int64
-    class indices of shape ``(N,)``, no mask, a class weight (if any) of shape ``(C,)`` and the
-    logits' dtype, and valid config: every check of :func:`_cross_entropy` holds already, and
-    the small path's value read may run (:func:`value_checks_enabled`).
-
-    Inlined for the small call, where the house checks cost about as much as the loss (64x10).
-    :func:`eager_mode` holds the mode conditions."""
+    class indices of shape ``(N,)``, a valid ``label_smoothing`` and :func:`_eager_call`'s
+    conditions: every check of :func:`_cross_entropy` holds already, and the small path's value
+    read may run."""
     return (
-        where is None
-        and type(input) is Tensor
+        _index_call(input, target)
+        and input.numel() < _FUSED_MIN_ELEMENTS
+        and _smoothing(label_smoothing)
+        and _eager_call(input, target, weight, where, reduction, ignore_index, _FAST_DTYPES)
+    )
+
+
+# -- the eager steps' gates --------------------------------------------------------------------
+#
+# Inlined tests of the tensors' own conditions (the house checks cost about as much as the loss
+# at 64x10), the mode by one call of eager_mode; shared by _fast, _soft_fast and _nll_fast.
+
+
+def _index_call(input: object, target: object) -> TypeGuard[Tensor]:
+    """``(N, C)`` logits (``N > 0``) and int64 class indices of shape ``(N,)``."""
+    return (
+        type(input) is Tensor
         and type(target) is Tensor
-        and input.dtype in _FAST_DTYPES
         and target.dtype is torch.int64
         and input.dim() == 2
         and target.dim() == 1
         and 0 < target.shape[0] == input.shape[0]
-        and input.numel() < _FUSED_MIN_ELEMENTS
+    )
+
+
+def _smoothing(label_smoothing: object) -> bool:
+    return type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0
+
+
+def _eager_call(
+    input: object,
+    target: object,
+    weight: object,
+    where: object,
+    reduction: object,
+    ignore_index: object,
+    dtypes: tuple[torch.dtype, ...],
+) -> bool:
+    """What every eager step of this file asks of a call, after its own tests: no mask, plain
+    tensors, logits of a dtype in ``dtypes``, both on the CPU, a
+    class weight (if any) of shape ``(C,)`` and the logits' dtype, a valid ``reduction`` and
+    ``ignore_index``, value reads on (:func:`value_reads_allowed`) and :func:`eager_mode`."""
+    return (
+        where is None
+        and type(input) is Tensor
+        and type(target) is Tensor
+        and input.dtype in dtypes
         and input.is_cpu
         and target.is_cpu
         and (
@@ -522,13 +550,11 @@ def _fast(
             or (
                 type(weight) is Tensor
                 and weight.dtype == input.dtype
-                and weight.shape == input.shape[1:]
+                and weight.shape == input.shape[1:2]
             )
         )
         and reduction in REDUCTIONS
         and type(ignore_index) is int
-        and type(label_smoothing) is float
-        and 0.0 <= label_smoothing <= 1.0
         and value_reads_allowed()
         and eager_mode(input, target)
     )
@@ -714,12 +740,17 @@ def _cross_entropy_small(
         products = picked * scale
     else:
         class_weight = None if weight is None else weight.to(log_probs.dtype)
+        # twice the coefficients (the halving of a divisor is exact) times half the
+        # log-probabilities, finite also where a row's logits span more than the dtype's range
+        # (3e38 and -3e38): eps / C times a log-probability of -6e38 is the true loss, not inf
         coefficients = log_softmax_coefficients(
-            index, row_weights, ignored, class_weight, label_smoothing, log_probs, total
+            index, row_weights, ignored, class_weight, label_smoothing, log_probs, total / 2
         )
+        z = input if input.dtype == log_probs.dtype else input.to(log_probs.dtype)
+        halves = scaled_log_softmax(z, log_probs, 0.5)
         # a coefficient of 0 (a class weight of 0, a smoothing weight that underflowed) adds
         # exactly 0, also at a log-probability of -inf (a masked logit): no 0 * -inf
-        products = torch.where(coefficients == 0, 0, log_probs * coefficients)
+        products = torch.where(coefficients == 0, 0, halves * coefficients)
     if reduction == "mean" and ignored is not None:
         loss = products.sum() + 0.0 / total  # every row ignored: 0 / 0 = nan, as in torch
     elif reduction != "none":
@@ -877,33 +908,10 @@ def _nll_fast(
     ignore_index: object,
 ) -> bool:
     """A plain eager CPU call on ``(N, C)`` floating log-probabilities (``N > 0``), int64 class
-    indices of shape ``(N,)``, no mask, a class weight (if any) of shape ``(C,)`` and the input's
-    dtype, and valid config: every check of :func:`nll_loss` holds already, and its one value read
-    may run. Written out as :func:`_fast` is (the house checks cost more than the loss at 64x10);
-    :func:`eager_mode` holds the mode conditions."""
-    return (
-        where is None
-        and type(input) is Tensor
-        and type(target) is Tensor
-        and input.dtype in _NLL_FAST_DTYPES
-        and target.dtype is torch.int64
-        and input.dim() == 2
-        and target.dim() == 1
-        and 0 < target.shape[0] == input.shape[0]
-        and input.is_cpu
-        and target.is_cpu
-        and (
-            weight is None
-            or (
-                type(weight) is Tensor
-                and weight.dtype == input.dtype
-                and weight.shape == input.shape[1:]
-            )
-        )
-        and reduction in REDUCTIONS
-        and type(ignore_index) is int
-        and value_reads_allowed()
-        and eager_mode(input, target)
+    indices of shape ``(N,)`` and :func:`_eager_call`'s conditions: every check of
+    :func:`nll_loss` holds already, and its one value read may run."""
+    return _index_call(input, target) and _eager_call(
+        input, target, weight, where, reduction, ignore_index, _NLL_FAST_DTYPES
     )
 
 

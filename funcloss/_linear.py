@@ -152,13 +152,17 @@ def _remove_classes(z: Tensor, rows: Rows) -> Tensor:
 
 
 def _stand_in(x: _Inputs, clamp: bool) -> _Inputs:
-    """``x`` with ``clamp``: each ``+-inf`` of the input a finite stand-in ``+-2^64`` (float32;
-    ``2^512`` in float64, the compute dtypes), so that its logits order the classes as the limit
-    does, and ``0 W`` is 0, not ``inf * 0``."""
+    """``x`` with ``clamp``: each ``+-inf`` of the input and of the linear weight a finite
+    stand-in ``+-2^64`` (float32; ``2^512`` in float64, the compute dtypes), so that the logits
+    order the classes as the limit does where a stand-in leads, and an infinite factor times 0
+    adds 0 (the limit, not ``inf * 0``)."""
     if not clamp:
         return x
     big = 2.0 ** (64 if x.input.dtype == torch.float32 else 512)
-    return x._replace(input=torch.nan_to_num(x.input, nan=math.nan, posinf=big, neginf=-big))
+    return x._replace(
+        input=torch.nan_to_num(x.input, nan=math.nan, posinf=big, neginf=-big),
+        linear_weight=torch.nan_to_num(x.linear_weight, nan=math.nan, posinf=big, neginf=-big),
+    )
 
 
 def _chunk_logits(
@@ -496,7 +500,7 @@ def _fused_pass(
     """Per-row loss and ``scale``-weighted gradients (input, weight, bias) in the compute dtype,
     in place in one reused ``(chunk, D C)`` buffer (two with a softcap): no page faults after the
     first chunk, whatever the chunk size. ``clamp``: a ``+inf`` logit acts as the largest finite
-    one, and an infinite input entry a finite stand-in (:func:`_stand_in`)."""
+    one, and an infinite input or weight entry a finite stand-in (:func:`_stand_in`)."""
     x = _stand_in(x, clamp)
     num_rows, outputs = x.input.shape[0], x.linear_weight.shape[0]
     per_row = outputs // config.num_classes
@@ -867,10 +871,13 @@ def linear_cross_entropy(
     stays NaN. This holds in plain eager mode on the CPU (value checks on): one extra host read
     tells whether every loss (and gradient) is finite, and only then is the call recomputed in
     float64. Elsewhere (torch.func transforms, ``torch.compile``, other devices, value checks
-    off) nothing is read: an infinite ``input`` entry acts as a large finite stand-in
-    (``2^64`` in float32) and a ``+inf`` logit as the largest finite one, so the result is
-    finite and the limit where one class leads each row (two classes growing alike are
-    resolved only in eager mode; an infinite ``linear_weight`` entry times 0 is NaN there).
+    off) nothing is read: an infinite ``input`` or ``linear_weight`` entry acts as a large
+    finite stand-in (``2^64`` in float32, ``2^512`` in float64) and a ``+inf`` logit as the
+    largest finite one, so the result is finite and the limit where one class leads each row
+    (two classes growing alike are resolved only in eager mode). An infinite entry times a 0
+    adds 0, the limit (an infinite weight at a 0 hidden entry: the value and the weight's and
+    bias's gradients are eager mode's); the gradient of the 0 entry through it is the stand-in
+    times its factor, where the limit (eager mode's) is ``+-inf``.
 
     Args:
         input: features, shape ``(N, H)`` or ``(H,)``, floating dtype.

@@ -231,12 +231,48 @@ def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:
     return dot
 
 
-def row_loss(z: Tensor, rows: Rows, weight: Tensor | None, z_loss: float = 0.0) -> Tensor:
+def scaled_log_softmax(z: Tensor, log_probs: Tensor, scale: float) -> Tensor:
+    """``scale log_softmax(z)`` from ``log_probs = log_softmax(z)``, for a power of two
+    ``scale <= 1/2``: finite wherever ``z`` is.
+
+    A row whose logits span more than the dtype's range (3e38 and -3e38 in float32) has
+    log-probabilities below it (``-6e38``), which ``log_softmax`` gives as ``-inf``; there
+    ``scale z - scale lse`` is finite, and a target weight below 1 times it, over ``scale``, is
+    the true term wherever that fits (label smoothing's ``eps / C``, a probability, a class
+    weight): the true loss, not ``inf``. Elsewhere the scaling is exact (but for subnormal
+    log-probabilities), so ``(a (scale log_probs)) / scale`` has the bits of ``a log_probs``."""
+    lse = torch.logsumexp(z, 1, keepdim=True)
+    beyond = torch.add(z * scale, lse, alpha=-scale)  # scale z - scale lse: finite
+    return torch.where(log_probs == -math.inf, beyond, log_probs * scale)
+
+
+def _spreads(rows: Rows) -> bool:
+    """Whether target weights other than the target class's (label smoothing, probabilities)
+    are in the row, where ``a_c log p_c`` can fit the dtype with ``log p_c`` below it. Without
+    them the row's loss is ``-w_y log p_y``, ``+inf`` with ``log p_y`` (as torch; a class weight
+    below 1 could make it fit: not done, it would cost every weighted call a log-sum-exp)."""
+    return rows.spread is not None or rows.dense is not None
+
+
+def row_loss(
+    z: Tensor,
+    rows: Rows,
+    weight: Tensor | None,
+    z_loss: float = 0.0,
+    beyond_range: bool = True,
+) -> Tensor:
     """``A lse - a . z + zeta r lse^2`` per row, as ``-a . log_softmax(z)`` (one fused kernel,
     several times faster than ``logsumexp`` on the CPU, and no cancellation between two large
-    sums); exactly 0 on ignored rows."""
+    sums); exactly 0 on ignored rows. ``beyond_range``: a row whose log-probabilities are below
+    the dtype's range still gets its true loss where that fits (:func:`scaled_log_softmax`; a
+    caller that finds such rows by a host read passes ``False`` and recomputes them)."""
     log_probs = torch.log_softmax(z, 1)
-    loss = -target_dot(log_probs, rows, weight)
+    if beyond_range and _spreads(rows):
+        # scaled so that a sum over the row's C classes fits too (each |log p| < 2 finfo.max)
+        scale = 2.0 ** -(math.ceil(math.log2(max(1, z.shape[1]))) + 1)
+        loss = target_dot(scaled_log_softmax(z, log_probs, scale), rows, weight) * (-1 / scale)
+    else:
+        loss = -target_dot(log_probs, rows, weight)
     if z_loss > 0:
         # lse = max(z) - max(log_softmax(z)), both at the same class (autograd gives softmax(z))
         lse = z.amax(1) - log_probs.amax(1)
@@ -376,7 +412,7 @@ def log_softmax_coefficients(
     weight: Tensor | None,
     label_smoothing: float,
     like: Tensor,
-    total: Tensor | int = 1,
+    total: Tensor | float = 1,
     in_place: bool = False,
 ) -> Tensor:
     """``-a / total`` as an ``(M, C)`` array of ``like``'s dtype and device (class indices): the

@@ -448,18 +448,78 @@ def test_huge_logits_with_full_label_smoothing_give_no_nan(fused) -> None:
     assert grad.isfinite().all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 14): eps / C * log_softmax where the log-probability is below float32's "
-    "range (-6e38 is -inf); the truth 3e37 fits, funcloss gives inf. The edge registry cannot "
-    "see it: it asks for a finite value only where the truth is below 1e30",
-)
 @pytest.mark.parametrize("fused", [False, True])
 def test_huge_logits_with_label_smoothing_fit_float32(fused) -> None:
     x, y = torch.tensor([[3e38, -3e38, 0.0, 1.0]]), torch.tensor([0])
     truth = F.cross_entropy(x.double(), y, label_smoothing=0.1, reduction="sum")
     loss = _ce(x, y, fused, label_smoothing=0.1, reduction="sum")
     torch.testing.assert_close(loss.double(), truth, rtol=1e-5, atol=0)
+
+
+_WIDE = torch.tensor([[3e38, -3e38, 0.0, 1.0], [0.5, -1.0, 2.0, 0.0], [-3e38, 3e38, 1e38, -1e38]])
+
+
+def _wide_truth(target, **kwargs):
+    """The float64 value and logits gradient (finite logits: no limit needed)."""
+    x = _WIDE.double().requires_grad_()
+    weight = kwargs.pop("weight", None)
+    target = target.double() if target.is_floating_point() else target
+    wide = None if weight is None else weight.double()
+    loss = F.cross_entropy(x, target, weight=wide, reduction="none", **kwargs)
+    return loss.detach(), torch.autograd.grad(loss.sum(), x)[0]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_rows_beyond_the_range_with_smoothing_under_transforms(
+    fused, weighted, probabilities
+) -> None:
+    # logits spanning more than float32's range (log-probabilities of -6e38): with label
+    # smoothing (or class probabilities) each row's float64 loss fits float32, and funcloss
+    # gives it (torch: inf), with the gradient, under jacrev, jacfwd and vmap too
+    target = torch.tensor([0, 2, 2])
+    if probabilities:
+        target = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.2, 0.3, 0.1, 0.4], [0.1, 0.6, 0.2, 0.1]])
+    kwargs = {"label_smoothing": 0.1, "weight": torch.tensor([1.0, 0.3, 0.5, 0.1])}
+    if not weighted:
+        kwargs.pop("weight")
+    truth, truth_grad = _wide_truth(target, **kwargs)
+    assert truth.abs().max() < 3e38
+    assert not F.cross_entropy(_WIDE, target, reduction="none", **kwargs).isfinite().all()
+
+    def loss(x, target=target):
+        if probabilities:
+            return funcloss.cross_entropy(x, target, reduction="none", **kwargs)
+        return _ce(x, target, fused, reduction="none", **kwargs)
+
+    value, grad = _value_and_grad(loss, _WIDE)
+    close = {"rtol": 1e-6, "atol": 1e-6}
+    torch.testing.assert_close(value.double(), truth, **close)
+    torch.testing.assert_close(grad.double(), truth_grad, **close)
+    torch.testing.assert_close(jacrev(lambda x: loss(x).sum())(_WIDE).double(), truth_grad, **close)
+    torch.testing.assert_close(jacfwd(lambda x: loss(x).sum())(_WIDE).double(), truth_grad, **close)
+    per_row = vmap(lambda x, t: loss(x[None], t[None]))(_WIDE, target).squeeze(1)
+    torch.testing.assert_close(per_row.double(), truth, **close)
+
+
+def test_linear_cross_entropy_rows_beyond_the_range_with_smoothing() -> None:
+    # the same logits from a linear layer (h = 1, one column of weights): the rows path without
+    # reads (transforms) and eager mode (its float64 recomputation) give the float64 value
+    weight, target, x = _WIDE[:1].T.contiguous(), torch.tensor([0]), torch.ones(1, 1)
+    truth = F.cross_entropy(_WIDE[:1].double(), target, label_smoothing=0.1, reduction="sum")
+    assert truth < 3e38
+
+    def loss(x):
+        return funcloss.linear_cross_entropy(
+            x, weight, target, label_smoothing=0.1, reduction="sum"
+        )
+
+    torch.testing.assert_close(loss(x).double(), truth)
+    with funcloss.set_value_checks(False):
+        torch.testing.assert_close(loss(x).double(), truth)
+    torch.testing.assert_close(vmap(loss)(x[None])[0].double(), truth)
+    assert bool(jacrev(loss)(x).isfinite().all())
 
 
 def test_class_index_out_of_range_is_named_on_the_small_path() -> None:
@@ -556,8 +616,15 @@ def test_plain_eager_call_matches_the_general_path(
         results.append((loss.detach(), grad.detach(), second, no_grad))
     for fast, general in zip(*results, strict=True):
         torch.testing.assert_close(fast, general, equal_nan=True)
-    if logits in ("moderate", "huge", "large", "minus_inf"):  # torch is finite there
-        torch.testing.assert_close(results[0][0], F.cross_entropy(x, y, **kwargs))
+    if logits in ("moderate", "huge", "large", "minus_inf"):
+        expected = F.cross_entropy(x, y, **kwargs)  # torch's, where it is finite
+        if label_smoothing > 0:
+            # the float64 value rounded to the dtype: torch gives inf for the smoothed mean of
+            # the huge logits (a log-probability of -6e38 times eps / C), the truth is 1.425e38
+            weight = kwargs["weight"]
+            wide = {**kwargs, "weight": None if weight is None else weight.double()}
+            expected = F.cross_entropy(x.double(), y, **wide).to(dtype)
+        torch.testing.assert_close(results[0][0], expected)
 
 
 def _graph(output: torch.Tensor) -> list[str]:

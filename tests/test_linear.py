@@ -854,3 +854,50 @@ def test_infinite_input_under_transforms_is_finite() -> None:
     assert_close(grad(loss)(x, w), limit_input)
     assert_close(jacfwd(loss)(x, w), limit_input)
     assert bool(jacrev(loss, argnums=1)(x, w).isfinite().all())  # finite, not the limit
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_infinite_weight_times_zero_input_without_reads_is_the_limit(dtype, reduction) -> None:
+    """issue 14: an infinite weight entry times a 0 hidden entry adds 0 in the limit (the
+    float64 oracle at 1e300 and 1e150 agrees: finite). Without host reads (value checks off,
+    transforms) it gave NaN (inf * 0); the weight's infinity is a finite stand-in there now:
+    value and the weight's and bias's gradients are the limit, as in eager mode; the input's
+    gradient through that entry is the stand-in 2^64 (2^512) times its factor, not +-inf."""
+    x, w, b, y = _problem(n=3, h=4, v=5, dtype=dtype, seed=3)
+    x[1, 2], w[3, 2] = 0.0, torch.inf  # rows 0 and 2 see +-inf at class 3
+    x[0, 2], x[2, 2] = -0.5, -1.5  # ... -inf: class 3 leaves their softmax
+    limits = []
+    for big in (1e300, 1e150):
+        stand = w.double().clone()
+        stand[3, 2] = big
+        limits.append(
+            _value_and_grads(F.linear_cross_entropy, x.double(), stand, y, b.double(), reduction)
+        )
+    (v1, g1, _), (v2, g2, _) = limits
+    assert_close(v1, v2)
+    assert bool(v1.isfinite().all())
+    assert_close(g1[1], g2[1])  # the weight's and bias's gradients: limits too
+    assert_close(g1[2], g2[2])
+    eager = _value_and_grads(funcloss.linear_cross_entropy, x, w, y, b, reduction)
+    with funcloss.set_value_checks(False):
+        unread = _value_and_grads(funcloss.linear_cross_entropy, x, w, y, b, reduction)
+
+    def loss(x, w, b):
+        return funcloss.linear_cross_entropy(x, w, y, linear_bias=b, reduction=reduction).sum()
+
+    transformed = grad(loss, argnums=(0, 1, 2))(x, w, b)
+    big = 2.0 ** (64 if dtype == torch.float32 else 512)
+    for value, grads in ((eager[0], eager[1]), (unread[0], unread[1]), (None, transformed)):
+        if value is not None:
+            assert_close(value.detach().double(), v1)
+        grad_x, grad_w, grad_b = grads
+        assert_close(grad_w.double(), g1[1])
+        assert_close(grad_b.double(), g1[2])
+        finite = g1[0].abs() < 1e100
+        assert_close(grad_x.double()[finite], g1[0][finite])
+        if grads is eager[1]:  # eager: the limit, +-inf
+            assert bool((grad_x[~finite] == g1[0][~finite].sign() * torch.inf).all())
+        else:  # no read: the stand-in times the factor
+            assert_close(grad_x.double()[~finite], g1[0][~finite] / 1e300 * big)
+    assert_close(vmap(loss, in_dims=(0, None, None))(x[None], w, b)[0], v1.sum().to(dtype))
