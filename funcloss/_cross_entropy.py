@@ -362,17 +362,18 @@ def cross_entropy(
             # gather's kernels). The plain forward without them costs less clamped and gathered
             # (no test to pay for).
             if label_smoothing > 0 or (input.requires_grad and torch.is_grad_enabled()):
+                work_weight = weight
                 if input.dtype in _HALF:  # the log-softmax (and all after it) in fp32
                     log_probs = torch.log_softmax(input, 1, torch.float32)
-                    weight = None if weight is None else weight.float()
+                    work_weight = None if weight is None else weight.float()
                 else:
                     log_probs = torch.log_softmax(input, 1)
                 index, ignored, finite = _fast_read(log_probs, target, num_classes, ignore_index)
                 if finite:
-                    loss = _cross_entropy_moderate(
-                        log_probs, index, ignored, weight, label_smoothing, reduction
+                    moderate = _cross_entropy_moderate(
+                        log_probs, index, ignored, work_weight, label_smoothing, reduction
                     )
-                    return loss if loss.dtype == input.dtype else loss.to(input.dtype)
+                    return moderate if moderate.dtype == input.dtype else moderate.to(input.dtype)
             else:
                 index, ignored = gathered_index_mask(target, num_classes, ignore_index)
             return _cross_entropy_small(
