@@ -1,0 +1,145 @@
+"""cross_entropy's fast eager steps for class indices (issue 15): the gathered form with many
+classes, half-precision logits on the small path; each against the general path, and taken
+exactly where expected."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import funcloss
+import funcloss._cross_entropy as ce_module
+from funcloss._cross_entropy import _cross_entropy
+
+
+def _general(x, y, **kwargs):
+    return _cross_entropy(
+        x,
+        y,
+        kwargs.get("weight"),
+        kwargs.get("ignore_index", -100),
+        kwargs.get("reduction", "mean"),
+        kwargs.get("label_smoothing", 0.0),
+        False,
+    )
+
+
+def _nodes(output: torch.Tensor) -> set[str]:
+    """The names of every autograd node behind ``output``."""
+    names, todo = set(), [output.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            todo.extend(n for n, _ in node.next_functions)
+    return names
+
+
+def _results(loss_fn, x, y, kwargs):
+    leaf = x.clone().requires_grad_()
+    loss = loss_fn(leaf, y, **kwargs)
+    (grad,) = torch.autograd.grad(loss.sum(), leaf, create_graph=True)
+    probe = torch.linspace(-1, 1, x.numel(), dtype=x.dtype).view(x.shape)
+    (second,) = torch.autograd.grad((grad * probe).sum(), leaf)
+    return loss.detach(), grad.detach(), second, _nodes(loss)
+
+
+_TARGETS = {
+    "plain": lambda n: torch.arange(n) % 7,
+    "ignored": lambda n: torch.where(torch.arange(n) % 3 == 0, -100, torch.arange(n) % 7),
+    "all_ignored": lambda n: torch.full((n,), -100),
+}
+
+
+@pytest.mark.parametrize(
+    "classes", [ce_module._GATHER_MIN_CLASSES - 1, ce_module._GATHER_MIN_CLASSES]
+)
+@pytest.mark.parametrize("target", sorted(_TARGETS))
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fast_path_gathers_from_many_classes_and_matches_the_general_path(
+    classes, target, reduction, weighted
+) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(6, classes, dtype=torch.float64) * 3
+    y = _TARGETS[target](6)
+    kwargs = {"reduction": reduction}
+    if weighted:
+        kwargs["weight"] = torch.rand(classes, dtype=torch.float64) + 0.5
+    fast = _results(funcloss.cross_entropy, x, y, kwargs)
+    general = _results(_general, x, y, kwargs)
+    for ours, theirs in zip(fast[:3], general[:3], strict=True):
+        torch.testing.assert_close(ours, theirs, equal_nan=True)
+    torch.testing.assert_close(fast[0], F.cross_entropy(x, y, **kwargs), equal_nan=True)
+    if target == "all_ignored":
+        assert torch.equal(fast[1], torch.zeros_like(x))  # no 0 * inf, also for a mean of nan
+    # the gather from _GATHER_MIN_CLASSES classes on, the product form below
+    gathered = classes >= ce_module._GATHER_MIN_CLASSES
+    assert ("GatherBackward0" in fast[3]) == gathered, fast[3]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(8, 10), (64, 1000)])
+@pytest.mark.parametrize("option", ["", "weight", "ignore_index", "label_smoothing"])
+def test_half_precision_small_call_takes_the_fast_path_in_fp32(
+    monkeypatch: pytest.MonkeyPatch, dtype, shape, option
+) -> None:
+    # half-precision logits on the plain eager small call: the fast path, its log-softmax and
+    # everything after it in fp32 (one rounding to the half dtype at the end), the general
+    # path's values and gradients
+    torch.manual_seed(0)
+    n, c = shape
+    x = (torch.randn(n, c) * 4).to(dtype)
+    y = torch.randint(0, c, (n,))
+    kwargs: dict = {}
+    if option == "weight":
+        kwargs["weight"] = (torch.rand(c) + 0.5).to(dtype)
+    elif option == "ignore_index":
+        y[::3] = -100
+    elif option == "label_smoothing":
+        kwargs["label_smoothing"] = 0.1
+    calls = []
+    moderate = ce_module._cross_entropy_moderate
+    monkeypatch.setattr(
+        ce_module, "_cross_entropy_moderate", lambda *a: calls.append(a[0].dtype) or moderate(*a)
+    )
+    for reduction in ("none", "mean", "sum"):
+        kwargs["reduction"] = reduction
+        leaf = x.clone().requires_grad_()
+        ours = funcloss.cross_entropy(leaf, y, **kwargs)
+        (grad,) = torch.autograd.grad(ours.sum(), leaf)
+        assert ours.dtype == grad.dtype == dtype
+        leaf = x.clone().requires_grad_()
+        general = _general(leaf, y, **kwargs)
+        (general_grad,) = torch.autograd.grad(general.sum(), leaf)
+        torch.testing.assert_close(ours, general.detach())
+        torch.testing.assert_close(grad, general_grad)
+        # against the float64 truth: at least as accurate as torch's half-precision result
+        leaf = x.double().requires_grad_()
+        exact_kwargs = {k: v.double() if torch.is_tensor(v) else v for k, v in kwargs.items()}
+        exact = F.cross_entropy(leaf, y, **exact_kwargs)
+        (exact_grad,) = torch.autograd.grad(exact.sum(), leaf)
+        leaf = x.clone().requires_grad_()
+        theirs = F.cross_entropy(leaf, y, **kwargs)
+        (theirs_grad,) = torch.autograd.grad(theirs.sum(), leaf)
+        for mine, torch_value, truth in ((ours, theirs, exact), (grad, theirs_grad, exact_grad)):
+            error = (mine.detach().double() - truth.detach()).abs().max()
+            torch_error = (torch_value.detach().double() - truth.detach()).abs().max()
+            assert error <= torch_error, (reduction, float(error), float(torch_error))
+    assert calls == [torch.float32] * 3  # the fast path, in fp32, once per call
+
+
+def test_half_precision_fast_path_only_where_the_gate_admits() -> None:
+    x = torch.randn(4, 3, dtype=torch.bfloat16)
+    y = torch.tensor([0, 1, 2, 0])
+    assert ce_module._fast(x, y, None, None, "mean", -100, 0.0)
+    # a weight of another dtype, a large input, a mask: the general path
+    assert not ce_module._fast(x, y, torch.ones(3), None, "mean", -100, 0.0)
+    big = torch.randn(ce_module._FUSED_MIN_ELEMENTS, 1, dtype=torch.bfloat16)
+    assert not ce_module._fast(
+        big, torch.zeros(big.shape[0], dtype=torch.long), None, None, "mean", -100, 0.0
+    )
+    assert not ce_module._fast(x, y, None, torch.ones(4, dtype=torch.bool), "mean", -100, 0.0)
+    # probability targets in half precision stay on the general path (fp32 throughout)
+    assert not ce_module._soft_fast(x, x.softmax(1), None, None, "mean", -100, 0.0)
