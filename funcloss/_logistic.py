@@ -411,7 +411,11 @@ def binary_cross_entropy_with_logits(
     """
     fn = "binary_cross_entropy_with_logits"
     _BCE_LOGITS_CONFIG(reduction=reduction)
-    if pos_weight is None and _fast(input, target, where, weight, reduction):
+    if (
+        pos_weight is None
+        and _fast(input, target, where, weight, reduction)
+        and value_reads_allowed()
+    ):
         loss = _step(True, input, target, reduction)
         if loss is not None:
             return loss
