@@ -28,8 +28,8 @@ from ._checks import (
 from ._function import SlopeRule, SlopeStep, custom_backward
 from ._modes import follows_autocast
 from ._ops import (
-    FLOAT_CHUNK,
     chunk_total,
+    float32_slope_gradient,
     float_chunks,
     logistic_step_terms,
     logistic_terms,
@@ -129,13 +129,7 @@ def _logits_gradient(
     if input.dtype not in _HALF_DTYPES:
         return (torch.sigmoid(input) - target) * _factor(grad, config)
     # bf16: in float32, rounded once (by chunks, in cache, unless create_graph differentiates it)
-    factor = _factor(grad.float(), config)
-    if torch.is_grad_enabled():
-        return ((torch.sigmoid(input.float()) - target.float()) * factor).to(input.dtype)
-    result = torch.empty(input.numel(), dtype=input.dtype)
-    for x, y, start in float_chunks(input.reshape(-1), target.reshape(-1)):
-        result[start : start + FLOAT_CHUNK] = torch.sigmoid(x).sub_(y).mul_(factor)
-    return result.view(input.shape)
+    return float32_slope_gradient(input, target, _factor(grad.float(), config), torch.sigmoid)
 
 
 def _probability_step(

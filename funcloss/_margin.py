@@ -58,8 +58,8 @@ from ._checks import (
 from ._function import SlopeRule, SlopeStep
 from ._modes import follows_autocast
 from ._ops import (
-    FLOAT_CHUNK,
     chunk_total,
+    float32_slope_gradient,
     float_chunks,
     logistic_step_terms,
     logistic_terms,
@@ -175,12 +175,7 @@ def _multilabel_soft_margin_gradient(
     if input.dtype not in _HALF_DTYPES:
         return (torch.sigmoid(input) - target) * _divided(grad, divisor)
     factor = _divided(grad.float(), divisor)
-    if torch.is_grad_enabled():  # create_graph: differentiable, the same roundings
-        return ((torch.sigmoid(input.float()) - target.float()) * factor).to(input.dtype)
-    result = torch.empty(input.numel(), dtype=input.dtype)
-    for x, y, start in float_chunks(input.reshape(-1), target.reshape(-1)):
-        result[start : start + FLOAT_CHUNK] = torch.sigmoid(x).sub_(y).mul_(factor)
-    return result.view(input.shape)
+    return float32_slope_gradient(input, target, factor, torch.sigmoid)
 
 
 _SOFT_MARGIN_RULE = SlopeRule(_soft_margin_step, _soft_margin_scale, _soft_margin_gradient)

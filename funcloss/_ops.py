@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +104,20 @@ def float_chunks(input: Tensor, target: Tensor) -> Iterator[tuple[Tensor, Tensor
     for start in range(0, input.numel(), FLOAT_CHUNK):
         stop = start + FLOAT_CHUNK
         yield input[start:stop].float(), target[start:stop].float(), start
+
+
+def float32_slope_gradient(
+    input: Tensor, target: Tensor, factor: Tensor, link: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """``(link(x) - y) factor`` of half-precision ``input`` and ``target`` (one shape), computed
+    in float32 and rounded once to ``input``'s dtype: by chunks (in cache, no float32 copy of
+    the inputs), or in one differentiable expression when ``create_graph`` differentiates it."""
+    if torch.is_grad_enabled():
+        return ((link(input.float()) - target.float()) * factor).to(input.dtype)
+    result = torch.empty(input.numel(), dtype=input.dtype, device=input.device)
+    for x, y, start in float_chunks(input.reshape(-1), target.reshape(-1)):
+        result[start : start + FLOAT_CHUNK] = link(x).sub_(y).mul_(factor)
+    return result.view(input.shape)
 
 
 def chunk_total(parts: list[Tensor]) -> Tensor:

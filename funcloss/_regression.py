@@ -44,7 +44,7 @@ from ._checks import (
 )
 from ._function import SlopeRule, SlopeStep
 from ._modes import follows_autocast
-from ._ops import FLOAT_CHUNK, chunk_total, float_chunks, times
+from ._ops import chunk_total, float32_slope_gradient, float_chunks, times
 from ._reduction import KL_REDUCTIONS, KLReduction, masked, reduce, reduce_batchmean
 
 _KL_REDUCTIONS = KL_REDUCTIONS
@@ -295,12 +295,7 @@ def _poisson_gradient(
     factor = _factor(grad, config)
     if input.dtype not in _HALF_DTYPES:
         return (torch.exp(input) - target) * factor
-    if torch.is_grad_enabled():
-        return ((torch.exp(input.float()) - target.float()) * factor).to(input.dtype)
-    result = torch.empty_like(input).view(-1)
-    for x, y, start in float_chunks(input.view(-1), target.view(-1)):
-        result[start : start + FLOAT_CHUNK] = torch.exp(x).sub_(y).mul_(factor)
-    return result.view(input.shape)
+    return float32_slope_gradient(input, target, factor, torch.exp)
 
 
 def _kl_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:

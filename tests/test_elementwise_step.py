@@ -273,3 +273,45 @@ def test_mse_step_matches_the_general_path(monkeypatch, shape, dtype, reduction)
     for got, want in zip(fast[:-1], general[:-1], strict=True):
         torch.testing.assert_close(got, want)
     torch.testing.assert_close(fast[0], F.mse_loss(x, y, reduction=reduction))
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        ("binary_cross_entropy_with_logits", "_logistic"),
+        ("multilabel_soft_margin_loss", "_margin"),
+        ("poisson_nll_loss", "_regression"),
+    ],
+)
+def test_bf16_gradient_by_float32_chunks_is_rounded_once(
+    name: str, module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the chunk (2**18 entries, 600 x 500 not a multiple of it), the bf16 gradient is
+    the float64 truth rounded once to bf16 (half an ulp: 2**-8 of it), plus float32's error on
+    the way (a few float32 ulps of the terms ``link(x)`` and ``y`` that it subtracts)."""
+    from funcloss import _logistic, _ops
+
+    owner = {"_logistic": _logistic, "_margin": _margin, "_regression": _regression}[module]
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return _ops.float32_slope_gradient(*args, **kwargs)
+
+    monkeypatch.setattr(owner, "float32_slope_gradient", counted)
+    generator = torch.Generator().manual_seed(5)
+    x = (torch.randn(600, 500, generator=generator) * 3).bfloat16()
+    if name == "poisson_nll_loss":
+        y = torch.poisson(torch.full(x.shape, 2.0), generator=generator).bfloat16()
+    else:
+        y = torch.randint(0, 2, x.shape, generator=generator).bfloat16()
+    x64, y64 = x.double(), y.double()
+    link = torch.exp if name == "poisson_nll_loss" else torch.sigmoid
+    truth = (link(x64) - y64) / x.numel()  # every mean here divides by N C
+    leaf = x.clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(getattr(funcloss, name)(leaf, y), leaf)
+    assert calls, "the float32 chunked gradient did not run"
+    assert gradient.dtype == torch.bfloat16
+    error = (gradient.double() - truth).abs()
+    float32_error = 2.0**-21 * (link(x64) + y64.abs()) / x.numel()
+    assert bool((error <= truth.abs() * 2.0**-8 + float32_error).all()), error.max()
