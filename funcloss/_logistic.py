@@ -29,10 +29,11 @@ from ._function import SlopeRule, SlopeStep, custom_backward
 from ._modes import follows_autocast
 from ._ops import (
     chunk_total,
-    float32_slope_gradient,
+    float32_gradient,
     float_chunks,
     logistic_step_terms,
     logistic_terms,
+    sigmoid_slope,
     softplus,
     times,
 )
@@ -129,7 +130,7 @@ def _logits_gradient(
     if input.dtype not in _HALF_DTYPES:
         return (torch.sigmoid(input) - target) * _factor(grad, config)
     # bf16: in float32, rounded once (by chunks, in cache, unless create_graph differentiates it)
-    return float32_slope_gradient(input, target, _factor(grad.float(), config), torch.sigmoid)
+    return float32_gradient(input, target, _factor(grad.float(), config), sigmoid_slope)
 
 
 def _probability_step(

@@ -59,10 +59,11 @@ from ._function import SlopeRule, SlopeStep
 from ._modes import follows_autocast
 from ._ops import (
     chunk_total,
-    float32_slope_gradient,
+    float32_gradient,
     float_chunks,
     logistic_step_terms,
     logistic_terms,
+    sigmoid_slope,
     softplus,
     times,
 )
@@ -175,7 +176,7 @@ def _multilabel_soft_margin_gradient(
     if input.dtype not in _HALF_DTYPES:
         return (torch.sigmoid(input) - target) * _divided(grad, divisor)
     factor = _divided(grad.float(), divisor)
-    return float32_slope_gradient(input, target, factor, torch.sigmoid)
+    return float32_gradient(input, target, factor, sigmoid_slope)
 
 
 _SOFT_MARGIN_RULE = SlopeRule(_soft_margin_step, _soft_margin_scale, _soft_margin_gradient)

@@ -106,18 +106,24 @@ def float_chunks(input: Tensor, target: Tensor) -> Iterator[tuple[Tensor, Tensor
         yield input[start:stop].float(), target[start:stop].float(), start
 
 
-def float32_slope_gradient(
-    input: Tensor, target: Tensor, factor: Tensor, link: Callable[[Tensor], Tensor]
+def float32_gradient(
+    input: Tensor, target: Tensor, factor: Tensor, term: Callable[[Tensor, Tensor], Tensor]
 ) -> Tensor:
-    """``(link(x) - y) factor`` of half-precision ``input`` and ``target`` (one shape), computed
+    """``term(x, y) factor`` of half-precision ``input`` and ``target`` (one shape), computed
     in float32 and rounded once to ``input``'s dtype: by chunks (in cache, no float32 copy of
-    the inputs), or in one differentiable expression when ``create_graph`` differentiates it."""
+    the inputs), or in one differentiable expression when ``create_graph`` differentiates it.
+    ``term`` is out of place (its result is scaled in place)."""
     if torch.is_grad_enabled():
-        return ((link(input.float()) - target.float()) * factor).to(input.dtype)
+        return (term(input.float(), target.float()) * factor).to(input.dtype)
     result = torch.empty(input.numel(), dtype=input.dtype, device=input.device)
     for x, y, start in float_chunks(input.reshape(-1), target.reshape(-1)):
-        result[start : start + FLOAT_CHUNK] = link(x).sub_(y).mul_(factor)
+        result[start : start + FLOAT_CHUNK] = term(x, y).mul_(factor)
     return result.view(input.shape)
+
+
+def sigmoid_slope(input: Tensor, target: Tensor) -> Tensor:
+    """``sigmoid(x) - y``: the slope of the logistic losses (a :func:`float32_gradient` term)."""
+    return torch.sigmoid(input) - target
 
 
 def chunk_total(parts: list[Tensor]) -> Tensor:

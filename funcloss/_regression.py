@@ -44,7 +44,7 @@ from ._checks import (
 )
 from ._function import SlopeRule, SlopeStep
 from ._modes import follows_autocast
-from ._ops import chunk_total, float32_slope_gradient, float_chunks, times
+from ._ops import chunk_total, float32_gradient, float_chunks, times
 from ._reduction import KL_REDUCTIONS, KLReduction, masked, reduce, reduce_batchmean
 
 _KL_REDUCTIONS = KL_REDUCTIONS
@@ -245,6 +245,8 @@ def _divided(value: Tensor, divisor: int) -> Tensor:
 
 def _mse_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
     divisor = config[0]
+    if input.dtype in _HALF_DTYPES:
+        return _half_step(input, target, divisor, lambda diff: _norm_sum(diff, 2))
     diff = torch.sub(input, target)
     flat = diff.view(-1)
     # up to one block, one dot (the blocked sum's accumulation, in 1 op instead of 6: at 64x10
@@ -295,7 +297,7 @@ def _poisson_gradient(
     factor = _factor(grad, config)
     if input.dtype not in _HALF_DTYPES:
         return (torch.exp(input) - target) * factor
-    return float32_slope_gradient(input, target, factor, torch.exp)
+    return float32_gradient(input, target, factor, lambda x, y: torch.exp(x) - y)
 
 
 def _kl_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
@@ -313,9 +315,18 @@ def _kl_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
 
 
 _HALF_DTYPES = (torch.bfloat16,)  # the steps' dtype computed in float32
-# bf16 poisson takes its step from this many elements: below it the float32 conversions and the
-# backward's recomputation cost more than the composition (2.37x torch at 64x10, against 1.76x).
-_HALF_POISSON_FROM = 2**16
+# bf16 takes the steps from this many elements: below it the float32 conversions and the
+# backward's recomputation cost more than the composition (poisson: 2.37x torch at 64x10,
+# against 1.76x).
+_HALF_STEP_FROM = 2**16
+
+
+def _half_fast(input: object, target: object, where: object, reduction: str) -> bool:
+    """:func:`_fast` of float32, float64, and bf16 from ``_HALF_STEP_FROM`` elements."""
+    return _fast(input, target, where, reduction, dtypes=_SUM_DTYPES) and (
+        input.dtype not in _HALF_DTYPES  # type: ignore[attr-defined]
+        or input.numel() >= _HALF_STEP_FROM  # type: ignore[attr-defined]
+    )
 
 
 def _half_kl_sum(input: Tensor, target: Tensor) -> Tensor:
@@ -341,6 +352,8 @@ def _huber_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _St
     """The Huber sum ``sum c (d - c / 2)`` (over ``divisor``: the mean, or 1) and its slope
     ``c = clamp(d, +-delta)``, ``d = x - y`` (:func:`_huber`'s terms, summed by chunk)."""
     divisor, delta = config
+    if input.dtype in _HALF_DTYPES:
+        return _half_step(input, target, divisor, lambda diff: _huber_sum(diff, delta))
     size = input.numel()
     if size <= _HUBER_CHUNK:  # few ops: at 64x10 each op costs about what the loss does
         diff = input - target
@@ -360,9 +373,28 @@ def _huber_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _St
     return _divided(torch.stack(parts).sum(), divisor), slope.view(input.shape), None
 
 
+def _huber_sum(diff: Tensor, delta: float) -> Tensor:
+    """``sum c (d - c / 2)``, ``c = clamp(d, +-delta)``, of a flat chunk of differences."""
+    clamped = diff.clamp(-delta, delta)
+    return _dot_sum(clamped, diff.sub_(clamped, alpha=0.5))
+
+
+def _half_step(
+    input: Tensor, target: Tensor, divisor: int, total: Callable[[Tensor], Tensor]
+) -> _Step:
+    """A bf16 step of a loss of ``d = x - y``: ``total(d)`` (a float32 sum, ``d`` its own to
+    overwrite) by chunks of ``FLOAT_CHUNK`` entries in float32, over ``divisor``, rounded once.
+    No slope: a bf16 one would round the gradient twice, so the backward computes it from the
+    inputs (the rule's gradient, by :func:`float32_gradient`), rounded once."""
+    parts = [total(x.sub_(y)) for x, y, _ in float_chunks(input.view(-1), target.view(-1))]
+    return _divided(chunk_total(parts), divisor).to(input.dtype), None, None
+
+
 def _smooth_l1_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _Step:
+    divisor, beta = config
+    if input.dtype in _HALF_DTYPES:
+        return _half_step(input, target, divisor, lambda diff: _huber_sum(diff, beta) / beta)
     value, slope, _ = _huber_step(input, target, config)
-    beta = config[1]
     if beta == 1:
         return value, slope, None
     return value / beta, slope.div_(beta), None  # type: ignore[union-attr]
@@ -393,14 +425,22 @@ def _mse_scale(slope: Tensor, grad: Tensor, config: tuple[int, float], kept: Non
 
 
 def _recomputed(
-    expression: Callable[[Tensor, Tensor, Tensor, float], Tensor],
+    slope: Callable[[Tensor, Tensor, float], Tensor],
+    factor: Callable[[Tensor, tuple[int, float]], Tensor] | None = None,
 ) -> Callable[[Tensor, Tensor, Tensor, tuple[int, float], None], Tensor]:
-    """A rule's ``gradient``: ``expression(input, target, grad / divisor, param)``."""
+    """A rule's ``gradient``: ``slope(input, target, param) * factor(grad, config)`` (default
+    ``grad / divisor``); for bf16 in float32, rounded once (:func:`float32_gradient`)."""
+    scale = _factor if factor is None else factor
 
     def gradient(
         input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, float], kept: None
     ) -> Tensor:
-        return expression(input, target, _factor(grad, config), config[1])
+        param = config[1]
+        if input.dtype in _HALF_DTYPES:
+            return float32_gradient(
+                input, target, scale(grad, config), lambda x, y: slope(x, y, param)
+            )
+        return slope(input, target, param) * scale(grad, config)
 
     return gradient
 
@@ -411,26 +451,22 @@ def _recomputed(
 _MSE_RULE = SlopeRule(
     _mse_step,
     _mse_scale,
-    lambda input, target, grad, config, _: (input - target) * _mse_factor(grad, config),
+    _recomputed(lambda input, target, _: input - target, _mse_factor),
 )
 _L1_RULE = SlopeRule(
     _l1_step,
     _scale,
-    _recomputed(lambda input, target, factor, _: torch.sign(input - target) * factor),
+    _recomputed(lambda input, target, _: torch.sign(input - target)),
 )
 _HUBER_RULE = SlopeRule(
     _huber_step,
     _scale,
-    _recomputed(
-        lambda input, target, factor, delta: F.hardtanh(input - target, -delta, delta) * factor
-    ),
+    _recomputed(lambda input, target, delta: F.hardtanh(input - target, -delta, delta)),
 )
 _SMOOTH_L1_RULE = SlopeRule(
     _smooth_l1_step,
     _scale,
-    _recomputed(
-        lambda input, target, factor, beta: F.hardtanh(input - target, -beta, beta) / beta * factor
-    ),
+    _recomputed(lambda input, target, beta: F.hardtanh(input - target, -beta, beta) / beta),
 )
 _POISSON_RULE = SlopeRule(
     _poisson_step,
@@ -555,7 +591,7 @@ def mse_loss(
         tensor([1., 4.])
     """
     fn = "mse_loss"
-    if weight is None and _fast(input, target, where, reduction):
+    if weight is None and _half_fast(input, target, where, reduction):
         return _mse_fast(input, target, reduction)
     _check_not_complex(fn, input=input, target=target)
     _MSE_CONFIG(reduction=reduction)
@@ -637,7 +673,7 @@ def huber_loss(
     _HUBER_CONFIG(reduction=reduction, delta=delta)
     if (
         weight is None
-        and _fast(input, target, where, reduction)
+        and _half_fast(input, target, where, reduction)
         and delta <= torch.finfo(input.dtype).max
     ):
         return _EagerStep.run(_HUBER_RULE, input, target, (_divisor(reduction, input), delta))
@@ -693,7 +729,11 @@ def smooth_l1_loss(
     """
     fn = "smooth_l1_loss"
     _SMOOTH_L1_CONFIG(reduction=reduction, beta=beta)
-    if beta > 0 and _fast(input, target, where, reduction) and beta <= torch.finfo(input.dtype).max:
+    if (
+        beta > 0
+        and _half_fast(input, target, where, reduction)
+        and beta <= torch.finfo(input.dtype).max
+    ):
         return _EagerStep.run(_SMOOTH_L1_RULE, input, target, (_divisor(reduction, input), beta))
     _check_pair(fn, input, target, where, warn=True)
     input, target = _masked_pair(where, input, target)
@@ -782,8 +822,7 @@ def poisson_nll_loss(
         log_input
         and not full
         and value_reads_allowed()
-        and _fast(input, target, where, reduction, dtypes=_SUM_DTYPES)
-        and (input.dtype not in _HALF_DTYPES or input.numel() >= _HALF_POISSON_FROM)
+        and _half_fast(input, target, where, reduction)
     ):
         return _EagerStep.run(_POISSON_RULE, input, target, (_divisor(reduction, input), 0.0))
     _check_pair(fn, input, target, where)

@@ -275,12 +275,28 @@ def test_mse_step_matches_the_general_path(monkeypatch, shape, dtype, reduction)
     torch.testing.assert_close(fast[0], F.mse_loss(x, y, reduction=reduction))
 
 
+# The float64 slope d loss / d x of each bf16 step's loss (the mean divides it by N C), the
+# terms its float32 arithmetic subtracts, and the float64 loss.
+_SLOPES = {
+    "binary_cross_entropy_with_logits": lambda x, y: (torch.sigmoid(x) - y, torch.sigmoid(x) + y),
+    "multilabel_soft_margin_loss": lambda x, y: (torch.sigmoid(x) - y, torch.sigmoid(x) + y),
+    "poisson_nll_loss": lambda x, y: (torch.exp(x) - y, torch.exp(x) + y),
+    "mse_loss": lambda x, y: (2 * (x - y), 2 * (x.abs() + y.abs())),
+    "huber_loss": lambda x, y: ((x - y).clamp(-1, 1), x.abs() + y.abs()),
+    "smooth_l1_loss": lambda x, y: ((x - y).clamp(-0.5, 0.5) / 0.5, (x.abs() + y.abs()) / 0.5),
+}
+_KWARGS = {"smooth_l1_loss": {"beta": 0.5}}
+
+
 @pytest.mark.parametrize(
     ("name", "module"),
     [
         ("binary_cross_entropy_with_logits", "_logistic"),
         ("multilabel_soft_margin_loss", "_margin"),
         ("poisson_nll_loss", "_regression"),
+        ("mse_loss", "_regression"),
+        ("huber_loss", "_regression"),
+        ("smooth_l1_loss", "_regression"),
     ],
 )
 def test_bf16_gradient_by_float32_chunks_is_rounded_once(
@@ -288,7 +304,8 @@ def test_bf16_gradient_by_float32_chunks_is_rounded_once(
 ) -> None:
     """Above the chunk (2**18 entries, 600 x 500 not a multiple of it), the bf16 gradient is
     the float64 truth rounded once to bf16 (half an ulp: 2**-8 of it), plus float32's error on
-    the way (a few float32 ulps of the terms ``link(x)`` and ``y`` that it subtracts)."""
+    the way (a few float32 ulps of the terms that it subtracts); the value is torch's float64
+    loss rounded once, within float32's summation error."""
     from funcloss import _logistic, _ops
 
     owner = {"_logistic": _logistic, "_margin": _margin, "_regression": _regression}[module]
@@ -296,22 +313,27 @@ def test_bf16_gradient_by_float32_chunks_is_rounded_once(
 
     def counted(*args, **kwargs):
         calls.append(1)
-        return _ops.float32_slope_gradient(*args, **kwargs)
+        return _ops.float32_gradient(*args, **kwargs)
 
-    monkeypatch.setattr(owner, "float32_slope_gradient", counted)
+    monkeypatch.setattr(owner, "float32_gradient", counted)
     generator = torch.Generator().manual_seed(5)
     x = (torch.randn(600, 500, generator=generator) * 3).bfloat16()
     if name == "poisson_nll_loss":
         y = torch.poisson(torch.full(x.shape, 2.0), generator=generator).bfloat16()
+    elif name in ("mse_loss", "huber_loss", "smooth_l1_loss"):
+        y = torch.randn(x.shape, generator=generator).bfloat16()
     else:
         y = torch.randint(0, 2, x.shape, generator=generator).bfloat16()
     x64, y64 = x.double(), y.double()
-    link = torch.exp if name == "poisson_nll_loss" else torch.sigmoid
-    truth = (link(x64) - y64) / x.numel()  # every mean here divides by N C
+    slope, terms = _SLOPES[name](x64, y64)
+    truth, scale = slope / x.numel(), terms / x.numel()
+    kwargs = _KWARGS.get(name, {})
     leaf = x.clone().requires_grad_()
-    (gradient,) = torch.autograd.grad(getattr(funcloss, name)(leaf, y), leaf)
+    value = getattr(funcloss, name)(leaf, y, **kwargs)
+    (gradient,) = torch.autograd.grad(value, leaf)
     assert calls, "the float32 chunked gradient did not run"
-    assert gradient.dtype == torch.bfloat16
+    assert gradient.dtype == torch.bfloat16 and value.dtype == torch.bfloat16
     error = (gradient.double() - truth).abs()
-    float32_error = 2.0**-21 * (link(x64) + y64.abs()) / x.numel()
-    assert bool((error <= truth.abs() * 2.0**-8 + float32_error).all()), error.max()
+    assert bool((error <= truth.abs() * 2.0**-8 + 2.0**-21 * scale).all()), error.max()
+    value64 = getattr(F, name)(x64, y64, **kwargs)
+    assert abs(value.double() - value64) <= value64.abs() * (2.0**-8 + 1e-6), (value, value64)
