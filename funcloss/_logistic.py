@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -28,6 +29,7 @@ from ._checks import (
 from ._function import SlopeRule, SlopeStep, custom_backward
 from ._modes import follows_autocast
 from ._ops import (
+    FLOAT_CHUNK,
     chunk_total,
     float32_gradient,
     float_chunks,
@@ -84,9 +86,51 @@ _SCALAR = ("mean", "sum")
 # logits step by chunks above them
 _HALF_DTYPES = (torch.bfloat16,)
 _FAST_DTYPES = (torch.float32, torch.float64, *_HALF_DTYPES)
-# Up to this many elements (the per-call regime) the step keeps a slope tensor beside two log
-# buffers in its forward; above it the composition's Function (one buffer less) runs.
+# Up to this many elements (the per-call regime) the steps compute on whole tensors (fewest ops);
+# above it by chunks of ``FLOAT_CHUNK`` entries, whose temporaries stay in cache: the only
+# tensor written is the slope (bf16: none), as torch's peak.
 _STEP_MAX_NUMEL = 2**16
+
+
+def _chunked(
+    input: Tensor,
+    target: Tensor,
+    terms: Callable[[Tensor, Tensor], Tensor],
+    slope: Callable[[Tensor, Tensor, Tensor], Tensor] | None,
+) -> tuple[Tensor, Tensor | None]:
+    """The sum of ``terms(x, y)`` over chunks (bf16 in float32), and with ``slope`` (not for
+    bf16), the slope written chunk by chunk into one fresh tensor by ``slope(x, y, out)``."""
+    dtype = torch.float32 if input.dtype in _HALF_DTYPES else input.dtype
+    flat = input.reshape(-1)
+    out = None if slope is None else torch.empty_like(flat)
+    parts = []
+    for x, y, start in float_chunks(flat, target.reshape(-1), dtype):
+        parts.append(terms(x, y).sum())
+        if out is not None and slope is not None:
+            slope(x, y, out[start : start + FLOAT_CHUNK])
+    return chunk_total(parts), None if out is None else out.view(input.shape)
+
+
+def _probability_terms(input: Tensor, target: Tensor) -> Tensor:
+    """``b + y (a - b)``, ``a``, ``b`` the floored logs of ``x`` and ``1 - x`` (lerp: exactly
+    ``a`` at ``y = 1``, ``b`` at ``y = 0``): minus the BCE terms, in fresh buffers."""
+    log_one_minus = torch.log(torch.rsub(input, 1)).clamp_min_(_BCE_LOG_FLOOR)
+    return torch.lerp(log_one_minus, torch.log(input).clamp_min_(_BCE_LOG_FLOOR), target)
+
+
+def _probability_slope(input: Tensor, target: Tensor) -> Tensor:
+    """``(x - y) / max(x (1 - x), eps)``, torch's BCE slope, in fresh buffers."""
+    return _probability_slope_into(input, target, torch.empty_like(input))
+
+
+def _probability_slope_into(input: Tensor, target: Tensor, out: Tensor) -> Tensor:
+    """:func:`_probability_slope` written into ``out``."""
+    scale = torch.rsub(input, 1).mul_(input).clamp_min_(_BCE_GRAD_EPS)
+    return torch.sub(input, target, out=out).div_(scale)
+
+
+def _sigmoid_slope_into(input: Tensor, target: Tensor, out: Tensor) -> Tensor:
+    return torch.sigmoid(input, out=out).sub_(target)
 
 
 class _Fallback(Exception):
@@ -113,9 +157,11 @@ def _scale(slope: Tensor, grad: Tensor, config: tuple[int, bool], kept: None) ->
 def _probability_gradient(
     input: Tensor, target: Tensor, grad: Tensor, config: tuple[int, bool], kept: Any
 ) -> Tensor:
-    if input.dtype in _HALF_DTYPES:  # in float32, rounded once, as the bf16 step's scale
+    if input.dtype in _HALF_DTYPES and torch.is_grad_enabled():  # in float32, rounded once
         grad = _probability_gradient(input.float(), target.float(), grad.float(), config, None)
         return grad.to(input.dtype)
+    if input.dtype in _HALF_DTYPES:  # by float32 chunks, rounded once (the large bf16 step)
+        return float32_gradient(input, target, _factor(grad.float(), config), _probability_slope)
     factor = _factor(grad, config)
     if torch.is_grad_enabled():  # the general backward's expression, differentiated
         return factor * (input - target) / (input * (1 - input)).clamp_min(_BCE_GRAD_EPS)
@@ -140,10 +186,21 @@ def _probability_step(
     ``1 - x`` (``_binary_cross_entropy_forward``'s terms), and the slope
     ``(x - y) / max(x (1 - x), eps)``. Without the clamp at 0 the logs of an input outside
     ``[0, 1]`` or NaN are NaN: the one host read tests the value and the target's range."""
-    if input.dtype in _HALF_DTYPES:  # bf16 (per-call sizes only): the float32 step, rounded once
+    divisor, slope = config
+    if input.numel() > _STEP_MAX_NUMEL:  # by chunks; bf16 keeps no slope (rounded once later)
+        keep = slope and input.dtype not in _HALF_DTYPES
+        total, slope_ = _chunked(
+            input, target, _probability_terms, _probability_slope_into if keep else None
+        )
+        low, high = torch.aminmax(target)
+        value = (total if divisor == 1 else total / divisor).neg_()
+        checks = torch.stack((value, low.to(value.dtype), high.to(value.dtype))).tolist()
+        if not (math.isfinite(checks[0]) and checks[1] >= 0 and checks[2] <= 1):
+            raise _Fallback
+        return value.to(input.dtype), slope_, None
+    if input.dtype in _HALF_DTYPES:  # bf16 per call: the float32 step, rounded once
         value, slope_, _ = _probability_step(input.float(), target.float(), config)
         return value.to(input.dtype), slope_, input.dtype
-    divisor, slope = config
     one_minus = torch.rsub(input, 1)
     log_one_minus = torch.log(one_minus).clamp_min_(_BCE_LOG_FLOOR)
     # b + y (a - b) in one op (lerp: exactly a at y = 1, b at y = 0)
@@ -172,15 +229,17 @@ def _logits_step(
         # gradient rounded once by the scale (kept: the dtype to round to)
         value, slope_, _ = _logits_step(input.float(), target.float(), config)
         return value.to(input.dtype), slope_, input.dtype
-    if input.dtype in _HALF_DTYPES:
-        # bf16: the terms in float32 by chunks (in cache), rounded once; no slope (a bf16 one
-        # would round the gradient twice, a float32 one take more memory than torch): the
-        # backward computes the gradient from the inputs (_logits_gradient)
-        chunks = float_chunks(input.reshape(-1), target.reshape(-1))
-        total = chunk_total([logistic_step_terms(x, y).sum() for x, y, _ in chunks])
+    if input.numel() > _STEP_MAX_NUMEL:
+        # by chunks (in cache); bf16 in float32, rounded once, and no slope (a bf16 one would
+        # round the gradient twice, a float32 one take more memory than torch): the backward
+        # computes the gradient from the inputs (_logits_gradient)
+        keep = slope and input.dtype not in _HALF_DTYPES
+        total, slope_ = _chunked(
+            input, target, logistic_step_terms, _sigmoid_slope_into if keep else None
+        )
         if not math.isfinite(total.item()):
             raise _Fallback
-        return (total if divisor == 1 else total / divisor).to(input.dtype), None, None
+        return (total if divisor == 1 else total / divisor).to(input.dtype), slope_, None
     terms = logistic_step_terms(input, target)
     value = terms.sum() if divisor == 1 else terms.mean()
     del terms  # the slope's buffer may take its place
@@ -328,11 +387,7 @@ def binary_cross_entropy(
     """
     fn = "binary_cross_entropy"
     _BCE_CONFIG(reduction=reduction)
-    if (
-        _fast(input, target, where, weight, reduction)
-        and input.numel() <= _STEP_MAX_NUMEL
-        and value_reads_allowed()
-    ):
+    if _fast(input, target, where, weight, reduction) and value_reads_allowed():
         loss = _step(False, input, target, reduction)
         if loss is not None:
             return loss

@@ -98,12 +98,15 @@ def logistic_step_terms(input: Tensor, target: Tensor) -> Tensor:
 FLOAT_CHUNK = 2**18
 
 
-def float_chunks(input: Tensor, target: Tensor) -> Iterator[tuple[Tensor, Tensor, int]]:
-    """Chunks of ``FLOAT_CHUNK`` entries of flat ``input`` and ``target``, in float32, and where
-    each starts: a bf16 step computes in float32 without a float32 copy of its inputs."""
+def float_chunks(
+    input: Tensor, target: Tensor, dtype: torch.dtype = torch.float32
+) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """Chunks of ``FLOAT_CHUNK`` entries of flat ``input`` and ``target``, in ``dtype``, and
+    where each starts: a bf16 step computes in float32 without a float32 copy of its inputs (in
+    the inputs' own dtype, the chunks are views: a step's temporaries stay in cache)."""
     for start in range(0, input.numel(), FLOAT_CHUNK):
         stop = start + FLOAT_CHUNK
-        yield input[start:stop].float(), target[start:stop].float(), start
+        yield input[start:stop].to(dtype), target[start:stop].to(dtype), start
 
 
 def float32_gradient(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -114,11 +116,11 @@ def test_the_step_skips_masks_weights_and_unreduced_calls() -> None:
 @pytest.mark.parametrize("logits", [False, True])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_bf16_steps(monkeypatch, logits, reduction, shape) -> None:
-    """bf16 takes the steps, computed in float32 (the per-call sizes keep a float32 slope, the
-    logits step by chunks above them: 600x500 is two chunks; binary_cross_entropy's step stops
-    at 2**16 elements): the general path's values and gradients to bf16's resolution, a retained
-    graph backed twice gives the same bits, and value and gradient are at least as accurate as
-    torch's (float64 of the same bf16 inputs)."""
+    """bf16 takes the steps at every size, computed in float32 (the per-call sizes keep a float32
+    slope, the steps go by chunks above 2**16 elements, without a slope: 600x500 is two chunks):
+    the general path's values and gradients to bf16's resolution, a retained graph backed twice
+    gives the same bits, and value and gradient are at least as accurate as torch's (float64 of
+    the same bf16 inputs)."""
     generator = torch.Generator().manual_seed(5)
     if logits:
         x = torch.randn(shape, generator=generator) * 4
@@ -130,18 +132,17 @@ def test_bf16_steps(monkeypatch, logits, reduction, shape) -> None:
     y = torch.rand(shape, generator=generator)
     y[0, :3] = torch.tensor([0.0, 1.0, 0.5])
     x, y = x.bfloat16(), y.bfloat16()
-    stepped = logits or x.numel() <= 2**16
     leaf = x.clone().requires_grad_()
     loss = loss_fn(leaf, y, reduction=reduction)
-    assert ("BCEStep" in type(loss.grad_fn).__name__) == stepped
+    assert "BCEStep" in type(loss.grad_fn).__name__
     assert loss.dtype == torch.bfloat16
     (first,) = torch.autograd.grad(loss, leaf, retain_graph=True)
     (again,) = torch.autograd.grad(loss, leaf)
     assert first.dtype == torch.bfloat16 and torch.equal(first, again)
-    if stepped:  # create_graph rounds as the slope does
-        loss = loss_fn(leaf, y, reduction=reduction)
-        (graph,) = torch.autograd.grad(loss, leaf, create_graph=True)
-        assert torch.equal(graph.detach(), first)
+    # create_graph rounds as the slope does
+    loss = loss_fn(leaf, y, reduction=reduction)
+    (graph,) = torch.autograd.grad(loss, leaf, create_graph=True)
+    assert torch.equal(graph.detach(), first)
     with monkeypatch.context() as patch:
         patch.setattr(_logistic, "_fast", lambda *args: False)
         general = loss_fn(leaf, y, reduction=reduction)
@@ -155,8 +156,6 @@ def test_bf16_steps(monkeypatch, logits, reduction, shape) -> None:
         value.backward()
         return value.detach().double(), leaf.grad.double()
 
-    if not stepped:  # the composition rounds each bf16 op
-        return
     truth = value_and_grad(reference, x.double())
     for got, want in zip(value_and_grad(loss_fn, x), truth, strict=True):
         theirs = value_and_grad(reference, x)[0 if got.dim() == 0 else 1]
@@ -165,3 +164,32 @@ def test_bf16_steps(monkeypatch, logits, reduction, shape) -> None:
             error,
             torch_error,
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_large_probability_step_reads_the_values(dtype) -> None:
+    """Above 2**16 elements the probability step goes by chunks and still refuses what the
+    general path refuses (a target or input outside [0, 1], a NaN), and keeps the logs' floor
+    at inputs of exactly 0 and 1 (torch's values)."""
+    generator = torch.Generator().manual_seed(7)
+    x = (torch.rand(600, 500, generator=generator) * 0.98 + 0.01).to(dtype)
+    y = torch.rand(600, 500, generator=generator).to(dtype)
+    x[0, 0], y[0, 0], x[0, 1], y[0, 1] = 0.0, 0.5, 1.0, 0.25  # logs floored at -100
+    leaf = x.clone().requires_grad_()
+    loss = funcloss.binary_cross_entropy(leaf, y)
+    assert "BCEStep" in type(loss.grad_fn).__name__
+    loss.backward()
+    reference = x.double().requires_grad_()
+    F.binary_cross_entropy(reference, y.double()).backward()
+    rtol = 2.0**-7 if dtype == torch.bfloat16 else 1e-5
+    truth = F.binary_cross_entropy(x.double(), y.double())
+    torch.testing.assert_close(loss.double(), truth, rtol=rtol, atol=0)
+    torch.testing.assert_close(leaf.grad.double(), reference.grad, rtol=rtol, atol=1e-12)
+    for bad_x, bad_y in [(None, 1.5), (None, -0.5), (math.nan, None), (1.5, None)]:
+        x2, y2 = x.clone(), y.clone()
+        if bad_x is not None:
+            x2[3, 4] = bad_x
+        if bad_y is not None:
+            y2[3, 4] = bad_y
+        with pytest.raises(ValueError, match="binary_cross_entropy"):
+            funcloss.binary_cross_entropy(x2.requires_grad_(), y2)
