@@ -137,17 +137,23 @@ def _cross_entropy_rows_forward(
 ) -> Tensor:
     """Loss per row, ``(M,)``, for ``(M, C)`` logits and class indices (0 where ignored);
     ``allowed`` the class mask (removed logits already ``-inf``), or ``None``."""
-    x, rows, class_weight = _class_rows(input, index, ignored, weight, allowed, label_smoothing)
+    # half precision: each chunk of rows in float32 (no float32 copy of the whole logits)
+    chunked = input.dtype in _HALF
+    x, rows, class_weight = _class_rows(
+        input, index, ignored, weight, allowed, label_smoothing, convert=not chunked
+    )
+    reads = _reads(input)
 
     def row_losses(x: Tensor, rows: Rows, beyond_range: bool) -> Tensor:
         size = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
-        losses = [
-            row_loss(x[i : i + size], rows.chunk(i, i + size), class_weight, 0.0, beyond_range)
-            for i in range(0, max(1, x.shape[0]), size)
-        ]
+        losses = []
+        for i in range(0, max(1, x.shape[0]), size):
+            z = x[i : i + size]
+            if chunked:
+                z = _in_compute_dtype(z, input.dtype, reads)
+            losses.append(row_loss(z, rows.chunk(i, i + size), class_weight, 0.0, beyond_range))
         return losses[0] if len(losses) == 1 else torch.cat(losses)
 
-    reads = _reads(input)
     loss = row_losses(x, rows, not reads)
     if reads:
         # the read finds the rows with a +inf logit (nan) and those whose log-probabilities
@@ -159,7 +165,9 @@ def _cross_entropy_rows_forward(
             rows,
             lambda x, rows: row_losses(_clamp(x, input.dtype), rows, True),
         )
-    return loss.to(input.dtype)
+    # in the compute dtype: half precision is reduced in float32 (a sum of rows near the
+    # dtype's largest loss overflows it where the mean fits), then rounded once
+    return loss
 
 
 # A +inf logit acts as the largest finite one of the input's dtype, as on the small path: the
@@ -215,15 +223,26 @@ def _class_rows(
     weight: Tensor | None,
     allowed: Tensor | None,
     label_smoothing: float,
+    convert: bool = True,
 ) -> tuple[Tensor, Rows, Tensor | None]:
-    """The logits and class weight in the compute dtype, and the rows' targets; the logits are
-    clamped at ``+inf`` unless :func:`_reads` (the caller then patches the rows with one)."""
+    """The logits (``convert``: :func:`_in_compute_dtype`, else as given) and class weight in the
+    compute dtype, and the rows' targets."""
     dtype = compute_dtype(input.dtype)
     class_weight = None if weight is None else weight.to(dtype)
     num_classes = input.shape[1]
     rows = class_rows(index, ignored, class_weight, label_smoothing, num_classes, dtype, allowed)
-    x = input.to(dtype)
-    return (x if _reads(input) else _clamp(x, input.dtype)), rows, class_weight
+    return (
+        (_in_compute_dtype(input, input.dtype, _reads(input)) if convert else input),
+        rows,
+        class_weight,
+    )
+
+
+def _in_compute_dtype(x: Tensor, dtype: torch.dtype, reads: bool) -> Tensor:
+    """Logits of ``dtype`` in the compute dtype, clamped at ``+inf`` unless ``reads``
+    (:func:`_reads`: the caller then patches the rows with one)."""
+    x = x.to(compute_dtype(dtype))
+    return x if reads else _clamp(x, dtype)
 
 
 _cross_entropy_rows = custom_backward(_cross_entropy_rows_forward)
@@ -240,16 +259,38 @@ def _cross_entropy_rows_backward(
     label_smoothing: float,
 ) -> tuple[Tensor, None, None, None, None]:
     # d/dx = grad * (A softmax(x) - a); ignored rows and removed classes give exactly zero.
-    x, rows, class_weight = _class_rows(input, index, ignored, weight, allowed, label_smoothing)
-    in_place = in_place_safe(grad)
-    softmax = torch.softmax(x, 1)  # exp(x - max) / sum: more exact than exp(x - lse)
-    if x.shape[1] > 0 and _reads(input):
-        bad = softmax[:, 0].isnan()
-        softmax = _patch_rows(
-            softmax, bad, x, rows, lambda x, _: torch.softmax(_clamp(x, input.dtype), 1), in_place
-        )
-    gradient = softmax_gradient(softmax, None, rows, class_weight, grad.to(x.dtype), 0, in_place)
-    return gradient.to(input.dtype), None, None, None, None
+    in_place = in_place_safe(grad, input)
+    # half precision without a graph: by chunks of rows in float32, each written once in the
+    # input's dtype (no float32 copy of the logits, their softmax or the gradient)
+    chunked = in_place and input.dtype in _HALF and input.shape[1] > 0
+    x, rows, class_weight = _class_rows(
+        input, index, ignored, weight, allowed, label_smoothing, convert=not chunked
+    )
+    reads = _reads(input)
+    scale = grad.to(compute_dtype(input.dtype))
+
+    def rows_gradient(z: Tensor, rows: Rows, scale: Tensor) -> Tensor:
+        softmax = torch.softmax(z, 1)  # exp(x - max) / sum: more exact than exp(x - lse)
+        if z.shape[1] > 0 and reads:
+            bad = softmax[:, 0].isnan()
+            softmax = _patch_rows(
+                softmax,
+                bad,
+                z,
+                rows,
+                lambda z, _: torch.softmax(_clamp(z, input.dtype), 1),
+                in_place,
+            )
+        return softmax_gradient(softmax, None, rows, class_weight, scale, 0, in_place)
+
+    if not chunked:
+        return rows_gradient(x, rows, scale).to(input.dtype), None, None, None, None
+    gradient = torch.empty_like(input)
+    size = max(1, _CHUNK_ELEMENTS // input.shape[1])
+    for i in range(0, input.shape[0], size):
+        z = _in_compute_dtype(input[i : i + size], input.dtype, reads)
+        gradient[i : i + size] = rows_gradient(z, rows.chunk(i, i + size), scale[i : i + size])
+    return gradient, None, None, None, None
 
 
 @_cross_entropy_rows.jvp
@@ -271,7 +312,7 @@ def _cross_entropy_rows_jvp(
     result = row_jvp(x, tangent, rows, class_weight)
     if _reads(input) and bool(result.isnan().any()):
         result = row_jvp(_clamp(x, input.dtype), tangent, rows, class_weight)  # rare: all rows
-    return result.to(input.dtype)
+    return result  # the forward's compute dtype
 
 
 @follows_autocast("float32")
@@ -663,9 +704,9 @@ def _class_cross_entropy(
     else:  # a class mask on a small input: autograd through the same forward
         loss = _cross_entropy_rows_forward(rows, index, ignored, weight, allowed, label_smoothing)
     if reduction == "none":
-        return loss.view(out_shape)
+        return loss.to(rows.dtype).view(out_shape)
     row_weights = _row_weights(index, weight, ignored, loss.dtype)
-    return reduce(loss, reduction, where=keep, mean_weight=row_weights)
+    return reduce(loss, reduction, where=keep, mean_weight=row_weights).to(rows.dtype)
 
 
 def _soft_cross_entropy(

@@ -143,3 +143,50 @@ def test_half_precision_fast_path_only_where_the_gate_admits() -> None:
     assert not ce_module._fast(x, y, None, torch.ones(4, dtype=torch.bool), "mean", -100, 0.0)
     # probability targets in half precision stay on the general path (fp32 throughout)
     assert not ce_module._soft_fast(x, x.softmax(1), None, None, "mean", -100, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"label_smoothing": 0.1, "ignore_index": 3}, {"weight": "rand", "reduction": "sum"}],
+)
+def test_half_precision_large_path_by_float32_row_chunks(dtype, kwargs) -> None:
+    """Half-precision logits on the large path (300 x 5000: two row chunks of 2**20 logits),
+    a +inf logit in one row (the rows the host read patches): the value and gradient are the
+    float64 truth of the same half-precision inputs within two roundings (the upstream gradient,
+    ``1 / N`` in the loss's dtype, then the result: an ulp, 2**-7 of it for bf16, 2**-10 for
+    fp16; and one subnormal spacing) and float32's error on the way, and at least as close to it
+    as torch's own."""
+    generator = torch.Generator().manual_seed(11)
+    x = (torch.randn(300, 5000, generator=generator) * 3).to(dtype)
+    y = torch.randint(0, 5000, (300,), generator=generator)
+    y[:7] = 3  # ignored where ignore_index is 3
+    x[250, 9] = float("inf")
+    kwargs = dict(kwargs)
+    if kwargs.get("weight") == "rand":
+        kwargs["weight"] = torch.rand(5000, generator=generator).to(dtype)
+
+    def value_and_gradient(loss_fn, x, kwargs):
+        leaf = x.clone().requires_grad_()
+        value = loss_fn(leaf, y, **kwargs)
+        return (value.detach(), *torch.autograd.grad(value, leaf))
+
+    value, gradient = value_and_gradient(funcloss.cross_entropy, x, kwargs)
+    assert value.dtype == dtype and gradient.dtype == dtype
+    # the truth: +inf as the largest finite logit of the dtype (funcloss's documented limit)
+    k64 = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    truth, truth_gradient = value_and_gradient(
+        F.cross_entropy, x.double().clamp(max=torch.finfo(dtype).max), k64
+    )
+    ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
+    # float32's error, and the spacing of the dtype's subnormals (fp16 gradients reach them)
+    tiny = 2.0**-20 * truth_gradient.abs().amax() + torch.finfo(dtype).smallest_normal * ulp
+    error = (gradient.double() - truth_gradient).abs()
+    assert bool((error <= truth_gradient.abs() * ulp + tiny).all()), error.max()
+    assert abs(float(value) - float(truth)) <= abs(float(truth)) * ulp
+    # torch's own half-precision gradient, away from the +inf row (where it is nan)
+    _, theirs = value_and_gradient(F.cross_entropy, x.clamp(max=0), kwargs)
+    _, ours = value_and_gradient(funcloss.cross_entropy, x.clamp(max=0), kwargs)
+    _, truth_gradient = value_and_gradient(F.cross_entropy, x.clamp(max=0).double(), k64)
+    ours_error = (ours.double() - truth_gradient).abs().amax()
+    assert ours_error <= (theirs.double() - truth_gradient).abs().amax(), ours_error
