@@ -42,12 +42,14 @@ from ._softmax_ce import (
     class_shapes,
     compute_dtype,
     log_softmax_coefficients,
+    masked_probability_rows,
     probability_rows,
     row_jvp,
     row_loss,
     scaled_log_softmax,
     softmax_gradient,
     softmax_mask,
+    target_gradient,
 )
 
 _HALF = (torch.float16, torch.bfloat16)  # their log-softmax accumulates in fp32
@@ -721,20 +723,93 @@ def _soft_cross_entropy(
 ) -> Tensor:
     """Class probabilities, in the promoted dtype of ``input`` and ``target`` (as torch)."""
     dtype = torch.promote_types(input.dtype, target.dtype)
-    work = compute_dtype(dtype)
-    x, q = as_rows(input).to(work).clamp(max=_LARGEST[work]), as_rows(target).to(work)  # +inf
-    ignored = None
-    if allowed is not None:
-        x = masked(allowed, x, -math.inf)
-    if keep is not None:
-        ignored = ~keep
-        x, q = masked(keep.unsqueeze(1), x, 0.0), masked(keep.unsqueeze(1), q, 0.0)
-    class_weight = None if weight is None else weight.to(work)
-    rows = probability_rows(q, class_weight, label_smoothing, ignored, allowed)
-    loss = row_loss(x, rows, None).to(dtype)
+    if keep is None and allowed is None and _soft_chunked(input, target, weight):
+        loss = _soft_rows(as_rows(input), as_rows(target), weight, label_smoothing)
+    else:
+        x, q = _soft_in_compute_dtype(as_rows(input), as_rows(target), dtype)
+        class_weight = None if weight is None else weight.to(x.dtype)
+        x, rows = masked_probability_rows(x, q, class_weight, label_smoothing, keep, allowed)
+        loss = row_loss(x, rows, None)
+    # reduced in the compute dtype (half precision: float32), then rounded once
     if keep is None:
-        return reduce(loss.reshape(out_shape), reduction)
-    return reduce(loss.reshape(out_shape), reduction, where=keep.view(out_shape))
+        return reduce(loss.reshape(out_shape), reduction).to(dtype)
+    return reduce(loss.reshape(out_shape), reduction, where=keep.view(out_shape)).to(dtype)
+
+
+def _soft_in_compute_dtype(x: Tensor, q: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Logits and probabilities of ``dtype`` in its compute dtype; a ``+inf`` logit at the
+    largest finite value of ``dtype`` (softmax's limit, as for class indices)."""
+    work = compute_dtype(dtype)
+    return x.to(work).clamp(max=_LARGEST[dtype]), q.to(work)
+
+
+def _soft_chunked(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
+    """Half-precision logits and probabilities of one dtype on a large plain eager call, with
+    no gradient wanted of the class weight: :func:`_soft_rows` by row chunks (never in forward
+    mode, which :func:`eager_mode` excludes: it needs no jvp)."""
+    return (
+        input.dtype in _HALF
+        and target.dtype == input.dtype
+        and input.numel() >= _FUSED_MIN_ELEMENTS
+        and (weight is None or not weight.requires_grad)
+        and plain_eager(input, target)
+        and eager_mode(input, target)
+    )
+
+
+def _soft_chunk(
+    input: Tensor, target: Tensor, weight: Tensor | None, label_smoothing: float, rows: slice
+) -> tuple[Tensor, Rows]:
+    """Rows ``rows`` of half-precision ``(M, C)`` logits and probabilities in float32."""
+    z, q = _soft_in_compute_dtype(input[rows], target[rows], input.dtype)
+    class_weight = None if weight is None else weight.float()
+    return z, probability_rows(q, class_weight, label_smoothing)
+
+
+def _row_chunks(input: Tensor) -> list[slice]:
+    size = max(1, _CHUNK_ELEMENTS // max(1, input.shape[1]))
+    return [slice(i, i + size) for i in range(0, input.shape[0], size)]
+
+
+def _soft_rows_forward(
+    input: Tensor, target: Tensor, weight: Tensor | None, label_smoothing: float
+) -> Tensor:
+    """Loss per row, ``(M,)`` in float32, of half-precision ``(M, C)`` logits and class
+    probabilities: each chunk of rows in float32 (no float32 copy of either)."""
+    losses = []
+    for rows in _row_chunks(input):
+        z, chunk = _soft_chunk(input, target, weight, label_smoothing, rows)
+        losses.append(row_loss(z, chunk, None))
+    return losses[0] if len(losses) == 1 else torch.cat(losses)
+
+
+_soft_rows = custom_backward(_soft_rows_forward)
+
+
+@_soft_rows.backward
+def _soft_rows_backward(
+    grad: Tensor, input: Tensor, target: Tensor, weight: Tensor | None, label_smoothing: float
+) -> tuple[Tensor, Tensor | None, None]:
+    # d/dx = grad (A softmax(x) - a), d/dq = -grad (1 - eps) w log_softmax(x)
+    in_place = in_place_safe(grad, input, target)
+    if not in_place:  # a graph of the backward (double backward): one differentiable expression
+        z, every = _soft_chunk(input, target, weight, label_smoothing, slice(None))
+        class_weight = None if weight is None else weight.float()
+        gradient = softmax_gradient(torch.softmax(z, 1), None, every, None, grad, 0, False)
+        target_term = target_gradient(z, every, class_weight, label_smoothing, grad)
+        return gradient.to(input.dtype), target_term.to(target.dtype), None
+    # each chunk's gradient written once in the input's dtype
+    gradient = torch.empty_like(input)
+    target_grad = torch.empty_like(target) if target.requires_grad else None
+    class_weight = None if weight is None else weight.float()
+    for rows in _row_chunks(input):
+        z, chunk = _soft_chunk(input, target, weight, label_smoothing, rows)
+        scale = grad[rows]
+        if target_grad is not None:
+            target_grad[rows] = target_gradient(z, chunk, class_weight, label_smoothing, scale)
+        softmax = torch.softmax(z, 1)  # exp(x - max) / sum: more exact than exp(x - lse)
+        gradient[rows] = softmax_gradient(softmax, None, chunk, None, scale, 0, True)
+    return gradient, target_grad, None
 
 
 def _cross_entropy_small(

@@ -49,7 +49,7 @@ from ._softmax_ce import (
     class_rows,
     class_shapes,
     compute_dtype,
-    probability_rows,
+    masked_probability_rows,
     softmax_mask,
 )
 
@@ -440,14 +440,8 @@ def _softmax_loss(
         dtype = torch.promote_types(input.dtype, target.dtype)
         work = compute_dtype(dtype)
         x, q = as_rows(input).to(work), as_rows(target).to(work)
-        ignored = None
-        if allowed is not None:
-            x = masked(allowed, x, -math.inf)
-        if keep is not None:
-            ignored = ~keep
-            x, q = masked(keep.unsqueeze(1), x, 0.0), masked(keep.unsqueeze(1), q, 0.0)
         class_weight = None if weight is None else weight.to(work)
-        rows = probability_rows(q, class_weight, label_smoothing, ignored, allowed)
+        x, rows = masked_probability_rows(x, q, class_weight, label_smoothing, keep, allowed)
         loss = _class_rows_loss(torch.log_softmax(x, 1), rows, None, terms).to(dtype)
         row_mask = None if keep is None else keep.view(out_shape)
         return reduce(loss.reshape(out_shape), reduction, where=row_mask)

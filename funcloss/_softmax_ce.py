@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ._checks import broadcast_pair, check_integer, check_where, fail, shape_str
+from ._reduction import masked
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -203,6 +204,26 @@ def probability_rows(
         target = target.masked_fill(ignored.unsqueeze(1), 0)
         ones = ones.masked_fill(ignored, 0)
     return Rows(None, None, None, target, target.sum(1), ones, ignored, allowed)
+
+
+def masked_probability_rows(
+    x: Tensor,
+    q: Tensor,
+    weight: Tensor | None,
+    label_smoothing: float,
+    keep: Tensor | None,
+    allowed: Tensor | None,
+) -> tuple[Tensor, Rows]:
+    """``(M, C)`` logits and class probabilities (and ``weight``) in the compute dtype under
+    the masks: removed classes (``~allowed``) at ``-inf``, masked rows (``~keep``) at 0 and
+    ignored; the logits and the :func:`probability_rows`."""
+    ignored = None
+    if allowed is not None:
+        x = masked(allowed, x, -math.inf)
+    if keep is not None:
+        ignored = ~keep
+        x, q = masked(keep.unsqueeze(1), x, 0.0), masked(keep.unsqueeze(1), q, 0.0)
+    return x, probability_rows(q, weight, label_smoothing, ignored, allowed)
 
 
 def target_dot(z: Tensor, rows: Rows, weight: Tensor | None) -> Tensor:

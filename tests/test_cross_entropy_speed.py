@@ -4,6 +4,8 @@ exactly where expected."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -190,3 +192,80 @@ def test_half_precision_large_path_by_float32_row_chunks(dtype, kwargs) -> None:
     _, truth_gradient = value_and_gradient(F.cross_entropy, x.clamp(max=0).double(), k64)
     ours_error = (ours.double() - truth_gradient).abs().amax()
     assert ours_error <= (theirs.double() - truth_gradient).abs().amax(), ours_error
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"label_smoothing": 0.1, "reduction": "none"}, {"weight": "rand"}]
+)
+def test_half_precision_probabilities_by_float32_row_chunks(dtype, kwargs) -> None:
+    """Half-precision logits and class probabilities on a large call (300 x 5000: two row
+    chunks), a +inf logit and a -inf one where the target is 0: the value and both gradients
+    (logits and target) within two roundings of the float64 truth of the same inputs (as
+    test_half_precision_large_path_by_float32_row_chunks), and at least as close to it as
+    torch's own half-precision result."""
+    generator = torch.Generator().manual_seed(5)
+    x = (torch.randn(300, 5000, generator=generator) * 3).to(dtype)
+    q = torch.softmax(torch.randn(300, 5000, generator=generator) * 2, 1).to(dtype)
+    x[250, 9] = float("inf")
+    x[40, 17], q[40, 17] = -float("inf"), 0
+    kwargs = dict(kwargs)
+    if kwargs.get("weight") == "rand":
+        kwargs["weight"] = torch.rand(5000, generator=generator).to(dtype)
+    assert ce_module._soft_chunked(x, q, kwargs.get("weight"))
+
+    def results(loss_fn, x, q, kwargs):
+        leaves = x.clone().requires_grad_(), q.clone().requires_grad_()
+        value = loss_fn(*leaves, **kwargs)
+        return (value.detach(), *torch.autograd.grad(value.sum(), leaves))
+
+    ours = results(funcloss.cross_entropy, x, q, kwargs)
+    assert all(t.dtype == dtype for t in ours)
+    k64 = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    # the truth: +inf as the largest finite logit of the dtype, -inf as -1e300 (the limit: with
+    # smoothing the loss is +inf there); the target gradient there (-log p at p = 0) is left out
+    big = torch.finfo(dtype).max
+    x64 = x.double().clamp(max=big).nan_to_num(neginf=-1e300)
+    truth = results(F.cross_entropy, x64, q.double(), k64)
+    ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
+    finite = torch.ones_like(x, dtype=torch.bool)
+    finite[40, 17] = False
+    for mine, exact, keep in zip(ours, truth, (None, None, finite), strict=True):
+        mine, exact = mine.double(), exact if keep is None else exact[keep]
+        mine = mine if keep is None else mine[keep]
+        # a row's true loss beyond the dtype's range (the +inf row, "none") rounds to inf
+        over = exact.to(dtype).isinf()
+        assert bool((mine[over] == exact[over].sign() * math.inf).all())
+        mine, exact = mine[~over], exact[~over]
+        tiny = 2.0**-20 * exact.abs().amax() + torch.finfo(dtype).smallest_normal * ulp
+        error = (mine - exact).abs()
+        assert bool((error <= exact.abs() * ulp + tiny).all()), error.max()
+    # torch's own half-precision gradients, on finite inputs (at +inf torch gives nan)
+    x, q = x.clamp(-30, 30), q
+    theirs = results(F.cross_entropy, x, q, kwargs)
+    ours = results(funcloss.cross_entropy, x, q, kwargs)
+    truth = results(F.cross_entropy, x.double(), q.double(), k64)
+    for mine, torch_result, exact in zip(ours[1:], theirs[1:], truth[1:], strict=True):
+        ours_error = (mine.double() - exact).abs().amax()
+        assert ours_error <= (torch_result.double() - exact).abs().amax(), ours_error
+
+
+def test_half_precision_probabilities_double_backward() -> None:
+    """The chunked probability path's backward, differentiated again (``create_graph``): the
+    Hessian-vector product of the float64 truth within bf16's rounding."""
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(40, 2000, generator=generator).to(torch.bfloat16)
+    q = torch.softmax(torch.randn(40, 2000, generator=generator), 1).to(torch.bfloat16)
+    v = torch.randn(40, 2000, generator=generator)
+    assert ce_module._soft_chunked(x, q, None)
+
+    def hvp(loss_fn, x, q, v):
+        leaf = x.clone().requires_grad_()
+        (gradient,) = torch.autograd.grad(loss_fn(leaf, q), leaf, create_graph=True)
+        (result,) = torch.autograd.grad((gradient * v).sum(), leaf)
+        return result
+
+    ours = hvp(funcloss.cross_entropy, x, q, v.to(torch.bfloat16)).double()
+    exact = hvp(F.cross_entropy, x.double(), q.double(), v.to(torch.bfloat16).double())
+    scale = exact.abs().amax()
+    assert bool(((ours - exact).abs() <= exact.abs() * 2.0**-6 + scale * 2.0**-8).all())
