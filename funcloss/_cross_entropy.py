@@ -760,8 +760,9 @@ def _soft_chunked(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
 def _soft_chunk(
     input: Tensor, target: Tensor, weight: Tensor | None, label_smoothing: float, rows: slice
 ) -> tuple[Tensor, Rows]:
-    """Rows ``rows`` of half-precision ``(M, C)`` logits and probabilities in float32."""
-    z, q = _soft_in_compute_dtype(input[rows], target[rows], input.dtype)
+    """Rows ``rows`` of half-precision ``(M, C)`` logits and probabilities in float32 (fresh
+    buffers: the clamp of ``+inf`` is in place)."""
+    z, q = input[rows].float().clamp_(max=_LARGEST[input.dtype]), target[rows].float()
     class_weight = None if weight is None else weight.float()
     return z, probability_rows(q, class_weight, label_smoothing)
 
@@ -775,11 +776,20 @@ def _soft_rows_forward(
     input: Tensor, target: Tensor, weight: Tensor | None, label_smoothing: float
 ) -> Tensor:
     """Loss per row, ``(M,)`` in float32, of half-precision ``(M, C)`` logits and class
-    probabilities: each chunk of rows in float32 (no float32 copy of either)."""
+    probabilities: each chunk of rows in float32 (no float32 copy of either). With value reads
+    on, ``-a . log_softmax(z)`` as one product (a chunk's read finds the rows where it is not
+    finite, which :func:`row_loss` recomputes: ``0 * -inf``, log-probabilities beyond range)."""
+    reads = _reads(input)
     losses = []
     for rows in _row_chunks(input):
         z, chunk = _soft_chunk(input, target, weight, label_smoothing, rows)
-        losses.append(row_loss(z, chunk, None))
+        if not reads:
+            losses.append(row_loss(z, chunk, None))
+            continue
+        assert chunk.dense is not None
+        loss = torch.linalg.vecdot(chunk.dense, torch.log_softmax(z, 1)).neg_()
+        bad = ~loss.isfinite()
+        losses.append(_patch_rows(loss, bad, z, chunk, lambda z, rows: row_loss(z, rows, None)))
     return losses[0] if len(losses) == 1 else torch.cat(losses)
 
 
