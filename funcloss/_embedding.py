@@ -12,7 +12,7 @@ and applied in ``if where is not None`` blocks: nothing of it runs without one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -633,6 +633,79 @@ def _limit_gap(
     return gap
 
 
+# A row whose larger distance exceeds this many times margin + |gap| loses the gap to the
+# distances' rounding (a few float32 ulps of them: about 2**-16 of margin + |gap| at the
+# bound), and gets the gap from the coordinates instead (``_exact_gap``); below it, torch's
+# formula and bits (unnormalised 1000-d embeddings of randn, distances near 45, stay there).
+_CANCELLING = 2.0**6
+
+
+def _cancelling(
+    positive_distance: Tensor, negative_distance: Tensor, margin: Tensor | float
+) -> Tensor:
+    """The rows whose gap ``d(a, p) - d(a, n)`` the distances' difference would round away."""
+    gap = (positive_distance - negative_distance).abs()
+    return torch.maximum(positive_distance, negative_distance) > _CANCELLING * (margin + gap)
+
+
+def _exact_gap(
+    points: Sequence[Tensor],
+    units: Sequence[Tensor],
+    eps: float,
+    scale: Tensor,
+    norms: Sequence[Tensor],
+    p: float,
+) -> Tensor:
+    """``||x||_p - ||y||_p`` for ``x = a - p + eps``, ``y = a - n + eps`` (``p >= 1``) without
+    the cancellation of the two norms: from ``delta = x - y = n - p``, which the anchor does not
+    round. ``points`` are the three row tensors, ``units`` the same over the rows' ``scale``
+    (``(..., 1)``), ``norms`` the two norms of the units. A row of zeros gives 0.
+
+    Where x_k and y_k share a sign and ``|y_k| > |delta_k|``, ``|x_k|^p - |y_k|^p`` is
+    ``|y_k|^p expm1(p log1p(r_k))`` with ``r_k = sign(y_k) delta_k / |y_k|`` (in the points'
+    own scale: no subnormal divisor), each term to the rounding of its own size; their sum S is
+    ``||x||^p - ||y||^p``, and with ``b`` the larger norm the gap is
+    ``sign(S) b (-expm1(log1p(-|S| / b^p) / p))``. The max norm (``p = inf``) compares the
+    largest coordinates, ``|x_i| - |y_j| = (|x_i| - |y_i|) + (|y_i| - |y_j|)``, the second from
+    the anchor's ``sign(y_i) a_i - sign(y_j) a_j`` (exact where the two are close)."""
+    anchor, positive, negative = points
+    x = anchor - positive + eps
+    y = anchor - negative + eps
+    delta = negative - positive
+    sign = y.sign()
+    same = (x * y) > 0
+    if p == math.inf:
+        i = x.abs().argmax(-1, keepdim=True)
+        j = y.abs().argmax(-1, keepdim=True)
+
+        def at(t: Tensor, k: Tensor) -> Tensor:
+            return t.gather(-1, k).squeeze(-1)
+
+        sign_i, sign_j = at(sign, i), at(sign, j)
+        first = torch.where(at(same, i), sign_i * at(delta, i), at(x, i).abs() - at(y, i).abs())
+        # |y_i| - |y_j| with y = a - n + eps
+        second = (sign_i * at(anchor, i) - sign_j * at(anchor, j)) - (
+            sign_i * at(negative, i) - sign_j * at(negative, j)
+        )
+        second = second + (sign_i - sign_j) * eps
+        return first + torch.where(i.squeeze(-1) == j.squeeze(-1), 0.0, second)
+    unit_x = (units[0] - units[1] + eps / scale).clamp(-_UNIT_BOUND, _UNIT_BOUND)
+    unit_y = (units[0] - units[2] + eps / scale).clamp(-_UNIT_BOUND, _UNIT_BOUND)
+    ratio_terms = same & (y.abs() > delta.abs())
+    ratio = sign * delta / torch.where(ratio_terms, y.abs(), 1.0)
+    size = unit_y.abs()
+    terms = torch.where(
+        ratio_terms,
+        size.pow(p) * torch.expm1(p * torch.log1p(torch.where(ratio_terms, ratio, 0.0))),
+        unit_x.abs().pow(p) - size.pow(p),
+    )
+    total = terms.sum(-1)
+    larger = torch.maximum(*norms)
+    base = torch.where(larger > 0, larger, 1.0)
+    share = (total.abs() / base.pow(p)).clamp(max=1.0)
+    return total.sign() * base * -torch.expm1(torch.log1p(-share) / p) * scale.squeeze(-1)
+
+
 def _scaled_triplet(
     anchor: Tensor,
     positive: Tensor,
@@ -659,6 +732,26 @@ def _scaled_triplet(
     unit_positive, unit_negative = norm(units[0], units[1]), norm(units[0], units[2])
     positive_distance, negative_distance = unit_positive * rows, unit_negative * rows
     gap = (unit_positive - unit_negative) * rows
+    if p >= 1:  # the gap from the coordinates where the norms' difference rounds it away
+        finite = unit_positive.isfinite() & unit_negative.isfinite()
+        for x in (anchor, positive, negative):
+            finite = finite & x.isfinite().all(-1)
+        severe = finite & _cancelling(unit_positive, unit_negative, margin / rows)
+        # in float64: the gradient's factors (the scale, up to 2^127, times ratios of the
+        # points' sizes) are out of float32's range where their product is not
+        keep = severe.unsqueeze(-1)
+
+        def wide(x: Tensor, where: Tensor = keep) -> Tensor:
+            return torch.where(where, x, 0.0).double()
+
+        points = [wide(x) for x in (anchor, positive, negative)]
+        norms = [wide(d, severe) for d in (unit_positive, unit_negative)]
+        wide_scale = scale.double()
+        wide_units = [x / wide_scale for x in points]
+        exact = _exact_gap(points, wide_units, eps, wide_scale, norms, p)
+        gap = torch.where(severe, exact.to(gap.dtype), gap)
+    else:
+        severe = torch.zeros_like(gap, dtype=torch.bool)
     infinite = anchor.isinf() & positive.isfinite() & negative.isfinite()
     limit = _limit_gap(anchor, positive, negative, p, eps, infinite)
     if swap:
@@ -670,7 +763,7 @@ def _scaled_triplet(
         limit = torch.maximum(limit, swapped_gap)
     plain = margin + positive_distance - negative_distance
     robust = margin + torch.where(infinite.any(-1), limit, gap)
-    fits = positive_distance.isfinite() & negative_distance.isfinite()
+    fits = positive_distance.isfinite() & negative_distance.isfinite() & ~severe
     return torch.where(fits, plain, robust).clamp_min(0)
 
 
@@ -769,7 +862,11 @@ def _pairwise_triplet(
         if empty or loss.numel() == 0:  # no coordinates or no triplets: nothing to scale
             return reduce(loss, reduction, where=where)
         with torch.no_grad():
-            largest = float(torch.maximum(positive_distance.amax(), negative_distance.amax()))
+            top = torch.maximum(positive_distance.amax(), negative_distance.amax())
+            if p >= 1:  # a row whose gap the distances round away: as one that overflows
+                severe = _cancelling(positive_distance, negative_distance, margin).any()
+                top = torch.where(severe, math.inf, top)
+            largest = float(top)  # the one host read
         # the norm's backward divides by d^(p - 1) (computed in the dtype, where a half-
         # precision forward accumulates in float32): it must fit too; a NaN fails the test
         power = 1.0 if p == math.inf else max(p - 1, 1.0)
@@ -804,6 +901,8 @@ def triplet_margin_loss(
     (``eps`` is added to the difference before the norm, as torch's ``pairwise_distance`` does).
     With ``swap``, :math:`d(a, n)` is replaced by :math:`\min(d(a, n), d(p, n))` (Balntas et al.,
     2016). At the kink the gradient is torch's (active hinge); at a swap tie it is split evenly.
+    Where the distances dwarf ``margin + |d(a, p) - d(a, n)|`` (64 times), the gap comes from
+    the coordinates rather than the difference of two rounded distances.
 
     Args:
         anchor: embeddings, shape ``(N, D)`` or ``(D,)`` (any ``(*, D)``), floating dtype.

@@ -7,6 +7,9 @@ subgradients at the kinks are pinned in test_embedding.py.
 
 from __future__ import annotations
 
+import decimal
+import math
+
 import torch
 import torch.nn.functional as F
 from hypothesis import assume
@@ -226,7 +229,7 @@ def triplet_limit(
     for a, q, n in zip(*rows, strict=True):
         infinite = [k for k in range(a.shape[0]) if bool(a[k].detach().isinf())]
         if not infinite:
-            losses.append(F.triplet_margin_loss(a, q, n, margin, p, eps, swap, reduction="none"))
+            losses.append(exact_triplet_row(a, q, n, margin, p, eps, swap))
             continue
         if swap:  # unbounded: no finite limit (the test compares none); 0 a keeps a graph
             losses.append(torch.where(a.isinf(), 0.0, a).sum() * 0 + float("inf"))
@@ -250,6 +253,41 @@ def triplet_limit(
     if reduction == "none":
         return loss
     return loss.sum() if reduction == "sum" else loss.mean()
+
+
+# Beyond this size of a coordinate float64's rounding of the distances (2**-53 of them) may
+# reach the gap d(a, p) - d(a, n) that the loss keeps: the value comes from decimal arithmetic.
+_FLOAT64_RESOLVES = 1e6
+
+
+def exact_triplet_row(
+    a: Tensor, q: Tensor, n: Tensor, margin: float, p: float, eps: float, swap: bool
+) -> Tensor:
+    """One triplet's loss: F.triplet_margin_loss in float64 (its graph gives the gradient),
+    whose value, where a coordinate is huge, is replaced by the same formula in 120-digit
+    decimal arithmetic (float64 rounds the gap of distances near 1e38 to 1e22)."""
+    loss = F.triplet_margin_loss(a, q, n, margin, p, eps, swap, reduction="none")
+    rows = [t.detach().double() for t in (a, q, n)]
+    if a.numel() == 0 or max(float(t.abs().max()) for t in rows) <= _FLOAT64_RESOLVES:
+        return loss
+    with decimal.localcontext() as context:
+        context.prec = 120
+        order = decimal.Decimal(p)
+
+        def distance(u: Tensor, v: Tensor) -> decimal.Decimal:
+            parts = [
+                abs(decimal.Decimal(x) - decimal.Decimal(y) + decimal.Decimal(eps))
+                for x, y in zip(u.tolist(), v.tolist(), strict=True)
+            ]
+            if p == math.inf:
+                return max(parts)
+            return sum(part**order for part in parts) ** (1 / order)
+
+        negative = distance(rows[0], rows[2])
+        if swap:
+            negative = min(negative, distance(rows[1], rows[2]))
+        exact = max(decimal.Decimal(0), decimal.Decimal(margin) + distance(*rows[:2]) - negative)
+    return loss + (float(exact) - loss.detach())
 
 
 def triplet_distance_limit(

@@ -18,7 +18,13 @@ import funcloss.nn as fnn
 
 from .helpers import assert_close
 from .registry import Case, LossSpec
-from .specs_embedding import SPECS, cosine_distance, squared_euclidean, triplet_limit
+from .specs_embedding import (
+    SPECS,
+    cosine_distance,
+    exact_triplet_row,
+    squared_euclidean,
+    triplet_limit,
+)
 
 f64 = torch.float64
 
@@ -783,6 +789,50 @@ def test_triplet_infinite_anchor_coordinate_gives_the_limit(order: float, sign: 
     assert_close(forward, grads[0], "jacfwd at the limit")
     swapped = funcloss.triplet_margin_loss(anchor, positive, negative, **kwargs, swap=True)
     assert swapped == math.inf  # d(p, n) stays finite: no finite limit
+
+
+@pytest.mark.parametrize("swap", [False, True])
+@pytest.mark.parametrize("p", [1.0, 1.5, 2.0, 3.0, math.inf])
+@pytest.mark.parametrize("scale", [1e4, 3e38])
+def test_triplet_gap_of_a_huge_anchor_is_exact(scale: float, p: float, swap: bool) -> None:
+    """An anchor of size 1e4 or 3e38 against order-1 points: d(a, p) - d(a, n) is order 1 while
+    each distance is the anchor's size, so the distances' difference keeps only their rounding
+    (torch: about 1e-3 off at 1e4 in float32, nan or garbage at 3e38). funcloss takes the gap
+    from the coordinates: within 2e-5 of the 120-digit decimal value, eager and under vmap
+    (the transform-safe path), with finite gradients, at 1e4 those of float64."""
+    generator = torch.Generator().manual_seed(int(min(p, 9.0) * 10) + int(swap))
+    anchor = torch.randn(8, 6, generator=generator)
+    anchor = anchor / anchor.abs().amax() * scale
+    positive, negative = torch.randn(2, 8, 6, generator=generator)
+    config = {"p": p, "margin": 3.0, "swap": swap}
+    exact = torch.stack(
+        [
+            exact_triplet_row(a, q, n, 3.0, p, 1e-6, swap).detach()
+            for a, q, n in zip(anchor.double(), positive.double(), negative.double(), strict=True)
+        ]
+    )
+    assert int((exact > 0).sum()) >= 4  # most hinges active: the gap is in the loss
+    eager = funcloss.triplet_margin_loss(anchor, positive, negative, **config, reduction="none")
+    batched = vmap(lambda a, q, n: funcloss.triplet_margin_loss(a, q, n, **config))(
+        anchor, positive, negative
+    )
+    over = exact.float().isinf()  # with swap at 3e38: d(a, p) - d(p, n), beyond float32
+    for loss in (eager, batched):
+        assert bool((loss[over] == math.inf).all())
+        error = (loss.double() - exact)[~over].abs()
+        # rows below _CANCELLING keep torch's formula: a few float32 ulps of 2**6 (margin + gap)
+        assert bool((error <= 2e-5 * exact[~over].abs().clamp_min(1)).all()), error.max()
+    if scale == 1e4:  # the failure this fixes: torch's own float32 loss keeps the rounding
+        theirs = F.triplet_margin_loss(anchor, positive, negative, **config, reduction="none")
+        assert float((theirs.double() - exact).abs().max()) > 1e-4
+    leaves = [t.clone().requires_grad_() for t in (anchor, positive, negative)]
+    grads = torch.autograd.grad(funcloss.triplet_margin_loss(*leaves, **config), leaves)
+    assert all(bool(g.isfinite().all()) for g in grads)
+    if scale == 1e4:
+        truth = [t.double().requires_grad_() for t in (anchor, positive, negative)]
+        expected = torch.autograd.grad(F.triplet_margin_loss(*truth, **config), truth)
+        for got, want in zip(grads, expected, strict=True):
+            assert float((got.double() - want).abs().max()) <= 1e-5
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
