@@ -327,6 +327,56 @@ def _exprel_series(t: Tensor) -> Tensor:
     return value + 1
 
 
+def _barron_far_forward(r: Tensor, c: Tensor, alpha: Tensor) -> Tensor:
+    """``b / alpha expm1(alpha ell)`` of one shape each (``alpha`` finite, not 0 or 2): Barron's
+    rho away from its series, with a backward in the log domain."""
+    b = (alpha - 2).abs()
+    return b / alpha * torch.expm1(alpha * _half_log1p_square(r, c * torch.sqrt(b)))
+
+
+_barron_far = custom_backward(_barron_far_forward)
+
+
+def _barron_far_partials(r: Tensor, c: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``d rho / d r``, ``d / d c``, ``d / d alpha`` of :func:`_barron_far_forward`, each one
+    expression whose factors fit where it does: with ``u = r / c``, ``b = |alpha - 2|``,
+    ``ell = log1p(u^2 / b) / 2``, ``d rho / d u = u exp((alpha - 2) ell)`` (autograd's
+    ``exp(alpha ell) * d ell / d u`` overflows first where the derivative fits: residuals near
+    1e38 at alpha > 1), and
+    ``d / d alpha = f expm1(alpha ell) + exp(alpha ell) (b ell / alpha - s w / 2)`` with
+    ``f = (s alpha - b) / alpha^2``, ``s = sign(alpha - 2)``, ``w = u^2 / (b + u^2)``."""
+    b = (alpha - 2).abs()
+    ell = _half_log1p_square(r, c * torch.sqrt(b))
+    u = r / c
+    # d rho / d u = u exp((alpha - 2) ell) by logs: u itself may overflow (r near 1e38, c < 1)
+    log_u = torch.log(r.abs()) - torch.log(c)
+    slope = torch.sign(r) * torch.exp(log_u + (alpha - 2) * ell)
+    sign = torch.sign(alpha - 2)
+    w = 1 / (1 + b / (u * u))
+    # exp(alpha ell) factored out (away from the series, |alpha ell| >= 1/2, so expm1 = exp - 1
+    # loses nothing): where it overflows, the derivative is the bracket's signed inf, not nan
+    first = (sign * alpha - b) / (alpha * alpha)
+    growth = torch.exp(alpha * ell)
+    d_alpha = growth * (first + b * ell / alpha - sign * w / 2) - first
+    return slope / c, -torch.exp(2 * log_u + (alpha - 2) * ell) / c, d_alpha
+
+
+@_barron_far.backward
+def _barron_far_backward(
+    grad: Tensor, r: Tensor, c: Tensor, alpha: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    d_r, d_c, d_alpha = _barron_far_partials(r, c, alpha)
+    return grad * d_r, grad * d_c, grad * d_alpha
+
+
+@_barron_far.jvp
+def _barron_far_jvp(
+    r_t: Tensor, c_t: Tensor, alpha_t: Tensor, r: Tensor, c: Tensor, alpha: Tensor
+) -> Tensor:
+    d_r, d_c, d_alpha = _barron_far_partials(r, c, alpha)
+    return d_r * r_t + d_c * c_t + d_alpha * alpha_t
+
+
 def _barron_tensor(r: Tensor, c: Scalar, alpha: Tensor) -> Tensor:
     """Barron's rho for a tensor ``alpha`` (broadcastable with ``r``), every branch selected
     with a double ``where``: alpha = 2 and -inf by their limits, alpha near 0 by the series."""
@@ -337,10 +387,24 @@ def _barron_tensor(r: Tensor, c: Scalar, alpha: Tensor) -> Tensor:
     t = a * ell
     small = t.abs() < _EXPREL_SERIES_BELOW.get(t.dtype, _EXPREL_SERIES_BELOW_DEFAULT)
     near = b * ell * _exprel_series(torch.where(small, t, 0))
-    far = b / torch.where(small, 1, a) * torch.expm1(torch.where(small, 1, t))
-    general = torch.where(small, near, far)
+    # Away from the series: at a finite residual the log-domain backward (_barron_far, of one
+    # shape; at u = 1, alpha = 1 elsewhere), at an infinite one autograd of the formula, whose
+    # derivatives there are the limits (_half_log1p_square's)
+    c_tensor = c if isinstance(c, Tensor) else torch.full((), c, dtype=r.dtype, device=r.device)
+    r_far, c_far, a_far, small = torch.broadcast_tensors(r, c_tensor, a, small)
+    infinite = r_far.isinf()
+    elsewhere = small | infinite
+    far = _barron_far(
+        torch.where(elsewhere, c_far, r_far), c_far.contiguous(), torch.where(elsewhere, 1, a_far)
+    )
+    a_inf = torch.where(infinite, a_far, 1)
+    b_inf = (a_inf - 2).abs()
+    ell_inf = _half_log1p_square(torch.where(infinite, r_far, c_far), c_far * torch.sqrt(b_inf))
+    at_infinity = b_inf / a_inf * torch.expm1(a_inf * ell_inf)
+    general = torch.where(small, near, torch.where(infinite, at_infinity, far))
     u = torch.where(is_two, r, 0) / c
-    return torch.where(is_two, u * u / 2, torch.where(is_welsch, _welsch(r, c), general))
+    welsch = _welsch(torch.where(is_welsch, r, 0), c)  # at r = 1e38 its d / d c is nan
+    return torch.where(is_two, u * u / 2, torch.where(is_welsch, welsch, general))
 
 
 # -- the fast path: a Function with a hand-written backward --------------------------------------
@@ -676,9 +740,11 @@ def general_robust_loss(
     near :math:`\alpha = 0` by :math:`b\,\ell\,\operatorname{exprel}(\alpha\ell)` (a series):
     accurate to rounding at :math:`\alpha = 10^{-7}` and :math:`2 \pm 10^{-7}`, with finite
     value and derivatives (in ``input``, ``target``, ``alpha`` and ``scale``) at and near
-    every limit. The derivative in :math:`\alpha` at :math:`\alpha = 2` is genuinely
-    unbounded (it grows like :math:`\log(1/|\alpha - 2|)`); at :math:`\alpha = 2` exactly the
-    limit's (0) is returned.
+    every limit; away from the series the derivatives are taken in the log domain, finite
+    wherever they fit (at residuals near :math:`10^{38}` with :math:`\alpha > 1` the value
+    overflows, its slope does not). The derivative in :math:`\alpha` at :math:`\alpha = 2` is
+    genuinely unbounded (it grows like :math:`\log(1/|\alpha - 2|)`); at :math:`\alpha = 2`
+    exactly the limit's (0) is returned.
 
     Args:
         input: predictions, shape ``(*)``, floating dtype.

@@ -32,10 +32,6 @@ OPEN = {
     },
     "nan": {},
     "huge": {
-        "general_robust_loss-tensor-alpha": "alpha > 1 at residuals near 1e38: the value "
-        "overflows (rightly) and so does the gradient, which fits (needs a log-domain backward: "
-        "autograd multiplies by exp(alpha ell) = inf before the small d ell / dr; 4 of 300 "
-        "draws fail, session 8)",
         "triplet_margin_with_distance_loss": "a distance_function that loses a huge anchor: "
         "the squared Euclidean overflows float32 at 3e38 (inf - inf: NaN), and "
         "1 - F.cosine_similarity rounds differently in float32 and float64 there; funcloss "

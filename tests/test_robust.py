@@ -504,3 +504,44 @@ def test_cosine_distance_infinite_coordinate_is_the_limit(sign: float) -> None:
     # two infinite coordinates: their signs, normalised
     x2 = _t([[math.inf, -math.inf, 5.0]])
     assert_close(funcloss.cosine_distance_loss(x2, y), _t(1 - (1.0 - 2.0) / (3 * 2**0.5)))
+
+
+def test_tensor_alpha_gradient_fits_where_the_value_overflows() -> None:
+    """A tensor alpha > 1 at residuals near 1e38 in float32: rho (about |r|^alpha) overflows,
+    rightly, while d rho / d r (about |r|^(alpha - 1)) and d rho / d c fit. Autograd of the
+    formula multiplies exp(alpha ell) = inf by d ell / d r and gives inf or nan; the log-domain
+    backward gives float64's derivatives, and inf (not nan) for d / d alpha where it overflows.
+    """
+    residual = torch.tensor([1e38, 3e37, -2e38, 10.0, -5.0, 3.0])
+    alpha = torch.tensor([1.5, 1.9, 1.2, 1.5, -1.0, 0.7])
+    scale = torch.tensor(0.5)
+
+    def derivatives(dtype):
+        leaves = [t.to(dtype).requires_grad_() for t in (residual, alpha, scale)]
+        target = torch.zeros(6, dtype=dtype)
+        value = funcloss.general_robust_loss(
+            leaves[0], target, leaves[1], leaves[2], reduction="none"
+        )
+        return (value.detach(), *torch.autograd.grad(value.sum(), leaves))
+
+    value, d_r, d_alpha, d_scale = derivatives(torch.float32)
+    value64, d_r64, d_alpha64, d_scale64 = derivatives(torch.float64)
+    big = torch.finfo(torch.float32).max
+    assert bool((value[:3] == math.inf).all()) and bool((value64[:3] > big).all())
+    assert torch.allclose(d_r.double(), d_r64, rtol=1e-5, atol=0)
+    assert bool((d_alpha[:3] == math.inf).all()) and bool((d_alpha64[:3] > big).all())
+    assert torch.allclose(d_alpha[3:].double(), d_alpha64[3:], rtol=1e-5, atol=0)
+    assert float(d_scale64) < -big and float(d_scale) == -math.inf  # the sum overflows
+    # the scale's derivative where every residual is ordinary
+    leaves = [t.clone().requires_grad_() for t in (residual[3:], alpha[3:], scale)]
+    truth = [t.detach().double().requires_grad_() for t in leaves]
+    for got, want in zip(
+        torch.autograd.grad(
+            funcloss.general_robust_loss(leaves[0], torch.zeros(3), *leaves[1:]), leaves
+        ),
+        torch.autograd.grad(
+            funcloss.general_robust_loss(truth[0], torch.zeros(3).double(), *truth[1:]), truth
+        ),
+        strict=True,
+    ):
+        assert torch.allclose(got.double(), want, rtol=1e-5, atol=0)
