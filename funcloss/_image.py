@@ -41,6 +41,7 @@ from ._checks import (
     checks_config,
     eager_mode,
     fail,
+    plain_eager,
     promoted_dtype,
     shape_str,
     value_reads_allowed,
@@ -184,7 +185,25 @@ def _ssim_map(
     the pair, detached): the variances and covariance do not change (the window sums to 1),
     but their ``E[x^2] - E[x]^2`` no longer cancels an offset's square in float32 (images
     around 1000 at ``data_range=1``); the images less it lie in ``[0, range]``, whose rounding
-    is that of ordinary images (a mean would move the zeros of a sparse image off 0)."""
+    is that of ordinary images (a mean would move the zeros of a sparse image off 0).
+
+    A window holding an infinite pixel has SSIM 0, with zero derivatives: the limit as that
+    pixel grows (the luminance term falls as 1 / mu); its pixels read 0 in the other windows'
+    arithmetic. (Plain eager on the CPU with value reads on, one read skips this where none
+    is infinite.)"""
+    infinite = input.isinf() | target.isinf()
+    touched = None
+    reads = value_reads_allowed() and input.is_cpu and plain_eager(input, target)
+    if not reads or bool(infinite.any()):
+        input, target = torch.where(infinite, 0, input), torch.where(infinite, 0, target)
+        touched = _blur(infinite.to(input.dtype), window, same) > 0
+    similarity = _ssim_of(input, target, window, c1, c2, same)
+    return similarity if touched is None else torch.where(touched, 0, similarity)
+
+
+def _ssim_of(
+    input: Tensor, target: Tensor, window: Tensor, c1: float, c2: float, same: bool
+) -> Tensor:
     offset = torch.minimum(input.amin((-2, -1), keepdim=True), target.amin((-2, -1), keepdim=True))
     offset = offset.detach()
     x, y = input - offset, target - offset

@@ -24,8 +24,6 @@ from .registry import SPECS, Case, LossSpec, call, call_oracle
 # failure until fixed (not strict: a draw may miss the defect).
 OPEN = {
     "infinite": {
-        "ssim_loss": "an infinite pixel: inf - inf in E[x^2] - E[x]^2 (kornia, MONAI: nan too); "
-        "limit 1 - SSIM = 1 at each window it enters; 11 of 100 draws fail (session 8)",
         "triplet_margin_with_distance_loss": "a distance_function that is nan at an infinite "
         "coordinate (F.cosine_similarity: inf / inf): funcloss cannot rescale a user's "
         "function (README, docstring); 6 of 300 draws fail (session 8)",

@@ -390,3 +390,34 @@ def test_psnr_eager_step_matches_the_composition(monkeypatch, dtype, shape) -> N
             close(first, ref_grad)
             close(double, ref_grad)
             close(hvp, ref_hvp)
+
+
+@pytest.mark.parametrize("reads", [True, False])
+def test_ssim_an_infinite_pixel_gives_its_windows_the_limit(reads: bool) -> None:
+    """An infinite pixel: each window holding it has SSIM 0 (loss 1), the limit as the pixel
+    grows (float64 at 1e150: below 1e-100), with zero derivatives there; every other window is
+    the map of the same images with 0 at that pixel, bit for bit. torch's arithmetic (and
+    kornia's, MONAI's) gives NaN: inf - inf in E[x^2] - E[x]^2. A NaN pixel stays NaN."""
+    generator = torch.Generator().manual_seed(3)
+    x, y = torch.rand(2, 1, 1, 16, 16, generator=generator)
+    grown = x.clone()
+    grown[0, 0, 5, 7] = float("inf")
+    with funcloss.set_value_checks(reads):
+        leaf = grown.clone().requires_grad_()
+        loss = funcloss.ssim_loss(leaf, y, window_size=5, reduction="none")
+        (gradient,) = torch.autograd.grad(loss.sum(), leaf)
+    touched = torch.zeros(16, 16, dtype=torch.bool)
+    touched[3:8, 5:10] = True  # the 5 x 5 windows around (5, 7)
+    assert bool((loss[0, 0][touched] == 1).all())
+    stand_in = x.double().clone()
+    stand_in[0, 0, 5, 7] = 1e150
+    limit = funcloss.ssim_loss(stand_in, y.double(), window_size=5, reduction="none")
+    assert bool(((1 - limit[0, 0][touched]).abs() < 1e-100).all())
+    finite = x.clone()
+    finite[0, 0, 5, 7] = 0
+    expected = funcloss.ssim_loss(finite, y, window_size=5, reduction="none")
+    assert torch.equal(loss[0, 0][~touched], expected[0, 0][~touched])
+    assert bool(gradient.isfinite().all()) and float(gradient[0, 0, 5, 7]) == 0
+    nan = x.clone()
+    nan[0, 0, 5, 7] = float("nan")
+    assert bool(funcloss.ssim_loss(nan, y, window_size=5).isnan())
