@@ -269,3 +269,45 @@ def test_half_precision_probabilities_double_backward() -> None:
     exact = hvp(F.cross_entropy, x.double(), q.double(), v.to(torch.bfloat16).double())
     scale = exact.abs().amax()
     assert bool(((ours - exact).abs() <= exact.abs() * 2.0**-6 + scale * 2.0**-8).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"reduction": "sum"}, {"reduction": "none"}, {"weight": "rand", "ignore_index": 3}],
+)
+def test_nll_loss_half_precision_large_gradient_by_index_copy(dtype, kwargs) -> None:
+    """Large half-precision log-probabilities (300 x 500) on the eager path: the gather's
+    gradient is one index_copy_ into zeros (autograd's scatter_add would take a float32 buffer
+    of the input's size), bitwise torch's value and gradient (with a class weight, whose mean
+    funcloss reduces otherwise: at least as close to float64 as torch's); a double backward
+    gives zeros."""
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(300, 500, generator=generator).log_softmax(1).to(dtype)
+    y = torch.randint(0, 500, (300,), generator=generator)
+    y[:5] = 3
+    kwargs = dict(kwargs)
+    if kwargs.get("weight") == "rand":
+        kwargs["weight"] = torch.rand(500, generator=generator).to(dtype)
+    ours, theirs = (x.clone().requires_grad_() for _ in range(2))
+    loss = funcloss.nll_loss(ours, y, **kwargs)
+    assert "ForwardModeBackward" in _nodes(loss)  # the custom Function, not GatherBackward
+    assert "GatherBackward0" not in _nodes(loss)
+    expected = F.nll_loss(theirs, y, **kwargs)
+    (gradient,) = torch.autograd.grad(loss.sum(), ours, create_graph=True)
+    (expected_gradient,) = torch.autograd.grad(expected.sum(), theirs)
+    if "weight" not in kwargs:
+        assert torch.equal(loss, expected) and torch.equal(gradient, expected_gradient)
+    else:
+        k64 = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        truth = x.double().requires_grad_()
+        value64 = F.nll_loss(truth, y, **k64)
+        (gradient64,) = torch.autograd.grad(value64, truth)
+        for mine, theirs_, exact in (
+            (loss, expected, value64),
+            (gradient, expected_gradient, gradient64),
+        ):
+            mine_error = (mine.detach().double() - exact).abs().max()
+            assert mine_error <= (theirs_.detach().double() - exact).abs().max()
+    (second,) = torch.autograd.grad(gradient.sum(), ours, allow_unused=True)
+    assert second is not None and not bool(second.any())
