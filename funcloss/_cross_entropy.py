@@ -743,6 +743,12 @@ def _soft_in_compute_dtype(x: Tensor, q: Tensor, dtype: torch.dtype) -> tuple[Te
     return x.to(work).clamp(max=_LARGEST[dtype]), q.to(work)
 
 
+# From this many half-precision logits the chunked Function beats autograd through the float32
+# composition (bf16, 1 thread, time against it: 1.33x at 64 x 10, 1.05x at 64 x 100, 0.78x at
+# 64 x 250, 0.53x at 64 x 1000).
+_SOFT_HALF_FROM = 1 << 13
+
+
 def _soft_chunked(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
     """Half-precision logits and probabilities of one dtype on a large plain eager call, with
     no gradient wanted of the class weight: :func:`_soft_rows` by row chunks (never in forward
@@ -750,7 +756,7 @@ def _soft_chunked(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
     return (
         input.dtype in _HALF
         and target.dtype == input.dtype
-        and input.numel() >= _FUSED_MIN_ELEMENTS
+        and input.numel() >= _SOFT_HALF_FROM
         and (weight is None or not weight.requires_grad)
         and plain_eager(input, target)
         and eager_mode(input, target)
