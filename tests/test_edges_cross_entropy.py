@@ -174,8 +174,8 @@ def test_probability_target_zero_at_masked_logit_is_the_limit(label_smoothing, w
         torch.testing.assert_close(loss.double(), v1)
     torch.testing.assert_close(g1, g2)
     torch.testing.assert_close(grad_x.double(), g1)
-    # d/dq = -(1 - eps) w log_softmax(x): +inf in the limit at the masked classes (funcloss gives
-    # the largest finite float there), the limit elsewhere
+    # d/dq = -(1 - eps) w log_softmax(x): +inf in the limit at the masked classes (funcloss: inf
+    # or, rescaled, a float beyond 1e37), the limit elsewhere
     masked = x == -INF
     assert (grad_q[masked] > 1e37).all() and grad_q[~masked].isfinite().all()
 
