@@ -189,16 +189,23 @@ def _ssim_map(
 
     A window holding an infinite pixel has SSIM 0, with zero derivatives: the limit as that
     pixel grows (the luminance term falls as 1 / mu); its pixels read 0 in the other windows'
-    arithmetic. (Plain eager on the CPU with value reads on, one read skips this where none
-    is infinite.)"""
-    infinite = input.isinf() | target.isinf()
-    touched = None
+    arithmetic. In plain eager mode on the CPU with value reads on, one read of the map finds
+    whether any of it is not finite; only then are infinite pixels looked for, and a float32
+    or half map is recomputed in float64 (pixels beyond 1e19 overflow float32's squares)."""
     reads = value_reads_allowed() and input.is_cpu and plain_eager(input, target)
-    if not reads or bool(infinite.any()):
-        input, target = torch.where(infinite, 0, input), torch.where(infinite, 0, target)
-        touched = _blur(infinite.to(input.dtype), window, same) > 0
-    similarity = _ssim_of(input, target, window, c1, c2, same)
-    return similarity if touched is None else torch.where(touched, 0, similarity)
+    if reads:
+        similarity = _ssim_of(input, target, window, c1, c2, same)
+        if bool(similarity.isfinite().all()):  # the one read
+            return similarity
+    infinite = input.isinf() | target.isinf()
+    input, target = torch.where(infinite, 0, input), torch.where(infinite, 0, target)
+    touched = _blur(infinite.to(input.dtype), window, same) > 0
+    if reads and input.dtype != torch.float64:
+        wide = _ssim_of(input.double(), target.double(), window.double(), c1, c2, same)
+        similarity = wide.to(input.dtype)
+    else:
+        similarity = _ssim_of(input, target, window, c1, c2, same)
+    return torch.where(touched, 0, similarity)
 
 
 def _ssim_of(

@@ -25,11 +25,7 @@ from .registry import SPECS, Case, LossSpec, call, call_oracle
 OPEN = {
     "infinite": {},
     "nan": {},
-    "huge": {
-        "ssim_loss": "squared pixels overflow float32 at 3e38 in the moments E[x^2], E[xy] "
-        "(kornia and MONAI: nan too); no per-plane rescale keeps ordinary windows beside them "
-        "(C1 / s^2 underflows); 62 of 100 draws give NaN (session 8)",
-    },
+    "huge": {},
 }
 
 

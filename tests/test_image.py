@@ -396,7 +396,8 @@ def test_psnr_eager_step_matches_the_composition(monkeypatch, dtype, shape) -> N
 def test_ssim_an_infinite_pixel_gives_its_windows_the_limit(reads: bool) -> None:
     """An infinite pixel: each window holding it has SSIM 0 (loss 1), the limit as the pixel
     grows (float64 at 1e150: below 1e-100), with zero derivatives there; every other window is
-    the map of the same images with 0 at that pixel, bit for bit. torch's arithmetic (and
+    the map of the same images with 0 at that pixel (bit for bit where no read is made; the
+    eager read recomputes the map in float64). torch's arithmetic (and
     kornia's, MONAI's) gives NaN: inf - inf in E[x^2] - E[x]^2. A NaN pixel stays NaN."""
     generator = torch.Generator().manual_seed(3)
     x, y = torch.rand(2, 1, 1, 16, 16, generator=generator)
@@ -416,8 +417,34 @@ def test_ssim_an_infinite_pixel_gives_its_windows_the_limit(reads: bool) -> None
     finite = x.clone()
     finite[0, 0, 5, 7] = 0
     expected = funcloss.ssim_loss(finite, y, window_size=5, reduction="none")
-    assert torch.equal(loss[0, 0][~touched], expected[0, 0][~touched])
+    if reads:  # the eager path recomputes a map that is not finite in float64: float32's
+        # own rounding apart (torch's float32 tolerance)
+        torch.testing.assert_close(loss[0, 0][~touched], expected[0, 0][~touched])
+    else:
+        assert torch.equal(loss[0, 0][~touched], expected[0, 0][~touched])
     assert bool(gradient.isfinite().all()) and float(gradient[0, 0, 5, 7]) == 0
     nan = x.clone()
     nan[0, 0, 5, 7] = float("nan")
     assert bool(funcloss.ssim_loss(nan, y, window_size=5).isnan())
+
+
+def test_ssim_huge_pixels_recomputed_in_float64() -> None:
+    """float32 images with pixels near 3e38: the squares in E[x^2] overflow float32 (kornia and
+    MONAI: NaN); the eager path's read finds the map not finite and recomputes it in float64:
+    float64's map rounded to float32, value and gradient (without reads it stays float32's)."""
+    generator = torch.Generator().manual_seed(4)
+    x, y = torch.rand(2, 2, 1, 16, 16, generator=generator) * 3e38
+    leaf = x.clone().requires_grad_()
+    loss = funcloss.ssim_loss(leaf, y, window_size=7)
+    (gradient,) = torch.autograd.grad(loss, leaf)
+    truth = x.double().requires_grad_()
+    expected = funcloss.ssim_loss(truth, y.double(), window_size=7)
+    (expected_gradient,) = torch.autograd.grad(expected, truth)
+    assert bool(loss.isfinite()) and bool(gradient.isfinite().all())
+    torch.testing.assert_close(loss, expected.float())
+    # the gradient, about 1e-41, is subnormal in float32: within half its spacing (2^-150)
+    error = (gradient.double() - expected_gradient).abs()
+    assert float(expected_gradient.abs().max()) > 1e-42
+    assert bool((error <= 2.0**-150 + 1e-6 * expected_gradient.abs()).all()), error.max()
+    with funcloss.set_value_checks(False):  # no read: float32's arithmetic, as kornia's
+        assert bool(funcloss.ssim_loss(x, y, window_size=7).isnan())
