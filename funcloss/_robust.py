@@ -346,11 +346,16 @@ def _barron_far_partials(r: Tensor, c: Tensor, alpha: Tensor) -> tuple[Tensor, T
     ``d / d alpha = f expm1(alpha ell) + exp(alpha ell) (b ell / alpha - s w / 2)`` with
     ``f = (s alpha - b) / alpha^2``, ``s = sign(alpha - 2)``, ``w = u^2 / (b + u^2)``."""
     b = (alpha - 2).abs()
-    ell = _half_log1p_square(r, c * torch.sqrt(b))
-    u = r / c
+    # an infinite residual reads as the largest finite one; its limits replace the result below
+    largest = torch.finfo(r.dtype).max
+    infinite = r.isinf()
+    finite_r = r.clamp(-largest, largest)
+    ell = _half_log1p_square(finite_r, c * torch.sqrt(b))
+    u = finite_r / c
     # d rho / d u = u exp((alpha - 2) ell) by logs: u itself may overflow (r near 1e38, c < 1)
-    log_u = torch.log(r.abs()) - torch.log(c)
+    log_u = torch.log(finite_r.abs()) - torch.log(c)
     slope = torch.sign(r) * torch.exp(log_u + (alpha - 2) * ell)
+    d_c = -torch.exp(2 * log_u + (alpha - 2) * ell) / c
     sign = torch.sign(alpha - 2)
     w = 1 / (1 + b / (u * u))
     # exp(alpha ell) factored out (away from the series, |alpha ell| >= 1/2, so expm1 = exp - 1
@@ -358,7 +363,15 @@ def _barron_far_partials(r: Tensor, c: Tensor, alpha: Tensor) -> tuple[Tensor, T
     first = (sign * alpha - b) / (alpha * alpha)
     growth = torch.exp(alpha * ell)
     d_alpha = growth * (first + b * ell / alpha - sign * w / 2) - first
-    return slope / c, -torch.exp(2 * log_u + (alpha - 2) * ell) / c, d_alpha
+    # the limits at |r| = inf: d/du ~ |u|^(alpha - 1) (sign(r) at alpha = 1), d/dc ~ -|u|^alpha,
+    # d/dalpha ~ rho log|u| (-f where rho tends to b / |alpha|, alpha < 0)
+    inf = math.inf
+    slope = torch.where(
+        infinite, torch.sign(r) * torch.where(alpha > 1, inf, (alpha == 1).to(r.dtype)), slope
+    )
+    d_c = torch.where(infinite, torch.where(alpha > 0, -inf, 0.0), d_c)
+    d_alpha = torch.where(infinite, torch.where(alpha > 0, inf, -first), d_alpha)
+    return slope / c, d_c, d_alpha
 
 
 @_barron_far.backward
@@ -387,21 +400,14 @@ def _barron_tensor(r: Tensor, c: Scalar, alpha: Tensor) -> Tensor:
     t = a * ell
     small = t.abs() < _EXPREL_SERIES_BELOW.get(t.dtype, _EXPREL_SERIES_BELOW_DEFAULT)
     near = b * ell * _exprel_series(torch.where(small, t, 0))
-    # Away from the series: at a finite residual the log-domain backward (_barron_far, of one
-    # shape; at u = 1, alpha = 1 elsewhere), at an infinite one autograd of the formula, whose
-    # derivatives there are the limits (_half_log1p_square's)
+    # Away from the series the log-domain backward (_barron_far, of one shape; at u = 1,
+    # alpha = 1 where the series is taken)
     c_tensor = c if isinstance(c, Tensor) else torch.full((), c, dtype=r.dtype, device=r.device)
     r_far, c_far, a_far, small = torch.broadcast_tensors(r, c_tensor, a, small)
-    infinite = r_far.isinf()
-    elsewhere = small | infinite
     far = _barron_far(
-        torch.where(elsewhere, c_far, r_far), c_far.contiguous(), torch.where(elsewhere, 1, a_far)
+        torch.where(small, c_far, r_far), c_far.contiguous(), torch.where(small, 1, a_far)
     )
-    a_inf = torch.where(infinite, a_far, 1)
-    b_inf = (a_inf - 2).abs()
-    ell_inf = _half_log1p_square(torch.where(infinite, r_far, c_far), c_far * torch.sqrt(b_inf))
-    at_infinity = b_inf / a_inf * torch.expm1(a_inf * ell_inf)
-    general = torch.where(small, near, torch.where(infinite, at_infinity, far))
+    general = torch.where(small, near, far)
     u = torch.where(is_two, r, 0) / c
     welsch = _welsch(torch.where(is_welsch, r, 0), c)  # at r = 1e38 its d / d c is nan
     return torch.where(is_two, u * u / 2, torch.where(is_welsch, welsch, general))
