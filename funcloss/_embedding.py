@@ -862,11 +862,13 @@ def _pairwise_triplet(
         if empty or loss.numel() == 0:  # no coordinates or no triplets: nothing to scale
             return reduce(loss, reduction, where=where)
         with torch.no_grad():
-            top = torch.maximum(positive_distance.amax(), negative_distance.amax())
-            if p >= 1:  # a row whose gap the distances round away: as one that overflows
-                severe = _cancelling(positive_distance, negative_distance, margin).any()
-                top = torch.where(severe, math.inf, top)
-            largest = float(top)  # the one host read
+            largest = float(torch.maximum(positive_distance.amax(), negative_distance.amax()))
+            # a row whose gap the distances round away takes the scaled path, as one that
+            # overflows; none can below _CANCELLING * margin (margin + |gap| >= margin), where
+            # the one host read above is all (a second one only beyond it)
+            if p >= 1 and largest > _CANCELLING * margin:
+                if bool(_cancelling(positive_distance, negative_distance, margin).any()):
+                    largest = math.inf
         # the norm's backward divides by d^(p - 1) (computed in the dtype, where a half-
         # precision forward accumulates in float32): it must fit too; a NaN fails the test
         power = 1.0 if p == math.inf else max(p - 1, 1.0)
