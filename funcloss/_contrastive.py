@@ -678,8 +678,11 @@ def _distances(unit: Tensor) -> Tensor:
     double ``where``, with derivatives 0 there (the subgradient of the cone's tip), never NaN.
     A squared distance that rounding makes negative is 0; a NaN stays NaN.
     """
-    squared_norm = (unit * unit).sum(-1)
-    squared = squared_norm[:, None] + squared_norm[None, :] - 2 * (unit @ unit.T)
+    # the norms from the Gram matrix's own diagonal: coincident rows give the same products as
+    # their cross term, so exactly 0 (a separate sum rounds otherwise on some CPUs' kernels)
+    gram = unit @ unit.T
+    squared_norm = gram.diagonal()
+    squared = squared_norm[:, None] + squared_norm[None, :] - 2 * gram
     n = unit.shape[0]
     not_self = ~torch.eye(n, dtype=torch.bool, device=unit.device)
     # NaN stays NaN (``~(squared <= 0)``, not ``squared > 0``): a NaN input is never hidden

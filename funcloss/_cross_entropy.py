@@ -147,13 +147,13 @@ def _cross_entropy_rows_forward(
     reads = _reads(input)
 
     def row_losses(x: Tensor, rows: Rows, beyond_range: bool) -> Tensor:
-        size = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
         losses = []
-        for i in range(0, max(1, x.shape[0]), size):
-            z = x[i : i + size]
+        for part in _row_chunks(x):
+            z = x[part]
             if chunked:
                 z = _in_compute_dtype(z, input.dtype, reads)
-            losses.append(row_loss(z, rows.chunk(i, i + size), class_weight, 0.0, beyond_range))
+            chunk = rows.chunk(part.start, part.stop)
+            losses.append(row_loss(z, chunk, class_weight, 0.0, beyond_range))
         return losses[0] if len(losses) == 1 else torch.cat(losses)
 
     loss = row_losses(x, rows, not reads)
@@ -288,10 +288,9 @@ def _cross_entropy_rows_backward(
     if not chunked:
         return rows_gradient(x, rows, scale).to(input.dtype), None, None, None, None
     gradient = torch.empty_like(input)
-    size = max(1, _CHUNK_ELEMENTS // input.shape[1])
-    for i in range(0, input.shape[0], size):
-        z = _in_compute_dtype(input[i : i + size], input.dtype, reads)
-        gradient[i : i + size] = rows_gradient(z, rows.chunk(i, i + size), scale[i : i + size])
+    for part in _row_chunks(input):
+        z = _in_compute_dtype(input[part], input.dtype, reads)
+        gradient[part] = rows_gradient(z, rows.chunk(part.start, part.stop), scale[part])
     return gradient, None, None, None, None
 
 
@@ -774,8 +773,9 @@ def _soft_chunk(
 
 
 def _row_chunks(input: Tensor) -> list[slice]:
+    """Slices of about ``_CHUNK_ELEMENTS`` logits of ``(M, C)`` rows (one, empty, for M = 0)."""
     size = max(1, _CHUNK_ELEMENTS // max(1, input.shape[1]))
-    return [slice(i, i + size) for i in range(0, input.shape[0], size)]
+    return [slice(i, i + size) for i in range(0, max(1, input.shape[0]), size)]
 
 
 def _soft_rows_forward(

@@ -374,9 +374,10 @@ def _softmax_gradient(
         coefficient = coefficient + 2 * z_loss * rows.row_weight * lse
     coefficient = (coefficient * scale).unsqueeze(1)
     if rows.dense is not None:
+        target = rows.dense * scale.unsqueeze(1)
         if in_place:
-            return softmax.mul_(coefficient).addcmul_(rows.dense, scale.unsqueeze(1), value=-1)
-        return softmax * coefficient - rows.dense * scale.unsqueeze(1)
+            return softmax.mul_(coefficient).sub_(target)
+        return softmax * coefficient - target
     assert rows.index is not None and rows.picked is not None
     picked = -(rows.picked * scale).unsqueeze(1)
     index = rows.index.unsqueeze(1)

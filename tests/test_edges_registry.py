@@ -29,6 +29,12 @@ OPEN = {
 }
 
 
+# Inputs with a bounded domain, which the huge-input test's scaling leaves: ArcFace's cosines
+# (the angle acos(cos) exists only in [-1, 1]; outside it funcloss's insightface form and the
+# acos oracle are two different extensions, with no truth between them).
+BOUNDED = {"arcface_loss": "cosines in [-1, 1]"}
+
+
 def _specs(test: str, specs=None) -> list:
     out = []
     for spec in SPECS if specs is None else specs:
@@ -165,7 +171,9 @@ def test_nan_input_is_never_hidden(spec: LossSpec, data: st.DataObject) -> None:
     assert bool(value.isnan().any()), f"a NaN input gave {value}"
 
 
-@pytest.mark.parametrize("spec", _specs("huge"))
+@pytest.mark.parametrize(
+    "spec", _specs("huge", [s for s in SPECS if not s.id.startswith(tuple(BOUNDED))])
+)
 @settings(max_examples=4, phases=FAST)
 @given(data=st.data(), scale=st.sampled_from([1e4, 3e38]))
 def test_huge_inputs_in_float32(spec: LossSpec, data: st.DataObject, scale: float) -> None:
