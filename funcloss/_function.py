@@ -48,6 +48,13 @@ _FORWARD_SIGNATURE = inspect.Signature(
 )
 
 
+# The C ``apply`` under ``autograd.Function.apply``'s Python layer, and functorch's unwrap of a
+# tensor escaped from a finished transform (that layer's one step outside a transform).
+_C_APPLY: Any = torch._C._FunctionBase.__dict__["apply"]
+_unwrap_if_dead = torch._C._functorch.unwrap_if_dead  # pyright: ignore[reportAttributeAccessIssue]
+_transforms_active = torch._C._are_functorch_transforms_active
+
+
 def _is_tensor(x: object) -> bool:
     return isinstance(x, Tensor)
 
@@ -91,11 +98,14 @@ class _Layout:
         self.config = tuple(None if _is_tensor(leaf) else leaf for leaf in leaves)
         # The top-level arguments that hold a tensor, or are None (an optional tensor left
         # out): each gets a gradient slot in backward and a tangent in jvp.
-        self.tensor_args = tuple(
-            i
-            for i, a in enumerate(args)
-            if a is None or any(map(_is_tensor, optree.tree_leaves(a, none_is_leaf=True)))
-        )
+        if self.treespec is None:
+            self.tensor_args = tuple(i for i, a in enumerate(args) if a is None or _is_tensor(a))
+        else:
+            self.tensor_args = tuple(
+                i
+                for i, a in enumerate(args)
+                if a is None or any(map(_is_tensor, optree.tree_leaves(a, none_is_leaf=True)))
+            )
 
     def rebuild(self, tensors: Sequence[Tensor | None]) -> tuple[Any, ...]:
         """Put the call back together; ``tensors`` may carry trailing padding."""
@@ -158,6 +168,7 @@ class CustomBackwardLoss(Generic[P]):
             None if self._backward is None else spread(self._backward),
             None if self._jvp is None else spread(self._jvp),
         )
+        self._eager_apply = _C_APPLY.__get__(None, self._forward_mode)
 
     def __repr__(self) -> str:
         return f"<custom_backward loss {self._name}>"
@@ -213,13 +224,23 @@ class CustomBackwardLoss(Generic[P]):
             )
         values = self._bind(args, kwargs)
         layout = _Layout(values)
-        leaves: list[Any] = optree.tree_leaves(values, none_is_leaf=True)  # type: ignore[arg-type]
+        leaves: Sequence[Any] = (
+            values
+            if layout.treespec is None
+            else optree.tree_leaves(values, none_is_leaf=True)  # type: ignore[arg-type]
+        )
         tensors = tuple(leaf for leaf in leaves if _is_tensor(leaf))
         if len(tensors) > MAX_TENSORS:
             raise TypeError(
                 f"{self._name}: takes at most {MAX_TENSORS} tensors in all, got {len(tensors)}."
             )
         if not torch.compiler.is_compiling():
+            if not _transforms_active():
+                # outside torch.func: what Function.apply does there, without its Python layer
+                # (a signature bind of the padded arity, a generator over every argument):
+                # half of a small call's overhead. Only the real tensors are passed (autograd
+                # drops the backward's trailing None gradients).
+                return self._eager_apply(layout, *map(_unwrap_if_dead, tensors))
             function = self._forward_mode
         elif under_transform():
             # torch.compile under a torch.func transform (compile(vmap(grad(f)))): Dynamo either
@@ -277,6 +298,15 @@ def _run_backward(
             f"{name}: backward must return {len(positions)} gradients, one per tensor argument "
             f"({expected}; None where there is none), got {len(grads)}."
         )
+    if layout.treespec is None and all(g is None or _is_tensor(g) for g in grads):
+        # every argument a leaf (the common case): each tensor's gradient checked directly
+        flat_grads: list[Any] = []
+        for slot, tensor in zip(layout.tensor_slots, tensors, strict=True):
+            g = grads[positions.index(slot)]
+            if g is not None and g.shape != tensor.shape:
+                _match(name, params[slot], g, tensor, slot)  # raises, naming the argument
+            flat_grads.append(g if tensor.is_floating_point() or tensor.is_complex() else None)
+        return tuple(flat_grads)
     full: list[Any] = [optree.tree_map(lambda _: None, a, none_is_leaf=True) for a in args]
     for position, g in zip(positions, grads, strict=True):
         full[position] = _match(name, params[position], g, args[position], position)
@@ -491,11 +521,6 @@ class SlopeRule(NamedTuple):
     scale: Callable[[Tensor, Tensor, Any, Any], Tensor]
     gradient: Callable[[Tensor, Tensor, Tensor, Any, Any], Tensor]
 
-
-# The C ``apply`` under ``autograd.Function.apply``'s Python layer, and functorch's unwrap of a
-# tensor escaped from a finished transform (that layer's one step outside a transform).
-_C_APPLY: Any = torch._C._FunctionBase.__dict__["apply"]
-_unwrap_if_dead = torch._C._functorch.unwrap_if_dead  # pyright: ignore[reportAttributeAccessIssue]
 
 
 class SlopeStep(torch.autograd.Function):
