@@ -224,11 +224,9 @@ class CustomBackwardLoss(Generic[P]):
             )
         values = self._bind(args, kwargs)
         layout = _Layout(values)
-        leaves: Sequence[Any] = (
-            values
-            if layout.treespec is None
-            else optree.tree_leaves(values, none_is_leaf=True)  # type: ignore[arg-type]
-        )
+        leaves: Sequence[Any] = values
+        if layout.treespec is not None:
+            leaves = optree.tree_leaves(values, none_is_leaf=True)  # type: ignore[arg-type]
         tensors = tuple(leaf for leaf in leaves if _is_tensor(leaf))
         if len(tensors) > MAX_TENSORS:
             raise TypeError(
@@ -520,7 +518,6 @@ class SlopeRule(NamedTuple):
     forward: Callable[[Tensor, Tensor, Any], tuple[Tensor, Tensor | None, Any]]
     scale: Callable[[Tensor, Tensor, Any, Any], Tensor]
     gradient: Callable[[Tensor, Tensor, Tensor, Any, Any], Tensor]
-
 
 
 class SlopeStep(torch.autograd.Function):

@@ -102,10 +102,8 @@ def test_half_precision_small_call_takes_the_fast_path_in_fp32(
     elif option == "label_smoothing":
         kwargs["label_smoothing"] = 0.1
     calls = []
-    moderate = ce_module._cross_entropy_moderate
-    monkeypatch.setattr(
-        ce_module, "_cross_entropy_moderate", lambda *a: calls.append(a[0].dtype) or moderate(*a)
-    )
+    read = ce_module._fast_read  # the product form's and the step's one read
+    monkeypatch.setattr(ce_module, "_fast_read", lambda *a: calls.append(a[0].dtype) or read(*a))
     for reduction in ("none", "mean", "sum"):
         kwargs["reduction"] = reduction
         leaf = x.clone().requires_grad_()
@@ -311,3 +309,73 @@ def test_nll_loss_half_precision_large_gradient_by_index_copy(dtype, kwargs) -> 
             assert mine_error <= (theirs_.detach().double() - exact).abs().max()
     (second,) = torch.autograd.grad(gradient.sum(), ours, allow_unused=True)
     assert second is not None and not bool(second.any())
+
+
+_STEP_SHAPES = {
+    "small": (64, ce_module._CLASS_STEP_FROM // 64),
+    "large": (64, 2 * ce_module._FUSED_MIN_ELEMENTS // 64),
+    "kdim": (2, 5, 40, 41),
+}
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [
+        *((shape, dtype) for shape in _STEP_SHAPES for dtype in (torch.float64, torch.float32)),
+        ("small", torch.bfloat16),
+    ],
+)
+@pytest.mark.parametrize("target", sorted(_TARGETS))
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_training_step_matches_the_general_path(shape, dtype, target, reduction, weighted) -> None:
+    # a plain eager call building a graph, from _CLASS_STEP_FROM logits on (half precision
+    # below _FUSED_MIN_ELEMENTS), (N, C) or K-dim: the step, whose backward writes
+    # exp(lp) f - f at the target into the log-softmax's buffer; the general path's values,
+    # gradients and second derivatives, and a retained graph's second backward gives the
+    # first one's bits
+    torch.manual_seed(0)
+    n, classes, *spatial = _STEP_SHAPES[shape]
+    x = (torch.randn(n, classes, *spatial, dtype=torch.float64) * 3).to(dtype)
+    y = _TARGETS[target](n * math.prod(spatial)).view(n, *spatial) % classes
+    y = torch.where(_TARGETS[target](y.numel()).view(y.shape) == -100, -100, y)
+    kwargs: dict = {"reduction": reduction}
+    if weighted:
+        kwargs["weight"] = (torch.rand(classes, dtype=torch.float64) + 0.5).to(dtype)
+    leaf = x.clone().requires_grad_()
+    loss = funcloss.cross_entropy(leaf, y, **kwargs)
+    assert type(loss.grad_fn).__name__ == "_CrossEntropyStepBackward"
+    (grad,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=True)
+    (again,) = torch.autograd.grad(loss.sum(), leaf)
+    assert torch.equal(grad, again)
+    assert grad.dtype == dtype
+    fast = _results(funcloss.cross_entropy, x, y, kwargs)
+    general = _results(_general, x, y, kwargs)
+    tolerance = {} if dtype != torch.bfloat16 else {"atol": 2**-8, "rtol": 2**-7}
+    torch.testing.assert_close(loss.detach(), general[0], equal_nan=True, **tolerance)
+    pairs = zip((fast[0], grad, fast[1], fast[2]), general[:2] + general[1:3], strict=True)
+    for ours, theirs in pairs:
+        torch.testing.assert_close(ours, theirs, equal_nan=True, **tolerance)
+    if target == "all_ignored":
+        assert torch.equal(grad, torch.zeros_like(x))
+    # torch's own gradient, which the step's in-place arithmetic follows
+    leaf = x.clone().requires_grad_()
+    (theirs,) = torch.autograd.grad(F.cross_entropy(leaf, y, **kwargs).sum(), leaf)
+    torch.testing.assert_close(grad, theirs, **tolerance)
+
+
+@pytest.mark.parametrize("shape", sorted(_STEP_SHAPES))
+def test_training_step_hands_an_infinite_logit_to_the_other_paths(shape) -> None:
+    # a +inf logit makes its row's log-softmax nan: the step's read refuses it and the clamped
+    # composition (or the large path's patched rows) gives the limit (the general path's)
+    n, classes, *spatial = _STEP_SHAPES[shape]
+    x = torch.randn(n, classes, *spatial)
+    x[(3 % n, 4, *(1 for _ in spatial))] = math.inf
+    y = (torch.arange(n * math.prod(spatial)) % classes).view(n, *spatial)
+    fast = _results(funcloss.cross_entropy, x, y, {})
+    # the path chosen by size (the large one above _FUSED_MIN_ELEMENTS), as before the step
+    general = _results(lambda x, y: _cross_entropy(x, y, None, -100, "mean", 0.0, None), x, y, {})
+    assert "_CrossEntropyStepBackward" not in fast[3]
+    for ours, theirs in zip(fast[:3], general[:3], strict=True):
+        assert ours.isfinite().all()
+        torch.testing.assert_close(ours, theirs)
