@@ -621,7 +621,8 @@ def _class_step(
             value = picked.view(target.shape).neg()
         else:
             value = picked.mean().neg() if reduction == "mean" else picked.sum().neg()
-        return value.to(input.dtype), log_probs, (column, None)
+        value = value if value.dtype == input.dtype else value.to(input.dtype)
+        return value, log_probs, (column, None)
     flat_ignored = None if ignored is None else ignored.reshape(-1)
     row_weights = _row_weights(index.reshape(-1), weight, flat_ignored, log_probs.dtype)
     assert row_weights is not None
@@ -629,17 +630,16 @@ def _class_step(
         value = (picked.view(-1) * row_weights.neg()).view(target.shape)
     elif reduction == "sum":
         value = picked.view(-1).dot(row_weights.neg())
-    else:
+    else:  # torch's weighted mean: the weighted sum over the sum of the weights
         total = row_weights.sum()
-        row_weights = row_weights * (1 / total)
+        value = picked.view(-1).dot(row_weights).div_(total).neg_()
+        row_weights = row_weights.div(total)
         if flat_ignored is not None:
-            # zero on ignored rows, even where 1 / total is not finite (every row ignored:
-            # the loss is 0 / 0 = nan, as in torch, and the gradient 0)
+            # zero on ignored rows, also where every row is ignored (the loss is 0 / 0 = nan,
+            # as in torch, and the gradient 0)
             row_weights = row_weights.masked_fill_(flat_ignored, 0)
-            value = picked.view(-1).dot(row_weights.neg()) + 0.0 / total
-        else:
-            value = picked.view(-1).dot(row_weights.neg())
-    return value.to(input.dtype), log_probs, (column, row_weights.view(column.shape))
+    value = value if value.dtype == input.dtype else value.to(input.dtype)
+    return value, log_probs, (column, row_weights.view(column.shape))
 
 
 def _step_factor(grad: Tensor, config: _StepConfig, kept: _StepKept) -> Tensor:
