@@ -602,9 +602,9 @@ _StepKept = tuple[Tensor, "Tensor | None"]
 def _class_step(
     input: Tensor, target: Tensor, config: _StepConfig
 ) -> tuple[Tensor, Tensor, _StepKept]:
-    """The loss from the target's gathered log-probability, as :func:`_gathered_moderate`
-    (the same ops), and the log-softmax as the slope's buffer. ``(N, C)`` logits or K-dim ones,
-    ``(N, C, d1, ..., dK)``, in place: the class dimension is dimension 1 throughout."""
+    """The loss from the target's gathered log-probability (:func:`_gathered_step`), and the
+    log-softmax as the slope's buffer. ``(N, C)`` logits or K-dim ones, ``(N, C, d1, ..., dK)``,
+    in place: the class dimension is dimension 1 throughout."""
     num_classes, ignore_index, weight, reduction = config
     if input.dtype in _HALF:  # the log-softmax (and all after it) in fp32, rounded once
         log_probs = torch.log_softmax(input, 1, torch.float32)
@@ -615,19 +615,34 @@ def _class_step(
     if not finite:
         raise _Fallback
     column = index.unsqueeze(1)  # (N, 1, d1, ..., dK)
-    picked = log_probs.gather(1, column)
+    value, coefficients = _gathered_step(
+        log_probs.gather(1, column), index, ignored, weight, reduction, target.shape
+    )
+    value = value if value.dtype == input.dtype else value.to(input.dtype)
+    return value, log_probs, (column, coefficients)
+
+
+def _gathered_step(
+    picked: Tensor,
+    index: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    reduction: str,
+    shape: torch.Size,
+) -> tuple[Tensor, Tensor | None]:
+    """The steps' loss from the gathered log-probabilities ``picked``, ``(N, 1, d1, ..., dK)``,
+    and the rows' coefficients for the backward (:data:`_StepKept`); ``shape`` the target's."""
     if weight is None and ignored is None:
         if reduction == "none":
-            value = picked.view(target.shape).neg()
+            value = picked.view(shape).neg()
         else:
             value = picked.mean().neg() if reduction == "mean" else picked.sum().neg()
-        value = value if value.dtype == input.dtype else value.to(input.dtype)
-        return value, log_probs, (column, None)
+        return value, None
     flat_ignored = None if ignored is None else ignored.reshape(-1)
-    row_weights = _row_weights(index.reshape(-1), weight, flat_ignored, log_probs.dtype)
+    row_weights = _row_weights(index.reshape(-1), weight, flat_ignored, picked.dtype)
     assert row_weights is not None
     if reduction == "none":
-        value = (picked.view(-1) * row_weights.neg()).view(target.shape)
+        value = (picked.view(-1) * row_weights.neg()).view(shape)
     elif reduction == "sum":
         value = picked.view(-1).dot(row_weights.neg())
     else:  # torch's weighted mean: the weighted sum over the sum of the weights
@@ -638,8 +653,7 @@ def _class_step(
             # zero on ignored rows, also where every row is ignored (the loss is 0 / 0 = nan,
             # as in torch, and the gradient 0)
             row_weights = row_weights.masked_fill_(flat_ignored, 0)
-    value = value if value.dtype == input.dtype else value.to(input.dtype)
-    return value, log_probs, (column, row_weights.view(column.shape))
+    return value, row_weights.view(picked.shape)
 
 
 def _step_factor(grad: Tensor, config: _StepConfig, kept: _StepKept) -> Tensor:
