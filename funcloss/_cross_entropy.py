@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TypeGuard
+from typing import NamedTuple, TypeGuard
 
 import torch
 from torch import Tensor
@@ -409,7 +409,10 @@ def cross_entropy(
         # every check holds already (see _step_call): the training step, with the one read
         try:
             return _CrossEntropyStep.run(
-                _CLASS_STEP_RULE, input, target, (input.shape[1], ignore_index, weight, reduction)
+                _CLASS_STEP_RULE,
+                input,
+                target,
+                (input.shape[1], ignore_index, weight, reduction, label_smoothing),
             )
         except _Fallback:  # log-probabilities not all finite: the paths below give the limits
             pass
@@ -593,19 +596,33 @@ class _CrossEntropyStep(SlopeStep):
     classes, ``ignore_index``, the class weight and the reduction)."""
 
 
-_StepConfig = tuple[int, int, "Tensor | None", str]
-# what the forward keeps: the targets as an (N, 1) index, and the rows' coefficients c (N, 1)
-# with loss = -sum_n c_n lp[n, y_n] (None: 1 / N for "mean", else 1)
-_StepKept = tuple[Tensor, "Tensor | None"]
+_StepConfig = tuple[int, int, "Tensor | None", str, float]
+# What the forward keeps: the targets as an (N, 1, d1, ..., dK) index, and the rows'
+# coefficients c (of that shape) with loss = -sum_n c_n lp[n, y_n] (None: 1 / N for "mean",
+# else 1); with label smoothing (:class:`_Smoothed`) three coefficients.
+_StepKept = tuple[Tensor, "Tensor | _Smoothed | None"]
+
+
+class _Smoothed(NamedTuple):
+    """The rows' coefficients with label smoothing ``eps``, numbers or of the index column's
+    shape: the loss is ``-sum_n (a_n lp[n, y_n] + b_n sum_c w_c lp[n, c])``, and its gradient
+    by the logits ``A_n softmax - a_n onehot - b_n w`` with ``A_n = a_n + b_n sum_c w_c``
+    (``w`` the class weight, ``None``: all ones)."""
+
+    a: Tensor | float
+    b: Tensor | float
+    total: Tensor | float  # A
+    weight: Tensor | None  # w, shaped to broadcast along the class dimension
 
 
 def _class_step(
     input: Tensor, target: Tensor, config: _StepConfig
 ) -> tuple[Tensor, Tensor, _StepKept]:
-    """The loss from the target's gathered log-probability (:func:`_gathered_step`), and the
-    log-softmax as the slope's buffer. ``(N, C)`` logits or K-dim ones, ``(N, C, d1, ..., dK)``,
-    in place: the class dimension is dimension 1 throughout."""
-    num_classes, ignore_index, weight, reduction = config
+    """The loss from the target's gathered log-probability (:func:`_gathered_step`, or
+    :func:`_smoothed_step`), and the log-softmax as the slope's buffer. ``(N, C)`` logits or
+    K-dim ones, ``(N, C, d1, ..., dK)``, in place: the class dimension is dimension 1
+    throughout."""
+    num_classes, ignore_index, weight, reduction, label_smoothing = config
     if input.dtype in _HALF:  # the log-softmax (and all after it) in fp32, rounded once
         log_probs = torch.log_softmax(input, 1, torch.float32)
         weight = None if weight is None else weight.float()
@@ -615,9 +632,15 @@ def _class_step(
     if not finite:
         raise _Fallback
     column = index.unsqueeze(1)  # (N, 1, d1, ..., dK)
-    value, coefficients = _gathered_step(
-        log_probs.gather(1, column), index, ignored, weight, reduction, target.shape
-    )
+    picked = log_probs.gather(1, column)
+    coefficients: Tensor | _Smoothed | None
+    if label_smoothing > 0:
+        value, coefficients = _smoothed_step(
+            log_probs, picked, index, ignored, weight, reduction, label_smoothing
+        )
+    else:
+        value, coefficients = _gathered_step(picked, index, ignored, weight, reduction)
+    value = value.view(target.shape) if reduction == "none" else value
     value = value if value.dtype == input.dtype else value.to(input.dtype)
     return value, log_probs, (column, coefficients)
 
@@ -628,13 +651,12 @@ def _gathered_step(
     ignored: Tensor | None,
     weight: Tensor | None,
     reduction: str,
-    shape: torch.Size,
 ) -> tuple[Tensor, Tensor | None]:
-    """The steps' loss from the gathered log-probabilities ``picked``, ``(N, 1, d1, ..., dK)``,
-    and the rows' coefficients for the backward (:data:`_StepKept`); ``shape`` the target's."""
+    """The steps' loss from the gathered log-probabilities ``picked``, ``(N, 1, d1, ..., dK)``
+    (flat for ``"none"``), and the rows' coefficients for the backward (:data:`_StepKept`)."""
     if weight is None and ignored is None:
         if reduction == "none":
-            value = picked.view(shape).neg()
+            value = picked.view(-1).neg()
         else:
             value = picked.mean().neg() if reduction == "mean" else picked.sum().neg()
         return value, None
@@ -642,7 +664,7 @@ def _gathered_step(
     row_weights = _row_weights(index.reshape(-1), weight, flat_ignored, picked.dtype)
     assert row_weights is not None
     if reduction == "none":
-        value = (picked.view(-1) * row_weights.neg()).view(shape)
+        value = picked.view(-1) * row_weights.neg()
     elif reduction == "sum":
         value = picked.view(-1).dot(row_weights.neg())
     else:  # torch's weighted mean: the weighted sum over the sum of the weights
@@ -656,11 +678,68 @@ def _gathered_step(
     return value, row_weights.view(picked.shape)
 
 
+def _smoothed_step(
+    log_probs: Tensor,
+    picked: Tensor,
+    index: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    reduction: str,
+    label_smoothing: float,
+) -> tuple[Tensor, _Smoothed]:
+    """:func:`_gathered_step` with label smoothing, torch's loss: ``(1 - eps)`` times the
+    target's term plus ``eps / C`` times ``-sum_c w_c lp[n, c]``, the mean (of both) over the
+    sum of the rows' target weights ``w[y_n]`` (their number without a class weight)."""
+    num_classes = log_probs.shape[1]
+    rows = index.numel()
+    keep_eps, smooth_eps = 1 - label_smoothing, label_smoothing / num_classes
+    shape = (1, num_classes) + (1,) * (log_probs.dim() - 2)
+    class_weight = None if weight is None else weight.view(shape)
+    if class_weight is None:
+        smooth = log_probs.sum(1)  # (N, d1, ..., dK)
+        weight_sum: Tensor | float = float(num_classes)
+    else:
+        smooth = log_probs.mul(class_weight).sum(1)
+        weight_sum = class_weight.sum()
+    flat_ignored = None if ignored is None else ignored.reshape(-1)
+    row_weights = _row_weights(index.reshape(-1), weight, flat_ignored, log_probs.dtype)
+    kept = None if flat_ignored is None else (~flat_ignored).to(log_probs.dtype)
+    picked, smooth = picked.view(-1), smooth.view(-1)
+    target_sum = picked.sum() if row_weights is None else picked.dot(row_weights)
+    smooth_sum = smooth.sum() if kept is None else smooth.dot(kept)
+    a: Tensor | float
+    b: Tensor | float
+    if reduction == "none":
+        target_term = picked if row_weights is None else picked * row_weights
+        smooth_term = smooth if kept is None else smooth * kept
+        value = torch.add(target_term * keep_eps, smooth_term, alpha=smooth_eps).neg_()
+        a = keep_eps if row_weights is None else row_weights * keep_eps
+        b = smooth_eps if kept is None else kept * smooth_eps
+    else:
+        value = torch.add(target_sum * keep_eps, smooth_sum, alpha=smooth_eps).neg_()
+        a = keep_eps if row_weights is None else row_weights * keep_eps
+        b = smooth_eps if kept is None else kept * smooth_eps
+        if reduction == "mean":
+            total = rows if row_weights is None else row_weights.sum()
+            value = value / total  # every row ignored: 0 / 0 = nan, as in torch
+            a, b = a / total, b / total
+            if flat_ignored is not None:  # and the gradient 0 there, also where 1 / total is not
+                assert isinstance(a, Tensor) and isinstance(b, Tensor)
+                a, b = a.masked_fill_(flat_ignored, 0), b.masked_fill_(flat_ignored, 0)
+    column_shape = (index.shape[0], 1, *index.shape[1:])
+    # per-row coefficients as a column; a number (or a 0-dim one, over a total) as it is
+    a = a.view(column_shape) if isinstance(a, Tensor) and a.dim() == 1 else a
+    b = b.view(column_shape) if isinstance(b, Tensor) and b.dim() == 1 else b
+    return value, _Smoothed(a, b, a + b * weight_sum, class_weight)
+
+
 def _step_factor(grad: Tensor, config: _StepConfig, kept: _StepKept) -> Tensor:
-    """The row factors of the gradient ``(softmax - onehot) f``: ``f = c grad``, of the
-    column's shape ``(N, 1, d1, ..., dK)``, or a number broadcast to every row."""
+    """The row factors of the gradient ``(softmax - onehot) f`` without label smoothing:
+    ``f = c grad``, of the column's shape ``(N, 1, d1, ..., dK)``, or a number broadcast to
+    every row."""
     reduction = config[3]
     column, coefficients = kept
+    assert not isinstance(coefficients, _Smoothed)
     if reduction == "none":
         grad = grad.unsqueeze(1)
         return grad if coefficients is None else coefficients * grad
@@ -670,8 +749,38 @@ def _step_factor(grad: Tensor, config: _StepConfig, kept: _StepKept) -> Tensor:
 
 
 def _class_step_scale(slope: Tensor, grad: Tensor, config: _StepConfig, kept: _StepKept) -> Tensor:
+    if isinstance(kept[1], _Smoothed):
+        return _smoothed_gradient(slope.exp_(), grad, config, kept, True)
     factor = _step_factor(grad.to(slope.dtype), config, kept)
     gradient = slope.exp_().scatter_(1, kept[0], -1.0, reduce="add").mul_(factor)
+    return gradient if gradient.dtype == grad.dtype else gradient.to(grad.dtype)
+
+
+def _smoothed_gradient(
+    softmax: Tensor, grad: Tensor, config: _StepConfig, kept: _StepKept, in_place: bool
+) -> Tensor:
+    """``(A softmax - a onehot - b w) grad`` (:class:`_Smoothed`), in ``softmax``'s buffer if
+    ``in_place``, else in the same ops out of place (the same bits)."""
+    column, smoothed = kept
+    assert isinstance(smoothed, _Smoothed)
+    scale = grad.to(softmax.dtype)
+    scale = scale.unsqueeze(1) if config[3] == "none" else scale
+    spread = smoothed.b * scale
+    target = (smoothed.a * scale).neg().expand(column.shape)
+    if in_place:
+        gradient = softmax.mul_(smoothed.total * scale)
+        if smoothed.weight is None:
+            gradient = gradient.sub_(spread)
+        else:
+            gradient = gradient.addcmul_(spread, smoothed.weight, value=-1)
+        gradient = gradient.scatter_add_(1, column, target)
+    else:
+        gradient = softmax * (smoothed.total * scale)
+        if smoothed.weight is None:
+            gradient = gradient - spread
+        else:
+            gradient = torch.addcmul(gradient, spread, smoothed.weight, value=-1)
+        gradient = gradient.scatter_add(1, column, target)
     return gradient if gradient.dtype == grad.dtype else gradient.to(grad.dtype)
 
 
@@ -683,9 +792,14 @@ def _class_step_gradient(
         log_probs = torch.log_softmax(input, 1, torch.float32)
     else:
         log_probs = torch.log_softmax(input, 1)
+    if isinstance(kept[1], _Smoothed):
+        return _smoothed_gradient(log_probs.exp(), grad, config, kept, False)
     factor = _step_factor(grad.to(log_probs.dtype), config, kept)
     one_hot = torch.zeros_like(log_probs).scatter_(1, kept[0], 1.0)
     return ((log_probs.exp() - one_hot) * factor).to(input.dtype)
+
+
+_CLASS_STEP_RULE = SlopeRule(_class_step, _class_step_scale, _class_step_gradient)
 
 
 def _step_call(
@@ -697,7 +811,7 @@ def _step_call(
     ignore_index: object,
     label_smoothing: object,
 ) -> TypeGuard[Tensor]:
-    """A plain eager call that builds a graph, without label smoothing: logits ``(N, C)`` or
+    """A plain eager call that builds a graph (label smoothing or not): logits ``(N, C)`` or
     ``(N, C, d1, ..., dK)`` of at least :data:`_CLASS_STEP_FROM` elements (half precision
     below :data:`_FUSED_MIN_ELEMENTS`: above it, the large path's float32 chunks take less
     memory than a float32 log-softmax), int64 class indices of the matching shape, a class
@@ -710,8 +824,7 @@ def _step_call(
         and input.numel() >= _CLASS_STEP_FROM
         and target.shape == input.shape[:1] + input.shape[2:]
         and (input.dtype in _FAST_DTYPES or input.numel() < _FUSED_MIN_ELEMENTS)
-        and label_smoothing == 0.0
-        and type(label_smoothing) is float
+        and _smoothing(label_smoothing)
         and input.requires_grad
         and torch.is_grad_enabled()
         and (weight is None or (type(weight) is Tensor and not weight.requires_grad))

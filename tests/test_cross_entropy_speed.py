@@ -328,7 +328,10 @@ _STEP_SHAPES = {
 @pytest.mark.parametrize("target", sorted(_TARGETS))
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_training_step_matches_the_general_path(shape, dtype, target, reduction, weighted) -> None:
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_training_step_matches_the_general_path(
+    shape, dtype, target, reduction, weighted, smoothing
+) -> None:
     # a plain eager call building a graph, from _CLASS_STEP_FROM logits on (half precision
     # below _FUSED_MIN_ELEMENTS), (N, C) or K-dim: the step, whose backward writes
     # exp(lp) f - f at the target into the log-softmax's buffer; the general path's values,
@@ -339,7 +342,7 @@ def test_training_step_matches_the_general_path(shape, dtype, target, reduction,
     x = (torch.randn(n, classes, *spatial, dtype=torch.float64) * 3).to(dtype)
     y = _TARGETS[target](n * math.prod(spatial)).view(n, *spatial) % classes
     y = torch.where(_TARGETS[target](y.numel()).view(y.shape) == -100, -100, y)
-    kwargs: dict = {"reduction": reduction}
+    kwargs: dict = {"reduction": reduction, "label_smoothing": smoothing}
     if weighted:
         kwargs["weight"] = (torch.rand(classes, dtype=torch.float64) + 0.5).to(dtype)
     leaf = x.clone().requires_grad_()
