@@ -514,7 +514,7 @@ class _HingeStep(SlopeStep):
 
 def _step(kind: str, input: Tensor, target: Tensor, reduction: str, param: Any) -> Tensor:
     """The eager step's value (``kind``: a key of ``_STEP_RULES``)."""
-    return _HingeStep.apply(_STEP_RULES[kind], input, target, (reduction, param))
+    return _HingeStep.run(_STEP_RULES[kind], input, target, (reduction, param))
 
 
 def _factor(grad: Tensor, reduction: str, shape: torch.Size) -> Tensor:
