@@ -584,6 +584,17 @@ def _fast(
 # The step from this many logits: below it its Python forward and backward cost more than the
 # passes they save (at 64x10 1.16x the composition's time, at 64x300 the same, at 256x100 0.9x).
 _CLASS_STEP_FROM = 1 << 14
+# ... and below this many (16 MiB of fp32). The step keeps the log-softmax alive from the forward
+# to the backward, as torch does; a training step's peak is at the end of its forward, where that
+# buffer adds to every activation, so from here on the large path, which keeps nothing, runs.
+# Half precision below _FUSED_MIN_ELEMENTS: above it the large path's float32 chunks take less
+# memory and time than a float32 log-softmax.
+_CLASS_STEP_UNTIL = {
+    torch.float32: 1 << 22,
+    torch.float64: 1 << 22,
+    torch.bfloat16: _FUSED_MIN_ELEMENTS,
+    torch.float16: _FUSED_MIN_ELEMENTS,
+}
 
 
 class _Fallback(Exception):
@@ -812,9 +823,8 @@ def _step_call(
     label_smoothing: object,
 ) -> TypeGuard[Tensor]:
     """A plain eager call that builds a graph (label smoothing or not): logits ``(N, C)`` or
-    ``(N, C, d1, ..., dK)`` of at least :data:`_CLASS_STEP_FROM` elements (half precision
-    below :data:`_FUSED_MIN_ELEMENTS`: above it, the large path's float32 chunks take less
-    memory than a float32 log-softmax), int64 class indices of the matching shape, a class
+    ``(N, C, d1, ..., dK)`` of at least :data:`_CLASS_STEP_FROM` elements and fewer than
+    :data:`_CLASS_STEP_UNTIL` (by dtype), int64 class indices of the matching shape, a class
     weight (if any) that takes no gradient, and :func:`_eager_call`'s conditions."""
     return (
         type(input) is Tensor
@@ -823,7 +833,7 @@ def _step_call(
         and input.dim() >= 2
         and input.numel() >= _CLASS_STEP_FROM
         and target.shape == input.shape[:1] + input.shape[2:]
-        and (input.dtype in _FAST_DTYPES or input.numel() < _FUSED_MIN_ELEMENTS)
+        and input.numel() < _CLASS_STEP_UNTIL.get(input.dtype, 0)
         and _smoothing(label_smoothing)
         and input.requires_grad
         and torch.is_grad_enabled()

@@ -382,3 +382,14 @@ def test_training_step_hands_an_infinite_logit_to_the_other_paths(shape) -> None
     for ours, theirs in zip(fast[:3], general[:3], strict=True):
         assert ours.isfinite().all()
         torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_step_stops_where_the_large_path_keeps_less(dtype) -> None:
+    # the step keeps the log-softmax from forward to backward: at _CLASS_STEP_UNTIL logits (by
+    # dtype) and above, the large path runs, which keeps nothing; below it, the step
+    limit = ce_module._CLASS_STEP_UNTIL[dtype]
+    for numel, step in ((limit, False), (limit - 64, True)):
+        x = torch.randn(64, numel // 64).to(dtype).requires_grad_()
+        loss = funcloss.cross_entropy(x, torch.arange(64) % x.shape[1])
+        assert (type(loss.grad_fn).__name__ == "_CrossEntropyStepBackward") == step, numel
