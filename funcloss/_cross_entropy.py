@@ -334,10 +334,13 @@ def cross_entropy(
 
     The loss for classification: softmax over the class dimension, then the negative
     log-likelihood of the target. Takes what :func:`torch.nn.functional.cross_entropy` takes and
-    gives the same values and gradients. With class indices and 65536 logits or more, a
-    hand-written backward keeps no ``(N, C)`` buffer alive between forward and backward and
-    builds the gradient in its one ``(N, C)`` buffer (below that, autograd through a plain
-    composition is faster: an ``autograd.Function`` costs more per call than it saves there).
+    gives the same values and gradients. With class indices, a plain eager call that builds a
+    graph, from 16384 logits to 2**22 (half precision: to 65536), runs a hand-written step: the
+    log-softmax that its forward keeps (as torch does) becomes the gradient, in place. From
+    65536 logits otherwise (transforms, compiling, larger inputs), a hand-written backward keeps
+    no ``(N, C)`` buffer alive between forward and backward and builds the gradient in its one
+    ``(N, C)`` buffer. Below both, autograd through a plain composition is the faster (an
+    ``autograd.Function`` costs more per call than it saves there).
 
     .. math::
         \ell_n = -\sum_c w_c\, q_{n,c} \log \frac{e^{x_{n,c}}}{\sum_k e^{x_{n,k}}},
@@ -497,8 +500,9 @@ def _soft_fast(
     label_smoothing: object,
 ) -> bool:
     """A plain eager CPU call with class probabilities: float32/float64 logits ``(N, C)`` or
-    ``(N, C, d1, ..., dK)`` (none empty), a target of their shape and dtype, ``ignore_index``
-    negative, a valid ``label_smoothing`` and :func:`_eager_call`'s conditions: every check of
+    ``(N, C, d1, ..., dK)`` (none empty; half precision below :data:`_FUSED_MIN_ELEMENTS`,
+    computed in float32), a target of their shape and dtype, ``ignore_index`` negative, a valid
+    ``label_smoothing`` and :func:`_eager_call`'s conditions: every check of
     :func:`_cross_entropy` holds already."""
     return (
         type(input) is Tensor
@@ -506,11 +510,12 @@ def _soft_fast(
         and target.dtype == input.dtype
         and input.dim() >= 2
         and target.shape == input.shape
-        and input.numel() > 0
+        and 0 < input.numel()
+        and (input.dtype not in _HALF or input.numel() < _FUSED_MIN_ELEMENTS)
         and type(ignore_index) is int
         and ignore_index < 0
         and _smoothing(label_smoothing)
-        and _eager_call(input, target, weight, where, reduction, ignore_index, _FAST_DTYPES)
+        and _eager_call(input, target, weight, where, reduction, ignore_index, _FAST_CLASS_DTYPES)
     )
 
 
@@ -528,14 +533,21 @@ def _soft_cross_entropy_eager(
     weight: ``0 * -inf``), ``None``: the general path, whose clamps give the limit. Where it is
     finite, torch's arithmetic: ``"mean"`` is the sum over every element divided by the number
     of rows (the general path sums each row first: the same up to rounding), ``"none"`` the
-    general path's, bitwise for ``(N, C)`` logits (whose rows are the logits themselves)."""
+    general path's, bitwise for ``(N, C)`` logits (whose rows are the logits themselves).
+    Half precision computes in float32 (the log-softmax's ``dtype``, the target and weight
+    converted), and its loss and gradients are rounded once."""
     num_classes = input.shape[1]
     coefficients = target
+    half = input.dtype in _HALF
+    if half:
+        coefficients = target.float()
+        weight = None if weight is None else weight.float()
     if label_smoothing > 0:
         coefficients = coefficients * (1 - label_smoothing) + label_smoothing / num_classes
     if weight is not None:
         coefficients = coefficients * weight.view((num_classes,) + (1,) * (input.dim() - 2))
-    products = coefficients * torch.log_softmax(input, 1)
+    log_probs = torch.log_softmax(input, 1, torch.float32) if half else torch.log_softmax(input, 1)
+    products = coefficients * log_probs
     if reduction == "none":
         loss = -products.sum(1)
         total = loss.detach().sum()
@@ -545,7 +557,9 @@ def _soft_cross_entropy_eager(
         loss = -products.sum()
         loss = loss / (input.numel() // num_classes) if reduction == "mean" else loss
         total = loss.detach()
-    return loss if math.isfinite(float(total)) else None  # the one read
+    if not math.isfinite(float(total)):  # the one read
+        return None
+    return loss.to(input.dtype) if half else loss
 
 
 def _fast(

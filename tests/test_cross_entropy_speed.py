@@ -141,8 +141,54 @@ def test_half_precision_fast_path_only_where_the_gate_admits() -> None:
         big, torch.zeros(big.shape[0], dtype=torch.long), None, None, "mean", -100, 0.0
     )
     assert not ce_module._fast(x, y, None, torch.ones(4, dtype=torch.bool), "mean", -100, 0.0)
-    # probability targets in half precision stay on the general path (fp32 throughout)
-    assert not ce_module._soft_fast(x, x.softmax(1), None, None, "mean", -100, 0.0)
+    # probability targets in half precision: the fast composition in fp32 below
+    # _FUSED_MIN_ELEMENTS logits, the chunked path (or the general one) from there on
+    assert ce_module._soft_fast(x, x.softmax(1), None, None, "mean", -100, 0.0)
+    assert not ce_module._soft_fast(big, big.softmax(1), None, None, "mean", -100, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(64, 10), (4, 5, 6, 7)])
+@pytest.mark.parametrize("option", ["", "weight", "label_smoothing"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_half_precision_probabilities_small_call_in_fp32(
+    monkeypatch: pytest.MonkeyPatch, dtype, shape, option, reduction
+) -> None:
+    # half-precision logits and probabilities on a small plain eager call: the composition in
+    # fp32 (_soft_cross_entropy_eager), rounded once: the general path's value and both
+    # gradients, and at least as close to the float64 truth as torch's half precision
+    torch.manual_seed(0)
+    x = (torch.randn(shape) * 4).to(dtype)
+    q = torch.randn(shape).softmax(1).to(dtype)
+    kwargs: dict = {"reduction": reduction}
+    if option == "weight":
+        kwargs["weight"] = (torch.rand(shape[1]) + 0.5).to(dtype)
+    elif option == "label_smoothing":
+        kwargs["label_smoothing"] = 0.1
+
+    def results(loss_fn, x, q, kwargs):
+        leaves = x.clone().requires_grad_(), q.clone().requires_grad_()
+        value = loss_fn(*leaves, **kwargs)
+        return (value.detach(), *torch.autograd.grad(value.sum(), leaves))
+
+    taken = []
+    eager = ce_module._soft_cross_entropy_eager
+    monkeypatch.setattr(
+        ce_module,
+        "_soft_cross_entropy_eager",
+        lambda *a: taken.append(a[0].dtype) or eager(*a),
+    )
+    ours = results(funcloss.cross_entropy, x, q, kwargs)
+    assert taken == [dtype]  # the fast composition, once
+    assert all(t.dtype == dtype for t in ours)
+    general = results(_general, x, q, kwargs)
+    exact_kwargs = {k: v.double() if torch.is_tensor(v) else v for k, v in kwargs.items()}
+    exact = results(F.cross_entropy, x.double(), q.double(), exact_kwargs)
+    theirs = results(F.cross_entropy, x, q, kwargs)
+    for mine, other, truth, torch_value in zip(ours, general, exact, theirs, strict=True):
+        torch.testing.assert_close(mine, other)
+        error = (mine.double() - truth).abs().max()
+        assert error <= (torch_value.double() - truth).abs().max()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
