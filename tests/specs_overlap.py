@@ -140,6 +140,8 @@ def naive_mcc(
     else:
         t, keep = _one_hot(target, x.shape[1], ignore_index)
     k = keep.unsqueeze(1).double()
+    # an ignored pixel adds nothing, whatever its scores hold (nan included), as in naive_dice
+    p = torch.where(k > 0, p, 0.0)
     if not include_background:
         p, t = p[:, 1:], t[:, 1:]
     dims = tuple(range(2, x.dim()))
