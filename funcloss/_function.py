@@ -10,7 +10,9 @@
   (``jacrev(jacrev)``, ``hessian``) differentiates through it exactly;
 - two classes: the one with a ``jvp`` (forward mode: ``jacfwd``, ``hessian``, ``func.jvp``) is
   used only while not compiling, because a Function with a custom jvp breaks
-  ``torch.compile(fullgraph=True)``.
+  ``torch.compile(fullgraph=True)``;
+- outside torch.func and compiling, the call goes to the C ``apply`` directly, with only the real
+  tensors: what ``Function.apply`` does there, without its signature bind of the padded arity.
 
 :class:`SlopeStep` is the other Function here, for plain eager calls only: the eager training
 step that keeps the slope ``d loss / d input`` from its forward and scales it in place into the
