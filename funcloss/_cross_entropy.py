@@ -115,12 +115,13 @@ def _masks(
 #   a small call's time is made of (an autograd.Function costs more per call than it saves
 #   there). Without label smoothing the target's log-probability is gathered rather than
 #   multiplied by a one-hot: a -inf logit elsewhere (a masked class) must not give 0 * -inf.
-#   A plain eager call (_fast) building a graph without label smoothing, from 16384 logits,
-#   takes the training step (_CrossEntropyStep below). Otherwise one building a graph or with
-#   label smoothing, whose log-probabilities
+#   A plain eager call (_fast) building a graph or with label smoothing, whose log-probabilities
 #   are all finite (its one read tells), takes the product form
 #   sum(log_softmax(x) * coefficients) instead: no clamp, no gather, and three graph nodes, the
 #   cheapest backward of the small call.
+# - a plain eager call building a graph, from 16384 logits to 2**22 (_step_call), takes neither:
+#   the training step (_CrossEntropyStep below), which keeps the log-softmax and writes the
+#   gradient into it.
 
 # Below this many logits, autograd through the composition beats the custom Function's overhead.
 _FUSED_MIN_ELEMENTS = 1 << 16
@@ -427,11 +428,10 @@ def cross_entropy(
         num_classes = input.shape[1]
         try:
             # Building a graph, or with label smoothing, the read also tells whether every
-            # log-probability is finite: then the training step (from _CLASS_STEP_FROM logits,
-            # without label smoothing) or the product form, which save the clamp, the gather
-            # and the guards against 0 * -inf (and in backward the clamp's and the gather's
-            # kernels). The plain forward without them costs less clamped and gathered (no test
-            # to pay for).
+            # log-probability is finite: then the product form, which saves the clamp, the
+            # gather and the guards against 0 * -inf (and in backward the clamp's and the
+            # gather's kernels). The plain forward without them costs less clamped and gathered
+            # (no test to pay for).
             if label_smoothing > 0 or (input.requires_grad and torch.is_grad_enabled()):
                 work_weight = weight
                 if input.dtype in _HALF:  # the log-softmax (and all after it) in fp32
@@ -510,7 +510,7 @@ def _soft_fast(
         and target.dtype == input.dtype
         and input.dim() >= 2
         and target.shape == input.shape
-        and 0 < input.numel()
+        and input.numel() > 0
         and (input.dtype not in _HALF or input.numel() < _FUSED_MIN_ELEMENTS)
         and type(ignore_index) is int
         and ignore_index < 0
@@ -583,16 +583,17 @@ def _fast(
     )
 
 
-# -- the eager training step of the small class-index call -----------------------------------
+# -- the eager training step of the class-index call ------------------------------------------
 #
-# A plain eager call that builds a graph, without label smoothing, and whose class weight (if
-# any) takes no gradient: the log-softmax and the target's gathered log-probability in the
-# forward, as the composition, but the log-softmax kept as the slope's buffer. The backward
-# writes the gradient into it in place, ``exp(lp) f`` with ``f`` subtracted at the target (``f``
-# the row's share of the output gradient), where autograd of the composition builds a zero
-# array, scatters into it and runs log_softmax's backward (three passes over (N, C) and a fresh
+# A plain eager call that builds a graph and whose class weight (if any) takes no gradient
+# (_step_call): the log-softmax and the target's gathered log-probability in the forward, as
+# the composition, but the log-softmax kept as the slope's buffer. The backward writes the
+# gradient into it in place, ``exp(lp) f`` with ``f`` subtracted at the target (``f`` the row's
+# share of the output gradient), where autograd of the composition builds a zero array,
+# scatters into it and runs log_softmax's backward (three passes over (N, C) and a fresh
 # buffer). Those are torch's own operations (nll_loss's backward, then log_softmax's,
-# ``g - exp(lp) sum(g)``), so the gradient is torch's bits.
+# ``g - exp(lp) sum(g)``), so the gradient is torch's bits. Label smoothing adds a spread
+# ``b w`` over the classes (:class:`_Smoothed`).
 
 
 # The step from this many logits: below it its Python forward and backward cost more than the
@@ -618,7 +619,7 @@ class _Fallback(Exception):
 
 class _CrossEntropyStep(SlopeStep):
     """The eager training step of cross_entropy with class indices (``config``: the number of
-    classes, ``ignore_index``, the class weight and the reduction)."""
+    classes, ``ignore_index``, the class weight, the reduction and the label smoothing)."""
 
 
 _StepConfig = tuple[int, int, "Tensor | None", str, float]
@@ -726,24 +727,24 @@ def _smoothed_step(
     else:
         smooth = log_probs.mul(class_weight).sum(1)
         weight_sum = class_weight.sum()
+    flat_index = index.reshape(-1)
     flat_ignored = None if ignored is None else ignored.reshape(-1)
-    row_weights = _row_weights(index.reshape(-1), weight, flat_ignored, log_probs.dtype)
-    kept = None if flat_ignored is None else (~flat_ignored).to(log_probs.dtype)
+    row_weights = _row_weights(flat_index, weight, flat_ignored, log_probs.dtype)
+    # the rows that count: without a class weight, the row weights themselves
+    kept = row_weights
+    if weight is not None:
+        kept = _row_weights(flat_index, None, flat_ignored, log_probs.dtype)
     picked, smooth = picked.view(-1), smooth.view(-1)
-    target_sum = picked.sum() if row_weights is None else picked.dot(row_weights)
-    smooth_sum = smooth.sum() if kept is None else smooth.dot(kept)
-    a: Tensor | float
-    b: Tensor | float
+    a: Tensor | float = keep_eps if row_weights is None else row_weights * keep_eps
+    b: Tensor | float = smooth_eps if kept is None else kept * smooth_eps
     if reduction == "none":
         target_term = picked if row_weights is None else picked * row_weights
         smooth_term = smooth if kept is None else smooth * kept
         value = torch.add(target_term * keep_eps, smooth_term, alpha=smooth_eps).neg_()
-        a = keep_eps if row_weights is None else row_weights * keep_eps
-        b = smooth_eps if kept is None else kept * smooth_eps
     else:
+        target_sum = picked.sum() if row_weights is None else picked.dot(row_weights)
+        smooth_sum = smooth.sum() if kept is None else smooth.dot(kept)
         value = torch.add(target_sum * keep_eps, smooth_sum, alpha=smooth_eps).neg_()
-        a = keep_eps if row_weights is None else row_weights * keep_eps
-        b = smooth_eps if kept is None else kept * smooth_eps
         if reduction == "mean":
             total = rows if row_weights is None else row_weights.sum()
             value = value / total  # every row ignored: 0 / 0 = nan, as in torch
@@ -854,9 +855,6 @@ def _step_call(
         and (weight is None or (type(weight) is Tensor and not weight.requires_grad))
         and _eager_call(input, target, weight, where, reduction, ignore_index, _FAST_CLASS_DTYPES)
     )
-
-
-_CLASS_STEP_RULE = SlopeRule(_class_step, _class_step_scale, _class_step_gradient)
 
 
 # -- the eager steps' gates --------------------------------------------------------------------
