@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import NamedTuple, TypeGuard
+from collections.abc import Callable, Iterator
+from typing import NamedTuple, TypeGuard, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -412,8 +412,9 @@ def cross_entropy(
     if _step_call(input, target, weight, where, reduction, ignore_index, label_smoothing):
         # every check holds already (see _step_call): the training step, with the one read
         try:
+            half = input.dtype in _HALF and input.numel() >= _HALF_STEP_FROM
             return _CrossEntropyStep.run(
-                _CLASS_STEP_RULE,
+                _HALF_STEP_RULE if half else _CLASS_STEP_RULE,
                 input,
                 target,
                 (input.shape[1], ignore_index, weight, reduction, label_smoothing),
@@ -602,13 +603,12 @@ _CLASS_STEP_FROM = 1 << 14
 # ... and below this many (16 MiB of fp32). The step keeps the log-softmax alive from the forward
 # to the backward, as torch does; a training step's peak is at the end of its forward, where that
 # buffer adds to every activation, so from here on the large path, which keeps nothing, runs.
-# Half precision below _FUSED_MIN_ELEMENTS: above it the large path's float32 chunks take less
-# memory and time than a float32 log-softmax.
+# Half precision has no limit: from _FUSED_MIN_ELEMENTS its step keeps nothing (_HALF_STEP_RULE).
 _CLASS_STEP_UNTIL = {
     torch.float32: 1 << 22,
     torch.float64: 1 << 22,
-    torch.bfloat16: _FUSED_MIN_ELEMENTS,
-    torch.float16: _FUSED_MIN_ELEMENTS,
+    torch.bfloat16: math.inf,
+    torch.float16: math.inf,
 }
 
 
@@ -661,8 +661,16 @@ def _class_step(
     picked = log_probs.gather(1, column)
     coefficients: Tensor | _Smoothed | None
     if label_smoothing > 0:
+        class_weight = _class_weight_column(weight, log_probs)
         value, coefficients = _smoothed_step(
-            log_probs, picked, index, ignored, weight, reduction, label_smoothing
+            picked,
+            _smooth_sum(log_probs, class_weight, False),
+            index,
+            ignored,
+            class_weight,
+            reduction,
+            label_smoothing,
+            num_classes,
         )
     else:
         value, coefficients = _gathered_step(picked, index, ignored, weight, reduction)
@@ -704,36 +712,47 @@ def _gathered_step(
     return value, row_weights.view(picked.shape)
 
 
+def _class_weight_column(weight: Tensor | None, log_probs: Tensor) -> Tensor | None:
+    """The class weight shaped to broadcast along dimension 1 of ``log_probs``."""
+    if weight is None:
+        return None
+    return weight.view((1, log_probs.shape[1]) + (1,) * (log_probs.dim() - 2))
+
+
+def _smooth_sum(log_probs: Tensor, class_weight: Tensor | None, in_place: bool) -> Tensor:
+    """``sum_c w_c lp[n, c]`` over the class dimension, ``(N, d1, ..., dK)``; ``in_place``
+    multiplies ``log_probs`` (a buffer the caller drops) by the weight."""
+    if class_weight is None:
+        return log_probs.sum(1)
+    weighted = log_probs.mul_(class_weight) if in_place else log_probs.mul(class_weight)
+    return weighted.sum(1)
+
+
 def _smoothed_step(
-    log_probs: Tensor,
     picked: Tensor,
+    smooth: Tensor,
     index: Tensor,
     ignored: Tensor | None,
-    weight: Tensor | None,
+    class_weight: Tensor | None,
     reduction: str,
     label_smoothing: float,
+    num_classes: int,
 ) -> tuple[Tensor, _Smoothed]:
     """:func:`_gathered_step` with label smoothing, torch's loss: ``(1 - eps)`` times the
-    target's term plus ``eps / C`` times ``-sum_c w_c lp[n, c]``, the mean (of both) over the
-    sum of the rows' target weights ``w[y_n]`` (their number without a class weight)."""
-    num_classes = log_probs.shape[1]
+    target's term plus ``eps / C`` times ``-sum_c w_c lp[n, c]`` (``smooth``,
+    :func:`_smooth_sum`), the mean (of both) over the sum of the rows' target weights ``w[y_n]``
+    (their number without a class weight); ``class_weight`` as :func:`_class_weight_column`."""
     rows = index.numel()
     keep_eps, smooth_eps = 1 - label_smoothing, label_smoothing / num_classes
-    shape = (1, num_classes) + (1,) * (log_probs.dim() - 2)
-    class_weight = None if weight is None else weight.view(shape)
-    if class_weight is None:
-        smooth = log_probs.sum(1)  # (N, d1, ..., dK)
-        weight_sum: Tensor | float = float(num_classes)
-    else:
-        smooth = log_probs.mul(class_weight).sum(1)
-        weight_sum = class_weight.sum()
+    weight = None if class_weight is None else class_weight.view(-1)
+    weight_sum: Tensor | float = float(num_classes) if weight is None else weight.sum()
     flat_index = index.reshape(-1)
     flat_ignored = None if ignored is None else ignored.reshape(-1)
-    row_weights = _row_weights(flat_index, weight, flat_ignored, log_probs.dtype)
+    row_weights = _row_weights(flat_index, weight, flat_ignored, picked.dtype)
     # the rows that count: without a class weight, the row weights themselves
     kept = row_weights
     if weight is not None:
-        kept = _row_weights(flat_index, None, flat_ignored, log_probs.dtype)
+        kept = _row_weights(flat_index, None, flat_ignored, picked.dtype)
     picked, smooth = picked.view(-1), smooth.view(-1)
     a: Tensor | float = keep_eps if row_weights is None else row_weights * keep_eps
     b: Tensor | float = smooth_eps if kept is None else kept * smooth_eps
@@ -776,7 +795,8 @@ def _step_factor(grad: Tensor, config: _StepConfig, kept: _StepKept) -> Tensor:
 
 def _class_step_scale(slope: Tensor, grad: Tensor, config: _StepConfig, kept: _StepKept) -> Tensor:
     if isinstance(kept[1], _Smoothed):
-        return _smoothed_gradient(slope.exp_(), grad, config, kept, True)
+        gradient = _smoothed_gradient(slope.exp_(), grad, config, kept, True)
+        return gradient if gradient.dtype == grad.dtype else gradient.to(grad.dtype)
     factor = _step_factor(grad.to(slope.dtype), config, kept)
     gradient = slope.exp_().scatter_(1, kept[0], -1.0, reduce="add").mul_(factor)
     return gradient if gradient.dtype == grad.dtype else gradient.to(grad.dtype)
@@ -807,7 +827,7 @@ def _smoothed_gradient(
         else:
             gradient = torch.addcmul(gradient, spread, smoothed.weight, value=-1)
         gradient = gradient.scatter_add(1, column, target)
-    return gradient if gradient.dtype == grad.dtype else gradient.to(grad.dtype)
+    return gradient  # softmax's dtype
 
 
 def _class_step_gradient(
@@ -819,13 +839,145 @@ def _class_step_gradient(
     else:
         log_probs = torch.log_softmax(input, 1)
     if isinstance(kept[1], _Smoothed):
-        return _smoothed_gradient(log_probs.exp(), grad, config, kept, False)
+        return _smoothed_gradient(log_probs.exp(), grad, config, kept, False).to(input.dtype)
     factor = _step_factor(grad.to(log_probs.dtype), config, kept)
     one_hot = torch.zeros_like(log_probs).scatter_(1, kept[0], 1.0)
     return ((log_probs.exp() - one_hot) * factor).to(input.dtype)
 
 
 _CLASS_STEP_RULE = SlopeRule(_class_step, _class_step_scale, _class_step_gradient)
+
+
+# -- the half-precision training step ---------------------------------------------------------
+#
+# bf16/fp16 from _FUSED_MIN_ELEMENTS logits: the float32 step's arithmetic, by chunks of about
+# _CHUNK_ELEMENTS logits along dimension 0 (rows, or whole samples of K-dim logits), keeping no
+# (N, C) buffer from the forward to the backward. A float32 log-softmax kept (the step above)
+# takes twice torch's memory; a half-precision one rounds the gradient's softmax (exp(lp) of a
+# rounded lp is off by |lp| units of its last place). Each pass converts a chunk into one float32
+# buffer it owns and runs torch's log-softmax (forward) or softmax (backward) in place there
+# (``out=`` its input: the kernels read each element before they write it, the same bits as out
+# of place, tests/test_cross_entropy_speed.py); the gradient is written once, rounded once, into
+# its one (N, C) buffer. On the CPU torch has no half-to-float softmax kernel, and a fresh
+# float32 buffer per chunk and operation cost more in page faults than the arithmetic. Its bits
+# do not depend on the chunks: softmax works row by row.
+
+# The half-precision step's chunks: about this many logits (1 MiB of float32, within a core's
+# L2 cache, so that the conversion, the softmax and the scaling each read it from there). At
+# 64x32000 bf16, 2**18 ran in 0.81x torch's time, 2**20 in 1.30x, 2**16 in 0.87x, 2**14 in 1.42x.
+_HALF_CHUNK_ELEMENTS = 1 << 18
+# ... from this many logits (below it the float32 log-softmax kept, _CLASS_STEP_RULE)
+_HALF_STEP_FROM = _FUSED_MIN_ELEMENTS
+
+_V = TypeVar("_V")
+
+
+def _sliced(value: _V, part: slice) -> _V:
+    """``value``'s rows ``part`` if it is a tensor of rows (a column), else ``value``."""
+    if isinstance(value, Tensor) and value.dim() > 0:
+        return cast(_V, value[part])
+    return value
+
+
+def _float_chunks(input: Tensor) -> Iterator[tuple[slice, Tensor]]:
+    """Each chunk of ``input``'s rows (:func:`_row_chunks`) and its values in float32, in one
+    buffer that every chunk reuses (the caller is done with one before it asks for the next)."""
+    parts = _row_chunks(input, _HALF_CHUNK_ELEMENTS)
+    buffer = torch.empty((parts[0].stop - parts[0].start, *input.shape[1:]), dtype=torch.float32)
+    for part in parts:
+        rows = input[part]
+        yield part, buffer[: rows.shape[0]].copy_(rows)
+
+
+def _half_class_step(
+    input: Tensor, target: Tensor, config: _StepConfig
+) -> tuple[Tensor, None, _StepKept]:
+    """:func:`_class_step` for half-precision logits, in float32 by chunks; nothing kept of
+    ``(N, C)``. A read tells whether the log-probabilities it sums are finite (else
+    :class:`_Fallback`)."""
+    num_classes, ignore_index, weight, reduction, label_smoothing = config
+    index, ignored = gathered_index_mask(target, num_classes, ignore_index)
+    column = index.unsqueeze(1)  # (N, 1, d1, ..., dK)
+    weight = None if weight is None else weight.float()
+    class_weight = _class_weight_column(weight, input)
+    picked_parts, smooth_parts = [], []
+    for part, rows in _float_chunks(input):
+        log_probs = torch.log_softmax(rows, 1, out=rows)
+        picked_parts.append(log_probs.gather(1, column[part]))
+        if label_smoothing > 0:
+            smooth_parts.append(_smooth_sum(log_probs, class_weight, True))
+    picked = picked_parts[0] if len(picked_parts) == 1 else torch.cat(picked_parts)
+    # a +inf or nan logit (nan throughout its row), a log-probability below float32's range
+    # (-inf) where the loss reads it: the composition's limits. The sum is finite only if each
+    # term is (an overflow only sends a finite call there).
+    size = picked.sum()
+    smooth = None
+    if smooth_parts:
+        smooth = smooth_parts[0] if len(smooth_parts) == 1 else torch.cat(smooth_parts)
+        size = size + smooth.sum()
+    if not math.isfinite(float(size)):  # the one read of the values
+        raise _Fallback
+    coefficients: Tensor | _Smoothed | None
+    if smooth is not None:
+        value, coefficients = _smoothed_step(
+            picked,
+            smooth,
+            index,
+            ignored,
+            class_weight,
+            reduction,
+            label_smoothing,
+            num_classes,
+        )
+    else:
+        value, coefficients = _gathered_step(picked, index, ignored, weight, reduction)
+    value = value.view(target.shape) if reduction == "none" else value
+    return value.to(input.dtype), None, (column, coefficients)
+
+
+def _half_rows_gradient(
+    softmax: Tensor, share: Tensor, config: _StepConfig, kept: _StepKept, in_place: bool
+) -> Tensor:
+    """The float32 gradient of rows from their float32 softmax, ``share`` the rows' share of
+    the output gradient (:func:`_step_factor` without label smoothing): in the softmax's buffer
+    if ``in_place``, else out of place in the same ops (the same bits)."""
+    column = kept[0]
+    if isinstance(kept[1], _Smoothed):
+        return _smoothed_gradient(softmax, share, config, kept, in_place)
+    if in_place:
+        return softmax.scatter_(1, column, -1.0, reduce="add").mul_(share)
+    shift = torch.full(column.shape, -1.0, dtype=softmax.dtype)
+    return softmax.scatter_add(1, column, shift) * share
+
+
+def _half_class_step_gradient(
+    input: Tensor, target: Tensor, grad: Tensor, config: _StepConfig, kept: _StepKept
+) -> Tensor:
+    """The gradient ``(softmax - onehot) f`` (label smoothing: :class:`_Smoothed`): with
+    ``create_graph``, differentiable ops over every row; else by chunks, each written once."""
+    column, coefficients = kept
+    share = grad.float()
+    if not isinstance(coefficients, _Smoothed):
+        share = _step_factor(share, config, kept)
+    if torch.is_grad_enabled():
+        softmax = torch.softmax(input, 1, torch.float32)
+        return _half_rows_gradient(softmax, share, config, kept, False).to(input.dtype)
+    gradient = torch.empty_like(input)
+    for part, rows in _float_chunks(input):
+        if isinstance(coefficients, _Smoothed):
+            a, b, total, weight = coefficients
+            chunk: Tensor | _Smoothed | None = _Smoothed(
+                _sliced(a, part), _sliced(b, part), _sliced(total, part), weight
+            )
+        else:
+            chunk = _sliced(coefficients, part)
+        softmax = torch.softmax(rows, 1, out=rows)
+        rows_kept = (column[part], chunk)
+        gradient[part] = _half_rows_gradient(softmax, _sliced(share, part), config, rows_kept, True)
+    return gradient
+
+
+_HALF_STEP_RULE = SlopeRule(_half_class_step, _class_step_scale, _half_class_step_gradient)
 
 
 def _step_call(
@@ -1078,9 +1230,10 @@ def _soft_chunk(
     return z, probability_rows(q, class_weight, label_smoothing)
 
 
-def _row_chunks(input: Tensor) -> list[slice]:
-    """Slices of about ``_CHUNK_ELEMENTS`` logits of ``(M, C)`` rows (one, empty, for M = 0)."""
-    size = max(1, _CHUNK_ELEMENTS // max(1, input.shape[1]))
+def _row_chunks(input: Tensor, elements: int = _CHUNK_ELEMENTS) -> list[slice]:
+    """Slices of about ``elements`` logits along dimension 0 (rows of ``(M, C)`` logits,
+    samples of K-dim ones; one, empty, for M = 0)."""
+    size = max(1, elements // max(1, math.prod(input.shape[1:])))
     return [slice(i, i + size) for i in range(0, max(1, input.shape[0]), size)]
 
 
