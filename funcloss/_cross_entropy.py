@@ -336,12 +336,14 @@ def cross_entropy(
     The loss for classification: softmax over the class dimension, then the negative
     log-likelihood of the target. Takes what :func:`torch.nn.functional.cross_entropy` takes and
     gives the same values and gradients. With class indices, a plain eager call that builds a
-    graph, from 16384 logits to 2**22 (half precision: to 65536), runs a hand-written step: the
-    log-softmax that its forward keeps (as torch does) becomes the gradient, in place. From
-    65536 logits otherwise (transforms, compiling, larger inputs), a hand-written backward keeps
-    no ``(N, C)`` buffer alive between forward and backward and builds the gradient in its one
-    ``(N, C)`` buffer. Below both, autograd through a plain composition is the faster (an
-    ``autograd.Function`` costs more per call than it saves there).
+    graph, from 16384 logits to 2**22, runs a hand-written step: the log-softmax that its
+    forward keeps (as torch does) becomes the gradient, in place. From 65536 logits otherwise
+    (transforms, compiling, larger inputs), a hand-written backward keeps no ``(N, C)`` buffer
+    alive between forward and backward and builds the gradient in its one ``(N, C)`` buffer;
+    so does the plain eager step of half-precision logits from 65536 (class indices or
+    probabilities), which computes by float32 chunks. Below both, autograd through a plain
+    composition is the faster (an ``autograd.Function`` costs more per call than it saves
+    there).
 
     .. math::
         \ell_n = -\sum_c w_c\, q_{n,c} \log \frac{e^{x_{n,c}}}{\sum_k e^{x_{n,k}}},
@@ -424,6 +426,13 @@ def cross_entropy(
         except (RuntimeError, IndexError):  # gather's own range check: the clear error
             check_class_indices("cross_entropy", target, input.shape[1], ignore_index)
             raise
+    if _soft_step_call(input, target, weight, where, reduction, ignore_index, label_smoothing):
+        try:  # every check holds already (see _soft_step_call)
+            return _CrossEntropyStep.run(
+                _SOFT_STEP_RULE, input, target, (weight, reduction, label_smoothing)
+            )
+        except _Fallback:  # not finite: the paths below give the limits
+            pass
     if _fast(input, target, weight, where, reduction, ignore_index, label_smoothing):
         # every check holds already (see _fast): the small composition, with the one read
         num_classes = input.shape[1]
@@ -850,9 +859,9 @@ _CLASS_STEP_RULE = SlopeRule(_class_step, _class_step_scale, _class_step_gradien
 
 # -- the half-precision training step ---------------------------------------------------------
 #
-# bf16/fp16 from _FUSED_MIN_ELEMENTS logits: the float32 step's arithmetic, by chunks of about
-# _CHUNK_ELEMENTS logits along dimension 0 (rows, or whole samples of K-dim logits), keeping no
-# (N, C) buffer from the forward to the backward. A float32 log-softmax kept (the step above)
+# bf16/fp16 from _HALF_STEP_FROM logits: the float32 step's arithmetic, by chunks of about
+# _HALF_CHUNK_ELEMENTS logits along dimension 0 (rows, or whole samples of K-dim logits), keeping
+# no (N, C) buffer from the forward to the backward. A float32 log-softmax kept (the step above)
 # takes twice torch's memory; a half-precision one rounds the gradient's softmax (exp(lp) of a
 # rounded lp is off by |lp| units of its last place). Each pass converts a chunk into one float32
 # buffer it owns and runs torch's log-softmax (forward) or softmax (backward) in place there
@@ -860,33 +869,40 @@ _CLASS_STEP_RULE = SlopeRule(_class_step, _class_step_scale, _class_step_gradien
 # of place, tests/test_cross_entropy_speed.py); the gradient is written once, rounded once, into
 # its one (N, C) buffer. On the CPU torch has no half-to-float softmax kernel, and a fresh
 # float32 buffer per chunk and operation cost more in page faults than the arithmetic. Its bits
-# do not depend on the chunks: softmax works row by row.
+# do not depend on the chunks (softmax works row by row, sample by sample), so the double
+# backward's differentiable ops over every row give the same ones.
 
 # The half-precision step's chunks: about this many logits (1 MiB of float32, within a core's
 # L2 cache, so that the conversion, the softmax and the scaling each read it from there). At
 # 64x32000 bf16, 2**18 ran in 0.81x torch's time, 2**20 in 1.30x, 2**16 in 0.87x, 2**14 in 1.42x.
 _HALF_CHUNK_ELEMENTS = 1 << 18
-# ... from this many logits (below it the float32 log-softmax kept, _CLASS_STEP_RULE)
+# ... from this many logits: below it the float32 log-softmax kept (_CLASS_STEP_RULE) ran faster
+# (bf16 64x1000: 1.47x torch's time against 2.20x).
 _HALF_STEP_FROM = _FUSED_MIN_ELEMENTS
 
 _V = TypeVar("_V")
 
 
-def _sliced(value: _V, part: slice) -> _V:
+def _part(value: _V, part: slice) -> _V:
     """``value``'s rows ``part`` if it is a tensor of rows (a column), else ``value``."""
     if isinstance(value, Tensor) and value.dim() > 0:
         return cast(_V, value[part])
     return value
 
 
-def _float_chunks(input: Tensor) -> Iterator[tuple[slice, Tensor]]:
-    """Each chunk of ``input``'s rows (:func:`_row_chunks`) and its values in float32, in one
-    buffer that every chunk reuses (the caller is done with one before it asks for the next)."""
+def _float_chunks(input: Tensor, *others: Tensor) -> Iterator[tuple[slice, list[Tensor]]]:
+    """Each chunk of ``input``'s rows (whole samples of K-dim logits; about
+    :data:`_HALF_CHUNK_ELEMENTS` logits) and the same rows of each of ``others`` (its shape),
+    in float32, each in one buffer that every chunk reuses (the caller is done with one before
+    it asks for the next). Whole samples: torch's softmax kernels over dimension 1 round a range
+    of K-dim positions otherwise than the whole (measured), and ranges ran slower."""
     parts = _row_chunks(input, _HALF_CHUNK_ELEMENTS)
-    buffer = torch.empty((parts[0].stop - parts[0].start, *input.shape[1:]), dtype=torch.float32)
+    size = input[parts[0]].numel()
+    buffers = [torch.empty(size, dtype=torch.float32) for _ in (input, *others)]
     for part in parts:
-        rows = input[part]
-        yield part, buffer[: rows.shape[0]].copy_(rows)
+        chunks = [t[part] for t in (input, *others)]
+        numel = chunks[0].numel()
+        yield part, [b[:numel].view(c.shape).copy_(c) for b, c in zip(buffers, chunks, strict=True)]
 
 
 def _half_class_step(
@@ -900,21 +916,17 @@ def _half_class_step(
     column = index.unsqueeze(1)  # (N, 1, d1, ..., dK)
     weight = None if weight is None else weight.float()
     class_weight = _class_weight_column(weight, input)
-    picked_parts, smooth_parts = [], []
-    for part, rows in _float_chunks(input):
+    picked = torch.empty(column.shape)
+    smooth = torch.empty(target.shape) if label_smoothing > 0 else None
+    for part, (rows,) in _float_chunks(input):
         log_probs = torch.log_softmax(rows, 1, out=rows)
-        picked_parts.append(log_probs.gather(1, column[part]))
-        if label_smoothing > 0:
-            smooth_parts.append(_smooth_sum(log_probs, class_weight, True))
-    picked = picked_parts[0] if len(picked_parts) == 1 else torch.cat(picked_parts)
+        picked[part] = log_probs.gather(1, column[part])
+        if smooth is not None:
+            smooth[part] = _smooth_sum(log_probs, class_weight, True)
     # a +inf or nan logit (nan throughout its row), a log-probability below float32's range
     # (-inf) where the loss reads it: the composition's limits. The sum is finite only if each
     # term is (an overflow only sends a finite call there).
-    size = picked.sum()
-    smooth = None
-    if smooth_parts:
-        smooth = smooth_parts[0] if len(smooth_parts) == 1 else torch.cat(smooth_parts)
-        size = size + smooth.sum()
+    size = picked.sum() if smooth is None else picked.sum() + smooth.sum()
     if not math.isfinite(float(size)):  # the one read of the values
         raise _Fallback
     coefficients: Tensor | _Smoothed | None
@@ -962,22 +974,146 @@ def _half_class_step_gradient(
     if torch.is_grad_enabled():
         softmax = torch.softmax(input, 1, torch.float32)
         return _half_rows_gradient(softmax, share, config, kept, False).to(input.dtype)
-    gradient = torch.empty_like(input)
-    for part, rows in _float_chunks(input):
+    gradient = torch.empty(input.shape, dtype=input.dtype)
+    for part, (rows,) in _float_chunks(input):
         if isinstance(coefficients, _Smoothed):
             a, b, total, weight = coefficients
             chunk: Tensor | _Smoothed | None = _Smoothed(
-                _sliced(a, part), _sliced(b, part), _sliced(total, part), weight
+                _part(a, part), _part(b, part), _part(total, part), weight
             )
         else:
-            chunk = _sliced(coefficients, part)
+            chunk = _part(coefficients, part)
         softmax = torch.softmax(rows, 1, out=rows)
         rows_kept = (column[part], chunk)
-        gradient[part] = _half_rows_gradient(softmax, _sliced(share, part), config, rows_kept, True)
+        gradient[part] = _half_rows_gradient(softmax, _part(share, part), config, rows_kept, True)
     return gradient
 
 
 _HALF_STEP_RULE = SlopeRule(_half_class_step, _class_step_scale, _half_class_step_gradient)
+
+
+# -- the training step of class probabilities -------------------------------------------------
+#
+# The same chunks for a probability target: the forward's log-softmax and the backward's softmax
+# in the owned buffer, the coefficients ``a = w ((1 - eps) q + eps / C)`` in a second one; the
+# gradient ``(softmax sum_c a_c - a) f`` written once. Nothing of (N, C) is kept, where autograd
+# of the composition keeps the log-softmax and builds three (N, C) buffers in its backward.
+
+_SoftConfig = tuple["Tensor | None", str, float]
+
+
+def _soft_coefficients(q: Tensor, config: _SoftConfig, in_place: bool) -> Tensor:
+    """``a = w ((1 - eps) q + eps / C)`` in float32: in ``q``'s buffer (float32) if
+    ``in_place``, else out of place in the same ops."""
+    weight, _, label_smoothing = config
+    shape = (1, q.shape[1]) + (1,) * (q.dim() - 2)
+    class_weight = None if weight is None else weight.float().view(shape)
+    if not in_place:
+        a = q.float()
+        if label_smoothing > 0:
+            a = a * (1 - label_smoothing) + label_smoothing / q.shape[1]
+        return a if class_weight is None else a * class_weight
+    if label_smoothing > 0:
+        q = q.mul_(1 - label_smoothing).add_(label_smoothing / q.shape[1])
+    return q if class_weight is None else q.mul_(class_weight)
+
+
+def _soft_step(input: Tensor, target: Tensor, config: _SoftConfig) -> tuple[Tensor, None, None]:
+    """``-sum_c a_c log_softmax(x)_c`` per row, reduced (``"mean"``: over the number of rows),
+    in float32 by chunks; a read tells whether it is finite (else :class:`_Fallback`)."""
+    reduction = config[1]
+    loss = torch.empty(input.shape[:1] + input.shape[2:])
+    for part, (rows, a) in _float_chunks(input, target):
+        a = _soft_coefficients(a, config, True)
+        loss[part] = torch.log_softmax(rows, 1, out=rows).mul_(a).sum(1)
+    total = loss.sum()
+    # a +inf or nan logit, 0 * -inf (a -inf log-probability under a zero coefficient): the
+    # composition's limits
+    if not math.isfinite(float(total)):  # the one read
+        raise _Fallback
+    if reduction == "none":
+        value = loss.neg_()
+    else:
+        value = total.neg_() if reduction == "sum" else total.neg_().div_(loss.numel())
+    return value.to(input.dtype), None, None
+
+
+def _soft_share(grad: Tensor, input: Tensor, reduction: str) -> Tensor:
+    """Each row's share of the output gradient, in float32: a column, or one number."""
+    share = grad.float()
+    if reduction == "none":
+        return share.unsqueeze(1)
+    return share / (input.numel() // input.shape[1]) if reduction == "mean" else share
+
+
+def _soft_step_gradient(
+    input: Tensor, target: Tensor, grad: Tensor, config: _SoftConfig, kept: None
+) -> Tensor:
+    """``(softmax sum_c a_c - a) f``: with ``create_graph``, differentiable ops over every
+    row; else by chunks, each written once."""
+    share = _soft_share(grad, input, config[1])
+    if torch.is_grad_enabled():
+        # sum_c a_c by the chunks' sums (a sum over the classes of K-dim positions in ranges
+        # rounds otherwise than one over whole samples); it takes no gradient
+        total = torch.empty(input[:, :1].shape)
+        for part, (a,) in _float_chunks(target):
+            total[part] = _soft_coefficients(a, config, True).sum(1, keepdim=True)
+        a = _soft_coefficients(target, config, False)
+        softmax = torch.softmax(input, 1, torch.float32)
+        return ((softmax * total - a) * share).to(input.dtype)
+    gradient = torch.empty(input.shape, dtype=input.dtype)
+    for part, (rows, a) in _float_chunks(input, target):
+        a = _soft_coefficients(a, config, True)
+        softmax = torch.softmax(rows, 1, out=rows)
+        gradient[part] = softmax.mul_(a.sum(1, keepdim=True)).sub_(a).mul_(_part(share, part))
+    return gradient
+
+
+_SOFT_STEP_RULE = SlopeRule(_soft_step, _class_step_scale, _soft_step_gradient)
+# The step from this many logits, by dtype: half precision where its small composition ends;
+# float32 (N, C) logits from 2**21, where the composition's (N, C) buffers no longer fit in cache
+# (fp32, 1 thread, paired medians against torch: 64x32000 with label smoothing 0.99x against the
+# composition's 1.63x, 4096x1000 0.73x against 1.16x, 64x128000 0.75x against 0.95x; plain and
+# weighted within the noise). K-dim float32 logits keep the composition: whole samples of
+# 21x128x128 are chunks beyond a core's cache, and the step ran at 1.35x against 1.00x.
+_SOFT_STEP_FROM = {
+    torch.bfloat16: _FUSED_MIN_ELEMENTS,
+    torch.float16: _FUSED_MIN_ELEMENTS,
+    torch.float32: 1 << 21,
+}
+
+
+def _soft_step_call(
+    input: object,
+    target: object,
+    weight: object,
+    where: object,
+    reduction: object,
+    ignore_index: object,
+    label_smoothing: object,
+) -> TypeGuard[Tensor]:
+    """A plain eager call that builds a graph for the logits only: class probabilities of the
+    logits' shape and dtype (from :data:`_SOFT_STEP_FROM` logits by dtype; float32 as ``(N, C)``
+    only), a target and class
+    weight that take no gradient, ``ignore_index`` negative, and :func:`_eager_call`'s
+    conditions."""
+    return (
+        type(input) is Tensor
+        and type(target) is Tensor
+        and target.dtype == input.dtype
+        and input.dim() >= 2
+        and target.shape == input.shape
+        and input.numel() >= _SOFT_STEP_FROM.get(input.dtype, math.inf)
+        and (input.dim() == 2 or input.dtype in _HALF)
+        and input.requires_grad
+        and not target.requires_grad
+        and torch.is_grad_enabled()
+        and (weight is None or (type(weight) is Tensor and not weight.requires_grad))
+        and type(ignore_index) is int
+        and ignore_index < 0
+        and _smoothing(label_smoothing)
+        and _eager_call(input, target, weight, where, reduction, ignore_index, _FAST_CLASS_DTYPES)
+    )
 
 
 def _step_call(

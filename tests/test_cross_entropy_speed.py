@@ -497,3 +497,75 @@ def test_softmax_kernels_run_in_place_with_their_bits(shape, op) -> None:
     result = op(buffer, 1, out=buffer)
     assert result.data_ptr() == buffer.data_ptr()
     assert torch.equal(buffer, op(x, 1))
+
+
+_SOFT_SHAPES = {
+    "large": ((64, 2 * ce_module._SOFT_STEP_FROM[torch.bfloat16] // 64), torch.bfloat16),
+    "chunks": ((40, 7001), torch.bfloat16),
+    "kchunks": ((19, 5, 80, 80), torch.float16),
+    "float32": ((40, ce_module._SOFT_STEP_FROM[torch.float32] // 40 + 1), torch.float32),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_SOFT_SHAPES))
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_probability_step_matches_the_general_path(shape, reduction, weighted, smoothing) -> None:
+    # half-precision logits and class probabilities on a plain eager call building a graph for
+    # the logits: the step, by float32 chunks (rows, K-dim samples); the general path's value,
+    # gradient and second derivative; a retained graph's second backward and the double
+    # backward's gradient give the first one's bits; value and gradient at least as close to
+    # float64 as torch's own half precision (float32 from 2**21 (N, C) logits: torch's values)
+    shape, dtype = _SOFT_SHAPES[shape]
+    generator = torch.Generator().manual_seed(3)
+    x = (torch.randn(shape, generator=generator, dtype=torch.float64) * 3).to(dtype)
+    q = torch.softmax(torch.randn(shape, generator=generator, dtype=torch.float64) * 2, 1)
+    q = q.to(dtype)
+    kwargs: dict = {"reduction": reduction, "label_smoothing": smoothing}
+    if weighted:
+        kwargs["weight"] = (torch.rand(shape[1], generator=generator) + 0.5).to(dtype)
+    leaf = x.clone().requires_grad_()
+    loss = funcloss.cross_entropy(leaf, q, **kwargs)
+    assert type(loss.grad_fn).__name__ == "_CrossEntropyStepBackward"
+    assert loss.grad_fn.slope is None  # nothing of (N, C) kept
+    (grad,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=True)
+    (again,) = torch.autograd.grad(loss.sum(), leaf)
+    assert torch.equal(grad, again) and grad.dtype == dtype
+    fast = _results(funcloss.cross_entropy, x, q, kwargs)
+    assert torch.equal(fast[1], grad)  # the double backward's differentiable ops: same bits
+    general = _results(_general, x, q, kwargs)
+    tolerance = _HALF_TOLERANCE.get(dtype, {})
+    for ours, theirs in zip(fast[:3], general[:3], strict=True):
+        torch.testing.assert_close(ours, theirs, **tolerance)
+    theirs = _results(F.cross_entropy, x, q, kwargs)
+    if dtype not in _HALF_TOLERANCE:  # float32: torch's values, rounded otherwise
+        for ours, torch_result in zip(fast[:2], theirs[:2], strict=True):
+            torch.testing.assert_close(ours, torch_result)
+        return
+    k64 = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    exact = _results(F.cross_entropy, x.double(), q.double(), k64)
+    for ours, torch_result, truth in zip(fast[:2], theirs[:2], exact[:2], strict=True):
+        ours_error = (ours.double() - truth).abs().max()
+        assert ours_error <= (torch_result.double() - truth).abs().max(), ours_error
+
+
+@pytest.mark.parametrize("where", ["inf", "target_grad", "weight_grad"])
+def test_probability_step_leaves_other_calls_to_the_other_paths(where) -> None:
+    # a +inf logit (nan rows: the step's read refuses them), a target or class weight that
+    # takes a gradient: the paths before the step, with their results
+    x = torch.randn(64, 2048).to(torch.bfloat16)
+    q = torch.softmax(torch.randn(64, 2048), 1).to(torch.bfloat16)
+    weight = None
+    if where == "inf":
+        x[5, 7] = math.inf
+    elif where == "target_grad":
+        q.requires_grad_()
+    else:
+        weight = torch.rand(2048).to(torch.bfloat16).requires_grad_()
+    leaf = x.clone().requires_grad_()
+    loss = funcloss.cross_entropy(leaf, q, weight)
+    assert "_CrossEntropyStepBackward" not in _nodes(loss)
+    expected = _general(x.clone().requires_grad_(), q, weight=weight)
+    torch.testing.assert_close(loss, expected)
+    assert bool(loss.isfinite())
