@@ -121,7 +121,9 @@ def _masks(
 #   cheapest backward of the small call.
 # - a plain eager call building a graph, from 16384 logits to 2**22 (_step_call), takes neither:
 #   the training step (_CrossEntropyStep below), which keeps the log-softmax and writes the
-#   gradient into it.
+#   gradient into it. Half-precision logits from 65536 take a step that keeps nothing of (N, C)
+#   and computes by float32 chunks (_HALF_STEP_RULE), at any size; so do class probabilities
+#   (_soft_step_call: half precision from 65536, float32 (N, C) from 2**21).
 
 # Below this many logits, autograd through the composition beats the custom Function's overhead.
 _FUSED_MIN_ELEMENTS = 1 << 16

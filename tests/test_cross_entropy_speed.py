@@ -42,7 +42,7 @@ def _results(loss_fn, x, y, kwargs):
     leaf = x.clone().requires_grad_()
     loss = loss_fn(leaf, y, **kwargs)
     (grad,) = torch.autograd.grad(loss.sum(), leaf, create_graph=True)
-    # in float64, then rounded: torch's float16 linspace is nan from index 65520 on
+    # in float64, then rounded: torch's float16 linspace is nan 65520 steps from either end
     probe = torch.linspace(-1, 1, x.numel(), dtype=torch.float64).to(x.dtype).view(x.shape)
     (second,) = torch.autograd.grad((grad * probe).sum(), leaf)
     return loss.detach(), grad.detach(), second, _nodes(loss)
