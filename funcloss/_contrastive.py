@@ -677,17 +677,29 @@ def _distances(unit: Tensor) -> Tensor:
     a distance of 0 (a sample with itself, coincident or zero embeddings) is taken through the
     double ``where``, with derivatives 0 there (the subgradient of the cone's tip), never NaN.
     A squared distance that rounding makes negative is 0; a NaN stays NaN.
+
+    The Gram form loses the relative precision ``2 eps / d^2`` of a near pair's squared distance
+    (in float32 a gradient off by 2e-5 of itself at ``d = 0.24``, where the differences are
+    exact): below float64 the squared distances come from one dtype wider (float64 for
+    float32), rounded once. Those wide ``(N, N)`` buffers live in the forward only: autograd
+    saves none of them.
     """
+    dtype = unit.dtype
+    wide = unit.to(_WIDER.get(dtype, dtype))
     # the norms from the Gram matrix's own diagonal: coincident rows give the same products as
     # their cross term, so exactly 0 (a separate sum rounds otherwise on some CPUs' kernels)
-    gram = unit @ unit.T
+    gram = wide @ wide.T
     squared_norm = gram.diagonal()
-    squared = squared_norm[:, None] + squared_norm[None, :] - 2 * gram
+    squared = (squared_norm[:, None] + squared_norm[None, :] - 2 * gram).to(dtype)
     n = unit.shape[0]
     not_self = ~torch.eye(n, dtype=torch.bool, device=unit.device)
     # NaN stays NaN (``~(squared <= 0)``, not ``squared > 0``): a NaN input is never hidden
     positive = ~(squared <= 0) & not_self
     return torch.where(positive, torch.where(positive, squared, 1.0).sqrt(), 0.0)
+
+
+# The Gram matrix's dtype for embeddings of a narrower one (see _distances).
+_WIDER = {torch.float32: torch.float64, torch.bfloat16: torch.float32, torch.float16: torch.float32}
 
 
 def _distances_to(unit: Tensor, index: Tensor) -> Tensor:
