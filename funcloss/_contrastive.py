@@ -494,8 +494,22 @@ def _margin_softmax(
     # cosines far outside [-1, 1] (float32 near 3e38) overflow the difference: clamped to the
     # dtype's range, the loss stays finite (at +-inf the clamp's zero gradient is the limit's)
     big = torch.finfo(relative.dtype).max
-    loss = torch.logsumexp(relative.clamp(-big, big), 1)
+    loss = _small_logsumexp(relative.clamp(-big, big))
     return reduce(loss, reduction, where=where).to(dtype)
+
+
+def _small_logsumexp(z: Tensor) -> Tensor:
+    """``logsumexp(z, 1)`` as ``m + log1p(sum_j e_j)`` with ``m`` the row's largest value
+    (detached), ``e_j = exp(z_j - m)`` and ``expm1`` at the largest one (0 there): the same
+    function of ``z`` (derivatives of every order: the softmax, ...), but a small result, a
+    well-separated row's ``log(1 + e)`` with ``e << 1``, keeps its precision, which the log of a
+    rounded ``1 + e`` loses (in float32 2e-4 of the loss at ``e = 1.4e-4``)."""
+    top = z.detach().amax(1, keepdim=True)
+    first = z.detach().argmax(1, keepdim=True)
+    at_top = torch.arange(z.shape[1], device=z.device) == first
+    shifted = z - top
+    terms = torch.where(at_top, torch.expm1(shifted), torch.exp(shifted))
+    return top.squeeze(1) + torch.log1p(terms.sum(1))
 
 
 def _check_arcface_config(

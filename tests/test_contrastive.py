@@ -373,3 +373,34 @@ def test_arcface_at_cos_plus_minus_one_is_finite(easy_margin: bool) -> None:
     inside = cosine.clone()
     inside[0, 0] = 1 - 1e-12
     assert_close(funcloss.arcface_loss(inside, target), funcloss.arcface_loss(cosine, target))
+
+
+@pytest.mark.parametrize("loss", [funcloss.cosface_loss, funcloss.arcface_loss])
+def test_margin_softmax_keeps_a_small_loss_precise(loss) -> None:
+    # a well-separated row's loss is log(1 + e), e << 1: float32 within 1e-5 of float64 (the
+    # margin's own float32 rounding, times the scale, bounds it near 1e-6; the log of a rounded
+    # 1 + e was off by 2e-4 at e = 1.4e-4, a random draw of
+    # test_float32_matches_oracle[cosface_loss] found the row [0.5, 0, 0], and float32 and
+    # float64 alike gave 0 at e = 1e-31), and the gradient is float64's
+    cosines = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.96875, -0.5, -0.5]])
+    target = torch.tensor([0, 1, 0])
+    x32 = cosines.clone().requires_grad_()
+    x64 = cosines.double().requires_grad_()
+    value32, value64 = loss(x32, target, reduction="none"), loss(x64, target, reduction="none")
+    # the truth, log1p of the other classes' terms in float64 (default margins, scale 64)
+    c = cosines.double()
+    picked = c.gather(1, target[:, None])
+    if loss is funcloss.cosface_loss:
+        modified = picked - 0.35
+    else:
+        modified = torch.cos(torch.acos(picked) + 0.5)
+    others = torch.ones_like(c, dtype=torch.bool).scatter_(1, target[:, None], False)
+    terms = torch.where(others, torch.exp(64 * (c - modified)), 0.0)
+    truth = torch.log1p(terms.sum(1))
+    small = truth < 1e-3
+    assert bool(small.any())
+    for value in (value32, value64):
+        torch.testing.assert_close(value.double()[small], truth[small], rtol=1e-5, atol=0.0)
+    (g32,) = torch.autograd.grad(value32.sum(), x32)
+    (g64,) = torch.autograd.grad(value64.sum(), x64)
+    torch.testing.assert_close(g32.double(), g64, rtol=1e-5, atol=1e-9)
