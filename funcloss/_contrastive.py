@@ -507,9 +507,10 @@ def _small_logsumexp(z: Tensor) -> Tensor:
     top = z.detach().amax(1, keepdim=True)
     first = z.detach().argmax(1, keepdim=True)
     at_top = torch.arange(z.shape[1], device=z.device) == first
-    shifted = z - top
-    terms = torch.where(at_top, torch.expm1(shifted), torch.exp(shifted))
-    return top.squeeze(1) + torch.log1p(terms.sum(1))
+    # the other terms (autograd keeps one (N, C) buffer, exp's), and the largest one's apart
+    others = torch.exp(z - top).masked_fill(at_top, 0.0).sum(1)
+    own = torch.expm1(z.gather(1, first) - top).squeeze(1)
+    return top.squeeze(1) + torch.log1p(others + own)
 
 
 def _check_arcface_config(
