@@ -659,7 +659,7 @@ def _class_step(
     :func:`_smoothed_step`), and the log-softmax as the slope's buffer. ``(N, C)`` logits or
     K-dim ones, ``(N, C, d1, ..., dK)``, in place: the class dimension is dimension 1
     throughout."""
-    num_classes, ignore_index, weight, reduction, label_smoothing = config
+    num_classes, ignore_index, weight, _, label_smoothing = config
     if input.dtype in _HALF:  # the log-softmax (and all after it) in fp32, rounded once
         log_probs = torch.log_softmax(input, 1, torch.float32)
         weight = None if weight is None else weight.float()
@@ -670,24 +670,42 @@ def _class_step(
         raise _Fallback
     column = index.unsqueeze(1)  # (N, 1, d1, ..., dK)
     picked = log_probs.gather(1, column)
-    coefficients: Tensor | _Smoothed | None
+    smooth = None
     if label_smoothing > 0:
-        class_weight = _class_weight_column(weight, log_probs)
+        smooth = _smooth_sum(log_probs, _class_weight_column(weight, log_probs), False)
+    value, coefficients = _step_value(picked, smooth, index, ignored, weight, target, config)
+    value = value if value.dtype == input.dtype else value.to(input.dtype)
+    return value, log_probs, (column, coefficients)
+
+
+def _step_value(
+    picked: Tensor,
+    smooth: Tensor | None,
+    index: Tensor,
+    ignored: Tensor | None,
+    weight: Tensor | None,
+    target: Tensor,
+    config: _StepConfig,
+) -> tuple[Tensor, Tensor | _Smoothed | None]:
+    """The steps' loss, in the compute dtype, and the rows' coefficients for the backward, from
+    the gathered log-probabilities and (label smoothing) their weighted sums ``smooth``;
+    ``weight`` the class weight in the compute dtype."""
+    num_classes, _, _, reduction, label_smoothing = config
+    coefficients: Tensor | _Smoothed | None
+    if smooth is not None:
         value, coefficients = _smoothed_step(
             picked,
-            _smooth_sum(log_probs, class_weight, False),
+            smooth,
             index,
             ignored,
-            class_weight,
+            _class_weight_column(weight, picked),
             reduction,
             label_smoothing,
             num_classes,
         )
     else:
         value, coefficients = _gathered_step(picked, index, ignored, weight, reduction)
-    value = value.view(target.shape) if reduction == "none" else value
-    value = value if value.dtype == input.dtype else value.to(input.dtype)
-    return value, log_probs, (column, coefficients)
+    return (value.view(target.shape) if reduction == "none" else value), coefficients
 
 
 def _gathered_step(
@@ -723,11 +741,12 @@ def _gathered_step(
     return value, row_weights.view(picked.shape)
 
 
-def _class_weight_column(weight: Tensor | None, log_probs: Tensor) -> Tensor | None:
-    """The class weight shaped to broadcast along dimension 1 of ``log_probs``."""
+def _class_weight_column(weight: Tensor | None, like: Tensor) -> Tensor | None:
+    """The class weight shaped to broadcast along dimension 1 of a tensor with ``like``'s number
+    of dimensions (logits, or a column of them)."""
     if weight is None:
         return None
-    return weight.view((1, log_probs.shape[1]) + (1,) * (log_probs.dim() - 2))
+    return weight.view((1, -1) + (1,) * (like.dim() - 2))
 
 
 def _smooth_sum(log_probs: Tensor, class_weight: Tensor | None, in_place: bool) -> Tensor:
@@ -913,7 +932,7 @@ def _half_class_step(
     """:func:`_class_step` for half-precision logits, in float32 by chunks; nothing kept of
     ``(N, C)``. A read tells whether the log-probabilities it sums are finite (else
     :class:`_Fallback`)."""
-    num_classes, ignore_index, weight, reduction, label_smoothing = config
+    num_classes, ignore_index, weight, _, label_smoothing = config
     index, ignored = gathered_index_mask(target, num_classes, ignore_index)
     column = index.unsqueeze(1)  # (N, 1, d1, ..., dK)
     weight = None if weight is None else weight.float()
@@ -931,21 +950,7 @@ def _half_class_step(
     size = picked.sum() if smooth is None else picked.sum() + smooth.sum()
     if not math.isfinite(float(size)):  # the one read of the values
         raise _Fallback
-    coefficients: Tensor | _Smoothed | None
-    if smooth is not None:
-        value, coefficients = _smoothed_step(
-            picked,
-            smooth,
-            index,
-            ignored,
-            class_weight,
-            reduction,
-            label_smoothing,
-            num_classes,
-        )
-    else:
-        value, coefficients = _gathered_step(picked, index, ignored, weight, reduction)
-    value = value.view(target.shape) if reduction == "none" else value
+    value, coefficients = _step_value(picked, smooth, index, ignored, weight, target, config)
     return value.to(input.dtype), None, (column, coefficients)
 
 
@@ -991,6 +996,7 @@ def _half_class_step_gradient(
     return gradient
 
 
+# (no slope kept: the backward always calls _half_class_step_gradient)
 _HALF_STEP_RULE = SlopeRule(_half_class_step, _class_step_scale, _half_class_step_gradient)
 
 
@@ -1008,8 +1014,7 @@ def _soft_coefficients(q: Tensor, config: _SoftConfig, in_place: bool) -> Tensor
     """``a = w ((1 - eps) q + eps / C)`` in float32: in ``q``'s buffer (float32) if
     ``in_place``, else out of place in the same ops."""
     weight, _, label_smoothing = config
-    shape = (1, q.shape[1]) + (1,) * (q.dim() - 2)
-    class_weight = None if weight is None else weight.float().view(shape)
+    class_weight = _class_weight_column(None if weight is None else weight.float(), q)
     if not in_place:
         a = q.float()
         if label_smoothing > 0:
@@ -1071,6 +1076,7 @@ def _soft_step_gradient(
     return gradient
 
 
+# (its forward keeps no slope: the backward always calls _soft_step_gradient, never the scale)
 _SOFT_STEP_RULE = SlopeRule(_soft_step, _class_step_scale, _soft_step_gradient)
 # The step from this many logits, by dtype: half precision where its small composition ends;
 # float32 (N, C) logits from 2**21, where the composition's (N, C) buffers no longer fit in cache

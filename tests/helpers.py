@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .registry import Case, LossSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, *args: str, timeout: int = 300, cwd: Path | None = None) -> str:
+    """The standard output of the repository's ``script`` (``benchmarks/sweep.py``, ...) run
+    with ``args`` in a fresh interpreter, funcloss from this checkout; it must exit 0."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
 
 # float64 everywhere in the matrix: tolerances are for rounding, not for approximation.
 RTOL, ATOL = 1e-6, 1e-9

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,10 +14,11 @@ import torch.nn.functional as F
 
 import funcloss
 
-ROOT = Path(__file__).resolve().parents[1]
+from .helpers import ROOT, run_script
+
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import sweep  # noqa: E402
+import sweep
 
 
 def test_sweep_covers_every_loss_shared_with_torch() -> None:
@@ -29,14 +28,7 @@ def test_sweep_covers_every_loss_shared_with_torch() -> None:
 
 
 def test_sweep_quick(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    assert result.returncode == 0, result.stderr
+    run_script("benchmarks/sweep.py", "--quick", "--out", str(tmp_path))
     records = json.loads((tmp_path / "sweep.json").read_text())["cells"]
     seen = {(r["label"], r["shape"], r["dtype"]): r for r in records}
     expected = [

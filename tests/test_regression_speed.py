@@ -4,33 +4,22 @@ backed twice and for double backward (the in-place slope is used once, then reco
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import funcloss
 
-ROOT = Path(__file__).resolve().parents[1]
+from .helpers import run_script
+
 LOSSES = ("mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "poisson_nll_loss", "kl_div")
 
 
 def test_benchmark_quick() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "regression_speed.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "x" in line]
+    out = run_script("benchmarks/regression_speed.py", "--quick")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "x" in line]
     for name in (*LOSSES, "gaussian_nll_loss"):
-        assert sum(f"| {name} " in row for row in rows) == 2, result.stdout
+        assert sum(f"| {name} " in row for row in rows) == 2, out
 
 
 def _pair(name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
