@@ -27,6 +27,7 @@ Conventions shared by the family:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -472,10 +473,11 @@ def _margin_softmax(
     scale: float,
     reduction: Reduction,
     where: Tensor | None,
-    target_logit,
+    relative_logits: Callable[[Tensor, Tensor], Tensor],
 ) -> Tensor:
-    """Cross-entropy of ``scale *`` the cosines with the target's cosine replaced by
-    ``target_logit(cosine)`` (shape ``(N,)``)."""
+    """Cross-entropy of ``scale *`` the cosines with the target's cosine replaced by its margin
+    logit, from ``relative_logits(cosine, target_cosine)``: ``(N, C)``, each class's cosine less
+    the target's margin logit (read at the other classes only)."""
     _check_cosine_logits(fn, input, target)
     n, num_classes = input.shape
     dtype = input.dtype
@@ -486,11 +488,10 @@ def _margin_softmax(
     target = as_index(target)
     cosine = input.to(compute_dtype(dtype))
     is_target = torch.arange(num_classes, device=cosine.device) == target[:, None]
-    target_cosine = cosine.gather(1, target[:, None]).squeeze(1)
-    modified = target_logit(target_cosine)
+    target_cosine = cosine.gather(1, target[:, None])
     # logits relative to the target's: the target's own is 0, also at an infinite target
     # cosine (where logsumexp(logits) - target logit would be inf - inf)
-    relative = torch.where(is_target, 0.0, (cosine - modified[:, None]) * scale)
+    relative = torch.where(is_target, 0.0, relative_logits(cosine, target_cosine) * scale)
     # cosines far outside [-1, 1] (float32 near 3e38) overflow the difference: clamped to the
     # dtype's range, the loss stays finite (at +-inf the clamp's zero gradient is the limit's)
     big = torch.finfo(relative.dtype).max
@@ -606,13 +607,15 @@ def arcface_loss(
     cos_m, sin_m = math.cos(margin), math.sin(margin)
     threshold, fallback = math.cos(math.pi - margin), math.sin(math.pi - margin) * margin
 
-    def with_margin(cosine: Tensor) -> Tensor:
-        shifted = cosine * cos_m - _sine(cosine) * sin_m
+    def relative_logits(cosine: Tensor, target_cosine: Tensor) -> Tensor:
+        shifted = target_cosine * cos_m - _sine(target_cosine) * sin_m
         if easy_margin:
-            return torch.where(cosine > 0, shifted, cosine)
-        return torch.where(cosine > threshold, shifted, cosine - fallback)
+            modified = torch.where(target_cosine > 0, shifted, target_cosine)
+        else:
+            modified = torch.where(target_cosine > threshold, shifted, target_cosine - fallback)
+        return cosine - modified
 
-    return _margin_softmax(fn, input, target, scale, reduction, where, with_margin)
+    return _margin_softmax(fn, input, target, scale, reduction, where, relative_logits)
 
 
 def _check_cosface_config(
@@ -676,9 +679,13 @@ def cosface_loss(
     """
     fn = "cosface_loss"
     _check_cosface_config(margin=margin, scale=scale, reduction=reduction)
-    return _margin_softmax(
-        fn, input, target, scale, reduction, where, lambda cosine: cosine - margin
-    )
+
+    def relative_logits(cosine: Tensor, target_cosine: Tensor) -> Tensor:
+        # the difference first: far outside [-1, 1] (float32 near -4e31) the margin would be
+        # rounded away in the target's cos - m, and a tie would give log 2 for s m + log 2
+        return (cosine - target_cosine) + margin
+
+    return _margin_softmax(fn, input, target, scale, reduction, where, relative_logits)
 
 
 # -- pair distances and the metric-learning losses -------------------------------------------

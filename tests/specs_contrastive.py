@@ -187,6 +187,30 @@ def cosface_oracle(
     )
 
 
+def cosface_limit(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 0.35,
+    scale: float = 64.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """cosface_oracle's function from the differences of the cosines: per row, logsumexp of 0
+    (the target) and ``(c_j - c_y + m) s`` (the others). Far outside [-1, 1] the oracle's
+    ``c_y - m`` rounds the margin away (at -4e31 float64 does), and its logsumexp of two equal
+    huge logits rounds their log 2 away; the differences keep both. Finite inputs only."""
+    if not bool(input.isfinite().all()):
+        raise NotImplementedError("finite cosines only: the stand-ins decide at an infinite one")
+    losses = []
+    for n in range(input.shape[0]):
+        y = int(target[n])
+        logits = [
+            input.new_zeros(()) if c == y else (input[n, c] - input[n, y] + margin) * scale
+            for c in range(input.shape[1])
+        ]
+        losses.append(torch.logsumexp(torch.stack(logits), 0))
+    return _reduce(losses, len(input), reduction, input)
+
+
 def _distance(u: Tensor, i: int, j: int) -> Tensor:
     """The Euclidean distance of two unit vectors, from their difference."""
     return torch.sqrt(((u[i] - u[j]) ** 2).sum())
@@ -615,6 +639,7 @@ SPECS = [
         per_sample_dims=None,
         anchor=_pml_margin("CosFaceLoss"),
         anchor_name="pytorch-metric-learning",
+        limit=cosface_limit,
     ),
     _spec(
         "contrastive_loss",

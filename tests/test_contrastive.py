@@ -375,6 +375,24 @@ def test_arcface_at_cos_plus_minus_one_is_finite(easy_margin: bool) -> None:
     assert_close(funcloss.arcface_loss(inside, target), funcloss.arcface_loss(cosine, target))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cosface_keeps_the_margin_of_huge_cosines(dtype) -> None:
+    # test_huge_inputs_in_float32[cosface_loss] drew cosines near -4e31 with the target's and
+    # another class's equal: c - m rounds to c there (in float64 too), and the loss was log 2;
+    # the margin is in the difference of the cosines, (c_j - c_y + m) s = s m
+    cosines = torch.tensor([[-4e31, -4e31], [3e38, 3e38], [1e20, -1e20]], dtype=dtype)
+    x = cosines.clone().requires_grad_()
+    loss = funcloss.cosface_loss(x, torch.tensor([0, 1, 1]), reduction="none")
+    s_m = torch.tensor(64 * 0.35, dtype=torch.float64)
+    tie = s_m + torch.log1p(torch.exp(-s_m))
+    truth = torch.stack([tie, tie, (2e20 + 0.35) * 64 * torch.ones((), dtype=torch.float64)])
+    torch.testing.assert_close(loss.double(), truth, rtol=1e-6, atol=0.0)
+    (gradient,) = torch.autograd.grad(loss.sum(), x)
+    share = 64 * torch.sigmoid(s_m)  # the other class's softmax weight, times s
+    truth = torch.tensor([[-share, share], [share, -share], [64.0, -64.0]], dtype=torch.float64)
+    torch.testing.assert_close(gradient.double(), truth, rtol=1e-6, atol=0.0)
+
+
 @pytest.mark.parametrize("loss", [funcloss.cosface_loss, funcloss.arcface_loss])
 def test_margin_softmax_keeps_a_small_loss_precise(loss) -> None:
     # a well-separated row's loss is log(1 + e), e << 1: float32 within 1e-5 of float64 (the
