@@ -37,6 +37,9 @@ _IMPOSSIBLE = _LOG_ZERO / 2
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 # The eager step rescales its alphas every this many frames.
 _RESCALE = 4
+# It flips the reversed alphas in this many parts of the frames: a quarter of the (T, N, L)
+# copy at a time, for a few more ops.
+_FLIP_PARTS = 4
 
 
 # -- the lattice -------------------------------------------------------------------------------
@@ -54,10 +57,10 @@ def _lattice(
     input_lengths: Tensor,
     target_lengths: Tensor,
     blank: int,
-    out: Tensor | None = None,
+    in_place: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The extended labels and what the recursions read from them (the emissions written into
-    ``out`` where given, a ``(T, N, L)`` view of the eager step's buffer).
+    """The extended labels and what the recursions read from them (``in_place``: for the eager
+    step, which builds no graph: the emissions formed in one buffer, the same values).
 
     Returns ``labels`` ``(N, L)`` (positions past a target's end hold the blank), ``skip``
     ``(N, L)`` (0 where state s may be entered from s - 2, log 0 elsewhere), ``emissions``
@@ -91,11 +94,10 @@ def _lattice(
     # shift; a +inf on a path: the largest finite one (the loss is -inf, as it should be)
     shift = shift.masked_fill(shift == -math.inf, 0.0)
     finite = shift.clamp_max(torch.finfo(shift.dtype).max)
-    shifted = (emissions - finite).clamp(_LOG_ZERO, 0.0)
-    if out is None:
-        emissions = torch.where(on_path, shifted, _LOG_ZERO)
-    else:  # (where's out= takes a tensor for the log 0)
-        emissions = torch.where(on_path, shifted, shifted.new_full((), _LOG_ZERO), out=out)
+    if in_place:  # off the paths -inf - m clamps to log 0: the same bits as the where
+        emissions = reached.sub_(finite).clamp_(_LOG_ZERO, 0.0)
+    else:
+        emissions = torch.where(on_path, (emissions - finite).clamp(_LOG_ZERO, 0.0), _LOG_ZERO)
     return labels, skip, emissions, shift.sum((0, 2))
 
 
@@ -337,14 +339,15 @@ def _alpha_beta(
     target_lengths: Tensor,
     blank: int,
     gradient: bool,
-) -> tuple[Tensor, Tensor | None, Tensor]:
-    """-log p ``(N,)``; with ``gradient``, its slope's negative d(log p_n)/d log_probs
-    ``(T, N, C)`` (:class:`_EagerCTC` scales it by minus the incoming gradient); and which
-    samples' lattice holds a NaN ``(N,)`` (their value is NaN; their slope is not, and is read
-    as NaN: :class:`_EagerCTC` scales it by a NaN, one fill of ``(N,)``)."""
+) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor]:
+    """-log p ``(N,)``; with ``gradient``, the extended labels ``(N, L)`` and the state
+    posteriors ``(T, N, L)``, whose sums per class are d(log p_n)/d log_probs (formed in
+    :class:`_EagerCTC`'s backward, scaled first: a pass over ``(T, N, L)``, not ``(T, N, C)``);
+    and which samples' lattice holds a NaN ``(N,)`` (their value is NaN; their posteriors are
+    not, and are read as NaN: the backward scales them by a NaN, one fill of ``(N,)``)."""
     num_frames, n, _ = log_probs.shape
     labels, skip, emissions, offset = _lattice(
-        log_probs, targets, input_lengths, target_lengths, blank
+        log_probs, targets, input_lengths, target_lengths, blank, in_place=True
     )
     num_states = labels.shape[1]
     rows, width = (2 * n if gradient else n), num_states + 2
@@ -403,38 +406,44 @@ def _alpha_beta(
     if not gradient:
         return nll, None, broken
     # the reversed alpha at frame T - 1 - t, state L - 1 - s is beta_t(s) plus frame t's
-    # emission (once too often): alpha_t(s) + beta_t(s) = alphas + (betas - emissions)
-    log_gamma = alphas[1:, n:].flip((0, 2)).add_(alphas[1:, :n]).sub_(emissions)
+    # emission (once too often): alpha_t(s) + beta_t(s) = alphas + (betas - emissions). Formed
+    # in the emissions' buffer, the reversed alphas flipped (a copy) a quarter of the frames
+    # at a time: no (T, N, L) temporary.
+    log_gamma = emissions.neg_().add_(alphas[1:, :n])
+    backwards = alphas[1:, n:]
+    part = -(-num_frames // _FLIP_PARTS)
+    for begin in range(0, num_frames, part):
+        end = min(begin + part, num_frames)
+        log_gamma[begin:end].add_(backwards[num_frames - end : num_frames - begin].flip((0, 2)))
     # the posteriors: per frame a softmax over the states (as in _occupancy). States past a
     # target's end are log 0 in both (sentinels cancel to log 0); frames past a sample's last
     # are zeroed below.
     log_gamma.sub_(log_gamma.amax(2, keepdim=True))
     # torch's exp is ~10-40x slower where its result is subnormal or 0 (and at sentinels and
-    # -inf) than at normal results: exp of the terms at least _EXP_FLOOR, those below it
-    # zeroed, then each frame divided by its sum (at least 1, the largest term's), and by inf
-    # (to 0) in the frames past the last and of impossible samples
+    # -inf) than at normal results: exp of the terms clamped to the floor, the terms below
+    # twice e^floor zeroed (in place, no mask), then each frame divided by its sum (at least 1,
+    # the largest term's), and by inf (to 0) in the frames past the last and of impossible
+    # samples
     floor = _exp_floor(log_gamma.dtype)
     frames = torch.arange(num_frames).view(-1, 1, 1)
     past = (frames >= input_lengths.view(1, -1, 1)) | ~possible.view(1, -1, 1)
-    dropped = log_gamma < floor
-    occupancy = log_gamma.clamp_min_(floor).exp_().masked_fill_(dropped, 0.0)
+    occupancy = log_gamma.clamp_min_(floor).exp_()
+    torch.nn.functional.threshold_(occupancy, 2 * math.exp(floor), 0.0)
     occupancy.div_(occupancy.sum(2, keepdim=True).clamp_min_(1.0).masked_fill_(past, math.inf))
-    index = labels.unsqueeze(0).expand_as(occupancy)
-    slope = torch.zeros_like(log_probs).scatter_add_(2, index, occupancy)
-    return nll, slope, broken
+    return nll, (labels, occupancy), broken
 
 
 def _exp_floor(dtype: torch.dtype) -> float:
-    """The log of the smallest posterior the eager step keeps: e^floor a normal number with a
-    margin (exp at the smallest normal's log rounds to a subnormal, the slow path); below it a
-    posterior is 0 (it is under float's smallest normal times e, invisible next to the
-    largest, 1, in the frame's sum)."""
+    """The log of the floor of the eager step's posteriors: e^floor a normal number with a
+    margin (exp at the smallest normal's log rounds to a subnormal, the slow path); below
+    twice e^floor a posterior is 0 (under float's smallest normal times 2e, invisible next to
+    the largest, 1, in the frame's sum)."""
     return math.log(torch.finfo(dtype).tiny) + 1.0
 
 
 class _EagerCTC(torch.autograd.Function):
-    """The eager training step of :func:`_ctc_nll` (``_eager_step``). The gradient it keeps in
-    ``ctx`` is an intermediate, which double backward cannot use: with ``create_graph`` the
+    """The eager training step of :func:`_ctc_nll` (``_eager_step``). The posteriors it keeps
+    in ``ctx`` are an intermediate, which double backward cannot use: with ``create_graph`` the
     backward is the differentiable one of :func:`_ctc_nll`."""
 
     @staticmethod
@@ -446,23 +455,26 @@ class _EagerCTC(torch.autograd.Function):
         target_lengths: Tensor,
         blank: int,
     ) -> Tensor:
-        nll, slope, broken = _alpha_beta(
+        nll, posteriors, broken = _alpha_beta(
             log_probs, targets, input_lengths, target_lengths, blank, ctx.needs_input_grad[0]
         )
         ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths)
-        ctx.blank, ctx.slope, ctx.broken = blank, slope, broken
+        ctx.blank, ctx.posteriors, ctx.broken = blank, posteriors, broken
         return nll
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad: Tensor
     ) -> tuple[Tensor, None, None, None, None]:
-        if ctx.slope is None or torch.is_grad_enabled():
+        if ctx.posteriors is None or torch.is_grad_enabled():
             result = _ctc_nll_backward(grad, *ctx.saved_tensors, ctx.blank)[0]
         else:
-            # minus the incoming gradient (the slope is d log p), NaN at a broken sample
-            scale = grad.masked_fill(ctx.broken, math.nan).neg_()
-            result = ctx.slope * scale.view(1, -1, 1)
+            # as _ctc_nll_backward: minus the incoming gradient, NaN at a broken sample
+            labels, occupancy = ctx.posteriors
+            scale = grad.masked_fill(ctx.broken, math.nan).neg_().view(1, -1, 1)
+            index = labels.unsqueeze(0).expand_as(occupancy)
+            result = torch.zeros_like(ctx.saved_tensors[0]).scatter_add_(2, index, occupancy)
+            result.mul_(scale)  # in place on the result: no scaled copy of the posteriors
         return result, None, None, None, None
 
 
