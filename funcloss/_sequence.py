@@ -307,6 +307,13 @@ def _ctc_nll_jvp(
 # the backward. The transform path above keeps the exact composition.
 
 
+def _flip_parts(num_frames: int) -> Iterator[tuple[int, int]]:
+    """The frame ranges ``[begin, end)`` of the eager step's flips, ``_FLIP_PARTS`` of them."""
+    part = -(-num_frames // _FLIP_PARTS)
+    for begin in range(0, num_frames, part):
+        yield begin, min(begin + part, num_frames)
+
+
 def _reversed_lattice(
     emissions: Tensor, skip: Tensor, input_lengths: Tensor, target_lengths: Tensor, out: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -321,7 +328,8 @@ def _reversed_lattice(
     L + 1 - r: ``skip`` flipped, two states on.
     """
     num_frames, n, num_states = emissions.shape
-    out.copy_(emissions.flip((0, 2)))
+    for begin, end in _flip_parts(num_frames):  # (a quarter of the flip's copy at a time)
+        out[begin:end].copy_(emissions[num_frames - end : num_frames - begin].flip((0, 2)))
     start = num_states - 1 - 2 * target_lengths
     # the padding frames' log 1 at the start state: one column per sample, (T, N, 1)
     frames = torch.arange(num_frames).view(-1, 1, 1)
@@ -411,9 +419,7 @@ def _alpha_beta(
     # at a time: no (T, N, L) temporary.
     log_gamma = emissions.neg_().add_(alphas[1:, :n])
     backwards = alphas[1:, n:]
-    part = -(-num_frames // _FLIP_PARTS)
-    for begin in range(0, num_frames, part):
-        end = min(begin + part, num_frames)
+    for begin, end in _flip_parts(num_frames):
         log_gamma[begin:end].add_(backwards[num_frames - end : num_frames - begin].flip((0, 2)))
     # the posteriors: per frame a softmax over the states (as in _occupancy). States past a
     # target's end are log 0 in both (sentinels cancel to log 0); frames past a sample's last
