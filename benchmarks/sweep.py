@@ -1,7 +1,7 @@
 """The speed sweep: every loss funcloss shares with torch.nn.functional, against torch (issue 15).
 
     PYTHONPATH=$PWD python benchmarks/sweep.py [--quick] [--only NAME ...] [--dtype fp32 bf16]
-        [--rounds R] [--threads T] [--out DIR]
+        [--shape TEXT] [--rounds R] [--threads T] [--out DIR]
 
 For each of the 22 losses (cross_entropy with and without label smoothing, class weight and
 ignore_index, for class-index and probability targets, in (N, C) and K-dim form; ctc_loss;
@@ -655,6 +655,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
     parser.add_argument("--only", nargs="*", default=None, help="loss names to run")
+    parser.add_argument("--shape", default=None, help="only the shapes whose label has this")
     parser.add_argument("--dtype", nargs="*", choices=list(DTYPES), default=list(DTYPES))
     parser.add_argument("--rounds", type=int, default=None, help="rounds per large cell")
     parser.add_argument("--threads", type=int, default=1)
@@ -682,6 +683,7 @@ def main() -> None:
         (case, shape, DTYPES[d])
         for case, shape in cells(options.quick, options.only)
         for d in options.dtype
+        if options.shape is None or options.shape in shape.label
     ]
     # smallest first: under a time budget the cells left out are the few largest
     order = sorted(range(len(grid)), key=lambda i: (_estimate(*grid[i]), i))

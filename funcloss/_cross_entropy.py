@@ -733,11 +733,15 @@ def _gathered_step(
     else:  # torch's weighted mean: the weighted sum over the sum of the weights
         total = row_weights.sum()
         value = picked.view(-1).dot(row_weights).div_(total).neg_()
-        row_weights = row_weights.div(total)
-        if flat_ignored is not None:
-            # zero on ignored rows, also where every row is ignored (the loss is 0 / 0 = nan,
-            # as in torch, and the gradient 0)
-            row_weights = row_weights.masked_fill_(flat_ignored, 0)
+        if weight is None:
+            # the kept rows' 1 / total (the same bits as 1 / total), 0 on ignored rows, also
+            # where every row is ignored (the loss is 0 / 0 = nan, as in torch, and the
+            # gradient 0): no mask pass
+            row_weights = row_weights * torch.where(total > 0, total.reciprocal(), 0.0)
+        else:
+            row_weights = row_weights.div(total)
+            if flat_ignored is not None:  # zero on ignored rows, also where 1 / total is not
+                row_weights = row_weights.masked_fill_(flat_ignored, 0)
     return value, row_weights.view(picked.shape)
 
 
