@@ -434,7 +434,7 @@ def _alpha_beta(
     frames = torch.arange(num_frames).view(-1, 1, 1)
     past = (frames >= input_lengths.view(1, -1, 1)) | ~possible.view(1, -1, 1)
     occupancy = log_gamma.clamp_min_(floor).exp_()
-    torch.nn.functional.threshold_(occupancy, 2 * math.exp(floor), 0.0)
+    torch.nn.functional.threshold(occupancy, 2 * math.exp(floor), 0.0, inplace=True)
     occupancy.div_(occupancy.sum(2, keepdim=True).clamp_min_(1.0).masked_fill_(past, math.inf))
     return nll, (labels, occupancy), broken
 
