@@ -103,10 +103,23 @@ def float_chunks(
 ) -> Iterator[tuple[Tensor, Tensor, int]]:
     """Chunks of ``FLOAT_CHUNK`` entries of flat ``input`` and ``target``, in ``dtype``, and
     where each starts: a bf16 step computes in float32 without a float32 copy of its inputs (in
-    the inputs' own dtype, the chunks are views: a step's temporaries stay in cache)."""
+    the inputs' own dtype, the chunks are views: a step's temporaries stay in cache). A
+    converted chunk is written into one buffer per tensor that every chunk reuses (the caller
+    is done with a chunk before it asks for the next): a fresh one per chunk costs page faults."""
+    size = min(input.numel(), FLOAT_CHUNK)
+    buffers = [
+        None if t.dtype == dtype else torch.empty(size, dtype=dtype, device=t.device)
+        for t in (input, target)
+    ]
+
+    def part(t: Tensor, buffer: Tensor | None, start: int, stop: int) -> Tensor:
+        chunk = t[start:stop]
+        return chunk if buffer is None else buffer[: chunk.numel()].copy_(chunk)
+
     for start in range(0, input.numel(), FLOAT_CHUNK):
         stop = start + FLOAT_CHUNK
-        yield input[start:stop].to(dtype), target[start:stop].to(dtype), start
+        x, y = (part(t, b, start, stop) for t, b in zip((input, target), buffers, strict=True))
+        yield x, y, start
 
 
 def float32_gradient(

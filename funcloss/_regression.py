@@ -463,11 +463,16 @@ _HUBER_RULE = SlopeRule(
     _scale,
     _recomputed(lambda input, target, delta: F.hardtanh(input - target, -delta, delta)),
 )
-_SMOOTH_L1_RULE = SlopeRule(
-    _smooth_l1_step,
-    _scale,
-    _recomputed(lambda input, target, beta: F.hardtanh(input - target, -beta, beta) / beta),
-)
+
+
+def _smooth_l1_slope(input: Tensor, target: Tensor, beta: float) -> Tensor:
+    """``hardtanh(x - y, +-beta) / beta``; no division at the default beta = 1 (the same bits,
+    one pass fewer)."""
+    slope = F.hardtanh(input - target, -beta, beta)
+    return slope if beta == 1 else slope / beta
+
+
+_SMOOTH_L1_RULE = SlopeRule(_smooth_l1_step, _scale, _recomputed(_smooth_l1_slope))
 _POISSON_RULE = SlopeRule(
     _poisson_step,
     _scale,
