@@ -721,7 +721,8 @@ def _gathered_step(
         if reduction == "none":
             value = picked.view(-1).neg()
         else:
-            value = picked.mean().neg() if reduction == "mean" else picked.sum().neg()
+            # -(sum / N), mean's bits negated, in two ops (mean is a sum and a division)
+            value = picked.sum().div_(-picked.numel()) if reduction == "mean" else -picked.sum()
         return value, None
     flat_ignored = None if ignored is None else ignored.reshape(-1)
     row_weights = _row_weights(index.reshape(-1), weight, flat_ignored, picked.dtype)
