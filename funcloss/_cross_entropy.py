@@ -601,11 +601,12 @@ def _fast(
 # (_step_call): the log-softmax and the target's gathered log-probability in the forward, as
 # the composition, but the log-softmax kept as the slope's buffer. The backward writes the
 # gradient into it in place, ``exp(lp) f`` with ``f`` subtracted at the target (``f`` the row's
-# share of the output gradient), where autograd of the composition builds a zero array,
-# scatters into it and runs log_softmax's backward (three passes over (N, C) and a fresh
-# buffer). Those are torch's own operations (nll_loss's backward, then log_softmax's,
-# ``g - exp(lp) sum(g)``), so the gradient is torch's bits. Label smoothing adds a spread
-# ``b w`` over the classes (:class:`_Smoothed`).
+# share of the output gradient), where autograd of the composition keeps the log-softmax too
+# but allocates the gradient besides. (N, C) logits from _KERNEL_MIN_CLASSES classes take
+# torch's own operations for it (nll_loss's backward into zeros, then log_softmax's kernel
+# ``g - exp(lp) sum(g)``, into the kept buffer): torch's bits, and its fast exp; fewer classes
+# and K-dim logits, where that kernel is slow, ``exp_``, the scatter and the scaling in place.
+# Label smoothing adds a spread ``b w`` over the classes (:class:`_Smoothed`).
 
 
 # The step from this many logits: below it its Python forward and backward cost more than the
