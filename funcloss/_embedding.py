@@ -862,12 +862,17 @@ def _pairwise_triplet(
         if empty or loss.numel() == 0:  # no coordinates or no triplets: nothing to scale
             return reduce(loss, reduction, where=where)
         with torch.no_grad():
-            largest = float(torch.maximum(positive_distance.amax(), negative_distance.amax()))
-            # a row whose gap the distances round away takes the scaled path, as one that
-            # overflows; none can below _CANCELLING * margin (margin + |gap| >= margin), where
-            # the one host read above is all (a second one only beyond it)
-            if p >= 1 and largest > _CANCELLING * margin:
-                if bool(_cancelling(positive_distance, negative_distance, margin).any()):
+            larger = torch.maximum(positive_distance, negative_distance)
+            if p < 1:
+                largest = float(larger.amax())  # the one host read
+            else:
+                # a row whose gap the distances round away (_cancelling: the larger distance
+                # above 64 (margin + |gap|)) takes the scaled path, as one that overflows: the
+                # largest distance and the largest excess over 64 |gap| in the one host read
+                gap = (positive_distance - negative_distance).abs_()
+                excess = torch.sub(larger, gap, alpha=_CANCELLING).amax()
+                largest, worst = torch.stack([larger.amax(), excess]).tolist()
+                if worst > _CANCELLING * margin:
                     largest = math.inf
         # the norm's backward divides by d^(p - 1) (computed in the dtype, where a half-
         # precision forward accumulates in float32): it must fit too; a NaN fails the test

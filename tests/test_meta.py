@@ -136,6 +136,19 @@ def test_at_most_one_host_read_per_call(spec: LossSpec, data: st.DataObject) -> 
     assert len(reads) <= 1 + extra, reads
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+def test_triplet_margin_loss_reads_once_where_distances_dwarf_the_margin(scale: float) -> None:
+    # distances above 64 margins (embeddings of norm 1000) take the test for a gap the
+    # difference rounds away: in the same read as the largest distance (it took a second one)
+    generator = torch.Generator().manual_seed(0)
+    anchor, positive, negative = (torch.randn(8, 5, generator=generator) * scale for _ in range(3))
+    with _count_host_reads() as reads:
+        loss = funcloss.triplet_margin_loss(anchor, positive, negative)
+    assert len(reads) == 1, reads
+    expected = torch.nn.functional.triplet_margin_loss(anchor, positive, negative)
+    torch.testing.assert_close(loss, expected)
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 @settings(max_examples=2)
 @given(data=st.data())
