@@ -145,6 +145,7 @@ class CustomBackwardLoss(Generic[P]):
         self._forward = forward
         self._backward: Callable[..., Any] | None = None
         self._jvp: Callable[..., Tensor] | None = None
+        self._sample_dims: tuple[int | None, ...] | None = None
         self._params = tuple(signature.parameters)
         self._index = {param: i for i, param in enumerate(self._params)}
         self._defaults = tuple(
@@ -163,12 +164,13 @@ class CustomBackwardLoss(Generic[P]):
 
     def _build(self) -> None:
         spread = functools.partial(_spread, positional=self._positional, keywords=self._keywords)
-        self._plain, self._forward_mode = _build_functions(
+        self._plain, self._forward_mode, self._transformed = _build_functions(
             self._name,
             self._params,
             self._call_forward,
             None if self._backward is None else spread(self._backward),
             None if self._jvp is None else spread(self._jvp),
+            self._sample_dims,
         )
         self._eager_apply = _C_APPLY.__get__(None, self._forward_mode)
 
@@ -197,6 +199,28 @@ class CustomBackwardLoss(Generic[P]):
         self._jvp = fn
         self._build()
         return fn
+
+    def sample_dims(self, **dims: int) -> None:
+        """Declare the loss samplewise: output element ``n`` (along the output's dimension 0)
+        depends only on element ``n`` of each named tensor argument along its given dimension,
+        and the backward returns each gradient with the same sample dimension.
+
+        Under ``vmap`` the loss then runs once over the vmapped samples folded into its own
+        sample dimension (``(B, ..., N, ...)`` becomes ``(..., B N, ...)``), forward and
+        backward, instead of each of its ops batched in turn: the speed of a batched call for a
+        loss that loops (``ctc_loss``'s frames). A call with a tensor argument not named here,
+        or with a pytree argument, takes the generated vmap rule, as does a backward where only
+        the incoming gradient is batched (``jacrev``: the rest of the backward runs once).
+        """
+        for name, dim in dims.items():
+            if name not in self._index:
+                raise TypeError(f"{self._name}: sample_dims got an unknown argument `{name}`.")
+            if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+                raise TypeError(
+                    f"{self._name}: sample_dims of `{name}` must be a dimension >= 0, got {dim!r}."
+                )
+        self._sample_dims = tuple(dims.get(param) for param in self._params)
+        self._build()
 
     # -- calling -------------------------------------------------------------------------------
 
@@ -241,7 +265,7 @@ class CustomBackwardLoss(Generic[P]):
                 # half of a small call's overhead. Only the real tensors are passed (autograd
                 # drops the backward's trailing None gradients).
                 return self._eager_apply(layout, *map(_unwrap_if_dead, tensors))
-            function = self._forward_mode
+            function = self._transformed
         elif under_transform():
             # torch.compile under a torch.func transform (compile(vmap(grad(f)))): Dynamo either
             # drops the custom rules and autodiffs the forward, or (for an input computed inside
@@ -383,7 +407,13 @@ def _build_functions(
     forward_fn: Callable[..., Tensor],
     backward_fn: Callable[..., Any] | None,
     jvp_fn: Callable[..., Tensor] | None,
-) -> tuple[type[torch.autograd.Function], type[torch.autograd.Function]]:
+    sample_dims: tuple[int | None, ...] | None,
+) -> tuple[
+    type[torch.autograd.Function], type[torch.autograd.Function], type[torch.autograd.Function]
+]:
+    """The Functions of a loss: the plain one (compiling), the one with forward mode, and the
+    one used under torch.func transforms (the forward-mode one, or with ``sample_dims`` its
+    subclass with a folding vmap rule, :func:`_folding_functions`)."""
     # The Functions close over plain functions and constants only: Dynamo cannot trace a
     # Function whose rules close over other objects.
 
@@ -426,7 +456,181 @@ def _build_functions(
     Plain.forward.__signature__ = _FORWARD_SIGNATURE  # type: ignore[attr-defined]
     for cls, suffix in ((Plain, ""), (ForwardMode, "ForwardMode")):
         cls.__name__ = cls.__qualname__ = f"_{name}{suffix}"
-    return Plain, ForwardMode
+    if sample_dims is None:
+        return Plain, ForwardMode, ForwardMode
+    folding = _folding_functions(name, params, ForwardMode, backward_fn, sample_dims)
+    return Plain, ForwardMode, folding
+
+
+def _call_sample_dims(
+    layout: _Layout, sample_dims: tuple[int | None, ...]
+) -> tuple[int, ...] | None:
+    """Each of a call's tensors' sample dimension, or ``None`` where the call cannot fold (a
+    pytree argument, or a tensor argument without a declared sample dimension)."""
+    if layout.treespec is not None:
+        return None
+    dims = tuple(sample_dims[slot] for slot in layout.tensor_slots)
+    return None if None in dims else cast(tuple[int, ...], dims)
+
+
+def _fold(
+    tensors: Sequence[Tensor], in_dims: Sequence[int | None], dims: Sequence[int], size: int
+) -> list[Tensor]:
+    """Each tensor with its vmapped dimension (of ``size``; broadcast where it has none) moved
+    before its sample dimension and merged with it, vmapped index major."""
+    folded = []
+    for tensor, in_dim, dim in zip(tensors, in_dims, dims, strict=True):
+        if in_dim is None:
+            tensor = tensor.unsqueeze(dim).expand(*tensor.shape[:dim], size, *tensor.shape[dim:])
+        else:
+            tensor = tensor.movedim(in_dim, dim)
+        folded.append(tensor.flatten(dim, dim + 1))
+    return folded
+
+
+def _differentiable_part(
+    ctx: Any, gradients: Callable[[_Layout, Tensor, Sequence[Tensor]], tuple[Any, ...]]
+) -> tuple[Callable[..., tuple[Tensor, ...]], tuple[Tensor, ...], list[int]]:
+    """A folded backward's computation as a function of its floating inputs (the incoming
+    gradient first) returning its gradients that are not ``None``, those inputs, and their
+    positions among the loss's tensors: what ``torch.func.vjp`` and ``jvp`` differentiate."""
+    grad, *tensors = ctx.saved_tensors
+    floating = [i for i, t in enumerate(tensors) if t.is_floating_point() or t.is_complex()]
+
+    def present(grad: Tensor, *inputs: Tensor) -> tuple[Tensor, ...]:
+        full = list(tensors)
+        for i, tensor in zip(floating, inputs, strict=True):
+            full[i] = tensor
+        return tuple(g for g in gradients(ctx.layout, grad, full) if g is not None)
+
+    return present, (grad, *(tensors[i] for i in floating)), floating
+
+
+def _folding_functions(
+    name: str,
+    params: tuple[str, ...],
+    forward_mode: type[torch.autograd.Function],
+    backward_fn: Callable[..., Any] | None,
+    sample_dims: tuple[int | None, ...],
+) -> type[torch.autograd.Function]:
+    """The Function of a samplewise loss under torch.func transforms (``sample_dims``):
+    ``forward_mode``'s rules, with a vmap rule that folds the vmapped dimension into the
+    samples, and a backward that is itself a Function with such a rule. Its backward (double
+    backward) is the vjp of the backward's ops, which are differentiable."""
+
+    def gradients(layout: _Layout, grad: Tensor, tensors: Sequence[Tensor]) -> tuple[Any, ...]:
+        return _run_backward(name, params, backward_fn, layout, grad, tensors)
+
+    class FoldedBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(layout: _Layout, grad: Tensor, *tensors: Tensor) -> tuple[Any, ...]:
+            return gradients(layout, grad, tensors)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+            ctx.layout = inputs[0]
+            ctx.present = tuple(g is not None for g in output)
+            ctx.save_for_backward(*inputs[1:])
+            ctx.save_for_forward(*inputs[1:])
+
+        @staticmethod
+        def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+            ctx: Any, *cotangents: Tensor | None
+        ) -> tuple[Tensor | None, ...]:
+            present, primals, floating = _differentiable_part(ctx, gradients)
+            outputs, pull = torch.func.vjp(present, *primals)[:2]
+            kept = [c for c, m in zip(cotangents, ctx.present, strict=True) if m]
+            results = pull(
+                tuple(
+                    torch.zeros_like(o) if c is None else c
+                    for c, o in zip(kept, outputs, strict=True)
+                )
+            )
+            input_grads: list[Tensor | None] = [None] * len(ctx.present)
+            for i, g in zip(floating, results[1:], strict=True):
+                input_grads[i] = g
+            return (None, results[0], *input_grads)
+
+        @staticmethod
+        def jvp(  # pyright: ignore[reportIncompatibleMethodOverride]
+            ctx: Any, layout_tangent: None, grad_tangent: Tensor | None, *tangents: Tensor | None
+        ) -> tuple[Tensor | None, ...]:
+            present, primals, floating = _differentiable_part(ctx, gradients)
+            given = (grad_tangent, *(tangents[i] for i in floating))
+            # contiguous: a dual tensor cannot be made of an expanded one (the incoming
+            # gradient of a sum is)
+            pushed = torch.func.jvp(
+                present,
+                tuple(p.contiguous() for p in primals),
+                tuple(
+                    torch.zeros_like(p) if t is None else t.contiguous()
+                    for t, p in zip(given, primals, strict=True)
+                ),
+            )[1]
+            out = iter(pushed)
+            return tuple(next(out) if m else None for m in ctx.present)
+
+        @staticmethod
+        def vmap(  # pyright: ignore[reportIncompatibleMethodOverride]
+            info: Any, in_dims: tuple[Any, ...], layout: _Layout, grad: Tensor, *tensors: Tensor
+        ) -> tuple[tuple[Any, ...], tuple[int | None, ...]]:
+            dims = _call_sample_dims(layout, sample_dims)
+            if dims is None or all(d is None for d in in_dims[2:]):
+                mask: list[bool] = []
+
+                def batched(grad: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+                    out = gradients(layout, grad, tensors)
+                    mask[:] = [g is not None for g in out]
+                    return tuple(g for g in out if g is not None)
+
+                got = iter(
+                    torch.vmap(batched, in_dims=in_dims[1:], randomness=info.randomness)(
+                        grad, *tensors
+                    )
+                )
+                out = tuple(next(got) if m else None for m in mask)
+                return out, tuple(0 if m else None for m in mask)
+            size = info.batch_size
+            folded = _fold((grad, *tensors), in_dims[1:], (0, *dims), size)
+            out = FoldedBackward.apply(layout, *folded)
+            pairs = list(zip(out, dims, strict=True))
+            return (
+                tuple(None if g is None else g.unflatten(d, (size, -1)) for g, d in pairs),
+                tuple(None if g is None else d for g, d in pairs),
+            )
+
+    class Folding(forward_mode):  # type: ignore[misc, valid-type]
+        generate_vmap_rule = False
+
+        @staticmethod
+        def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+            ctx: Any, grad: Tensor
+        ) -> tuple[Tensor | None, ...]:
+            grads = FoldedBackward.apply(ctx.layout, grad, *ctx.saved_tensors)
+            return (None, *grads, *_PADDING[len(grads) :])
+
+        @staticmethod
+        def vmap(  # pyright: ignore[reportIncompatibleMethodOverride]
+            info: Any, in_dims: tuple[Any, ...], layout: _Layout, *tensors: Tensor
+        ) -> tuple[Tensor, int]:
+            count = len(layout.tensor_slots)
+            real, real_dims = tensors[:count], in_dims[1 : 1 + count]
+            dims = _call_sample_dims(layout, sample_dims)
+            if dims is None:  # the generated rule: the forward-mode Function under vmap
+                output = torch.vmap(
+                    lambda *t: forward_mode.apply(layout, *t, *_PADDING[count:]),
+                    in_dims=real_dims,
+                    randomness=info.randomness,
+                )(*real)
+                return output, 0
+            size = info.batch_size
+            folded = _fold(real, real_dims, dims, size)
+            output = Folding.apply(layout, *folded, *_PADDING[count:])
+            return output.unflatten(0, (size, -1)), 0
+
+    for cls, suffix in ((Folding, "Folding"), (FoldedBackward, "FoldedBackward")):
+        cls.__name__ = cls.__qualname__ = f"_{name}{suffix}"
+    return Folding
 
 
 def custom_backward(forward: Callable[P, Tensor]) -> CustomBackwardLoss[P]:
@@ -459,6 +663,12 @@ def custom_backward(forward: Callable[P, Tensor]) -> CustomBackwardLoss[P]:
     - Keyword-only config (``def f(input, target, *, sigma=1.0)``) reaches the rules by
       keyword, after the positional arguments: ``backward(grad, input, target, *, sigma)`` and
       ``jvp(input_t, target_t, input, target, *, sigma)``.
+    - ``loss.sample_dims(input=0, target=0)`` (optional) declares a loss whose output element
+      ``n`` depends only on sample ``n`` of each named argument (along the given dimension):
+      under ``vmap`` the vmapped samples are then folded into the loss's own, and the forward
+      and the backward run once for all of them (a loss that loops in Python, as
+      ``ctc_loss`` over frames, then runs at its batched speed) instead of each op batched in
+      turn. The backward must return each gradient with its argument's sample dimension.
 
     Args:
         forward: ``forward(*args) -> Tensor``. Tensor arguments (or pytrees of tensors) are the

@@ -19,6 +19,7 @@ from ._checks import (
     checks_config,
     eager_mode,
     fail,
+    in_place_safe,
     shape_str,
     value_checks_enabled,
 )
@@ -249,6 +250,8 @@ def _ctc_nll(
     log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int
 ) -> Tensor:
     """-log p(target_n | log_probs) ``(N,)`` for ``(T, N, C)`` log_probs and padded targets."""
+    if _below_transforms(log_probs, targets, input_lengths, target_lengths, blank):
+        return _alpha_beta(log_probs, targets, input_lengths, target_lengths, blank, False)[0]
     _, skip, emissions, offset = _lattice(log_probs, targets, input_lengths, target_lengths, blank)
     steps = _alphas(emissions, skip, input_lengths)
     alpha, top = next(steps)  # frame 0 (log_probs is checked non-empty)
@@ -271,6 +274,12 @@ def _ctc_nll_backward(
 ) -> tuple[Tensor, None, None, None]:
     # d nll_n / d log_probs[t, n, c] = -sum_{s: l'_s = c} gamma_t(s)   (the true derivative;
     # torch's kernel returns exp(log_probs) - that, right only through a log_softmax)
+    if _below_transforms(log_probs, targets, input_lengths, target_lengths, blank):
+        _, posteriors, broken = _alpha_beta(
+            log_probs, targets, input_lengths, target_lengths, blank, True
+        )
+        assert posteriors is not None
+        return _scaled_posteriors(grad, log_probs, posteriors, broken), None, None, None
     labels, occupancy = _occupancy(log_probs, targets, input_lengths, target_lengths, blank)
     index = labels.unsqueeze(0).expand_as(occupancy)
     result = torch.zeros_like(log_probs).scatter_add(2, index, -occupancy * grad[:, None])
@@ -293,6 +302,11 @@ def _ctc_nll_jvp(
     labels, occupancy = _occupancy(log_probs, targets, input_lengths, target_lengths, blank)
     index = labels.unsqueeze(0).expand_as(occupancy)
     return -(occupancy * log_probs_t.gather(2, index)).sum((0, 2))
+
+
+# Each sample's loss depends only on its own column: under vmap the vmapped samples join the
+# batch (one frame loop for all of them, forward and backward), not each op batched in turn.
+_ctc_nll.sample_dims(log_probs=1, targets=0, input_lengths=0, target_lengths=0)
 
 
 # -- the eager training step ------------------------------------------------------------------
@@ -475,13 +489,39 @@ class _EagerCTC(torch.autograd.Function):
         if ctx.posteriors is None or torch.is_grad_enabled():
             result = _ctc_nll_backward(grad, *ctx.saved_tensors, ctx.blank)[0]
         else:
-            # as _ctc_nll_backward: minus the incoming gradient, NaN at a broken sample
-            labels, occupancy = ctx.posteriors
-            scale = grad.masked_fill(ctx.broken, math.nan).neg_().view(1, -1, 1)
-            index = labels.unsqueeze(0).expand_as(occupancy)
-            result = torch.zeros_like(ctx.saved_tensors[0]).scatter_add_(2, index, occupancy)
-            result.mul_(scale)  # in place on the result: no scaled copy of the posteriors
+            result = _scaled_posteriors(grad, ctx.saved_tensors[0], ctx.posteriors, ctx.broken)
         return result, None, None, None, None
+
+
+def _scaled_posteriors(
+    grad: Tensor, log_probs: Tensor, posteriors: tuple[Tensor, Tensor], broken: Tensor
+) -> Tensor:
+    """The gradient from :func:`_alpha_beta`'s posteriors, as :func:`_ctc_nll_backward`'s:
+    each class's posteriors summed, times minus the incoming gradient, NaN at a broken
+    sample."""
+    labels, occupancy = posteriors
+    scale = grad.masked_fill(broken, math.nan).neg_().view(1, -1, 1)
+    index = labels.unsqueeze(0).expand_as(occupancy)
+    result = torch.zeros_like(log_probs).scatter_add_(2, index, occupancy)
+    return result.mul_(scale)  # in place on the result: no scaled copy of the posteriors
+
+
+def _below_transforms(
+    log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int
+) -> bool:
+    """Whether :func:`_ctc_nll`'s rules run where the eager step's one loop may compute them:
+    in plain eager mode with grad off, as a transform runs them a level below itself
+    (``grad``'s forward, the folded call of ``vmap``, ``_ctc_nll.sample_dims``), on values the
+    value checks pass. The transform's call could not read the lengths and targets; they are
+    checked here (one host read; a bad value raises the eager call's error)."""
+    tensors = (log_probs, targets, input_lengths, target_lengths)
+    if not (in_place_safe(log_probs) and _eager_step(*tensors)):
+        return False
+    num_frames, _, num_classes = log_probs.shape
+    _read_lengths(
+        "ctc_loss", targets, input_lengths, target_lengths, num_frames, num_classes, blank, None
+    )
+    return True
 
 
 def _eager_step(*tensors: Tensor) -> bool:

@@ -6,6 +6,7 @@ torch composition, differentiated by autograd, run under the same transform.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -104,6 +105,44 @@ def weighted_error_reference(input, target, weight=None, reduction="none"):
     return loss.sum() if reduction == "sum" else loss
 
 
+# A samplewise loss (``sample_dims``): the samples along dimension 1 of ``input`` ``(K, N)``
+# and 0 of ``target`` ``(N,)``, the output ``(N,)``. Under vmap it runs once over the vmapped
+# samples folded into its own; a ``weight`` (not declared) takes the generated rule.
+@funcloss.custom_backward
+def column_error(
+    input: Tensor, target: Tensor, weight: Tensor | None = None, scale: float = 1.0
+) -> Tensor:
+    return column_error_reference(input, target, weight, scale)
+
+
+@column_error.backward
+def _column_error_backward(grad, input, target, weight=None, scale=1.0):
+    d = scale * torch.sin(2 * (input - target)) * grad
+    if weight is not None:
+        d = d * weight
+    if weight is None:
+        return d, -d.sum(0), None
+    return d, -d.sum(0), (grad * scale * torch.sin(input - target) ** 2).sum(0)
+
+
+@column_error.jvp
+def _column_error_jvp(input_t, target_t, weight_t, input, target, weight=None, scale=1.0):
+    d = (scale * torch.sin(2 * (input - target)) * (input_t - target_t)).sum(0)
+    if weight is None:
+        return d
+    return weight * d + weight_t * column_error_reference(input, target, None, scale)
+
+
+column_error.sample_dims(input=1, target=0)
+
+
+def column_error_reference(
+    input: Tensor, target: Tensor, weight: Tensor | None = None, scale: float = 1.0
+) -> Tensor:
+    loss = scale * (torch.sin(input - target) ** 2).sum(0)
+    return loss if weight is None else weight * loss
+
+
 def _tensor(shape: tuple[int, ...], seed: int) -> Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -125,6 +164,18 @@ CASES = [
         (_tensor((3,), 0), _tensor((3,), 1)),
     ),
     (
+        "column_error-samplewise",
+        column_error,
+        column_error_reference,
+        (_tensor((2, 3), 0), _tensor((3,), 1), None, 1.5),
+    ),
+    (
+        "column_error-samplewise-undeclared-weight",
+        column_error,
+        column_error_reference,
+        (_tensor((2, 3), 0), _tensor((3,), 1), _tensor((3,), 2), 1.5),
+    ),
+    (
         "weighted_error-weight-sum",
         weighted_error,
         weighted_error_reference,
@@ -141,7 +192,7 @@ def _stack(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
 
     out, dims = [], []
     for a in args:
-        if isinstance(a, str | float | int):
+        if a is None or isinstance(a, str | float | int):
             out.append(a)
             dims.append(None)
         else:
@@ -256,6 +307,82 @@ def test_compile_vmap_grad_of_inputs_computed_inside(
     compiled = torch.compile(per_sample, fullgraph=True, backend="aot_eager")
     expected = vmap(grad(computed(reference)), in_dims=dims)(*stacked)
     assert_close(compiled(*stacked), expected, "compile(vmap(grad))")
+
+
+# -- sample_dims: the folding vmap rule -----------------------------------------------------
+
+
+def _one_column_loss(loss: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    return lambda x, t: loss(x, t, None, 1.5).sum()
+
+
+_COLUMNS, _TARGETS = _tensor((4, 2, 3), 5), _tensor((4, 3), 6)
+
+# Transforms where a vmap meets the samplewise loss, and whether the fold serves it (a weight
+# not declared in sample_dims takes the generated rule instead).
+SAMPLEWISE: dict[str, Callable[[Callable[..., Tensor]], Any]] = {
+    "vmap(grad)": lambda f: vmap(grad(f))(_COLUMNS, _TARGETS),
+    "vmap(grad), shared target": lambda f: vmap(grad(f), in_dims=(0, None))(_COLUMNS, _TARGETS[0]),
+    "vmap(grad), vmapped dim last": lambda f: vmap(grad(f), in_dims=(2, 1))(
+        _COLUMNS.movedim(0, 2), _TARGETS.movedim(0, 1)
+    ),
+    "grad(vmap(grad))": lambda f: grad(lambda x: vmap(grad(f))(x, _TARGETS).pow(2).sum())(_COLUMNS),
+    "vmap(hessian)": lambda f: vmap(hessian(f))(_COLUMNS, _TARGETS),
+    "vmap(jacrev(jacrev))": lambda f: vmap(jacrev(jacrev(f)))(_COLUMNS, _TARGETS),
+    "vmap(jacfwd(grad))": lambda f: vmap(jacfwd(grad(f)))(_COLUMNS, _TARGETS),
+    "jacfwd(vmap(grad))": lambda f: jacfwd(lambda x: vmap(grad(f))(x, _TARGETS))(_COLUMNS),
+    "jacrev(vmap)": lambda f: jacrev(lambda x: vmap(f)(x, _TARGETS))(_COLUMNS),
+    "hessian(vmap)": lambda f: hessian(lambda x: vmap(f)(x, _TARGETS).sum())(_COLUMNS),
+    "vmap(vmap(grad))": lambda f: vmap(vmap(grad(f)))(
+        _COLUMNS.unflatten(0, (2, 2)), _TARGETS.unflatten(0, (2, 2))
+    ),
+}
+
+
+@pytest.mark.parametrize("transform", list(SAMPLEWISE))
+def test_sample_dims_fold_the_vmapped_samples(
+    transform: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funcloss import _function
+
+    folds = []
+    fold = _function._fold
+    monkeypatch.setattr(_function, "_fold", lambda *a: folds.append(a[-1]) or fold(*a))
+    run = SAMPLEWISE[transform]
+    assert_close(run(_one_column_loss(column_error)), run(_one_column_loss(column_error_reference)))
+    assert folds, "the fold did not run"
+
+
+def test_sample_dims_leave_an_undeclared_tensor_to_the_generated_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from funcloss import _function
+
+    folds = []
+    fold = _function._fold
+    monkeypatch.setattr(_function, "_fold", lambda *a: folds.append(a) or fold(*a))
+    weight = _tensor((4, 3), 7).abs()
+
+    def total(loss: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        return lambda x, t, w: loss(x, t, w, 1.5).sum()
+
+    ours = vmap(grad(total(column_error), argnums=(0, 2)))(_COLUMNS, _TARGETS, weight)
+    expected = vmap(grad(total(column_error_reference), argnums=(0, 2)))(_COLUMNS, _TARGETS, weight)
+    assert_close(ours, expected)
+    assert not folds
+
+
+@pytest.mark.parametrize(
+    ("dims", "message"),
+    [
+        ({"inputs": 0}, "column_error: sample_dims got an unknown argument `inputs`."),
+        ({"input": -1}, "column_error: sample_dims of `input` must be a dimension >= 0, got -1."),
+        ({"input": True}, "must be a dimension >= 0, got True."),
+    ],
+)
+def test_sample_dims_refuse_bad_declarations(dims: dict[str, Any], message: str) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        column_error.sample_dims(**dims)
 
 
 # -- calling conventions ---------------------------------------------------------------------

@@ -376,8 +376,40 @@ def test_ctc_loss_takes_the_eager_step(monkeypatch: pytest.MonkeyPatch) -> None:
     x = LOGITS.log_softmax(-1).requires_grad_()
     funcloss.ctc_loss(x, *ARGS).backward()
     assert len(calls) == 1 and calls[0][-1]  # one loop, the gradient formed in it
-    vmap(grad(lambda y: funcloss.ctc_loss(y.unsqueeze(1), TARGETS[:1], [6], [3])))(x[:, :1])
-    assert len(calls) == 1  # transforms take the composition
+    calls.clear()
+    # per-sample gradients: the samples folded into one batch (sample_dims), the eager loop
+    # run once for all of them a level below the transforms, in the forward and the backward
+    per_sample = vmap(grad(_one_sample))(*_samples())
+    assert [(a[0].shape[1], a[-1]) for a in calls] == [(3, False), (3, True)]
+    loop = [grad(_one_sample)(*sample) for sample in zip(*_samples(), strict=True)]
+    assert_close(per_sample, torch.stack(loop))
+    calls.clear()
+    hessian_diagonal = vmap(jacfwd(grad(_one_sample)))(*_samples())
+    assert not calls  # forward over reverse: the composition
+    assert hessian_diagonal.isfinite().all()
+
+
+def _one_sample(log_probs, target, input_length, target_length):
+    return funcloss.ctc_loss(log_probs, target, input_length, target_length, reduction="sum")
+
+
+def _samples():
+    """``(T, N, C)`` log-probabilities and the rest as N unbatched samples along dimension 0."""
+    return LOGITS.log_softmax(-1).transpose(0, 1), TARGETS, INPUT_LENGTHS, TARGET_LENGTHS
+
+
+def test_per_sample_gradients_match_the_batched_call() -> None:
+    expected = torch.autograd.functional.jacobian(
+        lambda x: funcloss.ctc_loss(x, *ARGS, reduction="none"), LOGITS.log_softmax(-1)
+    )
+    rows = expected.diagonal(dim1=0, dim2=2).movedim(-1, 0)  # sample n's row of its own column
+    assert_close(vmap(grad(_one_sample))(*_samples()), rows)
+
+
+def test_per_sample_bad_lengths_get_the_eager_error() -> None:
+    log_probs, targets, input_lengths, target_lengths = _samples()
+    with pytest.raises(ValueError, match=r"ctc_loss: `input_lengths` must have values in \[0, 6\]"):
+        vmap(grad(_one_sample))(log_probs, targets, input_lengths + 1, target_lengths)
 
 
 def test_jvp_is_directional_derivative() -> None:
