@@ -223,14 +223,6 @@ def _norm_sum(flat: Tensor, ord: int) -> Tensor:
     return head.sum() + tail
 
 
-def _dot_sum(a: Tensor, b: Tensor) -> Tensor:
-    """``dot(a, b)`` of flat tensors, blocked as :func:`_norm_sum` is (a serial ``dot``
-    loses precision with length)."""
-    whole = a.numel() // _BLOCK * _BLOCK
-    head = torch.linalg.vecdot(a[:whole].view(-1, _BLOCK), b[:whole].view(-1, _BLOCK))
-    return head.sum() + torch.dot(a[whole:], b[whole:])
-
-
 # The block a fused norm accumulates serially: 4096 float32 entries keep the error at sum's 4e-8
 # (8M entries), at the speed of one vector_norm.
 _BLOCK = 4096
@@ -369,14 +361,16 @@ def _huber_step(input: Tensor, target: Tensor, config: tuple[int, float]) -> _St
         diff, clamped = scratch[: stop - start], slope[start:stop]
         torch.sub(inputs[start:stop], targets[start:stop], out=diff)
         torch.clamp(diff, -delta, delta, out=clamped)
-        parts.append(_dot_sum(clamped, diff.sub_(clamped, alpha=0.5)))
+        # the terms in the scratch, summed: no temporary (a dot's product of the chunk is one,
+        # whose fresh pages, each chunk, add half the slope's size to the peak)
+        parts.append(diff.sub_(clamped, alpha=0.5).mul_(clamped).sum())
     return _divided(torch.stack(parts).sum(), divisor), slope.view(input.shape), None
 
 
 def _huber_sum(diff: Tensor, delta: float) -> Tensor:
     """``sum c (d - c / 2)``, ``c = clamp(d, +-delta)``, of a flat chunk of differences."""
     clamped = diff.clamp(-delta, delta)
-    return _dot_sum(clamped, diff.sub_(clamped, alpha=0.5))
+    return diff.sub_(clamped, alpha=0.5).mul_(clamped).sum()
 
 
 def _half_step(
