@@ -464,7 +464,9 @@ def _exp_floor(dtype: torch.dtype) -> float:
 class _EagerCTC(torch.autograd.Function):
     """The eager training step of :func:`_ctc_nll` (``_eager_step``). The posteriors it keeps
     in ``ctx`` are an intermediate, which double backward cannot use: with ``create_graph`` the
-    backward is the differentiable one of :func:`_ctc_nll`."""
+    backward is the differentiable one of :func:`_ctc_nll`. The first backward drops them (the
+    backward of the log-softmax before the loss runs after it, with its own (T, N, C) buffer); a
+    second backward of a retained graph recomputes them."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -486,10 +488,13 @@ class _EagerCTC(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, grad: Tensor
     ) -> tuple[Tensor, None, None, None, None]:
-        if ctx.posteriors is None or torch.is_grad_enabled():
+        posteriors = ctx.posteriors
+        if posteriors is None or torch.is_grad_enabled():
             result = _ctc_nll_backward(grad, *ctx.saved_tensors, ctx.blank)[0]
         else:
-            result = _scaled_posteriors(grad, ctx.saved_tensors[0], ctx.posteriors, ctx.broken)
+            ctx.posteriors = None
+            result = _scaled_posteriors(grad, ctx.saved_tensors[0], posteriors, ctx.broken)
+            del posteriors
         return result, None, None, None, None
 
 
