@@ -3,7 +3,9 @@
 :func:`custom_backward` builds the ``torch.autograd.Function`` the way torch.func needs it
 (docs/design.md §3), so neither funcloss's own losses nor users' ones touch ``ctx``:
 
-- ``setup_context`` style; ``generate_vmap_rule = True`` (forward, backward and jvp are torch ops);
+- ``setup_context`` style; ``generate_vmap_rule = True`` (forward, backward and jvp are torch ops),
+  or for a loss declared samplewise (``sample_dims``) a vmap rule that folds the vmapped samples
+  into the loss's own, its backward a Function with such a rule too;
 - every tensor is passed to ``apply`` positionally (tensor pytrees are flattened with optree);
   everything else is config, rebuilt around the tensors on the other side;
 - only the inputs are saved, and the backward is a plain function of them, so double backward

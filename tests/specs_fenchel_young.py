@@ -97,12 +97,14 @@ def naive_binary_sparsemax(input, target, reduction="mean"):
 
 
 def naive_hinge(input, target, reduction="mean"):
-    loss = torch.clamp(1 - input.double() * target.double(), min=0)
+    # relu, not clamp: the documented gradient 0 at the kink (clamp's is 1 there), where a
+    # half-precision input can round onto it
+    loss = torch.relu(1 - input.double() * target.double())
     return _reduce(loss, reduction).to(_output_dtype(input, target))
 
 
 def naive_perceptron(input, target, reduction="mean"):
-    loss = torch.clamp(-input.double() * target.double(), min=0)
+    loss = torch.relu(-input.double() * target.double())  # gradient 0 at the kink, as naive_hinge
     return _reduce(loss, reduction).to(_output_dtype(input, target))
 
 

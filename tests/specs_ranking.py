@@ -172,7 +172,7 @@ def _logistic(d: Tensor) -> Tensor:
 
 
 def _hinge(d: Tensor, margin: float = 1.0) -> Tensor:
-    return torch.clamp(margin - d, min=0)
+    return torch.relu(margin - d)  # the documented gradient 0 at the kink (clamp's is 1)
 
 
 logistic_oracle = _pair_oracle(_logistic)
