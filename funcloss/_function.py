@@ -482,11 +482,11 @@ def _fold(
     before its sample dimension and merged with it, vmapped index major."""
     folded = []
     for tensor, in_dim, dim in zip(tensors, in_dims, dims, strict=True):
-        if in_dim is None:
+        if in_dim is None:  # copied: an expanded tensor would share memory between samples
             tensor = tensor.unsqueeze(dim).expand(*tensor.shape[:dim], size, *tensor.shape[dim:])
+            folded.append(tensor.flatten(dim, dim + 1).contiguous())
         else:
-            tensor = tensor.movedim(in_dim, dim)
-        folded.append(tensor.flatten(dim, dim + 1))
+            folded.append(tensor.movedim(in_dim, dim).flatten(dim, dim + 1))
     return folded
 
 
@@ -628,6 +628,13 @@ def _folding_functions(
             size = info.batch_size
             folded = _fold(real, real_dims, dims, size)
             output = Folding.apply(layout, *folded, *_PADDING[count:])
+            samples = folded[0].shape[dims[0]]
+            if output.dim() == 0 or output.shape[0] != samples:
+                raise ValueError(
+                    f"{name}: declared samplewise (sample_dims), its output must have one "
+                    f"entry per sample along dimension 0 ({samples} here, the vmapped samples "
+                    f"folded in), got shape {shape_str(output.shape)}."
+                )
             return output.unflatten(0, (size, -1)), 0
 
     for cls, suffix in ((Folding, "Folding"), (FoldedBackward, "FoldedBackward")):

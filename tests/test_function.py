@@ -372,6 +372,24 @@ def test_sample_dims_leave_an_undeclared_tensor_to_the_generated_rule(
     assert not folds
 
 
+def test_sample_dims_of_a_loss_that_reduces_over_samples_say_so() -> None:
+    @funcloss.custom_backward
+    def total_error(input: Tensor, target: Tensor) -> Tensor:
+        return ((input - target) ** 2).sum()
+
+    @total_error.backward
+    def _(grad, input, target):
+        return 2 * (input - target) * grad, -2 * (input - target) * grad
+
+    total_error.sample_dims(input=0, target=0)
+    message = (
+        "total_error: declared samplewise (sample_dims), its output must have one entry per "
+        "sample along dimension 0 (8 here, the vmapped samples folded in), got shape ()."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        vmap(total_error)(_COLUMNS, _COLUMNS)
+
+
 @pytest.mark.parametrize(
     ("dims", "message"),
     [
