@@ -49,6 +49,7 @@ from ._checks import (
     eager_mode,
     fail,
     fused_training_step,
+    in_place_safe,
     shape_str,
     value_checks_enabled,
 )
@@ -401,6 +402,15 @@ def _linear_cross_entropy_rows_backward(
     target_parts: list[Tensor] = []
     grad_weight: Tensor | None = None
     grad_bias: Tensor | None = None
+    # Building no graph (a second backward of a retained graph), the products go into buffers
+    # as the fused pass writes them (mm with out= a slice, addmm_ into zeros): the BLAS kernel
+    # for out= a slice may round otherwise than a fresh product (float64: 44 of 2000 drawn
+    # shapes), and the second backward must give the first one's bits (reentrant)
+    grad_input_buffer = None
+    if in_place_safe(grad, input, linear_weight):
+        device = x.input.device
+        grad_input_buffer = torch.empty(x.input.shape, dtype=config.dtype, device=device)
+        grad_weight = torch.zeros(x.linear_weight.shape, dtype=config.dtype, device=device)
     for start, stop in _chunks(input.shape[0], config.chunk_size):
         h = x.input[start:stop]
         rows = _chunk_rows(target, ignored, x.weight, allowed, config, start, stop, per_row)
@@ -414,13 +424,18 @@ def _linear_cross_entropy_rows_backward(
         g = g.reshape(h.shape[0], x.linear_weight.shape[0])
         if squashed is not None:
             g = g * (1 - squashed * squashed)
-        input_parts.append(g @ x.linear_weight)
-        # addmm as the fused pass accumulates, so that both give the same bits (reentrant)
-        grad_weight = g.T @ h if grad_weight is None else torch.addmm(grad_weight, g.T, h)
+        if grad_input_buffer is None:
+            input_parts.append(g @ x.linear_weight)
+            # addmm as the fused pass accumulates
+            grad_weight = g.T @ h if grad_weight is None else torch.addmm(grad_weight, g.T, h)
+        else:
+            torch.mm(g, x.linear_weight, out=grad_input_buffer[start:stop])
+            assert grad_weight is not None
+            grad_weight.addmm_(g.T, h)
         if linear_bias is not None:
             grad_bias = g.sum(0) if grad_bias is None else grad_bias + g.sum(0)
     assert grad_weight is not None
-    grad_input = torch.cat(input_parts)
+    grad_input = torch.cat(input_parts) if grad_input_buffer is None else grad_input_buffer
     grad_target = torch.cat(target_parts) if target_parts else None
     # grad_weight = G^T h is finite unless G (then grad_input too) or h is not (or it
     # overflows): not read
