@@ -150,6 +150,30 @@ def test_retain_graph_second_backward_recomputes() -> None:
     assert_close(first, second)
 
 
+def test_second_backward_of_a_retained_graph_gives_the_first_ones_bits() -> None:
+    # a drawn K-dim softcap case where the recomputation's fresh products rounded otherwise
+    # than the fused pass's products into slices (gradcheck: "Backward is not reentrant")
+    dtype = torch.float64
+    x = torch.zeros(9, dtype=dtype).index_fill_(0, torch.tensor([3]), 1.0).view(3, 3)
+    w = torch.zeros(24, dtype=dtype)
+    w[6], w[15], w[18] = 1.0, 1.0, 0.25
+    w = w.view(2, 2, 2, 3)
+    b = torch.zeros(2, 2, 2, dtype=dtype)
+    y = torch.full((3, 2, 2, 2), 0.5, dtype=dtype)
+    inputs = tuple(t.requires_grad_() for t in (x, w, b))
+
+    def loss(x, w, b):
+        return funcloss.linear_cross_entropy(
+            x, w, y, linear_bias=b, softcap=1.0, chunk_size=1, reduction="sum"
+        )
+
+    value = loss(*inputs)
+    first = torch.autograd.grad(value, inputs, retain_graph=True)
+    second = torch.autograd.grad(value, inputs)
+    assert all(torch.equal(a, c) for a, c in zip(first, second, strict=True))
+    assert torch.autograd.gradcheck(loss, inputs)
+
+
 def test_frozen_weight_gets_no_gradient() -> None:
     x, w, _, y = _problem()
     x.requires_grad_()
