@@ -334,7 +334,7 @@ def _half_kl_sum(input: Tensor, target: Tensor) -> Tensor:
 
 
 # The Huber step works through its inputs in chunks of this many elements (1 MiB of float32):
-# each chunk's difference, clamp and dot stay in cache, so the only passes over memory are the
+# each chunk's difference, clamp and terms stay in cache, so the only passes over memory are the
 # reads of the inputs and the write of the slope (a whole-tensor difference beside the slope
 # would add four passes and a tensor), and the Python loop is ~30 turns at 8192x1000.
 _HUBER_CHUNK = 2**18
